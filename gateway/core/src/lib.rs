@@ -1,0 +1,13 @@
+//! Sans-IO core of Credit Gateway (信用信息交换网关).
+//!
+//! Values in, values and decisions out: this crate reads no files, opens no sockets, keeps no
+//! clock. Time ("today") and configuration come in as arguments.
+
+pub mod calendar;
+pub mod canonical;
+pub mod date;
+pub mod ident;
+pub mod record;
+mod rules;
+
+pub use rules::{PENALTY_CATEGORIES_1996, PENALTY_CATEGORIES_2021, PENALTY_LAW_2021, penalty_categories_in_force};

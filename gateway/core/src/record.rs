@@ -1,0 +1,499 @@
+//! Canonical credit records: the record types, their JSON Schemas (the wire contract in
+//! `schemas/`), normalisation, the domain rules beyond the schema, content hashes and
+//! natural keys.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use time::Date;
+
+use crate::canonical::{Sha256Digest, StrictJsonError, canonical_bytes, parse_strict, pointer_segment};
+use crate::date::parse_date;
+use crate::ident::{IdentError, check_org_code, check_resident_id, check_uscc, normalize_code};
+use crate::rules;
+
+/// The kinds of record the gateway carries. A closed list: adding one means adding its schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordType {
+    /// 行政许可
+    AdminLicense,
+    /// 行政处罚
+    AdminPenalty,
+    /// 红名单 / 黑名单 / 重点关注名单
+    CreditListEntry,
+    /// 信用评价结果
+    EvaluationResult,
+    /// 月报 / 零信息报送
+    MonthlyReport,
+}
+
+impl RecordType {
+    pub const ALL: [RecordType; 5] =
+        [Self::AdminLicense, Self::AdminPenalty, Self::CreditListEntry, Self::EvaluationResult, Self::MonthlyReport];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AdminLicense => "admin_license",
+            Self::AdminPenalty => "admin_penalty",
+            Self::CreditListEntry => "credit_list_entry",
+            Self::EvaluationResult => "evaluation_result",
+            Self::MonthlyReport => "monthly_report",
+        }
+    }
+
+    /// The JSON Schema of this type, as shipped in `schemas/<type>/schema.json`.
+    pub fn schema_text(self) -> &'static str {
+        match self {
+            Self::AdminLicense => include_str!("../../../schemas/admin_license/schema.json"),
+            Self::AdminPenalty => include_str!("../../../schemas/admin_penalty/schema.json"),
+            Self::CreditListEntry => include_str!("../../../schemas/credit_list_entry/schema.json"),
+            Self::EvaluationResult => include_str!("../../../schemas/evaluation_result/schema.json"),
+            Self::MonthlyReport => include_str!("../../../schemas/monthly_report/schema.json"),
+        }
+    }
+
+    /// Whether the 7-working-day publicity deadline applies (双公示 and list entries).
+    pub fn has_publicity_deadline(self) -> bool {
+        matches!(self, Self::AdminLicense | Self::AdminPenalty | Self::CreditListEntry)
+    }
+}
+
+impl fmt::Display for RecordType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RecordType {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or(())
+    }
+}
+
+/// One thing wrong with a record: where (JSON pointer into the record), which rule, and a
+/// message in Chinese and English. A wire type: it appears in push answers and receipts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FieldError {
+    pub pointer: String,
+    pub rule: String,
+    pub message_zh: String,
+    pub message_en: String,
+}
+
+impl FieldError {
+    pub fn new(
+        pointer: impl Into<String>,
+        rule: &str,
+        message_zh: impl Into<String>,
+        message_en: impl Into<String>,
+    ) -> Self {
+        Self {
+            pointer: pointer.into(),
+            rule: rule.to_owned(),
+            message_zh: message_zh.into(),
+            message_en: message_en.into(),
+        }
+    }
+}
+
+/// A record that passed every check, normalised, with its hashes.
+#[derive(Debug, Clone)]
+pub struct ValidRecord {
+    pub record_type: RecordType,
+    /// RFC 8785 canonical JSON of the normalised content: exactly the bytes that were hashed.
+    pub canonical_content: String,
+    /// SHA-256 of `canonical_content`.
+    pub content_hash: Sha256Digest,
+    /// Identifies "the same decision" across versions (see [`natural_key`]).
+    pub natural_key: Sha256Digest,
+    /// The subject's USCC, when it has one (for queries by company).
+    pub subject_uscc: Option<String>,
+    /// The day the publicity clock starts (decision or listing date), when the type has one.
+    pub clock_start: Option<Date>,
+}
+
+/// Operator settings for validation.
+#[derive(Debug, Clone, Default)]
+pub struct ValidationPolicy {
+    /// Genuine pre-2015 pilot USCCs that fail the GB 32100 check character but must be accepted.
+    pub uscc_allow_list: Vec<String>,
+}
+
+/// Why the validator could not be built (a broken shipped schema: a build defect).
+#[derive(Debug, thiserror::Error)]
+#[error("schema of {record_type} is invalid: {message}")]
+pub struct SchemaBuildError {
+    pub record_type: RecordType,
+    pub message: String,
+}
+
+/// Validates records: schema first, then the domain rules. Built once and shared.
+pub struct RecordValidator {
+    schemas: Vec<(RecordType, Value, jsonschema::Validator)>,
+    uscc_allow: HashSet<String>,
+}
+
+impl fmt::Debug for RecordValidator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordValidator").field("uscc_allow", &self.uscc_allow.len()).finish_non_exhaustive()
+    }
+}
+
+/// Fields holding a 统一社会信用代码, normalised and checked wherever they appear.
+const USCC_FIELDS: &[&str] = &[
+    "party_uscc",
+    "issuing_authority_uscc",
+    "penalizing_authority_uscc",
+    "source_unit_uscc",
+    "listing_authority_uscc",
+    "evaluator_uscc",
+    "subject_uscc",
+    "department_uscc",
+];
+
+/// Identity-number fields: never published, never logged.
+pub const IDENTITY_NUMBER_FIELDS: &[&str] = &["party_id_no", "legal_rep_id_no"];
+
+impl RecordValidator {
+    pub fn new(policy: &ValidationPolicy) -> Result<Self, SchemaBuildError> {
+        let mut schemas = Vec::new();
+        for t in RecordType::ALL {
+            let err = |message: String| SchemaBuildError { record_type: t, message };
+            let schema: Value = serde_json::from_str(t.schema_text()).map_err(|e| err(e.to_string()))?;
+            let validator = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .should_validate_formats(true)
+                .build(&schema)
+                .map_err(|e| err(e.to_string()))?;
+            schemas.push((t, schema, validator));
+        }
+        let uscc_allow = policy.uscc_allow_list.iter().map(|c| normalize_code(c)).collect();
+        Ok(Self { schemas, uscc_allow })
+    }
+
+    fn schema(&self, t: RecordType) -> (&Value, &jsonschema::Validator) {
+        let (_, schema, validator) = &self.schemas[t as usize];
+        (schema, validator)
+    }
+
+    /// Checks one record given as JSON text. `today` bounds decision dates.
+    pub fn check_json(&self, text: &[u8], today: Date) -> Result<ValidRecord, Vec<FieldError>> {
+        let value = parse_strict(text).map_err(|e| vec![json_error(&e)])?;
+        self.check(value, today)
+    }
+
+    /// Checks one parsed record.
+    pub fn check(&self, value: Value, today: Date) -> Result<ValidRecord, Vec<FieldError>> {
+        let Value::Object(mut record) = value else {
+            return Err(vec![FieldError::new(
+                "",
+                "record.not_object",
+                "记录必须是 JSON 对象",
+                "a record must be a JSON object",
+            )]);
+        };
+        let record_type = match record.get("record_type") {
+            None => {
+                return Err(vec![FieldError::new(
+                    "/record_type",
+                    "schema.required",
+                    "缺少必填字段 记录类型（record_type）",
+                    "required field record_type is missing",
+                )]);
+            }
+            Some(Value::String(s)) if s.parse::<RecordType>().is_ok() => s.parse().unwrap_or(RecordType::AdminLicense),
+            Some(other) => {
+                return Err(vec![FieldError::new(
+                    "/record_type",
+                    "record_type.unknown",
+                    format!(
+                        "未知的记录类型 {other}，应为 admin_license、admin_penalty、credit_list_entry、evaluation_result 或 monthly_report"
+                    ),
+                    format!(
+                        "unknown record type {other}; expected admin_license, admin_penalty, credit_list_entry, evaluation_result or monthly_report"
+                    ),
+                )]);
+            }
+        };
+        normalize(&mut record);
+        let value = Value::Object(record);
+        let (schema, validator) = self.schema(record_type);
+        let mut errors: Vec<FieldError> = validator.iter_errors(&value).map(|e| schema_error(schema, &e)).collect();
+        let Value::Object(record) = &value else { unreachable!("built as an object above") };
+        let fields = Fields(record);
+        rules::check(record_type, &fields, &self.uscc_allow, today, &mut errors);
+        if !errors.is_empty() {
+            errors.sort_by(|a, b| a.pointer.cmp(&b.pointer).then_with(|| a.rule.cmp(&b.rule)));
+            errors.dedup();
+            return Err(errors);
+        }
+        let canonical_content = String::from_utf8(canonical_bytes(&value)).unwrap_or_default();
+        Ok(ValidRecord {
+            record_type,
+            content_hash: Sha256Digest::of(canonical_content.as_bytes()),
+            natural_key: natural_key(record_type, &fields),
+            subject_uscc: ["party_uscc", "subject_uscc", "department_uscc"]
+                .iter()
+                .find_map(|k| fields.str(k))
+                .map(str::to_owned),
+            clock_start: match record_type {
+                RecordType::AdminLicense | RecordType::AdminPenalty => fields.date("decision_date"),
+                RecordType::CreditListEntry => fields.date("listed_on"),
+                RecordType::EvaluationResult | RecordType::MonthlyReport => None,
+            },
+            canonical_content,
+        })
+    }
+}
+
+/// Read access to a record's top-level fields.
+pub(crate) struct Fields<'a>(pub(crate) &'a Map<String, Value>);
+
+impl Fields<'_> {
+    pub(crate) fn str(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
+    }
+    pub(crate) fn date(&self, key: &str) -> Option<Date> {
+        self.str(key).and_then(parse_date)
+    }
+    pub(crate) fn has(&self, key: &str) -> bool {
+        match self.0.get(key) {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) => !s.trim().is_empty(),
+            Some(_) => true,
+        }
+    }
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+}
+
+/// Brings identifiers to their canonical spelling before anything is checked or hashed, so
+/// `９１…`, `91…` and ` 91… ` are one code.
+fn normalize(record: &mut Map<String, Value>) {
+    for key in USCC_FIELDS.iter().chain(["party_org_code"].iter()) {
+        if let Some(Value::String(s)) = record.get_mut(*key) {
+            let mut code = normalize_code(s);
+            if *key == "party_org_code" {
+                code.retain(|c| c != '-');
+            }
+            *s = code;
+        }
+    }
+    for (type_key, no_key) in [("party_id_type", "party_id_no"), ("legal_rep_id_type", "legal_rep_id_no")] {
+        let is_resident_id = record.get(type_key).and_then(Value::as_str) == Some("身份证");
+        if let (true, Some(Value::String(s))) = (is_resident_id, record.get_mut(no_key)) {
+            *s = normalize_code(s);
+        }
+    }
+}
+
+/// The natural key: the fields that name one decision about one subject, whatever its
+/// version. Equal natural key and equal content is a duplicate; equal natural key with other
+/// content is a new version.
+fn natural_key(t: RecordType, f: &Fields<'_>) -> Sha256Digest {
+    let party =
+        || f.str("party_uscc").or_else(|| f.str("party_id_no")).or_else(|| f.str("party_name")).unwrap_or_default();
+    let s = |k: &str| f.str(k).unwrap_or_default();
+    let parts: Vec<&str> = match t {
+        RecordType::AdminLicense => {
+            vec![t.as_str(), s("decision_doc_no"), s("issuing_authority_uscc"), s("decision_date"), party()]
+        }
+        RecordType::AdminPenalty => {
+            vec![t.as_str(), s("decision_doc_no"), s("penalizing_authority_uscc"), s("decision_date"), party()]
+        }
+        RecordType::CreditListEntry => {
+            vec![t.as_str(), s("list_type"), s("domain"), s("listing_authority_uscc"), s("listed_on"), party()]
+        }
+        RecordType::EvaluationResult => {
+            vec![t.as_str(), s("scheme_id"), s("scheme_version"), s("subject_uscc"), s("period"), s("evaluator_uscc")]
+        }
+        RecordType::MonthlyReport => vec![t.as_str(), s("department_uscc"), s("period")],
+    };
+    let array = Value::Array(parts.into_iter().map(|p| Value::String(p.to_owned())).collect());
+    Sha256Digest::of(&canonical_bytes(&array))
+}
+
+pub(crate) fn json_error(e: &StrictJsonError) -> FieldError {
+    match e {
+        StrictJsonError::DuplicateKey { pointer, key } => FieldError::new(
+            pointer.clone(),
+            "json.duplicate_key",
+            format!("JSON 对象中字段 {key} 重复出现"),
+            format!("member {key} appears more than once in one JSON object"),
+        ),
+        StrictJsonError::Syntax(m) => {
+            FieldError::new("", "json.syntax", format!("JSON 格式错误：{m}"), format!("malformed JSON: {m}"))
+        }
+    }
+}
+
+/// The Chinese title of a top-level property, from the schema, for messages.
+fn title<'a>(schema: &'a Value, field: &str) -> &'a str {
+    schema["properties"][field]["title"].as_str().unwrap_or("")
+}
+
+fn schema_error(schema: &Value, e: &jsonschema::ValidationError<'_>) -> FieldError {
+    use jsonschema::error::ValidationErrorKind as K;
+    let path = e.instance_path().to_string();
+    let field = path.trim_start_matches('/').split('/').next().unwrap_or("").to_owned();
+    let name = |f: &str| {
+        let t = title(schema, f);
+        if t.is_empty() { f.to_owned() } else { format!("{t}（{f}）") }
+    };
+    let (pointer, rule, zh, en) = match e.kind() {
+        K::Required { property } => {
+            let p = property.as_str().unwrap_or_default();
+            (
+                format!("{path}/{}", pointer_segment(p)),
+                "schema.required",
+                format!("缺少必填字段 {}", name(p)),
+                format!("required field {p} is missing"),
+            )
+        }
+        K::AdditionalProperties { unexpected } => {
+            let p = unexpected.first().cloned().unwrap_or_default();
+            (
+                format!("{path}/{}", pointer_segment(&p)),
+                "schema.additional_properties",
+                format!("不允许的字段 {p}"),
+                format!("field {p} is not allowed"),
+            )
+        }
+        K::Type { kind } => (
+            path,
+            "schema.type",
+            format!("{} 的类型错误，应为 {kind:?}", name(&field)),
+            format!("{field} has the wrong type; expected {kind:?}"),
+        ),
+        K::Enum { options } => (
+            path,
+            "schema.enum",
+            format!("{} 的取值不在代码表中，可选值：{options}", name(&field)),
+            format!("{field} must be one of {options}"),
+        ),
+        K::Constant { expected_value } => (
+            path,
+            "schema.const",
+            format!("{} 必须为 {expected_value}", name(&field)),
+            format!("{field} must be {expected_value}"),
+        ),
+        K::Pattern { pattern } => (
+            path,
+            "schema.pattern",
+            format!("{} 的格式不正确（应匹配 {pattern}）", name(&field)),
+            format!("{field} does not match {pattern}"),
+        ),
+        K::Format { format } => (
+            path,
+            "schema.format",
+            format!("{} 不是有效的 {format}（日期应为 YYYY-MM-DD）", name(&field)),
+            format!("{field} is not a valid {format}"),
+        ),
+        K::MaxLength { limit } => (
+            path,
+            "schema.max_length",
+            format!("{} 超过最大长度 {limit} 个字符", name(&field)),
+            format!("{field} is longer than {limit} characters"),
+        ),
+        K::MinLength { limit } => (
+            path,
+            "schema.min_length",
+            format!("{} 不能为空（至少 {limit} 个字符）", name(&field)),
+            format!("{field} must have at least {limit} characters"),
+        ),
+        K::Minimum { limit } | K::ExclusiveMinimum { limit } => (
+            path,
+            "schema.minimum",
+            format!("{} 小于允许的最小值 {limit}", name(&field)),
+            format!("{field} is below the minimum {limit}"),
+        ),
+        K::Maximum { limit } | K::ExclusiveMaximum { limit } => (
+            path,
+            "schema.maximum",
+            format!("{} 大于允许的最大值 {limit}", name(&field)),
+            format!("{field} is above the maximum {limit}"),
+        ),
+        K::MinItems { limit } => (
+            path,
+            "schema.min_items",
+            format!("{} 至少需要 {limit} 项", name(&field)),
+            format!("{field} needs at least {limit} items"),
+        ),
+        K::MaxItems { limit } => (
+            path,
+            "schema.max_items",
+            format!("{} 最多 {limit} 项", name(&field)),
+            format!("{field} allows at most {limit} items"),
+        ),
+        K::UniqueItems => {
+            (path, "schema.unique_items", format!("{} 中有重复项", name(&field)), format!("{field} has repeated items"))
+        }
+        _ => (
+            path,
+            "schema.invalid",
+            format!("{} 不符合模式：{e}", name(&field)),
+            format!("{field} does not match the schema: {e}"),
+        ),
+    };
+    FieldError { pointer, rule: rule.to_owned(), message_zh: zh, message_en: en }
+}
+
+/// Maps an identifier check failure to its rule id and messages.
+pub(crate) fn ident_error(pointer: String, family: &str, label_zh: &str, label_en: &str, e: IdentError) -> FieldError {
+    let (suffix, zh, en) = match e {
+        IdentError::Format => ("format", "格式错误", "is malformed"),
+        IdentError::CheckChar => ("check_char", "校验位错误", "has a wrong check character"),
+        IdentError::BirthDate => ("birth_date", "中的出生日期无效", "contains an impossible birth date"),
+    };
+    FieldError::new(pointer, &format!("{family}.{suffix}"), format!("{label_zh}{zh}"), format!("{label_en} {en}"))
+}
+
+pub(crate) fn check_uscc_field(f: &Fields<'_>, key: &str, allow: &HashSet<String>, errors: &mut Vec<FieldError>) {
+    let Some(code) = f.str(key) else { return };
+    // Format errors are the schema's `pattern`; only a well-formed code gets its check character tested.
+    if let Err(IdentError::CheckChar) = check_uscc(code) {
+        if !allow.contains(code) {
+            errors.push(ident_error(format!("/{key}"), "uscc", "统一社会信用代码", "the USCC", IdentError::CheckChar));
+        }
+    }
+}
+
+pub(crate) fn check_org_code_field(f: &Fields<'_>, errors: &mut Vec<FieldError>) {
+    if let Some(Err(IdentError::CheckChar)) = f.str("party_org_code").map(check_org_code) {
+        errors.push(ident_error(
+            "/party_org_code".into(),
+            "org_code",
+            "组织机构代码",
+            "the organisation code",
+            IdentError::CheckChar,
+        ));
+    }
+}
+
+pub(crate) fn check_resident_id_field(f: &Fields<'_>, type_key: &str, no_key: &str, errors: &mut Vec<FieldError>) {
+    if f.str(type_key) != Some("身份证") {
+        return;
+    }
+    if let Some(Err(e)) = f.str(no_key).map(check_resident_id) {
+        errors.push(ident_error(format!("/{no_key}"), "id_number", "居民身份证号码", "the resident ID number", e));
+    }
+}
+
+pub(crate) const fn uscc_fields() -> &'static [&'static str] {
+    USCC_FIELDS
+}
+
+/// Replaces identity numbers by their masked form, for answers that leave the node's store.
+pub fn mask_identity_numbers(content: &mut Value) {
+    for key in IDENTITY_NUMBER_FIELDS {
+        if let Some(Value::String(s)) = content.get_mut(*key) {
+            *s = crate::ident::mask_id_number(s);
+        }
+    }
+}

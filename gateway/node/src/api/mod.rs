@@ -1,0 +1,309 @@
+//! The department-facing HTTP API (axum): push, read and query records, health, and the
+//! OpenAPI document generated from these handlers.
+
+mod docs;
+mod error;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gateway_core::date::parse_date;
+use gateway_core::ident::normalize_code;
+use gateway_core::record::{RecordType, mask_identity_numbers};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use uuid::Uuid;
+
+pub use error::{ApiError, ErrorBody};
+
+use crate::ingest::{BatchResult, Gateway};
+use crate::store::{RecordQuery, StoredRecord};
+
+/// Default and largest page of `GET /api/v1/records`.
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+/// The whole HTTP application; `serve` binds it, tests call it directly.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/api/v1/records", post(push_records).get(query_records))
+        .route("/api/v1/records/{id}", get(get_record))
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/docs", get(|| async { Html(docs::PAGE) }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::not_found("该路径", "path") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "该路径不支持此 HTTP 方法",
+                "method not allowed on this path",
+            )
+        })
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal(&"handler panicked").into_response()))
+        .layer(TraceLayer::new_for_http())
+        .with_state(gateway)
+}
+
+/// Push a batch of records (JSON array). Answers 200 with one outcome per record, in order,
+/// after the accepted ones are committed; good records are kept when others are rejected.
+#[utoipa::path(
+    post,
+    path = "/api/v1/records",
+    tag = "records",
+    request_body(content = Vec<serde_json::Value>, content_type = "application/json",
+        description = "JSON array of records; each is one of the record schemas (components: admin_license, admin_penalty, credit_list_entry, evaluation_result, monthly_report)"),
+    responses(
+        (status = 200, description = "Per-record outcomes", body = BatchResult),
+        (status = 400, description = "Malformed JSON or not an array", body = ErrorBody),
+        (status = 413, description = "Body or batch too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    )
+)]
+async fn push_records(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchResult>, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let limit = gw.limits.max_body_bytes;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::payload_too_large(limit))?;
+    gw.push(bytes, OffsetDateTime::now_utc()).await.map(Json)
+}
+
+/// A record version as the API shows it. Identity numbers are masked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordView {
+    pub seq: i64,
+    pub record_id: Uuid,
+    pub version: i64,
+    pub origin: String,
+    pub record_type: String,
+    pub content_hash: String,
+    pub item_hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publicity_deadline: Option<String>,
+    pub received_at: String,
+    /// The record content; 证件号码 fields are masked (e.g. `110105********002X`).
+    pub content: serde_json::Value,
+}
+
+impl TryFrom<StoredRecord> for RecordView {
+    type Error = ApiError;
+    fn try_from(r: StoredRecord) -> Result<Self, ApiError> {
+        let mut content: serde_json::Value = serde_json::from_str(&r.content).map_err(|e| ApiError::internal(&e))?;
+        mask_identity_numbers(&mut content);
+        Ok(Self {
+            seq: r.seq,
+            record_id: r.record_id,
+            version: r.version,
+            origin: r.origin,
+            record_type: r.record_type,
+            content_hash: r.content_hash,
+            item_hash: r.item_hash,
+            publicity_deadline: r.deadline,
+            received_at: r.received_at,
+            content,
+        })
+    }
+}
+
+/// Every version of one record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordVersions {
+    pub record_id: Uuid,
+    /// Oldest first; the last is current.
+    pub versions: Vec<RecordView>,
+}
+
+/// Read one record with all its versions.
+#[utoipa::path(
+    get,
+    path = "/api/v1/records/{id}",
+    tag = "records",
+    params(("id" = String, Path, description = "Record id (UUID)")),
+    responses(
+        (status = 200, body = RecordVersions),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+async fn get_record(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Json<RecordVersions>, ApiError> {
+    let record_id = Uuid::parse_str(&id).map_err(|_| {
+        ApiError::bad_request("bad_record_id", "记录编号必须是 UUID", "the record id must be a UUID")
+            .with_pointer("/id")
+    })?;
+    let versions = gw.store.versions(record_id).await.map_err(|e| ApiError::internal(&e))?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found("该记录", "record"));
+    }
+    let versions = versions.into_iter().map(RecordView::try_from).collect::<Result<_, _>>()?;
+    Ok(Json(RecordVersions { record_id, versions }))
+}
+
+/// Filters for listing records.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Subject's 统一社会信用代码.
+    uscc: Option<String>,
+    /// Record type, e.g. `admin_penalty`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    record_type: Option<String>,
+    /// Decision (or listing) date from, inclusive, `YYYY-MM-DD`.
+    from: Option<String>,
+    /// Decision (or listing) date to, inclusive, `YYYY-MM-DD`.
+    to: Option<String>,
+    /// Continue after this position (`next_after` of the previous page).
+    after: Option<i64>,
+    /// Page size, 1–1000 (default 100).
+    limit: Option<i64>,
+}
+
+/// A page of records.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordPage {
+    pub items: Vec<RecordView>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<i64>,
+}
+
+/// List records by subject, type and decision date, in arrival order, paged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/records",
+    tag = "records",
+    params(ListParams),
+    responses((status = 200, body = RecordPage), (status = 400, body = ErrorBody))
+)]
+async fn query_records(
+    State(gw): State<Arc<Gateway>>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<RecordPage>, ApiError> {
+    let Query(p) = params.map_err(|e| {
+        ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), format!("bad query parameters: {e}"))
+    })?;
+    let date = |name: &str, v: &Option<String>| match v {
+        None => Ok(None),
+        Some(s) => parse_date(s).map(Some).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_query",
+                format!("{name} 必须是 YYYY-MM-DD 日期"),
+                format!("{name} must be a YYYY-MM-DD date"),
+            )
+            .with_pointer(format!("/{name}"))
+        }),
+    };
+    let record_type = match &p.record_type {
+        None => None,
+        Some(t) => Some(t.parse::<RecordType>().map_err(|()| {
+            ApiError::bad_request("bad_query", format!("未知的记录类型 {t}"), format!("unknown record type {t}"))
+                .with_pointer("/type")
+        })?),
+    };
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "limit 必须在 1 到 1000 之间",
+            "limit must be between 1 and 1000",
+        )
+        .with_pointer("/limit"));
+    }
+    let q = RecordQuery {
+        subject_uscc: p.uscc.as_deref().map(normalize_code),
+        record_type,
+        from: date("from", &p.from)?,
+        to: date("to", &p.to)?,
+        after: p.after.unwrap_or(0),
+        limit: limit + 1,
+    };
+    let mut rows = gw.store.query(&q).await.map_err(|e| ApiError::internal(&e))?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_after = if more { rows.last().map(|r| r.seq) } else { None };
+    let items = rows.into_iter().map(RecordView::try_from).collect::<Result<_, _>>()?;
+    Ok(Json(RecordPage { items, next_after }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    match gw.store.ping().await {
+        Ok(()) => Json(Health { status: "ready" }).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "store not ready");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "存储不可用", "the store is not available")
+                .into_response()
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Credit Gateway API (信用信息交换网关)", description = "Department-facing API of a Credit Gateway node."),
+    paths(push_records, get_record, query_records, healthz, readyz),
+    tags((name = "records", description = "双公示 and other credit records"), (name = "operations", description = "Health"))
+)]
+struct ApiDoc;
+
+/// The OpenAPI 3.1 document: the handlers' annotations plus the record JSON Schemas of
+/// `schemas/`, so neither can drift from the code.
+pub fn openapi_document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let schemas = &mut doc["components"]["schemas"];
+    for t in RecordType::ALL {
+        if let Ok(mut schema) = serde_json::from_str::<serde_json::Value>(t.schema_text()) {
+            if let Some(obj) = schema.as_object_mut() {
+                obj.remove("$schema");
+                obj.remove("$id");
+            }
+            schemas[t.as_str()] = schema;
+        }
+    }
+    let refs: Vec<_> =
+        RecordType::ALL.iter().map(|t| serde_json::json!({"$ref": format!("#/components/schemas/{t}")})).collect();
+    doc["paths"]["/api/v1/records"]["post"]["requestBody"]["content"]["application/json"]["schema"] =
+        serde_json::json!({"type": "array", "items": {"oneOf": refs}});
+    doc
+}
+
+async fn openapi_json() -> Json<serde_json::Value> {
+    Json(openapi_document())
+}

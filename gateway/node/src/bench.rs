@@ -1,0 +1,293 @@
+//! `credit-gateway bench ingest`: records/s through the real HTTP API into SQLite, beside the
+//! raw ceiling of the same store measured in the same run, written to `docs/benchmarks.md`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use gateway_core::ident::uscc_check_char;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::macros::date;
+
+use crate::clock::today_in_china;
+use crate::config::Config;
+use crate::store::{Incoming, Store};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestOptions {
+    /// Records per run.
+    #[arg(long, default_value_t = 100_000)]
+    pub records: usize,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Markdown report to (re)write; `-` to skip.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    pub report: String,
+}
+
+/// One run's figures.
+#[derive(Debug)]
+pub struct IngestReport {
+    pub records: usize,
+    pub batch: usize,
+    pub concurrency: usize,
+    pub mean_record_bytes: usize,
+    pub validate_rate: f64,
+    pub raw_rate: f64,
+    pub http_rate: f64,
+}
+
+impl IngestReport {
+    pub fn ratio(&self) -> f64 {
+        self.http_rate / self.raw_rate
+    }
+}
+
+impl fmt::Display for IngestReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "## Ingest (foundation): HTTP push into SQLite vs the raw store ceiling\n")?;
+        writeln!(
+            f,
+            "{} synthetic records (mean {} bytes of JSON, Chinese text), batches of {}, {} concurrent HTTP clients, \
+             SQLite in WAL mode with `synchronous = FULL` (every batch on disk before it is answered), {} cores.\n",
+            self.records,
+            self.mean_record_bytes,
+            self.batch,
+            self.concurrency,
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        )?;
+        writeln!(f, "| measurement | records/s |")?;
+        writeln!(f, "|---|---:|")?;
+        writeln!(
+            f,
+            "| validation only (schema + domain rules + JCS + SHA-256, all cores) | {:.0} |",
+            self.validate_rate
+        )?;
+        writeln!(f, "| raw store ceiling (pre-validated rows, `Store::ingest`, one writer) | {:.0} |", self.raw_rate)?;
+        writeln!(
+            f,
+            "| **HTTP API** (`POST /api/v1/records`, parse + validate + store + answer) | **{:.0}** |",
+            self.http_rate
+        )?;
+        writeln!(
+            f,
+            "\nHTTP / raw ceiling = **{:.2}×** (target ≥ 0.6×); HTTP rate target ≥ 30,000 records/s.",
+            self.ratio()
+        )
+    }
+}
+
+/// Runs the ingest benchmark.
+pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
+    if opts.batch == 0 || opts.records < opts.batch || opts.concurrency == 0 {
+        bail!("need records ≥ batch ≥ 1 and concurrency ≥ 1");
+    }
+    let records = synthetic_records(opts.records, 1);
+    let texts: Vec<String> = records.iter().map(Value::to_string).collect();
+    let mean_record_bytes = texts.iter().map(String::len).sum::<usize>() / texts.len();
+    let bodies: Vec<bytes::Bytes> =
+        texts.chunks(opts.batch).map(|c| bytes::Bytes::from(format!("[{}]", c.join(",")))).collect();
+
+    let dir = tempfile::tempdir()?;
+    let config = |name: &str| Config {
+        data_dir: dir.path().join(name),
+        limits: crate::config::Limits { max_batch_records: opts.batch.max(5_000), max_body_bytes: 64 << 20 },
+        ..Config::default()
+    };
+
+    // Validation alone, and the rows the raw run inserts.
+    let gw = crate::server::build_gateway(&config("raw")).await?;
+    let today = today_in_china(OffsetDateTime::now_utc());
+    let started = Instant::now();
+    let validated: Vec<Incoming> = {
+        let gw = Arc::clone(&gw);
+        let texts = texts.clone();
+        tokio::task::spawn_blocking(move || {
+            use rayon::prelude::*;
+            texts
+                .par_iter()
+                .map(|t| gw.validator.check_json(t.as_bytes(), today).map(|r| gw.incoming(r)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("synthetic record rejected: {e:?}"))?
+    };
+    let validate_rate = rate(opts.records, started.elapsed());
+
+    let raw_rate = raw_store_rate(&gw.store, &validated, opts.batch).await?;
+    gw.store.close().await;
+    drop(gw);
+
+    let gw = crate::server::build_gateway(&config("http")).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::server::run(listener, Arc::clone(&gw), async {
+        let _ = stopped.await;
+    }));
+    let http_rate = http_rate(&format!("http://{addr}/api/v1/records"), bodies, opts.concurrency, opts.records).await?;
+    let stored = gw.store.count().await?;
+    let _ = stop.send(());
+    server.await??;
+    if stored != opts.records as i64 {
+        bail!("HTTP run stored {stored} records, expected {}", opts.records);
+    }
+
+    let report = IngestReport {
+        records: opts.records,
+        batch: opts.batch,
+        concurrency: opts.concurrency,
+        mean_record_bytes,
+        validate_rate,
+        raw_rate,
+        http_rate,
+    };
+    if opts.report != "-" {
+        write_section(&PathBuf::from(&opts.report), "## Ingest (foundation)", &report.to_string())?;
+    }
+    Ok(report)
+}
+
+async fn raw_store_rate(store: &Store, rows: &[Incoming], batch: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    for chunk in rows.chunks(batch) {
+        store.ingest("cn-370306", chunk, OffsetDateTime::now_utc()).await?;
+    }
+    Ok(rate(rows.len(), started.elapsed()))
+}
+
+async fn http_rate(url: &str, bodies: Vec<bytes::Bytes>, concurrency: usize, records: usize) -> anyhow::Result<f64> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let queue = Arc::new(std::sync::Mutex::new(bodies));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, queue, url) = (client.clone(), Arc::clone(&queue), url.to_owned());
+        workers.spawn(async move {
+            loop {
+                let Some(body) = queue.lock().map_err(|_| anyhow::anyhow!("queue poisoned"))?.pop() else {
+                    return Ok(());
+                };
+                let resp = client.post(&url).header("content-type", "application/json").body(body).send().await?;
+                if !resp.status().is_success() {
+                    bail!("push answered {}", resp.status());
+                }
+                let answer: Value = resp.json().await?;
+                if answer["rejected"] != 0 {
+                    bail!("synthetic records rejected: {}", answer["outcomes"]);
+                }
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.context("bench worker panicked")??;
+    }
+    Ok(rate(records, started.elapsed()))
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+/// Replaces the section that starts with `heading` in a Markdown file (or appends it).
+pub fn write_section(path: &std::path::Path, heading: &str, section: &str) -> anyhow::Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nFigures from `credit-gateway bench …` runs; each section is rewritten by its command.\n".into()
+    });
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in old.lines() {
+        if line.starts_with(heading) {
+            skipping = true;
+            continue;
+        }
+        if skipping && line.starts_with("## ") {
+            skipping = false;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let stamp = crate::clock::format_timestamp(OffsetDateTime::now_utc());
+    out.push_str(&format!("\n{}\n_Run {stamp} with `credit-gateway bench ingest`._\n", section.trim_end()));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, out.replace("\n\n\n", "\n\n"))?;
+    Ok(())
+}
+
+/// A valid USCC derived from `n`, with the given two-character prefix.
+fn uscc(prefix: &str, n: u64) -> String {
+    let first17 = format!("{prefix}370306{:09}", n % 1_000_000_000);
+    let check = uscc_check_char(&first17).unwrap_or('0');
+    format!("{first17}{check}")
+}
+
+/// Deterministic, realistic 行政处罚 / 行政许可 records (≈ 900 bytes of JSON each), every one
+/// valid and with its own natural key. `seed` separates runs that must not collide.
+pub fn synthetic_records(n: usize, seed: u64) -> Vec<Value> {
+    const UNITS: &[(&str, &str)] = &[
+        ("淄博市周村区市场监督管理局", "11370306MB28554702"),
+        ("淄博市周村区生态环境分局", "11370306004217500P"),
+        ("淄博市周村区应急管理局", "11370306MB28554715"),
+    ];
+    const FACTS: &[&str] = &[
+        "当事人在其经营场所销售的预包装食品标签不符合食品安全国家标准，经抽样检验，标签中未标注生产日期和保质期，违反了《中华人民共和国食品安全法》第六十七条的规定。",
+        "当事人未按规定设置危险废物识别标志，且危险废物贮存场所未采取防扬散、防流失、防渗漏措施，违反了《中华人民共和国固体废物污染环境防治法》第七十七条的规定。",
+        "当事人未对从业人员进行安全生产教育和培训，未如实记录安全生产教育和培训情况，违反了《中华人民共和国安全生产法》第二十八条的规定。",
+    ];
+    (0..n)
+        .map(|i| {
+            let k = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+            let (unit, unit_uscc) = UNITS[i % UNITS.len()];
+            let decided = date!(2026 - 03 - 02) + time::Duration::days((k % 200) as i64);
+            let party_uscc = uscc("91", k.wrapping_mul(7919));
+            if i % 4 == 3 {
+                json!({
+                    "record_type": "admin_license",
+                    "region_code": "370306",
+                    "source_unit": unit, "source_unit_uscc": unit_uscc, "disclosure_scope": "public",
+                    "party_name": format!("淄博周村第{k}号商贸有限公司"), "party_category": "legal_entity",
+                    "party_uscc": party_uscc, "legal_rep_name": "王建国",
+                    "decision_doc_title": format!("关于淄博周村第{k}号商贸有限公司食品经营许可的决定"),
+                    "decision_doc_no": format!("周市监许字〔2026〕第{k}号"),
+                    "license_category": "普通", "license_cert_name": "食品经营许可证",
+                    "license_no": format!("JY1370306{k:08}"),
+                    "license_content": "预包装食品（含冷藏冷冻食品）销售，散装食品（不含冷藏冷冻食品）销售，热食类食品制售。",
+                    "decision_date": gateway_core::date::format_date(decided),
+                    "valid_from": gateway_core::date::format_date(decided),
+                    "valid_to": "2031-03-01",
+                    "issuing_authority": unit, "issuing_authority_uscc": unit_uscc, "status": "有效"
+                })
+            } else {
+                json!({
+                    "record_type": "admin_penalty",
+                    "region_code": "370306",
+                    "source_unit": unit, "source_unit_uscc": unit_uscc, "disclosure_scope": "public",
+                    "party_name": format!("淄博周村第{k}号商贸有限公司"), "party_category": "legal_entity",
+                    "party_uscc": party_uscc, "legal_rep_name": "李红梅",
+                    "decision_doc_no": format!("周市监罚〔2026〕{k}号"),
+                    "violation_type": "违反食品安全管理规定",
+                    "violation_facts": FACTS[i % FACTS.len()],
+                    "legal_basis": "《中华人民共和国食品安全法》第一百二十五条第一款第二项",
+                    "penalty_categories": ["警告", "罚款"],
+                    "penalty_content": format!("给予警告，并处罚款{}元", 2000 + k % 50 * 100),
+                    "fine_amount_wan": format!("{}", (2000 + k % 50 * 100) as f64 / 10_000.0),
+                    "decision_date": gateway_core::date::format_date(decided),
+                    "penalty_effective_until": gateway_core::date::format_date(decided + time::Duration::days(365)),
+                    "penalizing_authority": unit, "penalizing_authority_uscc": unit_uscc,
+                    "dishonesty_level": "general"
+                })
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,45 @@
+//! Time at the edge: the core takes "today" as an argument; this is where it comes from.
+
+use time::macros::offset;
+use time::{Date, OffsetDateTime, UtcOffset};
+
+/// China Standard Time: decision dates and "today" are Beijing dates.
+pub const CHINA: UtcOffset = offset!(+8);
+
+/// Today's date in China.
+pub fn today_in_china(now: OffsetDateTime) -> Date {
+    now.to_offset(CHINA).date()
+}
+
+/// RFC 3339 in UTC with `Z` and millisecond precision, as the interchange spec requires.
+pub fn format_timestamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn timestamps_have_millis_and_z() {
+        assert_eq!(format_timestamp(datetime!(2026-11-22 08:30:00.125_999 UTC)), "2026-11-22T08:30:00.125Z");
+        assert_eq!(format_timestamp(datetime!(2026-11-22 16:30:00 +8)), "2026-11-22T08:30:00.000Z");
+        assert_eq!(format_timestamp(datetime!(2026-11-22 08:30:00.1 UTC)), "2026-11-22T08:30:00.100Z");
+    }
+
+    #[test]
+    fn today_is_a_beijing_date() {
+        assert_eq!(today_in_china(datetime!(2026-11-22 17:00 UTC)).to_string(), "2026-11-23");
+    }
+}

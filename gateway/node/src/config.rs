@@ -1,0 +1,251 @@
+//! Node configuration: defaults, then a TOML file, then `CREDIT_GATEWAY_*` environment
+//! variables, then command-line flags. Validated once at start-up; unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Everything a node needs to run. `credit-gateway serve` works with all defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the department-facing HTTP API. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Directory for the embedded SQLite database and operator files. Default `./data`.
+    pub data_dir: PathBuf,
+    /// `postgres://…` to use PostgreSQL; empty means SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// This node's member id in the federation (`cn-` + GB/T 2260 code).
+    pub member_id: String,
+    /// Directory of extra working-day calendar files (`<year>.toml`); default `<data_dir>/calendar`.
+    pub calendar_dir: Option<PathBuf>,
+    /// Limits of `POST /api/v1/records`.
+    pub limits: Limits,
+    /// Validation policy.
+    pub validation: Validation,
+    /// SQLite tuning.
+    pub sqlite: Sqlite,
+    /// Log output: `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most records in one batch. Default 5,000.
+    pub max_batch_records: usize,
+    /// Largest request body in bytes. Default 16 MiB.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Validation {
+    /// Genuine pre-2015 pilot USCCs that fail the check character but are accepted.
+    pub uscc_allow_list: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sqlite {
+    /// `full` (default: every commit is on disk before it is acknowledged, even across power
+    /// loss) or `normal` (survives a process crash, may lose the last commits on power loss).
+    pub synchronous: SqliteSync,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SqliteSync {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            member_id: "cn-370306".into(),
+            calendar_dir: None,
+            limits: Limits::default(),
+            validation: Validation::default(),
+            sqlite: Sqlite::default(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_batch_records: 5_000, max_body_bytes: 16 * 1024 * 1024 }
+    }
+}
+
+impl Default for Sqlite {
+    fn default() -> Self {
+        Self { synchronous: SqliteSync::Full }
+    }
+}
+
+/// Environment variables read by [`Config::load`], and the config key each one sets.
+const ENV_KEYS: &[(&str, &str)] = &[
+    ("CREDIT_GATEWAY_LISTEN", "listen"),
+    ("CREDIT_GATEWAY_DATA_DIR", "data_dir"),
+    ("CREDIT_GATEWAY_DATABASE_URL", "database_url"),
+    ("CREDIT_GATEWAY_MEMBER_ID", "member_id"),
+    ("CREDIT_GATEWAY_CALENDAR_DIR", "calendar_dir"),
+    ("CREDIT_GATEWAY_LOG_FORMAT", "log_format"),
+    ("CREDIT_GATEWAY_MAX_BATCH_RECORDS", "limits.max_batch_records"),
+    ("CREDIT_GATEWAY_MAX_BODY_BYTES", "limits.max_body_bytes"),
+    ("CREDIT_GATEWAY_SQLITE_SYNCHRONOUS", "sqlite.synchronous"),
+];
+
+/// Command-line overrides (the highest layer).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Builds the configuration from its layers. `env` is passed in so tests never touch the
+    /// process environment.
+    pub fn load(overrides: &Overrides, env: &BTreeMap<String, String>) -> anyhow::Result<Self> {
+        let mut table = toml::Table::new();
+        if let Some(path) = &overrides.config_file {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+            table = toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+        }
+        for (name, value) in env.iter().filter(|(k, _)| k.starts_with("CREDIT_GATEWAY_")) {
+            let Some((_, key)) = ENV_KEYS.iter().find(|(n, _)| n == name) else {
+                let known: Vec<_> = ENV_KEYS.iter().map(|(n, _)| *n).collect();
+                bail!("unknown environment variable {name}; known: {}", known.join(", "));
+            };
+            set_key(&mut table, key, env_value(key, value))?;
+        }
+        let mut config: Config = Config::deserialize(toml::Value::Table(table)).context("invalid configuration")?;
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.limits.max_batch_records == 0 || self.limits.max_body_bytes < 1024 {
+            bail!("limits.max_batch_records must be ≥ 1 and limits.max_body_bytes ≥ 1024");
+        }
+        if let Some(url) = &self.database_url {
+            if !url.is_empty() && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                bail!("database_url must be a postgres:// URL (leave it unset for the embedded SQLite)");
+            }
+        }
+        let id_ok = self.member_id.strip_prefix("cn-").is_some_and(|rest| {
+            let (code, suffix) = rest.split_once('-').unwrap_or((rest, "a"));
+            code.len() == 6
+                && code.bytes().all(|b| b.is_ascii_digit())
+                && (1..=32).contains(&suffix.len())
+                && suffix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+        if !id_ok {
+            bail!("member_id {:?} must match ^cn-[0-9]{{6}}(-[a-z0-9]{{1,32}})?$", self.member_id);
+        }
+        Ok(())
+    }
+
+    pub fn calendar_dir(&self) -> PathBuf {
+        self.calendar_dir.clone().unwrap_or_else(|| self.data_dir.join("calendar"))
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("gateway.sqlite")
+    }
+
+    /// The PostgreSQL URL, if one is configured.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.database_url.as_deref().filter(|u| !u.is_empty())
+    }
+}
+
+/// Numbers stay numbers so TOML typing applies to environment values too.
+fn env_value(key: &str, raw: &str) -> toml::Value {
+    match key {
+        "limits.max_batch_records" | "limits.max_body_bytes" => {
+            raw.parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(raw.into()))
+        }
+        _ => toml::Value::String(raw.into()),
+    }
+}
+
+fn set_key(table: &mut toml::Table, dotted: &str, value: toml::Value) -> anyhow::Result<()> {
+    match dotted.split_once('.') {
+        None => {
+            table.insert(dotted.into(), value);
+        }
+        Some((head, rest)) => {
+            let entry = table.entry(head).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(inner) = entry.as_table_mut() else { bail!("config key {head} must be a table") };
+            set_key(inner, rest, value)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = Config::load(&Overrides::default(), &env(&[])).expect("defaults are valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert!(c.postgres_url().is_none());
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\n[limits]\nmax_batch_records = 10\n").expect("write");
+        let o = Overrides { config_file: Some(file), ..Default::default() };
+        let c = Config::load(&o, &env(&[("CREDIT_GATEWAY_MAX_BATCH_RECORDS", "20")])).expect("valid");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.limits.max_batch_records, 20);
+        let o = Overrides { listen: Some("127.0.0.1:9001".parse().expect("addr")), ..o };
+        assert_eq!(Config::load(&o, &env(&[])).expect("valid").listen.port(), 9001);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "listne = \"127.0.0.1:9000\"\n").expect("write");
+        let o = Overrides { config_file: Some(file), ..Default::default() };
+        let err = format!("{:#}", Config::load(&o, &env(&[])).unwrap_err());
+        assert!(err.contains("listne"), "{err}");
+        let err = Config::load(&Overrides::default(), &env(&[("CREDIT_GATEWAY_LISTNE", "x")])).unwrap_err();
+        assert!(err.to_string().contains("CREDIT_GATEWAY_LISTNE"));
+        assert!(Config::load(&Overrides::default(), &env(&[("CREDIT_GATEWAY_DATABASE_URL", "mysql://x")])).is_err());
+    }
+}

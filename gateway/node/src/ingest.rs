@@ -1,0 +1,203 @@
+//! The push path: parse a batch, validate every record (in parallel), store the good ones in
+//! one transaction, and answer per record, in order.
+//!
+//! **Invariant:** a bad record never stops the good ones; an outcome is returned only after
+//! the store has committed.
+
+use std::sync::Arc;
+
+use gateway_core::calendar::WorkingCalendar;
+use gateway_core::date::format_date;
+use gateway_core::record::{FieldError, RecordValidator, ValidRecord};
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use time::{Date, OffsetDateTime};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::api::ApiError;
+use crate::clock::today_in_china;
+use crate::config::Limits;
+use crate::store::{Incoming, Store, Stored};
+
+/// Everything the API handlers share.
+#[derive(Debug)]
+pub struct Gateway {
+    pub member_id: String,
+    pub validator: RecordValidator,
+    pub calendar: WorkingCalendar,
+    pub store: Store,
+    pub limits: Limits,
+}
+
+/// What happened to one record of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Stored as a new record.
+    Accepted,
+    /// Identical content was already stored; nothing changed.
+    Duplicate,
+    /// Same natural key, changed content: stored as the next version.
+    NewVersion,
+    /// Not stored; `errors` says why.
+    Rejected,
+}
+
+/// Whether the publicity deadline could be computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeadlineStatus {
+    /// `publicity_deadline` is the 7th working day after the decision date.
+    OnCalendar,
+    /// The count runs into a year whose official calendar is not loaded; never guessed.
+    CalendarUnknown,
+}
+
+/// One record's outcome.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RecordOutcome {
+    /// Position of the record in the batch (from 0).
+    pub index: usize,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// SHA-256 (hex) of the RFC 8785 canonical content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
+    /// 公示截止日: the 7th working day after the decision date (双公示 and list entries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publicity_deadline: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_status: Option<DeadlineStatus>,
+    /// Every problem found, when rejected.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// The answer to `POST /api/v1/records`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchResult {
+    pub received: usize,
+    pub accepted: usize,
+    pub duplicate: usize,
+    pub new_version: usize,
+    pub rejected: usize,
+    /// One per record, in batch order.
+    pub outcomes: Vec<RecordOutcome>,
+}
+
+type Checked = Result<Incoming, Vec<FieldError>>;
+
+impl Gateway {
+    /// Handles one pushed batch (the raw request body).
+    pub async fn push(self: &Arc<Self>, body: bytes::Bytes, now: OffsetDateTime) -> Result<BatchResult, ApiError> {
+        let this = Arc::clone(self);
+        let today = today_in_china(now);
+        let checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
+            .await
+            .map_err(|e| ApiError::internal(&e))??;
+        let incoming: Vec<Incoming> = checked.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+        let mut stored =
+            self.store.ingest(&self.member_id, &incoming, now).await.map_err(|e| ApiError::internal(&e))?.into_iter();
+        let mut result = BatchResult {
+            received: checked.len(),
+            accepted: 0,
+            duplicate: 0,
+            new_version: 0,
+            rejected: 0,
+            outcomes: Vec::new(),
+        };
+        for (index, c) in checked.into_iter().enumerate() {
+            let outcome = match c {
+                Err(errors) => RecordOutcome::rejected(index, errors),
+                Ok(inc) => match stored.next() {
+                    Some(s) => RecordOutcome::stored(index, s, &inc),
+                    None => return Err(ApiError::internal(&"store returned fewer outcomes than records")),
+                },
+            };
+            match outcome.status {
+                Status::Accepted => result.accepted += 1,
+                Status::Duplicate => result.duplicate += 1,
+                Status::NewVersion => result.new_version += 1,
+                Status::Rejected => result.rejected += 1,
+            }
+            result.outcomes.push(outcome);
+        }
+        tracing::info!(
+            received = result.received,
+            accepted = result.accepted,
+            duplicate = result.duplicate,
+            new_version = result.new_version,
+            rejected = result.rejected,
+            "batch stored"
+        );
+        Ok(result)
+    }
+
+    /// Parses and validates a batch. CPU-bound: runs on the blocking pool, records in parallel.
+    fn check_batch(&self, body: &[u8], today: Date) -> Result<Vec<Checked>, ApiError> {
+        let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(ApiError::from_batch_json)?;
+        if raws.len() > self.limits.max_batch_records {
+            return Err(ApiError::too_many_records(raws.len(), self.limits.max_batch_records));
+        }
+        Ok(raws
+            .par_iter()
+            .map(|raw| {
+                let record = self.validator.check_json(raw.get().as_bytes(), today)?;
+                Ok(self.incoming(record))
+            })
+            .collect())
+    }
+
+    /// Adds the publicity deadline to a validated record.
+    pub fn incoming(&self, record: ValidRecord) -> Incoming {
+        let deadline = match (record.record_type.has_publicity_deadline(), record.clock_start) {
+            (true, Some(start)) => self.calendar.deadline(start).ok(),
+            _ => None,
+        };
+        Incoming { record, deadline }
+    }
+}
+
+impl RecordOutcome {
+    fn rejected(index: usize, errors: Vec<FieldError>) -> Self {
+        Self {
+            index,
+            status: Status::Rejected,
+            record_id: None,
+            version: None,
+            content_hash: None,
+            publicity_deadline: None,
+            deadline_status: None,
+            errors,
+        }
+    }
+
+    fn stored(index: usize, stored: Stored, inc: &Incoming) -> Self {
+        let (status, record_id, version) = match stored {
+            Stored::Accepted { record_id, version } => (Status::Accepted, record_id, version),
+            Stored::Duplicate { record_id, version } => (Status::Duplicate, record_id, version),
+            Stored::NewVersion { record_id, version } => (Status::NewVersion, record_id, version),
+        };
+        let has_deadline = inc.record.record_type.has_publicity_deadline() && inc.record.clock_start.is_some();
+        let deadline_status = match (has_deadline, inc.deadline) {
+            (false, _) => None,
+            (true, Some(_)) => Some(DeadlineStatus::OnCalendar),
+            (true, None) => Some(DeadlineStatus::CalendarUnknown),
+        };
+        Self {
+            index,
+            status,
+            record_id: Some(record_id),
+            version: Some(version),
+            content_hash: Some(inc.record.content_hash.to_hex()),
+            publicity_deadline: inc.deadline.map(format_date),
+            deadline_status,
+            errors: Vec::new(),
+        }
+    }
+}

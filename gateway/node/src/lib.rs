@@ -1,0 +1,10 @@
+//! The Credit Gateway node: configuration, store, HTTP API, and the commands of the
+//! `credit-gateway` binary. The rules themselves live in `gateway_core`.
+
+pub mod api;
+pub mod bench;
+pub mod clock;
+pub mod config;
+pub mod ingest;
+pub mod server;
+pub mod store;

@@ -1,0 +1,156 @@
+//! `credit-gateway`: the gateway node and its operator commands.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use credit_gateway::config::{Config, LogFormat, Overrides};
+use credit_gateway::{bench, server};
+use gateway_core::date::{format_date, parse_date};
+
+#[derive(Parser)]
+#[command(name = "credit-gateway", version, about = "信用信息交换网关 · Credit Gateway node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway node (defaults: SQLite in ./data, listening on 127.0.0.1:8080).
+    Serve {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Data directory (SQLite database, operator calendar files).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Working-day calendar.
+    Calendar {
+        #[command(subcommand)]
+        command: CalendarCommand,
+    },
+    /// Reproducible benchmarks; results go to docs/benchmarks.md.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CalendarCommand {
+    /// Print the 双公示 publicity deadline (7th working day after the decision date).
+    Deadline {
+        /// Decision date, YYYY-MM-DD.
+        date: String,
+        /// Extra calendar files (default: ./data/calendar).
+        #[arg(long, default_value = "data/calendar")]
+        calendar_dir: PathBuf,
+    },
+    /// List the loaded years and their sources.
+    Years {
+        #[arg(long, default_value = "data/calendar")]
+        calendar_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Ingest through the HTTP API into SQLite, beside the raw store ceiling.
+    Ingest(bench::IngestOptions),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Serve { listen, data_dir, config } => {
+            let env: BTreeMap<String, String> = std::env::vars().collect();
+            let config = Config::load(&Overrides { config_file: config, listen, data_dir }, &env)?;
+            init_logging(config.log_format);
+            runtime()?.block_on(serve(config))?;
+        }
+        Command::Calendar { command: CalendarCommand::Deadline { date, calendar_dir } } => {
+            let cal = server::load_calendar(&calendar_dir)?;
+            let day = parse_date(&date).with_context(|| format!("{date:?} is not a YYYY-MM-DD date"))?;
+            match cal.deadline(day) {
+                Ok(deadline) => println!("{}", format_date(deadline)),
+                Err(unknown) => {
+                    println!("calendar-unknown");
+                    eprintln!("{unknown}; add {}/{}.toml to extend the calendar", calendar_dir.display(), unknown.year);
+                    return Ok(std::process::ExitCode::from(3));
+                }
+            }
+        }
+        Command::Calendar { command: CalendarCommand::Years { calendar_dir } } => {
+            for y in server::load_calendar(&calendar_dir)?.years() {
+                println!("{}\t{} working days\t{}", y.year, y.working_day_count(), y.source);
+            }
+        }
+        Command::Bench { command: BenchCommand::Ingest(opts) } => {
+            init_logging(LogFormat::Text);
+            let report = runtime()?.block_on(bench::ingest(&opts))?;
+            println!("{report}");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let gateway = server::build_gateway(&config).await?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, member_id = %config.member_id, data_dir = %config.data_dir.display(), "credit-gateway listening");
+    // A plain line on stdout: scripts and tests wait for it to learn the bound port.
+    println!("credit-gateway listening on http://{addr}");
+    server::run(listener, gateway, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

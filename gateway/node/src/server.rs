@@ -1,0 +1,78 @@
+//! Starting a node: open the store, load calendars, bind, serve until shut down.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use gateway_core::calendar::{WorkingCalendar, YearCalendar};
+use gateway_core::record::{RecordValidator, ValidationPolicy};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::ingest::Gateway;
+use crate::store::Store;
+
+/// Loads the built-in calendars, then every `*.toml` in `dir` (an operator adds a year by
+/// dropping a file there; a file for a built-in year replaces it).
+pub fn load_calendar(dir: &Path) -> anyhow::Result<WorkingCalendar> {
+    let mut cal = WorkingCalendar::builtin();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(cal),
+        Err(e) => return Err(e).with_context(|| format!("reading calendar directory {}", dir.display())),
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let year = YearCalendar::parse(&path.display().to_string(), &text)?;
+        tracing::info!(year = year.year, file = %path.display(), "calendar loaded");
+        cal.insert(year);
+    }
+    Ok(cal)
+}
+
+/// Opens the configured store: PostgreSQL when a URL is set, otherwise SQLite in the data dir.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    match config.postgres_url() {
+        Some(url) => Store::open_postgres(url, None).await.context("opening PostgreSQL"),
+        None => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+            let path = config.sqlite_path();
+            Store::open_sqlite(&path, config.sqlite.synchronous)
+                .await
+                .with_context(|| format!("opening SQLite database {}", path.display()))
+        }
+    }
+}
+
+/// Builds the shared gateway state from a configuration.
+pub async fn build_gateway(config: &Config) -> anyhow::Result<Arc<Gateway>> {
+    let calendar = load_calendar(&config.calendar_dir())?;
+    let validator =
+        RecordValidator::new(&ValidationPolicy { uscc_allow_list: config.validation.uscc_allow_list.clone() })?;
+    let store = open_store(config).await?;
+    Ok(Arc::new(Gateway {
+        member_id: config.member_id.clone(),
+        validator,
+        calendar,
+        store,
+        limits: config.limits.clone(),
+    }))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn run(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = crate::api::router(Arc::clone(&gateway));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    gateway.store.close().await;
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! Durable storage of records: SQLite (embedded default, one file in the data directory) or
+//! PostgreSQL. Both run the same SQL text; the [`dispatch!`] macro instantiates each method
+//! once per backend, and one test suite runs against both.
+//!
+//! **Invariant:** [`Store::ingest`] returns only after its transaction has committed, so an
+//! outcome given to a client is never lost.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use gateway_core::canonical::Sha256Digest;
+use gateway_core::date::format_date;
+use gateway_core::record::{RecordType, ValidRecord};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row};
+use time::{Date, OffsetDateTime};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::config::SqliteSync;
+
+/// Rows per multi-row INSERT: 13 columns × 500 stays under SQLite's 32,766 bound parameters.
+const INSERT_CHUNK: usize = 500;
+/// Keys per `IN (…)` lookup.
+const LOOKUP_CHUNK: usize = 900;
+
+/// Errors of the store. All are server-side: a client never causes one.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A record store. Cheap to share behind an `Arc`.
+pub struct Store {
+    backend: Backend,
+    /// Serialises ingest transactions of this process: the natural-key lookup and the insert
+    /// must see each other's effects. (PostgreSQL replicas additionally take an advisory lock.)
+    write_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.backend {
+            Backend::Sqlite(_) => "Store(sqlite)",
+            Backend::Postgres(_) => "Store(postgres)",
+        })
+    }
+}
+
+/// Runs `$body` with `$pool` bound to whichever backend pool the store has.
+macro_rules! dispatch {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($pool) => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A validated record on its way into the store.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub record: ValidRecord,
+    /// The publicity deadline, when the type has one and the calendar knows it.
+    pub deadline: Option<Date>,
+}
+
+/// What the store did with one incoming record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// A new record: a fresh record id, version 1.
+    Accepted { record_id: Uuid, version: i64 },
+    /// The same content was already stored under this id and version.
+    Duplicate { record_id: Uuid, version: i64 },
+    /// Same natural key, other content: stored as the next version of the record.
+    NewVersion { record_id: Uuid, version: i64 },
+}
+
+/// One stored version of a record.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub seq: i64,
+    pub record_id: Uuid,
+    pub version: i64,
+    pub origin: String,
+    pub record_type: String,
+    pub content_hash: String,
+    pub item_hash: String,
+    pub deadline: Option<String>,
+    pub received_at: String,
+    /// Canonical JSON of the content.
+    pub content: String,
+}
+
+/// Filters of `GET /api/v1/records`.
+#[derive(Debug, Clone, Default)]
+pub struct RecordQuery {
+    pub subject_uscc: Option<String>,
+    pub record_type: Option<RecordType>,
+    /// Decision (or listing) date from, inclusive.
+    pub from: Option<Date>,
+    /// Decision (or listing) date to, inclusive.
+    pub to: Option<Date>,
+    /// Continue after this `seq` (the previous page's `next_after`).
+    pub after: i64,
+    pub limit: i64,
+}
+
+const SELECT_COLUMNS: &str = "SELECT seq, record_id, version, origin, record_type, content_hash, item_hash, deadline, received_at, content FROM records";
+
+struct Known {
+    record_id: Uuid,
+    max_version: i64,
+    versions: HashMap<String, i64>,
+}
+
+impl Store {
+    /// Opens (creating on first start) the SQLite database at `path` and migrates it.
+    pub async fn open_sqlite(path: &Path, sync: SqliteSync) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match sync {
+                SqliteSync::Full => SqliteSynchronous::Full,
+                SqliteSync::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-65536");
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { backend: Backend::Sqlite(pool), write_lock: Mutex::new(()) })
+    }
+
+    /// Connects to PostgreSQL and migrates. With `schema`, everything lives in that schema
+    /// (created if missing): used by tests to stay apart from each other.
+    pub async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Self, StoreError> {
+        let mut options = PgConnectOptions::from_str(url)?;
+        if let Some(schema) = schema {
+            let admin = PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", schema.replace('"', ""))))
+                .execute(&admin)
+                .await?;
+            admin.close().await;
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { backend: Backend::Postgres(pool), write_lock: Mutex::new(()) })
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, pool => { sqlx::query("SELECT 1").execute(pool).await?; });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self, pool => pool.close().await)
+    }
+
+    /// Stores a batch in one transaction and says, per record and in order, what happened.
+    /// Within the batch, a later record with the natural key of an earlier one is judged
+    /// against it (duplicate or next version), exactly as if it had come in a later batch.
+    pub async fn ingest(
+        &self,
+        origin: &str,
+        incoming: &[Incoming],
+        received_at: OffsetDateTime,
+    ) -> Result<Vec<Stored>, StoreError> {
+        if incoming.is_empty() {
+            return Ok(Vec::new());
+        }
+        let received_at = crate::clock::format_timestamp(received_at);
+        let _guard = self.write_lock.lock().await;
+        dispatch!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if matches!(self.backend, Backend::Postgres(_)) {
+                // Replicas sharing one database serialise their ingest the same way.
+                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+            }
+            let mut keys: Vec<String> = incoming.iter().map(|i| i.record.natural_key.to_hex()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let mut known: HashMap<String, Known> = HashMap::new();
+            for chunk in keys.chunks(LOOKUP_CHUNK) {
+                let mut qb = QueryBuilder::new("SELECT natural_key, record_id, version, content_hash FROM records WHERE natural_key IN (");
+                let mut list = qb.separated(", ");
+                for key in chunk {
+                    list.push_bind(key.as_str());
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(&mut *tx).await? {
+                    let key: String = row.try_get(0)?;
+                    let record_id = parse_uuid(&row.try_get::<String, _>(1)?)?;
+                    let version: i64 = row.try_get(2)?;
+                    let entry = known.entry(key).or_insert_with(|| Known { record_id, max_version: 0, versions: HashMap::new() });
+                    entry.max_version = entry.max_version.max(version);
+                    entry.versions.insert(row.try_get(3)?, version);
+                }
+            }
+            let (outcomes, rows) = decide(incoming, &mut known);
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO records (record_id, version, origin, record_type, natural_key, content_hash, item_hash, \
+                     subject_uscc, clock_start, deadline, received_at, content) ",
+                );
+                qb.push_values(chunk, |mut b, row| {
+                    let r = &row.incoming.record;
+                    b.push_bind(row.record_id.to_string())
+                        .push_bind(row.version)
+                        .push_bind(origin)
+                        .push_bind(r.record_type.as_str())
+                        .push_bind(r.natural_key.to_hex())
+                        .push_bind(r.content_hash.to_hex())
+                        .push_bind(item_hash(origin, row.record_id, row.version, r).to_hex())
+                        .push_bind(r.subject_uscc.as_deref())
+                        .push_bind(r.clock_start.map(format_date))
+                        .push_bind(row.incoming.deadline.map(format_date))
+                        .push_bind(received_at.as_str())
+                        .push_bind(r.canonical_content.as_str());
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(outcomes)
+        })
+    }
+
+    /// All stored versions of a record, oldest first.
+    pub async fn versions(&self, record_id: Uuid) -> Result<Vec<StoredRecord>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(SELECT_COLUMNS);
+            qb.push(" WHERE record_id = ").push_bind(record_id.to_string()).push(" ORDER BY version");
+            qb.build().fetch_all(pool).await?.iter().map(|r| stored_record(r)).collect()
+        })
+    }
+
+    /// One page of records matching `q`, in arrival order.
+    pub async fn query(&self, q: &RecordQuery) -> Result<Vec<StoredRecord>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(SELECT_COLUMNS);
+            qb.push(" WHERE seq > ").push_bind(q.after);
+            if let Some(uscc) = &q.subject_uscc {
+                qb.push(" AND subject_uscc = ").push_bind(uscc.clone());
+            }
+            if let Some(t) = q.record_type {
+                qb.push(" AND record_type = ").push_bind(t.as_str());
+            }
+            if let Some(from) = q.from {
+                qb.push(" AND clock_start >= ").push_bind(format_date(from));
+            }
+            if let Some(to) = q.to {
+                qb.push(" AND clock_start <= ").push_bind(format_date(to));
+            }
+            qb.push(" ORDER BY seq LIMIT ").push_bind(q.limit);
+            qb.build().fetch_all(pool).await?.iter().map(|r| stored_record(r)).collect()
+        })
+    }
+
+    /// Number of stored record versions.
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        dispatch!(self, pool => Ok(sqlx::query("SELECT COUNT(*) FROM records").fetch_one(pool).await?.try_get::<i64, _>(0)?))
+    }
+}
+
+struct NewRow<'a> {
+    incoming: &'a Incoming,
+    record_id: Uuid,
+    version: i64,
+}
+
+/// Decides each record's fate against what is stored (`known`) and what came earlier in the
+/// batch, and lists the rows to insert. Pure, so the rule lives in one place.
+fn decide<'a>(incoming: &'a [Incoming], known: &mut HashMap<String, Known>) -> (Vec<Stored>, Vec<NewRow<'a>>) {
+    let mut outcomes = Vec::with_capacity(incoming.len());
+    let mut rows = Vec::with_capacity(incoming.len());
+    for inc in incoming {
+        let key = inc.record.natural_key.to_hex();
+        let hash = inc.record.content_hash.to_hex();
+        let outcome = match known.get_mut(&key) {
+            Some(k) => match k.versions.get(&hash) {
+                Some(&version) => Stored::Duplicate { record_id: k.record_id, version },
+                None => {
+                    k.max_version += 1;
+                    k.versions.insert(hash, k.max_version);
+                    Stored::NewVersion { record_id: k.record_id, version: k.max_version }
+                }
+            },
+            None => {
+                let record_id = Uuid::now_v7();
+                known.insert(key, Known { record_id, max_version: 1, versions: HashMap::from([(hash, 1)]) });
+                Stored::Accepted { record_id, version: 1 }
+            }
+        };
+        if let Stored::Accepted { record_id, version } | Stored::NewVersion { record_id, version } = outcome {
+            rows.push(NewRow { incoming: inc, record_id, version });
+        }
+        outcomes.push(outcome);
+    }
+    (outcomes, rows)
+}
+
+/// SHA-256(JCS(item)) of interchange-v1 §2, computed without re-parsing the content.
+fn item_hash(origin: &str, record_id: Uuid, version: i64, r: &ValidRecord) -> Sha256Digest {
+    let item = gateway_core::canonical::item_canonical(
+        origin,
+        &record_id.to_string(),
+        version,
+        r.record_type.as_str(),
+        &r.canonical_content,
+    );
+    Sha256Digest::of(item.as_bytes())
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|_| StoreError::Corrupt(format!("record_id {s:?} is not a UUID")))
+}
+
+fn stored_record<R: Row>(row: &R) -> Result<StoredRecord, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(StoredRecord {
+        seq: row.try_get(0)?,
+        record_id: parse_uuid(&row.try_get::<String, _>(1)?)?,
+        version: row.try_get(2)?,
+        origin: row.try_get(3)?,
+        record_type: row.try_get(4)?,
+        content_hash: row.try_get(5)?,
+        item_hash: row.try_get(6)?,
+        deadline: row.try_get(7)?,
+        received_at: row.try_get(8)?,
+        content: row.try_get(9)?,
+    })
+}
