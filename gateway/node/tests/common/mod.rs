@@ -1,0 +1,84 @@
+//! Helpers shared by the node's integration tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use credit_gateway::config::Config;
+use credit_gateway::ingest::Gateway;
+use credit_gateway::store::Store;
+
+/// The PostgreSQL the tests use (CI starts it at 127.0.0.1:5432).
+pub fn postgres_url() -> String {
+    std::env::var("CREDIT_GATEWAY_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh PostgreSQL schema per test, so tests never see each other's rows.
+pub async fn postgres_store() -> Store {
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    Store::open_postgres(&postgres_url(), Some(&schema))
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {} is required for the store suite: {e}", postgres_url()))
+}
+
+pub async fn sqlite_store(dir: &Path) -> Store {
+    Store::open_sqlite(&dir.join("gateway.sqlite"), credit_gateway::config::SqliteSync::Full).await.expect("sqlite")
+}
+
+/// A gateway on SQLite in `dir`, with default settings.
+pub async fn gateway(dir: &Path) -> Arc<Gateway> {
+    let config = Config { data_dir: dir.to_owned(), ..Config::default() };
+    credit_gateway::server::build_gateway(&config).await.expect("gateway")
+}
+
+/// A `credit-gateway serve` child process.
+pub struct Node {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Node {
+    /// Starts the real binary on a free loopback port and waits for its "listening" line.
+    pub fn start(data_dir: &Path) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_credit-gateway"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn credit-gateway");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        let base = line.trim().rsplit(' ').next().expect("address").to_owned();
+        assert!(base.starts_with("http://127.0.0.1:"), "unexpected first line {line:?}");
+        Node { child, base }
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it holds or the deadline passes.
+pub async fn eventually(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

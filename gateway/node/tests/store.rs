@@ -1,0 +1,124 @@
+//! The store suite: every test runs against SQLite and against PostgreSQL.
+
+mod common;
+
+use credit_gateway::bench::synthetic_records;
+use credit_gateway::store::{Incoming, RecordQuery, Store, Stored};
+use gateway_core::record::{RecordType, RecordValidator, ValidationPolicy};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::macros::date;
+
+fn prepare(records: &[Value]) -> Vec<Incoming> {
+    let validator = RecordValidator::new(&ValidationPolicy::default()).expect("validator");
+    records
+        .iter()
+        .map(|r| Incoming { record: validator.check(r.clone(), date!(2026 - 11 - 22)).expect("valid"), deadline: None })
+        .collect()
+}
+
+/// Instantiates each store test once per backend.
+macro_rules! store_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                super::$name(crate::common::sqlite_store(dir.path()).await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() {
+                super::$name(crate::common::postgres_store().await).await;
+            })*
+        }
+    };
+}
+
+store_suite!(
+    new_records_get_ids_and_resubmissions_are_duplicates,
+    changed_content_is_a_new_version_and_both_are_kept,
+    a_batch_sees_its_own_earlier_records,
+    queries_filter_and_page,
+);
+
+async fn new_records_get_ids_and_resubmissions_are_duplicates(store: Store) {
+    let rows = prepare(&synthetic_records(50, 1));
+    let first = store.ingest("cn-370306", &rows, OffsetDateTime::now_utc()).await.expect("ingest");
+    assert_eq!(first.len(), 50);
+    assert!(first.iter().all(|o| matches!(o, Stored::Accepted { version: 1, .. })));
+    let second = store.ingest("cn-370306", &rows, OffsetDateTime::now_utc()).await.expect("ingest again");
+    for (a, b) in first.iter().zip(&second) {
+        let (Stored::Accepted { record_id: id_a, .. }, Stored::Duplicate { record_id: id_b, version: 1 }) = (a, b)
+        else {
+            panic!("{a:?} then {b:?}");
+        };
+        assert_eq!(id_a, id_b);
+    }
+    assert_eq!(store.count().await.expect("count"), 50);
+}
+
+async fn changed_content_is_a_new_version_and_both_are_kept(store: Store) {
+    let mut records = synthetic_records(1, 2);
+    let original = prepare(&records);
+    let Stored::Accepted { record_id, .. } =
+        store.ingest("cn-370306", &original, OffsetDateTime::now_utc()).await.expect("v1")[0]
+    else {
+        panic!("not accepted")
+    };
+    records[0]["remarks"] = Value::String("更正：处罚内容表述有误".into());
+    let changed = prepare(&records);
+    let out = store.ingest("cn-370306", &changed, OffsetDateTime::now_utc()).await.expect("v2");
+    assert_eq!(out, vec![Stored::NewVersion { record_id, version: 2 }]);
+    // Sending the old content again is not a change back: it is the stored version 1.
+    let again = store.ingest("cn-370306", &original, OffsetDateTime::now_utc()).await.expect("v1 again");
+    assert_eq!(again, vec![Stored::Duplicate { record_id, version: 1 }]);
+    let versions = store.versions(record_id).await.expect("versions");
+    assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(versions[0].content_hash, original[0].record.content_hash.to_hex());
+    assert_eq!(versions[1].content, changed[0].record.canonical_content);
+}
+
+async fn a_batch_sees_its_own_earlier_records(store: Store) {
+    let mut records = synthetic_records(2, 3);
+    records[1] = records[0].clone();
+    let mut changed = records[0].clone();
+    changed["remarks"] = Value::String("第二版".into());
+    records.push(changed);
+    let out = store.ingest("cn-370306", &prepare(&records), OffsetDateTime::now_utc()).await.expect("ingest");
+    let Stored::Accepted { record_id, version: 1 } = out[0] else { panic!("{:?}", out[0]) };
+    assert_eq!(out[1], Stored::Duplicate { record_id, version: 1 });
+    assert_eq!(out[2], Stored::NewVersion { record_id, version: 2 });
+    assert_eq!(store.count().await.expect("count"), 2);
+}
+
+async fn queries_filter_and_page(store: Store) {
+    let rows = prepare(&synthetic_records(40, 4));
+    store.ingest("cn-370306", &rows, OffsetDateTime::now_utc()).await.expect("ingest");
+    let licenses = rows.iter().filter(|r| r.record.record_type == RecordType::AdminLicense).count();
+    let q = RecordQuery { record_type: Some(RecordType::AdminLicense), limit: 1000, ..Default::default() };
+    assert_eq!(store.query(&q).await.expect("query").len(), licenses);
+
+    let target = rows[5].record.subject_uscc.clone().expect("uscc");
+    let q = RecordQuery { subject_uscc: Some(target.clone()), limit: 1000, ..Default::default() };
+    let hits = store.query(&q).await.expect("query");
+    assert!(!hits.is_empty());
+    assert!(hits.iter().all(|h| h.content.contains(&target)));
+
+    let day = rows[7].record.clock_start.expect("date");
+    let q = RecordQuery { from: Some(day), to: Some(day), limit: 1000, ..Default::default() };
+    let on_day = store.query(&q).await.expect("query");
+    let expected = rows.iter().filter(|r| r.record.clock_start == Some(day)).count();
+    assert_eq!(on_day.len(), expected);
+
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.query(&RecordQuery { after, limit: 7, ..Default::default() }).await.expect("page");
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        seen.extend(page.into_iter().map(|r| r.record_id));
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 40);
+}
