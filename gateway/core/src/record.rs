@@ -223,7 +223,12 @@ impl RecordValidator {
         normalize(&mut record);
         let value = Value::Object(record);
         let (schema, validator) = self.schema(record_type);
-        let mut errors: Vec<FieldError> = validator.iter_errors(&value).map(|e| schema_error(schema, &e)).collect();
+        // `is_valid` is the fast path; the error iterator runs only for records that fail.
+        let mut errors: Vec<FieldError> = if validator.is_valid(&value) {
+            Vec::new()
+        } else {
+            validator.iter_errors(&value).map(|e| schema_error(schema, &e)).collect()
+        };
         let Value::Object(record) = &value else { unreachable!("built as an object above") };
         let fields = Fields(record);
         rules::check(record_type, &fields, &self.uscc_allow, today, &mut errors);
@@ -457,10 +462,10 @@ pub(crate) fn ident_error(pointer: String, family: &str, label_zh: &str, label_e
 pub(crate) fn check_uscc_field(f: &Fields<'_>, key: &str, allow: &HashSet<String>, errors: &mut Vec<FieldError>) {
     let Some(code) = f.str(key) else { return };
     // Format errors are the schema's `pattern`; only a well-formed code gets its check character tested.
-    if let Err(IdentError::CheckChar) = check_uscc(code) {
-        if !allow.contains(code) {
-            errors.push(ident_error(format!("/{key}"), "uscc", "统一社会信用代码", "the USCC", IdentError::CheckChar));
-        }
+    if let Err(IdentError::CheckChar) = check_uscc(code)
+        && !allow.contains(code)
+    {
+        errors.push(ident_error(format!("/{key}"), "uscc", "统一社会信用代码", "the USCC", IdentError::CheckChar));
     }
 }
 

@@ -239,10 +239,10 @@ fn check_monthly_report(f: &Fields<'_>, today: Date, errors: &mut Vec<FieldError
         );
     }
     let period = f.str("period").and_then(|p| crate::date::parse_date(&format!("{p}-01")));
-    if let Some(first_day) = period {
-        if (first_day.year(), first_day.month()) > (today.year(), today.month()) {
-            errors.push(in_future_error("period", "报送期间", today));
-        }
+    if let Some(first_day) = period
+        && (first_day.year(), first_day.month()) > (today.year(), today.month())
+    {
+        errors.push(in_future_error("period", "报送期间", today));
     }
 }
 
@@ -270,14 +270,14 @@ fn not_before(
     earlier_zh: &str,
     errors: &mut Vec<FieldError>,
 ) {
-    if let (Some(l), Some(e)) = (f.date(later), f.date(earlier)) {
-        if l < e {
-            errors.push(FieldError::new(
-                format!("/{later}"),
-                "date.order",
-                format!("{later_zh}（{later}）{l} 早于{earlier_zh}（{earlier}）{e}"),
-                format!("{later} ({l}) is before {earlier} ({e})"),
-            ));
-        }
+    if let (Some(l), Some(e)) = (f.date(later), f.date(earlier))
+        && l < e
+    {
+        errors.push(FieldError::new(
+            format!("/{later}"),
+            "date.order",
+            format!("{later_zh}（{later}）{l} 早于{earlier_zh}（{earlier}）{e}"),
+            format!("{later} ({l}) is before {earlier} ({e})"),
+        ));
     }
 }

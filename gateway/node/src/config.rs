@@ -151,10 +151,11 @@ impl Config {
         if self.limits.max_batch_records == 0 || self.limits.max_body_bytes < 1024 {
             bail!("limits.max_batch_records must be ≥ 1 and limits.max_body_bytes ≥ 1024");
         }
-        if let Some(url) = &self.database_url {
-            if !url.is_empty() && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-                bail!("database_url must be a postgres:// URL (leave it unset for the embedded SQLite)");
-            }
+        if let Some(url) = self.postgres_url()
+            && !url.starts_with("postgres://")
+            && !url.starts_with("postgresql://")
+        {
+            bail!("database_url must be a postgres:// URL (leave it unset for the embedded SQLite)");
         }
         let id_ok = self.member_id.strip_prefix("cn-").is_some_and(|rest| {
             let (code, suffix) = rest.split_once('-').unwrap_or((rest, "a"));

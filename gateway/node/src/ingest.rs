@@ -102,7 +102,7 @@ impl Gateway {
             .map_err(|e| ApiError::internal(&e))??;
         let incoming: Vec<Incoming> = checked.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
         let mut stored =
-            self.store.ingest(&self.member_id, &incoming, now).await.map_err(|e| ApiError::internal(&e))?.into_iter();
+            self.store.ingest(&self.member_id, incoming, now).await.map_err(|e| ApiError::internal(&e))?.into_iter();
         let mut result = BatchResult {
             received: checked.len(),
             accepted: 0,

@@ -3,6 +3,8 @@
 mod common;
 
 use credit_gateway::bench::synthetic_records;
+use std::sync::Arc;
+
 use credit_gateway::store::{Incoming, RecordQuery, Store, Stored};
 use gateway_core::record::{RecordType, RecordValidator, ValidationPolicy};
 use serde_json::Value;
@@ -39,14 +41,15 @@ store_suite!(
     changed_content_is_a_new_version_and_both_are_kept,
     a_batch_sees_its_own_earlier_records,
     queries_filter_and_page,
+    concurrent_batches_share_commits_without_double_inserts,
 );
 
 async fn new_records_get_ids_and_resubmissions_are_duplicates(store: Store) {
     let rows = prepare(&synthetic_records(50, 1));
-    let first = store.ingest("cn-370306", &rows, OffsetDateTime::now_utc()).await.expect("ingest");
+    let first = store.ingest("cn-370306", rows.clone(), OffsetDateTime::now_utc()).await.expect("ingest");
     assert_eq!(first.len(), 50);
     assert!(first.iter().all(|o| matches!(o, Stored::Accepted { version: 1, .. })));
-    let second = store.ingest("cn-370306", &rows, OffsetDateTime::now_utc()).await.expect("ingest again");
+    let second = store.ingest("cn-370306", rows.clone(), OffsetDateTime::now_utc()).await.expect("ingest again");
     for (a, b) in first.iter().zip(&second) {
         let (Stored::Accepted { record_id: id_a, .. }, Stored::Duplicate { record_id: id_b, version: 1 }) = (a, b)
         else {
@@ -61,16 +64,16 @@ async fn changed_content_is_a_new_version_and_both_are_kept(store: Store) {
     let mut records = synthetic_records(1, 2);
     let original = prepare(&records);
     let Stored::Accepted { record_id, .. } =
-        store.ingest("cn-370306", &original, OffsetDateTime::now_utc()).await.expect("v1")[0]
+        store.ingest("cn-370306", original.clone(), OffsetDateTime::now_utc()).await.expect("v1")[0]
     else {
         panic!("not accepted")
     };
     records[0]["remarks"] = Value::String("更正：处罚内容表述有误".into());
     let changed = prepare(&records);
-    let out = store.ingest("cn-370306", &changed, OffsetDateTime::now_utc()).await.expect("v2");
+    let out = store.ingest("cn-370306", changed.clone(), OffsetDateTime::now_utc()).await.expect("v2");
     assert_eq!(out, vec![Stored::NewVersion { record_id, version: 2 }]);
     // Sending the old content again is not a change back: it is the stored version 1.
-    let again = store.ingest("cn-370306", &original, OffsetDateTime::now_utc()).await.expect("v1 again");
+    let again = store.ingest("cn-370306", original.clone(), OffsetDateTime::now_utc()).await.expect("v1 again");
     assert_eq!(again, vec![Stored::Duplicate { record_id, version: 1 }]);
     let versions = store.versions(record_id).await.expect("versions");
     assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
@@ -84,7 +87,7 @@ async fn a_batch_sees_its_own_earlier_records(store: Store) {
     let mut changed = records[0].clone();
     changed["remarks"] = Value::String("第二版".into());
     records.push(changed);
-    let out = store.ingest("cn-370306", &prepare(&records), OffsetDateTime::now_utc()).await.expect("ingest");
+    let out = store.ingest("cn-370306", prepare(&records), OffsetDateTime::now_utc()).await.expect("ingest");
     let Stored::Accepted { record_id, version: 1 } = out[0] else { panic!("{:?}", out[0]) };
     assert_eq!(out[1], Stored::Duplicate { record_id, version: 1 });
     assert_eq!(out[2], Stored::NewVersion { record_id, version: 2 });
@@ -93,7 +96,7 @@ async fn a_batch_sees_its_own_earlier_records(store: Store) {
 
 async fn queries_filter_and_page(store: Store) {
     let rows = prepare(&synthetic_records(40, 4));
-    store.ingest("cn-370306", &rows, OffsetDateTime::now_utc()).await.expect("ingest");
+    store.ingest("cn-370306", rows.clone(), OffsetDateTime::now_utc()).await.expect("ingest");
     let licenses = rows.iter().filter(|r| r.record.record_type == RecordType::AdminLicense).count();
     let q = RecordQuery { record_type: Some(RecordType::AdminLicense), limit: 1000, ..Default::default() };
     assert_eq!(store.query(&q).await.expect("query").len(), licenses);
@@ -121,4 +124,42 @@ async fn queries_filter_and_page(store: Store) {
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 40);
+}
+
+/// Eight callers push overlapping batches at once; group commit must still give each natural
+/// key exactly one record and tell every caller the same record id.
+async fn concurrent_batches_share_commits_without_double_inserts(store: Store) {
+    let store = Arc::new(store);
+    let rows = prepare(&synthetic_records(300, 5));
+    let mut tasks = tokio::task::JoinSet::new();
+    for caller in 0..8usize {
+        let (store, rows) = (Arc::clone(&store), rows.clone());
+        tasks.spawn(async move {
+            // Each caller sends an overlapping window of the 300 records.
+            let window: Vec<Incoming> = rows.into_iter().skip(caller * 25).take(100).collect();
+            let out = store.ingest("cn-370306", window, OffsetDateTime::now_utc()).await.expect("ingest");
+            (caller, out)
+        });
+    }
+    let mut ids = std::collections::HashMap::new();
+    let mut accepted = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (caller, out) = done.expect("task");
+        assert_eq!(out.len(), 100);
+        for (k, o) in out.into_iter().enumerate() {
+            let (id, version) = match o {
+                Stored::Accepted { record_id, version } => {
+                    accepted += 1;
+                    (record_id, version)
+                }
+                Stored::Duplicate { record_id, version } => (record_id, version),
+                Stored::NewVersion { .. } => panic!("unchanged content became a new version"),
+            };
+            assert_eq!(version, 1);
+            let previous = ids.insert(caller * 25 + k, id);
+            assert!(previous.is_none_or(|p| p == id), "record {} got two ids", caller * 25 + k);
+        }
+    }
+    assert_eq!(accepted, ids.len());
+    assert_eq!(store.count().await.expect("count"), ids.len() as i64);
 }

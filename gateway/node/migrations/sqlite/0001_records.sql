@@ -7,6 +7,10 @@ CREATE TABLE records (
     origin       TEXT    NOT NULL,
     record_type  TEXT    NOT NULL,
     natural_key  TEXT    NOT NULL,
+    -- First 8 bytes of the natural-key and content hashes as integers: small index entries
+    -- keep random-key inserts cheap. Lookups compare the full hashes.
+    nk           BIGINT  NOT NULL,
+    ch           BIGINT  NOT NULL,
     content_hash TEXT    NOT NULL,
     item_hash    TEXT    NOT NULL,
     subject_uscc TEXT,
@@ -15,6 +19,6 @@ CREATE TABLE records (
     received_at  TEXT    NOT NULL,
     content      TEXT    NOT NULL,
     UNIQUE (record_id, version),
-    UNIQUE (natural_key, content_hash)
+    UNIQUE (nk, ch)
 );
-CREATE INDEX records_subject ON records (subject_uscc, record_type, clock_start);
+CREATE INDEX records_subject ON records (subject_uscc);

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::config::SqliteSync;
 
-/// Rows per multi-row INSERT: 13 columns × 500 stays under SQLite's 32,766 bound parameters.
+/// Rows per multi-row INSERT: 14 columns × 500 stays under SQLite's 32,766 bound parameters.
 const INSERT_CHUNK: usize = 500;
 /// Keys per `IN (…)` lookup.
 const LOOKUP_CHUNK: usize = 900;
@@ -36,6 +36,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    /// The shared transaction of a group commit failed; every batch in it is refused.
+    #[error("group commit failed: {0}")]
+    GroupCommit(String),
 }
 
 enum Backend {
@@ -49,6 +52,16 @@ pub struct Store {
     /// Serialises ingest transactions of this process: the natural-key lookup and the insert
     /// must see each other's effects. (PostgreSQL replicas additionally take an advisory lock.)
     write_lock: Mutex<()>,
+    /// Batches waiting for the write lock. Whoever takes the lock commits every waiting batch
+    /// in one transaction (group commit), so concurrent pushes share one commit.
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+}
+
+struct Waiting {
+    origin: String,
+    incoming: Vec<Incoming>,
+    received_at: String,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Stored>, String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -140,10 +153,16 @@ impl Store {
             })
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-65536")
+            // Checkpoint less often: index pages touched by several commits are copied once.
+            .pragma("wal_autocheckpoint", "16384");
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { backend: Backend::Sqlite(pool), write_lock: Mutex::new(()) })
+        Ok(Self {
+            backend: Backend::Sqlite(pool),
+            write_lock: Mutex::new(()),
+            waiting: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// Connects to PostgreSQL and migrates. With `schema`, everything lives in that schema
@@ -160,7 +179,11 @@ impl Store {
         }
         let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { backend: Backend::Postgres(pool), write_lock: Mutex::new(()) })
+        Ok(Self {
+            backend: Backend::Postgres(pool),
+            write_lock: Mutex::new(()),
+            waiting: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// Checks that the database answers.
@@ -173,35 +196,71 @@ impl Store {
         dispatch!(self, pool => pool.close().await)
     }
 
-    /// Stores a batch in one transaction and says, per record and in order, what happened.
-    /// Within the batch, a later record with the natural key of an earlier one is judged
-    /// against it (duplicate or next version), exactly as if it had come in a later batch.
+    /// Stores a batch and says, per record and in order, what happened. Returns only after
+    /// the transaction holding the batch has committed. Within the batch (and the group it is
+    /// committed with), a later record with the natural key of an earlier one is judged against
+    /// it (duplicate or next version), exactly as if it had come in a later batch.
     pub async fn ingest(
         &self,
         origin: &str,
-        incoming: &[Incoming],
+        incoming: Vec<Incoming>,
         received_at: OffsetDateTime,
     ) -> Result<Vec<Stored>, StoreError> {
         if incoming.is_empty() {
             return Ok(Vec::new());
         }
+        let (reply, answer) = tokio::sync::oneshot::channel();
         let received_at = crate::clock::format_timestamp(received_at);
-        let _guard = self.write_lock.lock().await;
+        self.lock_waiting().push(Waiting { origin: origin.to_owned(), incoming, received_at, reply });
+        {
+            let _guard = self.write_lock.lock().await;
+            let group = std::mem::take(&mut *self.lock_waiting());
+            if !group.is_empty() {
+                let all: Vec<(&str, &str, &Incoming)> = group
+                    .iter()
+                    .flat_map(|w| w.incoming.iter().map(move |i| (w.origin.as_str(), w.received_at.as_str(), i)))
+                    .collect();
+                let result = self.commit_group(&all).await;
+                drop(all);
+                let mut outcomes = result.as_ref().map(|o| o.iter().copied()).map_err(ToString::to_string);
+                for w in group {
+                    let answer = match &mut outcomes {
+                        Ok(o) => Ok(o.by_ref().take(w.incoming.len()).collect()),
+                        Err(e) => Err(e.clone()),
+                    };
+                    let _ = w.reply.send(answer);
+                }
+            }
+        }
+        // Our batch was committed by us or by the holder of the lock before us.
+        match answer.await {
+            Ok(result) => result.map_err(StoreError::GroupCommit),
+            Err(_) => Err(StoreError::GroupCommit("the committing task was cancelled".into())),
+        }
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        // The list stays consistent even if a holder panicked: pushes and takes are atomic.
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One transaction for a group of records (origin, received_at, record), in order.
+    async fn commit_group(&self, incoming: &[(&str, &str, &Incoming)]) -> Result<Vec<Stored>, StoreError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
             if matches!(self.backend, Backend::Postgres(_)) {
                 // Replicas sharing one database serialise their ingest the same way.
                 sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
             }
-            let mut keys: Vec<String> = incoming.iter().map(|i| i.record.natural_key.to_hex()).collect();
+            let mut keys: Vec<i64> = incoming.iter().map(|(_, _, i)| short(&i.record.natural_key)).collect();
             keys.sort_unstable();
             keys.dedup();
             let mut known: HashMap<String, Known> = HashMap::new();
             for chunk in keys.chunks(LOOKUP_CHUNK) {
-                let mut qb = QueryBuilder::new("SELECT natural_key, record_id, version, content_hash FROM records WHERE natural_key IN (");
+                let mut qb = QueryBuilder::new("SELECT natural_key, record_id, version, content_hash FROM records WHERE nk IN (");
                 let mut list = qb.separated(", ");
                 for key in chunk {
-                    list.push_bind(key.as_str());
+                    list.push_bind(*key);
                 }
                 qb.push(")");
                 for row in qb.build().fetch_all(&mut *tx).await? {
@@ -216,22 +275,24 @@ impl Store {
             let (outcomes, rows) = decide(incoming, &mut known);
             for chunk in rows.chunks(INSERT_CHUNK) {
                 let mut qb = QueryBuilder::new(
-                    "INSERT INTO records (record_id, version, origin, record_type, natural_key, content_hash, item_hash, \
+                    "INSERT INTO records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, item_hash, \
                      subject_uscc, clock_start, deadline, received_at, content) ",
                 );
                 qb.push_values(chunk, |mut b, row| {
                     let r = &row.incoming.record;
                     b.push_bind(row.record_id.to_string())
                         .push_bind(row.version)
-                        .push_bind(origin)
+                        .push_bind(row.origin)
                         .push_bind(r.record_type.as_str())
                         .push_bind(r.natural_key.to_hex())
+                        .push_bind(short(&r.natural_key))
+                        .push_bind(short(&r.content_hash))
                         .push_bind(r.content_hash.to_hex())
-                        .push_bind(item_hash(origin, row.record_id, row.version, r).to_hex())
+                        .push_bind(item_hash(row.origin, row.record_id, row.version, r).to_hex())
                         .push_bind(r.subject_uscc.as_deref())
                         .push_bind(r.clock_start.map(format_date))
                         .push_bind(row.incoming.deadline.map(format_date))
-                        .push_bind(received_at.as_str())
+                        .push_bind(row.received_at)
                         .push_bind(r.canonical_content.as_str());
                 });
                 qb.build().execute(&mut *tx).await?;
@@ -246,7 +307,7 @@ impl Store {
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new(SELECT_COLUMNS);
             qb.push(" WHERE record_id = ").push_bind(record_id.to_string()).push(" ORDER BY version");
-            qb.build().fetch_all(pool).await?.iter().map(|r| stored_record(r)).collect()
+            qb.build().fetch_all(pool).await?.iter().map(stored_record).collect()
         })
     }
 
@@ -268,7 +329,7 @@ impl Store {
                 qb.push(" AND clock_start <= ").push_bind(format_date(to));
             }
             qb.push(" ORDER BY seq LIMIT ").push_bind(q.limit);
-            qb.build().fetch_all(pool).await?.iter().map(|r| stored_record(r)).collect()
+            qb.build().fetch_all(pool).await?.iter().map(stored_record).collect()
         })
     }
 
@@ -279,6 +340,8 @@ impl Store {
 }
 
 struct NewRow<'a> {
+    origin: &'a str,
+    received_at: &'a str,
     incoming: &'a Incoming,
     record_id: Uuid,
     version: i64,
@@ -286,10 +349,13 @@ struct NewRow<'a> {
 
 /// Decides each record's fate against what is stored (`known`) and what came earlier in the
 /// batch, and lists the rows to insert. Pure, so the rule lives in one place.
-fn decide<'a>(incoming: &'a [Incoming], known: &mut HashMap<String, Known>) -> (Vec<Stored>, Vec<NewRow<'a>>) {
+fn decide<'a>(
+    incoming: &[(&'a str, &'a str, &'a Incoming)],
+    known: &mut HashMap<String, Known>,
+) -> (Vec<Stored>, Vec<NewRow<'a>>) {
     let mut outcomes = Vec::with_capacity(incoming.len());
     let mut rows = Vec::with_capacity(incoming.len());
-    for inc in incoming {
+    for &(origin, received_at, inc) in incoming {
         let key = inc.record.natural_key.to_hex();
         let hash = inc.record.content_hash.to_hex();
         let outcome = match known.get_mut(&key) {
@@ -308,7 +374,7 @@ fn decide<'a>(incoming: &'a [Incoming], known: &mut HashMap<String, Known>) -> (
             }
         };
         if let Stored::Accepted { record_id, version } | Stored::NewVersion { record_id, version } = outcome {
-            rows.push(NewRow { incoming: inc, record_id, version });
+            rows.push(NewRow { origin, received_at, incoming: inc, record_id, version });
         }
         outcomes.push(outcome);
     }
@@ -325,6 +391,13 @@ fn item_hash(origin: &str, record_id: Uuid, version: i64, r: &ValidRecord) -> Sh
         &r.canonical_content,
     );
     Sha256Digest::of(item.as_bytes())
+}
+
+/// The first 8 bytes of a digest as an integer: the compact index key.
+fn short(d: &Sha256Digest) -> i64 {
+    let mut b = [0; 8];
+    b.copy_from_slice(&d.0[..8]);
+    i64::from_be_bytes(b)
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {
