@@ -46,8 +46,9 @@ pub struct CalendarUnknown {
 struct YearFile {
     year: i32,
     source: String,
-    #[serde(default)]
-    source_urls: Vec<String>,
+    /// Where the notice was read; kept in the file for auditors, not used in arithmetic.
+    #[serde(default, rename = "source_urls")]
+    _source_urls: Vec<String>,
     days_off: Vec<String>,
     working_weekends: Vec<String>,
 }
@@ -66,7 +67,6 @@ impl YearCalendar {
     pub fn parse(file: &str, text: &str) -> Result<Self, CalendarFileError> {
         let parse_err = |message: String| CalendarFileError::Parse { file: file.to_owned(), message };
         let raw: YearFile = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
-        let _ = raw.source_urls;
         let date = |s: &str| parse_date(s.trim()).ok_or_else(|| parse_err(format!("bad date {s:?}")));
         let mut days_off = BTreeSet::new();
         for entry in &raw.days_off {

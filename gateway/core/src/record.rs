@@ -145,7 +145,7 @@ impl fmt::Debug for RecordValidator {
 }
 
 /// Fields holding a 统一社会信用代码, normalised and checked wherever they appear.
-const USCC_FIELDS: &[&str] = &[
+pub(crate) const USCC_FIELDS: &[&str] = &[
     "party_uscc",
     "issuing_authority_uscc",
     "penalizing_authority_uscc",
@@ -206,19 +206,21 @@ impl RecordValidator {
                     "required field record_type is missing",
                 )]);
             }
-            Some(Value::String(s)) if s.parse::<RecordType>().is_ok() => s.parse().unwrap_or(RecordType::AdminLicense),
-            Some(other) => {
-                return Err(vec![FieldError::new(
-                    "/record_type",
-                    "record_type.unknown",
-                    format!(
-                        "未知的记录类型 {other}，应为 admin_license、admin_penalty、credit_list_entry、evaluation_result 或 monthly_report"
-                    ),
-                    format!(
-                        "unknown record type {other}; expected admin_license, admin_penalty, credit_list_entry, evaluation_result or monthly_report"
-                    ),
-                )]);
-            }
+            Some(value) => match value.as_str().map(str::parse::<RecordType>) {
+                Some(Ok(t)) => t,
+                _ => {
+                    return Err(vec![FieldError::new(
+                        "/record_type",
+                        "record_type.unknown",
+                        format!(
+                            "未知的记录类型 {value}，应为 admin_license、admin_penalty、credit_list_entry、evaluation_result 或 monthly_report"
+                        ),
+                        format!(
+                            "unknown record type {value}; expected admin_license, admin_penalty, credit_list_entry, evaluation_result or monthly_report"
+                        ),
+                    )]);
+                }
+            },
         };
         normalize(&mut record);
         let value = Value::Object(record);
@@ -488,10 +490,6 @@ pub(crate) fn check_resident_id_field(f: &Fields<'_>, type_key: &str, no_key: &s
     if let Some(Err(e)) = f.str(no_key).map(check_resident_id) {
         errors.push(ident_error(format!("/{no_key}"), "id_number", "居民身份证号码", "the resident ID number", e));
     }
-}
-
-pub(crate) const fn uscc_fields() -> &'static [&'static str] {
-    USCC_FIELDS
 }
 
 /// Replaces identity numbers by their masked form, for answers that leave the node's store.

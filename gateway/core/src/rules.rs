@@ -11,7 +11,7 @@ use time::Date;
 use time::macros::date;
 
 use crate::record::{
-    FieldError, Fields, RecordType, check_org_code_field, check_resident_id_field, check_uscc_field, uscc_fields,
+    FieldError, Fields, RecordType, USCC_FIELDS, check_org_code_field, check_resident_id_field, check_uscc_field,
 };
 
 /// 行政处罚法 (2021) took effect on this day and changed the list of penalty kinds.
@@ -60,7 +60,7 @@ pub(crate) fn check(
     today: Date,
     errors: &mut Vec<FieldError>,
 ) {
-    for key in uscc_fields() {
+    for key in USCC_FIELDS {
         check_uscc_field(f, key, uscc_allow, errors);
     }
     if matches!(t, RecordType::AdminLicense | RecordType::AdminPenalty | RecordType::CreditListEntry) {
