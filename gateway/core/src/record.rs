@@ -54,11 +54,6 @@ impl RecordType {
             Self::MonthlyReport => include_str!("../../../schemas/monthly_report/schema.json"),
         }
     }
-
-    /// Whether the 7-working-day publicity deadline applies (双公示 and list entries).
-    pub fn has_publicity_deadline(self) -> bool {
-        matches!(self, Self::AdminLicense | Self::AdminPenalty | Self::CreditListEntry)
-    }
 }
 
 impl fmt::Display for RecordType {
@@ -113,7 +108,8 @@ pub struct ValidRecord {
     pub natural_key: Sha256Digest,
     /// The subject's USCC, when it has one (for queries by company).
     pub subject_uscc: Option<String>,
-    /// The day the publicity clock starts (decision or listing date), when the type has one.
+    /// The day the 7-working-day publicity clock starts: the decision date (双公示) or listing
+    /// date (list entries). `None` for types without a publicity deadline.
     pub clock_start: Option<Date>,
 }
 

@@ -174,57 +174,63 @@ async fn raw_store_rate(
     while rows.peek().is_some() {
         batches.push(rows.by_ref().take(batch).collect());
     }
-    let queue = Arc::new(std::sync::Mutex::new(batches));
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::<anyhow::Result<()>>::new();
-    for _ in 0..concurrency {
-        let (gw, queue) = (Arc::clone(gw), Arc::clone(&queue));
-        workers.spawn(async move {
-            loop {
-                let Some(chunk) = queue.lock().map_err(|_| anyhow::anyhow!("queue poisoned"))?.pop() else {
-                    return Ok(());
-                };
-                gw.store.ingest("cn-370306", chunk, OffsetDateTime::now_utc()).await?;
-            }
-        });
-    }
-    while let Some(done) = workers.join_next().await {
-        done.context("bench worker panicked")??;
-    }
-    Ok(rate(n, started.elapsed()))
+    let gw = Arc::clone(gw);
+    let elapsed = drain(batches, concurrency, move |chunk| {
+        let gw = Arc::clone(&gw);
+        async move {
+            gw.store.ingest("cn-370306", chunk, OffsetDateTime::now_utc()).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(rate(n, elapsed))
 }
 
 async fn http_rate(url: &str, bodies: Vec<bytes::Bytes>, concurrency: usize, records: usize) -> anyhow::Result<f64> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
-    let queue = Arc::new(std::sync::Mutex::new(bodies));
+    let url = url.to_owned();
+    let elapsed = drain(bodies, concurrency, move |body| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let resp = client.post(&url).header("content-type", "application/json").body(body).send().await?;
+            if !resp.status().is_success() {
+                bail!("push answered {}", resp.status());
+            }
+            let answer: Summary = resp.json().await?;
+            if answer.accepted != answer.received {
+                bail!("{} of {} synthetic records not accepted", answer.received - answer.accepted, answer.received);
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(rate(records, elapsed))
+}
+
+/// Runs `work` over every item with `concurrency` workers and says how long it took.
+async fn drain<T, F, Fut>(items: Vec<T>, concurrency: usize, work: F) -> anyhow::Result<Duration>
+where
+    T: Send + 'static,
+    F: Fn(T) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let queue = Arc::new(std::sync::Mutex::new(items));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, queue, url) = (client.clone(), Arc::clone(&queue), url.to_owned());
+        let (queue, work) = (Arc::clone(&queue), work.clone());
         workers.spawn(async move {
             loop {
-                let Some(body) = queue.lock().map_err(|_| anyhow::anyhow!("queue poisoned"))?.pop() else {
-                    return Ok(());
-                };
-                let resp = client.post(&url).header("content-type", "application/json").body(body).send().await?;
-                if !resp.status().is_success() {
-                    bail!("push answered {}", resp.status());
-                }
-                let answer: Summary = resp.json().await?;
-                if answer.accepted != answer.received {
-                    bail!(
-                        "{} of {} synthetic records not accepted",
-                        answer.received - answer.accepted,
-                        answer.received
-                    );
-                }
+                let next = queue.lock().map_err(|_| anyhow::anyhow!("queue poisoned"))?.pop();
+                let Some(item) = next else { return Ok::<(), anyhow::Error>(()) };
+                work(item).await?;
             }
         });
     }
     while let Some(done) = workers.join_next().await {
         done.context("bench worker panicked")??;
     }
-    Ok(rate(records, started.elapsed()))
+    Ok(started.elapsed())
 }
 
 /// The counts of a push answer; the per-record outcomes are skipped.

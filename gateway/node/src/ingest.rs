@@ -100,22 +100,33 @@ impl Gateway {
         let checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
             .await
             .map_err(|e| ApiError::internal(&e))??;
-        let incoming: Vec<Incoming> = checked.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+        // The records move into the store; their outcomes need only these few facts.
+        let mut incoming = Vec::with_capacity(checked.len());
+        let verdicts: Vec<Result<Summary, Vec<FieldError>>> = checked
+            .into_iter()
+            .map(|c| {
+                c.map(|inc| {
+                    let summary = Summary::of(&inc);
+                    incoming.push(inc);
+                    summary
+                })
+            })
+            .collect();
         let mut stored =
             self.store.ingest(&self.member_id, incoming, now).await.map_err(|e| ApiError::internal(&e))?.into_iter();
         let mut result = BatchResult {
-            received: checked.len(),
+            received: verdicts.len(),
             accepted: 0,
             duplicate: 0,
             new_version: 0,
             rejected: 0,
-            outcomes: Vec::new(),
+            outcomes: Vec::with_capacity(verdicts.len()),
         };
-        for (index, c) in checked.into_iter().enumerate() {
-            let outcome = match c {
+        for (index, verdict) in verdicts.into_iter().enumerate() {
+            let outcome = match verdict {
                 Err(errors) => RecordOutcome::rejected(index, errors),
-                Ok(inc) => match stored.next() {
-                    Some(s) => RecordOutcome::stored(index, s, &inc),
+                Ok(summary) => match stored.next() {
+                    Some(s) => RecordOutcome::stored(index, s, summary),
                     None => return Err(ApiError::internal(&"store returned fewer outcomes than records")),
                 },
             };
@@ -155,10 +166,7 @@ impl Gateway {
 
     /// Adds the publicity deadline to a validated record.
     pub fn incoming(&self, record: ValidRecord) -> Incoming {
-        let deadline = match (record.record_type.has_publicity_deadline(), record.clock_start) {
-            (true, Some(start)) => self.calendar.deadline(start).ok(),
-            _ => None,
-        };
+        let deadline = record.clock_start.and_then(|start| self.calendar.deadline(start).ok());
         Incoming { record, deadline }
     }
 }
@@ -177,27 +185,43 @@ impl RecordOutcome {
         }
     }
 
-    fn stored(index: usize, stored: Stored, inc: &Incoming) -> Self {
+    fn stored(index: usize, stored: Stored, summary: Summary) -> Self {
         let (status, record_id, version) = match stored {
             Stored::Accepted { record_id, version } => (Status::Accepted, record_id, version),
             Stored::Duplicate { record_id, version } => (Status::Duplicate, record_id, version),
             Stored::NewVersion { record_id, version } => (Status::NewVersion, record_id, version),
-        };
-        let has_deadline = inc.record.record_type.has_publicity_deadline() && inc.record.clock_start.is_some();
-        let deadline_status = match (has_deadline, inc.deadline) {
-            (false, _) => None,
-            (true, Some(_)) => Some(DeadlineStatus::OnCalendar),
-            (true, None) => Some(DeadlineStatus::CalendarUnknown),
         };
         Self {
             index,
             status,
             record_id: Some(record_id),
             version: Some(version),
-            content_hash: Some(inc.record.content_hash.to_hex()),
-            publicity_deadline: inc.deadline.map(format_date),
-            deadline_status,
+            content_hash: Some(summary.content_hash),
+            publicity_deadline: summary.publicity_deadline,
+            deadline_status: summary.deadline_status,
             errors: Vec::new(),
+        }
+    }
+}
+
+/// What an outcome reports about a record that went to the store.
+struct Summary {
+    content_hash: String,
+    publicity_deadline: Option<String>,
+    deadline_status: Option<DeadlineStatus>,
+}
+
+impl Summary {
+    fn of(inc: &Incoming) -> Self {
+        let has_deadline = inc.record.clock_start.is_some();
+        Self {
+            content_hash: inc.record.content_hash.to_hex(),
+            publicity_deadline: inc.deadline.map(format_date),
+            deadline_status: match (has_deadline, inc.deadline) {
+                (false, _) => None,
+                (true, Some(_)) => Some(DeadlineStatus::OnCalendar),
+                (true, None) => Some(DeadlineStatus::CalendarUnknown),
+            },
         }
     }
 }

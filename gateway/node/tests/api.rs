@@ -161,6 +161,11 @@ async fn changed_content_comes_back_as_a_new_version_and_reads_back() {
     let versions = read["versions"].as_array().expect("versions");
     assert_eq!(versions.len(), 2);
     assert_eq!(versions[1]["content"]["remarks"], "更正");
+    // item_hash is SHA-256 over JCS of the interchange item (interchange-v1 §2).
+    let v = &versions[1];
+    let item = json!({"origin": v["origin"], "record_id": v["record_id"], "version": v["version"],
+        "record_type": v["record_type"], "content": v["content"]});
+    assert_eq!(v["item_hash"], gateway_core::canonical::canonical_hash(&item).to_hex());
 }
 
 #[tokio::test]

@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use credit_gateway::bench::synthetic_records;
-use credit_gateway::store::RecordQuery;
 use serde_json::Value;
 
 const ROUNDS: u64 = 3;
@@ -59,18 +58,12 @@ async fn kill_9_loses_no_acknowledged_record() {
         assert!(acknowledged.len() >= kill_after * BATCH);
     }
 
-    // After the last kill: a fresh start must still hold every acknowledged record.
-    let node = common::Node::start(dir.path());
-    drop(node);
+    // After the last kill the node must start again on the same data (it opens and migrates
+    // the database), and the database must hold every acknowledged record.
+    common::Node::start(dir.path()).kill9();
     let store = common::sqlite_store(dir.path()).await;
-    let mut stored = HashSet::new();
-    let mut after = 0;
-    loop {
-        let page = store.query(&RecordQuery { after, limit: 5_000, ..Default::default() }).await.expect("query");
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        stored.extend(page.into_iter().map(|r| r.record_id.to_string()));
-    }
+    let stored: HashSet<String> =
+        common::all_records(&store, 5_000).await.into_iter().map(|r| r.record_id.to_string()).collect();
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
     assert!(lost.is_empty(), "{} acknowledged records lost, e.g. {:?}", lost.len(), lost.first());
 }

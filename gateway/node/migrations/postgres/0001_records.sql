@@ -12,7 +12,6 @@ CREATE TABLE records (
     nk           BIGINT  NOT NULL,
     ch           BIGINT  NOT NULL,
     content_hash TEXT    NOT NULL,
-    item_hash    TEXT    NOT NULL,
     subject_uscc TEXT,
     clock_start  TEXT,
     deadline     TEXT,

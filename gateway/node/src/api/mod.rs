@@ -102,6 +102,7 @@ pub struct RecordView {
     pub origin: String,
     pub record_type: String,
     pub content_hash: String,
+    /// SHA-256 of the RFC 8785 form of the interchange item (origin, record id, version, type, content).
     pub item_hash: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publicity_deadline: Option<String>,
@@ -115,14 +116,15 @@ impl TryFrom<StoredRecord> for RecordView {
     fn try_from(r: StoredRecord) -> Result<Self, ApiError> {
         let mut content: serde_json::Value = serde_json::from_str(&r.content).map_err(|e| ApiError::internal(&e))?;
         mask_identity_numbers(&mut content);
+        let item_hash = r.item_hash().to_hex();
         Ok(Self {
             seq: r.seq,
             record_id: r.record_id,
             version: r.version,
             origin: r.origin,
             record_type: r.record_type,
+            item_hash,
             content_hash: r.content_hash,
-            item_hash: r.item_hash,
             publicity_deadline: r.deadline,
             received_at: r.received_at,
             content,

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::config::SqliteSync;
 
-/// Rows per multi-row INSERT: 14 columns × 500 stays under SQLite's 32,766 bound parameters.
+/// Rows per multi-row INSERT: 13 columns × 500 stays under SQLite's 32,766 bound parameters.
 const INSERT_CHUNK: usize = 500;
 /// Keys per `IN (…)` lookup.
 const LOOKUP_CHUNK: usize = 900;
@@ -111,7 +111,6 @@ pub struct StoredRecord {
     pub origin: String,
     pub record_type: String,
     pub content_hash: String,
-    pub item_hash: String,
     pub deadline: Option<String>,
     pub received_at: String,
     /// Canonical JSON of the content.
@@ -132,12 +131,28 @@ pub struct RecordQuery {
     pub limit: i64,
 }
 
-const SELECT_COLUMNS: &str = "SELECT seq, record_id, version, origin, record_type, content_hash, item_hash, deadline, received_at, content FROM records";
+const SELECT_COLUMNS: &str =
+    "SELECT seq, record_id, version, origin, record_type, content_hash, deadline, received_at, content FROM records";
 
 struct Known {
     record_id: Uuid,
     max_version: i64,
     versions: HashMap<String, i64>,
+}
+
+impl StoredRecord {
+    /// SHA-256(JCS(item)) of interchange-v1 §2: what signatures cover. Derived from the stored
+    /// row on demand rather than kept, so the write path does not pay for it.
+    pub fn item_hash(&self) -> Sha256Digest {
+        let item = gateway_core::canonical::item_canonical(
+            &self.origin,
+            &self.record_id.to_string(),
+            self.version,
+            &self.record_type,
+            &self.content,
+        );
+        Sha256Digest::of(item.as_bytes())
+    }
 }
 
 impl Store {
@@ -275,7 +290,7 @@ impl Store {
             let (outcomes, rows) = decide(incoming, &mut known);
             for chunk in rows.chunks(INSERT_CHUNK) {
                 let mut qb = QueryBuilder::new(
-                    "INSERT INTO records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, item_hash, \
+                    "INSERT INTO records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
                      subject_uscc, clock_start, deadline, received_at, content) ",
                 );
                 qb.push_values(chunk, |mut b, row| {
@@ -288,7 +303,6 @@ impl Store {
                         .push_bind(short(&r.natural_key))
                         .push_bind(short(&r.content_hash))
                         .push_bind(r.content_hash.to_hex())
-                        .push_bind(item_hash(row.origin, row.record_id, row.version, r).to_hex())
                         .push_bind(r.subject_uscc.as_deref())
                         .push_bind(r.clock_start.map(format_date))
                         .push_bind(row.incoming.deadline.map(format_date))
@@ -381,18 +395,6 @@ fn decide<'a>(
     (outcomes, rows)
 }
 
-/// SHA-256(JCS(item)) of interchange-v1 §2, computed without re-parsing the content.
-fn item_hash(origin: &str, record_id: Uuid, version: i64, r: &ValidRecord) -> Sha256Digest {
-    let item = gateway_core::canonical::item_canonical(
-        origin,
-        &record_id.to_string(),
-        version,
-        r.record_type.as_str(),
-        &r.canonical_content,
-    );
-    Sha256Digest::of(item.as_bytes())
-}
-
 /// The first 8 bytes of a digest as an integer: the compact index key.
 fn short(d: &Sha256Digest) -> i64 {
     let mut b = [0; 8];
@@ -418,9 +420,8 @@ where
         origin: row.try_get(3)?,
         record_type: row.try_get(4)?,
         content_hash: row.try_get(5)?,
-        item_hash: row.try_get(6)?,
-        deadline: row.try_get(7)?,
-        received_at: row.try_get(8)?,
-        content: row.try_get(9)?,
+        deadline: row.try_get(6)?,
+        received_at: row.try_get(7)?,
+        content: row.try_get(8)?,
     })
 }

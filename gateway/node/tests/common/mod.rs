@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use credit_gateway::config::Config;
 use credit_gateway::ingest::Gateway;
-use credit_gateway::store::Store;
+use credit_gateway::store::{RecordQuery, Store, StoredRecord};
 
 /// The PostgreSQL the tests use (CI starts it at 127.0.0.1:5432).
 pub fn postgres_url() -> String {
@@ -80,5 +80,18 @@ pub async fn eventually(what: &str, timeout: Duration, mut check: impl AsyncFnMu
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every stored record version, read page by page of `page` rows.
+pub async fn all_records(store: &Store, page: i64) -> Vec<StoredRecord> {
+    let mut all = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |r: &StoredRecord| r.seq);
+        let rows = store.query(&RecordQuery { after, limit: page, ..Default::default() }).await.expect("query");
+        if rows.is_empty() {
+            return all;
+        }
+        all.extend(rows);
     }
 }
