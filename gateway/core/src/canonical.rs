@@ -24,11 +24,9 @@ pub enum StrictJsonError {
 
 /// Parses JSON text, rejecting duplicate member names anywhere in the document.
 pub fn parse_strict(text: &[u8]) -> Result<Value, StrictJsonError> {
-    let path = RefCell::new(Vec::<String>::new());
     let duplicate = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(text);
-    let seed = StrictSeed { path: &path, duplicate: &duplicate };
-    let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    let parsed = StrictSeed { duplicate: &duplicate }.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match parsed {
         Ok(value) => Ok(value),
         Err(err) => Err(duplicate.into_inner().unwrap_or_else(|| StrictJsonError::Syntax(err.to_string()))),
@@ -40,9 +38,11 @@ pub fn pointer_segment(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
 }
 
+/// Builds `Value`s like serde_json does, but refuses a repeated member name. The location of a
+/// duplicate is assembled only on the error's way out (each level prepends its segment), so
+/// the common, valid case pays nothing for it.
 #[derive(Clone, Copy)]
 struct StrictSeed<'a> {
-    path: &'a RefCell<Vec<String>>,
     duplicate: &'a RefCell<Option<StrictJsonError>>,
 }
 
@@ -54,13 +54,11 @@ impl<'de> DeserializeSeed<'de> for StrictSeed<'_> {
 }
 
 impl StrictSeed<'_> {
-    fn child<T, E>(self, segment: String, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-        self.path.borrow_mut().push(segment);
-        let out = f();
-        if out.is_ok() {
-            self.path.borrow_mut().pop();
+    /// Called while an error leaves the child at `segment`.
+    fn prepend(self, segment: &str) {
+        if let Some(StrictJsonError::DuplicateKey { pointer, .. }) = &mut *self.duplicate.borrow_mut() {
+            pointer.insert_str(0, &format!("/{}", pointer_segment(segment)));
         }
-        out
     }
 }
 
@@ -94,10 +92,13 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::new();
         loop {
-            let next = self.child(out.len().to_string(), || seq.next_element_seed(self))?;
-            match next {
-                Some(v) => out.push(v),
-                None => return Ok(Value::Array(out)),
+            match seq.next_element_seed(self) {
+                Ok(Some(v)) => out.push(v),
+                Ok(None) => return Ok(Value::Array(out)),
+                Err(e) => {
+                    self.prepend(&out.len().to_string());
+                    return Err(e);
+                }
             }
         }
     }
@@ -105,21 +106,114 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
-                let pointer: String = self.path.borrow().iter().map(|s| format!("/{}", pointer_segment(s))).collect();
-                *self.duplicate.borrow_mut() = Some(StrictJsonError::DuplicateKey { pointer, key: key.clone() });
+                *self.duplicate.borrow_mut() = Some(StrictJsonError::DuplicateKey { pointer: String::new(), key });
                 return Err(de::Error::custom("duplicate member name"));
             }
-            let value = self.child(key.clone(), || map.next_value_seed(self))?;
-            out.insert(key, value);
+            match map.next_value_seed(self) {
+                Ok(value) => {
+                    out.insert(key, value);
+                }
+                Err(e) => {
+                    self.prepend(&key);
+                    return Err(e);
+                }
+            }
         }
         Ok(Value::Object(out))
     }
 }
 
 /// RFC 8785 canonical form of a JSON value.
+///
+/// Our own writer: the general-purpose canonicaliser spent more time than schema validation on
+/// a typical record (it re-sorts every object and allocates per key). Here objects come from
+/// serde_json's sorted map, so keys are already in code-point order; JCS wants UTF-16 order,
+/// which differs only when a key has characters from U+E000 up, and then we sort. Numbers that
+/// are not exactly representable integers go to the reference implementation.
 pub fn canonical_bytes(value: &Value) -> Vec<u8> {
-    // Serialising a `serde_json::Value` cannot fail: its keys are strings and its numbers finite.
-    serde_json_canonicalizer::to_vec(value).unwrap_or_default()
+    let mut out = Vec::with_capacity(1024);
+    write_canonical(value, &mut out);
+    out
+}
+
+/// Largest integer an IEEE double holds exactly (JCS numbers are doubles).
+const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            let needs_utf16_sort = map.keys().any(|k| k.chars().any(|c| c >= '\u{E000}'));
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            if needs_utf16_sort {
+                entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            }
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(k, out);
+                out.push(b':');
+                write_canonical(v, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+fn write_number(n: &Number, out: &mut Vec<u8>) {
+    let exact = match (n.as_u64(), n.as_i64()) {
+        (Some(u), _) if u <= MAX_EXACT_INTEGER => Some(u.to_string()),
+        (_, Some(i)) if i.unsigned_abs() <= MAX_EXACT_INTEGER => Some(i.to_string()),
+        _ => None,
+    };
+    match exact {
+        Some(text) => out.extend_from_slice(text.as_bytes()),
+        // Floats and huge integers: ES6 number-to-string is subtle; use the reference.
+        None => out.extend(serde_json_canonicalizer::to_vec(&Value::Number(n.clone())).unwrap_or_default()),
+    }
+}
+
+/// A JSON string as RFC 8785 §3.2.2.2 writes it: only `"`, `\\` and control characters escaped,
+/// with the short forms where JSON has them and lower-case `\u00xx` otherwise.
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => &[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// A SHA-256 digest, shown as 64 lowercase hex characters.
@@ -131,7 +225,20 @@ impl Sha256Digest {
         Self(Sha256::digest(bytes).into())
     }
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in self.0 {
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xf) as usize] as char);
+        }
+        out
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Self(out))
     }
 }
 
@@ -161,18 +268,41 @@ pub fn item_canonical(
     record_type: &str,
     canonical_content: &str,
 ) -> String {
-    let s = |v: &str| serde_json::to_string(v).unwrap_or_default();
-    format!(
-        "{{\"content\":{canonical_content},\"origin\":{},\"record_id\":{},\"record_type\":{},\"version\":{version}}}",
-        s(origin),
-        s(record_id),
-        s(record_type)
-    )
+    let mut out = Vec::with_capacity(canonical_content.len() + 128);
+    out.extend_from_slice(b"{\"content\":");
+    out.extend_from_slice(canonical_content.as_bytes());
+    for (key, value) in [("origin", origin), ("record_id", record_id), ("record_type", record_type)] {
+        out.push(b',');
+        write_string(key, &mut out);
+        out.push(b':');
+        write_string(value, &mut out);
+    }
+    out.extend_from_slice(format!(",\"version\":{version}}}").as_bytes());
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_writer_agrees_with_the_reference_implementation() {
+        let cases = [
+            r#"{"b":"处罚\u0001\u001f\u007f\u2028","a":[1.5,2e30,-0.0,1e21,123456789012345678,-9007199254740993],"c":{"z":null,"y":true}}"#,
+            r#"{"\ue000":1,"\ud83d\ude00":2,"a":3,"é":4,"\"\\/\b\f\n\r\t":"\"\\/\b\f\n\r\t"}"#,
+            r#"[9007199254740992,9007199254740993,-9007199254740992,18446744073709551615,0,-1,0.1,1e-7,333333333.3333333]"#,
+            r#"{}"#,
+            r#"[[],{},"",false]"#,
+        ];
+        for case in cases {
+            let value: Value = serde_json::from_str(case).unwrap();
+            assert_eq!(
+                String::from_utf8(canonical_bytes(&value)).unwrap(),
+                serde_json_canonicalizer::to_string(&value).unwrap(),
+                "{case}"
+            );
+        }
+    }
 
     #[test]
     fn item_canonical_equals_jcs_of_the_item() {

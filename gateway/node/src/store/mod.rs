@@ -137,7 +137,8 @@ const SELECT_COLUMNS: &str =
 struct Known {
     record_id: Uuid,
     max_version: i64,
-    versions: HashMap<String, i64>,
+    /// content hash → version
+    versions: HashMap<Sha256Digest, i64>,
 }
 
 impl StoredRecord {
@@ -270,7 +271,7 @@ impl Store {
             let mut keys: Vec<i64> = incoming.iter().map(|(_, _, i)| short(&i.record.natural_key)).collect();
             keys.sort_unstable();
             keys.dedup();
-            let mut known: HashMap<String, Known> = HashMap::new();
+            let mut known: HashMap<Sha256Digest, Known> = HashMap::new();
             for chunk in keys.chunks(LOOKUP_CHUNK) {
                 let mut qb = QueryBuilder::new("SELECT natural_key, record_id, version, content_hash FROM records WHERE nk IN (");
                 let mut list = qb.separated(", ");
@@ -279,12 +280,12 @@ impl Store {
                 }
                 qb.push(")");
                 for row in qb.build().fetch_all(&mut *tx).await? {
-                    let key: String = row.try_get(0)?;
+                    let key = parse_digest(&row.try_get::<String, _>(0)?)?;
                     let record_id = parse_uuid(&row.try_get::<String, _>(1)?)?;
                     let version: i64 = row.try_get(2)?;
                     let entry = known.entry(key).or_insert_with(|| Known { record_id, max_version: 0, versions: HashMap::new() });
                     entry.max_version = entry.max_version.max(version);
-                    entry.versions.insert(row.try_get(3)?, version);
+                    entry.versions.insert(parse_digest(&row.try_get::<String, _>(3)?)?, version);
                 }
             }
             let (outcomes, rows) = decide(incoming, &mut known);
@@ -365,13 +366,12 @@ struct NewRow<'a> {
 /// batch, and lists the rows to insert. Pure, so the rule lives in one place.
 fn decide<'a>(
     incoming: &[(&'a str, &'a str, &'a Incoming)],
-    known: &mut HashMap<String, Known>,
+    known: &mut HashMap<Sha256Digest, Known>,
 ) -> (Vec<Stored>, Vec<NewRow<'a>>) {
     let mut outcomes = Vec::with_capacity(incoming.len());
     let mut rows = Vec::with_capacity(incoming.len());
     for &(origin, received_at, inc) in incoming {
-        let key = inc.record.natural_key.to_hex();
-        let hash = inc.record.content_hash.to_hex();
+        let (key, hash) = (inc.record.natural_key, inc.record.content_hash);
         let outcome = match known.get_mut(&key) {
             Some(k) => match k.versions.get(&hash) {
                 Some(&version) => Stored::Duplicate { record_id: k.record_id, version },
@@ -400,6 +400,10 @@ fn short(d: &Sha256Digest) -> i64 {
     let mut b = [0; 8];
     b.copy_from_slice(&d.0[..8]);
     i64::from_be_bytes(b)
+}
+
+fn parse_digest(s: &str) -> Result<Sha256Digest, StoreError> {
+    Sha256Digest::from_hex(s).ok_or_else(|| StoreError::Corrupt(format!("{s:?} is not a SHA-256 hex digest")))
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {
