@@ -30,7 +30,9 @@ macro_rules! store_suite {
         }
         mod postgres {
             $(#[tokio::test] async fn $name() {
-                super::$name(crate::common::postgres_store().await).await;
+                let (store, schema) = crate::common::postgres_store().await;
+                super::$name(store).await;
+                crate::common::drop_postgres_schema(&schema).await;
             })*
         }
     };

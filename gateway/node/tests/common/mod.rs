@@ -16,12 +16,22 @@ pub fn postgres_url() -> String {
     std::env::var("CREDIT_GATEWAY_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-/// A fresh PostgreSQL schema per test, so tests never see each other's rows.
-pub async fn postgres_store() -> Store {
+/// A fresh PostgreSQL schema per test, so tests never see each other's rows. Returns the
+/// schema's name for [`drop_postgres_schema`].
+pub async fn postgres_store() -> (Store, String) {
     let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
-    Store::open_postgres(&postgres_url(), Some(&schema))
+    let store = Store::open_postgres(&postgres_url(), Some(&schema))
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {} is required for the store suite: {e}", postgres_url()))
+        .unwrap_or_else(|e| panic!("PostgreSQL at {} is required for the store suite: {e}", postgres_url()));
+    (store, schema)
+}
+
+/// Removes a test schema and everything in it.
+pub async fn drop_postgres_schema(schema: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&postgres_url()).await.expect("connect");
+    let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.expect("drop schema");
 }
 
 pub async fn sqlite_store(dir: &Path) -> Store {
