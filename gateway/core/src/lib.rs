@@ -5,8 +5,11 @@
 
 pub mod calendar;
 pub mod canonical;
+pub mod crypto;
 pub mod date;
 pub mod ident;
+pub mod jws;
+pub mod merkle;
 pub mod record;
 mod rules;
 
