@@ -8,6 +8,7 @@ pub mod canonical;
 pub mod crypto;
 pub mod date;
 pub mod ident;
+pub mod interchange;
 pub mod jws;
 pub mod merkle;
 pub mod record;

@@ -71,7 +71,7 @@ impl FromStr for RecordType {
 
 /// One thing wrong with a record: where (JSON pointer into the record), which rule, and a
 /// message in Chinese and English. A wire type: it appears in push answers and receipts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     pub pointer: String,

@@ -1,0 +1,263 @@
+//! Envelopes (interchange-v1 §5): one signature over a canonical header whose Merkle root
+//! covers every item; each item carries its inclusion proof and, when relayed, the origin
+//! node's own envelope and proof, so the origin signature stays verifiable at every hop.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::{Duration, OffsetDateTime};
+
+use super::registry::{KeyError, Registry};
+use super::{format_time, parse_time};
+use crate::canonical::{Sha256Digest, canonical_hash};
+use crate::crypto::SigningKey;
+use crate::jws::{self, Jws, JwsError};
+use crate::merkle;
+
+pub const ENVELOPE_TYP: &str = "credit-gateway/envelope+v1";
+
+/// The signed envelope header (a wire type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeHeader {
+    pub envelope_id: String,
+    pub sender: String,
+    pub receiver: String,
+    pub seq: u64,
+    pub created_at: String,
+    pub count: u64,
+    pub merkle_root: String,
+    pub hash_alg: String,
+}
+
+/// An inclusion proof: RFC 9162 audit path, leaf upwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proof {
+    pub index: u64,
+    pub size: u64,
+    pub path: Vec<String>,
+}
+
+/// The origin node's envelope and the item's place in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginProof {
+    pub envelope: Jws,
+    pub proof: Proof,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireItem {
+    pub item: Value,
+    pub proof: Proof,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_proof: Option<OriginProof>,
+}
+
+/// An envelope as it travels (the HTTP body of `POST /federation/v1/envelopes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub envelope: Jws,
+    pub items: Vec<WireItem>,
+}
+
+/// What the sender puts in an envelope.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// `{"origin","record_id","version","record_type","content"}`.
+    pub item: Value,
+    /// Present when this node is not the item's origin.
+    pub origin_proof: Option<OriginProof>,
+}
+
+/// Header fields chosen by the sender.
+#[derive(Debug, Clone)]
+pub struct Addressing<'a> {
+    pub envelope_id: &'a str,
+    pub sender: &'a str,
+    pub receiver: &'a str,
+    pub seq: u64,
+    pub created_at: OffsetDateTime,
+}
+
+/// Builds and signs an envelope. `kid` names `key` in the registry.
+pub fn seal(to: &Addressing<'_>, items: Vec<Outgoing>, key: &SigningKey, kid: &str) -> Envelope {
+    let leaves: Vec<Sha256Digest> = items.iter().map(|o| merkle::leaf_hash(&canonical_hash(&o.item).0)).collect();
+    let (root, proofs) = merkle::root_and_proofs(&leaves);
+    let size = items.len() as u64;
+    let header = json!({
+        "envelope_id": to.envelope_id, "sender": to.sender, "receiver": to.receiver, "seq": to.seq,
+        "created_at": format_time(to.created_at), "count": size,
+        "merkle_root": root.to_hex(), "hash_alg": "sha-256",
+    });
+    let items = items
+        .into_iter()
+        .zip(proofs)
+        .enumerate()
+        .map(|(i, (o, path))| WireItem {
+            item: o.item,
+            proof: Proof { index: i as u64, size, path: path.iter().map(Sha256Digest::to_hex).collect() },
+            origin_proof: o.origin_proof,
+        })
+        .collect();
+    Envelope { envelope: jws::sign(ENVELOPE_TYP, kid, &header, key), items }
+}
+
+/// Why an envelope was refused. Each names what failed; none is retryable by resending the
+/// same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("envelope JWS: {0}")]
+    Form(#[from] JwsError),
+    #[error("envelope header does not match the schema: {0}")]
+    Header(String),
+    #[error("signing key: {0}")]
+    Key(#[from] KeyError),
+    #[error("envelope signature does not verify")]
+    BadSignature,
+    #[error("envelope is addressed to {receiver}, not to this node ({me})")]
+    WrongReceiver { receiver: String, me: String },
+    #[error("sender {sender} is not a registered member")]
+    UnknownSender { sender: String },
+    #[error("envelope created at {created_at} is outside the accepted clock window")]
+    OutsideClockWindow { created_at: String },
+    #[error("count {count} does not match the {items} items")]
+    CountMismatch { count: u64, items: usize },
+    #[error("item {index}: {reason}")]
+    Item { index: usize, reason: String },
+    #[error("items do not hash to the signed Merkle root")]
+    MerkleMismatch,
+}
+
+/// One item that passed every interchange check (its record content is still to be validated).
+#[derive(Debug, Clone)]
+pub struct OpenedItem {
+    pub item: Value,
+    pub item_hash: Sha256Digest,
+    pub origin: String,
+    /// The origin envelope and proof to keep for evidence (this envelope when sender = origin).
+    pub origin_proof: OriginProof,
+}
+
+/// An envelope whose signature, addressing, Merkle tree and origin proofs hold.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub header: EnvelopeHeader,
+    pub digest: Sha256Digest,
+    pub items: Vec<OpenedItem>,
+}
+
+/// What the receiver knows when it opens an envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct Receiving<'a> {
+    pub registry: &'a Registry,
+    pub me: &'a str,
+    pub now: OffsetDateTime,
+    /// How far `created_at` may be from `now`, either way.
+    pub clock_window: Duration,
+}
+
+/// Verifies an envelope for its receiver. Replay (a seen `envelope_id`) is for the caller to
+/// check against its store, with `Opened::header`.
+pub fn open(env: &Envelope, at: &Receiving<'_>) -> Result<Opened, EnvelopeError> {
+    let (header, _) = verify_header(&env.envelope, at.registry)?;
+    if header.receiver != at.me {
+        return Err(EnvelopeError::WrongReceiver { receiver: header.receiver, me: at.me.to_owned() });
+    }
+    let created = parse_time(&header.created_at).ok_or_else(|| EnvelopeError::Header("created_at".into()))?;
+    if (created - at.now).abs() > at.clock_window {
+        return Err(EnvelopeError::OutsideClockWindow { created_at: header.created_at });
+    }
+    if header.count != env.items.len() as u64 {
+        return Err(EnvelopeError::CountMismatch { count: header.count, items: env.items.len() });
+    }
+    let mut leaves = Vec::with_capacity(env.items.len());
+    let mut items = Vec::with_capacity(env.items.len());
+    for (index, w) in env.items.iter().enumerate() {
+        let bad = |reason: String| EnvelopeError::Item { index, reason };
+        let item_hash = canonical_hash(&w.item);
+        let origin = w.item.get("origin").and_then(Value::as_str).ok_or_else(|| bad("item has no origin".into()))?;
+        check_item_shape(&w.item).map_err(bad)?;
+        if w.proof.index != index as u64 || w.proof.size != header.count {
+            return Err(bad("proof index or size does not match its place in the envelope".into()));
+        }
+        let origin_proof = match (&w.origin_proof, origin == header.sender) {
+            (None, true) => OriginProof { envelope: env.envelope.clone(), proof: w.proof.clone() },
+            (Some(_), true) => return Err(bad("origin_proof given although the sender is the origin".into())),
+            (None, false) => return Err(bad(format!("relayed item from {origin} lacks its origin_proof"))),
+            (Some(p), false) => {
+                verify_origin_proof(p, origin, &item_hash, at.registry).map_err(|e| bad(e.to_string()))?;
+                p.clone()
+            }
+        };
+        if !at.registry.may_forward(&header.sender, origin, &header.receiver) {
+            return Err(bad(format!(
+                "{} may not forward records of {origin} to {}: outside its subtree",
+                header.sender, header.receiver
+            )));
+        }
+        leaves.push(merkle::leaf_hash(&item_hash.0));
+        items.push(OpenedItem { item: w.item.clone(), item_hash, origin: origin.to_owned(), origin_proof });
+    }
+    if merkle::root(&leaves).to_hex() != header.merkle_root {
+        return Err(EnvelopeError::MerkleMismatch);
+    }
+    Ok(Opened { digest: env.envelope.digest(), header, items })
+}
+
+/// Verifies an envelope JWS's signature against the sender's key valid at its `created_at`.
+pub fn verify_header(envelope: &Jws, registry: &Registry) -> Result<(EnvelopeHeader, Sha256Digest), EnvelopeError> {
+    let decoded = envelope.decode(ENVELOPE_TYP)?;
+    let header: EnvelopeHeader =
+        serde_json::from_value(decoded.body.clone()).map_err(|e| EnvelopeError::Header(e.to_string()))?;
+    if registry.member(&header.sender).is_none() {
+        return Err(EnvelopeError::UnknownSender { sender: header.sender });
+    }
+    let created = parse_time(&header.created_at).ok_or_else(|| EnvelopeError::Header("created_at".into()))?;
+    let key = registry.signing_key(&decoded.header.kid, &header.sender, created)?;
+    decoded.verify(&key).map_err(|_| EnvelopeError::BadSignature)?;
+    Ok((header, envelope.digest()))
+}
+
+/// Whether `proof` shows `item_hash` inside an envelope signed by `origin`.
+pub fn verify_origin_proof(
+    p: &OriginProof,
+    origin: &str,
+    item_hash: &Sha256Digest,
+    registry: &Registry,
+) -> Result<(), EnvelopeError> {
+    let (header, _) = verify_header(&p.envelope, registry)?;
+    if header.sender != origin {
+        return Err(EnvelopeError::Header(format!("origin envelope was sent by {}, not by {origin}", header.sender)));
+    }
+    if !verify_proof(&p.proof, item_hash, &header) {
+        return Err(EnvelopeError::MerkleMismatch);
+    }
+    Ok(())
+}
+
+/// Whether `proof` places `item_hash` under the header's Merkle root.
+pub fn verify_proof(proof: &Proof, item_hash: &Sha256Digest, header: &EnvelopeHeader) -> bool {
+    let path: Option<Vec<Sha256Digest>> = proof.path.iter().map(|h| Sha256Digest::from_hex(h)).collect();
+    let root = Sha256Digest::from_hex(&header.merkle_root);
+    match (path, root) {
+        (Some(path), Some(root)) => {
+            proof.size == header.count
+                && merkle::verify_inclusion(&merkle::leaf_hash(&item_hash.0), proof.index, proof.size, &path, &root)
+        }
+        _ => false,
+    }
+}
+
+fn check_item_shape(item: &Value) -> Result<(), String> {
+    let Value::Object(o) = item else { return Err("item is not an object".into()) };
+    let ok = o.len() == 5
+        && o.get("origin").and_then(Value::as_str).is_some_and(super::is_member_id)
+        && o.get("record_id").and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+        && o.get("version").and_then(Value::as_u64).is_some_and(|v| v >= 1)
+        && o.get("record_type").and_then(Value::as_str).is_some()
+        && o.get("content").is_some_and(Value::is_object);
+    if ok { Ok(()) } else { Err("item must be {origin, record_id, version ≥ 1, record_type, content}".into()) }
+}
