@@ -1,11 +1,14 @@
 //! Data-driven sweeps over external and shipped fixtures: every schema's valid and invalid
 //! examples (`schemas/<type>/{valid,invalid}/`) and the RFC 8785 vectors of `../shared`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use gateway_core::canonical::{canonical_bytes, parse_strict};
 use gateway_core::record::{RecordType, RecordValidator, ValidationPolicy};
 use serde_json::Value;
+use support::json_files;
 use time::macros::date;
 
 /// Examples are dated up to 2026-11-20; "today" is fixed so they stay valid for ever.
@@ -13,16 +16,6 @@ const TODAY: time::Date = date!(2026 - 11 - 22);
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn json_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]

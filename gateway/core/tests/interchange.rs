@@ -2,6 +2,8 @@
 //! envelopes relayed over two hops with origin proofs, receipts, and every attack the
 //! signed-interchange issue lists that the core can see (TLS attacks live in the node).
 
+mod support;
+
 use gateway_core::crypto::{Alg, SigningKey};
 use gateway_core::interchange::envelope::{self, Addressing, Envelope, EnvelopeError, Outgoing, Receiving};
 use gateway_core::interchange::receipt::{self, ReceiptBody, ReceiptError, ReceiptOutcome, Sent};
@@ -11,6 +13,7 @@ use gateway_core::interchange::registry::{
 use gateway_core::interchange::{format_time, parse_time};
 use gateway_core::jws::{self, b64u};
 use serde_json::{Value, json};
+use support::assert_matches_schema;
 use time::{Duration, OffsetDateTime};
 
 const NOW: &str = "2026-11-22T08:30:00.000Z";
@@ -123,7 +126,9 @@ fn item(origin: &str, n: u32) -> Value {
 }
 
 fn send(fed: &Federation, from: &str, to: &str, items: Vec<Outgoing>, created_at: OffsetDateTime) -> Envelope {
-    let id = format!("env-{from}-{to}-{}", items.len());
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("0193a6f0-0000-7000-8000-{n:012}");
     let addressing = Addressing { envelope_id: &id, sender: from, receiver: to, seq: 1, created_at };
     envelope::seal(&addressing, items, &member_key(fed.alg, from), &format!("{from}#2026a"))
 }
@@ -249,12 +254,18 @@ fn tampered_items_and_headers_are_refused() {
 fn keys_must_be_registered_in_their_window_and_the_senders_own() {
     for_each_suite(|fed| {
         let items = || fresh("cn-370306", 2);
-        let to =
-            Addressing { envelope_id: "e1", sender: "cn-370306", receiver: "cn-370300", seq: 1, created_at: now() };
+        let to = Addressing {
+            envelope_id: "0193a6f0-0000-7000-8000-00000000e001",
+            sender: "cn-370306",
+            receiver: "cn-370300",
+            seq: 1,
+            created_at: now(),
+        };
         let open = |env: &Envelope| envelope::open(env, &receiving(fed, "cn-370300"));
 
         let unregistered = envelope::seal(&to, items(), &key(fed.alg, 99), "cn-370306#rogue");
-        assert!(matches!(open(&unregistered), Err(EnvelopeError::Key(KeyError::Unknown { .. }))));
+        let err = open(&unregistered).unwrap_err();
+        assert!(matches!(err, EnvelopeError::Key(KeyError::Unknown { .. })), "{err:?}");
 
         let expired = envelope::seal(&to, items(), &key(fed.alg, 111), "cn-370306#2025a");
         assert!(matches!(open(&expired), Err(EnvelopeError::Key(KeyError::OutsideWindow { .. }))));
@@ -334,5 +345,44 @@ fn registries_signed_otherwise_rolled_back_or_expired_are_refused() {
             Registry::verify(&newer, &trusted, Some(17), too_late, Duration::days(7)),
             Err(RegistryError::Expired { .. })
         ));
+    });
+}
+
+/// What the code puts on the wire matches the published schemas.
+#[test]
+fn wire_documents_match_the_interchange_schemas() {
+    for_each_suite(|fed| {
+        assert_matches_schema(
+            "registry",
+            &fed.registry.jws.decode(gateway_core::interchange::registry::REGISTRY_TYP).expect("form").body,
+        );
+        let first = send(fed, "cn-370306", "cn-370300", fresh("cn-370306", 3), now());
+        let opened = envelope::open(&first, &receiving(fed, "cn-370300")).expect("opens");
+        let relay = opened
+            .items
+            .iter()
+            .map(|o| Outgoing { item: o.item.clone(), origin_proof: Some(o.origin_proof.clone()) })
+            .collect();
+        let second = send(fed, "cn-370300", "cn-370000", relay, now());
+        for env in [&first, &second] {
+            assert_matches_schema("envelope", &serde_json::to_value(env).expect("json"));
+            assert_matches_schema("jws", &serde_json::to_value(&env.envelope).expect("json"));
+            let body = env.envelope.decode(envelope::ENVELOPE_TYP).expect("form").body;
+            assert_matches_schema("envelope_header", &body);
+        }
+        let receipt = ReceiptBody {
+            envelope_id: opened.header.envelope_id.clone(),
+            envelope_digest: opened.digest.to_hex(),
+            sender: "cn-370306".into(),
+            receiver: "cn-370300".into(),
+            received_at: format_time(now()),
+            outcomes: vec![ReceiptOutcome {
+                index: 0,
+                item_hash: "a".repeat(64),
+                status: "accepted".into(),
+                errors: vec![],
+            }],
+        };
+        assert_matches_schema("receipt", &serde_json::to_value(&receipt).expect("json"));
     });
 }

@@ -212,6 +212,9 @@ pub fn verify_header(envelope: &Jws, registry: &Registry) -> Result<(EnvelopeHea
     let decoded = envelope.decode(ENVELOPE_TYP)?;
     let header: EnvelopeHeader =
         serde_json::from_value(decoded.body.clone()).map_err(|e| EnvelopeError::Header(e.to_string()))?;
+    if !super::is_uuid(&header.envelope_id) || header.hash_alg != "sha-256" {
+        return Err(EnvelopeError::Header("envelope_id must be a UUID and hash_alg sha-256".into()));
+    }
     if registry.member(&header.sender).is_none() {
         return Err(EnvelopeError::UnknownSender { sender: header.sender });
     }

@@ -23,6 +23,16 @@ pub fn is_member_id(s: &str) -> bool {
         })
 }
 
+/// A UUID in its hyphenated lower-case text form (record and envelope ids).
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
+        })
+}
+
 /// The member a key id belongs to (`cn-370306#2026a` → `cn-370306`).
 pub fn kid_member(kid: &str) -> Option<&str> {
     kid.split_once('#').map(|(member, _)| member)
