@@ -187,6 +187,7 @@ async fn raw_store_rate(
 }
 
 async fn http_rate(url: &str, bodies: Vec<bytes::Bytes>, concurrency: usize, records: usize) -> anyhow::Result<f64> {
+    crate::tls::install_crypto_provider();
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
     let url = url.to_owned();
     let elapsed = drain(bodies, concurrency, move |body| {

@@ -30,6 +30,63 @@ pub struct Config {
     pub sqlite: Sqlite,
     /// Log output: `text` or `json`.
     pub log_format: LogFormat,
+    /// `dev` (default) or `production`. Production refuses to start without mutual TLS for the
+    /// federation and refuses a plain-HTTP department API on anything but loopback.
+    pub mode: Mode,
+    /// Node-to-node interchange over mutual TLS; absent means this node runs alone.
+    pub federation: Option<FederationConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Dev,
+    Production,
+}
+
+/// Files and address of the federation endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Address of the mutual-TLS federation endpoint.
+    pub listen: SocketAddr,
+    /// Federation CA certificate (PEM): peers' certificates must chain to it.
+    pub ca: PathBuf,
+    /// This node's TLS certificate and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// This node's signing key file.
+    pub signing_key: PathBuf,
+    /// The signed registry (JWS JSON) to start from.
+    pub registry: PathBuf,
+    /// The trusted federation root keys (JSON list), obtained out of band.
+    pub anchor: PathBuf,
+    /// Days a node keeps working on an expired registry, warning loudly, before it refuses
+    /// traffic. Default 7.
+    #[serde(default = "default_grace_days")]
+    pub registry_grace_days: u32,
+}
+
+fn default_grace_days() -> u32 {
+    7
+}
+
+impl FederationConfig {
+    /// The layout `credit-gateway certs init` writes, for `member`, listening on `listen`.
+    pub fn from_pki(pki_dir: &std::path::Path, member: &str, listen: SocketAddr) -> Self {
+        let node = crate::pki::NodeFiles::new(pki_dir, member);
+        Self {
+            listen,
+            ca: crate::pki::ca_cert(pki_dir),
+            cert: node.tls_cert(),
+            key: node.tls_key(),
+            signing_key: node.signing_key(),
+            registry: crate::pki::registry_file(pki_dir),
+            anchor: crate::pki::anchor_file(pki_dir),
+            registry_grace_days: default_grace_days(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +139,8 @@ impl Default for Config {
             validation: Validation::default(),
             sqlite: Sqlite::default(),
             log_format: LogFormat::Text,
+            mode: Mode::Dev,
+            federation: None,
         }
     }
 }
@@ -109,6 +168,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("CREDIT_GATEWAY_MAX_BATCH_RECORDS", "limits.max_batch_records"),
     ("CREDIT_GATEWAY_MAX_BODY_BYTES", "limits.max_body_bytes"),
     ("CREDIT_GATEWAY_SQLITE_SYNCHRONOUS", "sqlite.synchronous"),
+    ("CREDIT_GATEWAY_MODE", "mode"),
 ];
 
 /// Command-line overrides (the highest layer).
@@ -117,6 +177,11 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// Run as this member of a `certs init` PKI: sets `member_id` and the federation files.
+    pub member: Option<String>,
+    pub pki_dir: Option<PathBuf>,
+    /// Federation listen address (with `member`); default: the port of the member's endpoint.
+    pub federation_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -143,6 +208,16 @@ impl Config {
         if let Some(dir) = &overrides.data_dir {
             config.data_dir = dir.clone();
         }
+        if let Some(member) = &overrides.member {
+            let pki = overrides.pki_dir.clone().unwrap_or_else(|| PathBuf::from("certs/dev"));
+            let listen = match overrides.federation_listen {
+                Some(addr) => addr,
+                None => crate::pki::demo_listen(member)
+                    .with_context(|| format!("{member} is not in the demo federation; pass --federation-listen"))?,
+            };
+            config.member_id = member.clone();
+            config.federation = Some(FederationConfig::from_pki(&pki, member, listen));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -166,6 +241,17 @@ impl Config {
         });
         if !id_ok {
             bail!("member_id {:?} must match ^cn-[0-9]{{6}}(-[a-z0-9]{{1,32}})?$", self.member_id);
+        }
+        if self.mode == Mode::Production {
+            if self.federation.is_none() {
+                bail!("mode = production needs [federation] with mutual TLS; refusing to start without TLS");
+            }
+            if !self.listen.ip().is_loopback() {
+                bail!(
+                    "mode = production: the department API at {} is plain HTTP; bind it to loopback behind a TLS proxy",
+                    self.listen
+                );
+            }
         }
         Ok(())
     }
@@ -235,6 +321,17 @@ mod tests {
         assert_eq!(c.limits.max_batch_records, 20);
         let o = Overrides { listen: Some("127.0.0.1:9001".parse().expect("addr")), ..o };
         assert_eq!(Config::load(&o, &env(&[])).expect("valid").listen.port(), 9001);
+    }
+
+    #[test]
+    fn production_refuses_to_run_without_tls() {
+        let err = Config::load(&Overrides::default(), &env(&[("CREDIT_GATEWAY_MODE", "production")])).unwrap_err();
+        assert!(err.to_string().contains("without TLS"), "{err}");
+        let o = Overrides { member: Some("cn-370300".into()), ..Default::default() };
+        let c = Config::load(&o, &env(&[("CREDIT_GATEWAY_MODE", "production")])).expect("federation configured");
+        assert_eq!(c.federation.expect("federation").listen.port(), 8442);
+        let o = Overrides { listen: Some("0.0.0.0:8080".parse().expect("addr")), ..o };
+        assert!(Config::load(&o, &env(&[("CREDIT_GATEWAY_MODE", "production")])).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use credit_gateway::config::{Config, LogFormat, Overrides};
-use credit_gateway::{bench, server};
+use credit_gateway::{bench, pki, server};
 use gateway_core::date::{format_date, parse_date};
 
 /// Request handling allocates many small JSON values across threads; mimalloc measured faster
@@ -35,6 +35,25 @@ enum Command {
         /// TOML configuration file.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Run as this member of a `certs init` PKI (e.g. cn-370300): federation over mTLS.
+        #[arg(long)]
+        member: Option<String>,
+        /// The PKI directory written by `certs init`.
+        #[arg(long, default_value = "certs/dev")]
+        pki: PathBuf,
+        /// Federation (mTLS) address; default: the member's port in the demo registry.
+        #[arg(long)]
+        federation_listen: Option<SocketAddr>,
+    },
+    /// Node-to-node operations.
+    Federation {
+        #[command(subcommand)]
+        command: FederationCommand,
+    },
+    /// Development PKI for a demo federation.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
     },
     /// Working-day calendar.
     Calendar {
@@ -66,12 +85,35 @@ enum CalendarCommand {
 }
 
 #[derive(Subcommand)]
+enum FederationCommand {
+    /// Check the mutual-TLS link to a peer: fetch and verify its registry as MEMBER.
+    Check {
+        /// Connect as this member (its certificate from the PKI directory).
+        #[arg(long)]
+        member: String,
+        /// The peer's federation base URL, e.g. https://localhost:8442.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "certs/dev")]
+        pki: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Generate a federation CA, root key, node certificates and keys, and a signed registry.
+    Init(pki::InitOptions),
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// Ingest through the HTTP API into SQLite, beside the raw store ceiling.
     Ingest(bench::IngestOptions),
 }
 
 fn main() -> std::process::ExitCode {
+    // One TLS crypto provider for the whole process: ring (never aws-lc-rs).
+    credit_gateway::tls::install_crypto_provider();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -84,9 +126,11 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
-        Command::Serve { listen, data_dir, config } => {
+        Command::Serve { listen, data_dir, config, member, pki, federation_listen } => {
             let env: BTreeMap<String, String> = std::env::vars().collect();
-            let config = Config::load(&Overrides { config_file: config, listen, data_dir }, &env)?;
+            let overrides =
+                Overrides { config_file: config, listen, data_dir, member, pki_dir: Some(pki), federation_listen };
+            let config = Config::load(&overrides, &env)?;
             init_logging(config.log_format);
             runtime()?.block_on(serve(config))?;
         }
@@ -107,6 +151,14 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 println!("{}\t{} working days\t{}", y.year, y.working_day_count(), y.source);
             }
         }
+        Command::Federation { command: FederationCommand::Check { member, url, pki } } => {
+            let version = runtime()?.block_on(credit_gateway::federation::check_link(&pki, &member, &url))?;
+            println!("ok: mutual TLS link to {url} as {member}; registry version {version} verified");
+        }
+        Command::Certs { command: CertsCommand::Init(opts) } => {
+            pki::init(&opts)?;
+            println!("dev PKI written to {} (see certs/README.md)", opts.out.display());
+        }
         Command::Bench { command: BenchCommand::Ingest(opts) } => {
             init_logging(LogFormat::Text);
             let report = runtime()?.block_on(bench::ingest(&opts))?;
@@ -126,9 +178,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, member_id = %config.member_id, data_dir = %config.data_dir.display(), "credit-gateway listening");
-    // A plain line on stdout: scripts and tests wait for it to learn the bound port.
+    let federation = match &config.federation {
+        Some(fed) => Some(server::bind_federation(&config, fed).await?),
+        None => None,
+    };
+    // Plain lines on stdout: scripts and tests wait for them to learn the bound ports.
+    if let Some(f) = &federation {
+        println!("credit-gateway federation listening on https://{}", f.addr);
+    }
     println!("credit-gateway listening on http://{addr}");
-    server::run(listener, gateway, shutdown_signal()).await
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopped_signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let federation_task = federation.map(|f| tokio::spawn(f.serve(stopped_signal(stopped.clone()))));
+    let api = server::run(listener, gateway, stopped_signal(stopped));
+    let signal = async {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    let (result, ()) = tokio::join!(api, signal);
+    if let Some(task) = federation_task {
+        task.await??;
+    }
+    result
 }
 
 async fn shutdown_signal() {

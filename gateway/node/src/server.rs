@@ -76,3 +76,55 @@ pub async fn run(
     gateway.store.close().await;
     Ok(())
 }
+
+/// A bound, ready federation endpoint.
+pub struct FederationEndpoint {
+    pub addr: std::net::SocketAddr,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    federation: crate::federation::Federation,
+}
+
+impl std::fmt::Debug for FederationEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FederationEndpoint({})", self.addr)
+    }
+}
+
+impl FederationEndpoint {
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let registry = Arc::clone(&self.federation.registry);
+        let app = crate::federation::router(self.federation);
+        crate::tls::serve(self.listener, self.tls, registry, app, shutdown).await
+    }
+}
+
+/// Loads the registry (verified against the anchor), the TLS identity, and binds the
+/// federation port. Refuses to start on a bad registry; warns on one in its grace period.
+pub async fn bind_federation(
+    config: &Config,
+    fed: &crate::config::FederationConfig,
+) -> anyhow::Result<FederationEndpoint> {
+    use gateway_core::interchange::registry::{Freshness, Registry, RootKey};
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let jws: gateway_core::jws::Jws = serde_json::from_slice(&read(&fed.registry)?).context("registry file")?;
+    let anchor: Vec<RootKey> = serde_json::from_slice(&read(&fed.anchor)?).context("anchor file")?;
+    let grace = time::Duration::days(i64::from(fed.registry_grace_days));
+    let (registry, freshness) = Registry::verify(&jws, &anchor, None, time::OffsetDateTime::now_utc(), grace)
+        .with_context(|| format!("registry {}", fed.registry.display()))?;
+    if let Freshness::InGrace { expired_for } = freshness {
+        tracing::error!(%expired_for, "REGISTRY EXPIRED: running on the grace period; fetch a new registry");
+    }
+    if registry.member(&config.member_id).is_none() {
+        anyhow::bail!("member {} is not in the registry", config.member_id);
+    }
+    let tls = crate::tls::server_config(&crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key })?;
+    let listener = TcpListener::bind(fed.listen).await.with_context(|| format!("binding {}", fed.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, version = registry.body.version, "federation endpoint (mTLS) ready");
+    let federation = crate::federation::Federation {
+        member_id: config.member_id.clone(),
+        registry: Arc::new(std::sync::RwLock::new(registry)),
+    };
+    Ok(FederationEndpoint { addr, listener, tls, federation })
+}

@@ -27,6 +27,7 @@ async fn kill_9_loses_no_acknowledged_record() {
         for worker in 0..2u64 {
             let (url, acked, done) = (url.clone(), Arc::clone(&acked), Arc::clone(&batches_done));
             pushers.spawn(async move {
+                credit_gateway::tls::install_crypto_provider();
                 let client = reqwest::Client::new();
                 for n in 0.. {
                     let seed = 1_000 + round * 100_000 + worker * 10_000 + n;

@@ -48,31 +48,61 @@ pub async fn gateway(dir: &Path) -> Arc<Gateway> {
 pub struct Node {
     pub child: Child,
     pub base: String,
+    pub federation: Option<String>,
 }
 
 impl Node {
     /// Starts the real binary on a free loopback port and waits for its "listening" line.
     pub fn start(data_dir: &Path) -> Node {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`Node::start`], with extra `serve` arguments. With a federation endpoint, its
+    /// address is in `federation`.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_credit-gateway"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn credit-gateway");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
-        let base = line.trim().rsplit(' ').next().expect("address").to_owned();
-        assert!(base.starts_with("http://127.0.0.1:"), "unexpected first line {line:?}");
-        Node { child, base }
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        match read_addresses(stdout) {
+            Ok((base, federation)) => Node { child, base, federation },
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("credit-gateway did not start: {why}");
+            }
+        }
     }
 
     /// SIGKILL: no shutdown path runs.
     pub fn kill9(mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");
+    }
+}
+
+/// Reads the "listening" lines: the API address, and the federation address if there is one.
+fn read_addresses(mut stdout: impl BufRead) -> Result<(String, Option<String>), String> {
+    let mut federation = None;
+    loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            return Err("exited before listening".into());
+        }
+        let addr = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+        if line.contains("federation listening") {
+            federation = Some(addr);
+        } else if addr.starts_with("http://127.0.0.1:") {
+            return Ok((addr, federation));
+        } else {
+            return Err(format!("unexpected line {line:?}"));
+        }
     }
 }
 

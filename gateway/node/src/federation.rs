@@ -1,0 +1,85 @@
+//! The node-to-node API under `/federation/v1/` (interchange-v1 §9), served only over mutual
+//! TLS. Every route requires a peer whose certificate is pinned in the registry.
+
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use gateway_core::interchange::registry::Registry;
+use gateway_core::jws::Jws;
+
+use crate::api::ApiError;
+use crate::tls::Peer;
+
+/// What the federation handlers share.
+#[derive(Debug, Clone)]
+pub struct Federation {
+    pub member_id: String,
+    pub registry: Arc<RwLock<Registry>>,
+}
+
+/// The federation router. Peers must be pinned members; others get 403.
+pub fn router(fed: Federation) -> Router {
+    Router::new()
+        .route("/federation/v1/registry", get(registry))
+        .fallback(|| async { ApiError::not_found("该路径", "path") })
+        .layer(middleware::from_fn(require_member))
+        .with_state(fed)
+}
+
+/// Refuses any request whose TLS peer is not a pinned member.
+async fn require_member(peer: Option<Extension<Peer>>, request: Request, next: Next) -> Response {
+    match peer.map(|Extension(p)| p) {
+        Some(Peer::Member(_)) => next.run(request).await,
+        Some(Peer::Unpinned { cert_sha256 }) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "certificate_not_pinned",
+            "客户端证书未在联盟注册表中登记（证书指纹不匹配）",
+            format!("the client certificate (sha-256 {cert_sha256}) is not pinned for any member in the registry"),
+        )
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "mtls_required",
+            "联盟接口只接受双向 TLS 连接",
+            "federation endpoints require mutual TLS",
+        )
+        .into_response(),
+    }
+}
+
+/// The registry this node holds (children refresh from it).
+async fn registry(State(fed): State<Federation>) -> Result<Json<Jws>, ApiError> {
+    let registry = fed.registry.read().map_err(|_| ApiError::internal(&"registry lock poisoned"))?;
+    Ok(Json(registry.jws.clone()))
+}
+
+/// `credit-gateway federation check`: fetches a peer's registry over mutual TLS as `member`
+/// and verifies it against the anchor. Returns the peer's registry version.
+pub async fn check_link(pki_dir: &std::path::Path, member: &str, url: &str) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    let node = crate::pki::NodeFiles::new(pki_dir, member);
+    let ca = crate::pki::ca_cert(pki_dir);
+    let tls =
+        crate::tls::client_config(&crate::tls::TlsFiles { ca: &ca, cert: &node.tls_cert(), key: &node.tls_key() })?;
+    let client = reqwest::Client::builder().tls_backend_preconfigured(tls).build()?;
+    let resp = client
+        .get(format!("{}/federation/v1/registry", url.trim_end_matches('/')))
+        .send()
+        .await
+        .with_context(|| format!("mutual TLS connection to {url} failed"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        anyhow::bail!("{url} refused {member}: {status} {}", resp.text().await.unwrap_or_default());
+    }
+    let jws: Jws = resp.json().await.context("registry answer")?;
+    let anchor: Vec<gateway_core::interchange::registry::RootKey> =
+        serde_json::from_slice(&std::fs::read(crate::pki::anchor_file(pki_dir))?)?;
+    let (registry, _) =
+        Registry::verify(&jws, &anchor, None, time::OffsetDateTime::now_utc(), time::Duration::days(7))?;
+    Ok(registry.body.version)
+}

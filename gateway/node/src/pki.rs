@@ -1,0 +1,270 @@
+//! `credit-gateway certs init`: a development federation PKI and registry.
+//!
+//! Writes, under one directory (default `certs/dev/`, git-ignored): the federation TLS CA, the
+//! federation root signing key and its public anchor, and for each node of the demo federation
+//! (周村区 → 信用淄博 → 信用山东 → 信用中国, plus 信用东营 as 淄博's partner) a TLS certificate
+//! naming its member id, a signing key, and the root-signed registry listing them all.
+//! Production differs: keys are made on the node, certificates come from the federation's CA
+//! process, and the registry from the federation operator (see `certs/README.md`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use gateway_core::canonical::Sha256Digest;
+use gateway_core::crypto::{Alg, SigningKey};
+use gateway_core::interchange::format_time;
+use gateway_core::interchange::registry::{Level, Member, MemberKey, REGISTRY_TYP, RegistryBody, RootKey};
+use gateway_core::jws::{self, b64u};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+/// One node of the demo federation.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoNode {
+    pub member_id: &'static str,
+    pub name: &'static str,
+    pub level: Level,
+    pub parent: Option<&'static str>,
+    pub partners: &'static [&'static str],
+    /// Federation (mTLS) port on 127.0.0.1.
+    pub port: u16,
+}
+
+pub const DEMO_FEDERATION: &[DemoNode] = &[
+    DemoNode {
+        member_id: "cn-370306",
+        name: "淄博市周村区公共信用信息平台",
+        level: Level::District,
+        parent: Some("cn-370300"),
+        partners: &[],
+        port: 8441,
+    },
+    DemoNode {
+        member_id: "cn-370300",
+        name: "信用淄博",
+        level: Level::Municipal,
+        parent: Some("cn-370000"),
+        partners: &["cn-370500"],
+        port: 8442,
+    },
+    DemoNode {
+        member_id: "cn-370000",
+        name: "信用山东",
+        level: Level::Provincial,
+        parent: Some("cn-000000"),
+        partners: &[],
+        port: 8443,
+    },
+    DemoNode {
+        member_id: "cn-000000",
+        name: "信用中国",
+        level: Level::National,
+        parent: None,
+        partners: &[],
+        port: 8444,
+    },
+    DemoNode {
+        member_id: "cn-370500",
+        name: "信用东营",
+        level: Level::Municipal,
+        parent: Some("cn-370000"),
+        partners: &["cn-370300"],
+        port: 8445,
+    },
+];
+
+/// The federation address of a demo node (127.0.0.1 and its port).
+pub fn demo_listen(member: &str) -> Option<std::net::SocketAddr> {
+    DEMO_FEDERATION.iter().find(|n| n.member_id == member).map(|n| std::net::SocketAddr::from(([127, 0, 0, 1], n.port)))
+}
+
+/// A signing key on disk (secret: keep it 0600, never commit it).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyFile {
+    pub alg: String,
+    pub kid: String,
+    /// The 32 secret bytes, hex.
+    pub secret: String,
+}
+
+impl SigningKeyFile {
+    pub fn load(path: &Path) -> anyhow::Result<(SigningKey, String)> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let file: SigningKeyFile = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let mut secret = [0u8; 32];
+        hex::decode_to_slice(&file.secret, &mut secret).context("secret must be 64 hex characters")?;
+        Ok((SigningKey::from_secret(file.alg.parse()?, &secret)?, file.kid))
+    }
+}
+
+/// Paths of one node's files inside the PKI directory.
+#[derive(Debug, Clone)]
+pub struct NodeFiles {
+    pub dir: PathBuf,
+}
+
+impl NodeFiles {
+    pub fn new(pki_dir: &Path, member_id: &str) -> Self {
+        Self { dir: pki_dir.join("nodes").join(member_id) }
+    }
+    pub fn tls_cert(&self) -> PathBuf {
+        self.dir.join("tls.pem")
+    }
+    pub fn tls_key(&self) -> PathBuf {
+        self.dir.join("tls.key.pem")
+    }
+    pub fn signing_key(&self) -> PathBuf {
+        self.dir.join("signing.key.json")
+    }
+}
+
+pub fn ca_cert(pki_dir: &Path) -> PathBuf {
+    pki_dir.join("ca.pem")
+}
+pub fn registry_file(pki_dir: &Path) -> PathBuf {
+    pki_dir.join("registry.jws.json")
+}
+pub fn anchor_file(pki_dir: &Path) -> PathBuf {
+    pki_dir.join("anchor.json")
+}
+
+/// Options of `certs init`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InitOptions {
+    /// Where to write the PKI.
+    #[arg(long, default_value = "certs/dev")]
+    pub out: PathBuf,
+    /// Replace an existing PKI.
+    #[arg(long)]
+    pub force: bool,
+    /// Signature suite of the node signing keys: EdDSA or SM2SM3.
+    #[arg(long, default_value = "EdDSA")]
+    pub alg: String,
+}
+
+fn random_secret(rng: &SystemRandom) -> anyhow::Result<[u8; 32]> {
+    let mut secret = [0u8; 32];
+    rng.fill(&mut secret).map_err(|_| anyhow::anyhow!("system randomness unavailable"))?;
+    Ok(secret)
+}
+
+fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Issues a TLS certificate for `member_id` from the CA: CN and a URI SAN carry the member id;
+/// `localhost` and 127.0.0.1 are its names on a dev machine.
+pub fn issue_tls_cert(issuer: &Issuer<'_, KeyPair>, member_id: &str) -> anyhow::Result<(String, String, Vec<u8>)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
+    params.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    params.subject_alt_names.push(SanType::URI(format!("urn:credit-gateway:member:{member_id}").try_into()?));
+    params.distinguished_name.push(DnType::CommonName, member_id);
+    params.distinguished_name.push(DnType::OrganizationName, "Credit Gateway dev federation");
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem(), cert.der().to_vec()))
+}
+
+/// Makes a CA: returns its issuer, certificate PEM and key PEM.
+pub fn new_ca(name: &str) -> anyhow::Result<(Issuer<'static, KeyPair>, String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let cert = params.self_signed(&key)?;
+    let key_pem = key.serialize_pem();
+    Ok((Issuer::new(params, key), cert.pem(), key_pem))
+}
+
+/// Runs `certs init`.
+pub fn init(opts: &InitOptions) -> anyhow::Result<()> {
+    let out = &opts.out;
+    if registry_file(out).exists() && !opts.force {
+        bail!("{} already holds a PKI; pass --force to replace it", out.display());
+    }
+    let alg: Alg = opts.alg.parse()?;
+    std::fs::create_dir_all(out)?;
+    let rng = SystemRandom::new();
+    let now = OffsetDateTime::now_utc();
+
+    let (issuer, ca_pem, ca_key_pem) = new_ca("Credit Gateway dev federation CA")?;
+    std::fs::write(ca_cert(out), ca_pem)?;
+    write_secret(&out.join("ca.key.pem"), &ca_key_pem)?;
+
+    let root_secret = random_secret(&rng)?;
+    let root = SigningKey::from_secret(Alg::EdDsa, &root_secret)?;
+    let root_kid = "root#dev";
+    write_secret(
+        &out.join("root-signing.key.json"),
+        &serde_json::to_string_pretty(&SigningKeyFile {
+            alg: "EdDSA".into(),
+            kid: root_kid.into(),
+            secret: hex::encode(root_secret),
+        })?,
+    )?;
+    let anchor =
+        vec![RootKey { kid: root_kid.into(), alg: "EdDSA".into(), public_key: b64u(&root.public_key().bytes) }];
+    std::fs::write(anchor_file(out), serde_json::to_string_pretty(&anchor)?)?;
+
+    let mut members = Vec::new();
+    for node in DEMO_FEDERATION {
+        let files = NodeFiles::new(out, node.member_id);
+        std::fs::create_dir_all(&files.dir)?;
+        let (cert_pem, key_pem, der) = issue_tls_cert(&issuer, node.member_id)?;
+        std::fs::write(files.tls_cert(), cert_pem)?;
+        write_secret(&files.tls_key(), &key_pem)?;
+        let secret = random_secret(&rng)?;
+        let key = SigningKey::from_secret(alg, &secret)?;
+        let kid = format!("{}#dev1", node.member_id);
+        write_secret(
+            &files.signing_key(),
+            &serde_json::to_string_pretty(&SigningKeyFile {
+                alg: alg.as_str().into(),
+                kid: kid.clone(),
+                secret: hex::encode(secret),
+            })?,
+        )?;
+        members.push(Member {
+            member_id: node.member_id.into(),
+            name: node.name.into(),
+            level: node.level,
+            region_code: node.member_id[3..9].into(),
+            parent: node.parent.map(Into::into),
+            partners: node.partners.iter().map(|p| (*p).into()).collect(),
+            endpoint: format!("https://127.0.0.1:{}", node.port),
+            tls_cert_sha256: Sha256Digest::of(&der).to_hex(),
+            keys: vec![MemberKey {
+                kid,
+                alg: alg.as_str().into(),
+                public_key: b64u(&key.public_key().bytes),
+                valid_from: format_time(now - Duration::days(1)),
+                valid_to: format_time(now + Duration::days(365)),
+                sm2_id: None,
+            }],
+            roles: vec!["submit".into(), "relay".into()],
+        });
+    }
+    let body = RegistryBody {
+        federation: "cn-credit-dev".into(),
+        version: 1,
+        issued_at: format_time(now),
+        expires_at: format_time(now + Duration::days(30)),
+        roots: anchor.clone(),
+        members,
+        agreements: vec![],
+        adapters: vec![],
+    };
+    let registry = jws::sign(REGISTRY_TYP, root_kid, &serde_json::to_value(&body)?, &root);
+    std::fs::write(registry_file(out), serde_json::to_string_pretty(&registry)?)?;
+    Ok(())
+}

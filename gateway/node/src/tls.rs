@@ -1,0 +1,162 @@
+//! Mutual TLS between nodes (rustls, ring provider only).
+//!
+//! The handshake requires a client certificate that chains to the federation CA. After it,
+//! the certificate must be the one pinned for its member in the registry
+//! (`tls_cert_sha256`); only then does the authenticated member id reach the handlers, as the
+//! [`Peer`] request extension. A valid certificate that is not pinned gets 403 on every
+//! request, and the attempt is logged.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use gateway_core::canonical::Sha256Digest;
+use gateway_core::interchange::registry::Registry;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most concurrent federation connections; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Installs the ring provider as the process default (once; later calls are no-ops).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// This node's TLS identity and the federation CA.
+#[derive(Debug, Clone)]
+pub struct TlsFiles<'a> {
+    pub ca: &'a Path,
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
+
+fn load(files: &TlsFiles<'_>) -> anyhow::Result<(RootCertStore, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(files.ca).with_context(|| format!("reading {}", files.ca.display()))? {
+        roots.add(ca?)?;
+    }
+    let chain = CertificateDer::pem_file_iter(files.cert)
+        .with_context(|| format!("reading {}", files.cert.display()))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(files.key).with_context(|| format!("reading {}", files.key.display()))?;
+    Ok((roots, chain, key))
+}
+
+/// Server side: client certificate required, chaining to the federation CA.
+pub fn server_config(files: &TlsFiles<'_>) -> anyhow::Result<Arc<ServerConfig>> {
+    install_crypto_provider();
+    let (roots, chain, key) = load(files)?;
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).build()?;
+    let mut config = ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Client side: presents this node's certificate, trusts only the federation CA.
+pub fn client_config(files: &TlsFiles<'_>) -> anyhow::Result<ClientConfig> {
+    install_crypto_provider();
+    let (roots, chain, key) = load(files)?;
+    Ok(ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(chain, key)?)
+}
+
+/// Who is on the other end of a federation connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// The certificate is the one pinned for this member.
+    Member(String),
+    /// A CA-valid certificate that no member has pinned.
+    Unpinned { cert_sha256: String },
+}
+
+/// Matches a peer certificate against the pins of the registry.
+pub fn identify(cert_der: &[u8], registry: &Registry) -> Peer {
+    let pin = Sha256Digest::of(cert_der).to_hex();
+    match registry.body.members.iter().find(|m| m.tls_cert_sha256 == pin) {
+        Some(m) => Peer::Member(m.member_id.clone()),
+        None => Peer::Unpinned { cert_sha256: pin },
+    }
+}
+
+/// Serves `app` over mutual TLS until `shutdown` resolves. Each connection's [`Peer`] is
+/// inserted into its requests.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    registry: Arc<RwLock<Registry>>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
+        let (acceptor, registry, app) = (acceptor.clone(), Arc::clone(&registry), app.clone());
+        connections.spawn(async move {
+            let _slot = slot;
+            if let Err(e) = serve_connection(tcp, remote, acceptor, registry, app).await {
+                tracing::info!(%remote, error = %e, "federation connection ended with an error");
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    registry: Arc<RwLock<Registry>>,
+    app: Router,
+) -> anyhow::Result<()> {
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        .await
+        .context("TLS handshake timed out")?
+        .context("TLS handshake failed")?;
+    let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+    let Some(cert) = cert else { anyhow::bail!("no client certificate") };
+    let peer = {
+        let registry = registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?;
+        identify(&cert, &registry)
+    };
+    match &peer {
+        Peer::Member(member) => tracing::debug!(%remote, %member, "federation peer authenticated"),
+        Peer::Unpinned { cert_sha256 } => {
+            tracing::warn!(%remote, %cert_sha256, "federation peer presented a certificate no member has pinned")
+        }
+    }
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        app.clone().oneshot(req)
+    });
+    Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
