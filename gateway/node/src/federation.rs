@@ -1,34 +1,28 @@
 //! The node-to-node API under `/federation/v1/` (interchange-v1 §9), served only over mutual
 //! TLS. Every route requires a peer whose certificate is pinned in the registry.
 
-use std::sync::{Arc, RwLock};
-
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use gateway_core::interchange::registry::Registry;
 use gateway_core::jws::Jws;
 
 use crate::api::ApiError;
+use crate::interchange::Node;
 use crate::tls::Peer;
 
-/// What the federation handlers share.
-#[derive(Debug, Clone)]
-pub struct Federation {
-    pub member_id: String,
-    pub registry: Arc<RwLock<Registry>>,
-}
-
 /// The federation router. Peers must be pinned members; others get 403.
-pub fn router(fed: Federation) -> Router {
+pub fn router(node: Node) -> Router {
     Router::new()
         .route("/federation/v1/registry", get(registry))
+        .route("/federation/v1/envelopes", post(envelopes))
         .fallback(|| async { ApiError::not_found("该路径", "path") })
         .layer(middleware::from_fn(require_member))
-        .with_state(fed)
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+        .with_state(node)
 }
 
 /// Refuses any request whose TLS peer is not a pinned member.
@@ -53,9 +47,19 @@ async fn require_member(peer: Option<Extension<Peer>>, request: Request, next: N
 }
 
 /// The registry this node holds (children refresh from it).
-async fn registry(State(fed): State<Federation>) -> Result<Json<Jws>, ApiError> {
-    let registry = fed.registry.read().map_err(|_| ApiError::internal(&"registry lock poisoned"))?;
+async fn registry(State(node): State<Node>) -> Result<Json<Jws>, ApiError> {
+    let registry = node.registry.read().map_err(|_| ApiError::internal(&"registry lock poisoned"))?;
     Ok(Json(registry.jws.clone()))
+}
+
+/// Receives an envelope; answers with the signed receipt after the items are committed.
+async fn envelopes(
+    State(node): State<Node>,
+    Extension(peer): Extension<Peer>,
+    body: axum::body::Bytes,
+) -> Result<Json<Jws>, ApiError> {
+    let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
+    node.receive(&member, &body, time::OffsetDateTime::now_utc()).await.map(Json)
 }
 
 /// `credit-gateway federation check`: fetches a peer's registry over mutual TLS as `member`

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod federation;
 pub mod ingest;
+pub mod interchange;
 pub mod pki;
 pub mod server;
 pub mod store;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -179,7 +180,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, member_id = %config.member_id, data_dir = %config.data_dir.display(), "credit-gateway listening");
     let federation = match &config.federation {
-        Some(fed) => Some(server::bind_federation(&config, fed).await?),
+        Some(fed) => Some(server::bind_federation(&config, fed, Arc::clone(&gateway)).await?),
         None => None,
     };
     // Plain lines on stdout: scripts and tests wait for them to learn the bound ports.

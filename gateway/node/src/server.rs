@@ -82,7 +82,7 @@ pub struct FederationEndpoint {
     pub addr: std::net::SocketAddr,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    federation: crate::federation::Federation,
+    node: crate::interchange::Node,
 }
 
 impl std::fmt::Debug for FederationEndpoint {
@@ -93,18 +93,19 @@ impl std::fmt::Debug for FederationEndpoint {
 
 impl FederationEndpoint {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let registry = Arc::clone(&self.federation.registry);
-        let app = crate::federation::router(self.federation);
+        let registry = Arc::clone(&self.node.registry);
+        let app = crate::federation::router(self.node);
         crate::tls::serve(self.listener, self.tls, registry, app, shutdown).await
     }
 }
 
-/// Loads the registry (verified against the anchor), the TLS identity, and binds the
-/// federation port. Refuses to start on a bad registry; warns on one in its grace period.
-pub async fn bind_federation(
-    config: &Config,
+/// Loads the federation identity of `member_id`: the registry (verified against the anchor;
+/// refused if bad, warned about in its grace period) and the signing key.
+pub fn federation_node(
+    member_id: &str,
     fed: &crate::config::FederationConfig,
-) -> anyhow::Result<FederationEndpoint> {
+    gateway: Arc<Gateway>,
+) -> anyhow::Result<crate::interchange::Node> {
     use gateway_core::interchange::registry::{Freshness, Registry, RootKey};
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let jws: gateway_core::jws::Jws = serde_json::from_slice(&read(&fed.registry)?).context("registry file")?;
@@ -115,16 +116,24 @@ pub async fn bind_federation(
     if let Freshness::InGrace { expired_for } = freshness {
         tracing::error!(%expired_for, "REGISTRY EXPIRED: running on the grace period; fetch a new registry");
     }
-    if registry.member(&config.member_id).is_none() {
-        anyhow::bail!("member {} is not in the registry", config.member_id);
+    if registry.member(member_id).is_none() {
+        anyhow::bail!("member {member_id} is not in the registry");
     }
+    let (key, kid) = crate::pki::SigningKeyFile::load(&fed.signing_key)?;
+    let signer = Arc::new(crate::interchange::Signer { key, kid });
+    Ok(crate::interchange::Node { gateway, registry: Arc::new(std::sync::RwLock::new(registry)), signer })
+}
+
+/// Loads the federation identity and TLS configuration and binds the federation port.
+pub async fn bind_federation(
+    config: &Config,
+    fed: &crate::config::FederationConfig,
+    gateway: Arc<Gateway>,
+) -> anyhow::Result<FederationEndpoint> {
+    let node = federation_node(&config.member_id, fed, gateway)?;
     let tls = crate::tls::server_config(&crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key })?;
     let listener = TcpListener::bind(fed.listen).await.with_context(|| format!("binding {}", fed.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, version = registry.body.version, "federation endpoint (mTLS) ready");
-    let federation = crate::federation::Federation {
-        member_id: config.member_id.clone(),
-        registry: Arc::new(std::sync::RwLock::new(registry)),
-    };
-    Ok(FederationEndpoint { addr, listener, tls, federation })
+    tracing::info!(%addr, "federation endpoint (mTLS) ready");
+    Ok(FederationEndpoint { addr, listener, tls, node })
 }

@@ -4,16 +4,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-use std::sync::{Arc, RwLock};
-
-use credit_gateway::federation::{self, Federation};
 use credit_gateway::pki::{self, InitOptions, NodeFiles};
 use credit_gateway::tls::{self, TlsFiles};
 use gateway_core::interchange::registry::{Registry, RootKey};
 use gateway_core::jws::Jws;
 use rcgen::{Issuer, KeyPair};
+use std::path::Path;
+use std::process::Command;
 use time::{Duration, OffsetDateTime};
 
 fn load_registry(dir: &Path) -> Registry {
@@ -25,16 +22,7 @@ fn load_registry(dir: &Path) -> Registry {
 
 /// Starts the federation endpoint of `member` and returns its port.
 async fn start_node(dir: &Path, member: &str) -> u16 {
-    let files = NodeFiles::new(dir, member);
-    let ca = pki::ca_cert(dir);
-    let config =
-        tls::server_config(&TlsFiles { ca: &ca, cert: &files.tls_cert(), key: &files.tls_key() }).expect("tls");
-    let registry = Arc::new(RwLock::new(load_registry(dir)));
-    let app = federation::router(Federation { member_id: member.into(), registry: Arc::clone(&registry) });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(tls::serve(listener, config, registry, app, std::future::pending()));
-    port
+    common::start_federation_node(dir, member, &dir.join(format!("data-{member}"))).await.0
 }
 
 fn client(ca: &Path, cert: &Path, key: &Path) -> reqwest::Client {

@@ -5,7 +5,10 @@ mod common;
 use credit_gateway::bench::synthetic_records;
 use std::sync::Arc;
 
-use credit_gateway::store::{Incoming, RecordQuery, Store, Stored};
+use credit_gateway::store::{
+    EnvelopeIn, EnvelopeStored, Incoming, RecordQuery, RelayedItem, RelayedOutcome, Store, Stored,
+};
+use gateway_core::canonical::Sha256Digest;
 use gateway_core::record::{RecordType, RecordValidator, ValidationPolicy};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -44,6 +47,7 @@ store_suite!(
     a_batch_sees_its_own_earlier_records,
     queries_filter_and_page,
     concurrent_batches_share_commits_without_double_inserts,
+    received_envelopes_are_stored_once_with_their_receipt,
 );
 
 async fn new_records_get_ids_and_resubmissions_are_duplicates(store: Store) {
@@ -159,4 +163,65 @@ async fn concurrent_batches_share_commits_without_double_inserts(store: Store) {
     }
     assert_eq!(accepted, ids.len());
     assert_eq!(store.count().await.expect("count"), ids.len() as i64);
+}
+
+fn envelope(id: &str, digest: u8, items: Vec<Option<RelayedItem>>) -> EnvelopeIn {
+    EnvelopeIn {
+        digest: Sha256Digest([digest; 32]),
+        envelope_id: id.into(),
+        sender: "cn-370306".into(),
+        receiver: "cn-370300".into(),
+        seq: 1,
+        created_at: "2026-11-22T08:30:00.000Z".into(),
+        received_at: "2026-11-22T08:30:00.100Z".into(),
+        envelope: "{}".into(),
+        items,
+    }
+}
+
+fn relayed(incoming: Incoming, n: u128, version: i64) -> RelayedItem {
+    RelayedItem {
+        origin: "cn-370306".into(),
+        record_id: uuid::Uuid::from_u128(n),
+        version,
+        incoming,
+        proof: "{}".into(),
+        origin_proof: None,
+    }
+}
+
+/// Replay memory, idempotent resends and version conflicts of received envelopes.
+async fn received_envelopes_are_stored_once_with_their_receipt(store: Store) {
+    let rows = prepare(&synthetic_records(3, 6));
+    let items = |v: i64| rows.iter().enumerate().map(|(i, r)| Some(relayed(r.clone(), i as u128 + 1, v))).collect();
+    let mut items_with_reject: Vec<Option<RelayedItem>> = items(1);
+    items_with_reject.push(None);
+    let render = |outcomes: &[Option<RelayedOutcome>]| format!("{outcomes:?}");
+    let EnvelopeStored::New { receipt: first } =
+        store.store_envelope(&envelope("e-1", 1, items_with_reject.clone()), render).await.expect("store")
+    else {
+        panic!("not new")
+    };
+    assert_eq!(first, "[Some(Accepted), Some(Accepted), Some(Accepted), None]");
+    let again = store.store_envelope(&envelope("e-1", 1, items_with_reject), render).await.expect("store");
+    assert!(matches!(again, EnvelopeStored::Repeat { receipt } if receipt == first));
+    let replay = store.store_envelope(&envelope("e-1", 2, items(1)), render).await.expect("store");
+    assert!(matches!(replay, EnvelopeStored::Replay));
+    assert_eq!(store.count().await.expect("count"), 3);
+    // Same ids and version with other content: conflicts; the next version is new.
+    let other = prepare(&synthetic_records(3, 7));
+    let conflicting = other.iter().enumerate().map(|(i, r)| Some(relayed(r.clone(), i as u128 + 1, 1))).collect();
+    let EnvelopeStored::New { receipt } =
+        store.store_envelope(&envelope("e-2", 3, conflicting), render).await.expect("store")
+    else {
+        panic!("not new")
+    };
+    assert_eq!(receipt, "[Some(Conflict), Some(Conflict), Some(Conflict)]");
+    let next = other.iter().enumerate().map(|(i, r)| Some(relayed(r.clone(), i as u128 + 1, 2))).collect();
+    let EnvelopeStored::New { receipt } = store.store_envelope(&envelope("e-3", 4, next), render).await.expect("store")
+    else {
+        panic!("not new")
+    };
+    assert_eq!(receipt, "[Some(NewVersion), Some(NewVersion), Some(NewVersion)]");
+    assert_eq!(store.count().await.expect("count"), 6);
 }

@@ -137,6 +137,8 @@ pub struct OpenedItem {
     pub item: Value,
     pub item_hash: Sha256Digest,
     pub origin: String,
+    /// Its proof in this envelope.
+    pub proof: Proof,
     /// The origin envelope and proof to keep for evidence (this envelope when sender = origin).
     pub origin_proof: OriginProof,
 }
@@ -199,7 +201,13 @@ pub fn open(env: &Envelope, at: &Receiving<'_>) -> Result<Opened, EnvelopeError>
             )));
         }
         leaves.push(merkle::leaf_hash(&item_hash.0));
-        items.push(OpenedItem { item: w.item.clone(), item_hash, origin: origin.to_owned(), origin_proof });
+        items.push(OpenedItem {
+            item: w.item.clone(),
+            item_hash,
+            origin: origin.to_owned(),
+            proof: w.proof.clone(),
+            origin_proof,
+        });
     }
     if merkle::root(&leaves).to_hex() != header.merkle_root {
         return Err(EnvelopeError::MerkleMismatch);

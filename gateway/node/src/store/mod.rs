@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::config::SqliteSync;
 
 /// Rows per multi-row INSERT: 13 columns × 500 stays under SQLite's 32,766 bound parameters.
-const INSERT_CHUNK: usize = 500;
+pub(crate) const INSERT_CHUNK: usize = 500;
 /// Keys per `IN (…)` lookup.
 const LOOKUP_CHUNK: usize = 900;
 
@@ -82,6 +82,38 @@ macro_rules! dispatch {
         }
     };
 }
+
+/// Inserts `NewRow`s into `records` inside the transaction `$tx`, in multi-row statements.
+macro_rules! insert_rows {
+    ($tx:ident, $rows:expr) => {
+        for chunk in $rows.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
+                     subject_uscc, clock_start, deadline, received_at, content) ",
+            );
+            qb.push_values(chunk, |mut b, row| {
+                let r = &row.incoming.record;
+                b.push_bind(row.record_id.to_string())
+                    .push_bind(row.version)
+                    .push_bind(row.origin)
+                    .push_bind(r.record_type.as_str())
+                    .push_bind(r.natural_key.to_hex())
+                    .push_bind(short(&r.natural_key))
+                    .push_bind(short(&r.content_hash))
+                    .push_bind(r.content_hash.to_hex())
+                    .push_bind(r.subject_uscc.as_deref())
+                    .push_bind(r.clock_start.map(format_date))
+                    .push_bind(row.incoming.deadline.map(format_date))
+                    .push_bind(row.received_at)
+                    .push_bind(r.canonical_content.as_str());
+            });
+            qb.build().execute(&mut *$tx).await?;
+        }
+    };
+}
+
+mod envelopes;
+pub use envelopes::{EnvelopeIn, EnvelopeStored, RelayedItem, RelayedOutcome};
 
 /// A validated record on its way into the store.
 #[derive(Debug, Clone)]
@@ -289,29 +321,7 @@ impl Store {
                 }
             }
             let (outcomes, rows) = decide(incoming, &mut known);
-            for chunk in rows.chunks(INSERT_CHUNK) {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
-                     subject_uscc, clock_start, deadline, received_at, content) ",
-                );
-                qb.push_values(chunk, |mut b, row| {
-                    let r = &row.incoming.record;
-                    b.push_bind(row.record_id.to_string())
-                        .push_bind(row.version)
-                        .push_bind(row.origin)
-                        .push_bind(r.record_type.as_str())
-                        .push_bind(r.natural_key.to_hex())
-                        .push_bind(short(&r.natural_key))
-                        .push_bind(short(&r.content_hash))
-                        .push_bind(r.content_hash.to_hex())
-                        .push_bind(r.subject_uscc.as_deref())
-                        .push_bind(r.clock_start.map(format_date))
-                        .push_bind(row.incoming.deadline.map(format_date))
-                        .push_bind(row.received_at)
-                        .push_bind(r.canonical_content.as_str());
-                });
-                qb.build().execute(&mut *tx).await?;
-            }
+            insert_rows!(tx, rows);
             tx.commit().await?;
             Ok(outcomes)
         })

@@ -135,3 +135,34 @@ pub async fn all_records(store: &Store, page: i64) -> Vec<StoredRecord> {
         all.extend(rows);
     }
 }
+
+/// Runs `member` of the PKI at `pki_dir` in-process: a gateway on SQLite in `data_dir` and its
+/// mutual-TLS federation endpoint on a free port. Returns the port and the node.
+pub async fn start_federation_node(
+    pki_dir: &Path,
+    member: &str,
+    data_dir: &Path,
+) -> (u16, credit_gateway::interchange::Node) {
+    let listen: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let fed = credit_gateway::config::FederationConfig::from_pki(pki_dir, member, listen);
+    let config = Config { data_dir: data_dir.to_owned(), member_id: member.into(), ..Config::default() };
+    let gateway = credit_gateway::server::build_gateway(&config).await.expect("gateway");
+    let endpoint = credit_gateway::server::bind_federation(&config, &fed, gateway.clone()).await.expect("federation");
+    let node = credit_gateway::server::federation_node(member, &fed, gateway).expect("node");
+    let port = endpoint.addr.port();
+    tokio::spawn(endpoint.serve(std::future::pending()));
+    (port, node)
+}
+
+/// A reqwest client presenting `member`'s certificate from the PKI.
+pub fn federation_client(pki_dir: &Path, member: &str) -> reqwest::Client {
+    let files = credit_gateway::pki::NodeFiles::new(pki_dir, member);
+    let ca = credit_gateway::pki::ca_cert(pki_dir);
+    let tls = credit_gateway::tls::client_config(&credit_gateway::tls::TlsFiles {
+        ca: &ca,
+        cert: &files.tls_cert(),
+        key: &files.tls_key(),
+    })
+    .expect("client tls");
+    reqwest::Client::builder().tls_backend_preconfigured(tls).build().expect("client")
+}

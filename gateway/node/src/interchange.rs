@@ -1,0 +1,306 @@
+//! The node's side of the signed interchange: opening envelopes from peers, validating and
+//! storing their items with a signed receipt, and sending envelopes with receipt checking.
+
+use std::sync::{Arc, RwLock};
+
+use axum::http::StatusCode;
+use gateway_core::canonical::{Sha256Digest, canonical_hash, parse_strict};
+use gateway_core::crypto::SigningKey;
+use gateway_core::interchange::envelope::{self, Addressing, Envelope, EnvelopeError, OpenedItem, Outgoing, Receiving};
+use gateway_core::interchange::receipt::{self, ReceiptBody, ReceiptOutcome, Sent};
+use gateway_core::interchange::registry::Registry;
+use gateway_core::interchange::{format_time, is_uuid};
+use gateway_core::jws::Jws;
+use gateway_core::record::FieldError;
+use rayon::prelude::*;
+use serde_json::{Value, json};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::api::ApiError;
+use crate::clock::today_in_china;
+use crate::ingest::Gateway;
+use crate::store::{EnvelopeIn, EnvelopeStored, RelayedItem, RelayedOutcome, StoredRecord};
+
+/// How far an envelope's `created_at` may be from our clock.
+pub const CLOCK_WINDOW: Duration = Duration::minutes(5);
+
+/// This node's signing identity.
+pub struct Signer {
+    pub key: SigningKey,
+    pub kid: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer({})", self.kid)
+    }
+}
+
+/// Everything a federation node needs.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub gateway: Arc<Gateway>,
+    pub registry: Arc<RwLock<Registry>>,
+    pub signer: Arc<Signer>,
+}
+
+impl Node {
+    pub fn member_id(&self) -> &str {
+        &self.gateway.member_id
+    }
+
+    fn registry(&self) -> Result<Registry, ApiError> {
+        self.registry.read().map(|r| r.clone()).map_err(|_| ApiError::internal(&"registry lock poisoned"))
+    }
+
+    /// Handles `POST /federation/v1/envelopes` from the authenticated member `peer`.
+    pub async fn receive(&self, peer: &str, body: &[u8], now: OffsetDateTime) -> Result<Jws, ApiError> {
+        let value = parse_strict(body).map_err(|e| {
+            ApiError::bad_request(
+                "bad_envelope",
+                format!("信封不是合法 JSON：{e}"),
+                format!("the envelope is not strict JSON: {e}"),
+            )
+        })?;
+        let env: Envelope = serde_json::from_value(value).map_err(|e| {
+            ApiError::bad_request(
+                "bad_envelope",
+                format!("信封结构错误：{e}"),
+                format!("the envelope does not match the schema: {e}"),
+            )
+        })?;
+        // The claimed sender must be the TLS-authenticated peer: checked first, before any
+        // other work, so one member can never submit in another's name.
+        let claimed =
+            env.envelope.decode(envelope::ENVELOPE_TYP).map_err(|e| envelope_error(&EnvelopeError::Form(e)))?;
+        let claimed = claimed.body.get("sender").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if claimed != peer {
+            tracing::warn!(peer, sender = %claimed, "envelope sender is not the authenticated TLS peer");
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "sender_not_peer",
+                format!("信封发送方 {claimed} 与 TLS 认证的成员 {peer} 不一致"),
+                format!("the envelope sender {claimed} is not the authenticated TLS peer {peer}"),
+            ));
+        }
+        let registry = self.registry()?;
+        let at = Receiving { registry: &registry, me: self.member_id(), now, clock_window: CLOCK_WINDOW };
+        let opened = envelope::open(&env, &at).map_err(|e| envelope_error(&e))?;
+
+        // Validate every item's content, in parallel, exactly as a pushed record.
+        let gw = Arc::clone(&self.gateway);
+        let today = today_in_china(now);
+        let items = opened.items.clone();
+        let sender = opened.header.sender.clone();
+        let checked: Vec<Result<RelayedItem, Vec<FieldError>>> =
+            tokio::task::spawn_blocking(move || items.par_iter().map(|o| check_item(&gw, o, &sender, today)).collect())
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+
+        let mut errors = Vec::with_capacity(checked.len());
+        let mut relayed = Vec::with_capacity(checked.len());
+        for c in checked {
+            match c {
+                Ok(item) => {
+                    errors.push(Vec::new());
+                    relayed.push(Some(item));
+                }
+                Err(e) => {
+                    errors.push(e);
+                    relayed.push(None);
+                }
+            }
+        }
+        let h = &opened.header;
+        let stored_env = EnvelopeIn {
+            digest: opened.digest,
+            envelope_id: h.envelope_id.clone(),
+            sender: h.sender.clone(),
+            receiver: h.receiver.clone(),
+            seq: i64::try_from(h.seq).unwrap_or(i64::MAX),
+            created_at: h.created_at.clone(),
+            received_at: format_time(now),
+            envelope: serde_json::to_string(&env.envelope).unwrap_or_default(),
+            items: relayed,
+        };
+        let item_hashes: Vec<Sha256Digest> = opened.items.iter().map(|o| o.item_hash).collect();
+        let signer = Arc::clone(&self.signer);
+        let make_receipt = |outcomes: &[Option<RelayedOutcome>]| {
+            let body = ReceiptBody {
+                envelope_id: h.envelope_id.clone(),
+                envelope_digest: opened.digest.to_hex(),
+                sender: h.sender.clone(),
+                receiver: h.receiver.clone(),
+                received_at: format_time(now),
+                outcomes: outcomes
+                    .iter()
+                    .zip(&item_hashes)
+                    .zip(errors)
+                    .enumerate()
+                    .map(|(i, ((o, hash), errors))| ReceiptOutcome {
+                        index: i as u64,
+                        item_hash: hash.to_hex(),
+                        status: status(*o).into(),
+                        errors: match o {
+                            Some(RelayedOutcome::Conflict) => vec![FieldError::new(
+                                "/version",
+                                "item.version_conflict",
+                                "同一记录编号和版本号已存有不同内容",
+                                "this record id and version are already stored with other content",
+                            )],
+                            _ => errors,
+                        },
+                    })
+                    .collect(),
+            };
+            serde_json::to_string(&receipt::sign_receipt(&body, &signer.key, &signer.kid)).unwrap_or_default()
+        };
+        let stored =
+            self.gateway.store.store_envelope(&stored_env, make_receipt).await.map_err(|e| ApiError::internal(&e))?;
+        let receipt = match stored {
+            EnvelopeStored::New { receipt } => {
+                tracing::info!(sender = %h.sender, envelope_id = %h.envelope_id, items = h.count, "envelope stored");
+                receipt
+            }
+            EnvelopeStored::Repeat { receipt } => receipt,
+            EnvelopeStored::Replay => {
+                tracing::warn!(sender = %h.sender, envelope_id = %h.envelope_id, "envelope id replayed with other content");
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "replay",
+                    format!("信封编号 {} 已被该发送方用于另一信封（重放）", h.envelope_id),
+                    format!(
+                        "envelope id {} was already used by this sender for another envelope (replay)",
+                        h.envelope_id
+                    ),
+                ));
+            }
+        };
+        serde_json::from_str(&receipt).map_err(|e| ApiError::internal(&e))
+    }
+
+    /// Sends this node's own stored records to `receiver` at `url` as one envelope, verifies
+    /// the signed receipt and stores it. Returns the verified receipt body.
+    pub async fn send(
+        &self,
+        client: &reqwest::Client,
+        receiver: &str,
+        url: &str,
+        records: &[StoredRecord],
+        now: OffsetDateTime,
+    ) -> anyhow::Result<ReceiptBody> {
+        let me = self.member_id().to_owned();
+        let mut items = Vec::with_capacity(records.len());
+        for r in records {
+            anyhow::ensure!(
+                r.origin == me,
+                "record {} originated at {}: relaying arrives with the relay issue",
+                r.record_id,
+                r.origin
+            );
+            let content: Value = serde_json::from_str(&r.content)?;
+            items.push(Outgoing {
+                item: json!({"origin": r.origin, "record_id": r.record_id.to_string(), "version": r.version,
+                             "record_type": r.record_type, "content": content}),
+                origin_proof: None,
+            });
+        }
+        let item_hashes: Vec<Sha256Digest> = items.iter().map(|o| canonical_hash(&o.item)).collect();
+        let envelope_id = Uuid::now_v7().to_string();
+        let seq = now.unix_timestamp_nanos() as u64 / 1_000_000;
+        let to = Addressing { envelope_id: &envelope_id, sender: &me, receiver, seq, created_at: now };
+        let env = envelope::seal(&to, items, &self.signer.key, &self.signer.kid);
+        let resp =
+            client.post(format!("{}/federation/v1/envelopes", url.trim_end_matches('/'))).json(&env).send().await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            anyhow::bail!("{receiver} refused the envelope: {status} {}", resp.text().await.unwrap_or_default());
+        }
+        let receipt_jws: Jws = resp.json().await?;
+        let digest = env.envelope.digest();
+        let sent = Sent { envelope_id: &envelope_id, digest, sender: &me, receiver, item_hashes: &item_hashes };
+        let registry = self.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
+        let body = receipt::verify_receipt(&receipt_jws, &sent, &registry)?;
+        let record = EnvelopeIn {
+            digest,
+            envelope_id: envelope_id.clone(),
+            sender: me.clone(),
+            receiver: receiver.to_owned(),
+            seq: i64::try_from(seq).unwrap_or(i64::MAX),
+            created_at: format_time(now),
+            received_at: format_time(now),
+            envelope: serde_json::to_string(&env.envelope)?,
+            items: Vec::new(),
+        };
+        self.gateway.store.store_sent(&record, &serde_json::to_string(&receipt_jws)?).await?;
+        Ok(body)
+    }
+}
+
+fn status(o: Option<RelayedOutcome>) -> &'static str {
+    match o {
+        Some(RelayedOutcome::Accepted) => "accepted",
+        Some(RelayedOutcome::NewVersion) => "new_version",
+        Some(RelayedOutcome::Duplicate) => "duplicate",
+        Some(RelayedOutcome::Conflict) | None => "rejected",
+    }
+}
+
+/// Validates one item's content like a pushed record, and checks that the origin stored it
+/// normalised (its hash must not change here, or signatures would break).
+fn check_item(gw: &Gateway, o: &OpenedItem, sender: &str, today: time::Date) -> Result<RelayedItem, Vec<FieldError>> {
+    let err = |pointer: &str, rule: &str, zh: &str, en: &str| vec![FieldError::new(pointer, rule, zh, en)];
+    let item = &o.item;
+    let record_id = item["record_id"].as_str().filter(|s| is_uuid(s)).and_then(|s| Uuid::parse_str(s).ok());
+    let Some(record_id) = record_id else {
+        return Err(err("/record_id", "item.record_id", "记录编号必须是 UUID", "record_id must be a UUID"));
+    };
+    let content = &item["content"];
+    if content.get("record_type") != item.get("record_type") {
+        return Err(err(
+            "/record_type",
+            "item.record_type",
+            "条目类型与内容类型不一致",
+            "record_type differs from the content's",
+        ));
+    }
+    let valid = gw.validator.check(content.clone(), today).map_err(|errors| {
+        errors.into_iter().map(|e| FieldError { pointer: format!("/content{}", e.pointer), ..e }).collect::<Vec<_>>()
+    })?;
+    if valid.content_hash != canonical_hash(content) {
+        return Err(err(
+            "/content",
+            "item.not_normalised",
+            "内容未按规范化形式提交（标识符须先规范化）",
+            "the content is not in normalised form (identifiers must be normalised at the origin)",
+        ));
+    }
+    Ok(RelayedItem {
+        origin: o.origin.clone(),
+        record_id,
+        version: item["version"].as_i64().unwrap_or(1),
+        incoming: gw.incoming(valid),
+        proof: serde_json::to_string(&o.proof).unwrap_or_default(),
+        // For a relay, the origin's own envelope and proof travel on with the record.
+        origin_proof: (o.origin != sender).then(|| serde_json::to_string(&o.origin_proof).unwrap_or_default()),
+    })
+}
+
+/// Maps an envelope refusal to the API error a peer sees.
+fn envelope_error(e: &EnvelopeError) -> ApiError {
+    tracing::warn!(error = %e, "envelope refused");
+    let (status, code) = match e {
+        EnvelopeError::Key(_) | EnvelopeError::BadSignature | EnvelopeError::UnknownSender { .. } => {
+            (StatusCode::FORBIDDEN, "bad_signature")
+        }
+        EnvelopeError::WrongReceiver { .. } => (StatusCode::BAD_REQUEST, "wrong_receiver"),
+        EnvelopeError::OutsideClockWindow { .. } => (StatusCode::BAD_REQUEST, "clock_window"),
+        EnvelopeError::Item { .. } => (StatusCode::FORBIDDEN, "item_refused"),
+        EnvelopeError::Form(_)
+        | EnvelopeError::Header(_)
+        | EnvelopeError::CountMismatch { .. }
+        | EnvelopeError::MerkleMismatch => (StatusCode::BAD_REQUEST, "bad_envelope"),
+    };
+    ApiError::new(status, code, format!("信封被拒绝：{e}"), format!("envelope refused: {e}"))
+}

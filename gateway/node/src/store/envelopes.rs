@@ -1,0 +1,218 @@
+//! Envelopes received from other nodes: replay detection, the items they carry (kept under
+//! their origin's record id and version), their proofs, and our receipt, in one transaction.
+
+use std::collections::HashMap;
+
+use gateway_core::canonical::Sha256Digest;
+use sqlx::{QueryBuilder, Row};
+use uuid::Uuid;
+
+// `Backend`, `format_date` and `INSERT_CHUNK` are used by the `dispatch!`/`insert_rows!` expansions.
+use super::{Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, parse_digest, parse_uuid, short};
+use gateway_core::date::format_date;
+
+/// An item that arrived in an envelope and passed validation.
+#[derive(Debug, Clone)]
+pub struct RelayedItem {
+    pub origin: String,
+    pub record_id: Uuid,
+    pub version: i64,
+    pub incoming: Incoming,
+    /// JSON of its proof in this envelope.
+    pub proof: String,
+    /// JSON of the origin envelope and proof, when this envelope is a relay.
+    pub origin_proof: Option<String>,
+}
+
+/// What the store did with one relayed item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayedOutcome {
+    Accepted,
+    NewVersion,
+    Duplicate,
+    /// The same record id and version is stored with other content: the origin changed a
+    /// version in place, which the interchange forbids.
+    Conflict,
+}
+
+/// A received envelope, ready to store.
+#[derive(Debug, Clone)]
+pub struct EnvelopeIn {
+    pub digest: Sha256Digest,
+    pub envelope_id: String,
+    pub sender: String,
+    pub receiver: String,
+    pub seq: i64,
+    pub created_at: String,
+    pub received_at: String,
+    /// JSON of the envelope JWS.
+    pub envelope: String,
+    /// Items in envelope order; `None` for items rejected by validation.
+    pub items: Vec<Option<RelayedItem>>,
+}
+
+/// The answer to storing an envelope.
+#[derive(Debug)]
+pub enum EnvelopeStored {
+    /// Stored now; the receipt built from the outcomes was stored with it.
+    New { receipt: String },
+    /// The same envelope (same digest) was stored before: its receipt, unchanged.
+    Repeat { receipt: String },
+    /// This sender already used this envelope id for a different envelope.
+    Replay,
+}
+
+impl Store {
+    /// Stores a received envelope and its items atomically. `receipt` turns the per-item
+    /// outcomes (`None` = rejected by validation) into the signed receipt, which is stored in
+    /// the same transaction, so an envelope is never acknowledged twice differently.
+    pub async fn store_envelope(
+        &self,
+        env: &EnvelopeIn,
+        receipt: impl FnOnce(&[Option<RelayedOutcome>]) -> String,
+    ) -> Result<EnvelopeStored, StoreError> {
+        let _guard = self.write_lock.lock().await;
+        dispatch!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut qb = QueryBuilder::new("SELECT digest, receipt FROM envelopes WHERE sender = ");
+            qb.push_bind(env.sender.as_str()).push(" AND envelope_id = ").push_bind(env.envelope_id.as_str());
+            if let Some(row) = qb.build().fetch_optional(&mut *tx).await? {
+                let digest: String = row.try_get(0)?;
+                let stored: Option<String> = row.try_get(1)?;
+                return Ok(match (digest == env.digest.to_hex(), stored) {
+                    (true, Some(receipt)) => EnvelopeStored::Repeat { receipt },
+                    _ => EnvelopeStored::Replay,
+                });
+            }
+            // What is already stored under these record ids, and under these natural keys.
+            let ids: Vec<String> = env.items.iter().flatten().map(|i| i.record_id.to_string()).collect();
+            let mut by_version: HashMap<(Uuid, i64), Sha256Digest> = HashMap::new();
+            for chunk in ids.chunks(super::LOOKUP_CHUNK) {
+                let mut qb = QueryBuilder::new("SELECT record_id, version, content_hash FROM records WHERE record_id IN (");
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(&mut *tx).await? {
+                    let id = parse_uuid(&row.try_get::<String, _>(0)?)?;
+                    by_version.insert((id, row.try_get(1)?), parse_digest(&row.try_get::<String, _>(2)?)?);
+                }
+            }
+            let keys: Vec<(i64, i64)> = env
+                .items
+                .iter()
+                .flatten()
+                .map(|i| (short(&i.incoming.record.natural_key), short(&i.incoming.record.content_hash)))
+                .collect();
+            let mut same_content: std::collections::HashSet<(i64, i64)> = std::collections::HashSet::new();
+            for chunk in keys.chunks(super::LOOKUP_CHUNK) {
+                let mut qb = QueryBuilder::new("SELECT nk, ch FROM records WHERE nk IN (");
+                let mut list = qb.separated(", ");
+                for (nk, _) in chunk {
+                    list.push_bind(*nk);
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(&mut *tx).await? {
+                    same_content.insert((row.try_get(0)?, row.try_get(1)?));
+                }
+            }
+            let mut outcomes = Vec::with_capacity(env.items.len());
+            let mut rows = Vec::new();
+            for item in &env.items {
+                let Some(item) = item else {
+                    outcomes.push(None);
+                    continue;
+                };
+                let r = &item.incoming.record;
+                let key = (item.record_id, item.version);
+                let outcome = match by_version.get(&key) {
+                    Some(hash) if *hash == r.content_hash => RelayedOutcome::Duplicate,
+                    Some(_) => RelayedOutcome::Conflict,
+                    // The same decision already held under another id (e.g. reported twice).
+                    None if same_content.contains(&(short(&r.natural_key), short(&r.content_hash))) => RelayedOutcome::Duplicate,
+                    None => {
+                        by_version.insert(key, r.content_hash);
+                        same_content.insert((short(&r.natural_key), short(&r.content_hash)));
+                        rows.push(NewRow {
+                            origin: &item.origin,
+                            received_at: &env.received_at,
+                            incoming: &item.incoming,
+                            record_id: item.record_id,
+                            version: item.version,
+                        });
+                        if item.version == 1 { RelayedOutcome::Accepted } else { RelayedOutcome::NewVersion }
+                    }
+                };
+                outcomes.push(Some(outcome));
+            }
+            insert_rows!(tx, rows);
+            let digest = env.digest.to_hex();
+            let proofs: Vec<&RelayedItem> = env.items.iter().flatten().collect();
+            for chunk in proofs.chunks(INSERT_CHUNK) {
+                let mut qb = QueryBuilder::new("INSERT INTO item_proofs (record_id, version, envelope_digest, proof, origin_proof) ");
+                qb.push_values(chunk, |mut b, item| {
+                    b.push_bind(item.record_id.to_string())
+                        .push_bind(item.version)
+                        .push_bind(digest.as_str())
+                        .push_bind(item.proof.as_str())
+                        .push_bind(item.origin_proof.as_deref());
+                });
+                qb.push(" ON CONFLICT DO NOTHING");
+                qb.build().execute(&mut *tx).await?;
+            }
+            let receipt = receipt(&outcomes);
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO envelopes (digest, envelope_id, direction, sender, receiver, seq, created_at, envelope, receipt) ",
+            );
+            qb.push_values([()], |mut b, ()| {
+                b.push_bind(digest.as_str())
+                    .push_bind(env.envelope_id.as_str())
+                    .push_bind("in")
+                    .push_bind(env.sender.as_str())
+                    .push_bind(env.receiver.as_str())
+                    .push_bind(env.seq)
+                    .push_bind(env.created_at.as_str())
+                    .push_bind(env.envelope.as_str())
+                    .push_bind(receipt.as_str());
+            });
+            qb.build().execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(EnvelopeStored::New { receipt })
+        })
+    }
+
+    /// Records an envelope this node sent and the verified receipt that answered it.
+    pub async fn store_sent(&self, env: &EnvelopeIn, receipt: &str) -> Result<(), StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO envelopes (digest, envelope_id, direction, sender, receiver, seq, created_at, envelope, receipt) ",
+            );
+            qb.push_values([()], |mut b, ()| {
+                b.push_bind(env.digest.to_hex())
+                    .push_bind(env.envelope_id.as_str())
+                    .push_bind("out")
+                    .push_bind(env.sender.as_str())
+                    .push_bind(env.receiver.as_str())
+                    .push_bind(env.seq)
+                    .push_bind(env.created_at.as_str())
+                    .push_bind(env.envelope.as_str())
+                    .push_bind(receipt);
+            });
+            qb.build().execute(pool).await?;
+            Ok(())
+        })
+    }
+
+    /// The stored receipt for an envelope, by digest.
+    pub async fn receipt_of(&self, digest: &Sha256Digest) -> Result<Option<String>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new("SELECT receipt FROM envelopes WHERE digest = ");
+            qb.push_bind(digest.to_hex());
+            match qb.build().fetch_optional(pool).await? {
+                Some(row) => Ok(row.try_get::<Option<String>, _>(0)?),
+                None => Ok(None),
+            }
+        })
+    }
+}
