@@ -159,8 +159,9 @@ fn relayed_over_two_hops_every_item_keeps_its_origin_proof() {
         let mut up: Vec<Outgoing> = at_city
             .items
             .iter()
+            .enumerate()
             .step_by(2)
-            .map(|o| Outgoing { item: o.item.clone(), origin_proof: Some(o.origin_proof.clone()) })
+            .map(|(i, o)| Outgoing { item: o.item.clone(), origin_proof: Some(at_city.origin_proof(i)) })
             .collect();
         up.extend(fresh("cn-370300", 3));
         let second = send(fed, "cn-370300", "cn-370000", up, now());
@@ -169,10 +170,10 @@ fn relayed_over_two_hops_every_item_keeps_its_origin_proof() {
         let relayed = &at_province.items[7];
         assert_eq!(relayed.origin, "cn-370306");
         // The origin proof is the district's own envelope, signed by the district.
-        let (origin_header, _) =
-            envelope::verify_header(&relayed.origin_proof.envelope, &fed.registry).expect("origin");
+        let origin_proof = relayed.origin_proof.as_ref().expect("a relayed item keeps its origin proof");
+        let (origin_header, _) = envelope::verify_header(&origin_proof.envelope, &fed.registry).expect("origin");
         assert_eq!(origin_header.sender, "cn-370306");
-        assert!(envelope::verify_proof(&relayed.origin_proof.proof, &relayed.item_hash, &origin_header));
+        assert!(envelope::verify_proof(&origin_proof.proof, &relayed.item_hash, &origin_header));
     });
 }
 
@@ -296,10 +297,7 @@ fn addressing_time_and_subtree_are_enforced() {
         // ... and with 淄川区's genuine origin proof, still not its subtree to forward.
         let zichuan = send(fed, "cn-370302", "cn-370300", fresh("cn-370302", 1), now());
         let opened = envelope::open(&zichuan, &receiving(fed, "cn-370300")).expect("opens");
-        let relay = vec![Outgoing {
-            item: opened.items[0].item.clone(),
-            origin_proof: Some(opened.items[0].origin_proof.clone()),
-        }];
+        let relay = vec![Outgoing { item: opened.items[0].item.clone(), origin_proof: Some(opened.origin_proof(0)) }];
         let smuggled = send(fed, "cn-370306", "cn-370300", relay, now());
         assert!(envelope::open(&smuggled, &receiving(fed, "cn-370300")).is_err());
     });
@@ -361,7 +359,8 @@ fn wire_documents_match_the_interchange_schemas() {
         let relay = opened
             .items
             .iter()
-            .map(|o| Outgoing { item: o.item.clone(), origin_proof: Some(o.origin_proof.clone()) })
+            .enumerate()
+            .map(|(i, o)| Outgoing { item: o.item.clone(), origin_proof: Some(opened.origin_proof(i)) })
             .collect();
         let second = send(fed, "cn-370300", "cn-370000", relay, now());
         for env in [&first, &second] {

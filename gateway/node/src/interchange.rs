@@ -6,13 +6,16 @@ use std::sync::{Arc, RwLock};
 use axum::http::StatusCode;
 use gateway_core::canonical::{Sha256Digest, canonical_hash, parse_strict};
 use gateway_core::crypto::SigningKey;
-use gateway_core::interchange::envelope::{self, Addressing, Envelope, EnvelopeError, OpenedItem, Outgoing, Receiving};
+use gateway_core::interchange::envelope::{
+    self, Addressing, Envelope, EnvelopeError, OpenedItem, OriginProof, Outgoing, Proof, Receiving, WireItem,
+};
 use gateway_core::interchange::receipt::{self, ReceiptBody, ReceiptOutcome, Sent};
 use gateway_core::interchange::registry::Registry;
 use gateway_core::interchange::{format_time, is_uuid};
 use gateway_core::jws::Jws;
 use gateway_core::record::FieldError;
 use rayon::prelude::*;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -24,6 +27,33 @@ use crate::store::{EnvelopeIn, EnvelopeStored, RelayedItem, RelayedOutcome, Stor
 
 /// How far an envelope's `created_at` may be from our clock.
 pub const CLOCK_WINDOW: Duration = Duration::minutes(5);
+
+/// A sealed envelope ready to post, with what the sender must remember of it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub body: bytes::Bytes,
+    pub record: EnvelopeIn,
+    pub item_hashes: Vec<Sha256Digest>,
+}
+
+/// An envelope as received: items kept as raw JSON until they are parsed strictly.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEnvelope<'a> {
+    envelope: Jws,
+    #[serde(borrow)]
+    items: Vec<WireItemRaw<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireItemRaw<'a> {
+    #[serde(borrow)]
+    item: &'a serde_json::value::RawValue,
+    proof: Proof,
+    #[serde(default)]
+    origin_proof: Option<OriginProof>,
+}
 
 /// This node's signing identity.
 pub struct Signer {
@@ -56,14 +86,7 @@ impl Node {
 
     /// Handles `POST /federation/v1/envelopes` from the authenticated member `peer`.
     pub async fn receive(&self, peer: &str, body: &[u8], now: OffsetDateTime) -> Result<Jws, ApiError> {
-        let value = parse_strict(body).map_err(|e| {
-            ApiError::bad_request(
-                "bad_envelope",
-                format!("信封不是合法 JSON：{e}"),
-                format!("the envelope is not strict JSON: {e}"),
-            )
-        })?;
-        let env: Envelope = serde_json::from_value(value).map_err(|e| {
+        let wire: WireEnvelope<'_> = serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(
                 "bad_envelope",
                 format!("信封结构错误：{e}"),
@@ -73,7 +96,7 @@ impl Node {
         // The claimed sender must be the TLS-authenticated peer: checked first, before any
         // other work, so one member can never submit in another's name.
         let claimed =
-            env.envelope.decode(envelope::ENVELOPE_TYP).map_err(|e| envelope_error(&EnvelopeError::Form(e)))?;
+            wire.envelope.decode(envelope::ENVELOPE_TYP).map_err(|e| envelope_error(&EnvelopeError::Form(e)))?;
         let claimed = claimed.body.get("sender").and_then(Value::as_str).unwrap_or_default().to_owned();
         if claimed != peer {
             tracing::warn!(peer, sender = %claimed, "envelope sender is not the authenticated TLS peer");
@@ -84,19 +107,49 @@ impl Node {
                 format!("the envelope sender {claimed} is not the authenticated TLS peer {peer}"),
             ));
         }
+        // Items are parsed strictly (no duplicate member names) and hashed on all cores.
+        let parsed: Result<Vec<(Value, Sha256Digest)>, _> = wire
+            .items
+            .par_iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let item = parse_strict(w.item.get().as_bytes()).map_err(|e| (i, e))?;
+                let hash = canonical_hash(&item);
+                Ok((item, hash))
+            })
+            .collect();
+        let parsed = parsed.map_err(|(i, e)| {
+            ApiError::bad_request(
+                "bad_envelope",
+                format!("第 {i} 个条目不是合法 JSON：{e}"),
+                format!("item {i} is not strict JSON: {e}"),
+            )
+            .with_pointer(format!("/items/{i}/item"))
+        })?;
+        let (items, hashes): (Vec<Value>, Vec<Sha256Digest>) = parsed.into_iter().unzip();
+        let env = Envelope {
+            envelope: wire.envelope,
+            items: items
+                .into_iter()
+                .zip(wire.items)
+                .map(|(item, w)| WireItem { item, proof: w.proof, origin_proof: w.origin_proof })
+                .collect(),
+        };
         let registry = self.registry()?;
         let at = Receiving { registry: &registry, me: self.member_id(), now, clock_window: CLOCK_WINDOW };
-        let opened = envelope::open(&env, &at).map_err(|e| envelope_error(&e))?;
+        let opened = envelope::open_owned(env, &at, &hashes).map_err(|e| envelope_error(&e))?;
 
         // Validate every item's content, in parallel, exactly as a pushed record.
         let gw = Arc::clone(&self.gateway);
         let today = today_in_china(now);
-        let items = opened.items.clone();
-        let sender = opened.header.sender.clone();
-        let checked: Vec<Result<RelayedItem, Vec<FieldError>>> =
-            tokio::task::spawn_blocking(move || items.par_iter().map(|o| check_item(&gw, o, &sender, today)).collect())
-                .await
-                .map_err(|e| ApiError::internal(&e))?;
+        let envelope::Opened { envelope: envelope_jws, header, digest, items } = opened;
+        let item_hashes: Vec<Sha256Digest> = items.iter().map(|o| o.item_hash).collect();
+        let sender = header.sender.clone();
+        let checked: Vec<Result<RelayedItem, Vec<FieldError>>> = tokio::task::spawn_blocking(move || {
+            items.into_par_iter().map(|o| check_item(&gw, o, &sender, today)).collect()
+        })
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
 
         let mut errors = Vec::with_capacity(checked.len());
         let mut relayed = Vec::with_capacity(checked.len());
@@ -112,26 +165,28 @@ impl Node {
                 }
             }
         }
-        let h = &opened.header;
+        let h = &header;
         let stored_env = EnvelopeIn {
-            digest: opened.digest,
+            digest,
             envelope_id: h.envelope_id.clone(),
             sender: h.sender.clone(),
             receiver: h.receiver.clone(),
             seq: i64::try_from(h.seq).unwrap_or(i64::MAX),
             created_at: h.created_at.clone(),
             received_at: format_time(now),
-            envelope: serde_json::to_string(&env.envelope).unwrap_or_default(),
+            envelope: serde_json::to_string(&envelope_jws).unwrap_or_default(),
+            item_hashes: item_hashes.iter().map(Sha256Digest::to_hex).collect(),
             items: relayed,
         };
-        let item_hashes: Vec<Sha256Digest> = opened.items.iter().map(|o| o.item_hash).collect();
         let signer = Arc::clone(&self.signer);
-        let make_receipt = |outcomes: &[Option<RelayedOutcome>]| {
+        let (envelope_id, digest, sender, receiver) =
+            (h.envelope_id.clone(), digest.to_hex(), h.sender.clone(), h.receiver.clone());
+        let make_receipt = move |outcomes: &[Option<RelayedOutcome>]| {
             let body = ReceiptBody {
-                envelope_id: h.envelope_id.clone(),
-                envelope_digest: opened.digest.to_hex(),
-                sender: h.sender.clone(),
-                receiver: h.receiver.clone(),
+                envelope_id,
+                envelope_digest: digest,
+                sender,
+                receiver,
                 received_at: format_time(now),
                 outcomes: outcomes
                     .iter()
@@ -156,8 +211,12 @@ impl Node {
             };
             serde_json::to_string(&receipt::sign_receipt(&body, &signer.key, &signer.kid)).unwrap_or_default()
         };
-        let stored =
-            self.gateway.store.store_envelope(&stored_env, make_receipt).await.map_err(|e| ApiError::internal(&e))?;
+        let stored = self
+            .gateway
+            .store
+            .store_envelope(stored_env, Box::new(make_receipt))
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
         let receipt = match stored {
             EnvelopeStored::New { receipt } => {
                 tracing::info!(sender = %h.sender, envelope_id = %h.envelope_id, items = h.count, "envelope stored");
@@ -190,6 +249,12 @@ impl Node {
         records: &[StoredRecord],
         now: OffsetDateTime,
     ) -> anyhow::Result<ReceiptBody> {
+        let prepared = self.prepare(receiver, records, now)?;
+        self.deliver(client, url, &prepared).await
+    }
+
+    /// Builds and signs the envelope for `records` (this node's own) to `receiver`.
+    pub fn prepare(&self, receiver: &str, records: &[StoredRecord], now: OffsetDateTime) -> anyhow::Result<Prepared> {
         let me = self.member_id().to_owned();
         let mut items = Vec::with_capacity(records.len());
         for r in records {
@@ -210,30 +275,49 @@ impl Node {
         let envelope_id = Uuid::now_v7().to_string();
         let seq = now.unix_timestamp_nanos() as u64 / 1_000_000;
         let to = Addressing { envelope_id: &envelope_id, sender: &me, receiver, seq, created_at: now };
-        let env = envelope::seal(&to, items, &self.signer.key, &self.signer.kid);
-        let resp =
-            client.post(format!("{}/federation/v1/envelopes", url.trim_end_matches('/'))).json(&env).send().await?;
+        let env = envelope::seal_hashed(&to, items, &item_hashes, &self.signer.key, &self.signer.kid);
+        Ok(Prepared {
+            body: serde_json::to_vec(&env)?.into(),
+            record: EnvelopeIn {
+                digest: env.envelope.digest(),
+                envelope_id,
+                sender: me,
+                receiver: receiver.to_owned(),
+                seq: i64::try_from(seq).unwrap_or(i64::MAX),
+                created_at: format_time(now),
+                received_at: format_time(now),
+                envelope: serde_json::to_string(&env.envelope)?,
+                item_hashes: item_hashes.iter().map(Sha256Digest::to_hex).collect(),
+                items: Vec::new(),
+            },
+            item_hashes,
+        })
+    }
+
+    /// Posts a prepared envelope, verifies the receipt against what was sent, and stores both.
+    pub async fn deliver(&self, client: &reqwest::Client, url: &str, p: &Prepared) -> anyhow::Result<ReceiptBody> {
+        let receiver = &p.record.receiver;
+        let resp = client
+            .post(format!("{}/federation/v1/envelopes", url.trim_end_matches('/')))
+            .header("content-type", "application/json")
+            .body(p.body.clone())
+            .send()
+            .await?;
         if !resp.status().is_success() {
             let status = resp.status();
             anyhow::bail!("{receiver} refused the envelope: {status} {}", resp.text().await.unwrap_or_default());
         }
         let receipt_jws: Jws = resp.json().await?;
-        let digest = env.envelope.digest();
-        let sent = Sent { envelope_id: &envelope_id, digest, sender: &me, receiver, item_hashes: &item_hashes };
+        let sent = Sent {
+            envelope_id: &p.record.envelope_id,
+            digest: p.record.digest,
+            sender: &p.record.sender,
+            receiver,
+            item_hashes: &p.item_hashes,
+        };
         let registry = self.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
         let body = receipt::verify_receipt(&receipt_jws, &sent, &registry)?;
-        let record = EnvelopeIn {
-            digest,
-            envelope_id: envelope_id.clone(),
-            sender: me.clone(),
-            receiver: receiver.to_owned(),
-            seq: i64::try_from(seq).unwrap_or(i64::MAX),
-            created_at: format_time(now),
-            received_at: format_time(now),
-            envelope: serde_json::to_string(&env.envelope)?,
-            items: Vec::new(),
-        };
-        self.gateway.store.store_sent(&record, &serde_json::to_string(&receipt_jws)?).await?;
+        self.gateway.store.store_sent(&p.record, &serde_json::to_string(&receipt_jws)?).await?;
         Ok(body)
     }
 }
@@ -249,15 +333,15 @@ fn status(o: Option<RelayedOutcome>) -> &'static str {
 
 /// Validates one item's content like a pushed record, and checks that the origin stored it
 /// normalised (its hash must not change here, or signatures would break).
-fn check_item(gw: &Gateway, o: &OpenedItem, sender: &str, today: time::Date) -> Result<RelayedItem, Vec<FieldError>> {
+fn check_item(gw: &Gateway, o: OpenedItem, sender: &str, today: time::Date) -> Result<RelayedItem, Vec<FieldError>> {
     let err = |pointer: &str, rule: &str, zh: &str, en: &str| vec![FieldError::new(pointer, rule, zh, en)];
-    let item = &o.item;
+    let mut item = o.item;
     let record_id = item["record_id"].as_str().filter(|s| is_uuid(s)).and_then(|s| Uuid::parse_str(s).ok());
     let Some(record_id) = record_id else {
         return Err(err("/record_id", "item.record_id", "记录编号必须是 UUID", "record_id must be a UUID"));
     };
-    let content = &item["content"];
-    if content.get("record_type") != item.get("record_type") {
+    let version = item["version"].as_i64().unwrap_or(0);
+    if item["content"].get("record_type") != item.get("record_type") {
         return Err(err(
             "/record_type",
             "item.record_type",
@@ -265,10 +349,19 @@ fn check_item(gw: &Gateway, o: &OpenedItem, sender: &str, today: time::Date) -> 
             "record_type differs from the content's",
         ));
     }
-    let valid = gw.validator.check(content.clone(), today).map_err(|errors| {
+    let valid = gw.validator.check(item["content"].take(), today).map_err(|errors| {
         errors.into_iter().map(|e| FieldError { pointer: format!("/content{}", e.pointer), ..e }).collect::<Vec<_>>()
     })?;
-    if valid.content_hash != canonical_hash(content) {
+    // The origin must have sent normalised content: the item rebuilt from the normalised
+    // content hashes to the very item hash that was signed.
+    let rebuilt = gateway_core::canonical::item_canonical(
+        &o.origin,
+        &record_id.to_string(),
+        version,
+        valid.record_type.as_str(),
+        &valid.canonical_content,
+    );
+    if Sha256Digest::of(rebuilt.as_bytes()) != o.item_hash {
         return Err(err(
             "/content",
             "item.not_normalised",
@@ -277,13 +370,13 @@ fn check_item(gw: &Gateway, o: &OpenedItem, sender: &str, today: time::Date) -> 
         ));
     }
     Ok(RelayedItem {
-        origin: o.origin.clone(),
-        record_id,
-        version: item["version"].as_i64().unwrap_or(1),
-        incoming: gw.incoming(valid),
-        proof: serde_json::to_string(&o.proof).unwrap_or_default(),
+        leaf_index: i64::try_from(o.proof.index).unwrap_or(i64::MAX),
         // For a relay, the origin's own envelope and proof travel on with the record.
         origin_proof: (o.origin != sender).then(|| serde_json::to_string(&o.origin_proof).unwrap_or_default()),
+        origin: o.origin,
+        record_id,
+        version,
+        incoming: gw.incoming(valid),
     })
 }
 

@@ -110,6 +110,8 @@ enum CertsCommand {
 enum BenchCommand {
     /// Ingest through the HTTP API into SQLite, beside the raw store ceiling.
     Ingest(bench::IngestOptions),
+    /// Signed-envelope ingest over mutual TLS, beside raw Ed25519 verification and unsigned ingest.
+    Envelopes(bench::EnvelopeOptions),
 }
 
 fn main() -> std::process::ExitCode {
@@ -159,6 +161,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Certs { command: CertsCommand::Init(opts) } => {
             pki::init(&opts)?;
             println!("dev PKI written to {} (see certs/README.md)", opts.out.display());
+        }
+        Command::Bench { command: BenchCommand::Envelopes(opts) } => {
+            init_logging(LogFormat::Text);
+            let report = runtime()?.block_on(bench::envelopes(&opts))?;
+            println!("{report}");
         }
         Command::Bench { command: BenchCommand::Ingest(opts) } => {
             init_logging(LogFormat::Text);

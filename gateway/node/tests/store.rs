@@ -175,6 +175,7 @@ fn envelope(id: &str, digest: u8, items: Vec<Option<RelayedItem>>) -> EnvelopeIn
         created_at: "2026-11-22T08:30:00.000Z".into(),
         received_at: "2026-11-22T08:30:00.100Z".into(),
         envelope: "{}".into(),
+        item_hashes: String::new(),
         items,
     }
 }
@@ -185,7 +186,7 @@ fn relayed(incoming: Incoming, n: u128, version: i64) -> RelayedItem {
         record_id: uuid::Uuid::from_u128(n),
         version,
         incoming,
-        proof: "{}".into(),
+        leaf_index: 0,
         origin_proof: None,
     }
 }
@@ -196,29 +197,32 @@ async fn received_envelopes_are_stored_once_with_their_receipt(store: Store) {
     let items = |v: i64| rows.iter().enumerate().map(|(i, r)| Some(relayed(r.clone(), i as u128 + 1, v))).collect();
     let mut items_with_reject: Vec<Option<RelayedItem>> = items(1);
     items_with_reject.push(None);
-    let render = |outcomes: &[Option<RelayedOutcome>]| format!("{outcomes:?}");
+    let render = || -> credit_gateway::store::ReceiptFn {
+        Box::new(|outcomes: &[Option<RelayedOutcome>]| format!("{outcomes:?}"))
+    };
     let EnvelopeStored::New { receipt: first } =
-        store.store_envelope(&envelope("e-1", 1, items_with_reject.clone()), render).await.expect("store")
+        store.store_envelope(envelope("e-1", 1, items_with_reject.clone()), render()).await.expect("store")
     else {
         panic!("not new")
     };
     assert_eq!(first, "[Some(Accepted), Some(Accepted), Some(Accepted), None]");
-    let again = store.store_envelope(&envelope("e-1", 1, items_with_reject), render).await.expect("store");
+    let again = store.store_envelope(envelope("e-1", 1, items_with_reject), render()).await.expect("store");
     assert!(matches!(again, EnvelopeStored::Repeat { receipt } if receipt == first));
-    let replay = store.store_envelope(&envelope("e-1", 2, items(1)), render).await.expect("store");
+    let replay = store.store_envelope(envelope("e-1", 2, items(1)), render()).await.expect("store");
     assert!(matches!(replay, EnvelopeStored::Replay));
     assert_eq!(store.count().await.expect("count"), 3);
     // Same ids and version with other content: conflicts; the next version is new.
     let other = prepare(&synthetic_records(3, 7));
     let conflicting = other.iter().enumerate().map(|(i, r)| Some(relayed(r.clone(), i as u128 + 1, 1))).collect();
     let EnvelopeStored::New { receipt } =
-        store.store_envelope(&envelope("e-2", 3, conflicting), render).await.expect("store")
+        store.store_envelope(envelope("e-2", 3, conflicting), render()).await.expect("store")
     else {
         panic!("not new")
     };
     assert_eq!(receipt, "[Some(Conflict), Some(Conflict), Some(Conflict)]");
     let next = other.iter().enumerate().map(|(i, r)| Some(relayed(r.clone(), i as u128 + 1, 2))).collect();
-    let EnvelopeStored::New { receipt } = store.store_envelope(&envelope("e-3", 4, next), render).await.expect("store")
+    let EnvelopeStored::New { receipt } =
+        store.store_envelope(envelope("e-3", 4, next), render()).await.expect("store")
     else {
         panic!("not new")
     };

@@ -84,7 +84,19 @@ pub struct Addressing<'a> {
 
 /// Builds and signs an envelope. `kid` names `key` in the registry.
 pub fn seal(to: &Addressing<'_>, items: Vec<Outgoing>, key: &SigningKey, kid: &str) -> Envelope {
-    let leaves: Vec<Sha256Digest> = items.iter().map(|o| merkle::leaf_hash(&canonical_hash(&o.item).0)).collect();
+    let hashes: Vec<Sha256Digest> = items.iter().map(|o| canonical_hash(&o.item)).collect();
+    seal_hashed(to, items, &hashes, key, kid)
+}
+
+/// [`seal`] with the item hashes already computed (the sender keeps them to check the receipt).
+pub fn seal_hashed(
+    to: &Addressing<'_>,
+    items: Vec<Outgoing>,
+    item_hashes: &[Sha256Digest],
+    key: &SigningKey,
+    kid: &str,
+) -> Envelope {
+    let leaves: Vec<Sha256Digest> = item_hashes.iter().map(|h| merkle::leaf_hash(&h.0)).collect();
     let (root, proofs) = merkle::root_and_proofs(&leaves);
     let size = items.len() as u64;
     let header = json!({
@@ -139,16 +151,29 @@ pub struct OpenedItem {
     pub origin: String,
     /// Its proof in this envelope.
     pub proof: Proof,
-    /// The origin envelope and proof to keep for evidence (this envelope when sender = origin).
-    pub origin_proof: OriginProof,
+    /// For a relayed item, the origin's envelope and proof (already verified); `None` when
+    /// this envelope's sender is the origin. See [`Opened::origin_proof`].
+    pub origin_proof: Option<OriginProof>,
 }
 
 /// An envelope whose signature, addressing, Merkle tree and origin proofs hold.
 #[derive(Debug, Clone)]
 pub struct Opened {
+    pub envelope: Jws,
     pub header: EnvelopeHeader,
     pub digest: Sha256Digest,
     pub items: Vec<OpenedItem>,
+}
+
+impl Opened {
+    /// What proves item `i` came from its origin: the relayed origin proof, or this envelope
+    /// and the item's proof in it when the sender is the origin.
+    pub fn origin_proof(&self, i: usize) -> OriginProof {
+        let item = &self.items[i];
+        item.origin_proof
+            .clone()
+            .unwrap_or_else(|| OriginProof { envelope: self.envelope.clone(), proof: item.proof.clone() })
+    }
 }
 
 /// What the receiver knows when it opens an envelope.
@@ -164,6 +189,17 @@ pub struct Receiving<'a> {
 /// Verifies an envelope for its receiver. Replay (a seen `envelope_id`) is for the caller to
 /// check against its store, with `Opened::header`.
 pub fn open(env: &Envelope, at: &Receiving<'_>) -> Result<Opened, EnvelopeError> {
+    let hashes: Vec<Sha256Digest> = env.items.iter().map(|w| canonical_hash(&w.item)).collect();
+    open_owned(env.clone(), at, &hashes)
+}
+
+/// [`open`] taking the envelope by value (its items move into the result, no copies) with the
+/// item hashes (`SHA-256(JCS(item))`, in order) already computed, e.g. in parallel by the
+/// caller. A wrong hash only makes the envelope fail.
+pub fn open_owned(env: Envelope, at: &Receiving<'_>, item_hashes: &[Sha256Digest]) -> Result<Opened, EnvelopeError> {
+    if item_hashes.len() != env.items.len() {
+        return Err(EnvelopeError::CountMismatch { count: item_hashes.len() as u64, items: env.items.len() });
+    }
     let (header, _) = verify_header(&env.envelope, at.registry)?;
     if header.receiver != at.me {
         return Err(EnvelopeError::WrongReceiver { receiver: header.receiver, me: at.me.to_owned() });
@@ -177,42 +213,37 @@ pub fn open(env: &Envelope, at: &Receiving<'_>) -> Result<Opened, EnvelopeError>
     }
     let mut leaves = Vec::with_capacity(env.items.len());
     let mut items = Vec::with_capacity(env.items.len());
-    for (index, w) in env.items.iter().enumerate() {
+    let digest = env.envelope.digest();
+    for (index, w) in env.items.into_iter().enumerate() {
         let bad = |reason: String| EnvelopeError::Item { index, reason };
-        let item_hash = canonical_hash(&w.item);
-        let origin = w.item.get("origin").and_then(Value::as_str).ok_or_else(|| bad("item has no origin".into()))?;
+        let item_hash = item_hashes[index];
+        let origin =
+            w.item.get("origin").and_then(Value::as_str).ok_or_else(|| bad("item has no origin".into()))?.to_owned();
         check_item_shape(&w.item).map_err(bad)?;
         if w.proof.index != index as u64 || w.proof.size != header.count {
             return Err(bad("proof index or size does not match its place in the envelope".into()));
         }
-        let origin_proof = match (&w.origin_proof, origin == header.sender) {
-            (None, true) => OriginProof { envelope: env.envelope.clone(), proof: w.proof.clone() },
+        match (&w.origin_proof, origin == header.sender) {
+            (None, true) => {}
             (Some(_), true) => return Err(bad("origin_proof given although the sender is the origin".into())),
             (None, false) => return Err(bad(format!("relayed item from {origin} lacks its origin_proof"))),
             (Some(p), false) => {
-                verify_origin_proof(p, origin, &item_hash, at.registry).map_err(|e| bad(e.to_string()))?;
-                p.clone()
+                verify_origin_proof(p, &origin, &item_hash, at.registry).map_err(|e| bad(e.to_string()))?
             }
-        };
-        if !at.registry.may_forward(&header.sender, origin, &header.receiver) {
+        }
+        if !at.registry.may_forward(&header.sender, &origin, &header.receiver) {
             return Err(bad(format!(
                 "{} may not forward records of {origin} to {}: outside its subtree",
                 header.sender, header.receiver
             )));
         }
         leaves.push(merkle::leaf_hash(&item_hash.0));
-        items.push(OpenedItem {
-            item: w.item.clone(),
-            item_hash,
-            origin: origin.to_owned(),
-            proof: w.proof.clone(),
-            origin_proof,
-        });
+        items.push(OpenedItem { item: w.item, item_hash, origin, proof: w.proof, origin_proof: w.origin_proof });
     }
     if merkle::root(&leaves).to_hex() != header.merkle_root {
         return Err(EnvelopeError::MerkleMismatch);
     }
-    Ok(Opened { digest: env.envelope.digest(), header, items })
+    Ok(Opened { envelope: env.envelope, digest, header, items })
 }
 
 /// Verifies an envelope JWS's signature against the sender's key valid at its `created_at`.

@@ -18,8 +18,8 @@ pub struct RelayedItem {
     pub record_id: Uuid,
     pub version: i64,
     pub incoming: Incoming,
-    /// JSON of its proof in this envelope.
-    pub proof: String,
+    /// Its place in this envelope (the proof is rebuilt from the envelope's item hashes).
+    pub leaf_index: i64,
     /// JSON of the origin envelope and proof, when this envelope is a relay.
     pub origin_proof: Option<String>,
 }
@@ -47,8 +47,20 @@ pub struct EnvelopeIn {
     pub received_at: String,
     /// JSON of the envelope JWS.
     pub envelope: String,
+    /// The item hashes in envelope order, concatenated hex.
+    pub item_hashes: String,
     /// Items in envelope order; `None` for items rejected by validation.
     pub items: Vec<Option<RelayedItem>>,
+}
+
+/// Builds the signed receipt (JSON) from the per-item outcomes, inside the transaction.
+pub type ReceiptFn = Box<dyn FnOnce(&[Option<RelayedOutcome>]) -> String + Send>;
+
+/// An envelope waiting for the writer.
+pub(super) struct EnvelopeJob {
+    env: EnvelopeIn,
+    receipt: ReceiptFn,
+    reply: tokio::sync::oneshot::Sender<Result<EnvelopeStored, String>>,
 }
 
 /// The answer to storing an envelope.
@@ -66,119 +78,161 @@ impl Store {
     /// Stores a received envelope and its items atomically. `receipt` turns the per-item
     /// outcomes (`None` = rejected by validation) into the signed receipt, which is stored in
     /// the same transaction, so an envelope is never acknowledged twice differently.
-    pub async fn store_envelope(
+    /// Envelopes that arrive while another is being written are committed together.
+    pub async fn store_envelope(&self, env: EnvelopeIn, receipt: ReceiptFn) -> Result<EnvelopeStored, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.lock_waiting_envelopes().push(EnvelopeJob { env, receipt, reply });
+        {
+            let _guard = self.write_lock.lock().await;
+            let jobs = std::mem::take(&mut *self.lock_waiting_envelopes());
+            if !jobs.is_empty() {
+                let mut replies = Vec::with_capacity(jobs.len());
+                let result = self.commit_envelopes(jobs, &mut replies).await;
+                match result {
+                    Ok(results) => {
+                        for (reply, r) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok(r));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        match answer.await {
+            Ok(result) => result.map_err(StoreError::GroupCommit),
+            Err(_) => Err(StoreError::GroupCommit("the committing task was cancelled".into())),
+        }
+    }
+
+    fn lock_waiting_envelopes(&self) -> std::sync::MutexGuard<'_, Vec<EnvelopeJob>> {
+        self.waiting_envelopes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One transaction for several envelopes, in arrival order.
+    async fn commit_envelopes(
         &self,
-        env: &EnvelopeIn,
-        receipt: impl FnOnce(&[Option<RelayedOutcome>]) -> String,
-    ) -> Result<EnvelopeStored, StoreError> {
-        let _guard = self.write_lock.lock().await;
+        jobs: Vec<EnvelopeJob>,
+        replies: &mut Vec<tokio::sync::oneshot::Sender<Result<EnvelopeStored, String>>>,
+    ) -> Result<Vec<EnvelopeStored>, StoreError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut qb = QueryBuilder::new("SELECT digest, receipt FROM envelopes WHERE sender = ");
-            qb.push_bind(env.sender.as_str()).push(" AND envelope_id = ").push_bind(env.envelope_id.as_str());
-            if let Some(row) = qb.build().fetch_optional(&mut *tx).await? {
-                let digest: String = row.try_get(0)?;
-                let stored: Option<String> = row.try_get(1)?;
-                return Ok(match (digest == env.digest.to_hex(), stored) {
-                    (true, Some(receipt)) => EnvelopeStored::Repeat { receipt },
-                    _ => EnvelopeStored::Replay,
-                });
-            }
-            // What is already stored under these record ids, and under these natural keys.
-            let ids: Vec<String> = env.items.iter().flatten().map(|i| i.record_id.to_string()).collect();
-            let mut by_version: HashMap<(Uuid, i64), Sha256Digest> = HashMap::new();
-            for chunk in ids.chunks(super::LOOKUP_CHUNK) {
-                let mut qb = QueryBuilder::new("SELECT record_id, version, content_hash FROM records WHERE record_id IN (");
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.as_str());
-                }
-                qb.push(")");
-                for row in qb.build().fetch_all(&mut *tx).await? {
-                    let id = parse_uuid(&row.try_get::<String, _>(0)?)?;
-                    by_version.insert((id, row.try_get(1)?), parse_digest(&row.try_get::<String, _>(2)?)?);
-                }
-            }
-            let keys: Vec<(i64, i64)> = env
-                .items
-                .iter()
-                .flatten()
-                .map(|i| (short(&i.incoming.record.natural_key), short(&i.incoming.record.content_hash)))
-                .collect();
-            let mut same_content: std::collections::HashSet<(i64, i64)> = std::collections::HashSet::new();
-            for chunk in keys.chunks(super::LOOKUP_CHUNK) {
-                let mut qb = QueryBuilder::new("SELECT nk, ch FROM records WHERE nk IN (");
-                let mut list = qb.separated(", ");
-                for (nk, _) in chunk {
-                    list.push_bind(*nk);
-                }
-                qb.push(")");
-                for row in qb.build().fetch_all(&mut *tx).await? {
-                    same_content.insert((row.try_get(0)?, row.try_get(1)?));
-                }
-            }
-            let mut outcomes = Vec::with_capacity(env.items.len());
-            let mut rows = Vec::new();
-            for item in &env.items {
-                let Some(item) = item else {
-                    outcomes.push(None);
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                replies.push(job.reply);
+                let env = &job.env;
+                let mut qb = QueryBuilder::new("SELECT digest, receipt FROM envelopes WHERE sender = ");
+                qb.push_bind(env.sender.as_str()).push(" AND envelope_id = ").push_bind(env.envelope_id.as_str());
+                if let Some(row) = qb.build().fetch_optional(&mut *tx).await? {
+                    let digest: String = row.try_get(0)?;
+                    let stored: Option<String> = row.try_get(1)?;
+                    results.push(match (digest == env.digest.to_hex(), stored) {
+                        (true, Some(receipt)) => EnvelopeStored::Repeat { receipt },
+                        _ => EnvelopeStored::Replay,
+                    });
                     continue;
-                };
-                let r = &item.incoming.record;
-                let key = (item.record_id, item.version);
-                let outcome = match by_version.get(&key) {
-                    Some(hash) if *hash == r.content_hash => RelayedOutcome::Duplicate,
-                    Some(_) => RelayedOutcome::Conflict,
-                    // The same decision already held under another id (e.g. reported twice).
-                    None if same_content.contains(&(short(&r.natural_key), short(&r.content_hash))) => RelayedOutcome::Duplicate,
-                    None => {
-                        by_version.insert(key, r.content_hash);
-                        same_content.insert((short(&r.natural_key), short(&r.content_hash)));
-                        rows.push(NewRow {
-                            origin: &item.origin,
-                            received_at: &env.received_at,
-                            incoming: &item.incoming,
-                            record_id: item.record_id,
-                            version: item.version,
-                        });
-                        if item.version == 1 { RelayedOutcome::Accepted } else { RelayedOutcome::NewVersion }
+                }
+                // What is already stored under these record ids, and under these natural keys.
+                let ids: Vec<String> = env.items.iter().flatten().map(|i| i.record_id.to_string()).collect();
+                let mut by_version: HashMap<(Uuid, i64), Sha256Digest> = HashMap::new();
+                for chunk in ids.chunks(super::LOOKUP_CHUNK) {
+                    let mut qb = QueryBuilder::new("SELECT record_id, version, content_hash FROM records WHERE record_id IN (");
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.as_str());
                     }
-                };
-                outcomes.push(Some(outcome));
-            }
-            insert_rows!(tx, rows);
-            let digest = env.digest.to_hex();
-            let proofs: Vec<&RelayedItem> = env.items.iter().flatten().collect();
-            for chunk in proofs.chunks(INSERT_CHUNK) {
-                let mut qb = QueryBuilder::new("INSERT INTO item_proofs (record_id, version, envelope_digest, proof, origin_proof) ");
-                qb.push_values(chunk, |mut b, item| {
-                    b.push_bind(item.record_id.to_string())
-                        .push_bind(item.version)
-                        .push_bind(digest.as_str())
-                        .push_bind(item.proof.as_str())
-                        .push_bind(item.origin_proof.as_deref());
+                    qb.push(")");
+                    for row in qb.build().fetch_all(&mut *tx).await? {
+                        let id = parse_uuid(&row.try_get::<String, _>(0)?)?;
+                        by_version.insert((id, row.try_get(1)?), parse_digest(&row.try_get::<String, _>(2)?)?);
+                    }
+                }
+                let keys: Vec<(i64, i64)> = env
+                    .items
+                    .iter()
+                    .flatten()
+                    .map(|i| (short(&i.incoming.record.natural_key), short(&i.incoming.record.content_hash)))
+                    .collect();
+                let mut same_content: std::collections::HashSet<(i64, i64)> = std::collections::HashSet::new();
+                for chunk in keys.chunks(super::LOOKUP_CHUNK) {
+                    let mut qb = QueryBuilder::new("SELECT nk, ch FROM records WHERE nk IN (");
+                    let mut list = qb.separated(", ");
+                    for (nk, _) in chunk {
+                        list.push_bind(*nk);
+                    }
+                    qb.push(")");
+                    for row in qb.build().fetch_all(&mut *tx).await? {
+                        same_content.insert((row.try_get(0)?, row.try_get(1)?));
+                    }
+                }
+                let mut outcomes = Vec::with_capacity(env.items.len());
+                let mut rows = Vec::new();
+                for item in &env.items {
+                    let Some(item) = item else {
+                        outcomes.push(None);
+                        continue;
+                    };
+                    let r = &item.incoming.record;
+                    let key = (item.record_id, item.version);
+                    let outcome = match by_version.get(&key) {
+                        Some(hash) if *hash == r.content_hash => RelayedOutcome::Duplicate,
+                        Some(_) => RelayedOutcome::Conflict,
+                        // The same decision already held under another id (e.g. reported twice).
+                        None if same_content.contains(&(short(&r.natural_key), short(&r.content_hash))) => RelayedOutcome::Duplicate,
+                        None => {
+                            by_version.insert(key, r.content_hash);
+                            same_content.insert((short(&r.natural_key), short(&r.content_hash)));
+                            rows.push(NewRow {
+                                origin: &item.origin,
+                                received_at: &env.received_at,
+                                incoming: &item.incoming,
+                                record_id: item.record_id,
+                                version: item.version,
+                            });
+                            if item.version == 1 { RelayedOutcome::Accepted } else { RelayedOutcome::NewVersion }
+                        }
+                    };
+                    outcomes.push(Some(outcome));
+                }
+                insert_rows!(tx, rows);
+                let digest = env.digest.to_hex();
+                let proofs: Vec<&RelayedItem> = env.items.iter().flatten().collect();
+                for chunk in proofs.chunks(INSERT_CHUNK) {
+                    let mut qb = QueryBuilder::new("INSERT INTO item_proofs (record_id, version, envelope_digest, leaf_index, origin_proof) ");
+                    qb.push_values(chunk, |mut b, item| {
+                        b.push_bind(item.record_id.to_string())
+                            .push_bind(item.version)
+                            .push_bind(digest.as_str())
+                            .push_bind(item.leaf_index)
+                            .push_bind(item.origin_proof.as_deref());
+                    });
+                    qb.push(" ON CONFLICT DO NOTHING");
+                    qb.build().execute(&mut *tx).await?;
+                }
+                let receipt = (job.receipt)(&outcomes);
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO envelopes (digest, envelope_id, direction, sender, receiver, seq, created_at, envelope, item_hashes, receipt) ",
+                );
+                qb.push_values([()], |mut b, ()| {
+                    b.push_bind(digest.as_str())
+                        .push_bind(env.envelope_id.as_str())
+                        .push_bind("in")
+                        .push_bind(env.sender.as_str())
+                        .push_bind(env.receiver.as_str())
+                        .push_bind(env.seq)
+                        .push_bind(env.created_at.as_str())
+                        .push_bind(env.envelope.as_str())
+                        .push_bind(env.item_hashes.as_str())
+                        .push_bind(receipt.as_str());
                 });
-                qb.push(" ON CONFLICT DO NOTHING");
                 qb.build().execute(&mut *tx).await?;
+                results.push(EnvelopeStored::New { receipt });
             }
-            let receipt = receipt(&outcomes);
-            let mut qb = QueryBuilder::new(
-                "INSERT INTO envelopes (digest, envelope_id, direction, sender, receiver, seq, created_at, envelope, receipt) ",
-            );
-            qb.push_values([()], |mut b, ()| {
-                b.push_bind(digest.as_str())
-                    .push_bind(env.envelope_id.as_str())
-                    .push_bind("in")
-                    .push_bind(env.sender.as_str())
-                    .push_bind(env.receiver.as_str())
-                    .push_bind(env.seq)
-                    .push_bind(env.created_at.as_str())
-                    .push_bind(env.envelope.as_str())
-                    .push_bind(receipt.as_str());
-            });
-            qb.build().execute(&mut *tx).await?;
             tx.commit().await?;
-            Ok(EnvelopeStored::New { receipt })
+            Ok(results)
         })
     }
 
@@ -186,7 +240,7 @@ impl Store {
     pub async fn store_sent(&self, env: &EnvelopeIn, receipt: &str) -> Result<(), StoreError> {
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new(
-                "INSERT INTO envelopes (digest, envelope_id, direction, sender, receiver, seq, created_at, envelope, receipt) ",
+                "INSERT INTO envelopes (digest, envelope_id, direction, sender, receiver, seq, created_at, envelope, item_hashes, receipt) ",
             );
             qb.push_values([()], |mut b, ()| {
                 b.push_bind(env.digest.to_hex())
@@ -197,6 +251,7 @@ impl Store {
                     .push_bind(env.seq)
                     .push_bind(env.created_at.as_str())
                     .push_bind(env.envelope.as_str())
+                    .push_bind(env.item_hashes.as_str())
                     .push_bind(receipt);
             });
             qb.build().execute(pool).await?;

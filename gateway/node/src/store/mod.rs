@@ -55,6 +55,8 @@ pub struct Store {
     /// Batches waiting for the write lock. Whoever takes the lock commits every waiting batch
     /// in one transaction (group commit), so concurrent pushes share one commit.
     waiting: std::sync::Mutex<Vec<Waiting>>,
+    /// Received envelopes waiting for the write lock, committed together the same way.
+    waiting_envelopes: std::sync::Mutex<Vec<envelopes::EnvelopeJob>>,
 }
 
 struct Waiting {
@@ -113,7 +115,7 @@ macro_rules! insert_rows {
 }
 
 mod envelopes;
-pub use envelopes::{EnvelopeIn, EnvelopeStored, RelayedItem, RelayedOutcome};
+pub use envelopes::{EnvelopeIn, EnvelopeStored, ReceiptFn, RelayedItem, RelayedOutcome};
 
 /// A validated record on its way into the store.
 #[derive(Debug, Clone)]
@@ -210,6 +212,7 @@ impl Store {
             backend: Backend::Sqlite(pool),
             write_lock: Mutex::new(()),
             waiting: std::sync::Mutex::new(Vec::new()),
+            waiting_envelopes: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -231,6 +234,7 @@ impl Store {
             backend: Backend::Postgres(pool),
             write_lock: Mutex::new(()),
             waiting: std::sync::Mutex::new(Vec::new()),
+            waiting_envelopes: std::sync::Mutex::new(Vec::new()),
         })
     }
 

@@ -1,6 +1,9 @@
 //! `credit-gateway bench ingest`: records/s through the real HTTP API into SQLite, beside the
 //! raw ceiling of the same store measured in the same run, written to `docs/benchmarks.md`.
 
+mod envelopes;
+pub use envelopes::{EnvelopeOptions, EnvelopeReport, envelopes};
+
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -209,7 +212,7 @@ async fn http_rate(url: &str, bodies: Vec<bytes::Bytes>, concurrency: usize, rec
 }
 
 /// Runs `work` over every item with `concurrency` workers and says how long it took.
-async fn drain<T, F, Fut>(items: Vec<T>, concurrency: usize, work: F) -> anyhow::Result<Duration>
+pub(crate) async fn drain<T, F, Fut>(items: Vec<T>, concurrency: usize, work: F) -> anyhow::Result<Duration>
 where
     T: Send + 'static,
     F: Fn(T) -> Fut + Clone + Send + 'static,
@@ -241,7 +244,7 @@ struct Summary {
     accepted: usize,
 }
 
-fn rate(n: usize, d: Duration) -> f64 {
+pub(crate) fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
