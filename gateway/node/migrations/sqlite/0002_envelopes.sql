@@ -15,13 +15,9 @@ CREATE TABLE envelopes (
     receipt     TEXT,
     UNIQUE (sender, envelope_id)
 );
--- Where each record version sat in each envelope that carried it: the evidence trail. For a
--- relayed item, the origin's envelope and proof travel on with it (`origin_proof`, JSON).
-CREATE TABLE item_proofs (
-    record_id       TEXT   NOT NULL,
-    version         BIGINT NOT NULL,
-    envelope_digest TEXT   NOT NULL,
-    leaf_index      BIGINT NOT NULL,
-    origin_proof    TEXT,
-    PRIMARY KEY (record_id, version, envelope_digest)
-);
+-- Where a record version arrived from another node: the envelope and its place in it (the
+-- proof is rebuilt from the envelope's item hashes) and, for a relayed item, the origin's own
+-- envelope and proof (JSON). NULL for records pushed by departments at this node.
+ALTER TABLE records ADD COLUMN envelope_digest TEXT;
+ALTER TABLE records ADD COLUMN leaf_index BIGINT;
+ALTER TABLE records ADD COLUMN origin_proof TEXT;

@@ -8,7 +8,7 @@ use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
 // `Backend`, `format_date` and `INSERT_CHUNK` are used by the `dispatch!`/`insert_rows!` expansions.
-use super::{Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, parse_digest, parse_uuid, short};
+use super::{Arrival, Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, parse_digest, parse_uuid, short};
 use gateway_core::date::format_date;
 
 /// An item that arrived in an envelope and passed validation.
@@ -124,6 +124,7 @@ impl Store {
             for job in jobs {
                 replies.push(job.reply);
                 let env = &job.env;
+                let digest = env.digest.to_hex();
                 let mut qb = QueryBuilder::new("SELECT digest, receipt FROM envelopes WHERE sender = ");
                 qb.push_bind(env.sender.as_str()).push(" AND envelope_id = ").push_bind(env.envelope_id.as_str());
                 if let Some(row) = qb.build().fetch_optional(&mut *tx).await? {
@@ -191,6 +192,11 @@ impl Store {
                                 incoming: &item.incoming,
                                 record_id: item.record_id,
                                 version: item.version,
+                                arrival: Some(Arrival {
+                                    envelope_digest: &digest,
+                                    leaf_index: item.leaf_index,
+                                    origin_proof: item.origin_proof.as_deref(),
+                                }),
                             });
                             if item.version == 1 { RelayedOutcome::Accepted } else { RelayedOutcome::NewVersion }
                         }
@@ -198,20 +204,6 @@ impl Store {
                     outcomes.push(Some(outcome));
                 }
                 insert_rows!(tx, rows);
-                let digest = env.digest.to_hex();
-                let proofs: Vec<&RelayedItem> = env.items.iter().flatten().collect();
-                for chunk in proofs.chunks(INSERT_CHUNK) {
-                    let mut qb = QueryBuilder::new("INSERT INTO item_proofs (record_id, version, envelope_digest, leaf_index, origin_proof) ");
-                    qb.push_values(chunk, |mut b, item| {
-                        b.push_bind(item.record_id.to_string())
-                            .push_bind(item.version)
-                            .push_bind(digest.as_str())
-                            .push_bind(item.leaf_index)
-                            .push_bind(item.origin_proof.as_deref());
-                    });
-                    qb.push(" ON CONFLICT DO NOTHING");
-                    qb.build().execute(&mut *tx).await?;
-                }
                 let receipt = (job.receipt)(&outcomes);
                 let mut qb = QueryBuilder::new(
                     "INSERT INTO envelopes (digest, envelope_id, direction, sender, receiver, seq, created_at, envelope, item_hashes, receipt) ",

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::config::SqliteSync;
 
-/// Rows per multi-row INSERT: 13 columns × 500 stays under SQLite's 32,766 bound parameters.
+/// Rows per multi-row INSERT: 16 columns × 500 stays under SQLite's 32,766 bound parameters.
 pub(crate) const INSERT_CHUNK: usize = 500;
 /// Keys per `IN (…)` lookup.
 const LOOKUP_CHUNK: usize = 900;
@@ -91,7 +91,7 @@ macro_rules! insert_rows {
         for chunk in $rows.chunks(INSERT_CHUNK) {
             let mut qb = QueryBuilder::new(
                 "INSERT INTO records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
-                     subject_uscc, clock_start, deadline, received_at, content) ",
+                     subject_uscc, clock_start, deadline, received_at, content, envelope_digest, leaf_index, origin_proof) ",
             );
             qb.push_values(chunk, |mut b, row| {
                 let r = &row.incoming.record;
@@ -107,7 +107,10 @@ macro_rules! insert_rows {
                     .push_bind(r.clock_start.map(format_date))
                     .push_bind(row.incoming.deadline.map(format_date))
                     .push_bind(row.received_at)
-                    .push_bind(r.canonical_content.as_str());
+                    .push_bind(r.canonical_content.as_str())
+                    .push_bind(row.arrival.map(|a| a.envelope_digest))
+                    .push_bind(row.arrival.map(|a| a.leaf_index))
+                    .push_bind(row.arrival.and_then(|a| a.origin_proof));
             });
             qb.build().execute(&mut *$tx).await?;
         }
@@ -374,6 +377,16 @@ struct NewRow<'a> {
     incoming: &'a Incoming,
     record_id: Uuid,
     version: i64,
+    /// Set when the record came in an envelope from another node.
+    arrival: Option<Arrival<'a>>,
+}
+
+/// The envelope a record arrived in, and its place there.
+#[derive(Debug, Clone, Copy)]
+struct Arrival<'a> {
+    envelope_digest: &'a str,
+    leaf_index: i64,
+    origin_proof: Option<&'a str>,
 }
 
 /// Decides each record's fate against what is stored (`known`) and what came earlier in the
@@ -402,7 +415,7 @@ fn decide<'a>(
             }
         };
         if let Stored::Accepted { record_id, version } | Stored::NewVersion { record_id, version } = outcome {
-            rows.push(NewRow { origin, received_at, incoming: inc, record_id, version });
+            rows.push(NewRow { origin, received_at, incoming: inc, record_id, version, arrival: None });
         }
         outcomes.push(outcome);
     }
