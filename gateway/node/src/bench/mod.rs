@@ -158,7 +158,7 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
         http_rate,
     };
     if opts.report != "-" {
-        write_section(&PathBuf::from(&opts.report), "## Ingest (foundation)", &report.to_string())?;
+        write_section(&PathBuf::from(&opts.report), "## Ingest (foundation)", "bench ingest", &report.to_string())?;
     }
     Ok(report)
 }
@@ -249,7 +249,7 @@ pub(crate) fn rate(n: usize, d: Duration) -> f64 {
 }
 
 /// Replaces the section that starts with `heading` in a Markdown file (or appends it).
-pub fn write_section(path: &std::path::Path, heading: &str, section: &str) -> anyhow::Result<()> {
+pub fn write_section(path: &std::path::Path, heading: &str, command: &str, section: &str) -> anyhow::Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| {
         "# Benchmarks\n\nFigures from `credit-gateway bench …` runs; each section is rewritten by its command.\n".into()
     });
@@ -269,7 +269,7 @@ pub fn write_section(path: &std::path::Path, heading: &str, section: &str) -> an
         }
     }
     let stamp = crate::clock::format_timestamp(OffsetDateTime::now_utc());
-    out.push_str(&format!("\n{}\n_Run {stamp} with `credit-gateway bench ingest`._\n", section.trim_end()));
+    out.push_str(&format!("\n{}\n_Run {stamp} with `credit-gateway {command}`._\n", section.trim_end()));
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
