@@ -168,7 +168,12 @@ pub async fn envelopes(opts: &EnvelopeOptions) -> anyhow::Result<EnvelopeReport>
         signed_rate,
     };
     if opts.report != "-" {
-        write_section(&std::path::PathBuf::from(&opts.report), "## Signed envelopes", "bench envelopes", &report.to_string())?;
+        write_section(
+            &std::path::PathBuf::from(&opts.report),
+            "## Signed envelopes",
+            "bench envelopes",
+            &report.to_string(),
+        )?;
     }
     Ok(report)
 }
