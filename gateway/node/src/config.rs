@@ -66,6 +66,13 @@ pub struct FederationConfig {
     /// traffic. Default 7.
     #[serde(default = "default_grace_days")]
     pub registry_grace_days: u32,
+    /// Seconds between registry refreshes from the parent. Default 300.
+    #[serde(default = "default_refresh_secs")]
+    pub registry_refresh_secs: u64,
+}
+
+fn default_refresh_secs() -> u64 {
+    300
 }
 
 fn default_grace_days() -> u32 {
@@ -85,6 +92,7 @@ impl FederationConfig {
             registry: crate::pki::registry_file(pki_dir),
             anchor: crate::pki::anchor_file(pki_dir),
             registry_grace_days: default_grace_days(),
+            registry_refresh_secs: default_refresh_secs(),
         }
     }
 }

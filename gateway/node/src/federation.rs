@@ -20,6 +20,7 @@ pub fn router(node: Node) -> Router {
         .route("/federation/v1/registry", get(registry))
         .route("/federation/v1/envelopes", post(envelopes))
         .fallback(|| async { ApiError::not_found("该路径", "path") })
+        .layer(middleware::from_fn_with_state(node.clone(), require_current_registry))
         .layer(middleware::from_fn(require_member))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(node)
@@ -43,6 +44,56 @@ async fn require_member(peer: Option<Extension<Peer>>, request: Request, next: N
             "federation endpoints require mutual TLS",
         )
         .into_response(),
+    }
+}
+
+/// Refuses federation traffic once the held registry is past its grace period; warns loudly
+/// while it is inside it. (X-Road halts on a stale configuration at once; we degrade first.)
+async fn require_current_registry(State(node): State<Node>, request: Request, next: Next) -> Response {
+    let freshness = match node.registry.read() {
+        Ok(r) => r.freshness(time::OffsetDateTime::now_utc(), node.registry_grace),
+        Err(_) => return ApiError::internal(&"registry lock poisoned").into_response(),
+    };
+    match freshness {
+        Ok(gateway_core::interchange::registry::Freshness::Current) => next.run(request).await,
+        Ok(gateway_core::interchange::registry::Freshness::InGrace { expired_for }) => {
+            tracing::error!(%expired_for, "REGISTRY EXPIRED: serving within the grace period; refresh the registry");
+            next.run(request).await
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "registry past its grace period: refusing federation traffic");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "registry_expired",
+                "联盟注册表已过期且超过宽限期，暂停联盟通信，请更新注册表",
+                format!("{e}; federation traffic is refused until a newer registry is loaded"),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Refreshes the registry from the parent every `every`, until `shutdown`.
+pub async fn refresh_loop(
+    node: Node,
+    client: reqwest::Client,
+    every: std::time::Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let Some(parent) = node.parent_endpoint() else { return };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; the registry was just loaded
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut shutdown => return,
+        }
+        match node.refresh_registry(&client, &parent, time::OffsetDateTime::now_utc()).await {
+            Ok(r) => tracing::debug!(?r, "registry refresh"),
+            Err(e) => tracing::warn!(error = %e, %parent, "registry refresh failed; keeping the held registry"),
+        }
     }
 }
 

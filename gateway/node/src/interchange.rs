@@ -73,11 +73,60 @@ pub struct Node {
     pub gateway: Arc<Gateway>,
     pub registry: Arc<RwLock<Registry>>,
     pub signer: Arc<Signer>,
+    /// How long an expired registry is still used (loudly) before traffic is refused.
+    pub registry_grace: Duration,
+}
+
+/// What a registry refresh did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    Unchanged { version: u64 },
+    Updated { from: u64, to: u64 },
 }
 
 impl Node {
     pub fn member_id(&self) -> &str {
         &self.gateway.member_id
+    }
+
+    /// Fetches the parent's registry over mutual TLS and adopts it if it is signed by a root
+    /// of the registry held now, is not older, and still lists this node. A refused registry
+    /// leaves the held one in place.
+    pub async fn refresh_registry(
+        &self,
+        client: &reqwest::Client,
+        parent_url: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Refresh> {
+        let url = format!("{}/federation/v1/registry", parent_url.trim_end_matches('/'));
+        let resp = client.get(&url).send().await?;
+        anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
+        let jws: Jws = resp.json().await?;
+        let (held, trusted) = {
+            let r = self.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?;
+            (r.body.version, r.trusted_roots().to_vec())
+        };
+        let (fresh, _) = Registry::verify(&jws, &trusted, Some(held), now, self.registry_grace)?;
+        if fresh.body.version == held {
+            return Ok(Refresh::Unchanged { version: held });
+        }
+        anyhow::ensure!(
+            fresh.member(self.member_id()).is_some(),
+            "registry {} no longer lists {}",
+            fresh.body.version,
+            self.member_id()
+        );
+        let to = fresh.body.version;
+        *self.registry.write().map_err(|_| anyhow::anyhow!("registry lock poisoned"))? = fresh;
+        tracing::info!(from = held, to, "registry updated from the parent");
+        Ok(Refresh::Updated { from: held, to })
+    }
+
+    /// The parent's federation endpoint, from the registry.
+    pub fn parent_endpoint(&self) -> Option<String> {
+        let r = self.registry.read().ok()?;
+        let parent = r.member(self.member_id())?.parent.clone()?;
+        r.member(&parent).map(|p| p.endpoint.clone())
     }
 
     fn registry(&self) -> Result<Registry, ApiError> {

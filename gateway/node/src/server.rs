@@ -83,6 +83,9 @@ pub struct FederationEndpoint {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     node: crate::interchange::Node,
+    /// This node's mTLS client, for refreshing the registry from its parent.
+    client: reqwest::Client,
+    refresh_every: std::time::Duration,
 }
 
 impl std::fmt::Debug for FederationEndpoint {
@@ -92,10 +95,23 @@ impl std::fmt::Debug for FederationEndpoint {
 }
 
 impl FederationEndpoint {
+    /// The node this endpoint serves (shares its registry).
+    pub fn node(&self) -> &crate::interchange::Node {
+        &self.node
+    }
+
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let registry = Arc::clone(&self.node.registry);
+        let refresh = tokio::spawn(crate::federation::refresh_loop(
+            self.node.clone(),
+            self.client,
+            self.refresh_every,
+            std::future::pending(),
+        ));
         let app = crate::federation::router(self.node);
-        crate::tls::serve(self.listener, self.tls, registry, app, shutdown).await
+        let served = crate::tls::serve(self.listener, self.tls, registry, app, shutdown).await;
+        refresh.abort();
+        served
     }
 }
 
@@ -121,7 +137,12 @@ pub fn federation_node(
     }
     let (key, kid) = crate::pki::SigningKeyFile::load(&fed.signing_key)?;
     let signer = Arc::new(crate::interchange::Signer { key, kid });
-    Ok(crate::interchange::Node { gateway, registry: Arc::new(std::sync::RwLock::new(registry)), signer })
+    Ok(crate::interchange::Node {
+        gateway,
+        registry: Arc::new(std::sync::RwLock::new(registry)),
+        signer,
+        registry_grace: grace,
+    })
 }
 
 /// Loads the federation identity and TLS configuration and binds the federation port.
@@ -131,9 +152,12 @@ pub async fn bind_federation(
     gateway: Arc<Gateway>,
 ) -> anyhow::Result<FederationEndpoint> {
     let node = federation_node(&config.member_id, fed, gateway)?;
-    let tls = crate::tls::server_config(&crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key })?;
+    let files = crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key };
+    let tls = crate::tls::server_config(&files)?;
+    let client = reqwest::Client::builder().tls_backend_preconfigured(crate::tls::client_config(&files)?).build()?;
+    let refresh_every = std::time::Duration::from_secs(fed.registry_refresh_secs.max(1));
     let listener = TcpListener::bind(fed.listen).await.with_context(|| format!("binding {}", fed.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "federation endpoint (mTLS) ready");
-    Ok(FederationEndpoint { addr, listener, tls, node })
+    Ok(FederationEndpoint { addr, listener, tls, node, client, refresh_every })
 }

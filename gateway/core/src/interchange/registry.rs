@@ -173,16 +173,27 @@ impl Registry {
         }
         let expires_at = parse_time(&body.expires_at)
             .ok_or_else(|| RegistryError::Body(format!("expires_at {:?} is not a spec timestamp", body.expires_at)))?;
-        let freshness = if now <= expires_at {
-            Freshness::Current
-        } else if now - expires_at <= grace {
-            Freshness::InGrace { expired_for: now - expires_at }
-        } else {
-            return Err(RegistryError::Expired { expires_at: body.expires_at });
-        };
         let registry = Registry { body, jws: jws.clone(), digest: jws.digest(), expires_at };
+        let freshness = registry.freshness(now, grace)?;
         registry.check_consistency()?;
         Ok((registry, freshness))
+    }
+
+    /// How current this registry is at `now`: an error once it is past its grace period (the
+    /// node then refuses federation traffic until a newer registry arrives).
+    pub fn freshness(&self, now: OffsetDateTime, grace: Duration) -> Result<Freshness, RegistryError> {
+        if now <= self.expires_at {
+            Ok(Freshness::Current)
+        } else if now - self.expires_at <= grace {
+            Ok(Freshness::InGrace { expired_for: now - self.expires_at })
+        } else {
+            Err(RegistryError::Expired { expires_at: self.body.expires_at.clone() })
+        }
+    }
+
+    /// The root keys a successor registry may be signed by: this registry's roots.
+    pub fn trusted_roots(&self) -> &[RootKey] {
+        &self.body.roots
     }
 
     fn check_consistency(&self) -> Result<(), RegistryError> {

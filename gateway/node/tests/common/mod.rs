@@ -147,8 +147,8 @@ pub async fn start_federation_node(
     let fed = credit_gateway::config::FederationConfig::from_pki(pki_dir, member, listen);
     let config = Config { data_dir: data_dir.to_owned(), member_id: member.into(), ..Config::default() };
     let gateway = credit_gateway::server::build_gateway(&config).await.expect("gateway");
-    let endpoint = credit_gateway::server::bind_federation(&config, &fed, gateway.clone()).await.expect("federation");
-    let node = credit_gateway::server::federation_node(member, &fed, gateway).expect("node");
+    let endpoint = credit_gateway::server::bind_federation(&config, &fed, gateway).await.expect("federation");
+    let node = endpoint.node().clone();
     let port = endpoint.addr.port();
     tokio::spawn(endpoint.serve(std::future::pending()));
     (port, node)

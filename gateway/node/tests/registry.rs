@@ -1,0 +1,88 @@
+//! Registry refresh from the parent over mutual TLS: a newer root-signed registry is adopted;
+//! a rollback, a registry signed by a non-root key, or one expired past its grace is refused and
+//! the held registry stays; a node whose registry is past its grace refuses federation traffic.
+
+mod common;
+
+use std::path::Path;
+
+use credit_gateway::interchange::{Node, Refresh};
+use credit_gateway::pki::{self, InitOptions, SigningKeyFile};
+use gateway_core::crypto::{Alg, SigningKey};
+use gateway_core::interchange::format_time;
+use gateway_core::interchange::registry::{REGISTRY_TYP, Registry, RegistryBody};
+use gateway_core::jws::{self, Jws};
+use time::{Duration, OffsetDateTime};
+
+/// A registry like the held one, with another version and expiry, signed by `key`.
+fn variant(node: &Node, version: u64, expires_at: OffsetDateTime, key: &SigningKey, kid: &str) -> Jws {
+    let mut body: RegistryBody = node.registry.read().expect("lock").body.clone();
+    body.version = version;
+    body.expires_at = format_time(expires_at);
+    jws::sign(REGISTRY_TYP, kid, &serde_json::to_value(&body).expect("json"), key)
+}
+
+/// Makes `node` serve `jws` (verified as of `at`, as an operator would load it).
+fn serve(node: &Node, jws: &Jws, at: OffsetDateTime) {
+    let roots = node.registry.read().expect("lock").body.roots.clone();
+    let (registry, _) = Registry::verify(jws, &roots, None, at, Duration::days(7)).expect("valid when loaded");
+    *node.registry.write().expect("lock") = registry;
+}
+
+fn root(pki_dir: &Path) -> (SigningKey, String) {
+    SigningKeyFile::load(&pki_dir.join("root-signing.key.json")).expect("root key")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_adopts_newer_and_refuses_the_rest() {
+    credit_gateway::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki_dir = dir.path().join("pki");
+    pki::init(&InitOptions { out: pki_dir.clone(), force: false, alg: "EdDSA".into() }).expect("certs init");
+    let (city_port, city) = common::start_federation_node(&pki_dir, "cn-370300", &dir.path().join("city")).await;
+    let (_, district) = common::start_federation_node(&pki_dir, "cn-370306", &dir.path().join("district")).await;
+    let url = format!("https://localhost:{city_port}");
+    let client = common::federation_client(&pki_dir, "cn-370306");
+    let now = OffsetDateTime::now_utc();
+    let version = |n: &Node| n.registry.read().expect("lock").body.version;
+
+    assert_eq!(
+        district.refresh_registry(&client, &url, now).await.expect("refresh"),
+        Refresh::Unchanged { version: 1 }
+    );
+
+    let (root_key, root_kid) = root(&pki_dir);
+    let v1 = city.registry.read().expect("lock").jws.clone();
+    serve(&city, &variant(&city, 2, now + Duration::days(30), &root_key, &root_kid), now);
+    assert_eq!(
+        district.refresh_registry(&client, &url, now).await.expect("refresh"),
+        Refresh::Updated { from: 1, to: 2 }
+    );
+
+    // Rollback: the parent serves version 1 again.
+    serve(&city, &v1, now);
+    let err = district.refresh_registry(&client, &url, now).await.unwrap_err();
+    assert!(err.to_string().contains("rollback"), "{err}");
+    assert_eq!(version(&district), 2);
+
+    // Signed by a key that is not a federation root (here: a member's signing key, under the root's kid).
+    let member_key = SigningKey::from_secret(Alg::EdDsa, &[42; 32]).expect("key");
+    let forged = variant(&city, 3, now + Duration::days(30), &member_key, &root_kid);
+    let held = city.registry.read().expect("lock").clone();
+    *city.registry.write().expect("lock") = Registry { jws: forged, ..held };
+    let err = district.refresh_registry(&client, &url, now).await.unwrap_err();
+    assert!(err.to_string().contains("signature"), "{err}");
+    assert_eq!(version(&district), 2);
+
+    // A parent holding a registry that expired ten days ago (grace: seven) refuses federation
+    // traffic itself, so the district keeps what it has. (A child refusing such a registry on
+    // its own is covered in the core's registry tests.)
+    let stale = variant(&city, 4, now - Duration::days(10), &root_key, &root_kid);
+    serve(&city, &stale, now - Duration::days(11));
+    let err = district.refresh_registry(&client, &url, now).await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(version(&district), 2);
+    let resp = client.get(format!("{url}/federation/v1/registry")).send().await.expect("TLS ok");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.json::<serde_json::Value>().await.expect("body")["error"]["code"], "registry_expired");
+}
