@@ -13,17 +13,7 @@ pub fn today_in_china(now: OffsetDateTime) -> Date {
 
 /// RFC 3339 in UTC with `Z` and millisecond precision, as the interchange spec requires.
 pub fn format_timestamp(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    gateway_core::interchange::format_time(t)
 }
 
 #[cfg(test)]

@@ -205,22 +205,7 @@ impl Store {
                 }
                 insert_rows!(tx, rows);
                 let receipt = (job.receipt)(&outcomes);
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO envelopes (digest, envelope_id, direction, sender, receiver, seq, created_at, envelope, item_hashes, receipt) ",
-                );
-                qb.push_values([()], |mut b, ()| {
-                    b.push_bind(digest.as_str())
-                        .push_bind(env.envelope_id.as_str())
-                        .push_bind("in")
-                        .push_bind(env.sender.as_str())
-                        .push_bind(env.receiver.as_str())
-                        .push_bind(env.seq)
-                        .push_bind(env.created_at.as_str())
-                        .push_bind(env.envelope.as_str())
-                        .push_bind(env.item_hashes.as_str())
-                        .push_bind(receipt.as_str());
-                });
-                qb.build().execute(&mut *tx).await?;
+                envelope_row(env, "in", &receipt).build().execute(&mut *tx).await?;
                 results.push(EnvelopeStored::New { receipt });
             }
             tx.commit().await?;
@@ -231,22 +216,7 @@ impl Store {
     /// Records an envelope this node sent and the verified receipt that answered it.
     pub async fn store_sent(&self, env: &EnvelopeIn, receipt: &str) -> Result<(), StoreError> {
         dispatch!(self, pool => {
-            let mut qb = QueryBuilder::new(
-                "INSERT INTO envelopes (digest, envelope_id, direction, sender, receiver, seq, created_at, envelope, item_hashes, receipt) ",
-            );
-            qb.push_values([()], |mut b, ()| {
-                b.push_bind(env.digest.to_hex())
-                    .push_bind(env.envelope_id.as_str())
-                    .push_bind("out")
-                    .push_bind(env.sender.as_str())
-                    .push_bind(env.receiver.as_str())
-                    .push_bind(env.seq)
-                    .push_bind(env.created_at.as_str())
-                    .push_bind(env.envelope.as_str())
-                    .push_bind(env.item_hashes.as_str())
-                    .push_bind(receipt);
-            });
-            qb.build().execute(pool).await?;
+            envelope_row(env, "out", receipt).build().execute(pool).await?;
             Ok(())
         })
     }
@@ -262,4 +232,32 @@ impl Store {
             }
         })
     }
+}
+
+/// The `INSERT` of one `envelopes` row, for either backend.
+fn envelope_row<'a, DB>(env: &'a EnvelopeIn, direction: &'a str, receipt: &'a str) -> QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    for<'q> <DB as sqlx::Database>::Arguments: Default,
+    for<'q> &'a str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut qb = QueryBuilder::new(
+        "INSERT INTO envelopes (digest, envelope_id, direction, sender, receiver, seq, created_at, envelope, \
+         item_hashes, receipt) ",
+    );
+    qb.push_values([()], |mut b, ()| {
+        b.push_bind(env.digest.to_hex())
+            .push_bind(env.envelope_id.as_str())
+            .push_bind(direction)
+            .push_bind(env.sender.as_str())
+            .push_bind(env.receiver.as_str())
+            .push_bind(env.seq)
+            .push_bind(env.created_at.as_str())
+            .push_bind(env.envelope.as_str())
+            .push_bind(env.item_hashes.as_str())
+            .push_bind(receipt);
+    });
+    qb
 }
