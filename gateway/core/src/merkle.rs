@@ -52,6 +52,29 @@ pub fn root_and_proofs(leaves: &[Sha256Digest]) -> (Sha256Digest, Vec<Vec<Sha256
     (root, proofs)
 }
 
+/// The audit path (leaf upwards) of one leaf, in O(n) hashes: for rebuilding a single stored
+/// item's proof without computing every other one. `None` if `index` is out of range.
+pub fn audit_path(leaves: &[Sha256Digest], index: usize) -> Option<Vec<Sha256Digest>> {
+    if index >= leaves.len() {
+        return None;
+    }
+    let mut path = Vec::new();
+    let (mut lo, mut hi) = (0, leaves.len());
+    // Walk down from the root, remembering each sibling subtree; the path lists them upwards.
+    while hi - lo > 1 {
+        let k = lo + split(hi - lo);
+        if index < k {
+            path.push(root(&leaves[k..hi]));
+            hi = k;
+        } else {
+            path.push(root(&leaves[lo..k]));
+            lo = k;
+        }
+    }
+    path.reverse();
+    Some(path)
+}
+
 fn build(leaves: &[Sha256Digest], proofs: &mut [Vec<Sha256Digest>]) -> Sha256Digest {
     match leaves.len() {
         0 => Sha256Digest::of(&[]),
@@ -155,6 +178,18 @@ mod tests {
         ];
         assert_eq!(proofs[0], expected0.map(h).to_vec());
         assert_eq!(proofs[5], expected5.map(h).to_vec());
+    }
+
+    #[test]
+    fn single_audit_paths_equal_the_batch_ones() {
+        for n in [1usize, 2, 3, 7, 8, 9, 31, 100] {
+            let leaves: Vec<Sha256Digest> = (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+            let (_, proofs) = root_and_proofs(&leaves);
+            for (i, p) in proofs.iter().enumerate() {
+                assert_eq!(audit_path(&leaves, i).as_ref(), Some(p), "n={n} i={i}");
+            }
+            assert_eq!(audit_path(&leaves, n), None);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod support;
 
 use gateway_core::crypto::{Alg, SigningKey};
 use gateway_core::interchange::envelope::{self, Addressing, Envelope, EnvelopeError, Outgoing, Receiving};
+use gateway_core::interchange::evidence::{self, Bundle, EvidenceError, Hop, HopFailure};
 use gateway_core::interchange::receipt::{self, ReceiptBody, ReceiptError, ReceiptOutcome, Sent};
 use gateway_core::interchange::registry::{
     Freshness, KeyError, Level, Member, MemberKey, Registry, RegistryBody, RegistryError, RootKey,
@@ -383,5 +384,127 @@ fn wire_documents_match_the_interchange_schemas() {
             }],
         };
         assert_matches_schema("receipt", &serde_json::to_value(&receipt).expect("json"));
+    });
+}
+
+/// The receiver's signed receipt for an opened envelope, every item with `status`.
+fn receipt_for(fed: &Federation, opened: &envelope::Opened, status: &str) -> jws::Jws {
+    let h = &opened.header;
+    let body = ReceiptBody {
+        envelope_id: h.envelope_id.clone(),
+        envelope_digest: opened.digest.to_hex(),
+        sender: h.sender.clone(),
+        receiver: h.receiver.clone(),
+        received_at: format_time(now()),
+        outcomes: opened
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, o)| ReceiptOutcome {
+                index: i as u64,
+                item_hash: o.item_hash.to_hex(),
+                status: status.into(),
+                errors: vec![],
+            })
+            .collect(),
+    };
+    receipt::sign_receipt(&body, &member_key(fed.alg, &h.receiver), &format!("{}#2026a", h.receiver))
+}
+
+/// An item relayed 周村区 → 信用淄博 → 信用山东: its two hops as evidence, and the item.
+fn two_hop_evidence(fed: &Federation) -> (Value, Vec<Hop>) {
+    let first = send(fed, "cn-370306", "cn-370300", fresh("cn-370306", 5), now());
+    let at_city = envelope::open(&first, &receiving(fed, "cn-370300")).expect("city opens");
+    let up = vec![
+        Outgoing { item: item("cn-370300", 900), origin_proof: None },
+        Outgoing { item: at_city.items[3].item.clone(), origin_proof: Some(at_city.origin_proof(3)) },
+    ];
+    let second = send(fed, "cn-370300", "cn-370000", up, now());
+    let at_province = envelope::open(&second, &receiving(fed, "cn-370000")).expect("province opens");
+    let hops = vec![
+        Hop {
+            envelope: first.envelope.clone(),
+            proof: at_city.items[3].proof.clone(),
+            receipt: receipt_for(fed, &at_city, "accepted"),
+        },
+        Hop {
+            envelope: second.envelope.clone(),
+            proof: at_province.items[1].proof.clone(),
+            receipt: receipt_for(fed, &at_province, "accepted"),
+        },
+    ];
+    (at_city.items[3].item.clone(), hops)
+}
+
+fn verify_bundle(fed: &Federation, bundle: &Bundle) -> Result<evidence::Verified, EvidenceError> {
+    evidence::verify(&serde_json::to_vec(bundle).expect("json"), &[root_key(&fed.root)])
+}
+
+#[test]
+fn evidence_over_two_hops_verifies_and_names_what_fails() {
+    for_each_suite(|fed| {
+        let (item, hops) = two_hop_evidence(fed);
+        let bundle = Bundle::assemble(item.clone(), hops, &fed.registry).expect("assemble");
+        assert_matches_schema("evidence", &serde_json::to_value(&bundle).expect("json"));
+        let verified = verify_bundle(fed, &bundle).expect("verifies");
+        let path: Vec<_> = verified.hops.iter().map(|h| (h.sender.as_str(), h.receiver.as_str())).collect();
+        assert_eq!(path, [("cn-370306", "cn-370300"), ("cn-370300", "cn-370000")]);
+        assert_eq!(verified.origin, "cn-370306");
+
+        let hop_failure = |b: &Bundle| match verify_bundle(fed, b) {
+            Err(EvidenceError::Hop { index, failure }) => (index, failure),
+            other => panic!("expected a hop failure, got {other:?}"),
+        };
+        // One changed character of the content: the proof no longer reaches the signed root.
+        let mut tampered = bundle.clone();
+        tampered.item["content"]["decision_doc_no"] = json!("周市监罚〔2026〕4号 ");
+        assert_eq!(hop_failure(&tampered), (0, HopFailure::Proof));
+        // Hops out of order.
+        let mut swapped = bundle.clone();
+        swapped.hops.reverse();
+        assert!(matches!(hop_failure(&swapped), (0, HopFailure::NotFromOrigin { .. })));
+        // A middle hop missing: the chain breaks.
+        let mut gap = bundle.clone();
+        gap.hops.insert(1, gap.hops[0].clone());
+        assert!(matches!(hop_failure(&gap), (1, HopFailure::Broken { .. })));
+        // A receipt from another hop.
+        let mut wrong_receipt = bundle.clone();
+        wrong_receipt.hops[1].receipt = bundle.hops[0].receipt.clone();
+        assert!(matches!(hop_failure(&wrong_receipt), (1, HopFailure::Receipt(_))));
+        // One flipped bit of the second envelope's signature.
+        let mut forged = bundle.clone();
+        let mut sig = jws::from_b64u(&forged.hops[1].envelope.signature).expect("b64");
+        sig[5] ^= 1;
+        forged.hops[1].envelope.signature = b64u(&sig);
+        assert_eq!(hop_failure(&forged), (1, HopFailure::Envelope(EnvelopeError::BadSignature)));
+        // A key missing from `keys`.
+        let mut fewer = bundle.clone();
+        fewer.keys.retain(|k| k.kid != "cn-370000#2026a");
+        assert!(matches!(hop_failure(&fewer), (1, HopFailure::KeyNotInBundle { .. })));
+        // A key that differs from the registry's.
+        let mut changed = bundle.clone();
+        changed.keys[0].valid_to = "2027-12-31T23:59:59.999Z".into();
+        assert!(matches!(verify_bundle(fed, &changed), Err(EvidenceError::Key { index: 0, .. })));
+        // A registry signed by a member instead of the root.
+        let mut rogue = bundle.clone();
+        let body = registry_body(fed.alg, 18, &fed.root);
+        rogue.registry = jws::sign(
+            gateway_core::interchange::registry::REGISTRY_TYP,
+            "root#2026",
+            &serde_json::to_value(&body).expect("json"),
+            &member_key(fed.alg, "cn-370306"),
+        );
+        assert_eq!(verify_bundle(fed, &rogue), Err(EvidenceError::Registry(RegistryError::BadSignature)));
+        // The receiver said "rejected": no evidence of acceptance.
+        let (item2, mut hops2) = two_hop_evidence(fed);
+        hops2.truncate(1);
+        let decoded = hops2[0].receipt.decode(receipt::RECEIPT_TYP).expect("receipt");
+        let mut body: ReceiptBody = serde_json::from_value(decoded.body).expect("body");
+        for o in &mut body.outcomes {
+            o.status = "rejected".into();
+        }
+        hops2[0].receipt = receipt::sign_receipt(&body, &member_key(fed.alg, "cn-370300"), "cn-370300#2026a");
+        let refused = Bundle::assemble(item2, hops2, &fed.registry).expect("assemble");
+        assert!(matches!(hop_failure(&refused), (0, HopFailure::NotAccepted { .. })));
     });
 }

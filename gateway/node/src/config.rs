@@ -69,6 +69,11 @@ pub struct FederationConfig {
     /// Seconds between registry refreshes from the parent. Default 300.
     #[serde(default = "default_refresh_secs")]
     pub registry_refresh_secs: u64,
+    /// Federation base URLs that replace the registry's `endpoint` for some members (a
+    /// 前置机 address inside the government network, a test port), e.g.
+    /// `peers = { "cn-370306" = "https://10.1.2.3:8443" }`.
+    #[serde(default)]
+    pub peers: std::collections::BTreeMap<String, String>,
 }
 
 fn default_refresh_secs() -> u64 {
@@ -93,6 +98,7 @@ impl FederationConfig {
             anchor: crate::pki::anchor_file(pki_dir),
             registry_grace_days: default_grace_days(),
             registry_refresh_secs: default_refresh_secs(),
+            peers: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub fn router(node: Node) -> Router {
     Router::new()
         .route("/federation/v1/registry", get(registry))
         .route("/federation/v1/envelopes", post(envelopes))
+        .route("/federation/v1/evidence/{record_id}/{version}", get(evidence))
         .fallback(|| async { ApiError::not_found("该路径", "path") })
         .layer(middleware::from_fn_with_state(node.clone(), require_current_registry))
         .layer(middleware::from_fn(require_member))
@@ -74,12 +75,7 @@ async fn require_current_registry(State(node): State<Node>, request: Request, ne
 }
 
 /// Refreshes the registry from the parent every `every`, until `shutdown`.
-pub async fn refresh_loop(
-    node: Node,
-    client: reqwest::Client,
-    every: std::time::Duration,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn refresh_loop(node: Node, every: std::time::Duration, shutdown: impl Future<Output = ()>) {
     let Some(parent) = node.parent_endpoint() else { return };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -90,7 +86,7 @@ pub async fn refresh_loop(
             _ = tick.tick() => {}
             () = &mut shutdown => return,
         }
-        match node.refresh_registry(&client, &parent, time::OffsetDateTime::now_utc()).await {
+        match node.refresh_registry(&parent, time::OffsetDateTime::now_utc()).await {
             Ok(r) => tracing::debug!(?r, "registry refresh"),
             Err(e) => tracing::warn!(error = %e, %parent, "registry refresh failed; keeping the held registry"),
         }
@@ -111,6 +107,32 @@ async fn envelopes(
 ) -> Result<Json<Jws>, ApiError> {
     let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
     node.receive(&member, &body, time::OffsetDateTime::now_utc()).await.map(Json)
+}
+
+/// The hops that brought a record version here, for the node this one sent it to (it is
+/// exporting evidence). Only a receiver of the record may ask; anyone else learns nothing.
+async fn evidence(
+    State(node): State<Node>,
+    Extension(peer): Extension<Peer>,
+    axum::extract::Path((record_id, version)): axum::extract::Path<(String, i64)>,
+) -> Result<Json<crate::evidence::ArrivalHops>, ApiError> {
+    let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
+    let not_found = || ApiError::not_found("发送给您的该记录版本", "a version of this record sent to you");
+    let record_id = uuid::Uuid::parse_str(&record_id).map_err(|_| not_found())?;
+    let sent = node.gateway.store.sent_with(record_id, version).await.map_err(|e| ApiError::internal(&e))?;
+    if !sent.iter().any(|(_, _, receiver)| *receiver == member) {
+        tracing::warn!(peer = %member, %record_id, version, "evidence asked for a record not sent to the peer");
+        return Err(not_found());
+    }
+    match node.arrival_hops(record_id, version).await {
+        Ok(hops) => Ok(Json(crate::evidence::ArrivalHops { hops })),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "evidence_incomplete",
+            format!("无法汇集该记录此前各跳的证据：{e:#}"),
+            format!("the earlier hops of this record could not be gathered: {e:#}"),
+        )),
+    }
 }
 
 /// `credit-gateway federation check`: fetches a peer's registry over mutual TLS as `member`

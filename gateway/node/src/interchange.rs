@@ -1,6 +1,7 @@
 //! The node's side of the signed interchange: opening envelopes from peers, validating and
 //! storing their items with a signed receipt, and sending envelopes with receipt checking.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use axum::http::StatusCode;
@@ -13,6 +14,7 @@ use gateway_core::interchange::receipt::{self, ReceiptBody, ReceiptOutcome, Sent
 use gateway_core::interchange::registry::Registry;
 use gateway_core::interchange::{format_time, is_uuid};
 use gateway_core::jws::Jws;
+use gateway_core::merkle;
 use gateway_core::record::FieldError;
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -34,6 +36,8 @@ pub struct Prepared {
     pub body: bytes::Bytes,
     pub record: EnvelopeIn,
     pub item_hashes: Vec<Sha256Digest>,
+    /// The record versions it carries, in leaf order.
+    pub carried: Vec<(Uuid, i64)>,
 }
 
 /// An envelope as received: items kept as raw JSON until they are parsed strictly.
@@ -75,6 +79,10 @@ pub struct Node {
     pub signer: Arc<Signer>,
     /// How long an expired registry is still used (loudly) before traffic is refused.
     pub registry_grace: Duration,
+    /// This node's mutual-TLS client for calling peers.
+    pub client: reqwest::Client,
+    /// Configured federation URLs that replace the registry's endpoints (`[federation.peers]`).
+    pub peers: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// What a registry refresh did.
@@ -92,14 +100,9 @@ impl Node {
     /// Fetches the parent's registry over mutual TLS and adopts it if it is signed by a root
     /// of the registry held now, is not older, and still lists this node. A refused registry
     /// leaves the held one in place.
-    pub async fn refresh_registry(
-        &self,
-        client: &reqwest::Client,
-        parent_url: &str,
-        now: OffsetDateTime,
-    ) -> anyhow::Result<Refresh> {
+    pub async fn refresh_registry(&self, parent_url: &str, now: OffsetDateTime) -> anyhow::Result<Refresh> {
         let url = format!("{}/federation/v1/registry", parent_url.trim_end_matches('/'));
-        let resp = client.get(&url).send().await?;
+        let resp = self.client.get(&url).send().await?;
         anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
         let jws: Jws = resp.json().await?;
         let (held, trusted) = {
@@ -122,11 +125,18 @@ impl Node {
         Ok(Refresh::Updated { from: held, to })
     }
 
-    /// The parent's federation endpoint, from the registry.
+    /// The parent's federation endpoint.
     pub fn parent_endpoint(&self) -> Option<String> {
-        let r = self.registry.read().ok()?;
-        let parent = r.member(self.member_id())?.parent.clone()?;
-        r.member(&parent).map(|p| p.endpoint.clone())
+        let parent = self.registry.read().ok()?.member(self.member_id())?.parent.clone()?;
+        self.endpoint_of(&parent)
+    }
+
+    /// A member's federation base URL: the configured override, else the registry's.
+    pub fn endpoint_of(&self, member: &str) -> Option<String> {
+        if let Some(url) = self.peers.get(member) {
+            return Some(url.clone());
+        }
+        self.registry.read().ok()?.member(member).map(|m| m.endpoint.clone())
     }
 
     fn registry(&self) -> Result<Registry, ApiError> {
@@ -288,39 +298,39 @@ impl Node {
         serde_json::from_str(&receipt).map_err(|e| ApiError::internal(&e))
     }
 
-    /// Sends this node's own stored records to `receiver` at `url` as one envelope, verifies
-    /// the signed receipt and stores it. Returns the verified receipt body.
+    /// Sends stored records to `receiver` at `url` as one envelope, verifies the signed
+    /// receipt and stores it. Returns the verified receipt body.
     pub async fn send(
         &self,
-        client: &reqwest::Client,
         receiver: &str,
         url: &str,
         records: &[StoredRecord],
         now: OffsetDateTime,
     ) -> anyhow::Result<ReceiptBody> {
-        let prepared = self.prepare(receiver, records, now)?;
-        self.deliver(client, url, &prepared).await
+        let prepared = self.prepare(receiver, records, now).await?;
+        self.deliver(url, &prepared).await
     }
 
-    /// Builds and signs the envelope for `records` (this node's own) to `receiver`.
-    pub fn prepare(&self, receiver: &str, records: &[StoredRecord], now: OffsetDateTime) -> anyhow::Result<Prepared> {
+    /// Builds and signs the envelope for `records` to `receiver`. Records that arrived from
+    /// another node travel with their origin's envelope and proof.
+    pub async fn prepare(
+        &self,
+        receiver: &str,
+        records: &[StoredRecord],
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Prepared> {
         let me = self.member_id().to_owned();
+        let origin_proofs = self.origin_proofs(records).await?;
         let mut items = Vec::with_capacity(records.len());
-        for r in records {
-            anyhow::ensure!(
-                r.origin == me,
-                "record {} originated at {}: relaying arrives with the relay issue",
-                r.record_id,
-                r.origin
-            );
+        for (r, origin_proof) in records.iter().zip(origin_proofs) {
             let content: Value = serde_json::from_str(&r.content)?;
             items.push(Outgoing {
                 item: json!({"origin": r.origin, "record_id": r.record_id.to_string(), "version": r.version,
                              "record_type": r.record_type, "content": content}),
-                origin_proof: None,
+                origin_proof,
             });
         }
-        let item_hashes: Vec<Sha256Digest> = items.iter().map(|o| canonical_hash(&o.item)).collect();
+        let item_hashes: Vec<Sha256Digest> = records.iter().map(StoredRecord::item_hash).collect();
         let envelope_id = Uuid::now_v7().to_string();
         let seq = now.unix_timestamp_nanos() as u64 / 1_000_000;
         let to = Addressing { envelope_id: &envelope_id, sender: &me, receiver, seq, created_at: now };
@@ -340,13 +350,64 @@ impl Node {
                 items: Vec::new(),
             },
             item_hashes,
+            carried: records.iter().map(|r| (r.record_id, r.version)).collect(),
         })
     }
 
+    /// For each record, what proves it came from its origin when this node is not the
+    /// origin: the relayed origin proof kept with it, or the envelope it arrived in straight
+    /// from the origin and its proof there (rebuilt from the stored item hashes).
+    async fn origin_proofs(&self, records: &[StoredRecord]) -> anyhow::Result<Vec<Option<OriginProof>>> {
+        let me = self.member_id();
+        let relayed: Vec<(Uuid, i64)> =
+            records.iter().filter(|r| r.origin != me).map(|r| (r.record_id, r.version)).collect();
+        if relayed.is_empty() {
+            return Ok(vec![None; records.len()]);
+        }
+        let arrivals = self.gateway.store.arrivals(&relayed).await?;
+        // Envelope JWS and every leaf's audit path, per arrival envelope.
+        let mut envelopes: HashMap<String, (Jws, Vec<Vec<Sha256Digest>>)> = HashMap::new();
+        let mut proofs = Vec::with_capacity(records.len());
+        for r in records {
+            if r.origin == me {
+                proofs.push(None);
+                continue;
+            }
+            let arrival = arrivals.get(&(r.record_id, r.version)).ok_or_else(|| {
+                anyhow::anyhow!("record {} v{} of {} has no arrival envelope here", r.record_id, r.version, r.origin)
+            })?;
+            if let Some(json) = &arrival.origin_proof {
+                proofs.push(Some(serde_json::from_str(json)?));
+                continue;
+            }
+            if !envelopes.contains_key(&arrival.envelope_digest) {
+                let stored = self.gateway.store.envelope(&arrival.envelope_digest).await?.ok_or_else(|| {
+                    anyhow::anyhow!("arrival envelope {} of record {} is missing", arrival.envelope_digest, r.record_id)
+                })?;
+                let leaves: Vec<Sha256Digest> = stored.item_hashes.iter().map(|h| merkle::leaf_hash(&h.0)).collect();
+                let (_, paths) = merkle::root_and_proofs(&leaves);
+                envelopes.insert(arrival.envelope_digest.clone(), (serde_json::from_str(&stored.envelope)?, paths));
+            }
+            let (jws, paths) = &envelopes[&arrival.envelope_digest];
+            let index = usize::try_from(arrival.leaf_index)?;
+            let path = paths.get(index).ok_or_else(|| anyhow::anyhow!("leaf {index} is outside its envelope"))?;
+            proofs.push(Some(OriginProof {
+                envelope: jws.clone(),
+                proof: Proof {
+                    index: index as u64,
+                    size: paths.len() as u64,
+                    path: path.iter().map(Sha256Digest::to_hex).collect(),
+                },
+            }));
+        }
+        Ok(proofs)
+    }
+
     /// Posts a prepared envelope, verifies the receipt against what was sent, and stores both.
-    pub async fn deliver(&self, client: &reqwest::Client, url: &str, p: &Prepared) -> anyhow::Result<ReceiptBody> {
+    pub async fn deliver(&self, url: &str, p: &Prepared) -> anyhow::Result<ReceiptBody> {
         let receiver = &p.record.receiver;
-        let resp = client
+        let resp = self
+            .client
             .post(format!("{}/federation/v1/envelopes", url.trim_end_matches('/')))
             .header("content-type", "application/json")
             .body(p.body.clone())
@@ -366,7 +427,7 @@ impl Node {
         };
         let registry = self.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
         let body = receipt::verify_receipt(&receipt_jws, &sent, &registry)?;
-        self.gateway.store.store_sent(&p.record, &serde_json::to_string(&receipt_jws)?).await?;
+        self.gateway.store.store_sent(&p.record, &serde_json::to_string(&receipt_jws)?, &p.carried).await?;
         Ok(body)
     }
 }

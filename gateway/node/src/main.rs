@@ -30,21 +30,16 @@ enum Command {
         /// Address to listen on.
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Data directory (SQLite database, operator calendar files).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// TOML configuration file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Run as this member of a `certs init` PKI (e.g. cn-370300): federation over mTLS.
-        #[arg(long)]
-        member: Option<String>,
-        /// The PKI directory written by `certs init`.
-        #[arg(long, default_value = "certs/dev")]
-        pki: PathBuf,
         /// Federation (mTLS) address; default: the member's port in the demo registry.
         #[arg(long)]
         federation_listen: Option<SocketAddr>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Evidence bundles: export a record's signed path, verify one offline.
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
     },
     /// Node-to-node operations.
     Federation {
@@ -65,6 +60,75 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+/// Which node: its configuration, data and federation identity.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Data directory (SQLite database, operator calendar files).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run as this member of a `certs init` PKI (e.g. cn-370300): federation over mTLS.
+    #[arg(long)]
+    member: Option<String>,
+    /// The PKI directory written by `certs init`.
+    #[arg(long, default_value = "certs/dev")]
+    pki: PathBuf,
+    /// A peer's federation URL instead of its registry endpoint, as MEMBER=URL (repeatable;
+    /// adds to `[federation.peers]`).
+    #[arg(long = "peer", value_name = "MEMBER=URL")]
+    peers: Vec<String>,
+}
+
+impl NodeArgs {
+    fn load(self, listen: Option<SocketAddr>, federation_listen: Option<SocketAddr>) -> anyhow::Result<Config> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let overrides = Overrides {
+            config_file: self.config,
+            listen,
+            data_dir: self.data_dir,
+            member: self.member,
+            pki_dir: Some(self.pki),
+            federation_listen,
+        };
+        let mut config = Config::load(&overrides, &env)?;
+        for peer in self.peers {
+            let (member, url) = peer.split_once('=').with_context(|| format!("--peer {peer:?} is not MEMBER=URL"))?;
+            let fed =
+                config.federation.as_mut().context("--peer needs a federation identity (--member or [federation])")?;
+            fed.peers.insert(member.to_owned(), url.to_owned());
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Subcommand)]
+enum EvidenceCommand {
+    /// Write the evidence bundle of a record version held by this node (asks the nodes it
+    /// came through for the earlier hops).
+    Export {
+        /// The record id (UUID).
+        record_id: uuid::Uuid,
+        /// Record version; default the latest held.
+        #[arg(long)]
+        version: Option<i64>,
+        /// Output file; default stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Verify a bundle offline against the federation root keys (the configuration anchor).
+    /// Exits 1 and names the first failure if anything does not hold.
+    Verify {
+        bundle: PathBuf,
+        /// Trusted federation root keys (JSON list).
+        #[arg(long, default_value = "certs/dev/anchor.json")]
+        anchor: PathBuf,
     },
 }
 
@@ -129,13 +193,35 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
-        Command::Serve { listen, data_dir, config, member, pki, federation_listen } => {
-            let env: BTreeMap<String, String> = std::env::vars().collect();
-            let overrides =
-                Overrides { config_file: config, listen, data_dir, member, pki_dir: Some(pki), federation_listen };
-            let config = Config::load(&overrides, &env)?;
+        Command::Serve { listen, federation_listen, node } => {
+            let config = node.load(listen, federation_listen)?;
             init_logging(config.log_format);
             runtime()?.block_on(serve(config))?;
+        }
+        Command::Evidence { command: EvidenceCommand::Export { record_id, version, out, node } } => {
+            let config = node.load(None, None)?;
+            init_logging(LogFormat::Text);
+            let bundle = runtime()?.block_on(export_evidence(&config, record_id, version))?;
+            let text = serde_json::to_string_pretty(&bundle)? + "\n";
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("evidence of {record_id} ({} hops) written to {}", bundle.hops.len(), path.display());
+                }
+                None => print!("{text}"),
+            }
+        }
+        Command::Evidence { command: EvidenceCommand::Verify { bundle, anchor } } => {
+            let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let roots: Vec<gateway_core::interchange::registry::RootKey> =
+                serde_json::from_slice(&read(&anchor)?).with_context(|| format!("{}", anchor.display()))?;
+            match gateway_core::interchange::evidence::verify(&read(&bundle)?, &roots) {
+                Ok(v) => print!("{}", evidence_summary(&v)),
+                Err(e) => {
+                    println!("FAILED {}: {e}", bundle.display());
+                    return Ok(std::process::ExitCode::from(1));
+                }
+            }
         }
         Command::Calendar { command: CalendarCommand::Deadline { date, calendar_dir } } => {
             let cal = server::load_calendar(&calendar_dir)?;
@@ -174,6 +260,43 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn export_evidence(
+    config: &Config,
+    record_id: uuid::Uuid,
+    version: Option<i64>,
+) -> anyhow::Result<gateway_core::interchange::evidence::Bundle> {
+    let fed = config
+        .federation
+        .as_ref()
+        .context("evidence export needs the node's federation identity (--member or [federation])")?;
+    let gateway = server::build_gateway(config).await?;
+    let node = server::federation_node(&config.member_id, fed, gateway)?;
+    let bundle = node.export_evidence(record_id, version).await;
+    node.gateway.store.close().await;
+    bundle
+}
+
+/// What a verified bundle shows, one line per hop.
+fn evidence_summary(v: &gateway_core::interchange::evidence::Verified) -> String {
+    use std::fmt::Write;
+    let mut s = format!(
+        "ok: record {} v{} of {} (item sha-256 {}), registry version {}\n",
+        v.record_id,
+        v.version,
+        v.origin,
+        v.item_hash.to_hex(),
+        v.registry_version
+    );
+    for (i, h) in v.hops.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "hop {i}: {} -> {}  envelope {} signed {}  receipt {} at {}",
+            h.sender, h.receiver, h.envelope_id, h.created_at, h.status, h.received_at
+        );
+    }
+    s
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -83,8 +83,6 @@ pub struct FederationEndpoint {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     node: crate::interchange::Node,
-    /// This node's mTLS client, for refreshing the registry from its parent.
-    client: reqwest::Client,
     refresh_every: std::time::Duration,
 }
 
@@ -104,7 +102,6 @@ impl FederationEndpoint {
         let registry = Arc::clone(&self.node.registry);
         let refresh = tokio::spawn(crate::federation::refresh_loop(
             self.node.clone(),
-            self.client,
             self.refresh_every,
             std::future::pending(),
         ));
@@ -116,7 +113,8 @@ impl FederationEndpoint {
 }
 
 /// Loads the federation identity of `member_id`: the registry (verified against the anchor;
-/// refused if bad, warned about in its grace period) and the signing key.
+/// refused if bad, warned about in its grace period), the signing key, and the mutual-TLS
+/// client it calls peers with.
 pub fn federation_node(
     member_id: &str,
     fed: &crate::config::FederationConfig,
@@ -137,11 +135,15 @@ pub fn federation_node(
     }
     let (key, kid) = crate::pki::SigningKeyFile::load(&fed.signing_key)?;
     let signer = Arc::new(crate::interchange::Signer { key, kid });
+    let files = crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key };
+    let client = reqwest::Client::builder().tls_backend_preconfigured(crate::tls::client_config(&files)?).build()?;
     Ok(crate::interchange::Node {
         gateway,
         registry: Arc::new(std::sync::RwLock::new(registry)),
         signer,
         registry_grace: grace,
+        client,
+        peers: Arc::new(fed.peers.clone()),
     })
 }
 
@@ -154,10 +156,9 @@ pub async fn bind_federation(
     let node = federation_node(&config.member_id, fed, gateway)?;
     let files = crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key };
     let tls = crate::tls::server_config(&files)?;
-    let client = reqwest::Client::builder().tls_backend_preconfigured(crate::tls::client_config(&files)?).build()?;
     let refresh_every = std::time::Duration::from_secs(fed.registry_refresh_secs.max(1));
     let listener = TcpListener::bind(fed.listen).await.with_context(|| format!("binding {}", fed.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "federation endpoint (mTLS) ready");
-    Ok(FederationEndpoint { addr, listener, tls, node, client, refresh_every })
+    Ok(FederationEndpoint { addr, listener, tls, node, refresh_every })
 }

@@ -33,8 +33,7 @@ async fn run(alg: Alg) {
     let client = common::federation_client(&pki_dir, DISTRICT);
 
     let records = own_records(&district, 1000, 40).await;
-    let receipt =
-        district.send(&client, CITY, &url, &records, OffsetDateTime::now_utc()).await.expect("sent, receipt verified");
+    let receipt = district.send(CITY, &url, &records, OffsetDateTime::now_utc()).await.expect("sent, receipt verified");
     assert_eq!(receipt.outcomes.len(), 1000);
     assert!(receipt.outcomes.iter().all(|o| o.status == "accepted"), "{:?}", &receipt.outcomes[..2]);
     assert_eq!(city.gateway.store.count().await.expect("count"), 1000);
@@ -46,7 +45,7 @@ async fn run(alg: Alg) {
     assert_eq!((at_city[0].origin.as_str(), at_city[0].content_hash.as_str()), (DISTRICT, first.content_hash.as_str()));
 
     // The same records in a new envelope: duplicates, nothing stored twice.
-    let again = district.send(&client, CITY, &url, &records[..10], OffsetDateTime::now_utc()).await.expect("sent");
+    let again = district.send(CITY, &url, &records[..10], OffsetDateTime::now_utc()).await.expect("sent");
     assert!(again.outcomes.iter().all(|o| o.status == "duplicate"));
     assert_eq!(city.gateway.store.count().await.expect("count"), 1000);
 

@@ -46,22 +46,16 @@ async fn refresh_adopts_newer_and_refuses_the_rest() {
     let now = OffsetDateTime::now_utc();
     let version = |n: &Node| n.registry.read().expect("lock").body.version;
 
-    assert_eq!(
-        district.refresh_registry(&client, &url, now).await.expect("refresh"),
-        Refresh::Unchanged { version: 1 }
-    );
+    assert_eq!(district.refresh_registry(&url, now).await.expect("refresh"), Refresh::Unchanged { version: 1 });
 
     let (root_key, root_kid) = root(&pki_dir);
     let v1 = city.registry.read().expect("lock").jws.clone();
     serve(&city, &variant(&city, 2, now + Duration::days(30), &root_key, &root_kid), now);
-    assert_eq!(
-        district.refresh_registry(&client, &url, now).await.expect("refresh"),
-        Refresh::Updated { from: 1, to: 2 }
-    );
+    assert_eq!(district.refresh_registry(&url, now).await.expect("refresh"), Refresh::Updated { from: 1, to: 2 });
 
     // Rollback: the parent serves version 1 again.
     serve(&city, &v1, now);
-    let err = district.refresh_registry(&client, &url, now).await.unwrap_err();
+    let err = district.refresh_registry(&url, now).await.unwrap_err();
     assert!(err.to_string().contains("rollback"), "{err}");
     assert_eq!(version(&district), 2);
 
@@ -70,7 +64,7 @@ async fn refresh_adopts_newer_and_refuses_the_rest() {
     let forged = variant(&city, 3, now + Duration::days(30), &member_key, &root_kid);
     let held = city.registry.read().expect("lock").clone();
     *city.registry.write().expect("lock") = Registry { jws: forged, ..held };
-    let err = district.refresh_registry(&client, &url, now).await.unwrap_err();
+    let err = district.refresh_registry(&url, now).await.unwrap_err();
     assert!(err.to_string().contains("signature"), "{err}");
     assert_eq!(version(&district), 2);
 
@@ -79,7 +73,7 @@ async fn refresh_adopts_newer_and_refuses_the_rest() {
     // its own is covered in the core's registry tests.)
     let stale = variant(&city, 4, now - Duration::days(10), &root_key, &root_kid);
     serve(&city, &stale, now - Duration::days(11));
-    let err = district.refresh_registry(&client, &url, now).await.unwrap_err();
+    let err = district.refresh_registry(&url, now).await.unwrap_err();
     assert!(err.to_string().contains("503"), "{err}");
     assert_eq!(version(&district), 2);
     let resp = client.get(format!("{url}/federation/v1/registry")).send().await.expect("TLS ok");

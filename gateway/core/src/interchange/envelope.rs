@@ -293,7 +293,8 @@ pub fn verify_proof(proof: &Proof, item_hash: &Sha256Digest, header: &EnvelopeHe
     }
 }
 
-fn check_item_shape(item: &Value) -> Result<(), String> {
+/// The five members of an item (§2), with their basic types.
+pub(crate) fn check_item_shape(item: &Value) -> Result<(), String> {
     let Value::Object(o) = item else { return Err("item is not an object".into()) };
     let ok = o.len() == 5
         && o.get("origin").and_then(Value::as_str).is_some_and(super::is_member_id)

@@ -70,12 +70,7 @@ pub struct Sent<'a> {
 /// Verifies a receipt against what was sent: the receiver's signature, the digest, and one
 /// outcome per item with the right item hash.
 pub fn verify_receipt(jws: &Jws, sent: &Sent<'_>, registry: &Registry) -> Result<ReceiptBody, ReceiptError> {
-    let decoded = jws.decode(RECEIPT_TYP)?;
-    let body: ReceiptBody =
-        serde_json::from_value(decoded.body.clone()).map_err(|e| ReceiptError::Body(e.to_string()))?;
-    let at = parse_time(&body.received_at).ok_or_else(|| ReceiptError::Body("received_at".into()))?;
-    let key = registry.signing_key(&decoded.header.kid, sent.receiver, at)?;
-    decoded.verify(&key).map_err(|_| ReceiptError::BadSignature)?;
+    let (body, _) = verify_receipt_signature(jws, sent.receiver, registry)?;
     let mismatch = |m: String| Err(ReceiptError::Mismatch(m));
     if body.envelope_id != sent.envelope_id || body.envelope_digest != sent.digest.to_hex() {
         return mismatch("envelope id or digest differs".into());
@@ -95,4 +90,20 @@ pub fn verify_receipt(jws: &Jws, sent: &Sent<'_>, registry: &Registry) -> Result
         }
     }
     Ok(body)
+}
+
+/// Verifies a receipt's signature by `receiver`'s key valid at its `received_at`. Returns the
+/// body and the key id that signed it; what it answers is for the caller to compare.
+pub fn verify_receipt_signature(
+    jws: &Jws,
+    receiver: &str,
+    registry: &Registry,
+) -> Result<(ReceiptBody, String), ReceiptError> {
+    let decoded = jws.decode(RECEIPT_TYP)?;
+    let body: ReceiptBody =
+        serde_json::from_value(decoded.body.clone()).map_err(|e| ReceiptError::Body(e.to_string()))?;
+    let at = parse_time(&body.received_at).ok_or_else(|| ReceiptError::Body("received_at".into()))?;
+    let key = registry.signing_key(&decoded.header.kid, receiver, at)?;
+    decoded.verify(&key).map_err(|_| ReceiptError::BadSignature)?;
+    Ok((body, decoded.header.kid))
 }

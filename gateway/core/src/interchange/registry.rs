@@ -157,6 +157,19 @@ impl Registry {
         now: OffsetDateTime,
         grace: Duration,
     ) -> Result<(Registry, Freshness), RegistryError> {
+        let registry = Self::verify_signed(jws, trusted)?;
+        if let Some(held) = held_version
+            && registry.body.version < held
+        {
+            return Err(RegistryError::Rollback { offered: registry.body.version, held });
+        }
+        let freshness = registry.freshness(now, grace)?;
+        Ok((registry, freshness))
+    }
+
+    /// Checks the root signature, the body and its consistency, but neither version nor
+    /// expiry: for evidence, which is judged by the key windows at the time it was signed.
+    pub fn verify_signed(jws: &Jws, trusted: &[RootKey]) -> Result<Registry, RegistryError> {
         let decoded = jws.decode(REGISTRY_TYP)?;
         let root = trusted
             .iter()
@@ -166,17 +179,11 @@ impl Registry {
         decoded.verify(&key).map_err(|_| RegistryError::BadSignature)?;
         let body: RegistryBody =
             serde_json::from_value(decoded.body).map_err(|e| RegistryError::Body(e.to_string()))?;
-        if let Some(held) = held_version
-            && body.version < held
-        {
-            return Err(RegistryError::Rollback { offered: body.version, held });
-        }
         let expires_at = parse_time(&body.expires_at)
             .ok_or_else(|| RegistryError::Body(format!("expires_at {:?} is not a spec timestamp", body.expires_at)))?;
         let registry = Registry { body, jws: jws.clone(), digest: jws.digest(), expires_at };
-        let freshness = registry.freshness(now, grace)?;
         registry.check_consistency()?;
-        Ok((registry, freshness))
+        Ok(registry)
     }
 
     /// How current this registry is at `now`: an error once it is past its grace period (the
@@ -232,6 +239,11 @@ impl Registry {
 
     pub fn member(&self, id: &str) -> Option<&Member> {
         self.body.members.iter().find(|m| m.member_id == id)
+    }
+
+    /// The registered key `kid`, whatever its window.
+    pub fn key(&self, kid: &str) -> Option<&MemberKey> {
+        self.member(kid_member(kid)?)?.keys.iter().find(|k| k.kid == kid)
     }
 
     /// The public key `kid` of `member`, valid at `at`.

@@ -131,20 +131,14 @@ pub async fn envelopes(opts: &EnvelopeOptions) -> anyhow::Result<EnvelopeReport>
     // Envelopes are sealed before the clock starts, as the unsigned run pre-serialises its
     // bodies: what is timed is delivery, the receiver's ingest, and the receipt check.
     let now = OffsetDateTime::now_utc();
-    let prepared = records
-        .chunks(opts.batch)
-        .map(|batch| district.prepare("cn-370300", batch, now))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let tls = crate::tls::client_config(&crate::tls::TlsFiles {
-        ca: &district_fed.ca,
-        cert: &district_fed.cert,
-        key: &district_fed.key,
-    })?;
-    let client = reqwest::Client::builder().tls_backend_preconfigured(tls).build()?;
+    let mut prepared = Vec::with_capacity(records.len() / opts.batch.max(1) + 1);
+    for batch in records.chunks(opts.batch) {
+        prepared.push(district.prepare("cn-370300", batch, now).await?);
+    }
     let elapsed = drain(prepared, opts.concurrency, move |envelope| {
-        let (district, client, url) = (district.clone(), client.clone(), url.clone());
+        let (district, url) = (district.clone(), url.clone());
         async move {
-            let receipt = district.deliver(&client, &url, &envelope).await?;
+            let receipt = district.deliver(&url, &envelope).await?;
             if receipt.outcomes.iter().any(|o| o.status != "accepted") {
                 bail!("the city did not accept every record");
             }

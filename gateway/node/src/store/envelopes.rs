@@ -53,6 +53,30 @@ pub struct EnvelopeIn {
     pub items: Vec<Option<RelayedItem>>,
 }
 
+/// An envelope as stored.
+#[derive(Debug, Clone)]
+pub struct StoredEnvelope {
+    pub digest: String,
+    /// `in` (received, `receipt` is ours) or `out` (sent, `receipt` is the peer's).
+    pub direction: String,
+    pub sender: String,
+    pub receiver: String,
+    /// JSON of the envelope JWS.
+    pub envelope: String,
+    /// Its item hashes in envelope order, from which any item's proof is rebuilt.
+    pub item_hashes: Vec<Sha256Digest>,
+    pub receipt: Option<String>,
+}
+
+/// Where a record version arrived from another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrivalOf {
+    pub envelope_digest: String,
+    pub leaf_index: i64,
+    /// JSON of the origin's envelope and proof, when the envelope was a relay.
+    pub origin_proof: Option<String>,
+}
+
 /// Builds the signed receipt (JSON) from the per-item outcomes, inside the transaction.
 pub type ReceiptFn = Box<dyn FnOnce(&[Option<RelayedOutcome>]) -> String + Send>;
 
@@ -213,11 +237,96 @@ impl Store {
         })
     }
 
-    /// Records an envelope this node sent and the verified receipt that answered it.
-    pub async fn store_sent(&self, env: &EnvelopeIn, receipt: &str) -> Result<(), StoreError> {
+    /// Records an envelope this node sent, the verified receipt that answered it, and which
+    /// record versions it carried (`carried[i]` at leaf `i`), in one transaction.
+    pub async fn store_sent(&self, env: &EnvelopeIn, receipt: &str, carried: &[(Uuid, i64)]) -> Result<(), StoreError> {
+        let digest = env.digest.to_hex();
+        let rows: Vec<(i64, &(Uuid, i64))> = (0..).zip(carried).collect();
         dispatch!(self, pool => {
-            envelope_row(env, "out", receipt).build().execute(pool).await?;
+            let mut tx = pool.begin().await?;
+            envelope_row(env, "out", receipt).build().execute(&mut *tx).await?;
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let mut qb = QueryBuilder::new("INSERT INTO sent_items (envelope_digest, leaf_index, record_id, version) ");
+                qb.push_values(chunk, |mut b, (leaf, (id, version))| {
+                    b.push_bind(digest.as_str()).push_bind(*leaf).push_bind(id.to_string()).push_bind(*version);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
             Ok(())
+        })
+    }
+
+    /// A stored envelope (either direction) by digest, with its receipt.
+    pub async fn envelope(&self, digest: &str) -> Result<Option<StoredEnvelope>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(
+                "SELECT digest, direction, sender, receiver, envelope, item_hashes, receipt FROM envelopes WHERE digest = ",
+            );
+            qb.push_bind(digest);
+            let Some(row) = qb.build().fetch_optional(pool).await? else { return Ok(None) };
+            let hashes: String = row.try_get(5)?;
+            if !hashes.len().is_multiple_of(64) {
+                return Err(StoreError::Corrupt(format!("item_hashes of envelope {digest} is not whole digests")));
+            }
+            let item_hashes = (0..hashes.len() / 64)
+                .map(|i| parse_digest(&hashes[i * 64..(i + 1) * 64]))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(StoredEnvelope {
+                digest: row.try_get(0)?,
+                direction: row.try_get(1)?,
+                sender: row.try_get(2)?,
+                receiver: row.try_get(3)?,
+                envelope: row.try_get(4)?,
+                item_hashes,
+                receipt: row.try_get(6)?,
+            }))
+        })
+    }
+
+    /// Where each of these record versions arrived from another node. Versions pushed here by
+    /// departments, or not held, are absent.
+    pub async fn arrivals(&self, keys: &[(Uuid, i64)]) -> Result<HashMap<(Uuid, i64), ArrivalOf>, StoreError> {
+        let wanted: std::collections::HashSet<&(Uuid, i64)> = keys.iter().collect();
+        let mut found = HashMap::new();
+        dispatch!(self, pool => {
+            for chunk in keys.chunks(super::LOOKUP_CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "SELECT record_id, version, envelope_digest, leaf_index, origin_proof FROM records \
+                     WHERE envelope_digest IS NOT NULL AND record_id IN (",
+                );
+                let mut list = qb.separated(", ");
+                for (id, _) in chunk {
+                    list.push_bind(id.to_string());
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(pool).await? {
+                    let key = (parse_uuid(&row.try_get::<String, _>(0)?)?, row.try_get::<i64, _>(1)?);
+                    if wanted.contains(&key) {
+                        let arrival = ArrivalOf {
+                            envelope_digest: row.try_get(2)?,
+                            leaf_index: row.try_get(3)?,
+                            origin_proof: row.try_get(4)?,
+                        };
+                        found.insert(key, arrival);
+                    }
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    /// The envelopes this node sent carrying a record version, oldest first:
+    /// `(digest, leaf index of the version, receiver)`.
+    pub async fn sent_with(&self, record_id: Uuid, version: i64) -> Result<Vec<(String, i64, String)>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(
+                "SELECT s.envelope_digest, s.leaf_index, e.receiver FROM sent_items s \
+                 JOIN envelopes e ON e.digest = s.envelope_digest WHERE s.record_id = ",
+            );
+            qb.push_bind(record_id.to_string()).push(" AND s.version = ").push_bind(version);
+            qb.push(" ORDER BY e.created_at");
+            qb.build().fetch_all(pool).await?.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
         })
     }
 

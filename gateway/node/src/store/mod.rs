@@ -118,7 +118,7 @@ macro_rules! insert_rows {
 }
 
 mod envelopes;
-pub use envelopes::{EnvelopeIn, EnvelopeStored, ReceiptFn, RelayedItem, RelayedOutcome};
+pub use envelopes::{ArrivalOf, EnvelopeIn, EnvelopeStored, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope};
 
 /// A validated record on its way into the store.
 #[derive(Debug, Clone)]

@@ -143,8 +143,19 @@ pub async fn start_federation_node(
     member: &str,
     data_dir: &Path,
 ) -> (u16, credit_gateway::interchange::Node) {
+    start_federation_node_with_peers(pki_dir, member, data_dir, &[]).await
+}
+
+/// [`start_federation_node`] with `peers` (member, URL) replacing registry endpoints.
+pub async fn start_federation_node_with_peers(
+    pki_dir: &Path,
+    member: &str,
+    data_dir: &Path,
+    peers: &[(&str, String)],
+) -> (u16, credit_gateway::interchange::Node) {
     let listen: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let fed = credit_gateway::config::FederationConfig::from_pki(pki_dir, member, listen);
+    let mut fed = credit_gateway::config::FederationConfig::from_pki(pki_dir, member, listen);
+    fed.peers = peers.iter().map(|(m, url)| ((*m).to_owned(), url.clone())).collect();
     let config = Config { data_dir: data_dir.to_owned(), member_id: member.into(), ..Config::default() };
     let gateway = credit_gateway::server::build_gateway(&config).await.expect("gateway");
     let endpoint = credit_gateway::server::bind_federation(&config, &fed, gateway).await.expect("federation");
