@@ -131,7 +131,13 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
 /// which differs only when a key has characters from U+E000 up, and then we sort. Numbers that
 /// are not exactly representable integers go to the reference implementation.
 pub fn canonical_bytes(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1024);
+    canonical_string(value).into_bytes()
+}
+
+/// [`canonical_bytes`] as a `String`. Written as text from the start, so the UTF-8 is never
+/// validated again (that pass showed up in the envelope profile).
+pub fn canonical_string(value: &Value) -> String {
+    let mut out = String::with_capacity(1024);
     write_canonical(value, &mut out);
     out
 }
@@ -139,25 +145,25 @@ pub fn canonical_bytes(value: &Value) -> Vec<u8> {
 /// Largest integer an IEEE double holds exactly (JCS numbers are doubles).
 const MAX_EXACT_INTEGER: u64 = 1 << 53;
 
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+fn write_canonical(value: &Value, out: &mut String) {
     match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
         Value::Number(n) => write_number(n, out),
         Value::String(s) => write_string(s, out),
         Value::Array(items) => {
-            out.push(b'[');
+            out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.push(',');
                 }
                 write_canonical(item, out);
             }
-            out.push(b']');
+            out.push(']');
         }
         Value::Object(map) => {
-            out.push(b'{');
+            out.push('{');
             let needs_utf16_sort = map.keys().any(|k| k.chars().any(|c| c >= '\u{E000}'));
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             if needs_utf16_sort {
@@ -165,55 +171,69 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.push(',');
                 }
                 write_string(k, out);
-                out.push(b':');
+                out.push(':');
                 write_canonical(v, out);
             }
-            out.push(b'}');
+            out.push('}');
         }
     }
 }
 
-fn write_number(n: &Number, out: &mut Vec<u8>) {
+fn write_number(n: &Number, out: &mut String) {
     let exact = match (n.as_u64(), n.as_i64()) {
         (Some(u), _) if u <= MAX_EXACT_INTEGER => Some(u.to_string()),
         (_, Some(i)) if i.unsigned_abs() <= MAX_EXACT_INTEGER => Some(i.to_string()),
         _ => None,
     };
     match exact {
-        Some(text) => out.extend_from_slice(text.as_bytes()),
+        Some(text) => out.push_str(&text),
         // Floats and huge integers: ES6 number-to-string is subtle; use the reference.
-        None => out.extend(serde_json_canonicalizer::to_vec(&Value::Number(n.clone())).unwrap_or_default()),
+        None => {
+            let text = serde_json_canonicalizer::to_string(&Value::Number(n.clone())).unwrap_or_default();
+            out.push_str(&text);
+        }
     }
+}
+
+/// Appends `s` as an RFC 8785 JSON string, for writers of known document shapes.
+pub fn push_json_string(s: &str, out: &mut String) {
+    write_string(s, out);
 }
 
 /// A JSON string as RFC 8785 §3.2.2.2 writes it: only `"`, `\\` and control characters escaped,
 /// with the short forms where JSON has them and lower-case `\u00xx` otherwise.
-fn write_string(s: &str, out: &mut Vec<u8>) {
+fn write_string(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = s.as_bytes();
+    out.push('"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => &[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]],
+    for (i, b) in s.bytes().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
             _ => continue,
         };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
+        // Every escaped byte is ASCII, so `i` is a character boundary.
+        out.push_str(&s[start..i]);
+        if short.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(short);
+        }
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 /// A SHA-256 digest, shown as 64 lowercase hex characters.
@@ -268,17 +288,19 @@ pub fn item_canonical(
     record_type: &str,
     canonical_content: &str,
 ) -> String {
-    let mut out = Vec::with_capacity(canonical_content.len() + 128);
-    out.extend_from_slice(b"{\"content\":");
-    out.extend_from_slice(canonical_content.as_bytes());
+    let mut out = String::with_capacity(canonical_content.len() + 128);
+    out.push_str("{\"content\":");
+    out.push_str(canonical_content);
     for (key, value) in [("origin", origin), ("record_id", record_id), ("record_type", record_type)] {
-        out.push(b',');
+        out.push(',');
         write_string(key, &mut out);
-        out.push(b':');
+        out.push(':');
         write_string(value, &mut out);
     }
-    out.extend_from_slice(format!(",\"version\":{version}}}").as_bytes());
-    String::from_utf8(out).unwrap_or_default()
+    out.push_str(",\"version\":");
+    out.push_str(&version.to_string());
+    out.push('}');
+    out
 }
 
 #[cfg(test)]

@@ -58,9 +58,15 @@ pub enum JwsError {
 
 /// Signs `body` as a document of kind `typ` with `key`, named `kid`.
 pub fn sign(typ: &str, kid: &str, body: &Value, key: &SigningKey) -> Jws {
+    sign_canonical(typ, kid, &crate::canonical::canonical_string(body), key)
+}
+
+/// [`sign`] for a body already in RFC 8785 form (the caller's writer must produce exactly
+/// what `canonical_bytes` would, or verifiers refuse the document).
+pub fn sign_canonical(typ: &str, kid: &str, canonical_body: &str, key: &SigningKey) -> Jws {
     let header = json!({"alg": key.alg().as_str(), "kid": kid, "typ": typ});
     let protected = B64.encode(canonical_bytes(&header));
-    let payload = B64.encode(canonical_bytes(body));
+    let payload = B64.encode(canonical_body);
     let signature = B64.encode(key.sign(format!("{protected}.{payload}").as_bytes()));
     Jws { protected, payload, signature }
 }
@@ -78,6 +84,34 @@ impl Jws {
 
     /// Checks the form (encoding, strict canonical JSON, header shape, expected `typ`).
     pub fn decode(&self, expected_typ: &str) -> Result<Decoded, JwsError> {
+        let header = self.decode_header(expected_typ)?;
+        let body = canonical_part(&self.payload, "payload")?;
+        let signature = B64.decode(&self.signature).map_err(|_| JwsError::Base64 { part: "signature" })?;
+        Ok(Decoded { header, body, signing_input: self.signing_input(), signature })
+    }
+
+    /// [`decode`](Self::decode) into a typed body `T` whose own canonical writer is `canonical`:
+    /// the payload must be exactly what `canonical` writes for the parsed body, which proves it
+    /// canonical and free of duplicate or unknown members without building a JSON tree. The
+    /// returned [`Decoded`]'s `body` is `Null`; the typed body comes beside it. A payload that
+    /// `canonical` does not reproduce is refused here even if canonical: fall back to `decode`.
+    pub fn decode_typed<T: serde::de::DeserializeOwned>(
+        &self,
+        expected_typ: &str,
+        canonical: impl Fn(&T) -> String,
+    ) -> Result<(Decoded, T), JwsError> {
+        let header = self.decode_header(expected_typ)?;
+        let payload = B64.decode(&self.payload).map_err(|_| JwsError::Base64 { part: "payload" })?;
+        let body: T =
+            serde_json::from_slice(&payload).map_err(|e| JwsError::Json { part: "payload", message: e.to_string() })?;
+        if canonical(&body).as_bytes() != payload.as_slice() {
+            return Err(JwsError::NotCanonical { part: "payload" });
+        }
+        let signature = B64.decode(&self.signature).map_err(|_| JwsError::Base64 { part: "signature" })?;
+        Ok((Decoded { header, body: Value::Null, signing_input: self.signing_input(), signature }, body))
+    }
+
+    fn decode_header(&self, expected_typ: &str) -> Result<Header, JwsError> {
         let header_value = canonical_part(&self.protected, "protected header")?;
         let Value::Object(h) = &header_value else { return Err(JwsError::Header) };
         let field = |k: &str| h.get(k).and_then(Value::as_str);
@@ -87,10 +121,7 @@ impl Jws {
         if typ != expected_typ {
             return Err(JwsError::WrongType { expected: expected_typ.into(), found: typ.into() });
         }
-        let header = Header { alg: alg.parse()?, kid: kid.to_owned(), typ: typ.to_owned() };
-        let body = canonical_part(&self.payload, "payload")?;
-        let signature = B64.decode(&self.signature).map_err(|_| JwsError::Base64 { part: "signature" })?;
-        Ok(Decoded { header, body, signing_input: self.signing_input(), signature })
+        Ok(Header { alg: alg.parse()?, kid: kid.to_owned(), typ: typ.to_owned() })
     }
 }
 

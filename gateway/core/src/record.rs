@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use time::Date;
 
-use crate::canonical::{Sha256Digest, StrictJsonError, canonical_bytes, parse_strict, pointer_segment};
+use crate::canonical::{
+    Sha256Digest, StrictJsonError, canonical_bytes, canonical_string, parse_strict, pointer_segment,
+};
 use crate::date::parse_date;
 use crate::ident::{IdentError, check_org_code, check_resident_id, check_uscc, normalize_code};
 use crate::rules;
@@ -185,6 +187,18 @@ impl RecordValidator {
 
     /// Checks one parsed record.
     pub fn check(&self, value: Value, today: Date) -> Result<ValidRecord, Vec<FieldError>> {
+        self.check_canonical(value, today, None)
+    }
+
+    /// [`check`](Self::check) for a record whose RFC 8785 form is already known (e.g. computed
+    /// to hash the item it came in): `canonical` must be exactly `canonical_string(&value)`. It
+    /// becomes the stored content unless normalisation changes the record.
+    pub fn check_canonical(
+        &self,
+        value: Value,
+        today: Date,
+        canonical: Option<String>,
+    ) -> Result<ValidRecord, Vec<FieldError>> {
         let Value::Object(mut record) = value else {
             return Err(vec![FieldError::new(
                 "",
@@ -218,7 +232,7 @@ impl RecordValidator {
                 }
             },
         };
-        normalize(&mut record);
+        let normalised = normalize(&mut record);
         let value = Value::Object(record);
         let (schema, validator) = self.schema(record_type);
         // `is_valid` is the fast path; the error iterator runs only for records that fail.
@@ -235,7 +249,10 @@ impl RecordValidator {
             errors.dedup();
             return Err(errors);
         }
-        let canonical_content = String::from_utf8(canonical_bytes(&value)).unwrap_or_default();
+        let canonical_content = match canonical {
+            Some(c) if !normalised => c,
+            _ => canonical_string(&value),
+        };
         Ok(ValidRecord {
             record_type,
             content_hash: Sha256Digest::of(canonical_content.as_bytes()),
@@ -277,23 +294,32 @@ impl Fields<'_> {
 }
 
 /// Brings identifiers to their canonical spelling before anything is checked or hashed, so
-/// `９１…`, `91…` and ` 91… ` are one code.
-fn normalize(record: &mut Map<String, Value>) {
+/// `９１…`, `91…` and ` 91… ` are one code. Returns whether anything changed.
+fn normalize(record: &mut Map<String, Value>) -> bool {
+    let mut changed = false;
+    let mut set = |s: &mut String, code: String| {
+        if *s != code {
+            *s = code;
+            changed = true;
+        }
+    };
     for key in USCC_FIELDS.iter().chain(["party_org_code"].iter()) {
         if let Some(Value::String(s)) = record.get_mut(*key) {
             let mut code = normalize_code(s);
             if *key == "party_org_code" {
                 code.retain(|c| c != '-');
             }
-            *s = code;
+            set(s, code);
         }
     }
     for (type_key, no_key) in [("party_id_type", "party_id_no"), ("legal_rep_id_type", "legal_rep_id_no")] {
         let is_resident_id = record.get(type_key).and_then(Value::as_str) == Some("身份证");
         if let (true, Some(Value::String(s))) = (is_resident_id, record.get_mut(no_key)) {
-            *s = normalize_code(s);
+            let code = normalize_code(s);
+            set(s, code);
         }
     }
+    changed
 }
 
 /// The natural key: the fields that name one decision about one subject, whatever its

@@ -105,7 +105,16 @@ fn normalised_spellings_hash_alike() {
     let mut shouted = record;
     let uscc = shouted["source_unit_uscc"].as_str().expect("uscc").to_lowercase();
     shouted["source_unit_uscc"] = Value::String(format!(" {uscc} "));
-    let b = validator.check(shouted, TODAY).expect("still valid");
+    let b = validator.check(shouted.clone(), TODAY).expect("still valid");
     assert_eq!(a.content_hash, b.content_hash);
     assert_eq!(a.natural_key, b.natural_key);
+
+    // A known canonical form is reused as is, but never for a record normalisation changes.
+    let normal = a.canonical_content.clone();
+    let reused = validator.check_canonical(serde_json::from_str(&normal).expect("json"), TODAY, Some(normal.clone()));
+    assert_eq!(reused.expect("valid").content_hash, a.content_hash);
+    let shouted_text = gateway_core::canonical::canonical_string(&shouted);
+    let c = validator.check_canonical(shouted, TODAY, Some(shouted_text.clone())).expect("valid");
+    assert_ne!(c.canonical_content, shouted_text);
+    assert_eq!(c.content_hash, a.content_hash);
 }

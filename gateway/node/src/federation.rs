@@ -106,7 +106,7 @@ async fn envelopes(
     body: axum::body::Bytes,
 ) -> Result<Json<Jws>, ApiError> {
     let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
-    node.receive(&member, &body, time::OffsetDateTime::now_utc()).await.map(Json)
+    node.receive(&member, body, time::OffsetDateTime::now_utc()).await.map(Json)
 }
 
 /// The hops that brought a record version here, for the node this one sent it to (it is

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use axum::http::StatusCode;
-use gateway_core::canonical::{Sha256Digest, canonical_hash, parse_strict};
+use gateway_core::canonical::{Sha256Digest, canonical_hash, canonical_string, item_canonical, parse_strict};
 use gateway_core::crypto::SigningKey;
 use gateway_core::interchange::envelope::{
     self, Addressing, Envelope, EnvelopeError, OpenedItem, OriginProof, Outgoing, Proof, Receiving, WireItem,
@@ -54,9 +54,20 @@ struct WireEnvelope<'a> {
 struct WireItemRaw<'a> {
     #[serde(borrow)]
     item: &'a serde_json::value::RawValue,
-    proof: Proof,
+    #[serde(borrow)]
+    proof: ProofRaw<'a>,
     #[serde(default)]
     origin_proof: Option<OriginProof>,
+}
+
+/// A proof as received: its path borrowed from the body (hex needs no unescaping).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProofRaw<'a> {
+    index: u64,
+    size: u64,
+    #[serde(borrow)]
+    path: Vec<&'a str>,
 }
 
 /// This node's signing identity.
@@ -144,71 +155,20 @@ impl Node {
     }
 
     /// Handles `POST /federation/v1/envelopes` from the authenticated member `peer`.
-    pub async fn receive(&self, peer: &str, body: &[u8], now: OffsetDateTime) -> Result<Jws, ApiError> {
-        let wire: WireEnvelope<'_> = serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(
-                "bad_envelope",
-                format!("信封结构错误：{e}"),
-                format!("the envelope does not match the schema: {e}"),
-            )
-        })?;
-        // The claimed sender must be the TLS-authenticated peer: checked first, before any
-        // other work, so one member can never submit in another's name.
-        let claimed =
-            wire.envelope.decode(envelope::ENVELOPE_TYP).map_err(|e| envelope_error(&EnvelopeError::Form(e)))?;
-        let claimed = claimed.body.get("sender").and_then(Value::as_str).unwrap_or_default().to_owned();
-        if claimed != peer {
-            tracing::warn!(peer, sender = %claimed, "envelope sender is not the authenticated TLS peer");
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "sender_not_peer",
-                format!("信封发送方 {claimed} 与 TLS 认证的成员 {peer} 不一致"),
-                format!("the envelope sender {claimed} is not the authenticated TLS peer {peer}"),
-            ));
-        }
-        // Items are parsed strictly (no duplicate member names) and hashed on all cores.
-        let parsed: Result<Vec<(Value, Sha256Digest)>, _> = wire
-            .items
-            .par_iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let item = parse_strict(w.item.get().as_bytes()).map_err(|e| (i, e))?;
-                let hash = canonical_hash(&item);
-                Ok((item, hash))
-            })
-            .collect();
-        let parsed = parsed.map_err(|(i, e)| {
-            ApiError::bad_request(
-                "bad_envelope",
-                format!("第 {i} 个条目不是合法 JSON：{e}"),
-                format!("item {i} is not strict JSON: {e}"),
-            )
-            .with_pointer(format!("/items/{i}/item"))
-        })?;
-        let (items, hashes): (Vec<Value>, Vec<Sha256Digest>) = parsed.into_iter().unzip();
-        let env = Envelope {
-            envelope: wire.envelope,
-            items: items
-                .into_iter()
-                .zip(wire.items)
-                .map(|(item, w)| WireItem { item, proof: w.proof, origin_proof: w.origin_proof })
-                .collect(),
-        };
+    pub async fn receive(&self, peer: &str, body: bytes::Bytes, now: OffsetDateTime) -> Result<Jws, ApiError> {
+        // Parsing, hashing, the signature and every record's validation are CPU work: one
+        // blocking task, items in parallel, as on the push path, so request I/O keeps flowing.
         let registry = self.registry()?;
-        let at = Receiving { registry: &registry, me: self.member_id(), now, clock_window: CLOCK_WINDOW };
-        let opened = envelope::open_owned(env, &at, &hashes).map_err(|e| envelope_error(&e))?;
-
-        // Validate every item's content, in parallel, exactly as a pushed record.
         let gw = Arc::clone(&self.gateway);
+        let peer = peer.to_owned();
         let today = today_in_china(now);
-        let envelope::Opened { envelope: envelope_jws, header, digest, items } = opened;
-        let item_hashes: Vec<Sha256Digest> = items.iter().map(|o| o.item_hash).collect();
-        let sender = header.sender.clone();
-        let checked: Vec<Result<RelayedItem, Vec<FieldError>>> = tokio::task::spawn_blocking(move || {
-            items.into_par_iter().map(|o| check_item(&gw, o, &sender, today)).collect()
+        let checked = tokio::task::spawn_blocking(move || {
+            let at = Receiving { registry: &registry, me: &gw.member_id, now, clock_window: CLOCK_WINDOW };
+            open_and_check(&gw, &peer, &body, &at, today)
         })
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(|e| ApiError::internal(&e))??;
+        let CheckedEnvelope { envelope: envelope_jws, header, digest, item_hashes, items: checked } = checked;
 
         let mut errors = Vec::with_capacity(checked.len());
         let mut relayed = Vec::with_capacity(checked.len());
@@ -441,9 +401,114 @@ fn status(o: Option<RelayedOutcome>) -> &'static str {
     }
 }
 
+/// A received envelope whose signature, addressing and Merkle root hold, with each item
+/// validated (`Err` = rejected with these field errors).
+struct CheckedEnvelope {
+    envelope: Jws,
+    header: envelope::EnvelopeHeader,
+    digest: Sha256Digest,
+    item_hashes: Vec<Sha256Digest>,
+    items: Vec<Result<RelayedItem, Vec<FieldError>>>,
+}
+
+/// Parses an envelope body, checks it is the TLS peer's, opens it (signature, addressing,
+/// clock, Merkle root, origin proofs, subtree) and validates every item like a pushed record.
+fn open_and_check(
+    gw: &Gateway,
+    peer: &str,
+    body: &[u8],
+    at: &Receiving<'_>,
+    today: time::Date,
+) -> Result<CheckedEnvelope, ApiError> {
+    let wire: WireEnvelope<'_> = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_envelope",
+            format!("信封结构错误：{e}"),
+            format!("the envelope does not match the schema: {e}"),
+        )
+    })?;
+    // The claimed sender must be the TLS-authenticated peer: checked first, before any other
+    // work, so one member can never submit in another's name.
+    let claimed = wire.envelope.decode(envelope::ENVELOPE_TYP).map_err(|e| envelope_error(&EnvelopeError::Form(e)))?;
+    let claimed = claimed.body.get("sender").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if claimed != peer {
+        tracing::warn!(peer, sender = %claimed, "envelope sender is not the authenticated TLS peer");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "sender_not_peer",
+            format!("信封发送方 {claimed} 与 TLS 认证的成员 {peer} 不一致"),
+            format!("the envelope sender {claimed} is not the authenticated TLS peer {peer}"),
+        ));
+    }
+    // Items are parsed strictly (no duplicate member names) and hashed on all cores. The
+    // content's canonical form, needed for the item hash, is kept for validation.
+    let parsed: Result<Vec<(Value, Sha256Digest, Option<String>)>, _> = wire
+        .items
+        .par_iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let item = parse_strict(w.item.get().as_bytes()).map_err(|e| (i, e))?;
+            Ok(match item_fields(&item) {
+                Some((origin, record_id, version, record_type)) => {
+                    let content = canonical_string(&item["content"]);
+                    let canonical = item_canonical(origin, record_id, version, record_type, &content);
+                    (item, Sha256Digest::of(canonical.as_bytes()), Some(content))
+                }
+                // Not item-shaped: hashed as is; opening the envelope names the fault.
+                None => {
+                    let hash = canonical_hash(&item);
+                    (item, hash, None)
+                }
+            })
+        })
+        .collect();
+    let parsed = parsed.map_err(|(i, e)| {
+        ApiError::bad_request(
+            "bad_envelope",
+            format!("第 {i} 个条目不是合法 JSON：{e}"),
+            format!("item {i} is not strict JSON: {e}"),
+        )
+        .with_pointer(format!("/items/{i}/item"))
+    })?;
+    let mut items = Vec::with_capacity(parsed.len());
+    let mut hashes = Vec::with_capacity(parsed.len());
+    let mut contents = Vec::with_capacity(parsed.len());
+    for ((item, hash, content), w) in parsed.into_iter().zip(wire.items) {
+        if !w.proof.path.iter().all(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))) {
+            let i = items.len();
+            return Err(ApiError::bad_request(
+                "bad_envelope",
+                format!("第 {i} 个条目的证明路径不是 64 位小写十六进制哈希"),
+                format!("item {i}'s proof path is not 64-character lower-case hex hashes"),
+            )
+            .with_pointer(format!("/items/{i}/proof/path")));
+        }
+        // The path itself is not kept: the root is recomputed from all the items here, and
+        // any item's proof is rebuilt later from the stored item hashes.
+        let proof = Proof { index: w.proof.index, size: w.proof.size, path: Vec::new() };
+        items.push(WireItem { item, proof, origin_proof: w.origin_proof });
+        hashes.push(hash);
+        contents.push(content);
+    }
+    let env = Envelope { envelope: wire.envelope, items };
+    let opened = envelope::open_owned(env, at, &hashes).map_err(|e| envelope_error(&e))?;
+    let envelope::Opened { envelope, header, digest, items } = opened;
+    let item_hashes = items.iter().map(|o| o.item_hash).collect();
+    let sender = header.sender.as_str();
+    let items =
+        items.into_par_iter().zip(contents).map(|(o, content)| check_item(gw, o, content, sender, today)).collect();
+    Ok(CheckedEnvelope { envelope, header, digest, item_hashes, items })
+}
+
 /// Validates one item's content like a pushed record, and checks that the origin stored it
 /// normalised (its hash must not change here, or signatures would break).
-fn check_item(gw: &Gateway, o: OpenedItem, sender: &str, today: time::Date) -> Result<RelayedItem, Vec<FieldError>> {
+fn check_item(
+    gw: &Gateway,
+    o: OpenedItem,
+    canonical_content: Option<String>,
+    sender: &str,
+    today: time::Date,
+) -> Result<RelayedItem, Vec<FieldError>> {
     let err = |pointer: &str, rule: &str, zh: &str, en: &str| vec![FieldError::new(pointer, rule, zh, en)];
     let mut item = o.item;
     let record_id = item["record_id"].as_str().filter(|s| is_uuid(s)).and_then(|s| Uuid::parse_str(s).ok());
@@ -459,12 +524,12 @@ fn check_item(gw: &Gateway, o: OpenedItem, sender: &str, today: time::Date) -> R
             "record_type differs from the content's",
         ));
     }
-    let valid = gw.validator.check(item["content"].take(), today).map_err(|errors| {
+    let valid = gw.validator.check_canonical(item["content"].take(), today, canonical_content).map_err(|errors| {
         errors.into_iter().map(|e| FieldError { pointer: format!("/content{}", e.pointer), ..e }).collect::<Vec<_>>()
     })?;
     // The origin must have sent normalised content: the item rebuilt from the normalised
     // content hashes to the very item hash that was signed.
-    let rebuilt = gateway_core::canonical::item_canonical(
+    let rebuilt = item_canonical(
         &o.origin,
         &record_id.to_string(),
         version,
@@ -488,6 +553,19 @@ fn check_item(gw: &Gateway, o: OpenedItem, sender: &str, today: time::Date) -> R
         version,
         incoming: gw.incoming(valid),
     })
+}
+
+/// An item's `(origin, record_id, version, record_type)` when it has exactly the five members
+/// of interchange-v1 §2 with their types, so that `item_canonical` reproduces its JCS form.
+fn item_fields(item: &Value) -> Option<(&str, &str, i64, &str)> {
+    let o = item.as_object()?;
+    if o.len() != 5 || !o.get("content")?.is_object() {
+        return None;
+    }
+    let version = o.get("version")?;
+    // `1.0` is an f64 in serde_json; only a plain integer spells the same in JCS.
+    let version = if version.is_i64() { version.as_i64() } else { None }?;
+    Some((o.get("origin")?.as_str()?, o.get("record_id")?.as_str()?, version, o.get("record_type")?.as_str()?))
 }
 
 /// Maps an envelope refusal to the API error a peer sees.

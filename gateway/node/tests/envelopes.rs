@@ -91,6 +91,31 @@ async fn run(alg: Alg) {
     assert_eq!(resp.status(), 400);
     // (Every record above was already held, so the count never moved.)
     assert_eq!(city.gateway.store.count().await.expect("count"), 1000);
+
+    // An origin that did not normalise an identifier (a padded USCC): that item is rejected,
+    // its neighbour accepted. (The receiver cannot normalise it: the signed hash would break.)
+    let fresh = own_records(&district, 2, 41).await;
+    let fresh: Vec<StoredRecord> = fresh.into_iter().filter(|r| !records.iter().any(|o| o.seq == r.seq)).collect();
+    let mut unnormalised = items(&fresh);
+    let uscc = unnormalised[0].item["content"]["party_uscc"].as_str().expect("party_uscc").to_owned();
+    unnormalised[0].item["content"]["party_uscc"] = json!(format!(" {uscc}"));
+    let to = Addressing {
+        envelope_id: "0193a6f0-0000-7000-8000-0000000000a4",
+        sender: DISTRICT,
+        receiver: CITY,
+        seq: 8,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    let env = serde_json::to_value(envelope::seal(&to, unnormalised, &key.0, &key.1)).expect("json");
+    let receipt: Value = post(&env).await.expect("post").json().await.expect("receipt");
+    let body =
+        gateway_core::jws::Jws::decode(&serde_json::from_value(receipt).expect("jws"), "credit-gateway/receipt+v1")
+            .expect("receipt")
+            .body;
+    assert_eq!(body["outcomes"][0]["status"], "rejected");
+    assert_eq!(body["outcomes"][0]["errors"][0]["rule"], "item.not_normalised");
+    assert_eq!(body["outcomes"][1]["status"], "accepted");
+    assert_eq!(city.gateway.store.count().await.expect("count"), 1001);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

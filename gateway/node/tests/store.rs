@@ -228,4 +228,22 @@ async fn received_envelopes_are_stored_once_with_their_receipt(store: Store) {
     };
     assert_eq!(receipt, "[Some(NewVersion), Some(NewVersion), Some(NewVersion)]");
     assert_eq!(store.count().await.expect("count"), 6);
+
+    // Inside one envelope: an item twice, one id and version with two contents, and a decision
+    // already held under another id.
+    let fresh = prepare(&synthetic_records(2, 8));
+    let mixed = vec![
+        Some(relayed(fresh[0].clone(), 100, 1)),
+        Some(relayed(fresh[0].clone(), 100, 1)),
+        Some(relayed(fresh[1].clone(), 101, 1)),
+        Some(relayed(fresh[0].clone(), 101, 1)),
+        Some(relayed(rows[0].clone(), 102, 1)),
+    ];
+    let EnvelopeStored::New { receipt } =
+        store.store_envelope(envelope("e-4", 5, mixed), render()).await.expect("store")
+    else {
+        panic!("not new")
+    };
+    assert_eq!(receipt, "[Some(Accepted), Some(Duplicate), Some(Accepted), Some(Conflict), Some(Duplicate)]");
+    assert_eq!(store.count().await.expect("count"), 8);
 }

@@ -161,7 +161,9 @@ impl Store {
                     continue;
                 }
                 // What is already stored under these record ids, and under these natural keys.
-                let ids: Vec<String> = env.items.iter().flatten().map(|i| i.record_id.to_string()).collect();
+                let mut ids: Vec<String> = env.items.iter().flatten().map(|i| i.record_id.to_string()).collect();
+                ids.sort_unstable();
+                ids.dedup();
                 let mut by_version: HashMap<(Uuid, i64), Sha256Digest> = HashMap::new();
                 for chunk in ids.chunks(super::LOOKUP_CHUNK) {
                     let mut qb = QueryBuilder::new("SELECT record_id, version, content_hash FROM records WHERE record_id IN (");
@@ -175,17 +177,15 @@ impl Store {
                         by_version.insert((id, row.try_get(1)?), parse_digest(&row.try_get::<String, _>(2)?)?);
                     }
                 }
-                let keys: Vec<(i64, i64)> = env
-                    .items
-                    .iter()
-                    .flatten()
-                    .map(|i| (short(&i.incoming.record.natural_key), short(&i.incoming.record.content_hash)))
-                    .collect();
+                // Sorted, so the index is walked in order.
+                let mut keys: Vec<i64> = env.items.iter().flatten().map(|i| short(&i.incoming.record.natural_key)).collect();
+                keys.sort_unstable();
+                keys.dedup();
                 let mut same_content: std::collections::HashSet<(i64, i64)> = std::collections::HashSet::new();
                 for chunk in keys.chunks(super::LOOKUP_CHUNK) {
                     let mut qb = QueryBuilder::new("SELECT nk, ch FROM records WHERE nk IN (");
                     let mut list = qb.separated(", ");
-                    for (nk, _) in chunk {
+                    for nk in chunk {
                         list.push_bind(*nk);
                     }
                     qb.push(")");

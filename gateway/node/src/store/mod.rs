@@ -247,6 +247,15 @@ impl Store {
         Ok(())
     }
 
+    /// Folds the SQLite write-ahead log into the database now (no-op on PostgreSQL), so a bulk
+    /// load's checkpoint does not land in whatever runs next (benchmarks use it between phases).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if let Backend::Sqlite(pool) = &self.backend {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         dispatch!(self, pool => pool.close().await)
     }
