@@ -29,6 +29,16 @@ pub struct Gateway {
     pub calendar: WorkingCalendar,
     pub store: Store,
     pub limits: Limits,
+    /// The registry this node's federation endpoint holds, once it has one (for `/metrics`).
+    pub federation: std::sync::OnceLock<FederationView>,
+}
+
+/// What the department-side API may see of the federation state.
+#[derive(Debug, Clone)]
+pub struct FederationView {
+    pub registry: Arc<std::sync::RwLock<gateway_core::interchange::registry::Registry>>,
+    /// How long an expired registry is still used before federation traffic is refused.
+    pub grace: time::Duration,
 }
 
 /// What happened to one record of a batch.

@@ -62,6 +62,7 @@ pub async fn build_gateway(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         calendar,
         store,
         limits: config.limits.clone(),
+        federation: std::sync::OnceLock::new(),
     }))
 }
 
@@ -137,9 +138,12 @@ pub fn federation_node(
     let signer = Arc::new(crate::interchange::Signer { key, kid });
     let files = crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key };
     let client = reqwest::Client::builder().tls_backend_preconfigured(crate::tls::client_config(&files)?).build()?;
+    let registry = Arc::new(std::sync::RwLock::new(registry));
+    // The first federation identity of a gateway is the one its metrics report.
+    let _ = gateway.federation.set(crate::ingest::FederationView { registry: Arc::clone(&registry), grace });
     Ok(crate::interchange::Node {
         gateway,
-        registry: Arc::new(std::sync::RwLock::new(registry)),
+        registry,
         signer,
         registry_grace: grace,
         client,

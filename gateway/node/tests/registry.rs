@@ -80,3 +80,43 @@ async fn refresh_adopts_newer_and_refuses_the_rest() {
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.json::<serde_json::Value>().await.expect("body")["error"]["code"], "registry_expired");
 }
+
+/// Reads one gauge from `GET /metrics` of the node's department API.
+async fn gauge(node: &Node, name: &str) -> f64 {
+    use tower::ServiceExt;
+    let req = axum::http::Request::get("/metrics").body(axum::body::Body::empty()).expect("request");
+    let resp = credit_gateway::api::router(std::sync::Arc::clone(&node.gateway)).oneshot(req).await.expect("answer");
+    assert_eq!(resp.status(), 200);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    let text = String::from_utf8(body.to_vec()).expect("utf-8");
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} in {text}"));
+    line[name.len() + 1..].parse().expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_registry_shows_in_the_metrics_through_and_after_its_grace() {
+    credit_gateway::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki_dir = dir.path().join("pki");
+    pki::init(&InitOptions { out: pki_dir.clone(), force: false, alg: "EdDSA".into() }).expect("certs init");
+    let (city_port, city) = common::start_federation_node(&pki_dir, "cn-370300", &dir.path().join("city")).await;
+    let url = format!("https://localhost:{city_port}/federation/v1/registry");
+    let client = common::federation_client(&pki_dir, "cn-370306");
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(gauge(&city, "credit_gateway_registry_version").await, 1.0);
+    assert_eq!(gauge(&city, "credit_gateway_registry_expired").await, 0.0);
+    assert!(gauge(&city, "credit_gateway_registry_seconds_to_expiry").await > 0.0);
+
+    // Expired two days ago, grace seven: still serving, and the metric says so.
+    let (root_key, root_kid) = root(&pki_dir);
+    serve(&city, &variant(&city, 2, now - Duration::days(2), &root_key, &root_kid), now - Duration::days(3));
+    assert_eq!(client.get(&url).send().await.expect("TLS ok").status(), 200);
+    assert_eq!(gauge(&city, "credit_gateway_registry_expired").await, 1.0);
+    assert_eq!(gauge(&city, "credit_gateway_federation_refusing").await, 0.0);
+    assert!(gauge(&city, "credit_gateway_registry_seconds_to_expiry").await < -86_400.0);
+
+    // Ten days ago: past the grace, traffic refused, and the metric says that too.
+    serve(&city, &variant(&city, 3, now - Duration::days(10), &root_key, &root_kid), now - Duration::days(11));
+    assert_eq!(client.get(&url).send().await.expect("TLS ok").status(), 503);
+    assert_eq!(gauge(&city, "credit_gateway_federation_refusing").await, 1.0);
+}

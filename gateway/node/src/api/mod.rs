@@ -3,6 +3,7 @@
 
 mod docs;
 mod error;
+pub mod metrics;
 
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/docs", get(|| async { Html(docs::PAGE) }))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(|| async { ApiError::not_found("该路径", "path") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
