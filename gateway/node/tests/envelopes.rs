@@ -1,6 +1,8 @@
 //! Signed envelopes between two real nodes over mutual TLS, for both signature suites: 1,000
 //! records from 周村区 to 信用淄博 come back with a signed receipt the district verifies and
-//! stores; resending is idempotent; replays, forged senders and foreign subtrees are refused.
+//! stores; resending is idempotent; replays, forged senders, unregistered keys, keys outside
+//! their window, misrouted envelopes and records of a foreign subtree are refused and change
+//! nothing stored.
 
 mod common;
 
@@ -90,6 +92,66 @@ async fn run(alg: Alg) {
     let resp = post(&tampered).await.expect("post");
     assert_eq!(resp.status(), 400);
     // (Every record above was already held, so the count never moved.)
+    assert_eq!(city.gateway.store.count().await.expect("count"), 1000);
+
+    // Signed by a key the registry does not hold for this kid, or by an unregistered kid.
+    for kid in [key.1.clone(), format!("{DISTRICT}#rogue")] {
+        let rogue = gateway_core::crypto::SigningKey::from_secret(alg, &[77; 32]).expect("key");
+        let forged = seal("0193a6f0-0000-7000-8000-0000000000b1", DISTRICT, &records[20..22], &(rogue, kid));
+        let resp = post(&forged).await.expect("post");
+        assert_eq!(resp.status(), 403);
+        assert_eq!(resp.json::<Value>().await.expect("body")["error"]["code"], "bad_signature");
+    }
+    // Signed by the district's own key, at a time outside the key's validity window.
+    let outside = OffsetDateTime::now_utc() - time::Duration::days(2);
+    let to = Addressing {
+        envelope_id: "0193a6f0-0000-7000-8000-0000000000b2",
+        sender: DISTRICT,
+        receiver: CITY,
+        seq: 9,
+        created_at: outside,
+    };
+    let stale = serde_json::to_value(envelope::seal(&to, items(&records[20..22]), &key.0, &key.1)).expect("json");
+    let resp = post(&stale).await.expect("post");
+    assert_eq!(resp.status(), 403);
+    let body = resp.json::<Value>().await.expect("body");
+    assert!(body["error"]["message_en"].as_str().is_some_and(|m| m.contains("not valid at")), "{body}");
+    // Addressed to the province, posted to the city.
+    let to = Addressing { receiver: "cn-370000", created_at: OffsetDateTime::now_utc(), ..to };
+    let misrouted = serde_json::to_value(envelope::seal(&to, items(&records[20..22]), &key.0, &key.1)).expect("json");
+    let resp = post(&misrouted).await.expect("post");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.expect("body")["error"]["code"], "wrong_receiver");
+    // The district passes on a record of 信用东营's subtree (validly signed there): not its own
+    // subtree, not its child or parent link, so refused.
+    let foreign = Addressing {
+        envelope_id: "0193a6f0-0000-7000-8000-0000000000b3",
+        sender: "cn-370500",
+        receiver: DISTRICT,
+        seq: 1,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    let mut foreign_item = items(&records[23..24]);
+    foreign_item[0].item["origin"] = json!("cn-370500");
+    foreign_item[0].item["record_id"] = json!("0193a6f0-0000-7000-8000-0000000000c1");
+    let at_dongying = envelope::seal(&foreign, foreign_item, &dongying.0, &dongying.1);
+    let origin_proof =
+        envelope::OriginProof { envelope: at_dongying.envelope.clone(), proof: at_dongying.items[0].proof.clone() };
+    let relayed = vec![Outgoing { item: at_dongying.items[0].item.clone(), origin_proof: Some(origin_proof) }];
+    let to = Addressing {
+        envelope_id: "0193a6f0-0000-7000-8000-0000000000b4",
+        sender: DISTRICT,
+        receiver: CITY,
+        seq: 10,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    let smuggled = serde_json::to_value(envelope::seal(&to, relayed, &key.0, &key.1)).expect("json");
+    let resp = post(&smuggled).await.expect("post");
+    assert_eq!(resp.status(), 403);
+    let body = resp.json::<Value>().await.expect("body");
+    assert_eq!(body["error"]["code"], "item_refused");
+    assert!(body["error"]["message_en"].as_str().is_some_and(|m| m.contains("subtree")), "{body}");
+    // None of these changed what the city holds.
     assert_eq!(city.gateway.store.count().await.expect("count"), 1000);
 
     // An origin that did not normalise an identifier (a padded USCC): that item is rejected,
