@@ -160,6 +160,47 @@ impl Store {
                     });
                     continue;
                 }
+                // Most envelopes carry only records new here: insert them all, skipping any
+                // whose record id + version or natural key + content is held. If every row went
+                // in, that is the answer, with no lookups. Otherwise undo and judge each item.
+                let fresh: Vec<NewRow<'_>> = env
+                    .items
+                    .iter()
+                    .flatten()
+                    .map(|item| NewRow {
+                        origin: &item.origin,
+                        received_at: &env.received_at,
+                        incoming: &item.incoming,
+                        record_id: item.record_id,
+                        version: item.version,
+                        arrival: Some(Arrival {
+                            envelope_digest: &digest,
+                            leaf_index: item.leaf_index,
+                            origin_proof: item.origin_proof.as_deref(),
+                        }),
+                    })
+                    .collect();
+                sqlx::query("SAVEPOINT fresh_items").execute(&mut *tx).await?;
+                let inserted = insert_rows!(tx, fresh, skip_held);
+                if inserted == fresh.len() as u64 {
+                    sqlx::query("RELEASE SAVEPOINT fresh_items").execute(&mut *tx).await?;
+                    let outcomes: Vec<Option<RelayedOutcome>> = env
+                        .items
+                        .iter()
+                        .map(|i| {
+                            i.as_ref().map(|i| {
+                                if i.version == 1 { RelayedOutcome::Accepted } else { RelayedOutcome::NewVersion }
+                            })
+                        })
+                        .collect();
+                    let receipt = (job.receipt)(&outcomes);
+                    envelope_row(env, "in", &receipt).build().execute(&mut *tx).await?;
+                    results.push(EnvelopeStored::New { receipt });
+                    continue;
+                }
+                sqlx::query("ROLLBACK TO SAVEPOINT fresh_items").execute(&mut *tx).await?;
+                sqlx::query("RELEASE SAVEPOINT fresh_items").execute(&mut *tx).await?;
+                drop(fresh);
                 // What is already stored under these record ids, and under these natural keys.
                 let mut ids: Vec<String> = env.items.iter().flatten().map(|i| i.record_id.to_string()).collect();
                 ids.sort_unstable();

@@ -89,11 +89,25 @@ macro_rules! dispatch {
 macro_rules! insert_rows {
     ($tx:ident, $rows:expr) => {
         for chunk in $rows.chunks(INSERT_CHUNK) {
+            insert_rows!(@statement chunk).build().execute(&mut *$tx).await?;
+        }
+    };
+    // Rows whose unique keys are already held are skipped; evaluates to the number inserted.
+    ($tx:ident, $rows:expr, skip_held) => {{
+        let mut inserted = 0u64;
+        for chunk in $rows.chunks(INSERT_CHUNK) {
+            let mut qb = insert_rows!(@statement chunk);
+            qb.push(" ON CONFLICT DO NOTHING");
+            inserted += qb.build().execute(&mut *$tx).await?.rows_affected();
+        }
+        inserted
+    }};
+    (@statement $chunk:ident) => {{
             let mut qb = QueryBuilder::new(
                 "INSERT INTO records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
                      subject_uscc, clock_start, deadline, received_at, content, envelope_digest, leaf_index, origin_proof) ",
             );
-            qb.push_values(chunk, |mut b, row| {
+            qb.push_values($chunk, |mut b, row| {
                 let r = &row.incoming.record;
                 b.push_bind(row.record_id.to_string())
                     .push_bind(row.version)
@@ -112,9 +126,8 @@ macro_rules! insert_rows {
                     .push_bind(row.arrival.map(|a| a.leaf_index))
                     .push_bind(row.arrival.and_then(|a| a.origin_proof));
             });
-            qb.build().execute(&mut *$tx).await?;
-        }
-    };
+            qb
+    }};
 }
 
 mod envelopes;
