@@ -24,6 +24,24 @@ pub struct RelayedItem {
     pub origin_proof: Option<String>,
 }
 
+impl RelayedItem {
+    /// The `records` row of this item, arrived in the envelope `envelope_digest`.
+    fn row<'a>(&'a self, received_at: &'a str, envelope_digest: &'a str) -> NewRow<'a> {
+        NewRow {
+            origin: &self.origin,
+            received_at,
+            incoming: &self.incoming,
+            record_id: self.record_id,
+            version: self.version,
+            arrival: Some(Arrival {
+                envelope_digest,
+                leaf_index: self.leaf_index,
+                origin_proof: self.origin_proof.as_deref(),
+            }),
+        }
+    }
+}
+
 /// What the store did with one relayed item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayedOutcome {
@@ -163,112 +181,79 @@ impl Store {
                 // Most envelopes carry only records new here: insert them all, skipping any
                 // whose record id + version or natural key + content is held. If every row went
                 // in, that is the answer, with no lookups. Otherwise undo and judge each item.
-                let fresh: Vec<NewRow<'_>> = env
-                    .items
-                    .iter()
-                    .flatten()
-                    .map(|item| NewRow {
-                        origin: &item.origin,
-                        received_at: &env.received_at,
-                        incoming: &item.incoming,
-                        record_id: item.record_id,
-                        version: item.version,
-                        arrival: Some(Arrival {
-                            envelope_digest: &digest,
-                            leaf_index: item.leaf_index,
-                            origin_proof: item.origin_proof.as_deref(),
-                        }),
-                    })
-                    .collect();
+                let fresh: Vec<NewRow<'_>> =
+                    env.items.iter().flatten().map(|i| i.row(&env.received_at, &digest)).collect();
                 sqlx::query("SAVEPOINT fresh_items").execute(&mut *tx).await?;
-                let inserted = insert_rows!(tx, fresh, skip_held);
-                if inserted == fresh.len() as u64 {
-                    sqlx::query("RELEASE SAVEPOINT fresh_items").execute(&mut *tx).await?;
-                    let outcomes: Vec<Option<RelayedOutcome>> = env
-                        .items
-                        .iter()
-                        .map(|i| {
-                            i.as_ref().map(|i| {
-                                if i.version == 1 { RelayedOutcome::Accepted } else { RelayedOutcome::NewVersion }
-                            })
-                        })
-                        .collect();
-                    let receipt = (job.receipt)(&outcomes);
-                    envelope_row(env, "in", &receipt).build().execute(&mut *tx).await?;
-                    results.push(EnvelopeStored::New { receipt });
-                    continue;
+                let all_new = insert_rows!(tx, fresh, skip_held) == fresh.len() as u64;
+                if !all_new {
+                    sqlx::query("ROLLBACK TO SAVEPOINT fresh_items").execute(&mut *tx).await?;
                 }
-                sqlx::query("ROLLBACK TO SAVEPOINT fresh_items").execute(&mut *tx).await?;
                 sqlx::query("RELEASE SAVEPOINT fresh_items").execute(&mut *tx).await?;
                 drop(fresh);
-                // What is already stored under these record ids, and under these natural keys.
-                let mut ids: Vec<String> = env.items.iter().flatten().map(|i| i.record_id.to_string()).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                let mut by_version: HashMap<(Uuid, i64), Sha256Digest> = HashMap::new();
-                for chunk in ids.chunks(super::LOOKUP_CHUNK) {
-                    let mut qb = QueryBuilder::new("SELECT record_id, version, content_hash FROM records WHERE record_id IN (");
-                    let mut list = qb.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.as_str());
-                    }
-                    qb.push(")");
-                    for row in qb.build().fetch_all(&mut *tx).await? {
-                        let id = parse_uuid(&row.try_get::<String, _>(0)?)?;
-                        by_version.insert((id, row.try_get(1)?), parse_digest(&row.try_get::<String, _>(2)?)?);
-                    }
-                }
-                // Sorted, so the index is walked in order.
-                let mut keys: Vec<i64> = env.items.iter().flatten().map(|i| short(&i.incoming.record.natural_key)).collect();
-                keys.sort_unstable();
-                keys.dedup();
-                let mut same_content: std::collections::HashSet<(i64, i64)> = std::collections::HashSet::new();
-                for chunk in keys.chunks(super::LOOKUP_CHUNK) {
-                    let mut qb = QueryBuilder::new("SELECT nk, ch FROM records WHERE nk IN (");
-                    let mut list = qb.separated(", ");
-                    for nk in chunk {
-                        list.push_bind(*nk);
-                    }
-                    qb.push(")");
-                    for row in qb.build().fetch_all(&mut *tx).await? {
-                        same_content.insert((row.try_get(0)?, row.try_get(1)?));
-                    }
-                }
-                let mut outcomes = Vec::with_capacity(env.items.len());
-                let mut rows = Vec::new();
-                for item in &env.items {
-                    let Some(item) = item else {
-                        outcomes.push(None);
-                        continue;
-                    };
-                    let r = &item.incoming.record;
-                    let key = (item.record_id, item.version);
-                    let outcome = match by_version.get(&key) {
-                        Some(hash) if *hash == r.content_hash => RelayedOutcome::Duplicate,
-                        Some(_) => RelayedOutcome::Conflict,
-                        // The same decision already held under another id (e.g. reported twice).
-                        None if same_content.contains(&(short(&r.natural_key), short(&r.content_hash))) => RelayedOutcome::Duplicate,
-                        None => {
-                            by_version.insert(key, r.content_hash);
-                            same_content.insert((short(&r.natural_key), short(&r.content_hash)));
-                            rows.push(NewRow {
-                                origin: &item.origin,
-                                received_at: &env.received_at,
-                                incoming: &item.incoming,
-                                record_id: item.record_id,
-                                version: item.version,
-                                arrival: Some(Arrival {
-                                    envelope_digest: &digest,
-                                    leaf_index: item.leaf_index,
-                                    origin_proof: item.origin_proof.as_deref(),
-                                }),
-                            });
-                            if item.version == 1 { RelayedOutcome::Accepted } else { RelayedOutcome::NewVersion }
+                let outcomes = if all_new {
+                    let new =
+                        |i: &RelayedItem| if i.version == 1 { RelayedOutcome::Accepted } else { RelayedOutcome::NewVersion };
+                    env.items.iter().map(|i| i.as_ref().map(new)).collect()
+                } else {
+                    // What is already stored under these record ids, and under these natural keys.
+                    let mut ids: Vec<String> = env.items.iter().flatten().map(|i| i.record_id.to_string()).collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    let mut by_version: HashMap<(Uuid, i64), Sha256Digest> = HashMap::new();
+                    for chunk in ids.chunks(super::LOOKUP_CHUNK) {
+                        let mut qb = QueryBuilder::new("SELECT record_id, version, content_hash FROM records WHERE record_id IN (");
+                        let mut list = qb.separated(", ");
+                        for id in chunk {
+                            list.push_bind(id.as_str());
                         }
-                    };
-                    outcomes.push(Some(outcome));
-                }
-                insert_rows!(tx, rows);
+                        qb.push(")");
+                        for row in qb.build().fetch_all(&mut *tx).await? {
+                            let id = parse_uuid(&row.try_get::<String, _>(0)?)?;
+                            by_version.insert((id, row.try_get(1)?), parse_digest(&row.try_get::<String, _>(2)?)?);
+                        }
+                    }
+                    // Sorted, so the index is walked in order.
+                    let mut keys: Vec<i64> = env.items.iter().flatten().map(|i| short(&i.incoming.record.natural_key)).collect();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    let mut same_content: std::collections::HashSet<(i64, i64)> = std::collections::HashSet::new();
+                    for chunk in keys.chunks(super::LOOKUP_CHUNK) {
+                        let mut qb = QueryBuilder::new("SELECT nk, ch FROM records WHERE nk IN (");
+                        let mut list = qb.separated(", ");
+                        for nk in chunk {
+                            list.push_bind(*nk);
+                        }
+                        qb.push(")");
+                        for row in qb.build().fetch_all(&mut *tx).await? {
+                            same_content.insert((row.try_get(0)?, row.try_get(1)?));
+                        }
+                    }
+                    let mut outcomes = Vec::with_capacity(env.items.len());
+                    let mut rows = Vec::new();
+                    for item in &env.items {
+                        let Some(item) = item else {
+                            outcomes.push(None);
+                            continue;
+                        };
+                        let r = &item.incoming.record;
+                        let key = (item.record_id, item.version);
+                        let outcome = match by_version.get(&key) {
+                            Some(hash) if *hash == r.content_hash => RelayedOutcome::Duplicate,
+                            Some(_) => RelayedOutcome::Conflict,
+                            // The same decision already held under another id (e.g. reported twice).
+                            None if same_content.contains(&(short(&r.natural_key), short(&r.content_hash))) => RelayedOutcome::Duplicate,
+                            None => {
+                                by_version.insert(key, r.content_hash);
+                                same_content.insert((short(&r.natural_key), short(&r.content_hash)));
+                                rows.push(item.row(&env.received_at, &digest));
+                                if item.version == 1 { RelayedOutcome::Accepted } else { RelayedOutcome::NewVersion }
+                            }
+                        };
+                        outcomes.push(Some(outcome));
+                    }
+                    insert_rows!(tx, rows);
+                    outcomes
+                };
                 let receipt = (job.receipt)(&outcomes);
                 envelope_row(env, "in", &receipt).build().execute(&mut *tx).await?;
                 results.push(EnvelopeStored::New { receipt });
