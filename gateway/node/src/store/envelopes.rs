@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 
 use gateway_core::canonical::Sha256Digest;
+use gateway_core::interchange::receipt::{self, ReceiptBody, ReceiptOutcome};
+use gateway_core::jws::Jws;
+use serde::{Deserialize, Serialize};
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
@@ -75,6 +78,7 @@ pub struct EnvelopeIn {
 #[derive(Debug, Clone)]
 pub struct StoredEnvelope {
     pub digest: String,
+    pub envelope_id: String,
     /// `in` (received, `receipt` is ours) or `out` (sent, `receipt` is the peer's).
     pub direction: String,
     pub sender: String,
@@ -167,12 +171,11 @@ impl Store {
                 replies.push(job.reply);
                 let env = &job.env;
                 let digest = env.digest.to_hex();
-                let mut qb = QueryBuilder::new("SELECT digest, receipt FROM envelopes WHERE sender = ");
+                let mut qb = QueryBuilder::new(format!("SELECT {ENVELOPE_COLUMNS} FROM envelopes WHERE sender = "));
                 qb.push_bind(env.sender.as_str()).push(" AND envelope_id = ").push_bind(env.envelope_id.as_str());
                 if let Some(row) = qb.build().fetch_optional(&mut *tx).await? {
-                    let digest: String = row.try_get(0)?;
-                    let stored: Option<String> = row.try_get(1)?;
-                    results.push(match (digest == env.digest.to_hex(), stored) {
+                    let held = stored_envelope(&row)?;
+                    results.push(match (held.digest == digest, held.receipt) {
                         (true, Some(receipt)) => EnvelopeStored::Repeat { receipt },
                         _ => EnvelopeStored::Replay,
                     });
@@ -255,7 +258,19 @@ impl Store {
                     outcomes
                 };
                 let receipt = (job.receipt)(&outcomes);
-                envelope_row(env, "in", &receipt).build().execute(&mut *tx).await?;
+                let compact = CompactReceipt::of(&receipt, &env.received_at, &outcomes);
+                debug_assert!(
+                    compact.as_ref().is_none_or(|c| {
+                        let to = addressing(&env.envelope_id, &digest, &env.sender, &env.receiver);
+                        c.expand(&to, &parse_hashes(&env.item_hashes).unwrap_or_default()).ok() == Some(receipt.clone())
+                    }),
+                    "a compact receipt must rebuild the signed one exactly"
+                );
+                let stored = match &compact {
+                    Some(c) => StoredReceipt::Compact(serde_json::to_string(c).unwrap_or_default()),
+                    None => StoredReceipt::Full(&receipt),
+                };
+                envelope_row(env, "in", stored).build().execute(&mut *tx).await?;
                 results.push(EnvelopeStored::New { receipt });
             }
             tx.commit().await?;
@@ -270,7 +285,7 @@ impl Store {
         let rows: Vec<(i64, &(Uuid, i64))> = (0..).zip(carried).collect();
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
-            envelope_row(env, "out", receipt).build().execute(&mut *tx).await?;
+            envelope_row(env, "out", StoredReceipt::Full(receipt)).build().execute(&mut *tx).await?;
             for chunk in rows.chunks(INSERT_CHUNK) {
                 let mut qb = QueryBuilder::new("INSERT INTO sent_items (envelope_digest, leaf_index, record_id, version) ");
                 qb.push_values(chunk, |mut b, (leaf, (id, version))| {
@@ -286,27 +301,12 @@ impl Store {
     /// A stored envelope (either direction) by digest, with its receipt.
     pub async fn envelope(&self, digest: &str) -> Result<Option<StoredEnvelope>, StoreError> {
         dispatch!(self, pool => {
-            let mut qb = QueryBuilder::new(
-                "SELECT digest, direction, sender, receiver, envelope, item_hashes, receipt FROM envelopes WHERE digest = ",
-            );
+            let mut qb = QueryBuilder::new(format!("SELECT {ENVELOPE_COLUMNS} FROM envelopes WHERE digest = "));
             qb.push_bind(digest);
-            let Some(row) = qb.build().fetch_optional(pool).await? else { return Ok(None) };
-            let hashes: String = row.try_get(5)?;
-            if !hashes.len().is_multiple_of(64) {
-                return Err(StoreError::Corrupt(format!("item_hashes of envelope {digest} is not whole digests")));
+            match qb.build().fetch_optional(pool).await? {
+                Some(row) => Ok(Some(stored_envelope(&row)?)),
+                None => Ok(None),
             }
-            let item_hashes = (0..hashes.len() / 64)
-                .map(|i| parse_digest(&hashes[i * 64..(i + 1) * 64]))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(StoredEnvelope {
-                digest: row.try_get(0)?,
-                direction: row.try_get(1)?,
-                sender: row.try_get(2)?,
-                receiver: row.try_get(3)?,
-                envelope: row.try_get(4)?,
-                item_hashes,
-                receipt: row.try_get(6)?,
-            }))
         })
     }
 
@@ -358,29 +358,155 @@ impl Store {
 
     /// The stored receipt for an envelope, by digest.
     pub async fn receipt_of(&self, digest: &Sha256Digest) -> Result<Option<String>, StoreError> {
-        dispatch!(self, pool => {
-            let mut qb = QueryBuilder::new("SELECT receipt FROM envelopes WHERE digest = ");
-            qb.push_bind(digest.to_hex());
-            match qb.build().fetch_optional(pool).await? {
-                Some(row) => Ok(row.try_get::<Option<String>, _>(0)?),
-                None => Ok(None),
-            }
-        })
+        Ok(self.envelope(&digest.to_hex()).await?.and_then(|e| e.receipt))
     }
 }
 
+/// What `envelope_row` writes for the receipt.
+enum StoredReceipt<'a> {
+    Full(&'a str),
+    Compact(String),
+}
+
+/// Our receipt for a received envelope in which every item was taken: the JWS's protected
+/// header and signature, its time, and one letter per item outcome. The payload is rebuilt
+/// from these and the envelope's addressing and item hashes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompactReceipt {
+    protected: String,
+    signature: String,
+    received_at: String,
+    /// `a` accepted, `n` new version, `d` duplicate, per item in envelope order.
+    outcomes: String,
+}
+
+impl CompactReceipt {
+    /// The compact form of `receipt` (JWS JSON), if it has one: not when an item was rejected
+    /// (its errors are kept in full) or the text is not a JWS.
+    fn of(receipt: &str, received_at: &str, outcomes: &[Option<RelayedOutcome>]) -> Option<Self> {
+        let letters = outcomes
+            .iter()
+            .map(|o| match o {
+                Some(RelayedOutcome::Accepted) => Some('a'),
+                Some(RelayedOutcome::NewVersion) => Some('n'),
+                Some(RelayedOutcome::Duplicate) => Some('d'),
+                Some(RelayedOutcome::Conflict) | None => None,
+            })
+            .collect::<Option<String>>()?;
+        let jws: Jws = serde_json::from_str(receipt).ok()?;
+        Some(CompactReceipt {
+            protected: jws.protected,
+            signature: jws.signature,
+            received_at: received_at.to_owned(),
+            outcomes: letters,
+        })
+    }
+
+    /// The receipt JWS (JSON) this was made from, for the envelope with this addressing.
+    fn expand(&self, to: &ReceiptBody, item_hashes: &[Sha256Digest]) -> Result<String, StoreError> {
+        let corrupt = |m: &str| StoreError::Corrupt(format!("compact receipt of envelope {}: {m}", to.envelope_digest));
+        if self.outcomes.len() != item_hashes.len() {
+            return Err(corrupt("outcome count differs from the item count"));
+        }
+        let outcomes = self
+            .outcomes
+            .chars()
+            .zip(item_hashes)
+            .enumerate()
+            .map(|(index, (letter, hash))| {
+                let status = match letter {
+                    'a' => "accepted",
+                    'n' => "new_version",
+                    'd' => "duplicate",
+                    _ => return Err(corrupt("unknown outcome letter")),
+                };
+                Ok(ReceiptOutcome {
+                    index: index as u64,
+                    item_hash: hash.to_hex(),
+                    status: status.into(),
+                    errors: vec![],
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let body = ReceiptBody { received_at: self.received_at.clone(), outcomes, ..to.clone() };
+        let jws = receipt::assemble(&body, &self.protected, &self.signature);
+        serde_json::to_string(&jws).map_err(|e| corrupt(&e.to_string()))
+    }
+}
+
+/// The columns `stored_envelope` reads, in its order.
+const ENVELOPE_COLUMNS: &str =
+    "digest, direction, sender, receiver, envelope, item_hashes, receipt, receipt_compact, envelope_id";
+
+/// Reads an `envelopes` row selected with [`ENVELOPE_COLUMNS`], expanding a compact receipt.
+fn stored_envelope<R: Row>(row: &R) -> Result<StoredEnvelope, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
+{
+    let digest: String = row.try_get(0)?;
+    let item_hashes = parse_hashes(&row.try_get::<String, _>(5)?)
+        .ok_or_else(|| StoreError::Corrupt(format!("item_hashes of envelope {digest} is not whole digests")))?;
+    let mut envelope = StoredEnvelope {
+        digest,
+        direction: row.try_get(1)?,
+        sender: row.try_get(2)?,
+        receiver: row.try_get(3)?,
+        envelope: row.try_get(4)?,
+        item_hashes,
+        receipt: row.try_get(6)?,
+        envelope_id: row.try_get(8)?,
+    };
+    if let (None, Some(compact)) = (&envelope.receipt, row.try_get::<Option<String>, _>(7)?) {
+        let compact: CompactReceipt = serde_json::from_str(&compact)
+            .map_err(|e| StoreError::Corrupt(format!("compact receipt of envelope {}: {e}", envelope.digest)))?;
+        envelope.receipt = Some(compact.expand(
+            &addressing(&envelope.envelope_id, &envelope.digest, &envelope.sender, &envelope.receiver),
+            &envelope.item_hashes,
+        )?);
+    }
+    Ok(envelope)
+}
+
+/// A receipt body with only the addressing of an envelope filled in.
+fn addressing(envelope_id: &str, digest: &str, sender: &str, receiver: &str) -> ReceiptBody {
+    ReceiptBody {
+        envelope_id: envelope_id.to_owned(),
+        envelope_digest: digest.to_owned(),
+        sender: sender.to_owned(),
+        receiver: receiver.to_owned(),
+        received_at: String::new(),
+        outcomes: Vec::new(),
+    }
+}
+
+/// Item hashes stored as concatenated hex, in envelope order.
+fn parse_hashes(hex: &str) -> Option<Vec<Sha256Digest>> {
+    if !hex.len().is_multiple_of(64) {
+        return None;
+    }
+    (0..hex.len() / 64).map(|i| Sha256Digest::from_hex(hex.get(i * 64..(i + 1) * 64)?)).collect()
+}
+
 /// The `INSERT` of one `envelopes` row, for either backend.
-fn envelope_row<'a, DB>(env: &'a EnvelopeIn, direction: &'a str, receipt: &'a str) -> QueryBuilder<DB>
+fn envelope_row<'a, DB>(env: &'a EnvelopeIn, direction: &'a str, receipt: StoredReceipt<'a>) -> QueryBuilder<DB>
 where
     DB: sqlx::Database,
     for<'q> <DB as sqlx::Database>::Arguments: Default,
     for<'q> &'a str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
+    let (full, compact) = match receipt {
+        StoredReceipt::Full(r) => (Some(r.to_owned()), None),
+        StoredReceipt::Compact(c) => (None, Some(c)),
+    };
     let mut qb = QueryBuilder::new(
         "INSERT INTO envelopes (digest, envelope_id, direction, sender, receiver, seq, created_at, envelope, \
-         item_hashes, receipt) ",
+         item_hashes, receipt, receipt_compact) ",
     );
     qb.push_values([()], |mut b, ()| {
         b.push_bind(env.digest.to_hex())
@@ -392,7 +518,8 @@ where
             .push_bind(env.created_at.as_str())
             .push_bind(env.envelope.as_str())
             .push_bind(env.item_hashes.as_str())
-            .push_bind(receipt);
+            .push_bind(full.clone())
+            .push_bind(compact.clone());
     });
     qb
 }
