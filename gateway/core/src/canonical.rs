@@ -254,6 +254,18 @@ impl Sha256Digest {
         out
     }
 
+    /// Whether `s` is this digest's 64 lower-case hex characters (no allocation).
+    pub fn is_hex_of(&self, s: &str) -> bool {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let s = s.as_bytes();
+        s.len() == 64
+            && self
+                .0
+                .iter()
+                .enumerate()
+                .all(|(i, b)| s[2 * i] == HEX[usize::from(b >> 4)] && s[2 * i + 1] == HEX[usize::from(b & 0xf)])
+    }
+
     /// Parses 64 hex characters.
     pub fn from_hex(s: &str) -> Option<Self> {
         let mut out = [0; 32];
@@ -324,6 +336,15 @@ mod tests {
                 "{case}"
             );
         }
+    }
+
+    #[test]
+    fn digests_match_only_their_own_lower_case_hex() {
+        let d = Sha256Digest::of(b"x");
+        assert!(d.is_hex_of(&d.to_hex()));
+        assert!(!d.is_hex_of(&d.to_hex().to_uppercase()));
+        assert!(!d.is_hex_of(&Sha256Digest::of(b"y").to_hex()));
+        assert!(!d.is_hex_of(&d.to_hex()[1..]));
     }
 
     #[test]

@@ -104,9 +104,10 @@ async fn envelopes(
     State(node): State<Node>,
     Extension(peer): Extension<Peer>,
     body: axum::body::Bytes,
-) -> Result<Json<Jws>, ApiError> {
+) -> Result<Response, ApiError> {
     let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
-    node.receive(&member, body, time::OffsetDateTime::now_utc()).await.map(Json)
+    let receipt = node.receive(&member, body, time::OffsetDateTime::now_utc()).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], receipt).into_response())
 }
 
 /// The hops that brought a record version here, for the node this one sent it to (it is

@@ -146,7 +146,7 @@ pub fn verify_receipt(jws: &Jws, sent: &Sent<'_>, registry: &Registry) -> Result
         return mismatch(format!("{} outcomes for {} items", body.outcomes.len(), sent.item_hashes.len()));
     }
     for (i, (o, h)) in body.outcomes.iter().zip(sent.item_hashes).enumerate() {
-        if o.index != i as u64 || o.item_hash != h.to_hex() {
+        if o.index != i as u64 || !h.is_hex_of(&o.item_hash) {
             return mismatch(format!("outcome {i} names another item"));
         }
         if !matches!(o.status.as_str(), "accepted" | "duplicate" | "new_version" | "rejected") {
