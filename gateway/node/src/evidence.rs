@@ -74,8 +74,9 @@ impl Node {
             Some(v) => versions.iter().find(|r| r.version == v),
             None => versions.last(),
         }
-        .ok_or_else(|| {
-            anyhow!("record {record_id} {} is not held here", version.map(|v| format!("v{v}")).unwrap_or_default())
+        .ok_or_else(|| match version {
+            Some(v) => anyhow!("record {record_id} v{v} is not held here"),
+            None => anyhow!("record {record_id} is not held here"),
         })?;
         let content: serde_json::Value = serde_json::from_str(&record.content)?;
         let item = json!({"origin": record.origin, "record_id": record.record_id.to_string(), "version": record.version,
