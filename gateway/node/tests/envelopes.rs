@@ -7,7 +7,7 @@
 mod common;
 
 use credit_gateway::bench::synthetic_records;
-use credit_gateway::pki::{self, InitOptions};
+use credit_gateway::pki;
 use credit_gateway::store::StoredRecord;
 use gateway_core::crypto::Alg;
 use gateway_core::interchange::envelope::{self, Addressing, Outgoing};
@@ -25,10 +25,7 @@ async fn own_records(node: &credit_gateway::interchange::Node, n: usize, seed: u
 }
 
 async fn run(alg: Alg) {
-    credit_gateway::tls::install_crypto_provider();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki_dir = dir.path().join("pki");
-    pki::init(&InitOptions { out: pki_dir.clone(), force: false, alg: alg.as_str().into() }).expect("certs init");
+    let (dir, pki_dir) = common::demo_pki(alg);
     let (city_port, city) = common::start_federation_node(&pki_dir, CITY, &dir.path().join("city")).await;
     let (_, district) = common::start_federation_node(&pki_dir, DISTRICT, &dir.path().join("district")).await;
     let url = format!("https://localhost:{city_port}");

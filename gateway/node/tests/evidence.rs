@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use credit_gateway::bench::synthetic_records;
-use credit_gateway::pki::{self, InitOptions};
+use credit_gateway::pki;
 use gateway_core::crypto::Alg;
 use gateway_core::interchange::evidence::{self, Bundle};
 use gateway_core::interchange::registry::RootKey;
@@ -44,10 +44,7 @@ fn python_verify(bundle: &Path, pki_dir: &Path) -> (i32, String) {
 }
 
 async fn run(alg: Alg) {
-    credit_gateway::tls::install_crypto_provider();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki_dir = dir.path().join("pki");
-    pki::init(&InitOptions { out: pki_dir.clone(), force: false, alg: alg.as_str().into() }).expect("certs init");
+    let (dir, pki_dir) = common::demo_pki(alg);
     let (_, district) = common::start_federation_node(&pki_dir, DISTRICT, &dir.path().join("district")).await;
     let (city_port, city) = common::start_federation_node(&pki_dir, CITY, &dir.path().join("city")).await;
     let city_url = format!("https://localhost:{city_port}");

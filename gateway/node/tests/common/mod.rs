@@ -177,3 +177,14 @@ pub fn federation_client(pki_dir: &Path, member: &str) -> reqwest::Client {
     .expect("client tls");
     reqwest::Client::builder().tls_backend_preconfigured(tls).build().expect("client")
 }
+
+/// A fresh temporary directory with a `certs init` PKI for `alg` under `pki/`. Returns the
+/// directory (kept alive by the caller) and the PKI path.
+pub fn demo_pki(alg: gateway_core::crypto::Alg) -> (tempfile::TempDir, std::path::PathBuf) {
+    credit_gateway::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki_dir = dir.path().join("pki");
+    let opts = credit_gateway::pki::InitOptions { out: pki_dir.clone(), force: false, alg: alg.as_str().into() };
+    credit_gateway::pki::init(&opts).expect("certs init");
+    (dir, pki_dir)
+}
