@@ -10,6 +10,7 @@ pub mod date;
 pub mod ident;
 pub mod interchange;
 pub mod jws;
+pub mod lifecycle;
 pub mod merkle;
 pub mod record;
 mod rules;

@@ -30,11 +30,48 @@ pub enum RecordType {
     EvaluationResult,
     /// 月报 / 零信息报送
     MonthlyReport,
+    /// 更正: the replacement becomes the target's current content.
+    Correction,
+    /// 撤销: the target is withdrawn.
+    Withdrawal,
+    /// 信用修复: publicity and sharing of the target stop.
+    Repair,
+    /// 异议受理: the target is disputed.
+    ObjectionOpened,
+    /// 异议处理结果: the target is restored, corrected or withdrawn.
+    ObjectionResolved,
+    /// 公示期满: the target's publicity period is over.
+    PublicityExpired,
 }
 
 impl RecordType {
-    pub const ALL: [RecordType; 5] =
-        [Self::AdminLicense, Self::AdminPenalty, Self::CreditListEntry, Self::EvaluationResult, Self::MonthlyReport];
+    /// Every type, in declaration order (the validator indexes its schemas by `t as usize`).
+    pub const ALL: [RecordType; 11] = [
+        Self::AdminLicense,
+        Self::AdminPenalty,
+        Self::CreditListEntry,
+        Self::EvaluationResult,
+        Self::MonthlyReport,
+        Self::Correction,
+        Self::Withdrawal,
+        Self::Repair,
+        Self::ObjectionOpened,
+        Self::ObjectionResolved,
+        Self::PublicityExpired,
+    ];
+
+    /// Whether this is a lifecycle event about another record (interchange-v1 §2).
+    pub fn is_event(self) -> bool {
+        matches!(
+            self,
+            Self::Correction
+                | Self::Withdrawal
+                | Self::Repair
+                | Self::ObjectionOpened
+                | Self::ObjectionResolved
+                | Self::PublicityExpired
+        )
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -43,6 +80,12 @@ impl RecordType {
             Self::CreditListEntry => "credit_list_entry",
             Self::EvaluationResult => "evaluation_result",
             Self::MonthlyReport => "monthly_report",
+            Self::Correction => "correction",
+            Self::Withdrawal => "withdrawal",
+            Self::Repair => "repair",
+            Self::ObjectionOpened => "objection_opened",
+            Self::ObjectionResolved => "objection_resolved",
+            Self::PublicityExpired => "publicity_expired",
         }
     }
 
@@ -54,6 +97,12 @@ impl RecordType {
             Self::CreditListEntry => include_str!("../../../schemas/credit_list_entry/schema.json"),
             Self::EvaluationResult => include_str!("../../../schemas/evaluation_result/schema.json"),
             Self::MonthlyReport => include_str!("../../../schemas/monthly_report/schema.json"),
+            Self::Correction => include_str!("../../../schemas/correction/schema.json"),
+            Self::Withdrawal => include_str!("../../../schemas/withdrawal/schema.json"),
+            Self::Repair => include_str!("../../../schemas/repair/schema.json"),
+            Self::ObjectionOpened => include_str!("../../../schemas/objection_opened/schema.json"),
+            Self::ObjectionResolved => include_str!("../../../schemas/objection_resolved/schema.json"),
+            Self::PublicityExpired => include_str!("../../../schemas/publicity_expired/schema.json"),
         }
     }
 }
@@ -113,6 +162,46 @@ pub struct ValidRecord {
     /// The day the 7-working-day publicity clock starts: the decision date (双公示) or listing
     /// date (list entries). `None` for types without a publicity deadline.
     pub clock_start: Option<Date>,
+    /// Who may see it (`disclosure_scope`); routing keeps `gov_shared` and `authorized_query`
+    /// records away from public sinks.
+    pub disclosure: Disclosure,
+    /// For a lifecycle event, the record version it is about and what it does to it.
+    pub target: Option<EventTarget>,
+}
+
+/// `disclosure_scope` (domain §1.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disclosure {
+    /// 向社会公开
+    Public,
+    /// 政务共享: government consumers only.
+    GovShared,
+    /// 授权查询: released only with the subject's authorisation.
+    AuthorizedQuery,
+}
+
+impl Disclosure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::GovShared => "gov_shared",
+            Self::AuthorizedQuery => "authorized_query",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Public, Self::GovShared, Self::AuthorizedQuery].into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// The record version a lifecycle event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTarget {
+    pub origin: String,
+    pub record_id: String,
+    pub version: i64,
+    pub transition: crate::lifecycle::Transition,
 }
 
 /// Operator settings for validation.
@@ -152,6 +241,7 @@ pub(crate) const USCC_FIELDS: &[&str] = &[
     "evaluator_uscc",
     "subject_uscc",
     "department_uscc",
+    "deciding_authority_uscc",
 ];
 
 /// Identity-number fields: never published, never logged.
@@ -222,12 +312,8 @@ impl RecordValidator {
                     return Err(vec![FieldError::new(
                         "/record_type",
                         "record_type.unknown",
-                        format!(
-                            "未知的记录类型 {value}，应为 admin_license、admin_penalty、credit_list_entry、evaluation_result 或 monthly_report"
-                        ),
-                        format!(
-                            "unknown record type {value}; expected admin_license, admin_penalty, credit_list_entry, evaluation_result or monthly_report"
-                        ),
+                        format!("未知的记录类型 {value}，应为以下之一：{}", type_list()),
+                        format!("unknown record type {value}; expected one of {}", type_list()),
                     )]);
                 }
             },
@@ -264,11 +350,24 @@ impl RecordValidator {
             clock_start: match record_type {
                 RecordType::AdminLicense | RecordType::AdminPenalty => fields.date("decision_date"),
                 RecordType::CreditListEntry => fields.date("listed_on"),
-                RecordType::EvaluationResult | RecordType::MonthlyReport => None,
+                _ => None,
             },
+            // Every schema requires a valid scope; a record without one is never public.
+            disclosure: fields.str("disclosure_scope").and_then(Disclosure::parse).unwrap_or(Disclosure::GovShared),
+            target: crate::lifecycle::transition(record_type, &value).map(|transition| EventTarget {
+                origin: fields.str("target_origin").unwrap_or_default().to_owned(),
+                record_id: fields.str("target_record_id").unwrap_or_default().to_owned(),
+                version: fields.get("target_version").and_then(Value::as_i64).unwrap_or(0),
+                transition,
+            }),
             canonical_content,
         })
     }
+}
+
+/// The record types, for messages.
+fn type_list() -> String {
+    RecordType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// Read access to a record's top-level fields.
@@ -343,6 +442,22 @@ fn natural_key(t: RecordType, f: &Fields<'_>) -> Sha256Digest {
             vec![t.as_str(), s("scheme_id"), s("scheme_version"), s("subject_uscc"), s("period"), s("evaluator_uscc")]
         }
         RecordType::MonthlyReport => vec![t.as_str(), s("department_uscc"), s("period")],
+        // One decision about one target version; an objection's opening and resolution are
+        // told apart by type, two objections to one target by their id.
+        _ => {
+            let version = f.get("target_version").map(Value::to_string).unwrap_or_default();
+            let parts = [
+                t.as_str(),
+                s("target_origin"),
+                s("target_record_id"),
+                &version,
+                s("objection_id"),
+                s("decided_on"),
+                s("deciding_authority_uscc"),
+            ];
+            let array = Value::Array(parts.into_iter().map(|p| Value::String(p.to_owned())).collect());
+            return Sha256Digest::of(&canonical_bytes(&array));
+        }
     };
     let array = Value::Array(parts.into_iter().map(|p| Value::String(p.to_owned())).collect());
     Sha256Digest::of(&canonical_bytes(&array))

@@ -101,6 +101,52 @@ pub(crate) fn check(
             not_in_future(f, "submitted_on", today, errors);
             check_monthly_report(f, today, errors);
         }
+        t => {
+            not_in_future(f, "decided_on", today, errors);
+            check_event(t, f, errors);
+        }
+    }
+}
+
+/// Lifecycle events: a replacement is present exactly when the event replaces content, and it
+/// is a record (not another event).
+fn check_event(t: RecordType, f: &Fields<'_>, errors: &mut Vec<FieldError>) {
+    let replaces = match t {
+        RecordType::Correction => true,
+        RecordType::ObjectionResolved => f.str("result") == Some("upheld_corrected"),
+        _ => return,
+    };
+    match (replaces, f.get("replacement")) {
+        // A correction without one is the schema's `required` error.
+        (true, None) if t == RecordType::ObjectionResolved => errors.push(FieldError::new(
+            "/replacement",
+            "event.replacement_required",
+            "异议成立需更正时必须提供更正后的内容（replacement）",
+            "replacement is required when the objection is upheld with a correction",
+        )),
+        (false, Some(_)) => errors.push(FieldError::new(
+            "/replacement",
+            "event.replacement_not_allowed",
+            "只有异议成立需更正时才能提供更正后的内容（replacement）",
+            "replacement is allowed only when the objection is upheld with a correction",
+        )),
+        (true, Some(Value::Object(replacement))) => {
+            let is_record = replacement
+                .get("record_type")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<RecordType>().ok())
+                .is_some_and(|t| !t.is_event());
+            if !is_record {
+                errors.push(FieldError::new(
+                    "/replacement/record_type",
+                    "event.replacement_type",
+                    "更正后的内容必须是一条记录，其记录类型应为 admin_license、admin_penalty、credit_list_entry、evaluation_result 或 monthly_report",
+                    "the replacement must be a record whose record_type is admin_license, admin_penalty, credit_list_entry, evaluation_result or monthly_report",
+                ));
+            }
+        }
+        // A replacement of the wrong type is the schema's error.
+        _ => {}
     }
 }
 

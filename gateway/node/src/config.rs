@@ -35,6 +35,82 @@ pub struct Config {
     pub mode: Mode,
     /// Node-to-node interchange over mutual TLS; absent means this node runs alone.
     pub federation: Option<FederationConfig>,
+    /// Store-and-forward to the parent, the children and the publication sink.
+    pub relay: RelayConfig,
+}
+
+/// How accepted records travel on (see `docs/operations.md`, "Relay").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Whether this node forwards at all. Default true (when it has a federation identity).
+    pub enabled: bool,
+    /// Most records in one envelope. Default 1,000.
+    pub batch_max: usize,
+    /// How long to wait for more records after the first one arrives, in milliseconds, so
+    /// that a trickle still travels in envelopes of useful size. Default 100.
+    pub linger_ms: u64,
+    /// First retry delay after a failed delivery, in milliseconds; doubles per failure, with
+    /// full jitter. Default 500.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay, in milliseconds. Default 60,000.
+    pub backoff_max_ms: u64,
+    /// Failed attempts (transport errors, 5xx, timeouts) after which records go to the dead
+    /// letters. 0 (default) retries for ever: a destination that is down for days gets
+    /// everything, in order, when it comes back.
+    pub max_attempts: u32,
+    /// Seconds one delivery may take before it counts as failed. Default 60.
+    pub timeout_secs: u64,
+    /// Directory of the local publication sink (this platform's own publication system until
+    /// its adapter exists); unset means no publication sink.
+    pub publication_dir: Option<PathBuf>,
+    /// Routing rules, tried in order before the built-in defaults; the first that matches decides.
+    pub routes: Vec<RouteRule>,
+    /// Children that poll this node for their envelopes (前置机 style, pull mode) instead of
+    /// being pushed to. Member ids.
+    pub pull_children: Vec<String>,
+    /// Whether this node polls its parent for envelopes addressed to it (pull mode).
+    pub pull_from_parent: bool,
+}
+
+/// One routing rule: for which destinations, record types and disclosure scopes it holds,
+/// and whether those records go there. Empty lists match everything.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// `parent`, `children`, `publication`, or a member id.
+    pub destination: String,
+    #[serde(default)]
+    pub record_types: Vec<String>,
+    #[serde(default)]
+    pub disclosure: Vec<String>,
+    /// `send` or `skip`.
+    pub action: RouteAction,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAction {
+    Send,
+    Skip,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            batch_max: 1_000,
+            linger_ms: 100,
+            backoff_base_ms: 500,
+            backoff_max_ms: 60_000,
+            max_attempts: 0,
+            timeout_secs: 60,
+            publication_dir: None,
+            routes: Vec::new(),
+            pull_children: Vec::new(),
+            pull_from_parent: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -155,6 +231,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             mode: Mode::Dev,
             federation: None,
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -255,6 +332,21 @@ impl Config {
         });
         if !id_ok {
             bail!("member_id {:?} must match ^cn-[0-9]{{6}}(-[a-z0-9]{{1,32}})?$", self.member_id);
+        }
+        if self.relay.batch_max == 0 || self.relay.timeout_secs == 0 {
+            bail!("relay.batch_max and relay.timeout_secs must be ≥ 1");
+        }
+        for rule in &self.relay.routes {
+            for t in &rule.record_types {
+                if t.parse::<gateway_core::record::RecordType>().is_err() {
+                    bail!("relay.routes: unknown record type {t:?}");
+                }
+            }
+            for d in &rule.disclosure {
+                if gateway_core::record::Disclosure::parse(d).is_none() {
+                    bail!("relay.routes: unknown disclosure scope {d:?} (public, gov_shared, authorized_query)");
+                }
+            }
         }
         if self.mode == Mode::Production {
             if self.federation.is_none() {

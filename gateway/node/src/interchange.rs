@@ -366,21 +366,44 @@ impl Node {
 
     /// Posts a prepared envelope, verifies the receipt against what was sent, and stores both.
     pub async fn deliver(&self, url: &str, p: &Prepared) -> anyhow::Result<ReceiptBody> {
+        let (body, receipt_text) = self.post(url, p, None).await?;
+        self.gateway.store.store_sent(&p.record, &receipt_text, &p.carried).await?;
+        Ok(body)
+    }
+
+    /// Posts a prepared envelope and verifies the receipt against what was sent. Returns the
+    /// receipt's body and its exact text (what gets stored: no second serialisation).
+    pub async fn post(
+        &self,
+        url: &str,
+        p: &Prepared,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(ReceiptBody, String), DeliveryError> {
         let receiver = &p.record.receiver;
-        let resp = self
+        let mut request = self
             .client
             .post(format!("{}/federation/v1/envelopes", url.trim_end_matches('/')))
             .header("content-type", "application/json")
-            .body(p.body.clone())
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            anyhow::bail!("{receiver} refused the envelope: {status} {}", resp.text().await.unwrap_or_default());
+            .body(p.body.clone());
+        if let Some(t) = timeout {
+            request = request.timeout(t);
         }
-        // The receipt's text is what gets stored: no second serialisation of ~150 KB.
-        let receipt_text = resp.text().await?;
-        let receipt_jws: Jws = serde_json::from_str(&receipt_text)?;
+        let transient = |e: anyhow::Error| DeliveryError::Transient(e.context(format!("delivering to {receiver}")));
+        let resp = request.send().await.map_err(|e| transient(e.into()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            // 408 and 429 ask to come back later; other 4xx judge the envelope itself.
+            if status.is_client_error()
+                && status != StatusCode::REQUEST_TIMEOUT
+                && status != StatusCode::TOO_MANY_REQUESTS
+            {
+                return Err(DeliveryError::Refused { receiver: receiver.clone(), status: status.as_u16(), body });
+            }
+            return Err(transient(anyhow::anyhow!("{receiver} answered {status}: {body}")));
+        }
+        let receipt_text = resp.text().await.map_err(|e| transient(e.into()))?;
+        let receipt_jws: Jws = serde_json::from_str(&receipt_text).map_err(|e| transient(e.into()))?;
         let sent = Sent {
             envelope_id: &p.record.envelope_id,
             digest: p.record.digest,
@@ -388,11 +411,24 @@ impl Node {
             receiver,
             item_hashes: &p.item_hashes,
         };
-        let registry = self.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
-        let body = receipt::verify_receipt(&receipt_jws, &sent, &registry)?;
-        self.gateway.store.store_sent(&p.record, &receipt_text, &p.carried).await?;
-        Ok(body)
+        let registry = self.registry().map_err(|_| transient(anyhow::anyhow!("registry lock poisoned")))?;
+        // A receipt that does not verify proves nothing: send again (the receiver answers
+        // `duplicate` for what it already holds) rather than record an unproven delivery.
+        let body = receipt::verify_receipt(&receipt_jws, &sent, &registry).map_err(|e| transient(e.into()))?;
+        Ok((body, receipt_text))
     }
+}
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Worth retrying: a transport failure, a timeout, 5xx, 408/429, or a receipt that does not
+    /// verify.
+    #[error("{0:#}")]
+    Transient(anyhow::Error),
+    /// The receiver refused the envelope (4xx): the same content will be refused again.
+    #[error("{receiver} refused the envelope: {status} {body}")]
+    Refused { receiver: String, status: u16, body: String },
 }
 
 fn status(o: Option<RelayedOutcome>) -> &'static str {

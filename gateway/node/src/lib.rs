@@ -10,6 +10,7 @@ pub mod federation;
 pub mod ingest;
 pub mod interchange;
 pub mod pki;
+pub mod relay;
 pub mod server;
 pub mod store;
 pub mod tls;

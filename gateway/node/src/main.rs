@@ -322,10 +322,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let stopped_signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // Forwarding starts with the federation identity: records flow to the parent, events to
+    // the children, and public records to the publication sink.
+    let relay = match &federation {
+        Some(f) if config.relay.enabled => {
+            Some(credit_gateway::relay::Relay::start(f.node().clone(), config.relay.clone()))
+        }
+        _ => None,
+    };
     let federation_task = federation.map(|f| tokio::spawn(f.serve(stopped_signal(stopped.clone()))));
     let api = server::run(listener, gateway, stopped_signal(stopped));
     let signal = async {
         shutdown_signal().await;
+        // Senders stop before the store closes; stopping mid-delivery is safe (resent later).
+        if let Some(relay) = relay {
+            relay.stop().await;
+        }
         let _ = stop.send(true);
     };
     let (result, ()) = tokio::join!(api, signal);

@@ -268,3 +268,15 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<()> {
     std::fs::write(registry_file(out), serde_json::to_string_pretty(&registry)?)?;
     Ok(())
 }
+
+/// The demo federation's registry, from a fresh PKI in a temporary directory.
+#[cfg(test)]
+pub fn demo_registry_for_tests() -> gateway_core::interchange::registry::Registry {
+    let dir = tempfile::tempdir().expect("tempdir");
+    init(&InitOptions { out: dir.path().to_owned(), force: false, alg: "EdDSA".into() }).expect("certs init");
+    let jws: jws::Jws =
+        serde_json::from_slice(&std::fs::read(registry_file(dir.path())).expect("registry")).expect("jws");
+    let anchor: Vec<RootKey> =
+        serde_json::from_slice(&std::fs::read(anchor_file(dir.path())).expect("anchor")).expect("anchor");
+    gateway_core::interchange::registry::Registry::verify_signed(&jws, &anchor).expect("registry verifies")
+}

@@ -4,6 +4,7 @@
 mod docs;
 mod error;
 pub mod metrics;
+mod relay;
 
 use std::sync::Arc;
 
@@ -38,6 +39,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/api/v1/records", post(push_records).get(query_records))
         .route("/api/v1/records/{id}", get(get_record))
+        .route("/api/v1/records/{id}/trail", get(relay::trail))
+        .route("/api/v1/outbox", get(relay::outbox))
+        .route("/api/v1/dead-letters", get(relay::dead_letters))
+        .route("/api/v1/dead-letters/resend", post(relay::resend))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/docs", get(|| async { Html(docs::PAGE) }))
         .route("/healthz", get(healthz))
@@ -64,7 +69,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     path = "/api/v1/records",
     tag = "records",
     request_body(content = Vec<serde_json::Value>, content_type = "application/json",
-        description = "JSON array of records; each is one of the record schemas (components: admin_license, admin_penalty, credit_list_entry, evaluation_result, monthly_report)"),
+        description = "JSON array of records; each is one of the record schemas (components: admin_license, admin_penalty, credit_list_entry, evaluation_result, monthly_report, and the lifecycle events correction, withdrawal, repair, objection_opened, objection_resolved, publicity_expired)"),
     responses(
         (status = 200, description = "Per-record outcomes", body = BatchResult),
         (status = 400, description = "Malformed JSON or not an array", body = ErrorBody),
@@ -282,8 +287,12 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Credit Gateway API (信用信息交换网关)", description = "Department-facing API of a Credit Gateway node."),
-    paths(push_records, get_record, query_records, healthz, readyz),
-    tags((name = "records", description = "双公示 and other credit records"), (name = "operations", description = "Health"))
+    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend),
+    tags(
+        (name = "records", description = "双公示 and other credit records, and lifecycle events about them"),
+        (name = "relay", description = "Delivery trail, queues and dead letters"),
+        (name = "operations", description = "Health")
+    )
 )]
 struct ApiDoc;
 

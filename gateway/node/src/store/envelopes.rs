@@ -136,6 +136,7 @@ impl Store {
                 let result = self.commit_envelopes(jobs, &mut replies).await;
                 match result {
                     Ok(results) => {
+                        self.committed();
                         for (reply, r) in replies.into_iter().zip(results) {
                             let _ = reply.send(Ok(r));
                         }
@@ -166,6 +167,11 @@ impl Store {
     ) -> Result<Vec<EnvelopeStored>, StoreError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
+            if matches!(self.backend, Backend::Postgres(_)) {
+                // As on the push path: replicas serialise record writes, so `records.seq`
+                // follows commit order and outbox cursors never pass an uncommitted row.
+                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+            }
             let mut results = Vec::with_capacity(jobs.len());
             for job in jobs {
                 replies.push(job.reply);
@@ -188,7 +194,9 @@ impl Store {
                     env.items.iter().flatten().map(|i| i.row(&env.received_at, &digest)).collect();
                 sqlx::query("SAVEPOINT fresh_items").execute(&mut *tx).await?;
                 let all_new = insert_rows!(tx, fresh, skip_held) == fresh.len() as u64;
-                if !all_new {
+                if all_new {
+                    apply_events!(tx, &fresh);
+                } else {
                     sqlx::query("ROLLBACK TO SAVEPOINT fresh_items").execute(&mut *tx).await?;
                 }
                 sqlx::query("RELEASE SAVEPOINT fresh_items").execute(&mut *tx).await?;
@@ -255,6 +263,7 @@ impl Store {
                         outcomes.push(Some(outcome));
                     }
                     insert_rows!(tx, rows);
+                    apply_events!(tx, &rows);
                     outcomes
                 };
                 let receipt = (job.receipt)(&outcomes);
@@ -281,21 +290,16 @@ impl Store {
     /// Records an envelope this node sent, the verified receipt that answered it, and which
     /// record versions it carried (`carried[i]` at leaf `i`), in one transaction.
     pub async fn store_sent(&self, env: &EnvelopeIn, receipt: &str, carried: &[(Uuid, i64)]) -> Result<(), StoreError> {
-        let digest = env.digest.to_hex();
-        let rows: Vec<(i64, &(Uuid, i64))> = (0..).zip(carried).collect();
-        dispatch!(self, pool => {
-            let mut tx = pool.begin().await?;
-            envelope_row(env, "out", StoredReceipt::Full(receipt)).build().execute(&mut *tx).await?;
-            for chunk in rows.chunks(INSERT_CHUNK) {
-                let mut qb = QueryBuilder::new("INSERT INTO sent_items (envelope_digest, leaf_index, record_id, version) ");
-                qb.push_values(chunk, |mut b, (leaf, (id, version))| {
-                    b.push_bind(digest.as_str()).push_bind(*leaf).push_bind(id.to_string()).push_bind(*version);
-                });
-                qb.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
+        let at = env.received_at.clone();
+        self.settle(
+            &env.receiver,
+            super::Settlement {
+                sent: Some(super::SentEnvelope { envelope: env, receipt, carried }),
+                at,
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// A stored envelope (either direction) by digest, with its receipt.
@@ -363,7 +367,7 @@ impl Store {
 }
 
 /// What `envelope_row` writes for the receipt.
-enum StoredReceipt<'a> {
+pub(super) enum StoredReceipt<'a> {
     Full(&'a str),
     Compact(String),
 }
@@ -491,7 +495,11 @@ fn parse_hashes(hex: &str) -> Option<Vec<Sha256Digest>> {
 }
 
 /// The `INSERT` of one `envelopes` row, for either backend.
-fn envelope_row<'a, DB>(env: &'a EnvelopeIn, direction: &'a str, receipt: StoredReceipt<'a>) -> QueryBuilder<DB>
+pub(super) fn envelope_row<'a, DB>(
+    env: &'a EnvelopeIn,
+    direction: &'a str,
+    receipt: StoredReceipt<'a>,
+) -> QueryBuilder<DB>
 where
     DB: sqlx::Database,
     for<'q> <DB as sqlx::Database>::Arguments: Default,

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::config::SqliteSync;
 
-/// Rows per multi-row INSERT: 16 columns × 500 stays under SQLite's 32,766 bound parameters.
+/// Rows per multi-row INSERT: 20 columns × 500 stays under SQLite's 32,766 bound parameters.
 pub(crate) const INSERT_CHUNK: usize = 500;
 /// Keys per `IN (…)` lookup.
 const LOOKUP_CHUNK: usize = 900;
@@ -57,6 +57,8 @@ pub struct Store {
     waiting: std::sync::Mutex<Vec<Waiting>>,
     /// Received envelopes waiting for the write lock, committed together the same way.
     waiting_envelopes: std::sync::Mutex<Vec<envelopes::EnvelopeJob>>,
+    /// Bumped after every commit that stored records: wakes the relay's senders.
+    commits: tokio::sync::watch::Sender<u64>,
 }
 
 struct Waiting {
@@ -105,7 +107,8 @@ macro_rules! insert_rows {
     (@statement $chunk:ident) => {{
             let mut qb = QueryBuilder::new(
                 "INSERT INTO records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
-                     subject_uscc, clock_start, deadline, received_at, content, envelope_digest, leaf_index, origin_proof) ",
+                     subject_uscc, clock_start, deadline, received_at, content, envelope_digest, leaf_index, origin_proof, \
+                     disclosure, target_origin, target_record_id, target_version) ",
             );
             qb.push_values($chunk, |mut b, row| {
                 let r = &row.incoming.record;
@@ -124,14 +127,58 @@ macro_rules! insert_rows {
                     .push_bind(r.canonical_content.as_str())
                     .push_bind(row.arrival.map(|a| a.envelope_digest))
                     .push_bind(row.arrival.map(|a| a.leaf_index))
-                    .push_bind(row.arrival.and_then(|a| a.origin_proof));
+                    .push_bind(row.arrival.and_then(|a| a.origin_proof))
+                    .push_bind(r.disclosure.as_str())
+                    .push_bind(r.target.as_ref().map(|t| t.origin.as_str()))
+                    .push_bind(r.target.as_ref().map(|t| t.record_id.as_str()))
+                    .push_bind(r.target.as_ref().map(|t| t.version));
             });
             qb
     }};
 }
 
+/// Applies the lifecycle events among `$rows` (`NewRow`s just inserted, in order) to
+/// `record_states` inside the transaction `$tx`, so an event and its effect commit together.
+macro_rules! apply_events {
+    ($tx:ident, $rows:expr) => {
+        for row in $rows {
+            let Some(target) = &row.incoming.record.target else { continue };
+            let t = &target.transition;
+            let event = row.record_id.to_string();
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO record_states (record_id, state, sanctions_suspended, corrected_by, last_event, \
+                 last_event_type, updated_at) ",
+            );
+            qb.push_values([()], |mut b, ()| {
+                b.push_bind(target.record_id.as_str())
+                    .push_bind(t.state.unwrap_or(gateway_core::lifecycle::RecordState::Active).as_str())
+                    .push_bind(i64::from(t.sanctions_suspended))
+                    .push_bind(t.replaces_content.then(|| event.clone()))
+                    .push_bind(event.as_str())
+                    .push_bind(row.incoming.record.record_type.as_str())
+                    .push_bind(row.received_at);
+            });
+            // A plain correction changes the content, not the state.
+            let keep_state = if t.state.is_none() { "record_states.state" } else { "excluded.state" };
+            let keep_suspension =
+                if t.state.is_none() { "record_states.sanctions_suspended" } else { "excluded.sanctions_suspended" };
+            qb.push(format!(
+                " ON CONFLICT (record_id) DO UPDATE SET state = {keep_state}, sanctions_suspended = {keep_suspension}, \
+                 corrected_by = COALESCE(excluded.corrected_by, record_states.corrected_by), \
+                 last_event = excluded.last_event, last_event_type = excluded.last_event_type, \
+                 updated_at = excluded.updated_at"
+            ));
+            qb.build().execute(&mut *$tx).await?;
+        }
+    };
+}
+
 mod envelopes;
+mod outbox;
+mod trail;
 pub use envelopes::{ArrivalOf, EnvelopeIn, EnvelopeStored, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope};
+pub use outbox::{DeadLetter, DeadLetterRow, QueueStats, QueuedRecord, SentEnvelope, Settlement};
+pub use trail::{EventRef, Hop, StateView, Trail, VersionTrail};
 
 /// A validated record on its way into the store.
 #[derive(Debug, Clone)]
@@ -229,6 +276,7 @@ impl Store {
             write_lock: Mutex::new(()),
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
+            commits: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -251,7 +299,17 @@ impl Store {
             write_lock: Mutex::new(()),
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
+            commits: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// A receiver that changes after every commit that stored records.
+    pub fn watch_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    fn committed(&self) {
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Checks that the database answers.
@@ -298,6 +356,9 @@ impl Store {
                     .flat_map(|w| w.incoming.iter().map(move |i| (w.origin.as_str(), w.received_at.as_str(), i)))
                     .collect();
                 let result = self.commit_group(&all).await;
+                if result.is_ok() {
+                    self.committed();
+                }
                 drop(all);
                 let mut outcomes = result.as_ref().map(|o| o.iter().copied()).map_err(ToString::to_string);
                 for w in group {
@@ -351,6 +412,7 @@ impl Store {
             }
             let (outcomes, rows) = decide(incoming, &mut known);
             insert_rows!(tx, rows);
+            apply_events!(tx, &rows);
             tx.commit().await?;
             Ok(outcomes)
         })

@@ -1,0 +1,118 @@
+//! Operator endpoints of the relay: a record's trail and state, the queues, the dead letters
+//! and resending them.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{ApiError, ErrorBody};
+use crate::ingest::Gateway;
+use crate::store::{DeadLetterRow, QueueStats, Trail};
+
+fn record_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| {
+        ApiError::bad_request("bad_record_id", "记录编号必须是 UUID", "the record id must be a UUID")
+            .with_pointer("/id")
+    })
+}
+
+/// A record's delivery trail at this node: received and stored, every hop onward with the
+/// receiver's signed acknowledgement, publication, dead letters, lifecycle events and state.
+#[utoipa::path(
+    get,
+    path = "/api/v1/records/{id}/trail",
+    tag = "relay",
+    params(("id" = String, Path, description = "Record id (UUID)")),
+    responses((status = 200, body = Trail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub(super) async fn trail(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Json<Trail>, ApiError> {
+    let id = record_id(&id)?;
+    match gw.store.trail(id).await.map_err(|e| ApiError::internal(&e))? {
+        Some(t) => Ok(Json(t)),
+        None => Err(ApiError::not_found("该记录", "record")),
+    }
+}
+
+/// Every destination's queue: cursor, records waiting after it, dead letters.
+#[utoipa::path(get, path = "/api/v1/outbox", tag = "relay", responses((status = 200, body = Vec<QueueStats>)))]
+pub(super) async fn outbox(State(gw): State<Arc<Gateway>>) -> Result<Json<Vec<QueueStats>>, ApiError> {
+    gw.store.queue_stats().await.map(Json).map_err(|e| ApiError::internal(&e))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct DeadLetterParams {
+    /// Only this destination (a member id or `publication`).
+    destination: Option<String>,
+    /// At most this many, newest first (1–1000, default 100).
+    limit: Option<i64>,
+}
+
+/// Records a destination refused for good, or that wait behind one, with the reason.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dead-letters",
+    tag = "relay",
+    params(DeadLetterParams),
+    responses((status = 200, body = Vec<DeadLetterRow>), (status = 400, body = ErrorBody))
+)]
+pub(super) async fn dead_letters(
+    State(gw): State<Arc<Gateway>>,
+    params: Result<Query<DeadLetterParams>, QueryRejection>,
+) -> Result<Json<Vec<DeadLetterRow>>, ApiError> {
+    let Query(p) = params.map_err(|e| {
+        ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), format!("bad query parameters: {e}"))
+    })?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "limit 必须在 1 到 1000 之间",
+            "limit must be between 1 and 1000",
+        )
+        .with_pointer("/limit"));
+    }
+    gw.store.dead_letters(p.destination.as_deref(), limit).await.map(Json).map_err(|e| ApiError::internal(&e))
+}
+
+/// What to resend.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResendRequest {
+    /// The destination whose dead letters to resend.
+    pub destination: String,
+    /// Only this record's dead letters; all of the destination's when absent.
+    pub record_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResendAnswer {
+    /// Dead letters queued for delivery again (in their original order, before new records).
+    pub queued: u64,
+}
+
+/// Queues dead letters for delivery again, after their cause is fixed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dead-letters/resend",
+    tag = "relay",
+    request_body = ResendRequest,
+    responses((status = 200, body = ResendAnswer), (status = 400, body = ErrorBody))
+)]
+pub(super) async fn resend(
+    State(gw): State<Arc<Gateway>>,
+    body: Result<Json<ResendRequest>, JsonRejection>,
+) -> Result<Json<ResendAnswer>, ApiError> {
+    let Json(req) = body.map_err(|e| {
+        ApiError::bad_request("bad_request", format!("请求体错误：{e}"), format!("bad request body: {e}"))
+    })?;
+    let queued = gw.store.request_resend(&req.destination, req.record_id).await.map_err(|e| ApiError::internal(&e))?;
+    tracing::info!(destination = %req.destination, record_id = ?req.record_id, queued, "dead letters queued for resending");
+    Ok(Json(ResendAnswer { queued }))
+}

@@ -1,0 +1,399 @@
+//! Store-and-forward: one sender task per destination (parent, each child, the publication
+//! sink) works through its queue in `seq` order (see `store::outbox`).
+//!
+//! **Invariants:** a record is queued by the commit that stores it, so a record acknowledged to
+//! its sender is never lost; a destination's cursor moves only in the transaction that stores
+//! what settled the records before it; within a destination, records go in `seq` order and a
+//! record waits behind an undelivered earlier version of itself (or of its target), so a
+//! correction never overtakes what it amends. Destinations never block each other.
+
+pub mod publication;
+pub mod routing;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_core::interchange::receipt::ReceiptBody;
+use serde_json::json;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::config::RelayConfig;
+use crate::interchange::{DeliveryError, Node};
+use crate::store::{DeadLetter, QueuedRecord, SentEnvelope, Settlement};
+pub use routing::{Destination, Link, PUBLICATION, Router};
+
+/// Records scanned per query when looking for what a destination takes.
+const SCAN_CHUNK: i64 = 2_000;
+/// How long a sender waits for a commit before it looks again anyway (a safety net: commits
+/// by another process sharing a PostgreSQL database do not wake it).
+const IDLE_POLL: Duration = Duration::from_secs(2);
+
+/// The running senders of one node.
+#[derive(Debug)]
+pub struct Relay {
+    tasks: JoinSet<()>,
+}
+
+impl Relay {
+    /// The destinations of `node` under `config`: its parent, its children, and the
+    /// publication sink when one is configured.
+    pub fn destinations(node: &Node, config: &RelayConfig) -> Vec<Destination> {
+        let mut out = Vec::new();
+        if let Ok(registry) = node.registry.read() {
+            let me = node.member_id();
+            if let Some(parent) = registry.member(me).and_then(|m| m.parent.clone()) {
+                out.push(Destination { name: parent, link: Link::Parent });
+            }
+            for m in registry.body.members.iter().filter(|m| m.parent.as_deref() == Some(me)) {
+                out.push(Destination { name: m.member_id.clone(), link: Link::Child });
+            }
+        }
+        if config.publication_dir.is_some() {
+            out.push(Destination { name: PUBLICATION.into(), link: Link::Publication });
+        }
+        out
+    }
+
+    /// Starts one sender per destination. They run until the relay is dropped or aborted;
+    /// stopping one at any point is safe (it is the same as a crash).
+    pub fn start(node: Node, config: RelayConfig) -> Self {
+        let shared = Arc::new(Shared { router: Router::new(&config.routes), node, config });
+        let mut tasks = JoinSet::new();
+        for dest in Self::destinations(&shared.node, &shared.config) {
+            tracing::info!(destination = %dest.name, link = ?dest.link, "relay sender started");
+            tasks.spawn(Arc::clone(&shared).run(dest));
+        }
+        Self { tasks }
+    }
+
+    /// Stops every sender.
+    pub async fn stop(mut self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+struct Shared {
+    node: Node,
+    router: Router,
+    config: RelayConfig,
+}
+
+/// What a sender takes next.
+#[derive(Debug, Default)]
+struct Batch {
+    /// To deliver, in `seq` order.
+    items: Vec<QueuedRecord>,
+    /// Waiting behind a dead letter of the same record: dead-lettered with it.
+    held: Vec<QueuedRecord>,
+    /// The cursor after this batch, when it covers records after the current one.
+    position: Option<i64>,
+    /// Whether these are dead letters an operator asked to resend.
+    resend: bool,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.held.is_empty() && self.position.is_none()
+    }
+}
+
+/// How a delivery attempt ended.
+enum Attempt {
+    Settled,
+    /// Retry later.
+    Failed(anyhow::Error),
+    /// The destination refused the envelope as a whole.
+    Refused(serde_json::Value),
+}
+
+impl Shared {
+    async fn run(self: Arc<Self>, dest: Destination) {
+        let mut commits = self.node.gateway.store.watch_commits();
+        let mut limit = self.config.batch_max;
+        let mut failures: u32 = 0;
+        let mut position = loop {
+            match self.node.gateway.store.outbox_position(&dest.name).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::error!(destination = %dest.name, error = %e, "relay cannot read its cursor; retrying");
+                    tokio::time::sleep(self.backoff(1)).await;
+                }
+            }
+        };
+        loop {
+            let batch = match self.next_batch(&dest, position, limit).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(destination = %dest.name, error = %e, "relay cannot read its queue; retrying");
+                    tokio::time::sleep(self.backoff(1)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                // Idle: wait for a commit, then linger so a trickle still fills envelopes.
+                let _ = tokio::time::timeout(IDLE_POLL, commits.changed()).await;
+                commits.borrow_and_update();
+                if self.config.linger_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(self.config.linger_ms)).await;
+                }
+                continue;
+            }
+            let attempt = self.deliver(&dest, &batch, failures + 1).await;
+            match attempt {
+                Attempt::Settled => {
+                    if let Some(p) = batch.position {
+                        position = p;
+                    }
+                    failures = 0;
+                    limit = self.config.batch_max;
+                }
+                Attempt::Failed(e) => {
+                    failures += 1;
+                    let max = self.config.max_attempts;
+                    if max > 0 && failures >= max {
+                        tracing::error!(destination = %dest.name, failures, error = %format!("{e:#}"), "giving up: dead-lettering the batch");
+                        let reason = reason_json("delivery_failed", &format!("{e:#}"), &[]);
+                        if self.dead_letter_all(&dest, &batch, &reason, failures).await {
+                            position = batch.position.unwrap_or(position);
+                            failures = 0;
+                        }
+                        continue;
+                    }
+                    let wait = self.backoff(failures);
+                    tracing::warn!(destination = %dest.name, failures, retry_in = ?wait, error = %format!("{e:#}"), "delivery failed; will retry");
+                    tokio::time::sleep(wait).await;
+                }
+                Attempt::Refused(reason) => {
+                    if batch.items.len() > 1 {
+                        // One bad item must not hold the others: halve until it stands alone.
+                        limit = batch.items.len().div_ceil(2);
+                        tracing::warn!(destination = %dest.name, next_batch = limit, "envelope refused; splitting the batch");
+                    } else {
+                        tracing::error!(destination = %dest.name, reason = %reason, "record refused: dead-lettered");
+                        if self.dead_letter_all(&dest, &batch, &reason, failures + 1).await {
+                            position = batch.position.unwrap_or(position);
+                        }
+                        failures = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Exponential back-off with full jitter: uniform in [0, min(max, base · 2^(n-1))].
+    fn backoff(&self, failures: u32) -> Duration {
+        let cap = self
+            .config
+            .backoff_base_ms
+            .saturating_mul(1u64 << failures.saturating_sub(1).min(30))
+            .min(self.config.backoff_max_ms)
+            .max(1);
+        let mut r = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
+        Duration::from_millis(u64::from_le_bytes(r) % (cap + 1))
+    }
+
+    /// The next records for `dest`: dead letters queued for resending first, else what the
+    /// routing rules select after the cursor.
+    async fn next_batch(&self, dest: &Destination, position: i64, limit: usize) -> anyhow::Result<Batch> {
+        let store = &self.node.gateway.store;
+        let resend = store.resend_queue(&dest.name, limit as i64).await?;
+        if !resend.is_empty() {
+            return Ok(Batch { items: resend, resend: true, ..Batch::default() });
+        }
+        let mut blocked: HashSet<String> = store.blocked_records(&dest.name).await?;
+        let registry = self.node.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
+        let mut batch = Batch::default();
+        let mut after = position;
+        // Bounded work per call: at most a few chunks scanned, whatever the backlog.
+        'scan: for _ in 0..8 {
+            let rows = store.queued_after(after, SCAN_CHUNK).await?;
+            let full = rows.len() as i64 == SCAN_CHUNK;
+            for row in rows {
+                if batch.items.len() == limit {
+                    break 'scan;
+                }
+                after = row.seq;
+                if !self.router.sends(dest, &row, &registry) {
+                    continue;
+                }
+                let id = row.record_id.to_string();
+                let behind =
+                    blocked.contains(&id) || row.target_record_id.as_ref().is_some_and(|t| blocked.contains(t));
+                if behind {
+                    blocked.insert(id);
+                    batch.held.push(row);
+                } else {
+                    batch.items.push(row);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        batch.position = (after > position).then_some(after);
+        Ok(batch)
+    }
+
+    /// Delivers one batch and settles it. `attempt` counts this try.
+    async fn deliver(&self, dest: &Destination, batch: &Batch, attempt: u32) -> Attempt {
+        let store = &self.node.gateway.store;
+        let now = time::OffsetDateTime::now_utc();
+        let at = crate::clock::format_timestamp(now);
+        let mut dead = held_letters(&batch.held, attempt);
+        let seqs: Vec<i64> = batch.items.iter().map(|r| r.seq).collect();
+        let result = if batch.items.is_empty() {
+            Ok(Sent::default())
+        } else if dest.link == Link::Publication {
+            self.publish(&seqs, now).await
+        } else {
+            self.send(dest, batch, &seqs, now).await
+        };
+        let sent = match result {
+            Ok(s) => s,
+            Err(Failure::Transient(e)) => return Attempt::Failed(e),
+            Err(Failure::Refused(reason)) => return Attempt::Refused(reason),
+        };
+        let rejected: HashSet<i64> = sent.dead.iter().map(|d| d.seq).collect();
+        dead.extend(sent.dead);
+        let resent =
+            if batch.resend { seqs.iter().copied().filter(|s| !rejected.contains(s)).collect() } else { vec![] };
+        let s = Settlement {
+            sent: sent.sent.as_ref().map(|(envelope, receipt)| SentEnvelope {
+                envelope,
+                receipt: receipt.as_str(),
+                carried: sent.carried.as_slice(),
+            }),
+            published: sent.published,
+            dead,
+            resent,
+            position: batch.position,
+            at,
+        };
+        let delivered = batch.items.len() - rejected.len();
+        match store.settle(&dest.name, s).await {
+            Ok(()) => {
+                if delivered > 0 || !rejected.is_empty() {
+                    tracing::info!(destination = %dest.name, delivered, dead_lettered = rejected.len() + batch.held.len(), "batch delivered");
+                }
+                Attempt::Settled
+            }
+            // Delivered but not recorded: the next attempt resends and the receiver answers
+            // `duplicate`, so nothing is lost or doubled.
+            Err(e) => Attempt::Failed(anyhow::anyhow!(e).context("recording a delivery")),
+        }
+    }
+
+    async fn send(
+        &self,
+        dest: &Destination,
+        batch: &Batch,
+        seqs: &[i64],
+        now: time::OffsetDateTime,
+    ) -> Result<Sent, Failure> {
+        let transient = |e: anyhow::Error| Failure::Transient(e);
+        let url = self
+            .node
+            .endpoint_of(&dest.name)
+            .ok_or_else(|| transient(anyhow::anyhow!("{} has no federation endpoint", dest.name)))?;
+        let records = self.node.gateway.store.records_by_seq(seqs).await.map_err(|e| transient(e.into()))?;
+        let prepared = self.node.prepare(&dest.name, &records, now).await.map_err(transient)?;
+        let timeout = Duration::from_secs(self.config.timeout_secs);
+        let (receipt, text) = match self.node.post(&url, &prepared, Some(timeout)).await {
+            Ok(r) => r,
+            Err(DeliveryError::Transient(e)) => return Err(transient(e)),
+            Err(DeliveryError::Refused { status, body, .. }) => {
+                let error: serde_json::Value = serde_json::from_str(&body).unwrap_or(json!({"message_en": body}));
+                return Err(Failure::Refused(json!({"code": "refused", "status": status, "error": error})));
+            }
+        };
+        let dead = rejected_items(&receipt, &batch.items);
+        Ok(Sent { sent: Some((prepared.record, text)), carried: prepared.carried, dead, published: Vec::new() })
+    }
+
+    async fn publish(&self, seqs: &[i64], now: time::OffsetDateTime) -> Result<Sent, Failure> {
+        let Some(dir) = &self.config.publication_dir else {
+            return Err(Failure::Transient(anyhow::anyhow!("no publication directory configured")));
+        };
+        let records = self.node.gateway.store.records_by_seq(seqs).await.map_err(|e| Failure::Transient(e.into()))?;
+        let published = publication::write(dir, &records, now).map_err(Failure::Transient)?;
+        Ok(Sent { sent: None, carried: Vec::new(), dead: Vec::new(), published })
+    }
+
+    /// Dead-letters every record of a batch with one reason. Returns whether it was recorded.
+    async fn dead_letter_all(
+        &self,
+        dest: &Destination,
+        batch: &Batch,
+        reason: &serde_json::Value,
+        attempts: u32,
+    ) -> bool {
+        let mut dead = held_letters(&batch.held, attempts);
+        dead.extend(batch.items.iter().map(|r| letter(r, reason.to_string(), attempts)));
+        let s = Settlement {
+            dead,
+            position: batch.position,
+            at: crate::clock::format_timestamp(time::OffsetDateTime::now_utc()),
+            ..Settlement::default()
+        };
+        match self.node.gateway.store.settle(&dest.name, s).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(destination = %dest.name, error = %e, "could not record dead letters; will retry");
+                false
+            }
+        }
+    }
+}
+
+/// What a successful delivery produced, before it is settled.
+#[derive(Default)]
+struct Sent {
+    sent: Option<(crate::store::EnvelopeIn, String)>,
+    carried: Vec<(Uuid, i64)>,
+    dead: Vec<DeadLetter>,
+    published: Vec<(i64, Uuid, i64, String)>,
+}
+
+enum Failure {
+    Transient(anyhow::Error),
+    Refused(serde_json::Value),
+}
+
+fn letter(r: &QueuedRecord, reason: String, attempts: u32) -> DeadLetter {
+    DeadLetter { seq: r.seq, record_id: r.record_id, version: r.version, reason, attempts: i64::from(attempts) }
+}
+
+fn held_letters(held: &[QueuedRecord], attempts: u32) -> Vec<DeadLetter> {
+    let reason = reason_json(
+        "held_behind_dead_letter",
+        "an earlier version of this record (or the record this event is about) is in the dead letters at this destination",
+        &[],
+    );
+    held.iter().map(|r| letter(r, reason.to_string(), attempts)).collect()
+}
+
+fn reason_json(code: &str, message_en: &str, errors: &[gateway_core::record::FieldError]) -> serde_json::Value {
+    let message_zh = match code {
+        "held_behind_dead_letter" => "该记录的较早版本（或本事件所针对的记录）在此目的地的死信列表中，需先处理",
+        "rejected" => "接收方拒收该记录",
+        _ => "多次投递失败",
+    };
+    json!({"code": code, "message_zh": message_zh, "message_en": message_en, "errors": errors})
+}
+
+/// Dead letters for the items a receipt rejected, with the receiver's reasons.
+fn rejected_items(receipt: &ReceiptBody, items: &[QueuedRecord]) -> Vec<DeadLetter> {
+    receipt
+        .outcomes
+        .iter()
+        .filter(|o| o.status == "rejected")
+        .filter_map(|o| {
+            let item = items.get(usize::try_from(o.index).ok()?)?;
+            let reason = reason_json("rejected", "the receiver rejected this record", &o.errors);
+            Some(letter(item, reason.to_string(), 1))
+        })
+        .collect()
+}

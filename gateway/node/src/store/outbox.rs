@@ -1,0 +1,337 @@
+//! The outbox: each destination's queue is the records after its cursor (see migration 0005),
+//! plus dead letters an operator asked to resend. Delivered items, dead letters and the new
+//! cursor are written in one transaction, so a crash at any point resends (the receiver's
+//! duplicate detection absorbs it) and never skips.
+
+use std::collections::HashSet;
+
+use sqlx::{QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::{Backend, EnvelopeIn, INSERT_CHUNK, SELECT_COLUMNS, Store, StoreError, StoredRecord, parse_uuid};
+
+/// What routing needs to know of a stored record, without its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRecord {
+    pub seq: i64,
+    pub record_id: Uuid,
+    pub version: i64,
+    pub origin: String,
+    pub record_type: String,
+    pub disclosure: Option<String>,
+    /// For a lifecycle event, the origin and id of the record it is about.
+    pub target_origin: Option<String>,
+    pub target_record_id: Option<String>,
+    /// The member it arrived from; `None` for records pushed here by departments.
+    pub arrived_from: Option<String>,
+}
+
+/// A record a destination will not take, and why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub seq: i64,
+    pub record_id: Uuid,
+    pub version: i64,
+    /// JSON: `{"code", "message_zh", "message_en", "errors"}`.
+    pub reason: String,
+    pub attempts: i64,
+}
+
+/// A dead letter as listed for operators.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct DeadLetterRow {
+    pub destination: String,
+    pub seq: i64,
+    pub record_id: String,
+    pub version: i64,
+    pub reason: serde_json::Value,
+    pub attempts: i64,
+    pub dead_at: String,
+    /// `dead`, `resend` (queued again by an operator) or `resent`.
+    pub state: String,
+    pub resent_at: Option<String>,
+}
+
+/// An envelope this node sent, as recorded once its receipt is verified.
+#[derive(Debug, Clone, Copy)]
+pub struct SentEnvelope<'a> {
+    pub envelope: &'a EnvelopeIn,
+    /// The receiver's verified receipt, as received (JSON).
+    pub receipt: &'a str,
+    /// The record versions it carried, in leaf order.
+    pub carried: &'a [(Uuid, i64)],
+}
+
+/// Everything one delivery attempt settled, written in one transaction.
+#[derive(Debug, Default)]
+pub struct Settlement<'a> {
+    pub sent: Option<SentEnvelope<'a>>,
+    /// Publication sink receipts: `(seq, record_id, version, file)`.
+    pub published: Vec<(i64, Uuid, i64, String)>,
+    pub dead: Vec<DeadLetter>,
+    /// Resent dead letters (by seq) that are now delivered.
+    pub resent: Vec<i64>,
+    /// The new cursor, when records after the old one were settled.
+    pub position: Option<i64>,
+    pub at: String,
+}
+
+/// One destination's queue, for `/metrics` and the operator API.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct QueueStats {
+    pub destination: String,
+    /// Every record up to this `seq` is settled for the destination.
+    pub position: i64,
+    /// Records stored after the cursor (an upper bound on what waits: routing may skip some).
+    pub backlog: i64,
+    pub dead: i64,
+}
+
+impl Store {
+    /// A destination's cursor (0 before its first delivery).
+    pub async fn outbox_position(&self, destination: &str) -> Result<i64, StoreError> {
+        dispatch!(self, pool => {
+            let row = sqlx::query("SELECT position FROM outbox_cursors WHERE destination = $1")
+                .bind(destination)
+                .fetch_optional(pool)
+                .await?;
+            Ok(match row { Some(r) => r.try_get(0)?, None => 0 })
+        })
+    }
+
+    /// Up to `limit` stored records after `after`, in `seq` order, with their routing facts.
+    pub async fn queued_after(&self, after: i64, limit: i64) -> Result<Vec<QueuedRecord>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(QUEUED_COLUMNS);
+            qb.push(" WHERE r.seq > ").push_bind(after).push(" ORDER BY r.seq LIMIT ").push_bind(limit);
+            qb.build().fetch_all(pool).await?.iter().map(queued_record).collect()
+        })
+    }
+
+    /// A destination's dead letters that an operator asked to resend, oldest first.
+    pub async fn resend_queue(&self, destination: &str, limit: i64) -> Result<Vec<QueuedRecord>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(QUEUED_COLUMNS);
+            qb.push(" JOIN dead_letters d ON d.seq = r.seq WHERE d.destination = ").push_bind(destination);
+            qb.push(" AND d.state = 'resend' ORDER BY r.seq LIMIT ").push_bind(limit);
+            qb.build().fetch_all(pool).await?.iter().map(queued_record).collect()
+        })
+    }
+
+    /// Record ids with a dead letter at `destination` not yet delivered: later versions and
+    /// events of these records wait behind them.
+    pub async fn blocked_records(&self, destination: &str) -> Result<HashSet<String>, StoreError> {
+        dispatch!(self, pool => {
+            let rows = sqlx::query("SELECT DISTINCT record_id FROM dead_letters WHERE destination = $1 AND state <> 'resent'")
+                .bind(destination)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
+        })
+    }
+
+    /// The full stored records with these `seq`s, in the order given.
+    pub async fn records_by_seq(&self, seqs: &[i64]) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut found = std::collections::HashMap::with_capacity(seqs.len());
+        dispatch!(self, pool => {
+            for chunk in seqs.chunks(super::LOOKUP_CHUNK) {
+                let mut qb = QueryBuilder::new(SELECT_COLUMNS);
+                qb.push(" WHERE seq IN (");
+                let mut list = qb.separated(", ");
+                for seq in chunk {
+                    list.push_bind(*seq);
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(pool).await? {
+                    let r = super::stored_record(&row)?;
+                    found.insert(r.seq, r);
+                }
+            }
+        });
+        seqs.iter()
+            .map(|s| {
+                found.remove(s).ok_or_else(|| StoreError::Corrupt(format!("record seq {s} vanished from the store")))
+            })
+            .collect()
+    }
+
+    /// Writes what one delivery attempt to `destination` settled, atomically.
+    pub async fn settle(&self, destination: &str, s: Settlement<'_>) -> Result<(), StoreError> {
+        dispatch!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if let Some(SentEnvelope { envelope: env, receipt, carried }) = s.sent {
+                super::envelopes::envelope_row(env, "out", super::envelopes::StoredReceipt::Full(receipt))
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+                let digest = env.digest.to_hex();
+                let rows: Vec<(i64, &(Uuid, i64))> = (0..).zip(carried).collect();
+                for chunk in rows.chunks(INSERT_CHUNK) {
+                    let mut qb = QueryBuilder::new("INSERT INTO sent_items (envelope_digest, leaf_index, record_id, version) ");
+                    qb.push_values(chunk, |mut b, (leaf, (id, version))| {
+                        b.push_bind(digest.as_str()).push_bind(*leaf).push_bind(id.to_string()).push_bind(*version);
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+            }
+            for chunk in s.published.chunks(INSERT_CHUNK) {
+                let mut qb = QueryBuilder::new("INSERT INTO publications (seq, record_id, version, published_at, file) ");
+                qb.push_values(chunk, |mut b, (seq, id, version, file)| {
+                    b.push_bind(*seq).push_bind(id.to_string()).push_bind(*version).push_bind(s.at.as_str()).push_bind(file.as_str());
+                });
+                qb.push(" ON CONFLICT DO NOTHING");
+                qb.build().execute(&mut *tx).await?;
+            }
+            for d in &s.dead {
+                // A resent letter refused again becomes dead again, with the new reason.
+                sqlx::query(
+                    "INSERT INTO dead_letters (destination, seq, record_id, version, reason, attempts, dead_at, state) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'dead') ON CONFLICT (destination, seq) DO UPDATE SET \
+                     reason = excluded.reason, attempts = dead_letters.attempts + excluded.attempts, \
+                     dead_at = excluded.dead_at, state = 'dead'",
+                )
+                .bind(destination)
+                .bind(d.seq)
+                .bind(d.record_id.to_string())
+                .bind(d.version)
+                .bind(d.reason.as_str())
+                .bind(d.attempts)
+                .bind(s.at.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            for seq in &s.resent {
+                sqlx::query("UPDATE dead_letters SET state = 'resent', resent_at = $1 WHERE destination = $2 AND seq = $3")
+                    .bind(s.at.as_str())
+                    .bind(destination)
+                    .bind(*seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(position) = s.position {
+                sqlx::query(
+                    "INSERT INTO outbox_cursors (destination, position, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (destination) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                )
+                .bind(destination)
+                .bind(position)
+                .bind(s.at.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Dead letters, newest first; all destinations when `destination` is `None`.
+    pub async fn dead_letters(&self, destination: Option<&str>, limit: i64) -> Result<Vec<DeadLetterRow>, StoreError> {
+        self.select_dead_letters(destination.map(|d| ("destination", d.to_owned())), limit).await
+    }
+
+    /// The dead letters of one record, at every destination.
+    pub async fn dead_letters_of(&self, record_id: Uuid) -> Result<Vec<DeadLetterRow>, StoreError> {
+        self.select_dead_letters(Some(("record_id", record_id.to_string())), 1_000).await
+    }
+
+    async fn select_dead_letters(
+        &self,
+        filter: Option<(&str, String)>,
+        limit: i64,
+    ) -> Result<Vec<DeadLetterRow>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(
+                "SELECT destination, seq, record_id, version, reason, attempts, dead_at, state, resent_at FROM dead_letters",
+            );
+            if let Some((column, value)) = &filter {
+                qb.push(format!(" WHERE {column} = ")).push_bind(value.as_str());
+            }
+            qb.push(" ORDER BY dead_at DESC, seq DESC LIMIT ").push_bind(limit);
+            qb.build()
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| {
+                    let reason: String = row.try_get(4)?;
+                    Ok(DeadLetterRow {
+                        destination: row.try_get(0)?,
+                        seq: row.try_get(1)?,
+                        record_id: row.try_get(2)?,
+                        version: row.try_get(3)?,
+                        reason: serde_json::from_str(&reason).unwrap_or(serde_json::Value::String(reason)),
+                        attempts: row.try_get(5)?,
+                        dead_at: row.try_get(6)?,
+                        state: row.try_get(7)?,
+                        resent_at: row.try_get(8)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Queues dead letters at `destination` for delivery again: those of one record, or all.
+    /// Returns how many were queued.
+    pub async fn request_resend(&self, destination: &str, record_id: Option<Uuid>) -> Result<u64, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new("UPDATE dead_letters SET state = 'resend' WHERE state = 'dead' AND destination = ");
+            qb.push_bind(destination);
+            if let Some(id) = record_id {
+                qb.push(" AND record_id = ").push_bind(id.to_string());
+            }
+            Ok(qb.build().execute(pool).await?.rows_affected())
+        })
+    }
+
+    /// The queue of every destination that has one.
+    pub async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
+        dispatch!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT c.destination, c.position, \
+                   (SELECT COUNT(*) FROM records r WHERE r.seq > c.position), \
+                   (SELECT COUNT(*) FROM dead_letters d WHERE d.destination = c.destination AND d.state <> 'resent') \
+                 FROM outbox_cursors c ORDER BY c.destination",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| Ok(QueueStats {
+                    destination: row.try_get(0)?,
+                    position: row.try_get(1)?,
+                    backlog: row.try_get(2)?,
+                    dead: row.try_get(3)?,
+                }))
+                .collect()
+        })
+    }
+
+    /// The highest `seq` stored (0 when empty).
+    pub async fn last_seq(&self) -> Result<i64, StoreError> {
+        dispatch!(self, pool => {
+            let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM records").fetch_one(pool).await?;
+            Ok(row.try_get::<i64, _>(0)?)
+        })
+    }
+}
+
+const QUEUED_COLUMNS: &str = "SELECT r.seq, r.record_id, r.version, r.origin, r.record_type, r.disclosure, \
+     r.target_origin, r.target_record_id, e.sender FROM records r LEFT JOIN envelopes e ON e.digest = r.envelope_digest";
+
+fn queued_record<R: Row>(row: &R) -> Result<QueuedRecord, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(QueuedRecord {
+        seq: row.try_get(0)?,
+        record_id: parse_uuid(&row.try_get::<String, _>(1)?)?,
+        version: row.try_get(2)?,
+        origin: row.try_get(3)?,
+        record_type: row.try_get(4)?,
+        disclosure: row.try_get(5)?,
+        target_origin: row.try_get(6)?,
+        target_record_id: row.try_get(7)?,
+        arrived_from: row.try_get(8)?,
+    })
+}
