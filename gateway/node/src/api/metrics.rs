@@ -1,6 +1,7 @@
-//! `GET /metrics`: Prometheus text exposition of what operators alert on. Today that is the
-//! federation registry's freshness: an expired registry keeps working through its grace period
-//! (loud errors in the log), and this is where an alert rule sees it before traffic stops.
+//! `GET /metrics`: Prometheus text exposition of what operators alert on: records stored, each
+//! destination's queue (backlog and dead letters), and the federation registry's freshness (an
+//! expired registry keeps working through its grace period, with loud errors in the log, and
+//! this is where an alert rule sees it before traffic stops).
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -12,13 +13,44 @@ use time::OffsetDateTime;
 
 use crate::ingest::Gateway;
 
+/// What the store contributes to the metrics.
+#[derive(Debug, Default)]
+pub struct StoreFigures {
+    /// `None` when the store did not answer: the gauge is left out rather than shown as 0.
+    pub records: Option<i64>,
+    pub queues: Vec<crate::store::QueueStats>,
+}
+
 /// Renders the metrics at `now`.
-pub fn render(gw: &Gateway, now: OffsetDateTime) -> String {
+pub fn render(gw: &Gateway, figures: &StoreFigures, now: OffsetDateTime) -> String {
     let mut out = String::new();
+    let mut per_destination = |name: &str, help: &str, value: &dyn Fn(&crate::store::QueueStats) -> i64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for q in &figures.queues {
+            let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", q.destination, value(q));
+        }
+    };
+    per_destination(
+        "credit_gateway_outbox_backlog",
+        "Records stored after the destination's cursor (an upper bound on what waits for it).",
+        &|q| q.backlog,
+    );
+    per_destination(
+        "credit_gateway_dead_letters",
+        "Records the destination refused (or that wait behind one) and that are not resent yet.",
+        &|q| q.dead,
+    );
     let mut gauge = |name: &str, help: &str, value: f64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     };
     gauge("credit_gateway_up", "1 while the node answers.", 1.0);
+    if let Some(records) = figures.records {
+        gauge(
+            "credit_gateway_records_stored",
+            "Record versions and lifecycle events stored at this node.",
+            records as f64,
+        );
+    }
     let Some(fed) = gw.federation.get() else { return out };
     let Ok(registry) = fed.registry.read().map(|r| r.clone()) else { return out };
     let expires = registry.expires_at.unix_timestamp() as f64;
@@ -49,5 +81,16 @@ pub fn render(gw: &Gateway, now: OffsetDateTime) -> String {
 }
 
 pub(super) async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&gw, OffsetDateTime::now_utc()))
+    // A store that does not answer leaves its figures out; the registry gauges still render.
+    let figures = match (gw.store.count().await, gw.store.queue_stats().await) {
+        (Ok(records), Ok(queues)) => StoreFigures { records: Some(records), queues },
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "metrics: store figures unavailable");
+            StoreFigures::default()
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        render(&gw, &figures, OffsetDateTime::now_utc()),
+    )
 }

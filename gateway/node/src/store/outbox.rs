@@ -157,6 +157,9 @@ impl Store {
 
     /// Writes what one delivery attempt to `destination` settled, atomically.
     pub async fn settle(&self, destination: &str, s: Settlement<'_>) -> Result<(), StoreError> {
+        // Record writers read before they write; a commit slipping in between would void their
+        // SQLite snapshot (SQLITE_BUSY_SNAPSHOT), so settling takes its turn with them.
+        let _turn = self.write_lock.lock().await;
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
             if let Some(SentEnvelope { envelope: env, receipt, carried }) = s.sent {

@@ -60,8 +60,13 @@ impl Node {
     /// Like [`Node::start`], with extra `serve` arguments. With a federation endpoint, its
     /// address is in `federation`.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Node {
+        Self::start_at(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Like [`Node::start_with`], with the API on `listen` (a restarted node keeps its address).
+    pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_credit-gateway"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -111,6 +116,18 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port that was free a moment ago (for nodes that must keep their port across
+/// restarts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A gauge's value from a node's `/metrics`, if it is there.
+pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
+    let text = client.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Polls `check` until it holds or the deadline passes.
