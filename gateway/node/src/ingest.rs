@@ -31,6 +31,8 @@ pub struct Gateway {
     pub limits: Limits,
     /// The registry this node's federation endpoint holds, once it has one (for `/metrics`).
     pub federation: std::sync::OnceLock<FederationView>,
+    /// How each relay destination is doing (for operators: `/api/v1/outbox`, `/metrics`).
+    pub relay_status: crate::relay::StatusBoard,
 }
 
 /// What the department-side API may see of the federation state.

@@ -63,6 +63,7 @@ pub async fn build_gateway(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         store,
         limits: config.limits.clone(),
         federation: std::sync::OnceLock::new(),
+        relay_status: crate::relay::StatusBoard::default(),
     }))
 }
 

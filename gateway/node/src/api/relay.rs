@@ -38,10 +38,31 @@ pub(super) async fn trail(State(gw): State<Arc<Gateway>>, Path(id): Path<String>
     }
 }
 
-/// Every destination's queue: cursor, records waiting after it, dead letters.
-#[utoipa::path(get, path = "/api/v1/outbox", tag = "relay", responses((status = 200, body = Vec<QueueStats>)))]
-pub(super) async fn outbox(State(gw): State<Arc<Gateway>>) -> Result<Json<Vec<QueueStats>>, ApiError> {
-    gw.store.queue_stats().await.map(Json).map_err(|e| ApiError::internal(&e))
+/// One destination's queue and how its deliveries are going.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboxEntry {
+    #[serde(flatten)]
+    pub queue: QueueStats,
+    /// Absent when no sender runs for it in this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::relay::DestinationStatus>,
+}
+
+/// Every destination's queue (cursor, records waiting after it, dead letters) and its
+/// sender's state (consecutive failures, last error, last success).
+#[utoipa::path(get, path = "/api/v1/outbox", tag = "relay", responses((status = 200, body = Vec<OutboxEntry>)))]
+pub(super) async fn outbox(State(gw): State<Arc<Gateway>>) -> Result<Json<Vec<OutboxEntry>>, ApiError> {
+    let mut queues = gw.store.queue_stats().await.map_err(|e| ApiError::internal(&e))?;
+    let mut status = gw.relay_status.snapshot();
+    // A destination that has not settled anything yet has no cursor row: list it too.
+    let last = gw.store.last_seq().await.map_err(|e| ApiError::internal(&e))?;
+    for name in status.keys() {
+        if !queues.iter().any(|q| &q.destination == name) {
+            queues.push(QueueStats { destination: name.clone(), position: 0, backlog: last, dead: 0 });
+        }
+    }
+    queues.sort_by(|a, b| a.destination.cmp(&b.destination));
+    Ok(Json(queues.into_iter().map(|q| OutboxEntry { status: status.remove(&q.destination), queue: q }).collect()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -30,6 +30,59 @@ const SCAN_CHUNK: i64 = 2_000;
 /// by another process sharing a PostgreSQL database do not wake it).
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
+/// How one destination's deliveries are going, as its sender last saw it.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct DestinationStatus {
+    /// Failed attempts since the last success (0 when healthy).
+    pub consecutive_failures: u32,
+    /// The last failure, if any since the last success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the current run of failures began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<String>,
+    /// Records delivered (or settled) since the process started.
+    pub delivered: u64,
+}
+
+/// Every destination's [`DestinationStatus`], shared between the senders and the API.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard(Arc<std::sync::Mutex<std::collections::BTreeMap<String, DestinationStatus>>>);
+
+impl StatusBoard {
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, DestinationStatus> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, destination: &str, f: impl FnOnce(&mut DestinationStatus)) {
+        if let Ok(mut m) = self.0.lock() {
+            f(m.entry(destination.to_owned()).or_default());
+        }
+    }
+
+    fn failed(&self, destination: &str, error: &str) {
+        let now = crate::clock::format_timestamp(time::OffsetDateTime::now_utc());
+        self.update(destination, |s| {
+            s.consecutive_failures += 1;
+            s.last_error = Some(error.to_owned());
+            s.failing_since.get_or_insert(now);
+        });
+    }
+
+    fn succeeded(&self, destination: &str, records: usize) {
+        let now = crate::clock::format_timestamp(time::OffsetDateTime::now_utc());
+        self.update(destination, |s| {
+            s.consecutive_failures = 0;
+            s.last_error = None;
+            s.failing_since = None;
+            s.last_success_at = Some(now);
+            s.delivered += records as u64;
+        });
+    }
+}
+
 /// The running senders of one node.
 #[derive(Debug)]
 pub struct Relay {
@@ -110,6 +163,8 @@ enum Attempt {
 
 impl Shared {
     async fn run(self: Arc<Self>, dest: Destination) {
+        let board = self.node.gateway.relay_status.clone();
+        board.update(&dest.name, |_| {});
         let mut commits = self.node.gateway.store.watch_commits();
         let mut limit = self.config.batch_max;
         let mut failures: u32 = 0;
@@ -143,6 +198,7 @@ impl Shared {
             let attempt = self.deliver(&dest, &batch, failures + 1).await;
             match attempt {
                 Attempt::Settled => {
+                    board.succeeded(&dest.name, batch.items.len());
                     if let Some(p) = batch.position {
                         position = p;
                     }
@@ -151,6 +207,7 @@ impl Shared {
                 }
                 Attempt::Failed(e) => {
                     failures += 1;
+                    board.failed(&dest.name, &format!("{e:#}"));
                     let max = self.config.max_attempts;
                     if max > 0 && failures >= max {
                         tracing::error!(destination = %dest.name, failures, error = %format!("{e:#}"), "giving up: dead-lettering the batch");
@@ -166,6 +223,7 @@ impl Shared {
                     tokio::time::sleep(wait).await;
                 }
                 Attempt::Refused(reason) => {
+                    board.failed(&dest.name, &reason.to_string());
                     if batch.items.len() > 1 {
                         // One bad item must not hold the others: halve until it stands alone.
                         limit = batch.items.len().div_ceil(2);

@@ -1,6 +1,8 @@
 //! Helpers shared by the node's integration tests.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -170,10 +172,22 @@ pub async fn start_federation_node_with_peers(
     data_dir: &Path,
     peers: &[(&str, String)],
 ) -> (u16, credit_gateway::interchange::Node) {
+    start_federation_node_with(pki_dir, member, data_dir, peers, |_| {}).await
+}
+
+/// [`start_federation_node_with_peers`] with the node's configuration adjusted by `configure`.
+pub async fn start_federation_node_with(
+    pki_dir: &Path,
+    member: &str,
+    data_dir: &Path,
+    peers: &[(&str, String)],
+    configure: impl FnOnce(&mut Config),
+) -> (u16, credit_gateway::interchange::Node) {
     let listen: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let mut fed = credit_gateway::config::FederationConfig::from_pki(pki_dir, member, listen);
     fed.peers = peers.iter().map(|(m, url)| ((*m).to_owned(), url.clone())).collect();
-    let config = Config { data_dir: data_dir.to_owned(), member_id: member.into(), ..Config::default() };
+    let mut config = Config { data_dir: data_dir.to_owned(), member_id: member.into(), ..Config::default() };
+    configure(&mut config);
     let gateway = credit_gateway::server::build_gateway(&config).await.expect("gateway");
     let endpoint = credit_gateway::server::bind_federation(&config, &fed, gateway).await.expect("federation");
     let node = endpoint.node().clone();

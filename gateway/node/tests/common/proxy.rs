@@ -1,0 +1,122 @@
+//! A TCP proxy that injects network faults between two nodes. TLS stays end to end (the proxy
+//! only moves bytes), so the nodes see exactly what a bad network does to them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the proxy does to new connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// Pass everything both ways.
+    None = 0,
+    /// Pass the request, swallow the answer: the receiver works, the sender times out.
+    SwallowResponses = 1,
+    /// Pass the request, then close the connection in the middle of the answer.
+    CutResponses = 2,
+}
+
+/// Client bytes after which the request is surely past the TLS handshake (envelopes are larger).
+const REQUEST_BYTES: u64 = 8 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct FaultProxy {
+    pub port: u16,
+    upstream: Arc<AtomicU16>,
+    /// Bumped by [`FaultProxy::redirect`]: open connections close, so pooled ones reconnect.
+    generation: tokio::sync::watch::Sender<u64>,
+    fault: Arc<AtomicU8>,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicU64>,
+}
+
+impl FaultProxy {
+    /// Listens on a free loopback port and forwards to `127.0.0.1:upstream`.
+    pub async fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let proxy = FaultProxy {
+            port: listener.local_addr().expect("addr").port(),
+            upstream: Arc::new(AtomicU16::new(upstream)),
+            generation: tokio::sync::watch::Sender::new(0),
+            fault: Arc::new(AtomicU8::new(Fault::None as u8)),
+            connections: Arc::new(AtomicU64::new(0)),
+        };
+        let p = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                p.connections.fetch_add(1, Ordering::SeqCst);
+                let upstream = p.upstream.load(Ordering::SeqCst);
+                let mut redirected = p.generation.subscribe();
+                redirected.borrow_and_update();
+                let fault = Arc::clone(&p.fault);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = relay(client, upstream, fault) => {}
+                        _ = redirected.changed() => {}
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.fault.store(fault as u8, Ordering::SeqCst);
+    }
+
+    /// Sends new connections to another port (a restarted receiver).
+    pub fn redirect(&self, upstream: u16) {
+        self.upstream.store(upstream, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// Moves bytes both ways; the fault is read per chunk, so pooled (keep-alive) connections
+/// change behaviour when the test switches it.
+async fn relay(client: TcpStream, upstream: u16, fault: Arc<AtomicU8>) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else { return };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let sent = Arc::new(AtomicU64::new(0));
+    let sent_up = Arc::clone(&sent);
+    let up = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    sent_up.fetch_add(n as u64, Ordering::SeqCst);
+                    if server_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = server_write.shutdown().await;
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match server_read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let answering = sent.load(Ordering::SeqCst) > REQUEST_BYTES;
+        match fault.load(Ordering::SeqCst) {
+            f if f == Fault::SwallowResponses as u8 && answering => continue,
+            f if f == Fault::CutResponses as u8 && answering => {
+                // Half of the first answer chunk, then the connection is gone.
+                let _ = client_write.write_all(&buf[..n / 2]).await;
+                break;
+            }
+            _ => {
+                if client_write.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    up.abort();
+}
