@@ -36,6 +36,10 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Run the demo federation on loopback (周村区 → 信用淄博 → 信用山东 → 信用中国, plus
+    /// 信用东营): push sample records, raise a correction, a repair and an objection, and show
+    /// each reaching every node. Runs until stopped.
+    Demo(credit_gateway::demo::DemoOptions),
     /// Evidence bundles: export a record's signed path, verify one offline.
     Evidence {
         #[command(subcommand)]
@@ -45,6 +49,11 @@ enum Command {
     Federation {
         #[command(subcommand)]
         command: FederationCommand,
+    },
+    /// The relay's queues and dead letters, through a running node's API.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
     },
     /// Development PKI for a demo federation.
     Certs {
@@ -165,6 +174,34 @@ enum FederationCommand {
 }
 
 #[derive(Subcommand)]
+enum OutboxCommand {
+    /// Each destination's cursor, backlog, dead letters and delivery state.
+    Status {
+        /// The node's API base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
+    /// Records a destination refused for good (or that wait behind one), with the reason.
+    DeadLetters {
+        /// Only this destination (member id or `publication`).
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
+    /// Queue a destination's dead letters for delivery again, after fixing their cause.
+    Resend {
+        #[arg(long)]
+        destination: String,
+        /// Only this record's dead letters.
+        #[arg(long)]
+        record_id: Option<uuid::Uuid>,
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum CertsCommand {
     /// Generate a federation CA, root key, node certificates and keys, and a signed registry.
     Init(pki::InitOptions),
@@ -244,6 +281,15 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let version = runtime()?.block_on(credit_gateway::federation::check_link(&pki, &member, &url))?;
             println!("ok: mutual TLS link to {url} as {member}; registry version {version} verified");
         }
+        Command::Demo(opts) => {
+            // Five nodes' info lines would bury the guide; warnings still show.
+            init_logging_at(LogFormat::Text, "warn");
+            runtime()?.block_on(credit_gateway::demo::run(&opts, shutdown_signal()))?;
+        }
+        Command::Outbox { command } => {
+            let text = runtime()?.block_on(outbox(command))?;
+            println!("{text}");
+        }
         Command::Certs { command: CertsCommand::Init(opts) } => {
             pki::init(&opts)?;
             println!("dev PKI written to {} (see certs/README.md)", opts.out.display());
@@ -276,6 +322,34 @@ async fn export_evidence(
     let bundle = node.export_evidence(record_id, version).await;
     node.gateway.store.close().await;
     bundle
+}
+
+/// Runs an `outbox` command against a node's API; returns the answer, pretty-printed.
+async fn outbox(command: OutboxCommand) -> anyhow::Result<String> {
+    let client = reqwest::Client::new();
+    let request = match &command {
+        OutboxCommand::Status { url } => client.get(format!("{}/api/v1/outbox", url.trim_end_matches('/'))),
+        OutboxCommand::DeadLetters { destination, url } => {
+            let mut target = format!("{}/api/v1/dead-letters", url.trim_end_matches('/'));
+            if let Some(d) = destination {
+                // Member ids and `publication` need no escaping; anything else is a typo.
+                anyhow::ensure!(
+                    d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                    "--destination {d:?} is not a member id or `publication`"
+                );
+                target.push_str(&format!("?destination={d}"));
+            }
+            client.get(target)
+        }
+        OutboxCommand::Resend { destination, record_id, url } => client
+            .post(format!("{}/api/v1/dead-letters/resend", url.trim_end_matches('/')))
+            .json(&serde_json::json!({"destination": destination, "record_id": record_id})),
+    };
+    let resp = request.send().await.context("the node's API did not answer (is it running? see --url)")?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.context("the node's answer is not JSON")?;
+    anyhow::ensure!(status.is_success(), "{status}: {body}");
+    Ok(serde_json::to_string_pretty(&body)?)
 }
 
 /// What a verified bundle shows, one line per hop.
@@ -367,8 +441,12 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into());
+    init_logging_at(format, "info,sqlx=warn,tower_http=warn");
+}
+
+/// Logging with `default` as the filter when `RUST_LOG` is not set.
+fn init_logging_at(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -1,0 +1,272 @@
+//! `credit-gateway demo`: the demo federation on loopback (周村区 → 信用淄博 → 信用山东 →
+//! 信用中国, plus 信用东营), each node with SQLite, mutual TLS from the dev PKI and its relay
+//! running. Pushes a sample of records into 周村区, raises a correction there, a repair at
+//! 信用中国 and an objection at 信用淄博, shows each reaching every node, prints where to look,
+//! and runs until stopped.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::config::{Config, FederationConfig, RelayConfig};
+use crate::pki::DEMO_FEDERATION;
+use crate::relay::Relay;
+
+/// Options of `credit-gateway demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoOptions {
+    /// The dev PKI (`certs init` runs first if it is missing).
+    #[arg(long, default_value = "certs/dev")]
+    pub pki: PathBuf,
+    /// Where the nodes keep their data; emptied at start (only if the demo made it).
+    #[arg(long, default_value = "data/demo")]
+    pub data_dir: PathBuf,
+    /// API port of the first node; the others follow (8081 周村区 … 8085 信用东营).
+    #[arg(long, default_value_t = 8081)]
+    pub api_port: u16,
+    /// Records pushed into 周村区.
+    #[arg(long, default_value_t = 600)]
+    pub records: usize,
+}
+
+/// Marks a directory the demo created, so it is never asked to empty anything else.
+const MARKER: &str = ".credit-gateway-demo";
+
+struct RunningNode {
+    member: &'static str,
+    name: &'static str,
+    api: String,
+    node: crate::interchange::Node,
+}
+
+/// Runs the demo until `shutdown` resolves.
+pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    prepare_dirs(opts)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut nodes = Vec::new();
+    let mut relays = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, demo) in DEMO_FEDERATION.iter().enumerate() {
+        let data_dir = opts.data_dir.join(demo.member_id);
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], opts.api_port + i as u16));
+        let fed_listen = crate::pki::demo_listen(demo.member_id).context("demo member without a port")?;
+        let config = Config {
+            listen,
+            data_dir: data_dir.clone(),
+            member_id: demo.member_id.into(),
+            federation: Some(FederationConfig::from_pki(&opts.pki, demo.member_id, fed_listen)),
+            relay: RelayConfig {
+                publication_dir: Some(data_dir.join("publication")),
+                linger_ms: 50,
+                ..RelayConfig::default()
+            },
+            ..Config::default()
+        };
+        let gateway = crate::server::build_gateway(&config).await?;
+        let fed = config.federation.as_ref().context("federation config")?;
+        let endpoint = crate::server::bind_federation(&config, fed, Arc::clone(&gateway))
+            .await
+            .with_context(|| format!("{} ({})", demo.name, demo.member_id))?;
+        let node = endpoint.node().clone();
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen} for {}", demo.name))?;
+        tasks.push(tokio::spawn(endpoint.serve(until_stopped(stopped.clone()))));
+        tasks.push(tokio::spawn(crate::server::run(listener, gateway, until_stopped(stopped.clone()))));
+        relays.push(Relay::start(node.clone(), config.relay.clone()));
+        nodes.push(RunningNode { member: demo.member_id, name: demo.name, api: format!("http://{listen}"), node });
+    }
+    println!("演示联盟已启动 · demo federation running (data in {})", opts.data_dir.display());
+
+    let scenario = scenario(opts, &nodes).await;
+    match &scenario {
+        Ok(targets) => print_guide(&nodes, targets),
+        Err(e) => eprintln!("demo scenario failed: {e:#}"),
+    }
+    if scenario.is_ok() {
+        println!("\n按 Ctrl-C 停止 · press Ctrl-C to stop");
+        shutdown.await;
+    }
+    for relay in relays {
+        relay.stop().await;
+    }
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    scenario.map(|_| ())
+}
+
+/// Empties the demo's data directory (only one the demo made) and makes the PKI if missing.
+fn prepare_dirs(opts: &DemoOptions) -> anyhow::Result<()> {
+    let dir = &opts.data_dir;
+    if dir.exists() {
+        anyhow::ensure!(
+            dir.join(MARKER).exists() || std::fs::read_dir(dir)?.next().is_none(),
+            "{} exists and was not made by the demo; pass another --data-dir",
+            dir.display()
+        );
+        std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(MARKER), "data of `credit-gateway demo`; emptied when the demo starts\n")?;
+    if !crate::pki::registry_file(&opts.pki).exists() {
+        crate::pki::init(&crate::pki::InitOptions { out: opts.pki.clone(), force: false, alg: "EdDSA".into() })?;
+        println!("dev PKI written to {}", opts.pki.display());
+    }
+    Ok(())
+}
+
+/// The record ids the scenario's events are about.
+struct Targets {
+    corrected: String,
+    repaired: String,
+    disputed: String,
+}
+
+async fn scenario(opts: &DemoOptions, nodes: &[RunningNode]) -> anyhow::Result<Targets> {
+    let client = reqwest::Client::new();
+    let [district, city, _, national, _] = nodes else { anyhow::bail!("the demo federation has five nodes") };
+    let mut records = crate::bench::synthetic_records(opts.records, 2026);
+    records.push(example(include_str!("../../../schemas/monthly_report/valid/regular_market_supervision.json"))?);
+    let mut outcomes = Vec::new();
+    for batch in records.chunks(500) {
+        let answer = post(&client, &district.api, batch).await?;
+        outcomes.extend(answer["outcomes"].as_array().cloned().unwrap_or_default());
+    }
+    let accepted = outcomes.iter().filter(|o| o["status"] == "accepted").count();
+    println!("周村区 accepted {accepted} of {} records; relaying to 信用中国 …", records.len());
+    let penalty_ids: Vec<String> = records
+        .iter()
+        .zip(&outcomes)
+        .filter(|(r, _)| r["record_type"] == "admin_penalty")
+        .filter_map(|(_, o)| o["record_id"].as_str().map(str::to_owned))
+        .collect();
+    anyhow::ensure!(penalty_ids.len() >= 3, "the sample needs three penalties");
+    let total = accepted as i64;
+    wait_for("every record at every node", async || {
+        for n in nodes.iter().filter(|n| n.member != "cn-370500") {
+            if n.node.gateway.store.count().await.unwrap_or(0) < total {
+                return false;
+            }
+        }
+        true
+    })
+    .await?;
+
+    let targets = Targets {
+        corrected: penalty_ids[0].clone(),
+        repaired: penalty_ids[1].clone(),
+        disputed: penalty_ids[2].clone(),
+    };
+    // 更正 at 周村区: the replacement content becomes current everywhere.
+    let original = records.iter().zip(&outcomes).find(|(_, o)| o["record_id"] == targets.corrected.as_str());
+    let mut replacement = original.map(|(r, _)| r.clone()).context("corrected record")?;
+    replacement["violation_facts"] =
+        json!(format!("{}（经复核更正）", replacement["violation_facts"].as_str().unwrap_or_default()));
+    let mut correction =
+        aim(include_str!("../../../schemas/correction/valid/penalty_violation_facts.json"), &targets.corrected)?;
+    correction["replacement"] = replacement;
+    post(&client, &district.api, &[correction]).await?;
+    // 信用修复 at 信用中国 (the national acceptance window): publicity stops everywhere.
+    let repair =
+        aim(include_str!("../../../schemas/repair/valid/national_window_tax_penalty.json"), &targets.repaired)?;
+    post(&client, &national.api, &[repair]).await?;
+    // 异议 at 信用淄博: disputed everywhere, sanctions suspended while it is verified.
+    let mut objection =
+        aim(include_str!("../../../schemas/objection_opened/valid/provincial_list_suspended.json"), &targets.disputed)?;
+    objection["sanctions_suspended"] = json!(true);
+    post(&client, &city.api, &[objection]).await?;
+    println!("raised: 更正 correction at 周村区, 信用修复 repair at 信用中国, 异议 objection at 信用淄博 …");
+
+    let chain = &nodes[..4];
+    wait_for("the events at every node", async || {
+        for n in chain {
+            let store = &n.node.gateway.store;
+            let state = async |id: &str| {
+                let id = uuid::Uuid::parse_str(id).ok()?;
+                store.trail(id).await.ok().flatten().map(|t| t.state)
+            };
+            let corrected = state(&targets.corrected).await.is_some_and(|s| s.corrected_by.is_some());
+            let repaired = state(&targets.repaired).await.is_some_and(|s| s.state == "repaired");
+            let disputed = state(&targets.disputed).await.is_some_and(|s| s.state == "disputed");
+            if !(corrected && repaired && disputed) {
+                return false;
+            }
+        }
+        true
+    })
+    .await?;
+    println!("\n{:<10} {:>8}  {:<10} {:<10} {:<10} node", "member", "records", "corrected", "repaired", "disputed");
+    for n in chain {
+        let store = &n.node.gateway.store;
+        let count = store.count().await?;
+        let mut states = Vec::new();
+        for id in [&targets.corrected, &targets.repaired, &targets.disputed] {
+            let trail = store.trail(uuid::Uuid::parse_str(id)?).await?.context("trail")?;
+            states.push(match trail.state.corrected_by {
+                Some(_) if id == &targets.corrected => "corrected".to_owned(),
+                _ => trail.state.state,
+            });
+        }
+        println!("{:<10} {:>8}  {:<10} {:<10} {:<10} {}", n.member, count, states[0], states[1], states[2], n.name);
+    }
+    Ok(targets)
+}
+
+fn print_guide(nodes: &[RunningNode], t: &Targets) {
+    println!("\n在哪里看 · where to look:");
+    for n in nodes {
+        println!("  {} API {}  {}", n.member, n.api, n.name);
+    }
+    if let Some(n) = nodes.first() {
+        let api = &n.api;
+        println!(
+            "  on every node: {api}/api/v1/docs (API docs), /metrics, /api/v1/outbox (queues), /api/v1/dead-letters"
+        );
+    }
+    let district = &nodes[0].api;
+    let national = &nodes[3].api;
+    println!("  trail of the repaired record at 周村区:  {district}/api/v1/records/{}/trail", t.repaired);
+    println!("  trail of the corrected record at 信用中国: {national}/api/v1/records/{}/trail", t.corrected);
+    println!("  trail of the disputed record at 信用中国:  {national}/api/v1/records/{}/trail", t.disputed);
+    println!("  publication files: <data-dir>/<member>/publication/*.jsonl");
+}
+
+fn example(text: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(text).context("shipped example")
+}
+
+/// A shipped event example aimed at a 周村区 record.
+fn aim(text: &str, target: &str) -> anyhow::Result<Value> {
+    let mut v = example(text)?;
+    v["target_origin"] = json!("cn-370306");
+    v["target_record_id"] = json!(target);
+    v["target_version"] = json!(1);
+    Ok(v)
+}
+
+async fn post(client: &reqwest::Client, api: &str, records: &[Value]) -> anyhow::Result<Value> {
+    let resp = client.post(format!("{api}/api/v1/records")).json(records).send().await?;
+    let status = resp.status();
+    let answer: Value = resp.json().await?;
+    anyhow::ensure!(status.is_success(), "{api} answered {status}: {answer}");
+    anyhow::ensure!(answer["rejected"] == 0, "{api} rejected records: {answer}");
+    Ok(answer)
+}
+
+/// Polls `check` every 100 ms for up to two minutes.
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !check().await {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

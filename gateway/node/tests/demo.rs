@@ -1,0 +1,55 @@
+//! `credit-gateway demo` as the README runs it: five nodes start, the sample records reach
+//! national, the correction, repair and objection reach every node of the chain, and Ctrl-C
+//! (SIGINT) stops it cleanly.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api_port = common::free_port().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_credit-gateway"))
+        .args(["demo", "--records", "120", "--api-port", &api_port, "--pki"])
+        .arg(dir.path().join("pki"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut lines = Vec::new();
+    for line in stdout.lines() {
+        let line = line.expect("line");
+        let done = line.contains("Ctrl-C");
+        lines.push(line);
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the demo did not finish its scenario: {lines:#?}");
+    }
+    let rows: Vec<&String> = lines.iter().filter(|l| l.starts_with("cn-") && !l.contains("records")).collect();
+    for member in ["cn-370306", "cn-370300", "cn-370000", "cn-000000"] {
+        let row =
+            rows.iter().find(|l| l.starts_with(member)).unwrap_or_else(|| panic!("no row for {member}: {lines:#?}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[1], "124", "120 records, a monthly report and three events at {member}: {row}");
+        assert_eq!(&cells[2..5], ["corrected", "repaired", "disputed"], "{row}");
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill -INT");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "the demo exits cleanly on Ctrl-C: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the demo did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
