@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use gateway_core::canonical::{Sha256Digest, canonical_hash, canonical_string, item_canonical, parse_strict};
 use gateway_core::crypto::SigningKey;
 use gateway_core::interchange::envelope::{
-    self, Addressing, Envelope, EnvelopeError, OpenedItem, OriginProof, Outgoing, Proof, Receiving, WireItem,
+    self, Addressing, Envelope, EnvelopeError, OpenedItem, OriginProof, Proof, Receiving, WireItem,
 };
 use gateway_core::interchange::receipt::{self, ReceiptBody, ReceiptOutcome, Sent};
 use gateway_core::interchange::registry::Registry;
@@ -18,7 +18,7 @@ use gateway_core::merkle;
 use gateway_core::record::FieldError;
 use rayon::prelude::*;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -56,8 +56,9 @@ struct WireItemRaw<'a> {
     item: &'a serde_json::value::RawValue,
     #[serde(borrow)]
     proof: ProofRaw<'a>,
-    #[serde(default)]
-    origin_proof: Option<OriginProof>,
+    /// Kept as received: stored with the record as is, and parsed only to be verified.
+    #[serde(default, borrow)]
+    origin_proof: Option<&'a serde_json::value::RawValue>,
 }
 
 /// A proof as received: its path borrowed from the body (hex needs no unescaping).
@@ -282,31 +283,29 @@ impl Node {
     ) -> anyhow::Result<Prepared> {
         let me = self.member_id().to_owned();
         let origin_proofs = self.origin_proofs(records).await?;
-        let mut items = Vec::with_capacity(records.len());
-        for (r, origin_proof) in records.iter().zip(origin_proofs) {
-            let content: Value = serde_json::from_str(&r.content)?;
-            items.push(Outgoing {
-                item: json!({"origin": r.origin, "record_id": r.record_id.to_string(), "version": r.version,
-                             "record_type": r.record_type, "content": content}),
-                origin_proof,
-            });
-        }
-        let item_hashes: Vec<Sha256Digest> = records.iter().map(StoredRecord::item_hash).collect();
+        // Each item's RFC 8785 text straight from the stored canonical content: it is both
+        // what is hashed and what is sent, so nothing is parsed or re-serialised.
+        let items: Vec<String> = records
+            .iter()
+            .map(|r| item_canonical(&r.origin, &r.record_id.to_string(), r.version, &r.record_type, &r.content))
+            .collect();
+        let item_hashes: Vec<Sha256Digest> = items.iter().map(|i| Sha256Digest::of(i.as_bytes())).collect();
         let envelope_id = Uuid::now_v7().to_string();
         let seq = now.unix_timestamp_nanos() as u64 / 1_000_000;
         let to = Addressing { envelope_id: &envelope_id, sender: &me, receiver, seq, created_at: now };
-        let env = envelope::seal_hashed(&to, items, &item_hashes, &self.signer.key, &self.signer.kid);
+        let (jws, body) =
+            envelope::seal_text(&to, &items, &origin_proofs, &item_hashes, &self.signer.key, &self.signer.kid);
         Ok(Prepared {
-            body: serde_json::to_vec(&env)?.into(),
+            body: body.into(),
             record: EnvelopeIn {
-                digest: env.envelope.digest(),
+                digest: jws.digest(),
                 envelope_id,
                 sender: me,
                 receiver: receiver.to_owned(),
                 seq: i64::try_from(seq).unwrap_or(i64::MAX),
                 created_at: format_time(now),
                 received_at: format_time(now),
-                envelope: serde_json::to_string(&env.envelope)?,
+                envelope: serde_json::to_string(&jws)?,
                 item_hashes: item_hashes.iter().map(Sha256Digest::to_hex).collect(),
                 items: Vec::new(),
             },
@@ -315,10 +314,10 @@ impl Node {
         })
     }
 
-    /// For each record, what proves it came from its origin when this node is not the
-    /// origin: the relayed origin proof kept with it, or the envelope it arrived in straight
-    /// from the origin and its proof there (rebuilt from the stored item hashes).
-    async fn origin_proofs(&self, records: &[StoredRecord]) -> anyhow::Result<Vec<Option<OriginProof>>> {
+    /// For each record, the JSON of what proves it came from its origin when this node is not
+    /// the origin: the relayed origin proof kept with it (as stored), or the envelope it arrived
+    /// in straight from the origin and its proof there (rebuilt from the stored item hashes).
+    async fn origin_proofs(&self, records: &[StoredRecord]) -> anyhow::Result<Vec<Option<String>>> {
         let me = self.member_id();
         let relayed: Vec<(Uuid, i64)> =
             records.iter().filter(|r| r.origin != me).map(|r| (r.record_id, r.version)).collect();
@@ -338,7 +337,7 @@ impl Node {
                 anyhow::anyhow!("record {} v{} of {} has no arrival envelope here", r.record_id, r.version, r.origin)
             })?;
             if let Some(json) = &arrival.origin_proof {
-                proofs.push(Some(serde_json::from_str(json)?));
+                proofs.push(Some(json.clone()));
                 continue;
             }
             if !envelopes.contains_key(&arrival.envelope_digest) {
@@ -352,14 +351,15 @@ impl Node {
             let (jws, paths) = &envelopes[&arrival.envelope_digest];
             let index = usize::try_from(arrival.leaf_index)?;
             let path = paths.get(index).ok_or_else(|| anyhow::anyhow!("leaf {index} is outside its envelope"))?;
-            proofs.push(Some(OriginProof {
+            let proof = OriginProof {
                 envelope: jws.clone(),
                 proof: Proof {
                     index: index as u64,
                     size: paths.len() as u64,
                     path: path.iter().map(Sha256Digest::to_hex).collect(),
                 },
-            }));
+            };
+            proofs.push(Some(serde_json::to_string(&proof)?));
         }
         Ok(proofs)
     }
@@ -512,6 +512,7 @@ fn open_and_check(
     let mut items = Vec::with_capacity(parsed.len());
     let mut hashes = Vec::with_capacity(parsed.len());
     let mut contents = Vec::with_capacity(parsed.len());
+    let mut raw_proofs = Vec::with_capacity(parsed.len());
     for ((item, hash, content), w) in parsed.into_iter().zip(wire.items) {
         if !w.proof.path.iter().all(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))) {
             let i = items.len();
@@ -525,17 +526,34 @@ fn open_and_check(
         // The path itself is not kept: the root is recomputed from all the items here, and
         // any item's proof is rebuilt later from the stored item hashes.
         let proof = Proof { index: w.proof.index, size: w.proof.size, path: Vec::new() };
-        items.push(WireItem { item, proof, origin_proof: w.origin_proof });
+        let origin_proof = match w.origin_proof {
+            None => None,
+            Some(raw) => Some(serde_json::from_str::<OriginProof>(raw.get()).map_err(|e| {
+                let i = items.len();
+                ApiError::bad_request(
+                    "bad_envelope",
+                    format!("第 {i} 个条目的来源证明结构错误：{e}"),
+                    format!("item {i}'s origin_proof does not match the schema: {e}"),
+                )
+                .with_pointer(format!("/items/{i}/origin_proof"))
+            })?),
+        };
+        items.push(WireItem { item, proof, origin_proof });
         hashes.push(hash);
         contents.push(content);
+        raw_proofs.push(w.origin_proof.map(|raw| raw.get().to_owned()));
     }
     let env = Envelope { envelope: wire.envelope, items };
     let opened = envelope::open_owned(env, at, &hashes).map_err(|e| envelope_error(&e))?;
     let envelope::Opened { envelope, header, digest, items } = opened;
     let item_hashes = items.iter().map(|o| o.item_hash).collect();
     let sender = header.sender.as_str();
-    let items =
-        items.into_par_iter().zip(contents).map(|(o, content)| check_item(gw, o, content, sender, today)).collect();
+    let items = items
+        .into_par_iter()
+        .zip(contents)
+        .zip(raw_proofs)
+        .map(|((o, content), raw_proof)| check_item(gw, o, content, raw_proof, sender, today))
+        .collect();
     Ok(CheckedEnvelope { envelope, header, digest, item_hashes, items })
 }
 
@@ -545,6 +563,7 @@ fn check_item(
     gw: &Gateway,
     o: OpenedItem,
     canonical_content: Option<String>,
+    origin_proof: Option<String>,
     sender: &str,
     today: time::Date,
 ) -> Result<RelayedItem, Vec<FieldError>> {
@@ -592,8 +611,9 @@ fn check_item(
     }
     Ok(RelayedItem {
         leaf_index: i64::try_from(o.proof.index).unwrap_or(i64::MAX),
-        // For a relay, the origin's own envelope and proof travel on with the record.
-        origin_proof: (o.origin != sender).then(|| serde_json::to_string(&o.origin_proof).unwrap_or_default()),
+        // For a relay, the origin's own envelope and proof travel on with the record, as received
+        // (`open_owned` has verified them).
+        origin_proof: origin_proof.filter(|_| o.origin != sender),
         origin: o.origin,
         record_id,
         version,

@@ -213,6 +213,9 @@ enum BenchCommand {
     Ingest(bench::IngestOptions),
     /// Signed-envelope ingest over mutual TLS, beside raw Ed25519 verification and unsigned ingest.
     Envelopes(bench::EnvelopeOptions),
+    /// Four nodes over mutual TLS: bulk load and steady-rate latency from district to national,
+    /// peak RSS per node, beside one node's ingest rate.
+    Relay(bench::RelayOptions),
 }
 
 fn main() -> std::process::ExitCode {
@@ -293,6 +296,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Certs { command: CertsCommand::Init(opts) } => {
             pki::init(&opts)?;
             println!("dev PKI written to {} (see certs/README.md)", opts.out.display());
+        }
+        Command::Bench { command: BenchCommand::Relay(opts) } => {
+            init_logging(LogFormat::Text);
+            let report = runtime()?.block_on(bench::relay(&opts))?;
+            println!("{report}");
         }
         Command::Bench { command: BenchCommand::Envelopes(opts) } => {
             init_logging(LogFormat::Text);

@@ -117,6 +117,59 @@ pub fn seal_hashed(
     Envelope { envelope: jws::sign(ENVELOPE_TYP, kid, &header, key), items }
 }
 
+/// [`seal_hashed`] straight to the wire form (the HTTP body), for items already held as JSON
+/// text: `items[i]` is the RFC 8785 text of item `i` (whose SHA-256 is `item_hashes[i]`) and
+/// `origin_proofs[i]` the JSON of its [`OriginProof`], if any. No item is parsed or rebuilt,
+/// which is most of a relay's cost otherwise. Returns the signed envelope JWS and the body.
+pub fn seal_text(
+    to: &Addressing<'_>,
+    items: &[String],
+    origin_proofs: &[Option<String>],
+    item_hashes: &[Sha256Digest],
+    key: &SigningKey,
+    kid: &str,
+) -> (Jws, Vec<u8>) {
+    let leaves: Vec<Sha256Digest> = item_hashes.iter().map(|h| merkle::leaf_hash(&h.0)).collect();
+    let (root, proofs) = merkle::root_and_proofs(&leaves);
+    let size = items.len() as u64;
+    let header = json!({
+        "envelope_id": to.envelope_id, "sender": to.sender, "receiver": to.receiver, "seq": to.seq,
+        "created_at": format_time(to.created_at), "count": size,
+        "merkle_root": root.to_hex(), "hash_alg": "sha-256",
+    });
+    let jws = jws::sign(ENVELOPE_TYP, kid, &header, key);
+    let per_item: usize =
+        items.iter().map(String::len).sum::<usize>() + proofs.first().map_or(0, |p| p.len() * 67 + 64);
+    let mut body = Vec::with_capacity(per_item + items.len() * 64 + 1024);
+    body.extend_from_slice(b"{\"envelope\":");
+    body.extend_from_slice(serde_json::to_string(&jws).unwrap_or_default().as_bytes());
+    body.extend_from_slice(b",\"items\":[");
+    for (i, (item, path)) in items.iter().zip(&proofs).enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"{\"item\":");
+        body.extend_from_slice(item.as_bytes());
+        body.extend_from_slice(format!(",\"proof\":{{\"index\":{i},\"size\":{size},\"path\":[").as_bytes());
+        for (j, h) in path.iter().enumerate() {
+            if j > 0 {
+                body.push(b',');
+            }
+            body.push(b'"');
+            body.extend_from_slice(h.to_hex().as_bytes());
+            body.push(b'"');
+        }
+        body.extend_from_slice(b"]}");
+        if let Some(Some(p)) = origin_proofs.get(i) {
+            body.extend_from_slice(b",\"origin_proof\":");
+            body.extend_from_slice(p.as_bytes());
+        }
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"]}");
+    (jws, body)
+}
+
 /// Why an envelope was refused. Each names what failed; none is retryable by resending the
 /// same bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -214,6 +267,9 @@ pub fn open_owned(env: Envelope, at: &Receiving<'_>, item_hashes: &[Sha256Digest
     let mut leaves = Vec::with_capacity(env.items.len());
     let mut items = Vec::with_capacity(env.items.len());
     let digest = env.envelope.digest();
+    // Relayed items that came in one origin envelope share its signature: it is verified once
+    // per distinct origin envelope, and each item's Merkle proof against it.
+    let mut origin_headers: std::collections::HashMap<Sha256Digest, EnvelopeHeader> = std::collections::HashMap::new();
     for (index, w) in env.items.into_iter().enumerate() {
         let bad = |reason: String| EnvelopeError::Item { index, reason };
         let item_hash = item_hashes[index];
@@ -228,7 +284,13 @@ pub fn open_owned(env: Envelope, at: &Receiving<'_>, item_hashes: &[Sha256Digest
             (Some(_), true) => return Err(bad("origin_proof given although the sender is the origin".into())),
             (None, false) => return Err(bad(format!("relayed item from {origin} lacks its origin_proof"))),
             (Some(p), false) => {
-                verify_origin_proof(p, &origin, &item_hash, at.registry).map_err(|e| bad(e.to_string()))?
+                let header = match origin_headers.entry(p.envelope.digest()) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(verify_header(&p.envelope, at.registry).map_err(|e| bad(e.to_string()))?.0)
+                    }
+                };
+                check_origin_proof(p, header, &origin, &item_hash).map_err(|e| bad(e.to_string()))?
             }
         }
         if !at.registry.may_forward(&header.sender, &origin, &header.receiver) {
@@ -271,10 +333,20 @@ pub fn verify_origin_proof(
     registry: &Registry,
 ) -> Result<(), EnvelopeError> {
     let (header, _) = verify_header(&p.envelope, registry)?;
+    check_origin_proof(p, &header, origin, item_hash)
+}
+
+/// [`verify_origin_proof`] once the origin envelope's signature has verified (`header`).
+fn check_origin_proof(
+    p: &OriginProof,
+    header: &EnvelopeHeader,
+    origin: &str,
+    item_hash: &Sha256Digest,
+) -> Result<(), EnvelopeError> {
     if header.sender != origin {
         return Err(EnvelopeError::Header(format!("origin envelope was sent by {}, not by {origin}", header.sender)));
     }
-    if !verify_proof(&p.proof, item_hash, &header) {
+    if !verify_proof(&p.proof, item_hash, header) {
         return Err(EnvelopeError::MerkleMismatch);
     }
     Ok(())

@@ -2,7 +2,9 @@
 //! raw ceiling of the same store measured in the same run, written to `docs/benchmarks.md`.
 
 mod envelopes;
+mod relay;
 pub use envelopes::{EnvelopeOptions, EnvelopeReport, envelopes};
+pub use relay::{RelayOptions, RelayReport, relay};
 
 use std::fmt;
 use std::path::PathBuf;

@@ -265,9 +265,19 @@ impl Shared {
         let registry = self.node.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
         let mut batch = Batch::default();
         let mut after = position;
+        // A child takes only lifecycle events: they are looked up directly, and the cursor
+        // then jumps to the last record stored when the lookup began (seq follows commit
+        // order, so nothing at or below it can still appear).
+        let events_upto = match dest.link {
+            Link::Child => Some(store.last_seq().await?),
+            Link::Parent | Link::Publication => None,
+        };
         // Bounded work per call: at most a few chunks scanned, whatever the backlog.
         'scan: for _ in 0..8 {
-            let rows = store.queued_after(after, SCAN_CHUNK).await?;
+            let rows = match events_upto {
+                Some(upto) => store.queued_events(after, upto, SCAN_CHUNK).await?,
+                None => store.queued_after(after, SCAN_CHUNK).await?,
+            };
             let full = rows.len() as i64 == SCAN_CHUNK;
             for row in rows {
                 if batch.items.len() == limit {
@@ -288,6 +298,11 @@ impl Shared {
                 }
             }
             if !full {
+                if let Some(upto) = events_upto
+                    && batch.items.len() < limit
+                {
+                    after = after.max(upto);
+                }
                 break;
             }
         }

@@ -101,9 +101,28 @@ impl Store {
 
     /// Up to `limit` stored records after `after`, in `seq` order, with their routing facts.
     pub async fn queued_after(&self, after: i64, limit: i64) -> Result<Vec<QueuedRecord>, StoreError> {
+        self.select_queued(after, None, limit).await
+    }
+
+    /// Up to `limit` lifecycle events with `after < seq <= upto`, in `seq` order: a child's
+    /// queue, which holds nothing else, without reading every record.
+    pub async fn queued_events(&self, after: i64, upto: i64, limit: i64) -> Result<Vec<QueuedRecord>, StoreError> {
+        self.select_queued(after, Some(upto), limit).await
+    }
+
+    async fn select_queued(
+        &self,
+        after: i64,
+        events_upto: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<QueuedRecord>, StoreError> {
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new(QUEUED_COLUMNS);
-            qb.push(" WHERE r.seq > ").push_bind(after).push(" ORDER BY r.seq LIMIT ").push_bind(limit);
+            qb.push(" WHERE r.seq > ").push_bind(after);
+            if let Some(upto) = events_upto {
+                qb.push(" AND r.seq <= ").push_bind(upto).push(" AND r.target_record_id IS NOT NULL");
+            }
+            qb.push(" ORDER BY r.seq LIMIT ").push_bind(limit);
             qb.build().fetch_all(pool).await?.iter().map(queued_record).collect()
         })
     }

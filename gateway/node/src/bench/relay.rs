@@ -1,0 +1,358 @@
+//! `credit-gateway bench relay`: records pushed into 周村区 travelling through 信用淄博 and 信用山东
+//! to 信用中国, four `serve` processes over mutual TLS on this machine, each with SQLite
+//! (`synchronous = FULL`) and its relay. Measures the time for a bulk load to arrive at
+//! national, the district → national latency at a steady push rate, and each node's peak RSS,
+//! beside the single-node HTTP ingest rate measured in the same run.
+
+use std::fmt;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use sqlx::Row;
+
+use super::synthetic_records;
+use crate::config::RelayConfig;
+
+const CHAIN: [(&str, &str); 4] =
+    [("cn-370306", "周村区"), ("cn-370300", "信用淄博"), ("cn-370000", "信用山东"), ("cn-000000", "信用中国")];
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RelayOptions {
+    /// Records of the bulk load.
+    #[arg(long, default_value_t = 100_000)]
+    pub records: usize,
+    /// Records per push request.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// Records per second of the steady phase.
+    #[arg(long, default_value_t = 2_000)]
+    pub rate: usize,
+    /// Seconds of the steady phase.
+    #[arg(long, default_value_t = 30)]
+    pub steady_secs: u64,
+    /// Most records per envelope (`relay.batch_max`).
+    #[arg(long, default_value_t = RelayConfig::default().batch_max)]
+    pub envelope_max: usize,
+    /// Markdown report to (re)write; `-` to skip.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    pub report: String,
+}
+
+#[derive(Debug)]
+pub struct RelayReport {
+    pub records: usize,
+    pub batch: usize,
+    /// Single-node HTTP ingest of the same records (the ceiling of the first hop).
+    pub single_node_rate: f64,
+    /// Seconds from the first push until national held every record.
+    pub bulk_seconds: f64,
+    /// Seconds the pushes into the district took during the bulk load.
+    pub bulk_push_seconds: f64,
+    pub steady_rate: f64,
+    pub steady_records: usize,
+    /// Latency percentiles, district acceptance → national receipt, milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Peak resident set per node, MiB, in chain order.
+    pub peak_rss_mib: Vec<(String, f64)>,
+    pub envelope_max: usize,
+}
+
+impl fmt::Display for RelayReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "## Relay: 周村区 → 信用淄博 → 信用山东 → 信用中国 over mutual TLS\n")?;
+        writeln!(
+            f,
+            "Four `credit-gateway serve` processes on this machine ({} cores), each with SQLite \
+             (`synchronous = FULL`) and its relay (envelopes of up to {} records, 100 ms linger); every \
+             record is validated, stored and signed for at each of the four nodes. Pushes of {} records.\n",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            self.envelope_max,
+            self.batch
+        )?;
+        writeln!(f, "| measurement | figure | target |")?;
+        writeln!(f, "|---|---:|---:|")?;
+        writeln!(
+            f,
+            "| ceiling: one node alone, HTTP ingest of the same records | {:.0} records/s | |",
+            self.single_node_rate
+        )?;
+        writeln!(
+            f,
+            "| **bulk: {} records pushed into 周村区, all at 信用中国** | **{:.1} s** ({:.0} records/s) | ≤ 20 s |",
+            self.records,
+            self.bulk_seconds,
+            self.records as f64 / self.bulk_seconds
+        )?;
+        writeln!(f, "| of which pushing into 周村区 | {:.1} s | |", self.bulk_push_seconds)?;
+        writeln!(
+            f,
+            "| steady push rate achieved ({} records) | {:.0} records/s | 2,000 |",
+            self.steady_records, self.steady_rate
+        )?;
+        writeln!(
+            f,
+            "| **latency 周村区 accepted → 信用中国 received, p99** | **{:.0} ms** (p50 {:.0} ms, max {:.0} ms) | ≤ 1,000 ms |",
+            self.p99_ms, self.p50_ms, self.max_ms
+        )?;
+        for (member, mib) in &self.peak_rss_mib {
+            writeln!(f, "| peak RSS {member} | {mib:.0} MiB | |")?;
+        }
+        writeln!(
+            f,
+            "\nBulk end to end / one-node ingest ceiling = **{:.2}×** (four nodes share the cores; each record is \
+             handled four times).",
+            (self.records as f64 / self.bulk_seconds) / self.single_node_rate
+        )
+    }
+}
+
+/// A `serve` process of the benchmark.
+struct Proc {
+    child: Child,
+    api: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn start(args: &[String]) -> anyhow::Result<Proc> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting a node")?;
+        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        loop {
+            let mut line = String::new();
+            if stdout.read_line(&mut line)? == 0 {
+                bail!("a node exited before listening");
+            }
+            if let Some(api) = line.trim().strip_prefix("credit-gateway listening on ") {
+                return Ok(Proc { api: api.to_owned(), child });
+            }
+        }
+    }
+
+    /// Peak resident set (VmHWM) in MiB, from `/proc`.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn stored(client: &reqwest::Client, api: &str) -> u64 {
+    let Ok(resp) = client.get(format!("{api}/metrics")).send().await else { return 0 };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("credit_gateway_records_stored "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Pushes every body with `concurrency` clients at once.
+async fn push_all(client: &reqwest::Client, api: &str, bodies: &[String], concurrency: usize) -> anyhow::Result<()> {
+    let bodies = std::sync::Arc::new(bodies.to_vec());
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, api, bodies, next) = (client.clone(), api.to_owned(), bodies.clone(), next.clone());
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(body) = bodies.get(i) else { return anyhow::Ok(()) };
+                let resp = client
+                    .post(format!("{api}/api/v1/records"))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                anyhow::ensure!(resp.status().is_success(), "push answered {}", resp.status());
+            }
+        });
+    }
+    while let Some(r) = workers.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+async fn wait_for_count(client: &reqwest::Client, api: &str, n: u64, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while stored(client, api).await < n {
+        anyhow::ensure!(Instant::now() < deadline, "{api} did not reach {n} records in {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn bodies(records: &[Value], batch: usize) -> Vec<String> {
+    records.chunks(batch).map(|c| serde_json::to_string(c).unwrap_or_default()).collect()
+}
+
+/// `received_at` by record id, for records received at or after `since`.
+async fn received(db: &Path, since: &str) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await?;
+    let rows = sqlx::query("SELECT record_id, received_at FROM records WHERE received_at >= $1")
+        .bind(since)
+        .fetch_all(&pool)
+        .await?;
+    pool.close().await;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+fn parse_ms(t: &str) -> Option<i128> {
+    let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp_nanos() / 1_000_000)
+}
+
+/// Runs the relay benchmark.
+pub async fn relay(opts: &RelayOptions) -> anyhow::Result<RelayReport> {
+    if opts.batch == 0 || opts.records < opts.batch || opts.rate < 20 {
+        bail!("need records ≥ batch ≥ 1 and rate ≥ 20");
+    }
+    let dir = tempfile::tempdir()?;
+    let pki = dir.path().join("pki");
+    crate::pki::init(&crate::pki::InitOptions { out: pki.clone(), force: false, alg: "EdDSA".into() })?;
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!("[limits]\nmax_batch_records = 5000\n[relay]\nbatch_max = {}\n", opts.envelope_max),
+    )?;
+    let client = reqwest::Client::new();
+    let records = synthetic_records(opts.records, 17);
+    let bulk = bodies(&records, opts.batch);
+
+    // The ceiling: one node alone takes the same pushes.
+    let single = Proc::start(&[
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.path().join("single").display().to_string(),
+        "--config".into(),
+        config.display().to_string(),
+    ])?;
+    let started = Instant::now();
+    push_all(&client, &single.api, &bulk, 2).await?;
+    let single_node_rate = opts.records as f64 / started.elapsed().as_secs_f64();
+    drop(single);
+
+    // The chain, each node knowing the others' federation ports.
+    let ports: Vec<(u16, u16)> = (0..4).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
+    let mut nodes = Vec::new();
+    for (i, (member, _)) in CHAIN.iter().enumerate() {
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{}", ports[i].0),
+            "--federation-listen".into(),
+            format!("127.0.0.1:{}", ports[i].1),
+            "--member".into(),
+            (*member).into(),
+            "--pki".into(),
+            pki.display().to_string(),
+            "--data-dir".into(),
+            data_dir(dir.path(), member).display().to_string(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        for (j, (other, _)) in CHAIN.iter().enumerate().filter(|(j, _)| *j != i) {
+            args.push("--peer".into());
+            args.push(format!("{other}=https://localhost:{}", ports[j].1));
+        }
+        nodes.push(Proc::start(&args)?);
+    }
+    let national = nodes[3].api.clone();
+
+    // Bulk load.
+    let started = Instant::now();
+    push_all(&client, &nodes[0].api, &bulk, 2).await?;
+    let bulk_push_seconds = started.elapsed().as_secs_f64();
+    wait_for_count(&client, &national, opts.records as u64, Duration::from_secs(600)).await?;
+    let bulk_seconds = started.elapsed().as_secs_f64();
+
+    // Steady rate: a push of rate/20 records every 50 ms.
+    let per_tick = opts.rate / 20;
+    let ticks = (opts.steady_secs * 20) as usize;
+    let steady = synthetic_records(per_tick * ticks, 29);
+    let steady_bodies = bodies(&steady, per_tick);
+    let since = crate::clock::format_timestamp(time::OffsetDateTime::now_utc());
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let started = Instant::now();
+    let mut in_flight = tokio::task::JoinSet::new();
+    for body in steady_bodies {
+        tick.tick().await;
+        let (client, api) = (client.clone(), nodes[0].api.clone());
+        in_flight.spawn(async move {
+            client
+                .post(format!("{api}/api/v1/records"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+        });
+    }
+    while let Some(r) = in_flight.join_next().await {
+        let resp = r??;
+        anyhow::ensure!(resp.status().is_success(), "steady push answered {}", resp.status());
+    }
+    let steady_rate = steady.len() as f64 / started.elapsed().as_secs_f64();
+    wait_for_count(&client, &national, (opts.records + steady.len()) as u64, Duration::from_secs(300)).await?;
+    let peak_rss_mib =
+        CHAIN.iter().zip(&nodes).map(|((m, name), p)| (format!("{m} {name}"), p.peak_rss_mib())).collect();
+    drop(nodes);
+
+    let at_district = received(&data_dir(dir.path(), CHAIN[0].0).join("gateway.sqlite"), &since).await?;
+    let at_national = received(&data_dir(dir.path(), CHAIN[3].0).join("gateway.sqlite"), &since).await?;
+    let mut latencies: Vec<i128> = at_district
+        .iter()
+        .filter_map(|(id, accepted)| Some(parse_ms(at_national.get(id)?)? - parse_ms(accepted)?))
+        .collect();
+    anyhow::ensure!(latencies.len() == steady.len(), "{} of {} steady records matched", latencies.len(), steady.len());
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize] as f64;
+    let report = RelayReport {
+        records: opts.records,
+        batch: opts.batch,
+        single_node_rate,
+        bulk_seconds,
+        bulk_push_seconds,
+        steady_rate,
+        steady_records: steady.len(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: pct(1.0),
+        peak_rss_mib,
+        envelope_max: opts.envelope_max,
+    };
+    if opts.report != "-" {
+        super::write_section(&PathBuf::from(&opts.report), "## Relay:", "bench relay", &report.to_string())?;
+    }
+    Ok(report)
+}
+
+fn data_dir(root: &Path, member: &str) -> PathBuf {
+    root.join(member)
+}
