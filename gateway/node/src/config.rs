@@ -59,7 +59,8 @@ pub struct RelayConfig {
     /// letters. 0 (default) retries for ever: a destination that is down for days gets
     /// everything, in order, when it comes back.
     pub max_attempts: u32,
-    /// Seconds one delivery may take before it counts as failed. Default 60.
+    /// Seconds one delivery may take before it counts as failed (for a child that collects its
+    /// envelopes: how long one waits to be collected). Default 60.
     pub timeout_secs: u64,
     /// Directory of the local publication sink (this platform's own publication system until
     /// its adapter exists); unset means no publication sink.
@@ -69,8 +70,11 @@ pub struct RelayConfig {
     /// Children that poll this node for their envelopes (前置机 style, pull mode) instead of
     /// being pushed to. Member ids.
     pub pull_children: Vec<String>,
-    /// Whether this node polls its parent for envelopes addressed to it (pull mode).
+    /// Whether this node polls its parent for envelopes addressed to it (pull mode; the
+    /// parent lists this node in its `pull_children`).
     pub pull_from_parent: bool,
+    /// Milliseconds between polls of the parent when it had nothing (pull mode). Default 1,000.
+    pub pull_interval_ms: u64,
 }
 
 /// One routing rule: for which destinations, record types and disclosure scopes it holds,
@@ -109,6 +113,7 @@ impl Default for RelayConfig {
             routes: Vec::new(),
             pull_children: Vec::new(),
             pull_from_parent: false,
+            pull_interval_ms: 1_000,
         }
     }
 }

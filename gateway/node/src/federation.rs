@@ -20,6 +20,8 @@ pub fn router(node: Node) -> Router {
         .route("/federation/v1/registry", get(registry))
         .route("/federation/v1/envelopes", post(envelopes))
         .route("/federation/v1/evidence/{record_id}/{version}", get(evidence))
+        .route("/federation/v1/events", get(events))
+        .route("/federation/v1/receipts", post(receipts))
         .fallback(|| async { ApiError::not_found("该路径", "path") })
         .layer(middleware::from_fn_with_state(node.clone(), require_current_registry))
         .layer(middleware::from_fn(require_member))
@@ -134,6 +136,80 @@ async fn evidence(
             format!("the earlier hops of this record could not be gathered: {e:#}"),
         )),
     }
+}
+
+/// Envelopes waiting for the calling member (pull mode), oldest first.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    after: i64,
+}
+
+/// Most envelopes in one `GET events` answer.
+const EVENTS_PAGE: i64 = 10;
+
+/// `GET /federation/v1/events?after=<cursor>` (interchange-v1 §9): the envelopes parked for the
+/// caller after `cursor`, oldest first, as `{"envelopes": [{"cursor", "envelope"}]}` where
+/// `envelope` is the body a push would have posted. The caller answers each with
+/// `POST /federation/v1/receipts`.
+async fn events(
+    State(node): State<Node>,
+    Extension(peer): Extension<Peer>,
+    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
+    let axum::extract::Query(q) = query.map_err(|e| {
+        ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), format!("bad query parameters: {e}"))
+    })?;
+    let parked =
+        node.gateway.store.parked_after(&member, q.after, EVENTS_PAGE).await.map_err(|e| ApiError::internal(&e))?;
+    // The bodies are JSON already: written out as they are.
+    let mut out = String::from("{\"envelopes\":[");
+    for (i, p) in parked.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("{{\"cursor\":{},\"envelope\":{}}}", p.cursor, p.body));
+    }
+    out.push_str("]}");
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+/// `POST /federation/v1/receipts` (pull mode; proposed in ADR 0003): the caller's signed
+/// receipt for an envelope it collected, or its refusal. Handed to the waiting sender, which
+/// verifies it as it would a pushed envelope's.
+async fn receipts(
+    State(node): State<Node>,
+    Extension(peer): Extension<Peer>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("bad_receipt", "回执不是 UTF-8 文本", "the receipt is not UTF-8 text"))?;
+    let digest = match serde_json::from_str::<crate::interchange::PullRefusal>(text) {
+        Ok(r) => r.refused.envelope_digest,
+        Err(_) => {
+            let jws: Jws = serde_json::from_str(text).map_err(|e| {
+                ApiError::bad_request(
+                    "bad_receipt",
+                    format!("回执不是 JWS：{e}"),
+                    format!("the receipt is not a JWS: {e}"),
+                )
+            })?;
+            let decoded = jws.decode(gateway_core::interchange::receipt::RECEIPT_TYP).map_err(|e| {
+                ApiError::bad_request("bad_receipt", format!("回执格式错误：{e}"), format!("malformed receipt: {e}"))
+            })?;
+            decoded.body["envelope_digest"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    let waiting =
+        node.gateway.store.parked_receipt_in(&member, &digest, text).await.map_err(|e| ApiError::internal(&e))?;
+    if !waiting {
+        return Err(ApiError::not_found("等待该回执的信封", "an envelope waiting for this receipt"));
+    }
+    node.gateway.pull_acks.notify_waiters();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `credit-gateway federation check`: fetches a peer's registry over mutual TLS as `member`

@@ -33,6 +33,8 @@ pub struct Gateway {
     pub federation: std::sync::OnceLock<FederationView>,
     /// How each relay destination is doing (for operators: `/api/v1/outbox`, `/metrics`).
     pub relay_status: crate::relay::StatusBoard,
+    /// Woken when a child returns a receipt for a parked envelope (pull mode).
+    pub pull_acks: tokio::sync::Notify,
 }
 
 /// What the department-side API may see of the federation state.

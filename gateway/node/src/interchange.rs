@@ -403,6 +403,56 @@ impl Node {
             return Err(transient(anyhow::anyhow!("{receiver} answered {status}: {body}")));
         }
         let receipt_text = resp.text().await.map_err(|e| transient(e.into()))?;
+        self.check_receipt(p, receipt_text)
+    }
+
+    /// Pull mode: parks a prepared envelope for its receiver to collect
+    /// (`GET /federation/v1/events`) and waits up to `timeout` for the receipt it returns
+    /// (`POST /federation/v1/receipts`), which is verified exactly as a pushed envelope's.
+    pub async fn park_and_wait(
+        &self,
+        p: &Prepared,
+        timeout: std::time::Duration,
+    ) -> Result<(ReceiptBody, String), DeliveryError> {
+        let receiver = &p.record.receiver;
+        let digest = p.record.digest.to_hex();
+        let store = &self.gateway.store;
+        let transient = |e: anyhow::Error| DeliveryError::Transient(e.context(format!("parking for {receiver}")));
+        let body = std::str::from_utf8(&p.body).map_err(|e| transient(e.into()))?;
+        let at = format_time(OffsetDateTime::now_utc());
+        store.park(receiver, &digest, body, &at).await.map_err(|e| transient(e.into()))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let answer = loop {
+            let acked = self.gateway.pull_acks.notified();
+            match store.parked_receipt(&digest).await {
+                Ok(Some(text)) => break Ok(text),
+                Ok(None) => {}
+                Err(e) => break Err(transient(e.into())),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break Err(transient(anyhow::anyhow!("{receiver} did not collect the envelope within {timeout:?}")));
+            }
+            // A receipt wakes us; the bounded wait also covers one posted to another replica.
+            let _ = tokio::time::timeout((deadline - now).min(std::time::Duration::from_secs(1)), acked).await;
+        };
+        // Settled or given up: a new attempt parks a new envelope.
+        let _ = store.unpark(receiver, Some(&digest)).await;
+        let text = answer?;
+        if let Ok(refusal) = serde_json::from_str::<PullRefusal>(&text) {
+            return Err(DeliveryError::Refused {
+                receiver: receiver.clone(),
+                status: refusal.refused.status,
+                body: refusal.refused.error.to_string(),
+            });
+        }
+        self.check_receipt(p, text)
+    }
+
+    /// Verifies a receipt (JSON text) against the envelope it answers.
+    fn check_receipt(&self, p: &Prepared, receipt_text: String) -> Result<(ReceiptBody, String), DeliveryError> {
+        let receiver = &p.record.receiver;
+        let transient = |e: anyhow::Error| DeliveryError::Transient(e.context(format!("receipt from {receiver}")));
         let receipt_jws: Jws = serde_json::from_str(&receipt_text).map_err(|e| transient(e.into()))?;
         let sent = Sent {
             envelope_id: &p.record.envelope_id,
@@ -417,6 +467,22 @@ impl Node {
         let body = receipt::verify_receipt(&receipt_jws, &sent, &registry).map_err(|e| transient(e.into()))?;
         Ok((body, receipt_text))
     }
+}
+
+/// What a child that collects envelopes (pull mode) answers when it refuses one: the status
+/// and error body a push would have got.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullRefusal {
+    pub refused: Refusal,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refusal {
+    pub envelope_digest: String,
+    pub status: u16,
+    pub error: Value,
 }
 
 /// Why a delivery failed.

@@ -64,6 +64,7 @@ pub async fn build_gateway(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         limits: config.limits.clone(),
         federation: std::sync::OnceLock::new(),
         relay_status: crate::relay::StatusBoard::default(),
+        pull_acks: tokio::sync::Notify::new(),
     }))
 }
 

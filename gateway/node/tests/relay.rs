@@ -160,3 +160,39 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
         assert_eq!(n.gateway.store.count().await.expect("count"), 303, "{}", n.member_id());
     }
 }
+
+/// Pull mode (前置机 style): the district cannot be called; it collects the events addressed
+/// to it from the city and returns signed receipts, while its records still go up by push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_behind_a_firewall_collects_its_events() {
+    let (dir, pki) = common::demo_pki(Alg::EdDsa);
+    let (city_port, mut city) = common::start_federation_node(&pki, CITY, &dir.path().join("city")).await;
+    let (_, mut district) = common::start_federation_node(&pki, DISTRICT, &dir.path().join("district")).await;
+    // Nothing listens where the city would push to the district.
+    city.peers = Arc::new([(DISTRICT.to_owned(), format!("https://localhost:{}", common::free_port()))].into());
+    district.peers = Arc::new([(CITY.to_owned(), format!("https://localhost:{city_port}"))].into());
+    let city_relay = RelayConfig { pull_children: vec![DISTRICT.into()], ..relay_config(&dir.path().join("city")) };
+    let district_relay =
+        RelayConfig { pull_from_parent: true, pull_interval_ms: 20, ..relay_config(&dir.path().join("district")) };
+    let _relays = [Relay::start(city.clone(), city_relay), Relay::start(district.clone(), district_relay)];
+
+    assert_eq!(push(&district, &synthetic_records(20, 77)).await["accepted"], 20);
+    common::eventually("the records at the city", Duration::from_secs(30), async || {
+        city.gateway.store.count().await.expect("count") == 20
+    })
+    .await;
+    let record_id = common::all_records(&district.gateway.store, 100).await[3].record_id;
+    let repair = event("repair/valid/penalty_full_repair_2026.json", &record_id.to_string(), DISTRICT);
+    assert_eq!(push(&city, &[repair]).await["accepted"], 1);
+    common::eventually("the repair collected by the district", Duration::from_secs(30), async || {
+        state_everywhere(&[city.clone(), district.clone()], record_id, "repaired").await
+    })
+    .await;
+    // The city holds the district's signed receipt for the collected envelope.
+    let events = city.gateway.store.trail(record_id).await.expect("trail").expect("held").events;
+    let trail =
+        city.gateway.store.trail(events[0].record_id.parse().expect("uuid")).await.expect("trail").expect("held");
+    let hop = &trail.versions[0].forwarded;
+    assert!(hop.iter().any(|h| h.destination == DISTRICT && h.status == "accepted"), "{trail:?}");
+    assert!(city.gateway.relay_status.snapshot()[DISTRICT].consecutive_failures == 0);
+}

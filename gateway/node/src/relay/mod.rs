@@ -8,6 +8,7 @@
 //! correction never overtakes what it amends. Destinations never block each other.
 
 pub mod publication;
+mod pull;
 pub mod routing;
 
 use std::collections::HashSet;
@@ -97,14 +98,15 @@ impl Relay {
         if let Ok(registry) = node.registry.read() {
             let me = node.member_id();
             if let Some(parent) = registry.member(me).and_then(|m| m.parent.clone()) {
-                out.push(Destination { name: parent, link: Link::Parent });
+                out.push(Destination { name: parent, link: Link::Parent, pull: false });
             }
             for m in registry.body.members.iter().filter(|m| m.parent.as_deref() == Some(me)) {
-                out.push(Destination { name: m.member_id.clone(), link: Link::Child });
+                let pull = config.pull_children.contains(&m.member_id);
+                out.push(Destination { name: m.member_id.clone(), link: Link::Child, pull });
             }
         }
         if config.publication_dir.is_some() {
-            out.push(Destination { name: PUBLICATION.into(), link: Link::Publication });
+            out.push(Destination { name: PUBLICATION.into(), link: Link::Publication, pull: false });
         }
         out
     }
@@ -115,8 +117,11 @@ impl Relay {
         let shared = Arc::new(Shared { router: Router::new(&config.routes), node, config });
         let mut tasks = JoinSet::new();
         for dest in Self::destinations(&shared.node, &shared.config) {
-            tracing::info!(destination = %dest.name, link = ?dest.link, "relay sender started");
+            tracing::info!(destination = %dest.name, link = ?dest.link, pull = dest.pull, "relay sender started");
             tasks.spawn(Arc::clone(&shared).run(dest));
+        }
+        if shared.config.pull_from_parent {
+            tasks.spawn(pull::collect_from_parent(shared.node.clone(), shared.config.clone()));
         }
         Self { tasks }
     }
@@ -165,6 +170,12 @@ impl Shared {
     async fn run(self: Arc<Self>, dest: Destination) {
         let board = self.node.gateway.relay_status.clone();
         board.update(&dest.name, |_| {});
+        if dest.pull {
+            // Envelopes parked by an earlier run are sealed anew from the queue.
+            if let Err(e) = self.node.gateway.store.unpark(&dest.name, None).await {
+                tracing::warn!(destination = %dest.name, error = %e, "could not clear parked envelopes");
+            }
+        }
         let mut commits = self.node.gateway.store.watch_commits();
         let mut limit = self.config.batch_max;
         let mut failures: u32 = 0;
@@ -374,7 +385,12 @@ impl Shared {
         let records = self.node.gateway.store.records_by_seq(seqs).await.map_err(|e| transient(e.into()))?;
         let prepared = self.node.prepare(&dest.name, &records, now).await.map_err(transient)?;
         let timeout = Duration::from_secs(self.config.timeout_secs);
-        let (receipt, text) = match self.node.post(&url, &prepared, Some(timeout)).await {
+        let answer = if dest.pull {
+            self.node.park_and_wait(&prepared, timeout).await
+        } else {
+            self.node.post(&url, &prepared, Some(timeout)).await
+        };
+        let (receipt, text) = match answer {
             Ok(r) => r,
             Err(DeliveryError::Transient(e)) => return Err(transient(e)),
             Err(DeliveryError::Refused { status, body, .. }) => {

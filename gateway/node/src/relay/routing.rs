@@ -24,6 +24,9 @@ pub enum Link {
 pub struct Destination {
     pub name: String,
     pub link: Link,
+    /// The destination collects its envelopes (pull mode, a child behind a firewall) rather
+    /// than being pushed to.
+    pub pull: bool,
 }
 
 /// The name of the local publication sink as a destination.
@@ -110,7 +113,7 @@ mod tests {
     }
 
     fn dest(name: &str, link: Link) -> Destination {
-        Destination { name: name.into(), link }
+        Destination { name: name.into(), link, pull: false }
     }
 
     #[test]

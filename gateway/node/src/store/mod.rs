@@ -177,7 +177,7 @@ mod envelopes;
 mod outbox;
 mod trail;
 pub use envelopes::{ArrivalOf, EnvelopeIn, EnvelopeStored, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope};
-pub use outbox::{DeadLetter, DeadLetterRow, QueueStats, QueuedRecord, SentEnvelope, Settlement};
+pub use outbox::{DeadLetter, DeadLetterRow, Parked, QueueStats, QueuedRecord, SentEnvelope, Settlement};
 pub use trail::{EventRef, Hop, StateView, Trail, VersionTrail};
 
 /// A validated record on its way into the store.

@@ -357,3 +357,79 @@ where
         arrived_from: row.try_get(8)?,
     })
 }
+
+/// An envelope parked for a child that collects it (pull mode).
+#[derive(Debug, Clone)]
+pub struct Parked {
+    pub cursor: i64,
+    /// The envelope's HTTP body, exactly as a push would send it.
+    pub body: String,
+}
+
+impl Store {
+    /// Parks an envelope for `receiver` to collect.
+    pub async fn park(&self, receiver: &str, digest: &str, body: &str, at: &str) -> Result<(), StoreError> {
+        dispatch!(self, pool => {
+            sqlx::query("INSERT INTO pull_queue (receiver, digest, body, parked_at) VALUES ($1, $2, $3, $4)")
+                .bind(receiver)
+                .bind(digest)
+                .bind(body)
+                .bind(at)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Envelopes parked for `receiver` after `cursor`, oldest first.
+    pub async fn parked_after(&self, receiver: &str, cursor: i64, limit: i64) -> Result<Vec<Parked>, StoreError> {
+        dispatch!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT cursor, body FROM pull_queue WHERE receiver = $1 AND cursor > $2 AND receipt IS NULL \
+                 ORDER BY cursor LIMIT $3",
+            )
+            .bind(receiver)
+            .bind(cursor)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| Ok(Parked { cursor: r.try_get(0)?, body: r.try_get(1)? })).collect()
+        })
+    }
+
+    /// Records the receipt `receiver` returned for the parked envelope `digest`. Returns
+    /// whether such an envelope was waiting.
+    pub async fn parked_receipt_in(&self, receiver: &str, digest: &str, receipt: &str) -> Result<bool, StoreError> {
+        dispatch!(self, pool => {
+            let done = sqlx::query("UPDATE pull_queue SET receipt = $1 WHERE receiver = $2 AND digest = $3")
+                .bind(receipt)
+                .bind(receiver)
+                .bind(digest)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// The receipt returned for a parked envelope, once there is one.
+    pub async fn parked_receipt(&self, digest: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self, pool => {
+            let row = sqlx::query("SELECT receipt FROM pull_queue WHERE digest = $1").bind(digest).fetch_optional(pool).await?;
+            Ok(match row { Some(r) => r.try_get(0)?, None => None })
+        })
+    }
+
+    /// Removes parked envelopes: one (settled or given up), or all of a receiver's (at start,
+    /// since a restarted sender seals its queue anew).
+    pub async fn unpark(&self, receiver: &str, digest: Option<&str>) -> Result<(), StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new("DELETE FROM pull_queue WHERE receiver = ");
+            qb.push_bind(receiver);
+            if let Some(d) = digest {
+                qb.push(" AND digest = ").push_bind(d);
+            }
+            qb.build().execute(pool).await?;
+            Ok(())
+        })
+    }
+}
