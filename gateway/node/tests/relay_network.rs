@@ -201,3 +201,64 @@ async fn a_refused_record_is_dead_lettered_and_resent_once_fixed() {
     })
     .await;
 }
+
+/// A destination down for three (simulated) days: the relay backs off up to its one-hour cap
+/// on a hand-moved clock, the records wait on disk, and when the city is back everything
+/// arrives, in the order the district stored it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_destination_down_for_days_gets_everything_in_order_when_it_returns() {
+    let (dir, pki) = common::demo_pki(Alg::EdDsa);
+    let (city_port, city) = common::start_federation_node(&pki, CITY, &dir.path().join("city")).await;
+    let (_, district) = common::start_federation_node(&pki, DISTRICT, &dir.path().join("district")).await;
+    let proxy = FaultProxy::start(city_port).await;
+    proxy.set(Fault::Down);
+    let clock = credit_gateway::relay::clock::ManualClock::default();
+    let mut node = district.clone();
+    node.peers = Arc::new([(CITY.to_owned(), format!("https://localhost:{}", proxy.port))].into());
+    let config = RelayConfig {
+        backoff_base_ms: 1_000,
+        backoff_max_ms: 3_600_000,
+        batch_max: 500,
+        linger_ms: 5,
+        ..RelayConfig::default()
+    };
+    let _relay = Relay::start_with_clock(node, config, Arc::new(clock.clone()));
+    let deadline = Duration::from_secs(60);
+    let failures = || district.gateway.relay_status.snapshot().get(CITY).map_or(0, |s| s.consecutive_failures);
+
+    // Twelve steps of six hours; a day's worth of records arrives every four steps.
+    let mut pushed = 0;
+    for step in 0..12 {
+        if step % 4 == 0 {
+            let batch = synthetic_records(1_000, 100 + step);
+            assert_eq!(push(&district, &batch).await["accepted"], 1_000);
+            pushed += 1_000;
+        }
+        common::eventually("the sender backing off", deadline, async || clock.sleepers() == 1).await;
+        let before = failures();
+        clock.advance(Duration::from_secs(6 * 3600));
+        common::eventually("another failed attempt", deadline, async || failures() > before).await;
+    }
+    assert_eq!(clock.elapsed(), Duration::from_secs(72 * 3600));
+    assert!(failures() >= 12, "one attempt at least every six hours: {}", failures());
+    // Everything still waits on disk, nothing was given up.
+    assert_eq!(district.gateway.store.outbox_position(CITY).await.expect("cursor"), 0);
+    assert_eq!(count(&district).await, pushed);
+    assert!(district.gateway.store.dead_letters(None, 10).await.expect("dead letters").is_empty());
+    assert_eq!(count(&city).await, 0);
+
+    // The city is back: the next retry delivers everything, in order.
+    proxy.set(Fault::None);
+    common::eventually("the sender backing off", deadline, async || clock.sleepers() == 1).await;
+    clock.advance(Duration::from_secs(3600));
+    common::eventually("the backlog delivered", deadline, async || settled(&district).await).await;
+    assert_eq!(count(&city).await, pushed);
+    let order = |records: Vec<credit_gateway::store::StoredRecord>| {
+        records.into_iter().map(|r| r.record_id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        order(common::all_records(&city.gateway.store, 1000).await),
+        order(common::all_records(&district.gateway.store, 1000).await),
+        "the city stored the records in the district's order"
+    );
+}

@@ -7,6 +7,7 @@
 //! record waits behind an undelivered earlier version of itself (or of its target), so a
 //! correction never overtakes what it amends. Destinations never block each other.
 
+pub mod clock;
 pub mod publication;
 mod pull;
 pub mod routing;
@@ -114,7 +115,13 @@ impl Relay {
     /// Starts one sender per destination. They run until the relay is dropped or aborted;
     /// stopping one at any point is safe (it is the same as a crash).
     pub fn start(node: Node, config: RelayConfig) -> Self {
-        let shared = Arc::new(Shared { router: Router::new(&config.routes), node, config });
+        Self::start_with_clock(node, config, Arc::new(clock::RealClock))
+    }
+
+    /// [`Relay::start`] with retry waits taken from `clock` (a [`clock::ManualClock`] turns
+    /// days of outage into seconds).
+    pub fn start_with_clock(node: Node, config: RelayConfig, clock: Arc<dyn clock::Clock>) -> Self {
+        let shared = Arc::new(Shared { router: Router::new(&config.routes), node, config, clock });
         let mut tasks = JoinSet::new();
         for dest in Self::destinations(&shared.node, &shared.config) {
             tracing::info!(destination = %dest.name, link = ?dest.link, pull = dest.pull, "relay sender started");
@@ -136,6 +143,8 @@ struct Shared {
     node: Node,
     router: Router,
     config: RelayConfig,
+    /// Where retry waits come from.
+    clock: Arc<dyn clock::Clock>,
 }
 
 /// What a sender takes next.
@@ -231,7 +240,7 @@ impl Shared {
                     }
                     let wait = self.backoff(failures);
                     tracing::warn!(destination = %dest.name, failures, retry_in = ?wait, error = %format!("{e:#}"), "delivery failed; will retry");
-                    tokio::time::sleep(wait).await;
+                    self.clock.sleep(wait).await;
                 }
                 Attempt::Refused(reason) => {
                     board.failed(&dest.name, &reason.to_string());

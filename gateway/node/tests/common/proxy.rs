@@ -17,6 +17,8 @@ pub enum Fault {
     SwallowResponses = 1,
     /// Pass the request, then close the connection in the middle of the answer.
     CutResponses = 2,
+    /// Close every new connection at once: the destination is down.
+    Down = 3,
 }
 
 /// Client bytes after which the request is surely past the TLS handshake (envelopes are larger).
@@ -48,6 +50,10 @@ impl FaultProxy {
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 p.connections.fetch_add(1, Ordering::SeqCst);
+                if p.fault.load(Ordering::SeqCst) == Fault::Down as u8 {
+                    drop(client);
+                    continue;
+                }
                 let upstream = p.upstream.load(Ordering::SeqCst);
                 let mut redirected = p.generation.subscribe();
                 redirected.borrow_and_update();
