@@ -48,7 +48,120 @@ store_suite!(
     queries_filter_and_page,
     concurrent_batches_share_commits_without_double_inserts,
     received_envelopes_are_stored_once_with_their_receipt,
+    the_outbox_settles_dead_letters_resends_and_trails,
+    lifecycle_events_set_the_state_of_their_target,
+    parked_envelopes_wait_for_their_receipt,
 );
+
+async fn the_outbox_settles_dead_letters_resends_and_trails(store: Store) {
+    use credit_gateway::store::{DeadLetter, Settlement};
+    let now = OffsetDateTime::now_utc();
+    let stored = store.ingest("cn-370306", prepare(&synthetic_records(5, 31)), now).await.expect("ingest");
+    let queued = store.queued_after(0, 100).await.expect("queue");
+    assert_eq!(queued.len(), 5);
+    assert!(queued.windows(2).all(|w| w[0].seq < w[1].seq), "in seq order");
+    assert_eq!(queued[0].disclosure.as_deref(), Some("public"));
+    assert_eq!(queued[0].arrived_from, None, "pushed here by a department");
+    assert_eq!(store.outbox_position("cn-370300").await.expect("cursor"), 0);
+
+    // The third is refused; the cursor passes all five in the same transaction.
+    let dead = DeadLetter {
+        seq: queued[2].seq,
+        record_id: queued[2].record_id,
+        version: 1,
+        reason: r#"{"code":"rejected"}"#.into(),
+        attempts: 1,
+    };
+    let at = "2026-11-22T08:00:00.000Z".to_owned();
+    let settled =
+        Settlement { dead: vec![dead], position: Some(queued[4].seq), at: at.clone(), ..Settlement::default() };
+    store.settle("cn-370300", settled).await.expect("settle");
+    assert_eq!(store.outbox_position("cn-370300").await.expect("cursor"), queued[4].seq);
+    assert_eq!(store.blocked_records("cn-370300").await.expect("blocked").len(), 1);
+    let letters = store.dead_letters(Some("cn-370300"), 10).await.expect("letters");
+    assert_eq!(
+        (letters.len(), letters[0].state.as_str(), &letters[0].reason["code"]),
+        (1, "dead", &Value::from("rejected"))
+    );
+
+    // Resent: it comes back first, and once delivered it is marked resent and unblocks.
+    assert_eq!(store.request_resend("cn-370300", None).await.expect("resend"), 1);
+    let again = store.resend_queue("cn-370300", 10).await.expect("resend queue");
+    assert_eq!(again.iter().map(|q| q.seq).collect::<Vec<_>>(), [queued[2].seq]);
+    let done = Settlement { resent: vec![queued[2].seq], at, ..Settlement::default() };
+    store.settle("cn-370300", done).await.expect("settle");
+    assert!(store.blocked_records("cn-370300").await.expect("blocked").is_empty());
+    assert_eq!(store.dead_letters(Some("cn-370300"), 10).await.expect("letters")[0].state, "resent");
+
+    let stats = store.queue_stats().await.expect("stats");
+    assert_eq!((stats[0].destination.as_str(), stats[0].backlog, stats[0].dead), ("cn-370300", 0, 0));
+    let Stored::Accepted { record_id, .. } = stored[2] else { panic!("{:?}", stored[2]) };
+    let trail = store.trail(record_id).await.expect("trail").expect("held");
+    assert_eq!(trail.state.state, "active");
+    assert_eq!(trail.versions[0].dead_letters.len(), 1);
+    assert!(store.trail(uuid::Uuid::now_v7()).await.expect("trail").is_none());
+}
+
+async fn lifecycle_events_set_the_state_of_their_target(store: Store) {
+    let now = OffsetDateTime::now_utc();
+    let stored = store.ingest("cn-370306", prepare(&synthetic_records(1, 32)), now).await.expect("ingest");
+    let Stored::Accepted { record_id, .. } = stored[0] else { panic!("{:?}", stored[0]) };
+    let event = |example: &str, f: &dyn Fn(&mut Value)| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas").join(example);
+        let mut v: Value = serde_json::from_slice(&std::fs::read(path).expect("example")).expect("json");
+        v["target_record_id"] = Value::from(record_id.to_string());
+        v["target_origin"] = Value::from("cn-370306");
+        f(&mut v);
+        v
+    };
+    let state = async |store: &Store| store.trail(record_id).await.expect("trail").expect("held").state;
+    let opened =
+        event("objection_opened/valid/provincial_list_suspended.json", &|v| v["sanctions_suspended"] = true.into());
+    store.ingest("cn-370300", prepare(&[opened]), now).await.expect("objection");
+    let s = state(&store).await;
+    assert_eq!((s.state.as_str(), s.sanctions_suspended), ("disputed", true));
+    let corrected = event("correction/valid/penalty_violation_facts.json", &|_| {});
+    store.ingest("cn-370306", prepare(&[corrected]), now).await.expect("correction");
+    let s = state(&store).await;
+    assert_eq!(s.state, "disputed", "a correction changes the content, not the state");
+    assert!(s.corrected_by.is_some() && s.sanctions_suspended);
+    let rejected = event("objection_resolved/valid/watch_list_rejected.json", &|_| {});
+    store.ingest("cn-370300", prepare(&[rejected]), now).await.expect("resolution");
+    let s = state(&store).await;
+    assert_eq!(
+        (s.state.as_str(), s.sanctions_suspended, s.last_event_type.as_deref()),
+        ("active", false, Some("objection_resolved"))
+    );
+    let events = store.trail(record_id).await.expect("trail").expect("held").events;
+    assert_eq!(
+        events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+        ["objection_opened", "correction", "objection_resolved"]
+    );
+}
+
+async fn parked_envelopes_wait_for_their_receipt(store: Store) {
+    let at = "2026-11-22T08:00:00.000Z";
+    store.park("cn-370306", "d1", r#"{"envelope":1}"#, at).await.expect("park");
+    store.park("cn-370306", "d2", r#"{"envelope":2}"#, at).await.expect("park");
+    store.park("cn-370500", "d3", r#"{"envelope":3}"#, at).await.expect("park");
+    let waiting = store.parked_after("cn-370306", 0, 10).await.expect("parked");
+    assert_eq!(waiting.iter().map(|p| p.body.as_str()).collect::<Vec<_>>(), [r#"{"envelope":1}"#, r#"{"envelope":2}"#]);
+    assert_eq!(store.parked_after("cn-370306", waiting[0].cursor, 10).await.expect("parked").len(), 1);
+    assert!(
+        !store.parked_receipt_in("cn-370500", "d1", "r").await.expect("other member"),
+        "only its receiver answers it"
+    );
+    assert!(store.parked_receipt_in("cn-370306", "d1", "receipt").await.expect("receipt"));
+    assert_eq!(store.parked_receipt("d1").await.expect("read").as_deref(), Some("receipt"));
+    assert_eq!(
+        store.parked_after("cn-370306", 0, 10).await.expect("parked").len(),
+        1,
+        "answered ones are not offered again"
+    );
+    store.unpark("cn-370306", None).await.expect("unpark");
+    assert!(store.parked_receipt("d1").await.expect("read").is_none());
+    assert_eq!(store.parked_after("cn-370500", 0, 10).await.expect("parked").len(), 1);
+}
 
 async fn new_records_get_ids_and_resubmissions_are_duplicates(store: Store) {
     let rows = prepare(&synthetic_records(50, 1));
