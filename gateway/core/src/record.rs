@@ -630,10 +630,21 @@ pub(crate) fn check_resident_id_field(f: &Fields<'_>, type_key: &str, no_key: &s
 }
 
 /// Replaces identity numbers by their masked form, for answers that leave the node's store.
+/// Nested records are masked too: a correction's `replacement` is a whole record.
 pub fn mask_identity_numbers(content: &mut Value) {
-    for key in IDENTITY_NUMBER_FIELDS {
-        if let Some(Value::String(s)) = content.get_mut(*key) {
-            *s = crate::ident::mask_id_number(s);
+    match content {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match value {
+                    Value::String(s) if IDENTITY_NUMBER_FIELDS.contains(&key.as_str()) => {
+                        *s = crate::ident::mask_id_number(s);
+                    }
+                    Value::Object(_) | Value::Array(_) => mask_identity_numbers(value),
+                    _ => {}
+                }
+            }
         }
+        Value::Array(items) => items.iter_mut().for_each(mask_identity_numbers),
+        _ => {}
     }
 }

@@ -96,6 +96,17 @@ fn allow_listed_pilot_codes_pass_only_when_listed() {
 }
 
 #[test]
+fn identity_numbers_are_masked_inside_a_correction_replacement() {
+    let file = repo_root().join("schemas/correction/valid/penalty_violation_facts.json");
+    let mut event: Value = serde_json::from_slice(&std::fs::read(file).expect("read")).expect("json");
+    let id = event["replacement"]["legal_rep_id_no"].as_str().expect("a nested identity number").to_owned();
+    gateway_core::record::mask_identity_numbers(&mut event);
+    let masked = event["replacement"]["legal_rep_id_no"].as_str().expect("masked");
+    assert_ne!(masked, id);
+    assert!(masked.contains('*'), "{masked}");
+}
+
+#[test]
 fn normalised_spellings_hash_alike() {
     let validator = RecordValidator::new(&ValidationPolicy::default()).expect("build");
     let dir = repo_root().join("schemas/admin_penalty/valid");

@@ -179,6 +179,26 @@ fn relayed_over_two_hops_every_item_keeps_its_origin_proof() {
 }
 
 #[test]
+fn a_forged_copy_of_a_verified_origin_envelope_is_refused() {
+    for_each_suite(|fed| {
+        let first = send(fed, "cn-370306", "cn-370300", fresh("cn-370306", 4), now());
+        let at_city = envelope::open(&first, &receiving(fed, "cn-370300")).expect("city opens");
+        let mut up: Vec<Outgoing> = (0..4)
+            .map(|i| Outgoing { item: at_city.items[i].item.clone(), origin_proof: Some(at_city.origin_proof(i)) })
+            .collect();
+        // The second item carries the same origin envelope with another signature: the first
+        // item's successful check must not vouch for it.
+        let forged = up[1].origin_proof.as_mut().expect("proof");
+        let mut sig = forged.envelope.signature.clone().into_bytes();
+        sig[3] = if sig[3] == b'A' { b'B' } else { b'A' };
+        forged.envelope.signature = String::from_utf8(sig).expect("ascii");
+        let second = send(fed, "cn-370300", "cn-370000", up, now());
+        let err = envelope::open(&second, &receiving(fed, "cn-370000")).expect_err("forged origin signature");
+        assert!(matches!(err, envelope::EnvelopeError::Item { index: 1, .. }), "{err:?}");
+    });
+}
+
+#[test]
 fn receipts_verify_and_forged_ones_do_not() {
     for_each_suite(|fed| {
         let env = send(fed, "cn-370306", "cn-370300", fresh("cn-370306", 3), now());

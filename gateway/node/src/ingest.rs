@@ -45,6 +45,23 @@ pub struct FederationView {
     pub grace: time::Duration,
 }
 
+/// A checked item that holds a record on its way to the store.
+pub trait CarriesRecord {
+    fn incoming(&self) -> &Incoming;
+}
+
+impl CarriesRecord for Incoming {
+    fn incoming(&self) -> &Incoming {
+        self
+    }
+}
+
+impl CarriesRecord for crate::store::RelayedItem {
+    fn incoming(&self) -> &Incoming {
+        &self.incoming
+    }
+}
+
 /// What happened to one record of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -104,16 +121,18 @@ pub struct BatchResult {
     pub outcomes: Vec<RecordOutcome>,
 }
 
-type Checked = Result<Incoming, Vec<FieldError>>;
+/// A record (or relayed item) that passed validation, or why it did not.
+pub type Checked<T = Incoming> = Result<T, Vec<FieldError>>;
 
 impl Gateway {
     /// Handles one pushed batch (the raw request body).
     pub async fn push(self: &Arc<Self>, body: bytes::Bytes, now: OffsetDateTime) -> Result<BatchResult, ApiError> {
         let this = Arc::clone(self);
         let today = today_in_china(now);
-        let checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
+        let mut checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
             .await
             .map_err(|e| ApiError::internal(&e))??;
+        self.require_targets(&mut checked).await?;
         // The records move into the store; their outcomes need only these few facts.
         let mut incoming = Vec::with_capacity(checked.len());
         let verdicts: Vec<Result<Summary, Vec<FieldError>>> = checked
@@ -176,6 +195,43 @@ impl Gateway {
                 Ok(self.incoming(record))
             })
             .collect())
+    }
+
+    /// Refuses lifecycle events about records not held here (with that origin): an event can
+    /// change the state only of a record this node has.
+    pub async fn require_targets<T: CarriesRecord>(
+        &self,
+        items: &mut [Result<T, Vec<FieldError>>],
+    ) -> Result<(), ApiError> {
+        let mut events: Vec<(&mut Checked<T>, (String, String))> = Vec::new();
+        for item in items.iter_mut() {
+            let key = match item {
+                Ok(t) => t.incoming().record.target.as_ref().map(|t| (t.origin.clone(), t.record_id.clone())),
+                Err(_) => None,
+            };
+            if let Some(key) = key {
+                events.push((item, key));
+            }
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<(String, String)> = events.iter().map(|(_, k)| k.clone()).collect();
+        let held = self.store.held_records(&keys).await.map_err(|e| ApiError::internal(&e))?;
+        for (item, key) in events {
+            if !held.contains(&key) {
+                *item = Err(vec![FieldError::new(
+                    "/target_record_id",
+                    "event.target_unknown",
+                    format!("本节点没有来源为 {} 的记录 {}，不能对其登记事件", key.0, key.1),
+                    format!(
+                        "this node holds no record {} from {}; an event must be about a record held here",
+                        key.1, key.0
+                    ),
+                )]);
+            }
+        }
+        Ok(())
     }
 
     /// Adds the publicity deadline to a validated record.

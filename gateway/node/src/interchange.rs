@@ -170,7 +170,8 @@ impl Node {
         })
         .await
         .map_err(|e| ApiError::internal(&e))??;
-        let CheckedEnvelope { envelope: envelope_jws, header, digest, item_hashes, items: checked } = checked;
+        let CheckedEnvelope { envelope: envelope_jws, header, digest, item_hashes, items: mut checked } = checked;
+        self.gateway.require_targets(&mut checked).await?;
 
         let mut errors = Vec::with_capacity(checked.len());
         let mut relayed = Vec::with_capacity(checked.len());
@@ -440,6 +441,12 @@ impl Node {
         let _ = store.unpark(receiver, Some(&digest)).await;
         let text = answer?;
         if let Ok(refusal) = serde_json::from_str::<PullRefusal>(&text) {
+            let status = refusal.refused.status;
+            // As for a push: the child's own trouble (5xx, 408, 429) is worth retrying.
+            if status >= 500 || status == 408 || status == 429 {
+                let error = refusal.refused.error;
+                return Err(transient(anyhow::anyhow!("{receiver} could not take the envelope: {status} {error}")));
+            }
             return Err(DeliveryError::Refused {
                 receiver: receiver.clone(),
                 status: refusal.refused.status,
@@ -492,7 +499,8 @@ pub enum DeliveryError {
     /// verify.
     #[error("{0:#}")]
     Transient(anyhow::Error),
-    /// The receiver refused the envelope (4xx): the same content will be refused again.
+    /// The receiver refused the envelope (a 4xx other than 408/429): the same content will be
+    /// refused again.
     #[error("{receiver} refused the envelope: {status} {body}")]
     Refused { receiver: String, status: u16, body: String },
 }

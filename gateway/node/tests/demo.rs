@@ -23,6 +23,14 @@ fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
         .expect("spawn demo");
     let stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let deadline = Instant::now() + Duration::from_secs(180);
+    // A demo that stalls without printing is killed at the deadline, so the read below ends.
+    let pid = child.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_secs(180)).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+    });
     let mut lines = Vec::new();
     for line in stdout.lines() {
         let line = line.expect("line");
@@ -33,6 +41,8 @@ fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
         }
         assert!(Instant::now() < deadline, "the demo did not finish its scenario: {lines:#?}");
     }
+    let _ = done.send(());
+    watchdog.join().expect("watchdog");
     let rows: Vec<&String> = lines.iter().filter(|l| l.starts_with("cn-") && !l.contains("records")).collect();
     for member in ["cn-370306", "cn-370300", "cn-370000", "cn-000000"] {
         let row =

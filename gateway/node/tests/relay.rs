@@ -117,6 +117,12 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
     assert_eq!((v.forwarded[0].destination.as_str(), v.forwarded[0].status.as_str()), (PROVINCE, "accepted"));
     assert!(!v.forwarded[0].acknowledged_at.is_empty());
 
+    // An event about a record the node does not hold is refused, naming the field.
+    let stray = event("repair/valid/national_window_tax_penalty.json", &uuid::Uuid::now_v7().to_string(), DISTRICT);
+    let answer = push(national, &[stray]).await;
+    assert_eq!(answer["outcomes"][0]["errors"][0]["rule"], "event.target_unknown", "{answer}");
+    assert_eq!(answer["outcomes"][0]["errors"][0]["pointer"], "/target_record_id");
+
     // A repair raised at national reaches the origin district and everything between.
     let repair = event("repair/valid/national_window_tax_penalty.json", &record_id.to_string(), DISTRICT);
     assert_eq!(push(national, &[repair]).await["accepted"], 1);

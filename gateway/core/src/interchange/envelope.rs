@@ -268,8 +268,11 @@ pub fn open_owned(env: Envelope, at: &Receiving<'_>, item_hashes: &[Sha256Digest
     let mut items = Vec::with_capacity(env.items.len());
     let digest = env.envelope.digest();
     // Relayed items that came in one origin envelope share its signature: it is verified once
-    // per distinct origin envelope, and each item's Merkle proof against it.
-    let mut origin_headers: std::collections::HashMap<Sha256Digest, EnvelopeHeader> = std::collections::HashMap::new();
+    // per distinct origin envelope, and each item's Merkle proof against it. The key includes
+    // the signature (the digest covers only header and payload), so a forged copy is verified
+    // on its own and fails.
+    let mut origin_headers: std::collections::HashMap<(Sha256Digest, String), EnvelopeHeader> =
+        std::collections::HashMap::new();
     for (index, w) in env.items.into_iter().enumerate() {
         let bad = |reason: String| EnvelopeError::Item { index, reason };
         let item_hash = item_hashes[index];
@@ -284,7 +287,7 @@ pub fn open_owned(env: Envelope, at: &Receiving<'_>, item_hashes: &[Sha256Digest
             (Some(_), true) => return Err(bad("origin_proof given although the sender is the origin".into())),
             (None, false) => return Err(bad(format!("relayed item from {origin} lacks its origin_proof"))),
             (Some(p), false) => {
-                let header = match origin_headers.entry(p.envelope.digest()) {
+                let header = match origin_headers.entry((p.envelope.digest(), p.envelope.signature.clone())) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => {
                         e.insert(verify_header(&p.envelope, at.registry).map_err(|e| bad(e.to_string()))?.0)

@@ -37,6 +37,9 @@ pub struct RelayOptions {
     /// Most records per envelope (`relay.batch_max`).
     #[arg(long, default_value_t = RelayConfig::default().batch_max)]
     pub envelope_max: usize,
+    /// `relay.linger_ms` of every node.
+    #[arg(long, default_value_t = RelayConfig::default().linger_ms)]
+    pub linger_ms: u64,
     /// Markdown report to (re)write; `-` to skip.
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub report: String,
@@ -61,6 +64,7 @@ pub struct RelayReport {
     /// Peak resident set per node, MiB, in chain order.
     pub peak_rss_mib: Vec<(String, f64)>,
     pub envelope_max: usize,
+    pub linger_ms: u64,
 }
 
 impl fmt::Display for RelayReport {
@@ -69,10 +73,11 @@ impl fmt::Display for RelayReport {
         writeln!(
             f,
             "Four `credit-gateway serve` processes on this machine ({} cores), each with SQLite \
-             (`synchronous = FULL`) and its relay (envelopes of up to {} records, 100 ms linger); every \
+             (`synchronous = FULL`) and its relay (envelopes of up to {} records, {} ms linger); every \
              record is validated, stored and signed for at each of the four nodes. Pushes of {} records.\n",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             self.envelope_max,
+            self.linger_ms,
             self.batch
         )?;
         writeln!(f, "| measurement | figure | target |")?;
@@ -346,6 +351,7 @@ pub async fn relay(opts: &RelayOptions) -> anyhow::Result<RelayReport> {
         max_ms: pct(1.0),
         peak_rss_mib,
         envelope_max: opts.envelope_max,
+        linger_ms: opts.linger_ms,
     };
     if opts.report != "-" {
         super::write_section(&PathBuf::from(&opts.report), "## Relay:", "bench relay", &report.to_string())?;

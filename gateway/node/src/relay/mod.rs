@@ -168,7 +168,8 @@ impl Batch {
 
 /// How a delivery attempt ended.
 enum Attempt {
-    Settled,
+    /// Recorded; this many records were taken by the destination.
+    Settled(usize),
     /// Retry later.
     Failed(anyhow::Error),
     /// The destination refused the envelope as a whole.
@@ -217,8 +218,8 @@ impl Shared {
             }
             let attempt = self.deliver(&dest, &batch, failures + 1).await;
             match attempt {
-                Attempt::Settled => {
-                    board.succeeded(&dest.name, batch.items.len());
+                Attempt::Settled(delivered) => {
+                    board.succeeded(&dest.name, delivered);
                     if let Some(p) = batch.position {
                         position = p;
                     }
@@ -274,16 +275,22 @@ impl Shared {
     }
 
     /// The next records for `dest`: dead letters queued for resending first, else what the
-    /// routing rules select after the cursor.
+    /// routing rules select after the cursor. An envelope never holds two rows about one
+    /// record (a version and its correction, a record and an event about it): if the receiver
+    /// rejected the first, the second must wait behind it, not arrive beside it.
     async fn next_batch(&self, dest: &Destination, position: i64, limit: usize) -> anyhow::Result<Batch> {
         let store = &self.node.gateway.store;
         let resend = store.resend_queue(&dest.name, limit as i64).await?;
         if !resend.is_empty() {
-            return Ok(Batch { items: resend, resend: true, ..Batch::default() });
+            // A resent event whose record is still dead (not asked for) waits again.
+            let dead = store.still_dead_records(&dest.name).await?;
+            let (held, items): (Vec<_>, Vec<_>) = resend.into_iter().partition(|r| touches(r, &dead));
+            return Ok(Batch { items: isolate(items), held, resend: true, ..Batch::default() });
         }
         let mut blocked: HashSet<String> = store.blocked_records(&dest.name).await?;
         let registry = self.node.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
         let mut batch = Batch::default();
+        let mut in_batch: HashSet<String> = HashSet::new();
         let mut after = position;
         // A child takes only lifecycle events: they are looked up directly, and the cursor
         // then jumps to the last record stored when the lookup began (seq follows commit
@@ -292,6 +299,7 @@ impl Shared {
             Link::Child => Some(store.last_seq().await?),
             Link::Parent | Link::Publication => None,
         };
+        let mut stopped = false;
         // Bounded work per call: at most a few chunks scanned, whatever the backlog.
         'scan: for _ in 0..8 {
             let rows = match events_upto {
@@ -301,29 +309,44 @@ impl Shared {
             let full = rows.len() as i64 == SCAN_CHUNK;
             for row in rows {
                 if batch.items.len() == limit {
+                    stopped = true;
+                    break 'scan;
+                }
+                if !self.router.sends(dest, &row, &registry) {
+                    after = row.seq;
+                    continue;
+                }
+                if touches(&row, &in_batch) {
+                    stopped = true;
                     break 'scan;
                 }
                 after = row.seq;
-                if !self.router.sends(dest, &row, &registry) {
-                    continue;
-                }
                 let id = row.record_id.to_string();
-                let behind =
-                    blocked.contains(&id) || row.target_record_id.as_ref().is_some_and(|t| blocked.contains(t));
-                if behind {
+                if touches(&row, &blocked) {
                     blocked.insert(id);
                     batch.held.push(row);
                 } else {
+                    in_batch.insert(id);
+                    in_batch.extend(row.target_record_id.clone());
                     batch.items.push(row);
                 }
             }
             if !full {
-                if let Some(upto) = events_upto
-                    && batch.items.len() < limit
-                {
-                    after = after.max(upto);
-                }
                 break;
+            }
+        }
+        if let Some(upto) = events_upto
+            && !stopped
+        {
+            after = after.max(upto);
+        }
+        if dest.link == Link::Parent {
+            // An event goes up only if the record it is about went up: a record kept here
+            // (e.g. `authorized_query`) is unknown above, and so are events about it.
+            let targets: Vec<String> = batch.items.iter().filter_map(|r| r.target_record_id.clone()).collect();
+            if !targets.is_empty() {
+                let sent = store.sent_to(&dest.name, &targets).await?;
+                batch.items.retain(|r| r.target_record_id.as_ref().is_none_or(|t| sent.contains(t)));
             }
         }
         batch.position = (after > position).then_some(after);
@@ -371,7 +394,7 @@ impl Shared {
                 if delivered > 0 || !rejected.is_empty() {
                     tracing::info!(destination = %dest.name, delivered, dead_lettered = rejected.len() + batch.held.len(), "batch delivered");
                 }
-                Attempt::Settled
+                Attempt::Settled(delivered)
             }
             // Delivered but not recorded: the next attempt resends and the receiver answers
             // `duplicate`, so nothing is lost or doubled.
@@ -404,7 +427,14 @@ impl Shared {
             Err(DeliveryError::Transient(e)) => return Err(transient(e)),
             Err(DeliveryError::Refused { status, body, .. }) => {
                 let error: serde_json::Value = serde_json::from_str(&body).unwrap_or(json!({"message_en": body}));
-                return Err(Failure::Refused(json!({"code": "refused", "status": status, "error": error})));
+                // Only refusals about the envelope's contents are narrowed down to a record; a
+                // refusal of the sender itself (signature, clock, registry, addressing) is
+                // retried with back-off while an operator fixes it, and nothing is dead-lettered.
+                let code = error["error"]["code"].as_str().unwrap_or_default();
+                if status == 413 || matches!(code, "item_refused" | "bad_envelope") {
+                    return Err(Failure::Refused(json!({"code": "refused", "status": status, "error": error})));
+                }
+                return Err(transient(anyhow::anyhow!("{} refused this node's envelope: {status} {error}", dest.name)));
             }
         };
         let dead = rejected_items(&receipt, &batch.items);
@@ -444,6 +474,26 @@ impl Shared {
             }
         }
     }
+}
+
+/// Whether `row` is about a record in `ids` (as a version of it, or as an event about it).
+fn touches(row: &QueuedRecord, ids: &HashSet<String>) -> bool {
+    ids.contains(&row.record_id.to_string()) || row.target_record_id.as_ref().is_some_and(|t| ids.contains(t))
+}
+
+/// The longest prefix of `rows` in which no two rows are about one record.
+fn isolate(mut rows: Vec<QueuedRecord>) -> Vec<QueuedRecord> {
+    let mut seen = HashSet::new();
+    let cut = rows.iter().position(|r| {
+        let clash = touches(r, &seen);
+        seen.insert(r.record_id.to_string());
+        seen.extend(r.target_record_id.clone());
+        clash
+    });
+    if let Some(cut) = cut {
+        rows.truncate(cut);
+    }
+    rows
 }
 
 /// What a successful delivery produced, before it is settled.

@@ -137,16 +137,75 @@ impl Store {
         })
     }
 
-    /// Record ids with a dead letter at `destination` not yet delivered: later versions and
-    /// events of these records wait behind them.
+    /// Record ids with a dead letter at `destination` not yet delivered — for an event, also
+    /// the record it is about: later versions of these records, and events about them, wait.
     pub async fn blocked_records(&self, destination: &str) -> Result<HashSet<String>, StoreError> {
+        self.dead_record_ids(destination, "<> 'resent'").await
+    }
+
+    /// Record ids (and targets) with a dead letter at `destination` that no one asked to resend.
+    pub async fn still_dead_records(&self, destination: &str) -> Result<HashSet<String>, StoreError> {
+        self.dead_record_ids(destination, "= 'dead'").await
+    }
+
+    async fn dead_record_ids(&self, destination: &str, state: &'static str) -> Result<HashSet<String>, StoreError> {
         dispatch!(self, pool => {
-            let rows = sqlx::query("SELECT DISTINCT record_id FROM dead_letters WHERE destination = $1 AND state <> 'resent'")
-                .bind(destination)
-                .fetch_all(pool)
-                .await?;
-            rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
+            let mut qb = QueryBuilder::new(
+                "SELECT d.record_id, r.target_record_id FROM dead_letters d JOIN records r ON r.seq = d.seq WHERE d.destination = ",
+            );
+            qb.push_bind(destination).push(format!(" AND d.state {state}"));
+            let mut ids = HashSet::new();
+            for row in qb.build().fetch_all(pool).await? {
+                ids.insert(row.try_get::<String, _>(0)?);
+                if let Some(target) = row.try_get::<Option<String>, _>(1)? {
+                    ids.insert(target);
+                }
+            }
+            Ok(ids)
         })
+    }
+
+    /// Which of these record ids have been sent to `destination` (so events about them follow).
+    pub async fn sent_to(&self, destination: &str, record_ids: &[String]) -> Result<HashSet<String>, StoreError> {
+        let mut found = HashSet::new();
+        dispatch!(self, pool => {
+            for chunk in record_ids.chunks(super::LOOKUP_CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "SELECT DISTINCT s.record_id FROM sent_items s JOIN envelopes e ON e.digest = s.envelope_digest \
+                     WHERE e.receiver = ",
+                );
+                qb.push_bind(destination).push(" AND s.record_id IN (");
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(pool).await? {
+                    found.insert(row.try_get::<String, _>(0)?);
+                }
+            }
+        });
+        Ok(found)
+    }
+
+    /// Which of these `(origin, record_id)` are held here: a lifecycle event is taken only
+    /// about a record this node holds.
+    pub async fn held_records(&self, keys: &[(String, String)]) -> Result<HashSet<(String, String)>, StoreError> {
+        let mut found = HashSet::new();
+        dispatch!(self, pool => {
+            for chunk in keys.chunks(super::LOOKUP_CHUNK) {
+                let mut qb = QueryBuilder::new("SELECT DISTINCT origin, record_id FROM records WHERE record_id IN (");
+                let mut list = qb.separated(", ");
+                for (_, id) in chunk {
+                    list.push_bind(id.as_str());
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(pool).await? {
+                    found.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+                }
+            }
+        });
+        Ok(found)
     }
 
     /// The full stored records with these `seq`s, in the order given.
@@ -294,11 +353,15 @@ impl Store {
     /// Queues dead letters at `destination` for delivery again: those of one record, or all.
     /// Returns how many were queued.
     pub async fn request_resend(&self, destination: &str, record_id: Option<Uuid>) -> Result<u64, StoreError> {
+        // Every SQLite writer takes its turn (see `settle`).
+        let _turn = self.write_lock.lock().await;
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new("UPDATE dead_letters SET state = 'resend' WHERE state = 'dead' AND destination = ");
             qb.push_bind(destination);
             if let Some(id) = record_id {
-                qb.push(" AND record_id = ").push_bind(id.to_string());
+                // The record's own letters and those of events about it, which wait behind it.
+                qb.push(" AND (record_id = ").push_bind(id.to_string());
+                qb.push(" OR seq IN (SELECT seq FROM records WHERE target_record_id = ").push_bind(id.to_string()).push("))");
             }
             Ok(qb.build().execute(pool).await?.rows_affected())
         })
@@ -369,6 +432,8 @@ pub struct Parked {
 impl Store {
     /// Parks an envelope for `receiver` to collect.
     pub async fn park(&self, receiver: &str, digest: &str, body: &str, at: &str) -> Result<(), StoreError> {
+        // Every SQLite writer takes its turn (see `settle`).
+        let _turn = self.write_lock.lock().await;
         dispatch!(self, pool => {
             sqlx::query("INSERT INTO pull_queue (receiver, digest, body, parked_at) VALUES ($1, $2, $3, $4)")
                 .bind(receiver)
@@ -400,6 +465,8 @@ impl Store {
     /// Records the receipt `receiver` returned for the parked envelope `digest`. Returns
     /// whether such an envelope was waiting.
     pub async fn parked_receipt_in(&self, receiver: &str, digest: &str, receipt: &str) -> Result<bool, StoreError> {
+        // Every SQLite writer takes its turn (see `settle`).
+        let _turn = self.write_lock.lock().await;
         dispatch!(self, pool => {
             let done = sqlx::query("UPDATE pull_queue SET receipt = $1 WHERE receiver = $2 AND digest = $3")
                 .bind(receipt)
@@ -422,6 +489,8 @@ impl Store {
     /// Removes parked envelopes: one (settled or given up), or all of a receiver's (at start,
     /// since a restarted sender seals its queue anew).
     pub async fn unpark(&self, receiver: &str, digest: Option<&str>) -> Result<(), StoreError> {
+        // Every SQLite writer takes its turn (see `settle`).
+        let _turn = self.write_lock.lock().await;
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new("DELETE FROM pull_queue WHERE receiver = ");
             qb.push_bind(receiver);
