@@ -1,6 +1,7 @@
 -- Envelopes waiting for a child that collects them (pull mode, interchange-v1 §9 `GET events`),
 -- oldest first by `cursor`. The child answers each with its signed receipt (`receipt`), which the
--- sender verifies like a pushed envelope's; the row is deleted once the delivery is settled.
+-- sender verifies like a pushed envelope's; the row is deleted when the sender stops waiting (answered or
+-- timed out): a new attempt parks a new envelope.
 CREATE TABLE pull_queue (
     cursor    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     receiver  TEXT NOT NULL,

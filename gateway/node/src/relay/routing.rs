@@ -13,7 +13,8 @@ use crate::store::QueuedRecord;
 pub enum Link {
     /// Upward: everything this node accepted that the rules allow.
     Parent,
-    /// Downward: lifecycle events about records that came from that child's subtree.
+    /// Downward: lifecycle events whose target's origin (`target_origin`, checked against the
+    /// records held here when the event was taken) is in that child's subtree.
     Child,
     /// This platform's own publication system (a local sink until its adapter exists).
     Publication,
