@@ -179,6 +179,36 @@ fn relayed_over_two_hops_every_item_keeps_its_origin_proof() {
 }
 
 #[test]
+fn sealing_from_text_gives_the_same_envelope_as_sealing_values() {
+    // Ed25519 signatures are deterministic, so both ways must produce identical documents.
+    let fed = federation(Alg::EdDsa);
+    let first = send(&fed, "cn-370306", "cn-370300", fresh("cn-370306", 5), now());
+    let at_city = envelope::open(&first, &receiving(&fed, "cn-370300")).expect("city opens");
+    let mut up: Vec<Outgoing> = (0..5)
+        .map(|i| Outgoing { item: at_city.items[i].item.clone(), origin_proof: Some(at_city.origin_proof(i)) })
+        .collect();
+    up.extend(fresh("cn-370300", 2));
+    let texts: Vec<String> = up.iter().map(|o| gateway_core::canonical::canonical_string(&o.item)).collect();
+    let hashes: Vec<_> = texts.iter().map(|t| gateway_core::canonical::Sha256Digest::of(t.as_bytes())).collect();
+    let proofs: Vec<Option<String>> =
+        up.iter().map(|o| o.origin_proof.as_ref().map(|p| serde_json::to_string(p).expect("json"))).collect();
+    let to = Addressing {
+        envelope_id: "0193a6f0-0000-7000-8000-00000000beef",
+        sender: "cn-370300",
+        receiver: "cn-370000",
+        seq: 9,
+        created_at: now(),
+    };
+    let key = member_key(Alg::EdDsa, "cn-370300");
+    let (jws, body) = envelope::seal_text(&to, &texts, &proofs, &hashes, &key, "cn-370300#2026a");
+    let from_values = envelope::seal_hashed(&to, up, &hashes, &key, "cn-370300#2026a");
+    let from_text: Envelope = serde_json::from_slice(&body).expect("the body is an envelope");
+    assert_eq!(from_text, from_values);
+    assert_eq!(jws, from_values.envelope);
+    envelope::open(&from_text, &receiving(&fed, "cn-370000")).expect("the province opens it");
+}
+
+#[test]
 fn a_forged_copy_of_a_verified_origin_envelope_is_refused() {
     for_each_suite(|fed| {
         let first = send(fed, "cn-370306", "cn-370300", fresh("cn-370306", 4), now());

@@ -96,14 +96,8 @@ pub fn seal_hashed(
     key: &SigningKey,
     kid: &str,
 ) -> Envelope {
-    let leaves: Vec<Sha256Digest> = item_hashes.iter().map(|h| merkle::leaf_hash(&h.0)).collect();
-    let (root, proofs) = merkle::root_and_proofs(&leaves);
+    let (envelope, proofs) = sign_header(to, item_hashes, key, kid);
     let size = items.len() as u64;
-    let header = json!({
-        "envelope_id": to.envelope_id, "sender": to.sender, "receiver": to.receiver, "seq": to.seq,
-        "created_at": format_time(to.created_at), "count": size,
-        "merkle_root": root.to_hex(), "hash_alg": "sha-256",
-    });
     let items = items
         .into_iter()
         .zip(proofs)
@@ -114,7 +108,24 @@ pub fn seal_hashed(
             origin_proof: o.origin_proof,
         })
         .collect();
-    Envelope { envelope: jws::sign(ENVELOPE_TYP, kid, &header, key), items }
+    Envelope { envelope, items }
+}
+
+/// The signed envelope header over `item_hashes`, and every item's audit path.
+fn sign_header(
+    to: &Addressing<'_>,
+    item_hashes: &[Sha256Digest],
+    key: &SigningKey,
+    kid: &str,
+) -> (Jws, Vec<Vec<Sha256Digest>>) {
+    let leaves: Vec<Sha256Digest> = item_hashes.iter().map(|h| merkle::leaf_hash(&h.0)).collect();
+    let (root, proofs) = merkle::root_and_proofs(&leaves);
+    let header = json!({
+        "envelope_id": to.envelope_id, "sender": to.sender, "receiver": to.receiver, "seq": to.seq,
+        "created_at": format_time(to.created_at), "count": item_hashes.len() as u64,
+        "merkle_root": root.to_hex(), "hash_alg": "sha-256",
+    });
+    (jws::sign(ENVELOPE_TYP, kid, &header, key), proofs)
 }
 
 /// [`seal_hashed`] straight to the wire form (the HTTP body), for items already held as JSON
@@ -129,15 +140,8 @@ pub fn seal_text(
     key: &SigningKey,
     kid: &str,
 ) -> (Jws, Vec<u8>) {
-    let leaves: Vec<Sha256Digest> = item_hashes.iter().map(|h| merkle::leaf_hash(&h.0)).collect();
-    let (root, proofs) = merkle::root_and_proofs(&leaves);
+    let (jws, proofs) = sign_header(to, item_hashes, key, kid);
     let size = items.len() as u64;
-    let header = json!({
-        "envelope_id": to.envelope_id, "sender": to.sender, "receiver": to.receiver, "seq": to.seq,
-        "created_at": format_time(to.created_at), "count": size,
-        "merkle_root": root.to_hex(), "hash_alg": "sha-256",
-    });
-    let jws = jws::sign(ENVELOPE_TYP, kid, &header, key);
     let per_item: usize =
         items.iter().map(String::len).sum::<usize>() + proofs.first().map_or(0, |p| p.len() * 67 + 64);
     let mut body = Vec::with_capacity(per_item + items.len() * 64 + 1024);
