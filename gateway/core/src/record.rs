@@ -202,6 +202,8 @@ pub struct EventTarget {
     pub record_id: String,
     pub version: i64,
     pub transition: crate::lifecycle::Transition,
+    /// When the event was decided (`decided_on`): the latest decision sets the state.
+    pub decided_on: String,
 }
 
 /// Operator settings for validation.
@@ -359,6 +361,7 @@ impl RecordValidator {
                 record_id: fields.str("target_record_id").unwrap_or_default().to_owned(),
                 version: fields.get("target_version").and_then(Value::as_i64).unwrap_or(0),
                 transition,
+                decided_on: fields.str("decided_on").unwrap_or_default().to_owned(),
             }),
             canonical_content,
         })

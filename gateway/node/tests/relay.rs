@@ -106,8 +106,13 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
     // The trail at the city: arrived from the district, forwarded to the province with its
     // signed acknowledgement, published by the city's sink.
     let (record_id, _) = at_district[7];
-    common::eventually("the city's publication receipt", Duration::from_secs(30), async || {
-        city.gateway.store.trail(record_id).await.expect("trail").is_some_and(|t| t.versions[0].published_at.is_some())
+    common::eventually("the city's publication and the province's receipts", Duration::from_secs(30), async || {
+        city.gateway
+            .store
+            .trail(record_id)
+            .await
+            .expect("trail")
+            .is_some_and(|t| t.versions[0].published_at.is_some() && !t.versions[0].forwarded.is_empty())
     })
     .await;
     let trail = city.gateway.store.trail(record_id).await.expect("trail").expect("held");
@@ -139,6 +144,7 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
     let (disputed, _) = at_district[8];
     let mut opened = event("objection_opened/valid/provincial_list_suspended.json", &disputed.to_string(), DISTRICT);
     opened["sanctions_suspended"] = json!(true);
+    opened["decided_on"] = json!("2026-11-02");
     assert_eq!(push(district, &[opened.clone()]).await["accepted"], 1);
     common::eventually("the objection at every node", Duration::from_secs(30), async || {
         state_everywhere(&nodes, disputed, "disputed").await
@@ -151,6 +157,7 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
     let mut resolved =
         event("objection_resolved/valid/city_penalty_upheld_withdrawn.json", &disputed.to_string(), DISTRICT);
     resolved["objection_id"] = opened["objection_id"].clone();
+    resolved["decided_on"] = json!("2026-11-16");
     assert_eq!(push(city, &[resolved]).await["accepted"], 1);
     common::eventually("the withdrawal at every node", Duration::from_secs(30), async || {
         state_everywhere(&nodes, disputed, "withdrawn").await
@@ -194,11 +201,14 @@ async fn a_child_behind_a_firewall_collects_its_events() {
         state_everywhere(&[city.clone(), district.clone()], record_id, "repaired").await
     })
     .await;
-    // The city holds the district's signed receipt for the collected envelope.
+    // The city holds the district's signed receipt for the collected envelope (it settles
+    // just after the district has stored the event).
     let events = city.gateway.store.trail(record_id).await.expect("trail").expect("held").events;
-    let trail =
-        city.gateway.store.trail(events[0].record_id.parse().expect("uuid")).await.expect("trail").expect("held");
-    let hop = &trail.versions[0].forwarded;
-    assert!(hop.iter().any(|h| h.destination == DISTRICT && h.status == "accepted"), "{trail:?}");
-    assert!(city.gateway.relay_status.snapshot()[DISTRICT].consecutive_failures == 0);
+    let event_id: uuid::Uuid = events[0].record_id.parse().expect("uuid");
+    common::eventually("the district's receipt at the city", Duration::from_secs(30), async || {
+        let trail = city.gateway.store.trail(event_id).await.expect("trail").expect("held");
+        trail.versions[0].forwarded.iter().any(|h| h.destination == DISTRICT && h.status == "accepted")
+    })
+    .await;
+    assert_eq!(city.gateway.relay_status.snapshot()[DISTRICT].consecutive_failures, 0);
 }

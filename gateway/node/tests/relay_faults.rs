@@ -181,6 +181,15 @@ async fn kill_9_anywhere_during_a_relay_loses_and_doubles_nothing() {
     }
     println!("killed, in order: {killed:?}");
     assert_eq!(killed.len() as u64, kills, "every scheduled kill ran");
+    // A sender settles just after its receiver stores: wait until every queue is settled.
+    for (i, parent) in CHAIN.iter().enumerate().skip(1) {
+        let base = fed.base(i - 1);
+        let backlog = format!("credit_gateway_outbox_backlog{{destination=\"{parent}\"}}");
+        common::eventually("every sender settled", Duration::from_secs(120), async || {
+            common::metric(&client, &base, &backlog).await == Some(0.0)
+        })
+        .await;
+    }
 
     // Exactly once at every level, and every hop of every record acknowledged by its receiver.
     let sample: Vec<String> = {

@@ -120,12 +120,13 @@ async fn lifecycle_events_set_the_state_of_their_target(store: Store) {
     store.ingest("cn-370300", prepare(&[opened]), now).await.expect("objection");
     let s = state(&store).await;
     assert_eq!((s.state.as_str(), s.sanctions_suspended), ("disputed", true));
-    let corrected = event("correction/valid/penalty_violation_facts.json", &|_| {});
+    let corrected = event("correction/valid/penalty_violation_facts.json", &|v| v["decided_on"] = "2026-11-05".into());
     store.ingest("cn-370306", prepare(&[corrected]), now).await.expect("correction");
     let s = state(&store).await;
     assert_eq!(s.state, "disputed", "a correction changes the content, not the state");
     assert!(s.corrected_by.is_some() && s.sanctions_suspended);
-    let rejected = event("objection_resolved/valid/watch_list_rejected.json", &|_| {});
+    let rejected =
+        event("objection_resolved/valid/watch_list_rejected.json", &|v| v["decided_on"] = "2026-11-10".into());
     store.ingest("cn-370300", prepare(&[rejected]), now).await.expect("resolution");
     let s = state(&store).await;
     assert_eq!(

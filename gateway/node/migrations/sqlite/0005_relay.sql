@@ -46,6 +46,8 @@ CREATE INDEX publications_record ON publications (record_id);
 
 -- Each record's state as the lifecycle events held here left it; no row means `active`.
 -- `corrected_by` is the correction (or upheld objection) whose replacement is the current content.
+-- The latest decision wins, by (`decided_on`, event id), whatever order events arrive in, so
+-- every node holding the record reaches the same state.
 CREATE TABLE record_states (
     record_id           TEXT   PRIMARY KEY,
     state               TEXT   NOT NULL,
@@ -53,5 +55,6 @@ CREATE TABLE record_states (
     corrected_by        TEXT,
     last_event          TEXT   NOT NULL,
     last_event_type     TEXT   NOT NULL,
+    decided_on          TEXT   NOT NULL,
     updated_at          TEXT   NOT NULL
 );

@@ -139,6 +139,8 @@ macro_rules! insert_rows {
 
 /// Applies the lifecycle events among `$rows` (`NewRow`s just inserted, in order) to
 /// `record_states` inside the transaction `$tx`, so an event and its effect commit together.
+/// An event decided before the one that set the state (by `decided_on`, then event id) is kept
+/// but changes nothing: every node converges on the latest decision whatever the arrival order.
 macro_rules! apply_events {
     ($tx:ident, $rows:expr) => {
         for row in $rows {
@@ -147,7 +149,7 @@ macro_rules! apply_events {
             let event = row.record_id.to_string();
             let mut qb = QueryBuilder::new(
                 "INSERT INTO record_states (record_id, state, sanctions_suspended, corrected_by, last_event, \
-                 last_event_type, updated_at) ",
+                 last_event_type, decided_on, updated_at) ",
             );
             qb.push_values([()], |mut b, ()| {
                 b.push_bind(target.record_id.as_str())
@@ -156,6 +158,7 @@ macro_rules! apply_events {
                     .push_bind(t.replaces_content.then(|| event.clone()))
                     .push_bind(event.as_str())
                     .push_bind(row.incoming.record.record_type.as_str())
+                    .push_bind(target.decided_on.as_str())
                     .push_bind(row.received_at);
             });
             // A plain correction changes the content, not the state.
@@ -166,7 +169,9 @@ macro_rules! apply_events {
                 " ON CONFLICT (record_id) DO UPDATE SET state = {keep_state}, sanctions_suspended = {keep_suspension}, \
                  corrected_by = COALESCE(excluded.corrected_by, record_states.corrected_by), \
                  last_event = excluded.last_event, last_event_type = excluded.last_event_type, \
-                 updated_at = excluded.updated_at"
+                 decided_on = excluded.decided_on, updated_at = excluded.updated_at \
+                 WHERE excluded.decided_on > record_states.decided_on OR (excluded.decided_on = record_states.decided_on \
+                 AND excluded.last_event > record_states.last_event)"
             ));
             qb.build().execute(&mut *$tx).await?;
         }
