@@ -12,6 +12,7 @@ pub mod interchange;
 pub mod jws;
 pub mod lifecycle;
 pub mod merkle;
+pub mod publicity;
 pub mod record;
 mod rules;
 

@@ -234,6 +234,66 @@ impl Gateway {
         Ok(())
     }
 
+    /// Raises `publicity_expired` for this node's own penalties whose publicity period
+    /// (domain §2.2, by the rules in force on the decision date, or the record's
+    /// `publicity_end_date`) ended before `today`. The events go through the push path, so
+    /// they are validated, stored, applied and relayed like any other. Returns how many.
+    pub async fn raise_publicity_expiries(self: &Arc<Self>, today: Date) -> Result<usize, ApiError> {
+        use gateway_core::publicity::{Regime, publicity_end};
+        // Nothing decided in the last three months (the shortest period) can have expired.
+        let decided_by = format_date(today - time::Duration::days(89));
+        let candidates = self
+            .store
+            .publicity_candidates(&self.member_id, &decided_by, 10_000)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        // The latest version of each record decides.
+        let mut latest: std::collections::BTreeMap<Uuid, crate::store::StoredRecord> =
+            std::collections::BTreeMap::new();
+        for r in candidates {
+            latest.insert(r.record_id, r);
+        }
+        let mut events = Vec::new();
+        for r in latest.into_values() {
+            let content: serde_json::Value = serde_json::from_str(&r.content).map_err(|e| ApiError::internal(&e))?;
+            let date = |k: &str| content[k].as_str().and_then(gateway_core::date::parse_date);
+            let Some(decided) = date("decision_date") else { continue };
+            let (end, regime) =
+                publicity_end(decided, content["dishonesty_level"].as_str(), date("publicity_end_date"));
+            if end >= today {
+                continue;
+            }
+            let mut event = serde_json::json!({
+                "record_type": "publicity_expired",
+                "region_code": content["region_code"],
+                "target_origin": r.origin,
+                "target_record_id": r.record_id.to_string(),
+                "target_version": r.version,
+                "decided_on": format_date(today),
+                "expired_on": format_date(end),
+                "deciding_authority": content["penalizing_authority"],
+                "deciding_authority_uscc": content["penalizing_authority_uscc"],
+                "reason": format!("行政处罚信息公示期已于 {} 届满，停止公示", format_date(end)),
+                "source_unit": content["source_unit"],
+                "source_unit_uscc": content["source_unit_uscc"],
+                "disclosure_scope": content["disclosure_scope"],
+            });
+            if regime != Regime::Y2017 {
+                event["regime"] = regime.as_str().into();
+            }
+            events.push(event);
+        }
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let body = serde_json::to_vec(&events).map_err(|e| ApiError::internal(&e))?;
+        let result = self.push(body.into(), OffsetDateTime::now_utc()).await?;
+        if result.rejected > 0 {
+            tracing::warn!(rejected = result.rejected, "some publicity_expired events were refused");
+        }
+        Ok(result.accepted + result.new_version)
+    }
+
     /// Adds the publicity deadline to a validated record.
     pub fn incoming(&self, record: ValidRecord) -> Incoming {
         let deadline = record.clock_start.and_then(|start| self.calendar.deadline(start).ok());

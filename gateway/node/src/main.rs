@@ -413,6 +413,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
     let federation_task = federation.map(|f| tokio::spawn(f.serve(stopped_signal(stopped.clone()))));
+    let expiries = tokio::spawn(publicity_expiry_loop(Arc::clone(&gateway)));
     let api = server::run(listener, gateway, stopped_signal(stopped));
     let signal = async {
         shutdown_signal().await;
@@ -423,10 +424,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = stop.send(true);
     };
     let (result, ()) = tokio::join!(api, signal);
+    expiries.abort();
     if let Some(task) = federation_task {
         task.await??;
     }
     result
+}
+
+/// Once an hour, raises `publicity_expired` for this node's penalties whose publicity ended.
+async fn publicity_expiry_loop(gateway: Arc<credit_gateway::ingest::Gateway>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let today = credit_gateway::clock::today_in_china(time::OffsetDateTime::now_utc());
+        match gateway.raise_publicity_expiries(today).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "publicity periods ended: publicity_expired raised"),
+            Err(e) => tracing::warn!(error = ?e, "could not raise publicity_expired events"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -502,3 +502,29 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Penalties of `origin` decided on or before `decided_by` that may still be published: no
+    /// `publicity_expired` event about them yet, and not withdrawn, repaired or expired. Every
+    /// version, oldest first; at most `limit`.
+    pub async fn publicity_candidates(
+        &self,
+        origin: &str,
+        decided_by: &str,
+        limit: i64,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(SELECT_COLUMNS);
+            qb.push(" WHERE origin = ").push_bind(origin);
+            qb.push(" AND record_type = 'admin_penalty' AND clock_start <= ").push_bind(decided_by);
+            qb.push(
+                " AND NOT EXISTS (SELECT 1 FROM records e WHERE e.target_record_id = records.record_id \
+                   AND e.record_type = 'publicity_expired') \
+                 AND NOT EXISTS (SELECT 1 FROM record_states s WHERE s.record_id = records.record_id \
+                   AND s.state IN ('withdrawn', 'repaired', 'expired')) ORDER BY seq LIMIT ",
+            );
+            qb.push_bind(limit);
+            qb.build().fetch_all(pool).await?.iter().map(super::stored_record).collect()
+        })
+    }
+}
