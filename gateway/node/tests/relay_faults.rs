@@ -77,8 +77,7 @@ impl Federation {
             "--config".into(),
             self.config.display().to_string(),
         ];
-        for (j, m) in self.members.iter().enumerate().filter(|(j, _)| *j != i) {
-            let _ = j;
+        for m in self.members.iter().filter(|m| m.id != CHAIN[i]) {
             args.push("--peer".into());
             args.push(format!("{}=https://localhost:{}", m.id, m.fed));
         }

@@ -160,10 +160,7 @@ pub struct RecordVersions {
     )
 )]
 async fn get_record(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Json<RecordVersions>, ApiError> {
-    let record_id = Uuid::parse_str(&id).map_err(|_| {
-        ApiError::bad_request("bad_record_id", "记录编号必须是 UUID", "the record id must be a UUID")
-            .with_pointer("/id")
-    })?;
+    let record_id = parse_record_id(&id)?;
     let versions = gw.store.versions(record_id).await.map_err(|e| ApiError::internal(&e))?;
     if versions.is_empty() {
         return Err(ApiError::not_found("该记录", "record"));
@@ -235,15 +232,7 @@ async fn query_records(
                 .with_pointer("/type")
         })?),
     };
-    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad_query",
-            "limit 必须在 1 到 1000 之间",
-            "limit must be between 1 and 1000",
-        )
-        .with_pointer("/limit"));
-    }
+    let limit = page_limit(p.limit)?;
     let q = RecordQuery {
         subject_uscc: p.uscc.as_deref().map(normalize_code),
         record_type,
@@ -258,6 +247,28 @@ async fn query_records(
     let next_after = if more { rows.last().map(|r| r.seq) } else { None };
     let items = rows.into_iter().map(RecordView::try_from).collect::<Result<_, _>>()?;
     Ok(Json(RecordPage { items, next_after }))
+}
+
+/// A record id from the path.
+fn parse_record_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| {
+        ApiError::bad_request("bad_record_id", "记录编号必须是 UUID", "the record id must be a UUID")
+            .with_pointer("/id")
+    })
+}
+
+/// A page size from the query: 1–1000, default 100.
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "limit 必须在 1 到 1000 之间",
+            "limit must be between 1 and 1000",
+        )
+        .with_pointer("/limit"));
+    }
+    Ok(limit)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,13 +14,6 @@ use super::{ApiError, ErrorBody};
 use crate::ingest::Gateway;
 use crate::store::{DeadLetterRow, QueueStats, Trail};
 
-fn record_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| {
-        ApiError::bad_request("bad_record_id", "记录编号必须是 UUID", "the record id must be a UUID")
-            .with_pointer("/id")
-    })
-}
-
 /// A record's delivery trail at this node: received and stored, every hop onward with the
 /// receiver's signed acknowledgement, publication, dead letters, lifecycle events and state.
 #[utoipa::path(
@@ -31,7 +24,7 @@ fn record_id(id: &str) -> Result<Uuid, ApiError> {
     responses((status = 200, body = Trail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
 pub(super) async fn trail(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Json<Trail>, ApiError> {
-    let id = record_id(&id)?;
+    let id = super::parse_record_id(&id)?;
     match gw.store.trail(id).await.map_err(|e| ApiError::internal(&e))? {
         Some(t) => Ok(Json(t)),
         None => Err(ApiError::not_found("该记录", "record")),
@@ -90,15 +83,7 @@ pub(super) async fn dead_letters(
     let Query(p) = params.map_err(|e| {
         ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), format!("bad query parameters: {e}"))
     })?;
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad_query",
-            "limit 必须在 1 到 1000 之间",
-            "limit must be between 1 and 1000",
-        )
-        .with_pointer("/limit"));
-    }
+    let limit = super::page_limit(p.limit)?;
     gw.store.dead_letters(p.destination.as_deref(), limit).await.map(Json).map_err(|e| ApiError::internal(&e))
 }
 
