@@ -3,6 +3,7 @@
 //! Values in, values and decisions out: this crate reads no files, opens no sockets, keeps no
 //! clock. Time ("today") and configuration come in as arguments.
 
+pub mod adapter;
 pub mod calendar;
 pub mod canonical;
 pub mod crypto;

@@ -485,7 +485,7 @@ fn title<'a>(schema: &'a Value, field: &str) -> &'a str {
     schema["properties"][field]["title"].as_str().unwrap_or("")
 }
 
-fn schema_error(schema: &Value, e: &jsonschema::ValidationError<'_>) -> FieldError {
+pub(crate) fn schema_error(schema: &Value, e: &jsonschema::ValidationError<'_>) -> FieldError {
     use jsonschema::error::ValidationErrorKind as K;
     let path = e.instance_path().to_string();
     let field = path.trim_start_matches('/').split('/').next().unwrap_or("").to_owned();
