@@ -37,6 +37,8 @@ pub struct Config {
     pub federation: Option<FederationConfig>,
     /// Store-and-forward to the parent, the children and the publication sink.
     pub relay: RelayConfig,
+    /// Platform adapters this node runs (signed manifests and where each platform is).
+    pub adapters: Vec<crate::adapters::AdapterBinding>,
 }
 
 /// How accepted records travel on (see `docs/operations.md`, "Relay").
@@ -191,6 +193,8 @@ pub struct Limits {
     pub max_batch_records: usize,
     /// Largest request body in bytes. Default 16 MiB.
     pub max_body_bytes: usize,
+    /// Largest monthly-report workbook upload in bytes. Default 256 MiB.
+    pub max_import_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -237,13 +241,14 @@ impl Default for Config {
             mode: Mode::Dev,
             federation: None,
             relay: RelayConfig::default(),
+            adapters: Vec::new(),
         }
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_batch_records: 5_000, max_body_bytes: 16 * 1024 * 1024 }
+        Self { max_batch_records: 5_000, max_body_bytes: 16 * 1024 * 1024, max_import_bytes: 256 * 1024 * 1024 }
     }
 }
 

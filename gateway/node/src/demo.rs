@@ -52,7 +52,7 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
     let mut nodes = Vec::new();
     let mut relays = Vec::new();
     let mut tasks = Vec::new();
-    for (i, demo) in DEMO_FEDERATION.iter().enumerate() {
+    for (i, demo) in DEMO_FEDERATION.iter().filter(|n| n.in_demo).enumerate() {
         let data_dir = opts.data_dir.join(demo.member_id);
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], opts.api_port + i as u16));
         let fed_listen = crate::pki::demo_listen(demo.member_id).context("demo member without a port")?;
@@ -117,7 +117,7 @@ fn prepare_dirs(opts: &DemoOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(MARKER), "data of `credit-gateway demo`; emptied when the demo starts\n")?;
     if !crate::pki::registry_file(&opts.pki).exists() {
-        crate::pki::init(&crate::pki::InitOptions { out: opts.pki.clone(), force: false, alg: "EdDSA".into() })?;
+        crate::pki::init(&crate::pki::InitOptions::dev(&opts.pki))?;
         println!("dev PKI written to {}", opts.pki.display());
     }
     Ok(())

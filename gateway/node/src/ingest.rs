@@ -35,6 +35,10 @@ pub struct Gateway {
     pub relay_status: crate::relay::StatusBoard,
     /// Woken when a child returns a receipt for a parked envelope (pull mode).
     pub pull_acks: tokio::sync::Notify,
+    /// The platform adapters this node runs, once verified against the registry.
+    pub adapters: std::sync::OnceLock<Vec<Arc<crate::adapters::Loaded>>>,
+    /// Monthly-report imports: uploads, feedback workbooks and their progress.
+    pub imports: crate::adapters::imports::Imports,
 }
 
 /// What the department-side API may see of the federation state.
@@ -63,7 +67,7 @@ impl CarriesRecord for crate::store::RelayedItem {
 }
 
 /// What happened to one record of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Stored as a new record.
@@ -77,7 +81,7 @@ pub enum Status {
 }
 
 /// Whether the publicity deadline could be computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeadlineStatus {
     /// `publicity_deadline` is the 7th working day after the decision date.
@@ -87,7 +91,7 @@ pub enum DeadlineStatus {
 }
 
 /// One record's outcome.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct RecordOutcome {
     /// Position of the record in the batch (from 0).
     pub index: usize,
@@ -105,7 +109,7 @@ pub struct RecordOutcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline_status: Option<DeadlineStatus>,
     /// Every problem found, when rejected.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
 
@@ -129,9 +133,45 @@ impl Gateway {
     pub async fn push(self: &Arc<Self>, body: bytes::Bytes, now: OffsetDateTime) -> Result<BatchResult, ApiError> {
         let this = Arc::clone(self);
         let today = today_in_china(now);
-        let mut checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
+        let checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
             .await
             .map_err(|e| ApiError::internal(&e))??;
+        self.store_checked(checked, now).await
+    }
+
+    /// Handles rows that came through a platform adapter: each is checked against the platform
+    /// schema, translated, then checked and stored like a pushed record. Errors about a field
+    /// that came from a column name the column too, so the platform's people can find it.
+    pub async fn push_rows(
+        self: &Arc<Self>,
+        dataset: Arc<gateway_core::adapter::Dataset>,
+        rows: Vec<gateway_core::adapter::Row>,
+        now: OffsetDateTime,
+    ) -> Result<BatchResult, ApiError> {
+        let this = Arc::clone(self);
+        let today = today_in_china(now);
+        let checked = tokio::task::spawn_blocking(move || {
+            rows.into_par_iter()
+                .map(|row| {
+                    let canonical = dataset.ingest(row)?;
+                    let record = this.validator.check(canonical, today).map_err(|errors| {
+                        errors.into_iter().map(|e| crate::adapters::name_column(&dataset, e)).collect::<Vec<_>>()
+                    })?;
+                    Ok(this.incoming(record))
+                })
+                .collect::<Vec<Checked>>()
+        })
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+        self.store_checked(checked, now).await
+    }
+
+    /// Stores the records that passed, then answers for every one, in order.
+    async fn store_checked(
+        self: &Arc<Self>,
+        mut checked: Vec<Checked>,
+        now: OffsetDateTime,
+    ) -> Result<BatchResult, ApiError> {
         self.require_targets(&mut checked).await?;
         // The records move into the store; their outcomes need only these few facts.
         let mut incoming = Vec::with_capacity(checked.len());

@@ -1,6 +1,7 @@
 //! The Credit Gateway node: configuration, store, HTTP API, and the commands of the
 //! `credit-gateway` binary. The rules themselves live in `gateway_core`.
 
+pub mod adapters;
 pub mod api;
 pub mod bench;
 pub mod clock;

@@ -70,6 +70,53 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Platform adapter manifests: run the conformance suite, sign, print the registry entry.
+    Adapter {
+        #[command(subcommand)]
+        command: AdapterCommand,
+    },
+    /// Import a department's monthly Excel report (月报) through a running node; writes the
+    /// workbook back with a 问题数据反馈 column.
+    Import(credit_gateway::adapters::cli::ImportOptions),
+    /// Blank templates for departments.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdapterCommand {
+    /// Compile manifests and run the conformance suite on their samples (default: every
+    /// adapter under ./adapters). Exits 1 if any fails.
+    Check {
+        /// Adapter folders (or manifest files).
+        dirs: Vec<PathBuf>,
+    },
+    /// Sign a reviewed manifest as the federation root (writes manifest.sig beside it).
+    Sign {
+        manifest: PathBuf,
+        /// The root's signing key file.
+        #[arg(long, default_value = "certs/dev/root-signing.key.json")]
+        root_key: PathBuf,
+        /// Signature file to write.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the registry `adapters` entry that approves a manifest.
+    Hash { manifest: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum TemplateCommand {
+    /// The monthly report workbook of an intake adapter, with a 填报说明 sheet.
+    Xlsx {
+        /// The intake adapter's manifest.
+        #[arg(long, default_value = "adapters/zhoucun-district/manifest.toml")]
+        adapter: PathBuf,
+        #[arg(long, default_value = "月报模板.xlsx")]
+        out: PathBuf,
+    },
 }
 
 /// Which node: its configuration, data and federation identity.
@@ -216,6 +263,8 @@ enum BenchCommand {
     /// Four nodes over mutual TLS: bulk load and steady-rate latency from district to national,
     /// peak RSS per node, beside one node's ingest rate.
     Relay(bench::RelayOptions),
+    /// A 100,000-row monthly workbook through the intake adapter, beside its raw read rate.
+    Import(bench::ImportBenchOptions),
 }
 
 fn main() -> std::process::ExitCode {
@@ -296,6 +345,31 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Certs { command: CertsCommand::Init(opts) } => {
             pki::init(&opts)?;
             println!("dev PKI written to {} (see certs/README.md)", opts.out.display());
+        }
+        Command::Adapter { command: AdapterCommand::Check { dirs } } => {
+            if !credit_gateway::adapters::cli::check(&dirs)? {
+                return Ok(std::process::ExitCode::from(1));
+            }
+        }
+        Command::Adapter { command: AdapterCommand::Sign { manifest, root_key, out } } => {
+            credit_gateway::adapters::cli::sign(&manifest, &root_key, out.as_deref())?;
+        }
+        Command::Adapter { command: AdapterCommand::Hash { manifest } } => {
+            println!("{}", credit_gateway::adapters::cli::hash(&manifest)?);
+        }
+        Command::Import(opts) => {
+            runtime()?.block_on(credit_gateway::adapters::cli::import(&opts))?;
+        }
+        Command::Template { command: TemplateCommand::Xlsx { adapter, out } } => {
+            let adapter = credit_gateway::adapters::compile(&adapter)?;
+            let bytes = credit_gateway::adapters::xlsx::template(&adapter)?;
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!("template of {} written to {}", adapter.manifest.platform.name, out.display());
+        }
+        Command::Bench { command: BenchCommand::Import(opts) } => {
+            init_logging(LogFormat::Text);
+            let report = runtime()?.block_on(bench::import(&opts))?;
+            println!("{report}");
         }
         Command::Bench { command: BenchCommand::Relay(opts) } => {
             init_logging(LogFormat::Text);
@@ -395,6 +469,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(fed) => Some(server::bind_federation(&config, fed, Arc::clone(&gateway)).await?),
         None => None,
     };
+    // Adapters are verified against the registry in force: no registry, no adapters.
+    let adapters = match (&federation, config.adapters.is_empty()) {
+        (_, true) => Vec::new(),
+        (Some(f), false) => {
+            let registry = f.node().registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
+            credit_gateway::adapters::load_all(&config.adapters, &registry, &config.member_id)?
+        }
+        (None, false) => anyhow::bail!(
+            "[[adapters]] needs the federation registry to verify their signed manifests; configure [federation] or --member"
+        ),
+    };
+    let _ = gateway.adapters.set(adapters.clone());
     // Plain lines on stdout: scripts and tests wait for them to learn the bound ports.
     if let Some(f) = &federation {
         println!("credit-gateway federation listening on https://{}", f.addr);
@@ -412,6 +498,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let collectors: Vec<_> = adapters
+        .iter()
+        .filter(|a| a.adapter.manifest.transport.mode == gateway_core::adapter::Mode::Database)
+        .map(|a| {
+            tokio::spawn(credit_gateway::adapters::database::run(Arc::clone(&gateway), Arc::clone(a), stopped.clone()))
+        })
+        .collect();
     let federation_task = federation.map(|f| tokio::spawn(f.serve(stopped_signal(stopped.clone()))));
     let expiries = tokio::spawn(publicity_expiry_loop(Arc::clone(&gateway)));
     let api = server::run(listener, gateway, stopped_signal(stopped));
@@ -425,6 +518,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let (result, ()) = tokio::join!(api, signal);
     expiries.abort();
+    for c in collectors {
+        let _ = c.await;
+    }
     if let Some(task) = federation_task {
         task.await??;
     }

@@ -13,7 +13,9 @@ use anyhow::{Context, bail};
 use gateway_core::canonical::Sha256Digest;
 use gateway_core::crypto::{Alg, SigningKey};
 use gateway_core::interchange::format_time;
-use gateway_core::interchange::registry::{Level, Member, MemberKey, REGISTRY_TYP, RegistryBody, RootKey};
+use gateway_core::interchange::registry::{
+    AdapterEntry, Level, Member, MemberKey, REGISTRY_TYP, RegistryBody, RootKey,
+};
 use gateway_core::jws::{self, b64u};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -30,6 +32,9 @@ pub struct DemoNode {
     pub partners: &'static [&'static str],
     /// Federation (mTLS) port on 127.0.0.1.
     pub port: u16,
+    /// Whether `credit-gateway demo` runs it (the others are registered so that every
+    /// platform adapter has its gateway in the dev registry).
+    pub in_demo: bool,
 }
 
 pub const DEMO_FEDERATION: &[DemoNode] = &[
@@ -40,6 +45,7 @@ pub const DEMO_FEDERATION: &[DemoNode] = &[
         parent: Some("cn-370300"),
         partners: &[],
         port: 8441,
+        in_demo: true,
     },
     DemoNode {
         member_id: "cn-370300",
@@ -48,6 +54,7 @@ pub const DEMO_FEDERATION: &[DemoNode] = &[
         parent: Some("cn-370000"),
         partners: &["cn-370500"],
         port: 8442,
+        in_demo: true,
     },
     DemoNode {
         member_id: "cn-370000",
@@ -56,6 +63,7 @@ pub const DEMO_FEDERATION: &[DemoNode] = &[
         parent: Some("cn-000000"),
         partners: &[],
         port: 8443,
+        in_demo: true,
     },
     DemoNode {
         member_id: "cn-000000",
@@ -64,6 +72,7 @@ pub const DEMO_FEDERATION: &[DemoNode] = &[
         parent: None,
         partners: &[],
         port: 8444,
+        in_demo: true,
     },
     DemoNode {
         member_id: "cn-370500",
@@ -72,6 +81,70 @@ pub const DEMO_FEDERATION: &[DemoNode] = &[
         parent: Some("cn-370000"),
         partners: &["cn-370300"],
         port: 8445,
+        in_demo: true,
+    },
+    DemoNode {
+        member_id: "cn-410000",
+        name: "信用河南",
+        level: Level::Provincial,
+        parent: Some("cn-000000"),
+        partners: &[],
+        port: 8446,
+        in_demo: false,
+    },
+    DemoNode {
+        member_id: "cn-410900",
+        name: "信用濮阳",
+        level: Level::Municipal,
+        parent: Some("cn-410000"),
+        partners: &[],
+        port: 8447,
+        in_demo: false,
+    },
+    DemoNode {
+        member_id: "cn-410100",
+        name: "信用郑州",
+        level: Level::Municipal,
+        parent: Some("cn-410000"),
+        partners: &[],
+        port: 8448,
+        in_demo: false,
+    },
+    DemoNode {
+        member_id: "cn-410102",
+        name: "郑州市中原区公共信用信息平台",
+        level: Level::District,
+        parent: Some("cn-410100"),
+        partners: &[],
+        port: 8449,
+        in_demo: false,
+    },
+    DemoNode {
+        member_id: "cn-370502",
+        name: "东营市东营区公共信用信息平台",
+        level: Level::District,
+        parent: Some("cn-370500"),
+        partners: &[],
+        port: 8450,
+        in_demo: false,
+    },
+    DemoNode {
+        member_id: "cn-210000",
+        name: "信用辽宁",
+        level: Level::Provincial,
+        parent: Some("cn-000000"),
+        partners: &[],
+        port: 8451,
+        in_demo: false,
+    },
+    DemoNode {
+        member_id: "cn-210800",
+        name: "信用营口",
+        level: Level::Municipal,
+        parent: Some("cn-210000"),
+        partners: &[],
+        port: 8452,
+        in_demo: false,
     },
 ];
 
@@ -143,6 +216,46 @@ pub struct InitOptions {
     /// Signature suite of the node signing keys: EdDSA or SM2SM3.
     #[arg(long, default_value = "EdDSA")]
     pub alg: String,
+    /// Adapter manifests to sign with the dev root and approve in the dev registry: every
+    /// `<dir>/<platform>/manifest.toml` (signatures go to `<out>/adapters/<platform>.sig`).
+    #[arg(long, default_value = "adapters")]
+    pub adapters: PathBuf,
+}
+
+impl InitOptions {
+    /// A fresh Ed25519 dev PKI in `out`, approving the manifests under `adapters/`.
+    pub fn dev(out: impl Into<PathBuf>) -> Self {
+        Self { out: out.into(), force: false, alg: "EdDSA".into(), adapters: PathBuf::from("adapters") }
+    }
+}
+
+/// The signature file `certs init` writes for a platform's manifest.
+pub fn adapter_signature_file(pki_dir: &Path, platform: &str) -> PathBuf {
+    pki_dir.join("adapters").join(format!("{platform}.sig"))
+}
+
+/// Signs every manifest under `dir` as the root; returns the registry's approvals.
+fn sign_adapters(
+    dir: &Path,
+    out: &Path,
+    root: &SigningKey,
+    root_kid: &str,
+    now: OffsetDateTime,
+) -> anyhow::Result<Vec<AdapterEntry>> {
+    let mut approved = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(approved) };
+    let mut manifests: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path().join("manifest.toml"))).filter(|p| p.is_file()).collect();
+    manifests.sort();
+    std::fs::create_dir_all(out.join("adapters"))?;
+    for manifest in manifests {
+        let adapter = crate::adapters::compile(&manifest)?;
+        let text = std::fs::read(&manifest)?;
+        let sig = gateway_core::adapter::sign_manifest(&text, adapter.id(), &format_time(now), root_kid, root);
+        std::fs::write(adapter_signature_file(out, adapter.id()), serde_json::to_string_pretty(&sig)?)?;
+        approved.push(AdapterEntry { platform: adapter.id().into(), manifest_sha256: adapter.sha256.to_hex() });
+    }
+    Ok(approved)
 }
 
 fn random_secret(rng: &SystemRandom) -> anyhow::Result<[u8; 32]> {
@@ -262,7 +375,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<()> {
         roots: anchor.clone(),
         members,
         agreements: vec![],
-        adapters: vec![],
+        adapters: sign_adapters(&opts.adapters, out, &root, root_kid, now)?,
     };
     let registry = jws::sign(REGISTRY_TYP, root_kid, &serde_json::to_value(&body)?, &root);
     std::fs::write(registry_file(out), serde_json::to_string_pretty(&registry)?)?;
@@ -273,7 +386,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<()> {
 #[cfg(test)]
 pub fn demo_registry_for_tests() -> gateway_core::interchange::registry::Registry {
     let dir = tempfile::tempdir().expect("tempdir");
-    init(&InitOptions { out: dir.path().to_owned(), force: false, alg: "EdDSA".into() }).expect("certs init");
+    init(&InitOptions::dev(dir.path())).expect("certs init");
     let jws: jws::Jws =
         serde_json::from_slice(&std::fs::read(registry_file(dir.path())).expect("registry")).expect("jws");
     let anchor: Vec<RootKey> =

@@ -65,6 +65,8 @@ pub async fn build_gateway(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         federation: std::sync::OnceLock::new(),
         relay_status: crate::relay::StatusBoard::default(),
         pull_acks: tokio::sync::Notify::new(),
+        adapters: std::sync::OnceLock::new(),
+        imports: crate::adapters::imports::Imports::new(config.data_dir.join("imports")),
     }))
 }
 

@@ -194,7 +194,7 @@ async fn bad_requests_get_documented_4xx_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config {
         data_dir: dir.path().to_owned(),
-        limits: Limits { max_batch_records: 3, max_body_bytes: 4096 },
+        limits: Limits { max_batch_records: 3, max_body_bytes: 4096, ..Limits::default() },
         ..Config::default()
     };
     let gw = credit_gateway::server::build_gateway(&config).await.expect("gateway");

@@ -33,8 +33,8 @@ fn client(ca: &Path, cert: &Path, key: &Path) -> reqwest::Client {
 #[tokio::test]
 async fn only_pinned_members_get_through() {
     let dir = tempfile::tempdir().expect("tempdir");
-    pki::init(&InitOptions { out: dir.path().to_owned(), force: false, alg: "EdDSA".into() }).expect("certs init");
-    assert!(pki::init(&InitOptions { out: dir.path().to_owned(), force: false, alg: "EdDSA".into() }).is_err());
+    pki::init(&InitOptions::dev(dir.path())).expect("certs init");
+    assert!(pki::init(&InitOptions::dev(dir.path())).is_err());
     let port = start_node(dir.path(), "cn-370300").await;
     let url = format!("https://localhost:{port}/federation/v1/registry");
     let ca = pki::ca_cert(dir.path());

@@ -38,7 +38,7 @@ async fn refresh_adopts_newer_and_refuses_the_rest() {
     credit_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let pki_dir = dir.path().join("pki");
-    pki::init(&InitOptions { out: pki_dir.clone(), force: false, alg: "EdDSA".into() }).expect("certs init");
+    pki::init(&InitOptions::dev(&pki_dir)).expect("certs init");
     let (city_port, city) = common::start_federation_node(&pki_dir, "cn-370300", &dir.path().join("city")).await;
     let (_, district) = common::start_federation_node(&pki_dir, "cn-370306", &dir.path().join("district")).await;
     let url = format!("https://localhost:{city_port}");
@@ -98,7 +98,7 @@ async fn an_expired_registry_shows_in_the_metrics_through_and_after_its_grace() 
     credit_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let pki_dir = dir.path().join("pki");
-    pki::init(&InitOptions { out: pki_dir.clone(), force: false, alg: "EdDSA".into() }).expect("certs init");
+    pki::init(&InitOptions::dev(&pki_dir)).expect("certs init");
     let (city_port, city) = common::start_federation_node(&pki_dir, "cn-370300", &dir.path().join("city")).await;
     let url = format!("https://localhost:{city_port}/federation/v1/registry");
     let client = common::federation_client(&pki_dir, "cn-370306");

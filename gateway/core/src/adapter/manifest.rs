@@ -101,6 +101,17 @@ pub struct ServiceSettings {
     pub page_size: u32,
 }
 
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            push_path: default_service_path(),
+            pull_path: default_service_path(),
+            cursor_param: default_cursor_param(),
+            page_size: default_page_size(),
+        }
+    }
+}
+
 fn default_service_path() -> String {
     "/{dataset}".into()
 }
@@ -134,6 +145,13 @@ pub struct DatabaseSettings {
     /// The staging tables' key column (unique, increasing).
     #[serde(default = "default_id_column")]
     pub id_column: String,
+    /// The staging tables' column the gateway fills when it has collected a row (NULL = new).
+    #[serde(default = "default_collected_column")]
+    pub collected_column: String,
+}
+
+fn default_collected_column() -> String {
+    "GW_COLLECTED_AT".into()
 }
 
 fn default_id_column() -> String {

@@ -101,6 +101,37 @@ impl Dataset {
             .collect()
     }
 
+    /// A row arriving from the platform: checked against the platform schema, then translated
+    /// (the record rules come next, in the caller).
+    pub fn ingest(&self, row: Row) -> Result<Value, Vec<FieldError>> {
+        let value = Value::Object(row);
+        let errors = self.check_row(&value);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        match &value {
+            Value::Object(row) => self.to_canonical(row),
+            _ => Ok(Value::Null),
+        }
+    }
+
+    /// A row whose cells arrived as text (CSV files, database columns read as text): cells
+    /// become numbers where the platform schema wants a number and they parse as one.
+    pub fn row_from_text(&self, cells: impl IntoIterator<Item = (String, String)>) -> Row {
+        cells
+            .into_iter()
+            .map(|(column, text)| {
+                let ty = &self.platform_schema["properties"][&column]["type"];
+                let numeric = matches!(ty.as_str(), Some("number" | "integer"));
+                let value = match serde_json::from_str::<serde_json::Number>(text.trim()) {
+                    Ok(n) if numeric => Value::Number(n),
+                    _ => Value::String(text),
+                };
+                (column, value)
+            })
+            .collect()
+    }
+
     /// Translates a platform row into a canonical record (not yet checked by the record rules).
     pub fn to_canonical(&self, row: &Row) -> Result<Value, Vec<FieldError>> {
         let mut out = Map::new();
@@ -174,7 +205,7 @@ impl Dataset {
             FieldKind::List => {
                 let items: Vec<&str> = match cell {
                     Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
-                    _ => text.split(self.separator.as_str()).map(str::trim).filter(|s| !s.is_empty()).collect(),
+                    _ => split_list(&text, &self.separator),
                 };
                 items.into_iter().map(|s| decode(s).map(Value::String)).collect::<Result<Vec<_>, _>>().map(Value::Array)
             }
@@ -183,12 +214,12 @@ impl Dataset {
 
     fn field_to_cell(&self, map: &FieldMap, value: &Value) -> Result<Value, FieldError> {
         let pointer = format!("/{}", pointer_segment(&map.field));
-        let wrong = |what: &str| {
+        let wrong = |(zh, en): (&str, &str)| {
             FieldError::new(
                 pointer.clone(),
                 "adapter.field_type",
-                format!("字段 {} 应为{what}，无法写入列 {}", map.field, map.column),
-                format!("field {} should be {what} to fill column {}", map.field, map.column),
+                format!("字段 {} 应为{zh}，无法写入列 {}", map.field, map.column),
+                format!("field {} should be {en} to fill column {}", map.field, map.column),
             )
         };
         let encode = |s: &str| self.encode(map, s, &pointer);
@@ -199,19 +230,21 @@ impl Dataset {
             },
             FieldKind::Number => {
                 let s = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
-                serde_json::from_str::<serde_json::Number>(&s).map(Value::Number).map_err(|_| wrong("数字 / a number"))
+                serde_json::from_str::<serde_json::Number>(&s)
+                    .map(Value::Number)
+                    .map_err(|_| wrong(("数字", "a number")))
             }
-            FieldKind::Integer => value.as_i64().map(Value::from).ok_or_else(|| wrong("整数 / an integer")),
+            FieldKind::Integer => value.as_i64().map(Value::from).ok_or_else(|| wrong(("整数", "an integer"))),
             FieldKind::Date => value
                 .as_str()
                 .and_then(parse_date)
                 .map(|d| Value::String(self.date_out.format(d)))
-                .ok_or_else(|| wrong("日期 / a date")),
+                .ok_or_else(|| wrong(("日期", "a date"))),
             FieldKind::List => {
-                let items = value.as_array().ok_or_else(|| wrong("列表 / a list"))?;
+                let items = value.as_array().ok_or_else(|| wrong(("列表", "a list")))?;
                 let parts = items
                     .iter()
-                    .map(|v| v.as_str().ok_or_else(|| wrong("文本列表 / a list of text")).and_then(encode))
+                    .map(|v| v.as_str().ok_or_else(|| wrong(("文本列表", "a list of text"))).and_then(encode))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Value::String(parts.join(&self.separator)))
             }
@@ -282,6 +315,9 @@ fn check_fields(
             return Err(format!("column {:?} is written from two fields on delivery", map.column));
         }
         if let Some(name) = &map.code_table {
+            if !matches!(map.kind, FieldKind::Text | FieldKind::List) {
+                return Err(format!("column {:?}: code tables apply to text and list columns only", map.column));
+            }
             let table = code_tables.get(name).ok_or_else(|| format!("code table {name:?} is not defined"))?;
             let allowed = field_schema.get("enum").or_else(|| field_schema["items"].get("enum"));
             if let Some(Value::Array(allowed)) = allowed {
@@ -327,6 +363,27 @@ fn check_fields(
         }
     }
     Ok(tables)
+}
+
+/// Splits a list cell. Departments type the full-width separator (`；`) as often as the ASCII
+/// one, so both split.
+fn split_list<'a>(text: &'a str, separator: &str) -> Vec<&'a str> {
+    let mut chars = separator.chars();
+    let parts: Vec<&str> = match (chars.next(), chars.next(), full_width(separator)) {
+        (Some(c), None, Some(wide)) => text.split([c, wide]).collect(),
+        _ => text.split(separator).collect(),
+    };
+    parts.into_iter().map(str::trim).filter(|s| !s.is_empty()).collect()
+}
+
+/// The full-width form of a one-character ASCII separator (`;` → `；`).
+fn full_width(separator: &str) -> Option<char> {
+    match separator {
+        ";" => Some('；'),
+        "," => Some('，'),
+        "|" => Some('｜'),
+        _ => None,
+    }
 }
 
 fn is_blank(v: &Value) -> bool {

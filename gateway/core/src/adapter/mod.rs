@@ -9,10 +9,12 @@
 //! [`verify_signature`] refuses one that the federation root did not sign or the registry does
 //! not approve.
 
+pub mod conformance;
 mod manifest;
 mod mapping;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -79,7 +81,7 @@ pub struct Adapter {
     pub manifest: Manifest,
     /// SHA-256 of the manifest file's bytes (what the root signs and the registry approves).
     pub sha256: Sha256Digest,
-    pub datasets: Vec<Dataset>,
+    pub datasets: Vec<Arc<Dataset>>,
 }
 
 impl Adapter {
@@ -96,7 +98,7 @@ impl Adapter {
         })?;
         let mut datasets = Vec::with_capacity(manifest.datasets.len());
         for spec in &manifest.datasets {
-            datasets.push(Dataset::compile(&manifest, spec, &read)?);
+            datasets.push(Arc::new(Dataset::compile(&manifest, spec, &read)?));
         }
         let mut names = BTreeSet::new();
         for d in &manifest.datasets {
@@ -116,12 +118,12 @@ impl Adapter {
     }
 
     /// The dataset named `name` (a package's dataset, a staging table's, a sheet's).
-    pub fn dataset(&self, name: &str) -> Option<&Dataset> {
+    pub fn dataset(&self, name: &str) -> Option<&Arc<Dataset>> {
         self.datasets.iter().find(|d| d.spec.name == name)
     }
 
     /// The dataset that carries `record_type`, if any.
-    pub fn dataset_for(&self, record_type: RecordType) -> Option<&Dataset> {
+    pub fn dataset_for(&self, record_type: RecordType) -> Option<&Arc<Dataset>> {
         self.datasets.iter().find(|d| d.record_type == record_type)
     }
 }

@@ -3,6 +3,7 @@
 
 mod docs;
 mod error;
+pub mod imports;
 pub mod metrics;
 mod relay;
 
@@ -43,6 +44,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/outbox", get(relay::outbox))
         .route("/api/v1/dead-letters", get(relay::dead_letters))
         .route("/api/v1/dead-letters/resend", post(relay::resend))
+        .route("/api/v1/imports", post(imports::upload))
+        .route("/api/v1/imports/{id}", get(imports::status))
+        .route("/api/v1/imports/{id}/feedback.xlsx", get(imports::feedback))
+        .route("/api/v1/templates/monthly-report.xlsx", get(imports::template))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/docs", get(|| async { Html(docs::PAGE) }))
         .route("/healthz", get(healthz))
@@ -298,10 +303,11 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Credit Gateway API (信用信息交换网关)", description = "Department-facing API of a Credit Gateway node."),
-    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend),
+    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template),
     tags(
         (name = "records", description = "双公示 and other credit records, and lifecycle events about them"),
         (name = "relay", description = "Delivery trail, queues and dead letters"),
+        (name = "imports", description = "Departments' monthly Excel reports (月报) through the intake adapter"),
         (name = "operations", description = "Health")
     )
 )]

@@ -127,7 +127,7 @@ pub async fn envelopes(opts: &EnvelopeOptions) -> anyhow::Result<EnvelopeReport>
 async fn signed_run(opts: &EnvelopeOptions) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let pki_dir = dir.path().join("pki");
-    pki::init(&InitOptions { out: pki_dir.clone(), force: false, alg: Alg::EdDsa.as_str().into() })?;
+    pki::init(&InitOptions::dev(&pki_dir))?;
     let node = |member: &str, name: &str| {
         let fed = FederationConfig::from_pki(&pki_dir, member, ([127, 0, 0, 1], 0).into());
         let config = Config { data_dir: dir.path().join(name), member_id: member.into(), ..Config::default() };

@@ -2,8 +2,10 @@
 //! raw ceiling of the same store measured in the same run, written to `docs/benchmarks.md`.
 
 mod envelopes;
+mod import;
 mod relay;
 pub use envelopes::{EnvelopeOptions, EnvelopeReport, envelopes};
+pub use import::{ImportBenchOptions, ImportReport, import};
 pub use relay::{RelayOptions, RelayReport, relay};
 
 use std::fmt;
@@ -108,7 +110,11 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     let dir = tempfile::tempdir()?;
     let config = |name: &str| Config {
         data_dir: dir.path().join(name),
-        limits: crate::config::Limits { max_batch_records: opts.batch.max(5_000), max_body_bytes: 64 << 20 },
+        limits: crate::config::Limits {
+            max_batch_records: opts.batch.max(5_000),
+            max_body_bytes: 64 << 20,
+            ..crate::config::Limits::default()
+        },
         ..Config::default()
     };
 

@@ -241,7 +241,7 @@ pub async fn relay(opts: &RelayOptions) -> anyhow::Result<RelayReport> {
     }
     let dir = tempfile::tempdir()?;
     let pki = dir.path().join("pki");
-    crate::pki::init(&crate::pki::InitOptions { out: pki.clone(), force: false, alg: "EdDSA".into() })?;
+    crate::pki::init(&crate::pki::InitOptions::dev(&pki))?;
     let config = dir.path().join("node.toml");
     std::fs::write(
         &config,

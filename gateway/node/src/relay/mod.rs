@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::config::RelayConfig;
 use crate::interchange::{DeliveryError, Node};
 use crate::store::{DeadLetter, QueuedRecord, SentEnvelope, Settlement};
-pub use routing::{Destination, Link, PUBLICATION, Router};
+pub use routing::{Destination, Link, PUBLICATION, Router, adapter_destination};
 
 /// Records scanned per query when looking for what a destination takes.
 const SCAN_CHUNK: i64 = 2_000;
@@ -99,15 +99,25 @@ impl Relay {
         if let Ok(registry) = node.registry.read() {
             let me = node.member_id();
             if let Some(parent) = registry.member(me).and_then(|m| m.parent.clone()) {
-                out.push(Destination { name: parent, link: Link::Parent, pull: false });
+                out.push(Destination::new(parent, Link::Parent));
             }
             for m in registry.body.members.iter().filter(|m| m.parent.as_deref() == Some(me)) {
                 let pull = config.pull_children.contains(&m.member_id);
-                out.push(Destination { name: m.member_id.clone(), link: Link::Child, pull });
+                out.push(Destination { pull, ..Destination::new(m.member_id.clone(), Link::Child) });
             }
         }
         if config.publication_dir.is_some() {
-            out.push(Destination { name: PUBLICATION.into(), link: Link::Publication, pull: false });
+            out.push(Destination::new(PUBLICATION, Link::Publication));
+        }
+        // Platforms this node delivers to through their adapters (database mode only ingests).
+        for loaded in node.gateway.adapters.get().into_iter().flatten() {
+            let m = &loaded.adapter.manifest;
+            if m.platform.direction.delivers() && m.transport.mode != gateway_core::adapter::Mode::Database {
+                out.push(Destination {
+                    record_types: loaded.adapter.datasets.iter().map(|d| d.record_type.as_str().to_owned()).collect(),
+                    ..Destination::new(adapter_destination(loaded.id()), Link::Adapter)
+                });
+            }
         }
         out
     }
@@ -297,7 +307,7 @@ impl Shared {
         // order, so nothing at or below it can still appear).
         let events_upto = match dest.link {
             Link::Child => Some(store.last_seq().await?),
-            Link::Parent | Link::Publication => None,
+            Link::Parent | Link::Publication | Link::Adapter => None,
         };
         let mut stopped = false;
         // Bounded work per call: at most a few chunks scanned, whatever the backlog.
@@ -364,6 +374,8 @@ impl Shared {
             Ok(Sent::default())
         } else if dest.link == Link::Publication {
             self.publish(&seqs, now).await
+        } else if dest.link == Link::Adapter {
+            self.deliver_to_platform(dest, &batch.items, &seqs, now).await
         } else {
             self.send(dest, batch, &seqs, now).await
         };
@@ -450,6 +462,48 @@ impl Shared {
         Ok(Sent { sent: None, carried: Vec::new(), dead: Vec::new(), published })
     }
 
+    /// Translates records through the destination's adapter and hands them to its platform.
+    /// A record the platform schema refuses is dead-lettered with the reasons; a refusal by the
+    /// platform itself is narrowed down like an envelope refusal.
+    async fn deliver_to_platform(
+        &self,
+        dest: &Destination,
+        items: &[QueuedRecord],
+        seqs: &[i64],
+        now: time::OffsetDateTime,
+    ) -> Result<Sent, Failure> {
+        let transient = |e: anyhow::Error| Failure::Transient(e);
+        let loaded = self
+            .node
+            .gateway
+            .adapters
+            .get()
+            .into_iter()
+            .flatten()
+            .find(|l| adapter_destination(l.id()) == dest.name)
+            .ok_or_else(|| transient(anyhow::anyhow!("adapter {} is not loaded", dest.name)))?;
+        let records = self.node.gateway.store.records_by_seq(seqs).await.map_err(|e| transient(e.into()))?;
+        let outcome = crate::adapters::deliver::deliver(loaded, &records, now).await;
+        match outcome {
+            Ok(d) => {
+                let dead = d
+                    .refused
+                    .into_iter()
+                    .filter_map(|(seq, errors)| {
+                        let item = items.iter().find(|r| r.seq == seq)?;
+                        let reason = reason_json("platform_schema", "the platform schema refuses this record", &errors);
+                        Some(letter(item, reason.to_string(), 1))
+                    })
+                    .collect();
+                Ok(Sent { sent: None, carried: Vec::new(), dead, published: d.delivered })
+            }
+            Err(crate::adapters::deliver::DeliverError::Transient(e)) => Err(transient(e)),
+            Err(crate::adapters::deliver::DeliverError::Refused(reason)) => {
+                Err(Failure::Refused(json!({"code": "refused", "platform": loaded.id(), "error": reason})))
+            }
+        }
+    }
+
     /// Dead-letters every record of a batch with one reason. Returns whether it was recorded.
     async fn dead_letter_all(
         &self,
@@ -527,6 +581,7 @@ fn reason_json(code: &str, message_en: &str, errors: &[gateway_core::record::Fie
     let message_zh = match code {
         "held_behind_dead_letter" => "该记录的较早版本（或本事件所针对的记录）在此目的地的死信列表中，需先处理",
         "rejected" => "接收方拒收该记录",
+        "platform_schema" => "该记录转换为平台格式后不符合平台数据模式",
         _ => "多次投递失败",
     };
     json!({"code": code, "message_zh": message_zh, "message_en": message_en, "errors": errors})

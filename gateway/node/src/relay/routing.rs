@@ -18,6 +18,8 @@ pub enum Link {
     Child,
     /// This platform's own publication system (a local sink until its adapter exists).
     Publication,
+    /// A platform reached through a delivering adapter (`adapter:<platform id>`).
+    Adapter,
 }
 
 /// One destination: a member id (parent or child) or [`PUBLICATION`].
@@ -28,14 +30,28 @@ pub struct Destination {
     /// The destination collects its envelopes (pull mode, a child behind a firewall) rather
     /// than being pushed to.
     pub pull: bool,
+    /// The record types the destination can take (an adapter's datasets); empty means all.
+    pub record_types: Vec<String>,
+}
+
+impl Destination {
+    pub fn new(name: impl Into<String>, link: Link) -> Self {
+        Self { name: name.into(), link, pull: false, record_types: Vec::new() }
+    }
 }
 
 /// The name of the local publication sink as a destination.
 pub const PUBLICATION: &str = "publication";
 
+/// The destination name of a delivering adapter.
+pub fn adapter_destination(platform: &str) -> String {
+    format!("adapter:{platform}")
+}
+
 /// The built-in rules, after the configured ones: `authorized_query` records stay at the node
-/// holding the authorisation; only `public` records reach a publication system, and monthly
-/// reports are internal bookkeeping.
+/// holding the authorisation; only `public` records reach a publication system or a platform
+/// adapter (a rule naming `adapter:<id>` can widen that), and monthly reports are internal
+/// bookkeeping.
 fn defaults() -> Vec<RouteRule> {
     let rule = |destination: &str, record_types: &[&str], disclosure: &[&str]| RouteRule {
         destination: destination.into(),
@@ -48,6 +64,8 @@ fn defaults() -> Vec<RouteRule> {
         rule("children", &[], &["authorized_query"]),
         rule(PUBLICATION, &[], &["gov_shared", "authorized_query"]),
         rule(PUBLICATION, &["monthly_report"], &[]),
+        rule("adapters", &[], &["gov_shared", "authorized_query"]),
+        rule("adapters", &["monthly_report"], &[]),
     ]
 }
 
@@ -65,6 +83,9 @@ impl Router {
     /// Whether `record` goes to `dest`.
     pub fn sends(&self, dest: &Destination, record: &QueuedRecord, registry: &Registry) -> bool {
         if record.arrived_from.as_deref() == Some(dest.name.as_str()) {
+            return false;
+        }
+        if !dest.record_types.is_empty() && !dest.record_types.contains(&record.record_type) {
             return false;
         }
         if dest.link == Link::Child {
@@ -86,6 +107,7 @@ fn matches(rule: &RouteRule, dest: &Destination, record: &QueuedRecord) -> bool 
     let destination = match rule.destination.as_str() {
         "parent" => dest.link == Link::Parent,
         "children" => dest.link == Link::Child,
+        "adapters" => dest.link == Link::Adapter,
         name => name == dest.name,
     };
     let listed =
@@ -114,7 +136,7 @@ mod tests {
     }
 
     fn dest(name: &str, link: Link) -> Destination {
-        Destination { name: name.into(), link, pull: false }
+        Destination::new(name, link)
     }
 
     #[test]

@@ -215,7 +215,16 @@ pub fn demo_pki(alg: gateway_core::crypto::Alg) -> (tempfile::TempDir, std::path
     credit_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let pki_dir = dir.path().join("pki");
-    let opts = credit_gateway::pki::InitOptions { out: pki_dir.clone(), force: false, alg: alg.as_str().into() };
+    let opts = credit_gateway::pki::InitOptions {
+        alg: alg.as_str().into(),
+        adapters: repo_dir().join("adapters"),
+        ..credit_gateway::pki::InitOptions::dev(&pki_dir)
+    };
     credit_gateway::pki::init(&opts).expect("certs init");
     (dir, pki_dir)
+}
+
+/// The repository root (for `adapters/` and `schemas/`).
+pub fn repo_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

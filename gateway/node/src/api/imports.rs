@@ -1,0 +1,220 @@
+//! Monthly Excel reports through the API: upload a workbook, follow its progress, download
+//! the department's workbook back with a 问题数据反馈 column, or a blank template.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use gateway_core::ident::{check_uscc, normalize_code};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::{ApiError, ErrorBody};
+use crate::adapters::Loaded;
+use crate::adapters::imports::ImportStatus;
+use crate::adapters::xlsx::ImportRequest;
+use crate::ingest::Gateway;
+
+const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// Who is reporting, for which month, through which adapter.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImportParams {
+    /// 报送单位 (the department's full name).
+    pub unit: String,
+    /// 报送单位统一社会信用代码.
+    pub unit_uscc: String,
+    /// 所属期 `YYYY-MM`; default: last month (Beijing time).
+    pub period: Option<String>,
+    /// The intake adapter (platform id); default: this node's only adapter with report sheets.
+    pub adapter: Option<String>,
+}
+
+/// Upload a department's monthly report workbook (.xlsx). Answers 202 at once with the import's
+/// id; follow it at `/api/v1/imports/{id}` and download the annotated workbook when done.
+#[utoipa::path(
+    post,
+    path = "/api/v1/imports",
+    tag = "imports",
+    params(ImportParams),
+    request_body(content = Vec<u8>, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+    responses(
+        (status = 202, description = "Import started", body = ImportStatus),
+        (status = 400, description = "Bad unit, USCC or period", body = ErrorBody),
+        (status = 404, description = "No intake adapter for monthly reports here", body = ErrorBody),
+        (status = 413, description = "Workbook too large", body = ErrorBody),
+    )
+)]
+pub(super) async fn upload(
+    State(gw): State<Arc<Gateway>>,
+    params: Result<Query<ImportParams>, QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(p) =
+        params.map_err(|e| ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), e.to_string()))?;
+    let req = request(p.unit, &p.unit_uscc, p.period)?;
+    let adapter = intake_adapter(&gw, p.adapter.as_deref())?;
+    let id = gw.imports.create().map_err(|e| ApiError::internal(&e))?;
+    let path = gw.imports.upload_path(id);
+    let limit = gw.limits.max_import_bytes;
+    let mut file = tokio::fs::File::create(&path).await.map_err(|e| ApiError::internal(&e))?;
+    let mut stream = body.into_data_stream();
+    let mut written = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request("upload_failed", format!("上传中断：{e}"), e.to_string()))?;
+        written += chunk.len();
+        if written > limit {
+            drop(file);
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(ApiError::payload_too_large(limit));
+        }
+        file.write_all(&chunk).await.map_err(|e| ApiError::internal(&e))?;
+    }
+    file.sync_all().await.map_err(|e| ApiError::internal(&e))?;
+    drop(file);
+    gw.imports.start(id, Arc::clone(&gw), adapter, req);
+    let status = gw.imports.status(id).ok_or_else(|| ApiError::internal(&"import vanished"))?;
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, format!("/api/v1/imports/{id}"))], Json(status)).into_response())
+}
+
+/// An import's progress and, when done, its summary.
+#[utoipa::path(
+    get,
+    path = "/api/v1/imports/{id}",
+    tag = "imports",
+    params(("id" = String, Path, description = "Import id")),
+    responses((status = 200, body = ImportStatus), (status = 404, body = ErrorBody))
+)]
+pub(super) async fn status(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+) -> Result<Json<ImportStatus>, ApiError> {
+    let id = import_id(&id)?;
+    gw.imports.status(id).map(Json).ok_or_else(|| ApiError::not_found("该导入", "import"))
+}
+
+/// The department's workbook back: every sheet with a 问题数据反馈 column, and a 汇总 sheet.
+#[utoipa::path(
+    get,
+    path = "/api/v1/imports/{id}/feedback.xlsx",
+    tag = "imports",
+    params(("id" = String, Path, description = "Import id")),
+    responses((status = 200, description = "Annotated workbook"), (status = 404, body = ErrorBody))
+)]
+pub(super) async fn feedback(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = import_id(&id)?;
+    let bytes = tokio::fs::read(gw.imports.feedback_path(id)).await.map_err(|_| {
+        ApiError::not_found("该导入的反馈工作簿（导入可能尚未完成）", "feedback workbook (the import may still run)")
+    })?;
+    Ok(xlsx_response(bytes, &format!("feedback-{id}.xlsx")))
+}
+
+/// A blank monthly report workbook for this node's intake adapter, with a 填报说明 sheet.
+#[utoipa::path(
+    get,
+    path = "/api/v1/templates/monthly-report.xlsx",
+    tag = "imports",
+    responses((status = 200, description = "Template workbook"), (status = 404, body = ErrorBody))
+)]
+pub(super) async fn template(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+    let adapter = intake_adapter(&gw, None)?;
+    let bytes = crate::adapters::xlsx::template(&adapter.adapter).map_err(|e| ApiError::internal(&format!("{e:#}")))?;
+    Ok(xlsx_response(bytes, "monthly-report-template.xlsx"))
+}
+
+fn xlsx_response(bytes: Vec<u8>, name: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, XLSX.to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+fn import_id(s: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| {
+        ApiError::bad_request(
+            "bad_import_id",
+            format!("{s:?} 不是有效的导入编号"),
+            format!("{s:?} is not an import id"),
+        )
+        .with_pointer("/id")
+    })
+}
+
+/// Checks the reporting unit, its USCC and the period.
+pub fn request(unit: String, unit_uscc: &str, period: Option<String>) -> Result<ImportRequest, ApiError> {
+    let unit = unit.trim().to_owned();
+    if unit.is_empty() {
+        return Err(ApiError::bad_request("unit.required", "请填写报送单位名称", "the reporting unit is required")
+            .with_pointer("/unit"));
+    }
+    let uscc = normalize_code(unit_uscc);
+    check_uscc(&uscc).map_err(|_| {
+        ApiError::bad_request(
+            "uscc.invalid",
+            format!("报送单位统一社会信用代码 {uscc} 格式或校验位错误"),
+            format!("unit USCC {uscc} is malformed or has a wrong check character"),
+        )
+        .with_pointer("/unit_uscc")
+    })?;
+    let period = match period {
+        Some(p) => p.trim().to_owned(),
+        None => last_month(crate::clock::today_in_china(time::OffsetDateTime::now_utc())),
+    };
+    let valid = period.len() == 7
+        && period.as_bytes()[4] == b'-'
+        && period[..4].bytes().all(|b| b.is_ascii_digit())
+        && matches!(period[5..].parse::<u8>(), Ok(1..=12));
+    if !valid {
+        return Err(ApiError::bad_request(
+            "period.format",
+            format!("所属期 {period:?} 应写作 YYYY-MM"),
+            format!("period {period:?} must be YYYY-MM"),
+        )
+        .with_pointer("/period"));
+    }
+    Ok(ImportRequest { unit, unit_uscc: uscc, period })
+}
+
+fn last_month(today: time::Date) -> String {
+    let (y, m) = match u8::from(today.month()) {
+        1 => (today.year() - 1, 12),
+        m => (today.year(), m - 1),
+    };
+    format!("{y:04}-{m:02}")
+}
+
+/// The adapter monthly reports go through: named, or the only one with report sheets.
+fn intake_adapter(gw: &Gateway, name: Option<&str>) -> Result<Arc<Loaded>, ApiError> {
+    let candidates: Vec<&Arc<Loaded>> = gw
+        .adapters
+        .get()
+        .into_iter()
+        .flatten()
+        .filter(|l| l.adapter.manifest.platform.direction.ingests())
+        .filter(|l| l.adapter.datasets.iter().any(|d| d.spec.sheet.is_some()))
+        .filter(|l| name.is_none_or(|n| n == l.id()))
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok(Arc::clone(one)),
+        [] => Err(ApiError::not_found("接收月报的平台适配器", "intake adapter for monthly reports")),
+        _ => Err(ApiError::bad_request(
+            "adapter.ambiguous",
+            "本节点有多个接收月报的适配器，请用 adapter 参数指定",
+            "this node has several intake adapters; name one with `adapter`",
+        )
+        .with_pointer("/adapter")),
+    }
+}
