@@ -74,6 +74,7 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
             .await
             .with_context(|| format!("{} ({})", demo.name, demo.member_id))?;
         let node = endpoint.node().clone();
+        let _ = gateway.adapters.set(demo_adapters(opts, &node)?);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen} for {}", demo.name))?;
@@ -101,6 +102,38 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
         let _ = task.await;
     }
     scenario.map(|_| ())
+}
+
+/// 周村区 takes departments' monthly workbooks through its intake adapter, when the dev PKI
+/// has signed it (a PKI made before adapters existed has not: `certs init --force` renews it).
+fn demo_adapters(
+    opts: &DemoOptions,
+    node: &crate::interchange::Node,
+) -> anyhow::Result<Vec<Arc<crate::adapters::Loaded>>> {
+    const INTAKE: &str = "zhoucun-district";
+    let manifest = std::path::Path::new("adapters").join(INTAKE).join("manifest.toml");
+    let signature = crate::pki::adapter_signature_file(&opts.pki, INTAKE);
+    if node.member_id() != "cn-370306" || !manifest.exists() {
+        return Ok(Vec::new());
+    }
+    if !signature.exists() {
+        eprintln!(
+            "note: {} has no signed {INTAKE} manifest; run `credit-gateway certs init --force` for Excel imports",
+            opts.pki.display()
+        );
+        return Ok(Vec::new());
+    }
+    let binding = crate::adapters::AdapterBinding {
+        manifest,
+        signature: Some(signature),
+        url: None,
+        inbox: None,
+        outbox: None,
+        database_url: None,
+        poll_interval_ms: 5_000,
+    };
+    let registry = node.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
+    crate::adapters::load_all(&[binding], &registry, node.member_id())
 }
 
 /// Empties the demo's data directory (only one the demo made) and makes the PKI if missing.
@@ -237,6 +270,10 @@ fn print_guide(nodes: &[RunningNode], t: &Targets) {
     println!("  trail of the corrected record at 信用中国: {national}/api/v1/records/{}/trail", t.corrected);
     println!("  trail of the disputed record at 信用中国:  {national}/api/v1/records/{}/trail", t.disputed);
     println!("  publication files: <data-dir>/<member>/publication/*.jsonl");
+    println!(
+        "  monthly Excel report into 周村区: credit-gateway template xlsx --out 月报.xlsx, fill it, then\n    \
+         credit-gateway import 月报.xlsx --unit 淄博市周村区市场监督管理局 --unit-uscc 11370306MB28501648 --url {district}"
+    );
 }
 
 fn example(text: &str) -> anyhow::Result<Value> {

@@ -366,6 +366,10 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
             println!("template of {} written to {}", adapter.manifest.platform.name, out.display());
         }
+        Command::Bench { command: BenchCommand::Import(opts) } if opts.phase.is_some() => {
+            init_logging(LogFormat::Text);
+            println!("{}", runtime()?.block_on(bench::import_phase(&opts))?);
+        }
         Command::Bench { command: BenchCommand::Import(opts) } => {
             init_logging(LogFormat::Text);
             let report = runtime()?.block_on(bench::import(&opts))?;

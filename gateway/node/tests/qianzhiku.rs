@@ -220,3 +220,74 @@ async fn every_staged_row_is_collected_once_with_one_feedback_row_despite_kills(
     drop(node);
     db.drop().await;
 }
+
+/// The same collector on a SQLite 前置库 (a small department without a database server): the
+/// gateway creates the feedback table, collects, and a second round finds nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_staging_database_is_collected_the_same_way() {
+    let (tmp, pki) = common::demo_pki(Alg::EdDsa);
+    let (_, node) = common::start_federation_node(&pki, MEMBER, &tmp.path().join("node")).await;
+    let staging = tmp.path().join("qzk.sqlite");
+    let url = format!("sqlite://{}?mode=rwc", staging.display());
+    let binding = credit_gateway::adapters::AdapterBinding {
+        manifest: common::repo_dir().join("adapters/xinyong-puyang/manifest.toml"),
+        signature: Some(credit_gateway::pki::adapter_signature_file(&pki, "xinyong-puyang")),
+        url: None,
+        inbox: None,
+        outbox: None,
+        database_url: Some(url.clone()),
+        poll_interval_ms: 50,
+    };
+    let registry = node.registry.read().expect("registry").clone();
+    let loaded = credit_gateway::adapters::load_all(&[binding], &registry, MEMBER).expect("loads");
+    let ds = loaded[0].adapter.dataset("CF").expect("CF");
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+    for d in &loaded[0].adapter.datasets {
+        let cols: Vec<String> = d.columns().iter().map(|c| format!("\"{c}\" TEXT")).collect();
+        let sql = format!(
+            "CREATE TABLE \"{}\" (\"ID\" INTEGER PRIMARY KEY, {}, \"GW_COLLECTED_AT\" TEXT)",
+            d.spec.name,
+            cols.join(", ")
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.expect("staging table");
+    }
+    let rows: Vec<Value> = synthetic_records(200, 9)
+        .into_iter()
+        .filter(|r| r["record_type"] == "admin_penalty")
+        .map(|mut r| {
+            r["region_code"] = "410900".into();
+            Value::Object(ds.to_platform(&r).expect("row"))
+        })
+        .collect();
+    for row in &rows {
+        let row = row.as_object().expect("object");
+        let names: Vec<String> = row.keys().map(|k| format!("\"{k}\"")).collect();
+        let params: Vec<String> = (1..=row.len()).map(|n| format!("${n}")).collect();
+        let sql = format!("INSERT INTO \"CF\" ({}) VALUES ({})", names.join(", "), params.join(", "));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in row.values() {
+            q = q.bind(match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+        }
+        q.execute(&mut conn).await.expect("stage");
+    }
+    let collector = credit_gateway::adapters::database::Collector::connect(&loaded[0]).await.expect("connect");
+    let mut collected = 0;
+    loop {
+        let n = collector.round(&node.gateway).await.expect("round");
+        if n == 0 {
+            break;
+        }
+        collected += n;
+    }
+    assert_eq!(collected, rows.len());
+    let fed: i64 = sqlx::query("SELECT COUNT(*) FROM \"GW_FEEDBACK\" WHERE \"STATUS\" = 'accepted'")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(fed, rows.len() as i64);
+    assert_eq!(node.gateway.store.count().await.expect("count"), rows.len() as i64);
+}

@@ -8,7 +8,9 @@
 pub mod cli;
 pub mod database;
 pub mod deliver;
+pub mod files;
 pub mod imports;
+pub mod service;
 pub mod xlsx;
 
 use std::path::{Path, PathBuf};
@@ -130,6 +132,31 @@ fn check_binding(adapter: &Adapter, b: &AdapterBinding) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Starts the ingest side of every adapter that ingests: a collector per 前置库, a watcher per
+/// inbox, a puller per service interface. They stop when `stop` turns true.
+pub fn start_ingest(
+    gateway: &Arc<crate::ingest::Gateway>,
+    adapters: &[Arc<Loaded>],
+    data_dir: &Path,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use gateway_core::adapter::Mode;
+    let mut tasks = Vec::new();
+    for a in adapters.iter().filter(|a| a.adapter.manifest.platform.direction.ingests()) {
+        let (gw, a2, stop) = (Arc::clone(gateway), Arc::clone(a), stop.clone());
+        match a.adapter.manifest.transport.mode {
+            Mode::Database => tasks.push(tokio::spawn(database::run(gw, a2, stop))),
+            Mode::File if a.binding.inbox.is_some() => tasks.push(tokio::spawn(files::run(gw, a2, stop))),
+            Mode::Service => {
+                tasks.push(tokio::spawn(service::run(gw, a2, data_dir.join("adapters"), stop)));
+            }
+            // A file-mode intake without an inbox takes monthly workbooks through the API only.
+            Mode::File => {}
+        }
+    }
+    tasks
 }
 
 /// Rewrites a record-rule error about a canonical field so that it points at the platform

@@ -26,6 +26,22 @@ pub struct ImportBenchOptions {
     /// Markdown report to (re)write; `-` to skip.
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub report: String,
+    /// Internal: run one phase (`read` or `import`) on `--workbook` in this process and print
+    /// its figures as JSON. The benchmark runs each phase in a fresh child process so that
+    /// each peak-memory figure is that phase's alone.
+    #[arg(long, hide = true)]
+    pub phase: Option<String>,
+    #[arg(long, hide = true)]
+    pub workbook: Option<PathBuf>,
+}
+
+/// One phase's figures, as a child process reports them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Phase {
+    seconds: f64,
+    peak_mib: Option<f64>,
+    accepted: u64,
+    rejected: u64,
 }
 
 #[derive(Debug)]
@@ -36,7 +52,6 @@ pub struct ImportReport {
     pub read_peak_mib: Option<f64>,
     pub import_rate: f64,
     pub import_peak_mib: Option<f64>,
-    pub baseline_mib: Option<f64>,
     pub accepted: u64,
     pub rejected: u64,
 }
@@ -49,11 +64,10 @@ impl fmt::Display for ImportReport {
             f,
             "One .xlsx workbook ({:.1} MB) with 行政许可 and 行政处罚 sheets in the Chinese column headers \
              departments use (周村区's `department-xlsx` manifest), one row in 50 with a wrong USCC check \
-             character. SQLite with `synchronous = FULL`, {} cores. Peak memory is the process's peak \
-             resident set (VmHWM), reset before each phase; the process held {} before them.\n",
+             character. SQLite with `synchronous = FULL`, {} cores. Each phase runs in a fresh process \
+             of the release binary; peak memory is that process's peak resident set (VmHWM).\n",
             self.file_bytes as f64 / 1e6,
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            mib(self.baseline_mib),
         )?;
         writeln!(f, "| phase | rows/s | peak memory |")?;
         writeln!(f, "|---|---:|---:|")?;
@@ -79,59 +93,88 @@ impl fmt::Display for ImportReport {
     }
 }
 
+/// The child side of [`import`]: runs `--phase` on `--workbook`, returns its figures as JSON.
+pub async fn import_phase(opts: &ImportBenchOptions) -> anyhow::Result<String> {
+    let (Some(phase), Some(workbook)) = (&opts.phase, &opts.workbook) else {
+        anyhow::bail!("--phase needs --workbook");
+    };
+    Ok(serde_json::to_string(&run_phase(phase, workbook, &opts.adapter).await?)?)
+}
+
 pub async fn import(opts: &ImportBenchOptions) -> anyhow::Result<ImportReport> {
     let dir = tempfile::tempdir()?;
-    let adapter = Arc::new(crate::adapters::compile(&opts.adapter)?);
+    let adapter = crate::adapters::compile(&opts.adapter)?;
     let input = dir.path().join("report.xlsx");
     write_workbook(&adapter, &input, opts.rows)?;
     let file_bytes = std::fs::metadata(&input)?.len();
-    let baseline_mib = peak_mib();
-
-    reset_peak();
-    let started = Instant::now();
-    let read = tokio::task::spawn_blocking({
-        let input = input.clone();
-        move || xlsx::count_rows(&input)
-    })
-    .await??;
-    let read_secs = started.elapsed().as_secs_f64();
-    let read_peak_mib = peak_mib();
-    anyhow::ensure!(read as usize >= opts.rows, "read {read} rows, wrote {}", opts.rows);
-
-    let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
-    let gateway = crate::server::build_gateway(&config).await?;
-    let req = ImportRequest {
-        unit: "淄博市周村区市场监督管理局".into(),
-        unit_uscc: "11370306MB28501648".into(),
-        period: "2026-10".into(),
-    };
-    reset_peak();
-    let started = Instant::now();
-    let summary = tokio::task::spawn_blocking({
-        let (gateway, adapter, input) = (Arc::clone(&gateway), Arc::clone(&adapter), input.clone());
-        let output = dir.path().join("feedback.xlsx");
-        let rt = tokio::runtime::Handle::current();
-        move || xlsx::import(&gateway, &adapter, &input, &output, &req, &Progress::default(), &rt)
-    })
-    .await??;
-    let import_secs = started.elapsed().as_secs_f64();
-    let import_peak_mib = peak_mib();
-    gateway.store.close().await;
+    let read = child(&input, &opts.adapter, "read")?;
+    let imported = child(&input, &opts.adapter, "import")?;
     let report = ImportReport {
         rows: opts.rows,
         file_bytes,
-        read_rate: opts.rows as f64 / read_secs,
-        read_peak_mib,
-        import_rate: opts.rows as f64 / import_secs,
-        import_peak_mib,
-        baseline_mib,
-        accepted: summary.accepted,
-        rejected: summary.rejected,
+        read_rate: opts.rows as f64 / read.seconds,
+        read_peak_mib: read.peak_mib,
+        import_rate: opts.rows as f64 / imported.seconds,
+        import_peak_mib: imported.peak_mib,
+        accepted: imported.accepted,
+        rejected: imported.rejected,
     };
     if opts.report != "-" {
         write_section(Path::new(&opts.report), "## Monthly workbook import", "bench import", &report.to_string())?;
     }
     Ok(report)
+}
+
+/// Runs one phase in a fresh process of this binary and reads its figures.
+fn child(workbook: &Path, adapter: &Path, phase: &str) -> anyhow::Result<Phase> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "import", "--report", "-", "--phase", phase, "--workbook"])
+        .arg(workbook)
+        .arg("--adapter")
+        .arg(adapter)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running a benchmark phase")?;
+    anyhow::ensure!(out.status.success(), "phase {phase} failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().context("phase printed nothing")?;
+    serde_json::from_str(line).with_context(|| format!("phase {phase} printed {line:?}"))
+}
+
+async fn run_phase(phase: &str, input: &Path, adapter: &Path) -> anyhow::Result<Phase> {
+    let started = Instant::now();
+    match phase {
+        "read" => {
+            let input = input.to_owned();
+            let rows = tokio::task::spawn_blocking(move || xlsx::count_rows(&input)).await??;
+            anyhow::ensure!(rows > 0, "no rows read");
+            Ok(Phase { seconds: started.elapsed().as_secs_f64(), peak_mib: peak_mib(), accepted: 0, rejected: 0 })
+        }
+        "import" => {
+            let dir = tempfile::tempdir()?;
+            let adapter = Arc::new(crate::adapters::compile(adapter)?);
+            let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
+            let gateway = crate::server::build_gateway(&config).await?;
+            let req = ImportRequest {
+                unit: "淄博市周村区市场监督管理局".into(),
+                unit_uscc: "11370306MB28501648".into(),
+                period: "2026-10".into(),
+            };
+            let started = Instant::now();
+            let summary = tokio::task::spawn_blocking({
+                let (gateway, input) = (Arc::clone(&gateway), input.to_owned());
+                let output = dir.path().join("feedback.xlsx");
+                let rt = tokio::runtime::Handle::current();
+                move || xlsx::import(&gateway, &adapter, &input, &output, &req, &Progress::default(), &rt)
+            })
+            .await??;
+            let seconds = started.elapsed().as_secs_f64();
+            gateway.store.close().await;
+            Ok(Phase { seconds, peak_mib: peak_mib(), accepted: summary.accepted, rejected: summary.rejected })
+        }
+        other => anyhow::bail!("unknown phase {other:?}"),
+    }
 }
 
 /// Writes `rows` synthetic records as a department workbook (constant memory).
@@ -178,9 +221,4 @@ fn peak_mib() -> Option<f64> {
     let kb: f64 =
         status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb / 1024.0)
-}
-
-/// Resets the peak resident set to the current one (Linux `clear_refs` 5).
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }

@@ -5,7 +5,7 @@ mod envelopes;
 mod import;
 mod relay;
 pub use envelopes::{EnvelopeOptions, EnvelopeReport, envelopes};
-pub use import::{ImportBenchOptions, ImportReport, import};
+pub use import::{ImportBenchOptions, ImportReport, import, import_phase};
 pub use relay::{RelayOptions, RelayReport, relay};
 
 use std::fmt;
