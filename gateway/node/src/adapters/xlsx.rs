@@ -29,6 +29,8 @@ const CHUNK_ROWS: usize = 2_000;
 /// The column added to every sheet.
 pub const FEEDBACK_HEADER: &str = "问题数据反馈";
 pub const SUMMARY_SHEET: &str = "汇总";
+/// The template's instructions sheet.
+pub const GUIDE_SHEET: &str = "填报说明";
 
 /// Who reports, for which month.
 #[derive(Debug, Clone)]
@@ -96,7 +98,7 @@ pub fn import(
         .with_context(|| format!("{} is not a readable .xlsx workbook", input.display()))?;
     let names = book.sheet_names();
     let mut total = 0u64;
-    for name in &names {
+    for name in names.iter().filter(|n| ![GUIDE_SHEET, SUMMARY_SHEET].contains(&n.trim())) {
         let reader = book.worksheet_cells_reader(name).with_context(|| format!("sheet {name}"))?;
         total += u64::from(reader.dimensions().end.0.saturating_sub(reader.dimensions().start.0));
     }
@@ -107,6 +109,10 @@ pub fn import(
     let bold = Format::new().set_bold();
     let mut sheets = Vec::new();
     for name in &names {
+        // The template's instructions and an earlier feedback's summary are not data.
+        if [GUIDE_SHEET, SUMMARY_SHEET].contains(&name.trim()) {
+            continue;
+        }
         let dataset = adapter.datasets.iter().find(|d| d.spec.sheet.as_deref() == Some(name.trim())).cloned();
         let ws = out.add_worksheet_with_constant_memory()?;
         ws.set_name(name.as_str())?;
@@ -176,6 +182,7 @@ pub fn import(
         monthly_report,
         sheets,
     };
+    progress.rows_done.store(progress.rows_total.load(Ordering::Relaxed).max(summary.rows), Ordering::Relaxed);
     write_summary(out.add_worksheet(), &summary, req, &bold)?;
     out.save(output).with_context(|| format!("writing {}", output.display()))?;
     Ok(summary)
@@ -226,7 +233,8 @@ impl SheetCopy<'_> {
         self.summary.rows += 1;
         let mut row = Row::new();
         for (c, v) in &cells {
-            if let Some(name) = self.header.get(usize::from(*c)).filter(|n| !n.is_empty()) {
+            // A workbook sent again after an earlier import still has its feedback column.
+            if let Some(name) = self.header.get(usize::from(*c)).filter(|n| !n.is_empty() && *n != FEEDBACK_HEADER) {
                 row.insert(name.clone(), v.clone());
             }
         }

@@ -51,6 +51,7 @@ pub struct ImportParams {
         (status = 400, description = "Bad unit, USCC or period", body = ErrorBody),
         (status = 404, description = "No intake adapter for monthly reports here", body = ErrorBody),
         (status = 413, description = "Workbook too large", body = ErrorBody),
+        (status = 415, description = "Not an .xlsx workbook", body = ErrorBody),
     )
 )]
 pub(super) async fn upload(
@@ -68,10 +69,12 @@ pub(super) async fn upload(
     let mut file = tokio::fs::File::create(&path).await.map_err(|e| ApiError::internal(&e))?;
     let mut stream = body.into_data_stream();
     let mut written = 0usize;
+    let mut head = Vec::with_capacity(4);
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|e| ApiError::bad_request("upload_failed", format!("上传中断：{e}"), e.to_string()))?;
         written += chunk.len();
+        head.extend(chunk.iter().take(4 - head.len().min(4)));
         if written > limit {
             drop(file);
             let _ = tokio::fs::remove_file(&path).await;
@@ -81,6 +84,16 @@ pub(super) async fn upload(
     }
     file.sync_all().await.map_err(|e| ApiError::internal(&e))?;
     drop(file);
+    // An .xlsx workbook is a ZIP file; anything else is refused before it is queued.
+    if head.get(..4) != Some(b"PK\x03\x04".as_slice()) {
+        let _ = tokio::fs::remove_dir_all(path.parent().unwrap_or(&path)).await;
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_xlsx",
+            "上传的文件不是 Excel 工作簿（.xlsx）",
+            "the upload is not an Excel workbook (.xlsx)",
+        ));
+    }
     gw.imports.start(id, Arc::clone(&gw), adapter, req);
     let status = gw.imports.status(id).ok_or_else(|| ApiError::internal(&"import vanished"))?;
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, format!("/api/v1/imports/{id}"))], Json(status)).into_response())
