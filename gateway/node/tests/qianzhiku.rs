@@ -225,29 +225,55 @@ async fn every_staged_row_is_collected_once_with_one_feedback_row_despite_kills(
 /// gateway creates the feedback table, collects, and a second round finds nothing new.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_staging_database_is_collected_the_same_way() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}?mode=rwc", tmp.path().join("qzk.sqlite").display());
+    small_collection(&url).await;
+}
+
+/// And on MySQL/MariaDB (`.ci/run` starts the local MariaDB; `CREDIT_GATEWAY_TEST_MYSQL`
+/// points elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mysql_staging_database_is_collected_the_same_way() {
+    let admin = std::env::var("CREDIT_GATEWAY_TEST_MYSQL").unwrap_or_else(|_| "mysql://gw:gw@127.0.0.1:3306".into());
+    sqlx::any::install_default_drivers();
+    let name = format!("qzk_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("MySQL/MariaDB at {admin} is required for this test: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create db");
+    small_collection(&format!("{admin}/{name}")).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}"))).execute(&mut conn).await.expect("drop db");
+}
+
+async fn small_collection(url: &str) {
+    sqlx::any::install_default_drivers();
+    let mysql = url.starts_with("mysql:");
     let (tmp, pki) = common::demo_pki(Alg::EdDsa);
     let (_, node) = common::start_federation_node(&pki, MEMBER, &tmp.path().join("node")).await;
-    let staging = tmp.path().join("qzk.sqlite");
-    let url = format!("sqlite://{}?mode=rwc", staging.display());
     let binding = credit_gateway::adapters::AdapterBinding {
         manifest: common::repo_dir().join("adapters/xinyong-puyang/manifest.toml"),
         signature: Some(credit_gateway::pki::adapter_signature_file(&pki, "xinyong-puyang")),
         url: None,
         inbox: None,
         outbox: None,
-        database_url: Some(url.clone()),
+        database_url: Some(url.to_owned()),
         poll_interval_ms: 50,
     };
     let registry = node.registry.read().expect("registry").clone();
     let loaded = credit_gateway::adapters::load_all(&[binding], &registry, MEMBER).expect("loads");
     let ds = loaded[0].adapter.dataset("CF").expect("CF");
-    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+    let q = |name: &str| if mysql { format!("`{name}`") } else { format!("\"{name}\"") };
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("staging database");
     for d in &loaded[0].adapter.datasets {
-        let cols: Vec<String> = d.columns().iter().map(|c| format!("\"{c}\" TEXT")).collect();
+        let cols: Vec<String> = d.columns().iter().map(|c| format!("{} TEXT", q(c))).collect();
+        let id = if mysql { "BIGINT AUTO_INCREMENT PRIMARY KEY" } else { "INTEGER PRIMARY KEY" };
+        let stamp = if mysql { "DATETIME NULL" } else { "TEXT" };
         let sql = format!(
-            "CREATE TABLE \"{}\" (\"ID\" INTEGER PRIMARY KEY, {}, \"GW_COLLECTED_AT\" TEXT)",
-            d.spec.name,
-            cols.join(", ")
+            "CREATE TABLE {} ({} {id}, {}, {} {stamp})",
+            q(&d.spec.name),
+            q("ID"),
+            cols.join(", "),
+            q("GW_COLLECTED_AT")
         );
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.expect("staging table");
     }
@@ -261,17 +287,17 @@ async fn a_sqlite_staging_database_is_collected_the_same_way() {
         .collect();
     for row in &rows {
         let row = row.as_object().expect("object");
-        let names: Vec<String> = row.keys().map(|k| format!("\"{k}\"")).collect();
-        let params: Vec<String> = (1..=row.len()).map(|n| format!("${n}")).collect();
-        let sql = format!("INSERT INTO \"CF\" ({}) VALUES ({})", names.join(", "), params.join(", "));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let names: Vec<String> = row.keys().map(|k| q(k)).collect();
+        let params: Vec<String> = (1..=row.len()).map(|n| if mysql { "?".into() } else { format!("${n}") }).collect();
+        let sql = format!("INSERT INTO {} ({}) VALUES ({})", q("CF"), names.join(", "), params.join(", "));
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for v in row.values() {
-            q = q.bind(match v {
+            insert = insert.bind(match v {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             });
         }
-        q.execute(&mut conn).await.expect("stage");
+        insert.execute(&mut conn).await.expect("stage");
     }
     let collector = credit_gateway::adapters::database::Collector::connect(&loaded[0]).await.expect("connect");
     let mut collected = 0;
@@ -283,11 +309,8 @@ async fn a_sqlite_staging_database_is_collected_the_same_way() {
         collected += n;
     }
     assert_eq!(collected, rows.len());
-    let fed: i64 = sqlx::query("SELECT COUNT(*) FROM \"GW_FEEDBACK\" WHERE \"STATUS\" = 'accepted'")
-        .fetch_one(&mut conn)
-        .await
-        .expect("count")
-        .get(0);
+    let sql = format!("SELECT COUNT(*) FROM {} WHERE {} = 'accepted'", q("GW_FEEDBACK"), q("STATUS"));
+    let fed: i64 = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await.expect("count").get(0);
     assert_eq!(fed, rows.len() as i64);
     assert_eq!(node.gateway.store.count().await.expect("count"), rows.len() as i64);
 }
