@@ -16,5 +16,6 @@ pub mod merkle;
 pub mod publicity;
 pub mod record;
 mod rules;
+pub mod sla;
 
 pub use rules::{PENALTY_CATEGORIES_1996, PENALTY_CATEGORIES_2021, PENALTY_LAW_2021, penalty_categories_in_force};
