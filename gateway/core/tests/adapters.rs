@@ -87,25 +87,35 @@ fn every_platform_adapter_passes_the_conformance_suite() {
 }
 
 #[test]
-fn the_suite_catches_a_mapping_that_loses_or_changes_a_field() {
+fn the_suite_catches_a_mapping_that_loses_a_column() {
+    let validator = RecordValidator::new(&ValidationPolicy::default()).expect("validator");
+    // 信用濮阳 only ingests, so a column read but never written back is allowed to compile …
+    let dir = adapters_dir().join("xinyong-puyang");
+    let text = std::fs::read_to_string(dir.join("manifest.toml")).expect("manifest");
+    let one_way = text.replace(
+        "{ column = \"CF_SY\", field = \"violation_facts\" }",
+        "{ column = \"CF_SY\", field = \"violation_facts\", only = \"ingest\" }",
+    );
+    assert_ne!(one_way, text);
+    let adapter = compile(&dir, one_way.as_bytes()).expect("compiles");
+    // … but the round trip notices the column it loses.
+    let err =
+        conformance::check(&adapter, |ds, side| samples(&dir, ds, side), &validator, today()).expect_err("caught");
+    assert!(err.contains("CF_SY was lost"), "{err}");
+}
+
+#[test]
+fn the_suite_catches_a_code_table_that_no_longer_matches_the_samples() {
     let validator = RecordValidator::new(&ValidationPolicy::default()).expect("validator");
     let (dir, text) = zibo();
-    let adapter = compile(&dir, &text).expect("compiles");
-    // A platform sample whose date is not in the platform's layout comes back changed.
-    let err = conformance::check(
-        &adapter,
-        |ds, side| {
-            let mut rows = samples(&dir, ds, side)?;
-            if side == "platform" && ds == "CF" {
-                rows[0]["CF_JDRQ"] = "2024/11/12".into();
-            }
-            Ok(rows)
-        },
-        &validator,
-        today(),
-    )
-    .expect_err("caught");
-    assert!(err.contains("CF_JDRQ"), "{err}");
+    // The platform code of 法人及非法人组织 edited: the samples' rows no longer translate.
+    let text = String::from_utf8(text)
+        .expect("utf-8")
+        .replace("legal_entity = \"法人及非法人组织\"", "legal_entity = \"法人\"");
+    let adapter = compile(&dir, text.as_bytes()).expect("compiles");
+    let err =
+        conformance::check(&adapter, |ds, side| samples(&dir, ds, side), &validator, today()).expect_err("caught");
+    assert!(err.contains("_XDR_LB [adapter.code_unknown]"), "{err}");
 }
 
 // ---- load-time refusals ----
@@ -202,9 +212,13 @@ fn mappings_that_cannot_work_are_load_time_errors() {
     // A required canonical field with no column (淄博 ingests, so it must be representable).
     let msg = refused(&dir, &text.replace("  { column = \"CF_WSH\", field = \"decision_doc_no\" },\n", ""));
     assert!(msg.contains("required canonical field decision_doc_no"), "{msg}");
-    // A platform column required by its schema that nothing fills (淄博 also delivers).
-    let msg = refused(&dir, &text.replace("  { column = \"XK_XKJG\", field = \"issuing_authority\" },\n", ""));
-    assert!(msg.contains("issuing_authority") || msg.contains("XK_XKJG"), "{msg}");
+    // A platform column required by its schema that nothing fills (信用中国 only takes deliveries,
+    // so only the delivery-side check can catch it).
+    let national = adapters_dir().join("xinyong-zhongguo");
+    let national_text = std::fs::read_to_string(national.join("manifest.toml")).expect("manifest");
+    let msg =
+        refused(&national, &national_text.replace("  { column = \"XK_XKJG\", field = \"issuing_authority\" },\n", ""));
+    assert!(msg.contains("column XK_XKJG is required by the platform schema"), "{msg}");
     // An unknown canonical field, an unknown column, a missing code table, a code the
     // canonical enum does not allow.
     let msg = refused(&dir, &text.replace("field = \"remarks\"", "field = \"remark\""));

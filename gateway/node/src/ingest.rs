@@ -144,10 +144,12 @@ impl Gateway {
     /// that came from a column name the column too, so the platform's people can find it.
     pub async fn push_rows(
         self: &Arc<Self>,
+        platform: &str,
         dataset: Arc<gateway_core::adapter::Dataset>,
         rows: Vec<gateway_core::adapter::Row>,
         now: OffsetDateTime,
     ) -> Result<BatchResult, ApiError> {
+        let intake = crate::relay::adapter_destination(platform);
         let this = Arc::clone(self);
         let today = today_in_china(now);
         let checked = tokio::task::spawn_blocking(move || {
@@ -157,7 +159,7 @@ impl Gateway {
                     let record = this.validator.check(canonical, today).map_err(|errors| {
                         errors.into_iter().map(|e| crate::adapters::name_column(&dataset, e)).collect::<Vec<_>>()
                     })?;
-                    Ok(this.incoming(record))
+                    Ok(Incoming { intake: Some(intake.clone()), ..this.incoming(record) })
                 })
                 .collect::<Vec<Checked>>()
         })
@@ -337,7 +339,7 @@ impl Gateway {
     /// Adds the publicity deadline to a validated record.
     pub fn incoming(&self, record: ValidRecord) -> Incoming {
         let deadline = record.clock_start.and_then(|start| self.calendar.deadline(start).ok());
-        Incoming { record, deadline }
+        Incoming { record, deadline, intake: None }
     }
 }
 

@@ -502,13 +502,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let collectors: Vec<_> = adapters
-        .iter()
-        .filter(|a| a.adapter.manifest.transport.mode == gateway_core::adapter::Mode::Database)
-        .map(|a| {
-            tokio::spawn(credit_gateway::adapters::database::run(Arc::clone(&gateway), Arc::clone(a), stopped.clone()))
-        })
-        .collect();
+    // 前置库 collectors, inbox watchers and service pullers.
+    let collectors = credit_gateway::adapters::start_ingest(&gateway, &adapters, &config.data_dir, &stopped);
     let federation_task = federation.map(|f| tokio::spawn(f.serve(stopped_signal(stopped.clone()))));
     let expiries = tokio::spawn(publicity_expiry_loop(Arc::clone(&gateway)));
     let api = server::run(listener, gateway, stopped_signal(stopped));

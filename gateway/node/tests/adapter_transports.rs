@@ -79,7 +79,17 @@ async fn json_packages_are_collected_once_and_half_written_or_tampered_ones_neve
     rows.push(bad);
     let data = serde_json::to_vec(&rows).expect("json");
     package(&inbox.join("henan_CF_001.zip"), "CF", "data.json", &data, rows.len(), false);
-    package(&inbox.join("henan_CF_002.zip"), "CF", "data.json", &data, rows.len(), true);
+    // The tampered package holds other records: had it been stored, the count would show them.
+    let other: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r["CF_WSH"] = format!("{}-改", r["CF_WSH"].as_str().expect("doc no")).into();
+            r
+        })
+        .collect();
+    let other = serde_json::to_vec(&other).expect("json");
+    package(&inbox.join("henan_CF_002.zip"), "CF", "data.json", &other, rows.len(), true);
     // Still being written: a temporary name, and a ZIP cut short a moment ago.
     std::fs::write(inbox.join(".henan_CF_003.zip.part"), &data).expect("part");
     let whole = std::fs::read(inbox.join("henan_CF_001.zip")).expect("zip");
@@ -158,7 +168,7 @@ async fn an_xlsx_package_written_for_a_platform_reads_back_through_its_adapter()
     // Seed the store through the adapter itself (JSON rows), then deliver and read back as XLSX.
     let ds = Arc::clone(loaded.adapter.dataset("XK").expect("XK"));
     let first = gateway
-        .push_rows(ds, serde_json::from_slice(&data).expect("rows"), time::OffsetDateTime::now_utc())
+        .push_rows(loaded.id(), ds, serde_json::from_slice(&data).expect("rows"), time::OffsetDateTime::now_utc())
         .await
         .expect("push");
     assert_eq!(first.accepted, rows.len());
@@ -181,10 +191,16 @@ async fn pages_pulled_from_a_platform_interface_resume_from_a_durable_cursor() {
         "/api/sgs/{dataset}/list",
         axum::routing::get(
             |UrlPath(dataset): UrlPath<String>, Query(q): Query<std::collections::HashMap<String, String>>| async move {
-                let rows = samples("xinyong-shandong", &dataset, "platform");
+                let mut rows = samples("xinyong-shandong", &dataset, "platform");
+                // One row a department got wrong: refused, and said why.
+                let mut bad = rows[0].clone();
+                bad[if dataset == "CF" { "CF_WSH" } else { "XK_WSH" }] = "鲁错〔2026〕1号".into();
+                bad[if dataset == "CF" { "CF_XDR_LB" } else { "XK_XDR_LB" }] = "企业".into();
+                rows.push(bad);
                 let from: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
                 let page: Vec<Value> = rows.iter().skip(from).take(2).cloned().collect();
-                let next = (from + page.len()).to_string();
+                // The end of the data for now: no next cursor.
+                let next = (!page.is_empty()).then(|| (from + page.len()).to_string());
                 axum::Json(json!({"rows": page, "next_cursor": next}))
             },
         ),
@@ -205,9 +221,57 @@ async fn pages_pulled_from_a_platform_interface_resume_from_a_durable_cursor() {
         }
         pulled += n;
     }
-    assert_eq!(pulled, total);
+    assert_eq!(pulled, total + 2, "every row of both datasets, the two bad ones included");
     assert_eq!(gateway.store.count().await.expect("count"), total as i64);
-    // A restarted puller starts at the saved cursor: nothing is pulled twice.
+    let rejected = std::fs::read_to_string(state.join("xinyong-shandong/CF.rejected.jsonl")).expect("rejections kept");
+    assert!(rejected.contains("schema.enum") && rejected.contains("/CF_XDR_LB"), "{rejected}");
+    // Pulling again starts at the saved cursor (read from disk each time): nothing twice.
     assert_eq!(service::pull_once(&gateway, &loaded, &state).await.expect("pull"), 0);
-    assert!(state.join("xinyong-shandong/XK.cursor").exists());
+    assert_eq!(std::fs::read_to_string(state.join("xinyong-shandong/XK.cursor")).expect("cursor"), "5");
+}
+
+/// `serve` starts the ingest transports of its adapters: a package dropped into 信用河南's inbox
+/// is collected by the running node process, with its result file.
+#[test]
+fn a_serving_node_collects_packages_from_its_inbox() {
+    let (tmp, pki) = common::demo_pki(Alg::EdDsa);
+    let inbox = tmp.path().join("in");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    let rows = samples("xinyong-henan", "XK", "platform");
+    package(
+        &inbox.join("henan_XK_001.zip"),
+        "XK",
+        "data.json",
+        &serde_json::to_vec(&rows).expect("json"),
+        rows.len(),
+        false,
+    );
+    let config = tmp.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\nenabled = false\n\n[[adapters]]\nmanifest = {:?}\nsignature = {:?}\ninbox = {:?}\noutbox = {:?}\n\
+             poll_interval_ms = 50\n",
+            adapter_dir("xinyong-henan").join("manifest.toml").display().to_string(),
+            credit_gateway::pki::adapter_signature_file(&pki, "xinyong-henan").display().to_string(),
+            inbox.display().to_string(),
+            tmp.path().join("out").display().to_string()
+        ),
+    )
+    .expect("config");
+    let fed = format!("127.0.0.1:{}", common::free_port());
+    let (pki_arg, config_arg) = (pki.display().to_string(), config.display().to_string());
+    let _node = common::Node::start_with(
+        &tmp.path().join("data"),
+        &["--member", "cn-410000", "--pki", &pki_arg, "--federation-listen", &fed, "--config", &config_arg],
+    );
+    let result = tmp.path().join("out/henan_XK_001.zip.result.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !result.exists() {
+        assert!(std::time::Instant::now() < deadline, "the node never collected its inbox");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let r: Value = serde_json::from_slice(&std::fs::read(&result).expect("result")).expect("json");
+    assert_eq!(r["accepted"], rows.len(), "{r}");
+    assert!(inbox.join("done/henan_XK_001.zip").exists());
 }

@@ -196,10 +196,17 @@ async fn an_excel_report_entering_zhoucun_leaves_xinyong_zhongguo_in_v2_columns(
     }
     let bad = note(&xk[licences - 1]);
     assert!(bad.starts_with("未入库") && bad.contains("uscc.check_char") && bad.contains("统一社会信用代码"), "{bad}");
+    let cf = credit_gateway::adapters::xlsx::read_sheet(&annotated, "行政处罚").expect("sheet");
+    assert_eq!(cf.len(), penalties);
+    assert!(cf.iter().all(|row| note(row) == "已入库"), "{cf:?}");
     let other = credit_gateway::adapters::xlsx::read_sheet(&annotated, "表彰奖励").expect("sheet");
     assert!(note(&other[0]).starts_with("未交换"), "{other:?}");
+    // The 汇总 sheet: the unit first, then one line per sheet with its counts.
     let summary_sheet = credit_gateway::adapters::xlsx::read_sheet(&annotated, "汇总").expect("summary sheet");
-    assert!(!summary_sheet.is_empty());
+    let cells: Vec<String> = summary_sheet.iter().flat_map(|r| r.values().cloned()).collect();
+    for expected in ["11370306MB28501648", "2026-10", "行政许可", "行政处罚", "表彰奖励", "合计"] {
+        assert!(cells.iter().any(|c| c == expected), "{expected} missing from 汇总: {cells:?}");
+    }
 
     // The public penalties reach 信用中国 and leave through its adapter in the v2 columns.
     let public_penalties: Vec<Value> =
@@ -292,7 +299,7 @@ fn a_node_refuses_an_altered_unapproved_or_unsigned_manifest_at_start_up() {
     let manifest = adapter.join("manifest.toml");
     let signature = credit_gateway::pki::adapter_signature_file(&pki, "zhoucun-district");
 
-    // One byte changed: 周村区's region code in a constant, 370306 → 370307.
+    // One byte changed: 周村区's region code, 370306 → 370307.
     let mut altered = original.clone();
     let at = altered.windows(22).position(|w| w == b"region_code = \"370306\"").expect("region constant");
     altered[at + 20] = b'7';

@@ -125,7 +125,7 @@ async fn stage(db: &StagingDb, rows: usize) -> (usize, usize) {
 
 async fn count(db: &StagingDb, sql: &'static str) -> i64 {
     let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    sqlx::query(sql).fetch_one(&mut conn).await.map(|r| r.get::<i64, _>(0)).unwrap_or(0)
+    sqlx::query(sql).fetch_one(&mut conn).await.map(|r| r.get::<i64, _>(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn start(dir: &Path, api: u16, pki: &Path, config: &Path) -> common::Node {

@@ -18,7 +18,11 @@ fn prepare(records: &[Value]) -> Vec<Incoming> {
     let validator = RecordValidator::new(&ValidationPolicy::default()).expect("validator");
     records
         .iter()
-        .map(|r| Incoming { record: validator.check(r.clone(), date!(2026 - 11 - 22)).expect("valid"), deadline: None })
+        .map(|r| Incoming {
+            record: validator.check(r.clone(), date!(2026 - 11 - 22)).expect("valid"),
+            deadline: None,
+            intake: None,
+        })
         .collect()
 }
 

@@ -28,6 +28,16 @@ pub fn check(dirs: &[PathBuf]) -> anyhow::Result<bool> {
                 continue;
             }
         };
+        let folder_name = folder.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if folder_name != adapter.id() {
+            println!(
+                "FAIL {}: the folder is named {folder_name:?}, the platform id is {:?}",
+                manifest.display(),
+                adapter.id()
+            );
+            ok = false;
+            continue;
+        }
         let samples = |dataset: &str, side: &str| {
             let path = folder.join("samples").join(format!("{dataset}.{side}.json"));
             let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -116,12 +116,37 @@ async fn push(loaded: &Loaded, b: &Batch<'_>) -> Result<String, DeliverError> {
     let body = response.text().await.unwrap_or_default();
     if status.is_success() {
         Ok(url)
-    } else if status.is_client_error() {
-        let answer: Value = serde_json::from_str(&body).unwrap_or(json!(body));
-        Err(DeliverError::Refused(json!({"status": status.as_u16(), "url": url, "answer": answer})))
+    } else if matches!(status.as_u16(), 400 | 413 | 422) {
+        // The rows themselves were refused: the relay narrows it down to the record. The
+        // platform's answer is kept short — it may echo rows, and rows carry identity numbers.
+        Err(DeliverError::Refused(json!({"status": status.as_u16(), "url": url, "answer": excerpt(&body)})))
     } else {
-        Err(transient(anyhow::anyhow!("{url} answered {status}: {body}")))
+        // Authentication, a wrong path, rate limits, server errors: retried with back-off
+        // while an operator looks; nothing is dead-lettered for them.
+        Err(transient(anyhow::anyhow!("{url} answered {status}: {}", excerpt(&body))))
     }
+}
+
+/// The start of a platform's answer, with digit runs long enough to be identity numbers masked.
+fn excerpt(body: &str) -> String {
+    let short: String = body.chars().take(300).collect();
+    let mut out = String::with_capacity(short.len());
+    let mut run = String::new();
+    for c in short.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() {
+            run.push(c);
+            continue;
+        }
+        if run.len() >= 15 && run.chars().filter(char::is_ascii_digit).count() >= 14 {
+            out.push_str(&"*".repeat(run.len()));
+        } else {
+            out.push_str(&run);
+        }
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
 }
 
 /// 文件方式: a ZIP package (data file + `manifest.json` with the record count and SHA-256 of
@@ -140,7 +165,8 @@ fn write_package(loaded: &Loaded, b: &Batch<'_>, now: time::OffsetDateTime) -> a
         PackageFormat::Xlsx => ("data.xlsx", xlsx_bytes(b.dataset, &b.rows)?),
     };
     let manifest = json!({
-        "package_id": Uuid::now_v7(),
+        // The same records make the same package id: a platform can spot a package sent again.
+        "package_id": format!("{}-{}-{first}-{}", loaded.id(), b.dataset.spec.name, b.records.last().map_or(0, |r| r.seq)),
         "platform": loaded.id(),
         "dataset": b.dataset.spec.name,
         "record_type": b.dataset.record_type.as_str(),

@@ -64,7 +64,7 @@ pub async fn collect(gateway: &Arc<Gateway>, loaded: &Arc<Loaded>) -> anyhow::Re
     let mut settled = 0;
     for path in packages {
         let result = match read_package(loaded, &path) {
-            Ok(Some(package)) => store(gateway, &package).await?,
+            Ok(Some(package)) => store(gateway, loaded.id(), &package).await?,
             Ok(None) => continue,
             Err(refusal) => json!({"status": "refused", "reason": format!("{refusal:#}")}),
         };
@@ -171,18 +171,17 @@ fn parse_rows(ds: &Dataset, format: PackageFormat, bytes: &[u8]) -> anyhow::Resu
             let tmp = tempfile::NamedTempFile::new()?;
             std::fs::write(tmp.path(), bytes)?;
             let sheet = ds.spec.sheet.clone().unwrap_or_else(|| ds.spec.name.clone());
-            let rows = super::xlsx::read_sheet(tmp.path(), &sheet)?;
-            Ok(rows.into_iter().map(|r| ds.row_from_text(r)).collect())
+            super::xlsx::read_rows(tmp.path(), &sheet)
         }
     }
 }
 
 /// Stores a package's rows; returns its result document.
-async fn store(gateway: &Arc<Gateway>, p: &Package) -> anyhow::Result<Value> {
+async fn store(gateway: &Arc<Gateway>, platform: &str, p: &Package) -> anyhow::Result<Value> {
     let mut outcomes: Vec<RecordOutcome> = Vec::with_capacity(p.rows.len());
     for chunk in p.rows.chunks(CHUNK_ROWS) {
         let result = gateway
-            .push_rows(Arc::clone(&p.dataset), chunk.to_vec(), OffsetDateTime::now_utc())
+            .push_rows(platform, Arc::clone(&p.dataset), chunk.to_vec(), OffsetDateTime::now_utc())
             .await
             .map_err(|e| anyhow::anyhow!("storing rows: {e:?}"))?;
         let base = outcomes.len();
@@ -216,10 +215,21 @@ fn finish(loaded: &Loaded, path: &Path, result: &Value) -> anyhow::Result<()> {
     doc["finished_at"] = crate::clock::format_timestamp(OffsetDateTime::now_utc()).into();
     let tmp = results.join(format!(".{name}.result.json.part"));
     std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)?;
-    std::fs::rename(&tmp, results.join(format!("{name}.result.json")))?;
+    let mut result_file = results.join(format!("{name}.result.json"));
+    if result_file.exists() {
+        let stamp = crate::clock::format_timestamp(OffsetDateTime::now_utc()).replace(':', "");
+        result_file = results.join(format!("{name}.{stamp}.result.json"));
+    }
+    std::fs::rename(&tmp, result_file)?;
     let done = inbox.join("done");
     std::fs::create_dir_all(&done)?;
-    std::fs::rename(path, done.join(name)).with_context(|| format!("moving {name} to done/"))?;
+    // A platform that reuses a package name does not overwrite the earlier package.
+    let mut target = done.join(name);
+    if target.exists() {
+        target =
+            done.join(format!("{}.{name}", crate::clock::format_timestamp(OffsetDateTime::now_utc()).replace(':', "")));
+    }
+    std::fs::rename(path, &target).with_context(|| format!("moving {name} to done/"))?;
     tracing::info!(platform = loaded.id(), package = name, status = %doc["status"], "package collected");
     Ok(())
 }

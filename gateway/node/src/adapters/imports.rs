@@ -90,7 +90,10 @@ impl Imports {
         let (input, output, summary_path) = (self.upload_path(id), self.feedback_path(id), self.summary_path(id));
         let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let result = super::xlsx::import(&gateway, &adapter.adapter, &input, &output, &req, &job.progress, &rt);
+            let run = || super::xlsx::import(&gateway, &adapter.adapter, &input, &output, &req, &job.progress, &rt);
+            // A bug must not leave the job "running" for ever: a panic ends it as failed.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("internal error while importing (see the node's log)")));
             let outcome = match result {
                 Ok(summary) => {
                     tracing::info!(import = %id, unit = %req.unit, rows = summary.rows, rejected = summary.rejected, "monthly report imported");

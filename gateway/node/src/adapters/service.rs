@@ -4,6 +4,8 @@
 //! `{"rows": [...], "next_cursor": "…" | null}`. The cursor of each dataset is kept in
 //! `<data_dir>/adapters/<platform>/<dataset>.cursor` and moves only after the page's rows are
 //! stored: a kill in between means the page is pulled again and its rows answered `duplicate`.
+//! A page without a `next_cursor` (or with the same one) is the end of the data for now. Refused
+//! rows are written with their reasons to `<dataset>.rejected.jsonl` beside the cursor.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,31 +80,50 @@ async fn pull_page(
     let status = resp.status();
     anyhow::ensure!(status.is_success(), "{url} answered {status}");
     let page: Value = resp.json().await.with_context(|| format!("{url} did not answer JSON"))?;
-    let rows: Vec<_> = page["rows"]
-        .as_array()
-        .with_context(|| format!("{url} answered without a `rows` array"))?
+    let cells = page["rows"].as_array().with_context(|| format!("{url} answered without a `rows` array"))?;
+    // A page must be rows: anything else is refused whole and pulled again, not skipped.
+    let rows = cells
         .iter()
-        .filter_map(|r| r.as_object().cloned())
-        .collect();
+        .enumerate()
+        .map(|(i, r)| r.as_object().cloned().with_context(|| format!("{url}: rows[{i}] is not an object")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let count = rows.len();
     if count > 0 {
         let result = gateway
-            .push_rows(Arc::clone(ds), rows, OffsetDateTime::now_utc())
+            .push_rows(loaded.id(), Arc::clone(ds), rows, OffsetDateTime::now_utc())
             .await
             .map_err(|e| anyhow::anyhow!("storing rows: {e:?}"))?;
         tracing::info!(platform = loaded.id(), dataset = %ds.spec.name, rows = count, rejected = result.rejected, "page pulled");
         if result.rejected > 0 {
-            for o in result.outcomes.iter().filter(|o| !o.errors.is_empty()) {
-                let rules: Vec<&str> = o.errors.iter().map(|e| e.rule.as_str()).collect();
-                tracing::warn!(platform = loaded.id(), dataset = %ds.spec.name, row = o.index, ?rules, "pulled row rejected");
-            }
+            record_rejections(&state_dir.join(loaded.id()), &ds.spec.name, cursor.trim(), &result)?;
         }
     }
-    if let Some(next) = page["next_cursor"].as_str().filter(|n| *n != cursor.trim()) {
-        std::fs::create_dir_all(cursor_file.parent().unwrap_or(state_dir))?;
-        let tmp = cursor_file.with_extension("cursor.part");
-        std::fs::write(&tmp, next)?;
-        std::fs::rename(&tmp, &cursor_file)?;
-    }
+    // The end of the data is a page with no next cursor (or the same one): wait for new rows.
+    let Some(next) = page["next_cursor"].as_str().filter(|n| *n != cursor.trim()) else { return Ok(0) };
+    std::fs::create_dir_all(cursor_file.parent().unwrap_or(state_dir))?;
+    let tmp = cursor_file.with_extension("cursor.part");
+    std::fs::write(&tmp, next)?;
+    std::fs::rename(&tmp, &cursor_file)?;
     Ok(count)
+}
+
+/// Pull mode has no answer channel to the platform: refused rows and their reasons go to
+/// `<dataset>.rejected.jsonl` beside the cursor (one line per row: the page's cursor, the row's
+/// index, its errors), for the platform's operators.
+fn record_rejections(
+    dir: &std::path::Path,
+    dataset: &str,
+    cursor: &str,
+    result: &crate::ingest::BatchResult,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{dataset}.rejected.jsonl")))?;
+    for o in result.outcomes.iter().filter(|o| !o.errors.is_empty()) {
+        let line = serde_json::json!({"cursor": cursor, "index": o.index, "errors": o.errors});
+        writeln!(file, "{line}")?;
+    }
+    file.sync_data()?;
+    Ok(())
 }

@@ -120,6 +120,7 @@ pub fn import(
         let width = reader.dimensions().end.1 + 1;
         let mut sheet = SheetCopy {
             ws,
+            platform: adapter.id().to_owned(),
             red: &red,
             bold: &bold,
             dataset,
@@ -161,6 +162,13 @@ pub fn import(
             .map(|s| s.rows)
             .sum::<u64>()
     };
+    anyhow::ensure!(
+        sheets.iter().any(|s| s.dataset.is_some()),
+        "the workbook has none of the sheets {} reports use ({}); its sheets are {}",
+        adapter.manifest.platform.name,
+        adapter.datasets.iter().filter_map(|d| d.spec.sheet.clone()).collect::<Vec<_>>().join("、"),
+        names.join("、")
+    );
     let (licenses, penalties) = (reported("admin_license"), reported("admin_penalty"));
     let zero_report = licenses == 0 && penalties == 0;
     let monthly = monthly_report(adapter, req, licenses, penalties, OffsetDateTime::now_utc());
@@ -184,7 +192,10 @@ pub fn import(
     };
     progress.rows_done.store(progress.rows_total.load(Ordering::Relaxed).max(summary.rows), Ordering::Relaxed);
     write_summary(out.add_worksheet(), &summary, req, &bold)?;
-    out.save(output).with_context(|| format!("writing {}", output.display()))?;
+    // Written whole, then renamed: a half-written feedback workbook is never served.
+    let part = output.with_extension("xlsx.part");
+    out.save(&part).with_context(|| format!("writing {}", part.display()))?;
+    std::fs::rename(&part, output).with_context(|| format!("writing {}", output.display()))?;
     Ok(summary)
 }
 
@@ -196,6 +207,7 @@ type PendingRow = (u32, Vec<(u16, Value)>, Row);
 /// with their feedback (constant-memory sheets take rows in order only).
 struct SheetCopy<'a> {
     ws: &'a mut Worksheet,
+    platform: String,
     red: &'a Format,
     bold: &'a Format,
     dataset: Option<Arc<Dataset>>,
@@ -225,7 +237,8 @@ impl SheetCopy<'_> {
             for (c, v) in &cells {
                 self.header[usize::from(*c)] = header_name(v);
             }
-            self.feedback_col = u16::try_from(width).unwrap_or(u16::MAX - 1).max(last + 1);
+            // After every column the sheet uses (Excel's last column is XFD, index 16383).
+            self.feedback_col = u16::try_from(width.max(u32::from(last) + 1).min(16_383)).unwrap_or(16_383);
             write_cells(self.ws, r, &cells)?;
             self.ws.write_string_with_format(r, self.feedback_col, FEEDBACK_HEADER, self.bold)?;
             return Ok(());
@@ -267,7 +280,7 @@ impl SheetCopy<'_> {
             Some(ds) => {
                 let rows = pending.iter().map(|(_, _, row)| row.clone()).collect();
                 let result = rt
-                    .block_on(gateway.push_rows(Arc::clone(ds), rows, OffsetDateTime::now_utc()))
+                    .block_on(gateway.push_rows(&self.platform, Arc::clone(ds), rows, OffsetDateTime::now_utc()))
                     .map_err(|e| anyhow::anyhow!("storing rows: {e:?}"))?;
                 self.count(&result);
                 result.outcomes.iter().map(feedback).collect()
@@ -342,7 +355,12 @@ fn cell_value(v: &DataRef<'_>) -> Value {
         DataRef::Int(i) => Value::from(*i),
         DataRef::Float(f) => serde_json::Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
         DataRef::Bool(b) => Value::String(if *b { "是" } else { "否" }.into()),
-        DataRef::DateTime(d) => excel_date(d.as_f64()).map(Value::String).unwrap_or(Value::Null),
+        // A date-formatted cell holding something that is no date (an ID number typed into a
+        // date column) keeps its number, for the rules to refuse with a reason.
+        DataRef::DateTime(d) => excel_date(d.as_f64())
+            .map(Value::String)
+            .or_else(|| serde_json::Number::from_f64(d.as_f64()).map(Value::Number))
+            .unwrap_or(Value::Null),
         DataRef::DateTimeIso(s) => Value::String(s.chars().take(10).collect()),
         DataRef::DurationIso(s) => Value::String(s.clone()),
         DataRef::Error(e) => Value::String(format!("#{e}")),
@@ -352,6 +370,10 @@ fn cell_value(v: &DataRef<'_>) -> Value {
 
 /// An Excel serial date (1900 date system) as `YYYY-MM-DD`.
 fn excel_date(serial: f64) -> Option<String> {
+    // Excel's dates run from 1900-01-01 (1) to 9999-12-31 (2958465).
+    if !(1.0..2_958_466.0).contains(&serial) {
+        return None;
+    }
     // Day 60 is the phantom 1900-02-29; serials after it count from 1899-12-30.
     let epoch = time::Date::from_calendar_date(1899, time::Month::December, 30).ok()?;
     let days = serial.floor() as i64;
@@ -506,6 +528,37 @@ pub fn count_rows(path: &Path) -> anyhow::Result<u64> {
         }
     }
     Ok(rows)
+}
+
+/// Reads one sheet as rows keyed by its header (first non-empty row), cells converted as an
+/// import converts them (text, numbers, dates as `YYYY-MM-DD`). For packages, which are small.
+pub fn read_rows(path: &Path, sheet: &str) -> anyhow::Result<Vec<Row>> {
+    let mut book: Xlsx<_> = calamine::open_workbook(path)?;
+    let mut reader =
+        book.worksheet_cells_reader(sheet).with_context(|| format!("the workbook has no sheet {sheet}"))?;
+    let mut by_row: Vec<(u32, Vec<(u32, Value)>)> = Vec::new();
+    while let Some(cell) = reader.next_cell()? {
+        let (r, c) = cell.get_position();
+        let value = cell_value(cell.get_value());
+        if value.is_null() {
+            continue;
+        }
+        match by_row.last_mut() {
+            Some((row, cells)) if *row == r => cells.push((c, value)),
+            _ => by_row.push((r, vec![(c, value)])),
+        }
+    }
+    let mut rows = by_row.into_iter();
+    let Some((_, head)) = rows.next() else { return Ok(Vec::new()) };
+    let header: BTreeMap<u32, String> = head.iter().map(|(c, v)| (*c, header_name(v))).collect();
+    Ok(rows
+        .map(|(_, cells)| {
+            cells
+                .into_iter()
+                .filter_map(|(c, v)| header.get(&c).filter(|n| !n.is_empty()).map(|n| (n.clone(), v)))
+                .collect()
+        })
+        .collect())
 }
 
 /// Reads a sheet of a (small) workbook into rows keyed by header (tests read feedback with it).

@@ -125,6 +125,13 @@ pub(super) async fn status(
 )]
 pub(super) async fn feedback(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = import_id(&id)?;
+    let done = gw.imports.status(id).is_some_and(|s| s.state == crate::adapters::imports::ImportState::Done);
+    if !done {
+        return Err(ApiError::not_found(
+            "该导入的反馈工作簿（导入可能尚未完成）",
+            "feedback workbook (the import may still run)",
+        ));
+    }
     let bytes = tokio::fs::read(gw.imports.feedback_path(id)).await.map_err(|_| {
         ApiError::not_found("该导入的反馈工作簿（导入可能尚未完成）", "feedback workbook (the import may still run)")
     })?;

@@ -330,6 +330,12 @@ impl Shared {
                     stopped = true;
                     break 'scan;
                 }
+                // A platform takes one dataset per push or package: a batch holds one record
+                // type, so a failure never leaves half a batch delivered.
+                if dest.link == Link::Adapter && batch.items.first().is_some_and(|f| f.record_type != row.record_type) {
+                    stopped = true;
+                    break 'scan;
+                }
                 after = row.seq;
                 let id = row.record_id.to_string();
                 if touches(&row, &blocked) {

@@ -171,6 +171,22 @@ mod tests {
     }
 
     #[test]
+    fn a_platform_adapter_takes_public_records_of_its_types_and_never_its_own_rows_back() {
+        let router = Router::new(&[]);
+        let registry = crate::pki::demo_registry_for_tests();
+        let zibo = Destination {
+            record_types: vec!["admin_penalty".into()],
+            ..Destination::new(adapter_destination("xinyong-zibo"), Link::Adapter)
+        };
+        assert!(router.sends(&zibo, &record("admin_penalty", "public", None, None), &registry));
+        assert!(!router.sends(&zibo, &record("admin_penalty", "gov_shared", None, None), &registry));
+        assert!(!router.sends(&zibo, &record("admin_license", "public", None, None), &registry));
+        let pulled_from_zibo = record("admin_penalty", "public", None, Some("adapter:xinyong-zibo"));
+        assert!(!router.sends(&zibo, &pulled_from_zibo, &registry));
+        assert!(router.sends(&dest("cn-370000", Link::Parent), &pulled_from_zibo, &registry));
+    }
+
+    #[test]
     fn configured_rules_come_first() {
         let skip_licenses = RouteRule {
             destination: "parent".into(),

@@ -108,7 +108,7 @@ macro_rules! insert_rows {
             let mut qb = QueryBuilder::new(
                 "INSERT INTO records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
                      subject_uscc, clock_start, deadline, received_at, content, envelope_digest, leaf_index, origin_proof, \
-                     disclosure, target_origin, target_record_id, target_version) ",
+                     disclosure, target_origin, target_record_id, target_version, intake) ",
             );
             qb.push_values($chunk, |mut b, row| {
                 let r = &row.incoming.record;
@@ -131,7 +131,8 @@ macro_rules! insert_rows {
                     .push_bind(r.disclosure.as_str())
                     .push_bind(r.target.as_ref().map(|t| t.origin.as_str()))
                     .push_bind(r.target.as_ref().map(|t| t.record_id.as_str()))
-                    .push_bind(r.target.as_ref().map(|t| t.version));
+                    .push_bind(r.target.as_ref().map(|t| t.version))
+                    .push_bind(row.incoming.intake.as_deref());
             });
             qb
     }};
@@ -191,6 +192,8 @@ pub struct Incoming {
     pub record: ValidRecord,
     /// The publicity deadline, when the type has one and the calendar knows it.
     pub deadline: Option<Date>,
+    /// The platform adapter it came in through (`adapter:<platform>`), if any.
+    pub intake: Option<String>,
 }
 
 /// What the store did with one incoming record.

@@ -23,6 +23,7 @@ pub struct QueuedRecord {
     pub target_origin: Option<String>,
     pub target_record_id: Option<String>,
     /// The member it arrived from; `None` for records pushed here by departments.
+    /// The member that sent it, or the adapter it came in through (`adapter:<platform>`).
     pub arrived_from: Option<String>,
 }
 
@@ -399,7 +400,7 @@ impl Store {
 }
 
 const QUEUED_COLUMNS: &str = "SELECT r.seq, r.record_id, r.version, r.origin, r.record_type, r.disclosure, \
-     r.target_origin, r.target_record_id, e.sender FROM records r LEFT JOIN envelopes e ON e.digest = r.envelope_digest";
+     r.target_origin, r.target_record_id, COALESCE(e.sender, r.intake) FROM records r LEFT JOIN envelopes e ON e.digest = r.envelope_digest";
 
 fn queued_record<R: Row>(row: &R) -> Result<QueuedRecord, StoreError>
 where
