@@ -321,3 +321,43 @@ fn a_node_refuses_an_altered_unapproved_or_unsigned_manifest_at_start_up() {
     let err = refused_start(&root.join("d3"), &pki, &config_with(root, &manifest, &root.join("missing.sig")));
     assert!(err.contains("manifest is unsigned"), "{err}");
 }
+
+/// A workbook with none of the report sheets is not a zero report: the import fails and says
+/// which sheets it expected; a file that is no workbook is refused at the door.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workbook_without_report_sheets_is_refused_not_taken_as_a_zero_report() {
+    let (tmp, pki) = common::demo_pki(Alg::EdDsa);
+    let (_, node) = common::start_federation_node(&pki, "cn-370306", &tmp.path().join("node")).await;
+    let registry = node.registry.read().expect("registry").clone();
+    let loaded = load_all(&[binding(&pki, "zhoucun-district")], &registry, "cn-370306").expect("adapter loads");
+    node.gateway.adapters.set(loaded).expect("set once");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(credit_gateway::server::run(listener, Arc::clone(&node.gateway), std::future::pending()));
+
+    let mut book = Workbook::new();
+    let ws = book.add_worksheet();
+    ws.write_string(0, 0, "行政相对人名称").expect("cell");
+    ws.write_string(1, 0, "淄博周村某公司").expect("cell");
+    let bytes = book.save_to_buffer().expect("workbook");
+    let client = reqwest::Client::new();
+    let url =
+        format!("{api}/api/v1/imports?unit=淄博市周村区市场监督管理局&unit_uscc=11370306MB28501648&period=2026-10");
+    let started: Value = client.post(&url).body(bytes).send().await.expect("upload").json().await.expect("json");
+    let id = started["import_id"].as_str().expect("id").to_owned();
+    let mut status = Value::Null;
+    common::eventually("the import to end", Duration::from_secs(30), async || {
+        status =
+            client.get(format!("{api}/api/v1/imports/{id}")).send().await.expect("get").json().await.expect("json");
+        status["state"] != "running"
+    })
+    .await;
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(status["error"].as_str().expect("error").contains("行政许可、行政处罚"), "{status}");
+    let feedback = client.get(format!("{api}/api/v1/imports/{id}/feedback.xlsx")).send().await.expect("get");
+    assert_eq!(feedback.status(), 404);
+    assert_eq!(node.gateway.store.count().await.expect("count"), 0, "no monthly report was stored");
+
+    let refused = client.post(&url).body("not a workbook").send().await.expect("upload");
+    assert_eq!(refused.status(), 415);
+}

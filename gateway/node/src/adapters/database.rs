@@ -13,7 +13,6 @@
 //! never read again.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use gateway_core::adapter::Dataset;
@@ -64,14 +63,11 @@ impl Dialect {
     }
 }
 
-/// Collects one database-mode adapter until `stop` fires.
+/// Collects one database-mode adapter until `stop` fires (connecting again while the 前置库 is
+/// unreachable).
 pub async fn run(gateway: Arc<Gateway>, loaded: Arc<Loaded>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let every = Duration::from_millis(loaded.binding.poll_interval_ms.max(10));
-    let mut collector = None;
-    loop {
-        if *stop.borrow() {
-            return;
-        }
+    let mut collector: Option<Collector> = None;
+    while !*stop.borrow() {
         if collector.is_none() {
             match Collector::connect(&loaded).await {
                 Ok(c) => collector = Some(c),
@@ -80,21 +76,12 @@ pub async fn run(gateway: Arc<Gateway>, loaded: Arc<Loaded>, mut stop: tokio::sy
                 }
             }
         }
-        let mut busy = false;
-        if let Some(c) = &collector {
-            match c.round(&gateway).await {
-                Ok(n) => busy = n > 0,
-                Err(e) => {
-                    tracing::warn!(platform = loaded.id(), error = %format!("{e:#}"), "前置库 round failed; retrying")
-                }
-            }
-        }
-        if !busy {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = stop.changed() => {}
-            }
-        }
+        let round = match &collector {
+            Some(c) => c.round(&gateway).await,
+            None => Ok(0),
+        };
+        let busy = super::busy(&loaded, "前置库 round", round);
+        super::pause(&loaded, busy, &mut stop).await;
     }
 }
 

@@ -31,24 +31,9 @@ const CHUNK_ROWS: usize = 2_000;
 
 /// Watches one file-mode adapter's inbox until `stop` fires.
 pub async fn run(gateway: Arc<Gateway>, loaded: Arc<Loaded>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let every = Duration::from_millis(loaded.binding.poll_interval_ms.max(10));
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let busy = match collect(&gateway, &loaded).await {
-            Ok(n) => n > 0,
-            Err(e) => {
-                tracing::warn!(platform = loaded.id(), error = %format!("{e:#}"), "inbox round failed; retrying");
-                false
-            }
-        };
-        if !busy {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = stop.changed() => {}
-            }
-        }
+    while !*stop.borrow() {
+        let busy = super::busy(&loaded, "inbox round", collect(&gateway, &loaded).await);
+        super::pause(&loaded, busy, &mut stop).await;
     }
 }
 

@@ -134,6 +134,29 @@ fn check_binding(adapter: &Adapter, b: &AdapterBinding) -> anyhow::Result<()> {
     }
 }
 
+/// Whether an ingest round found work; a failed round is logged (as `what`) and counts as idle.
+pub fn busy(loaded: &Loaded, what: &str, round: anyhow::Result<usize>) -> bool {
+    match round {
+        Ok(n) => n > 0,
+        Err(e) => {
+            tracing::warn!(platform = loaded.id(), error = %format!("{e:#}"), "{what} failed; retrying");
+            false
+        }
+    }
+}
+
+/// After an idle round, waits `poll_interval_ms` (or until `stop` changes); after a busy one,
+/// goes straight on.
+pub async fn pause(loaded: &Loaded, busy: bool, stop: &mut tokio::sync::watch::Receiver<bool>) {
+    if !busy {
+        let every = std::time::Duration::from_millis(loaded.binding.poll_interval_ms.max(10));
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
 /// Starts the ingest side of every adapter that ingests: a collector per 前置库, a watcher per
 /// inbox, a puller per service interface. They stop when `stop` turns true.
 pub fn start_ingest(

@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use gateway_core::adapter::Dataset;
@@ -26,24 +25,9 @@ pub async fn run(
     state_dir: PathBuf,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let every = Duration::from_millis(loaded.binding.poll_interval_ms.max(10));
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let busy = match pull_once(&gateway, &loaded, &state_dir).await {
-            Ok(n) => n > 0,
-            Err(e) => {
-                tracing::warn!(platform = loaded.id(), error = %format!("{e:#}"), "pull failed; retrying");
-                false
-            }
-        };
-        if !busy {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = stop.changed() => {}
-            }
-        }
+    while !*stop.borrow() {
+        let busy = super::busy(&loaded, "pull", pull_once(&gateway, &loaded, &state_dir).await);
+        super::pause(&loaded, busy, &mut stop).await;
     }
 }
 

@@ -97,6 +97,15 @@ pub fn import(
     let mut book: Xlsx<_> = calamine::open_workbook(input)
         .with_context(|| format!("{} is not a readable .xlsx workbook", input.display()))?;
     let names = book.sheet_names();
+    // A workbook without any report sheet is no zero report: it is refused, saying why.
+    let expected: Vec<String> = adapter.datasets.iter().filter_map(|d| d.spec.sheet.clone()).collect();
+    anyhow::ensure!(
+        names.iter().any(|n| expected.iter().any(|e| e == n.trim())),
+        "工作簿中没有 {} 月报的工作表（{}）；其工作表为 {} · the workbook has none of the report sheets",
+        adapter.manifest.platform.name,
+        expected.join("、"),
+        names.join("、")
+    );
     let mut total = 0u64;
     for name in names.iter().filter(|n| ![GUIDE_SHEET, SUMMARY_SHEET].contains(&n.trim())) {
         let reader = book.worksheet_cells_reader(name).with_context(|| format!("sheet {name}"))?;
@@ -162,13 +171,6 @@ pub fn import(
             .map(|s| s.rows)
             .sum::<u64>()
     };
-    anyhow::ensure!(
-        sheets.iter().any(|s| s.dataset.is_some()),
-        "the workbook has none of the sheets {} reports use ({}); its sheets are {}",
-        adapter.manifest.platform.name,
-        adapter.datasets.iter().filter_map(|d| d.spec.sheet.clone()).collect::<Vec<_>>().join("、"),
-        names.join("、")
-    );
     let (licenses, penalties) = (reported("admin_license"), reported("admin_penalty"));
     let zero_report = licenses == 0 && penalties == 0;
     let monthly = monthly_report(adapter, req, licenses, penalties, OffsetDateTime::now_utc());
