@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod merkle;
 pub mod publicity;
 pub mod record;
+pub mod reporting;
 mod rules;
 pub mod sla;
 

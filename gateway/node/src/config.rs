@@ -39,6 +39,34 @@ pub struct Config {
     pub relay: RelayConfig,
     /// Platform adapters this node runs (signed manifests and where each platform is).
     pub adapters: Vec<crate::adapters::AdapterBinding>,
+    /// Monthly reporting: which departments report here, and by when.
+    pub reporting: ReportingConfig,
+}
+
+/// Monthly reporting (月报) at a district node (see `docs/operations.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportingConfig {
+    /// Day of the following month by which reports are due. Default 10.
+    pub due_day: u8,
+    /// Move a due date that is not a working day to the next working day. Default true.
+    pub roll_to_working_day: bool,
+    /// The departments registered to report here.
+    pub departments: Vec<Department>,
+}
+
+impl Default for ReportingConfig {
+    fn default() -> Self {
+        Self { due_day: 10, roll_to_working_day: true, departments: Vec::new() }
+    }
+}
+
+/// A department that reports to this node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Department {
+    pub name: String,
+    pub uscc: String,
 }
 
 /// How accepted records travel on (see `docs/operations.md`, "Relay").
@@ -242,6 +270,7 @@ impl Default for Config {
             federation: None,
             relay: RelayConfig::default(),
             adapters: Vec::new(),
+            reporting: ReportingConfig::default(),
         }
     }
 }
@@ -324,6 +353,9 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=28).contains(&self.reporting.due_day) {
+            bail!("reporting.due_day must be between 1 and 28");
+        }
         if self.limits.max_batch_records == 0 || self.limits.max_body_bytes < 1024 {
             bail!("limits.max_batch_records must be ≥ 1 and limits.max_body_bytes ≥ 1024");
         }

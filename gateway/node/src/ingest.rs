@@ -39,6 +39,8 @@ pub struct Gateway {
     pub adapters: std::sync::OnceLock<Vec<Arc<crate::adapters::Loaded>>>,
     /// Monthly-report imports: uploads, feedback workbooks and their progress.
     pub imports: crate::adapters::imports::Imports,
+    /// Who reports monthly to this node, and by when.
+    pub reporting: crate::config::ReportingConfig,
 }
 
 /// What the department-side API may see of the federation state.

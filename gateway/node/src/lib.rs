@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod interchange;
 pub mod pki;
 pub mod relay;
+pub mod reporting;
 pub mod server;
 pub mod store;
 pub mod tls;

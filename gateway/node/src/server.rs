@@ -67,6 +67,7 @@ pub async fn build_gateway(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         pull_acks: tokio::sync::Notify::new(),
         adapters: std::sync::OnceLock::new(),
         imports: crate::adapters::imports::Imports::new(config.data_dir.join("imports")),
+        reporting: config.reporting.clone(),
     }))
 }
 

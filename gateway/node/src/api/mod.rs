@@ -48,6 +48,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/imports/{id}", get(imports::status))
         .route("/api/v1/imports/{id}/feedback.xlsx", get(imports::feedback))
         .route("/api/v1/templates/monthly-report.xlsx", get(imports::template))
+        .route("/api/v1/reporting", get(reporting_status))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/docs", get(|| async { Html(docs::PAGE) }))
         .route("/healthz", get(healthz))
@@ -103,6 +104,45 @@ async fn push_records(
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::payload_too_large(limit))?;
     gw.push(bytes, OffsetDateTime::now_utc()).await.map(Json)
+}
+
+/// `GET /api/v1/reporting` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportingParams {
+    /// 所属期 `YYYY-MM`; default: last month (Beijing time).
+    pub period: Option<String>,
+}
+
+/// Monthly reporting for a period: every registered department reported, filed a zero report,
+/// reported late, is overdue or still has time; with the due date on the official calendar.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reporting",
+    tag = "imports",
+    params(ReportingParams),
+    responses((status = 200, body = crate::reporting::ReportingView), (status = 400, body = ErrorBody))
+)]
+async fn reporting_status(
+    State(gw): State<Arc<Gateway>>,
+    params: Result<Query<ReportingParams>, QueryRejection>,
+) -> Result<Json<crate::reporting::ReportingView>, ApiError> {
+    use gateway_core::reporting::Period;
+    let Query(p) =
+        params.map_err(|e| ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), e.to_string()))?;
+    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    let period = match p.period {
+        None => Period::before(today),
+        Some(s) => Period::parse(&s).ok_or_else(|| {
+            ApiError::bad_request(
+                "period.format",
+                format!("所属期 {s:?} 应写作 YYYY-MM"),
+                format!("period {s:?} must be YYYY-MM"),
+            )
+            .with_pointer("/period")
+        })?,
+    };
+    crate::reporting::view(&gw, period, today).await.map(Json).map_err(|e| ApiError::internal(&e))
 }
 
 /// A record version as the API shows it. Identity numbers are masked.
@@ -303,7 +343,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Credit Gateway API (信用信息交换网关)", description = "Department-facing API of a Credit Gateway node."),
-    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template),
+    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status),
     tags(
         (name = "records", description = "双公示 and other credit records, and lifecycle events about them"),
         (name = "relay", description = "Delivery trail, queues and dead letters"),
