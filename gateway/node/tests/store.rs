@@ -104,6 +104,25 @@ async fn the_outbox_settles_dead_letters_resends_and_trails(store: Store) {
     assert_eq!(trail.state.state, "active");
     assert_eq!(trail.versions[0].dead_letters.len(), 1);
     assert!(store.trail(uuid::Uuid::now_v7()).await.expect("trail").is_none());
+
+    // Published by two local destinations (the sink and a platform adapter): both are kept,
+    // and the trail shows the first.
+    let first = queued[0].clone();
+    for (destination, at) in
+        [("publication", "2026-11-22T09:00:00.000Z"), ("adapter:xinyong-zibo", "2026-11-22T10:00:00.000Z")]
+    {
+        let s = Settlement {
+            published: vec![(first.seq, first.record_id, first.version, format!("{destination}.file"))],
+            at: at.into(),
+            ..Settlement::default()
+        };
+        store.settle(destination, s).await.expect("settle");
+    }
+    let trail = store.trail(first.record_id).await.expect("trail").expect("held");
+    assert_eq!(trail.versions[0].published_at.as_deref(), Some("2026-11-22T09:00:00.000Z"));
+    let places: Vec<(&str, &str)> =
+        trail.versions[0].publications.iter().map(|p| (p.destination.as_str(), p.place.as_str())).collect();
+    assert_eq!(places, [("publication", "publication.file"), ("adapter:xinyong-zibo", "adapter:xinyong-zibo.file")]);
 }
 
 async fn lifecycle_events_set_the_state_of_their_target(store: Store) {

@@ -184,7 +184,7 @@ mod outbox;
 mod trail;
 pub use envelopes::{ArrivalOf, EnvelopeIn, EnvelopeStored, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope};
 pub use outbox::{DeadLetter, DeadLetterRow, Parked, QueueStats, QueuedRecord, SentEnvelope, Settlement};
-pub use trail::{EventRef, Hop, StateView, Trail, VersionTrail};
+pub use trail::{EventRef, Hop, Publication, StateView, Trail, VersionTrail};
 
 /// A validated record on its way into the store.
 #[derive(Debug, Clone)]

@@ -257,9 +257,15 @@ impl Store {
                 }
             }
             for chunk in s.published.chunks(INSERT_CHUNK) {
-                let mut qb = QueryBuilder::new("INSERT INTO publications (seq, record_id, version, published_at, file) ");
+                let mut qb =
+                    QueryBuilder::new("INSERT INTO publications (destination, seq, record_id, version, published_at, file) ");
                 qb.push_values(chunk, |mut b, (seq, id, version, file)| {
-                    b.push_bind(*seq).push_bind(id.to_string()).push_bind(*version).push_bind(s.at.as_str()).push_bind(file.as_str());
+                    b.push_bind(destination)
+                        .push_bind(*seq)
+                        .push_bind(id.to_string())
+                        .push_bind(*version)
+                        .push_bind(s.at.as_str())
+                        .push_bind(file.as_str());
                 });
                 qb.push(" ON CONFLICT DO NOTHING");
                 qb.build().execute(&mut *tx).await?;

@@ -54,10 +54,22 @@ pub struct VersionTrail {
     pub arrival_envelope: Option<String>,
     /// Every envelope that carried it onward, with the receiver's signed acknowledgement.
     pub forwarded: Vec<Hop>,
-    /// The publication sink's receipt.
+    /// The first publication here (by the publication sink or a platform adapter).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published_at: Option<String>,
+    /// Every local publication: the sink and each delivering platform adapter.
+    pub publications: Vec<Publication>,
     pub dead_letters: Vec<DeadLetterRow>,
+}
+
+/// One local publication of a record version.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Publication {
+    /// `publication` (the sink) or `adapter:<platform>`.
+    pub destination: String,
+    pub published_at: String,
+    /// The sink's file, the platform's URL or the package name.
+    pub place: String,
 }
 
 /// One onward hop.
@@ -107,6 +119,7 @@ impl Store {
                     arrived_from: row.try_get(4)?,
                     forwarded: Vec::new(),
                     published_at: None,
+                    publications: Vec::new(),
                     dead_letters: Vec::new(),
                 });
             }
@@ -135,14 +148,23 @@ impl Store {
                     v.forwarded.push(hop);
                 }
             }
-            let published = sqlx::query("SELECT version, published_at FROM publications WHERE record_id = $1")
-                .bind(id.as_str())
-                .fetch_all(pool)
-                .await?;
+            let published = sqlx::query(
+                "SELECT version, destination, published_at, file FROM publications WHERE record_id = $1 \
+                 ORDER BY published_at, destination",
+            )
+            .bind(id.as_str())
+            .fetch_all(pool)
+            .await?;
             for row in published {
                 let version: i64 = row.try_get(0)?;
                 if let Some(v) = versions.iter_mut().find(|v| v.version == version) {
-                    v.published_at = Some(row.try_get(1)?);
+                    let p = Publication {
+                        destination: row.try_get(1)?,
+                        published_at: row.try_get(2)?,
+                        place: row.try_get(3)?,
+                    };
+                    v.published_at.get_or_insert_with(|| p.published_at.clone());
+                    v.publications.push(p);
                 }
             }
             let mut qb = QueryBuilder::new("SELECT record_id, record_type, origin, received_at FROM records WHERE target_record_id = ");
