@@ -28,6 +28,12 @@ pub enum SlaState {
 }
 
 impl SlaState {
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::OnTime, Self::Pending, Self::AtRisk, Self::Breached, Self::CalendarUnknown]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OnTime => "on_time",

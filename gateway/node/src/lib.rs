@@ -15,5 +15,6 @@ pub mod pki;
 pub mod relay;
 pub mod reporting;
 pub mod server;
+pub mod sla;
 pub mod store;
 pub mod tls;

@@ -55,7 +55,31 @@ store_suite!(
     the_outbox_settles_dead_letters_resends_and_trails,
     lifecycle_events_set_the_state_of_their_target,
     parked_envelopes_wait_for_their_receipt,
+    sla_rows_read_records_due_by_a_horizon_with_their_publication,
 );
+
+async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: Store) {
+    use credit_gateway::store::Settlement;
+    let mut incoming = prepare(&synthetic_records(3, 41));
+    for (inc, day) in incoming.iter_mut().zip([date!(2026 - 10 - 08), date!(2026 - 10 - 13), date!(2026 - 10 - 21)]) {
+        inc.deadline = Some(day);
+    }
+    store.ingest("cn-370306", incoming, OffsetDateTime::now_utc()).await.expect("ingest");
+    let queued = store.queued_after(0, 10).await.expect("queue");
+    let first = &queued[0];
+    let s = Settlement {
+        published: vec![(first.seq, first.record_id, first.version, "f".into())],
+        at: "2026-10-08T01:00:00.000Z".into(),
+        ..Settlement::default()
+    };
+    store.settle("publication", s).await.expect("settle");
+    let rows = store.sla_rows("publication", "2026-10-15", 10).await.expect("rows");
+    let got: Vec<(&str, Option<&str>)> =
+        rows.iter().map(|r| (r.deadline.as_str(), r.published_at.as_deref())).collect();
+    assert_eq!(got, [("2026-10-08", Some("2026-10-08T01:00:00.000Z")), ("2026-10-13", None)]);
+    let elsewhere = store.sla_rows("adapter:xinyong-zibo", "2026-10-15", 10).await.expect("rows");
+    assert!(elsewhere.iter().all(|r| r.published_at.is_none()));
+}
 
 async fn the_outbox_settles_dead_letters_resends_and_trails(store: Store) {
     use credit_gateway::store::{DeadLetter, Settlement};

@@ -14,3 +14,6 @@ INSERT INTO publications_by_destination (destination, seq, record_id, version, p
 DROP TABLE publications;
 ALTER TABLE publications_by_destination RENAME TO publications;
 CREATE INDEX publications_record ON publications (record_id);
+
+-- The SLA view reads records by deadline, up to a horizon a few working days ahead.
+CREATE INDEX records_deadline ON records (deadline) WHERE deadline IS NOT NULL;

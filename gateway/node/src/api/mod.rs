@@ -49,6 +49,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/imports/{id}/feedback.xlsx", get(imports::feedback))
         .route("/api/v1/templates/monthly-report.xlsx", get(imports::template))
         .route("/api/v1/reporting", get(reporting_status))
+        .route("/api/v1/sla", get(sla_status))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/docs", get(|| async { Html(docs::PAGE) }))
         .route("/healthz", get(healthz))
@@ -143,6 +144,54 @@ async fn reporting_status(
         })?,
     };
     crate::reporting::view(&gw, period, today).await.map(Json).map_err(|e| ApiError::internal(&e))
+}
+
+/// `GET /api/v1/sla` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SlaParams {
+    /// A local publishing destination: `publication` (default) or `adapter:<platform>`.
+    pub destination: Option<String>,
+    /// Only this state: `on_time`, `at_risk`, `breached`.
+    pub state: Option<String>,
+    /// Most records listed (default 500, at most 5,000).
+    pub limit: Option<i64>,
+}
+
+/// Publication SLAs: the records due by the at-risk horizon (2 working days ahead) and whether
+/// `destination` published them on time, has not yet (at risk), or missed the deadline.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sla",
+    tag = "relay",
+    params(SlaParams),
+    responses((status = 200, body = crate::sla::SlaView), (status = 400, body = ErrorBody))
+)]
+async fn sla_status(
+    State(gw): State<Arc<Gateway>>,
+    params: Result<Query<SlaParams>, QueryRejection>,
+) -> Result<Json<crate::sla::SlaView>, ApiError> {
+    use gateway_core::sla::{SlaPolicy, SlaState};
+    let Query(p) =
+        params.map_err(|e| ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), e.to_string()))?;
+    let only = match p.state.as_deref() {
+        None => None,
+        Some(s) => Some(SlaState::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "sla.state",
+                format!("状态 {s:?} 无效，可选 on_time、at_risk、breached"),
+                format!("state {s:?} is not one of on_time, at_risk, breached"),
+            )
+            .with_pointer("/state")
+        })?),
+    };
+    let limit = p.limit.unwrap_or(500).clamp(1, 5_000);
+    let destination = p.destination.unwrap_or_else(|| crate::relay::PUBLICATION.to_owned());
+    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    crate::sla::view(&gw, &destination, today, SlaPolicy::default(), only, limit)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::internal(&e))
 }
 
 /// A record version as the API shows it. Identity numbers are masked.
@@ -343,7 +392,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Credit Gateway API (信用信息交换网关)", description = "Department-facing API of a Credit Gateway node."),
-    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status),
+    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status, sla_status),
     tags(
         (name = "records", description = "双公示 and other credit records, and lifecycle events about them"),
         (name = "relay", description = "Delivery trail, queues and dead letters"),

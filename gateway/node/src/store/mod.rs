@@ -181,9 +181,11 @@ macro_rules! apply_events {
 
 mod envelopes;
 mod outbox;
+mod sla;
 mod trail;
 pub use envelopes::{ArrivalOf, EnvelopeIn, EnvelopeStored, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope};
 pub use outbox::{DeadLetter, DeadLetterRow, Parked, QueueStats, QueuedRecord, SentEnvelope, Settlement};
+pub use sla::SlaRow;
 pub use trail::{EventRef, Hop, Publication, StateView, Trail, VersionTrail};
 
 /// A validated record on its way into the store.
