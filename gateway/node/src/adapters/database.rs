@@ -212,21 +212,11 @@ impl Collector {
                 q("ERRORS")?,
                 q("CREATED_AT")?
             );
-            let mut n = 0;
-            for (i, _) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                let params: Vec<String> = (0..8)
-                    .map(|_| {
-                        d.param({
-                            n += 1;
-                            n
-                        })
-                    })
-                    .collect();
-                sql.push_str(&format!("({})", params.join(", ")));
-            }
+            // Eight placeholders per feedback row, numbered on across rows.
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|row| format!("({})", (1..=8).map(|k| d.param(row * 8 + k)).collect::<Vec<_>>().join(", ")))
+                .collect();
+            sql.push_str(&rows.join(", "));
             if d != Dialect::MySql {
                 sql.push_str(&format!(" ON CONFLICT ({}, {}) DO NOTHING", q("DATASET")?, q("SOURCE_ID")?));
             }

@@ -74,7 +74,7 @@ pub(super) async fn upload(
         let chunk =
             chunk.map_err(|e| ApiError::bad_request("upload_failed", format!("上传中断：{e}"), e.to_string()))?;
         written += chunk.len();
-        head.extend(chunk.iter().take(4 - head.len().min(4)));
+        head.extend(chunk.iter().take(4usize.saturating_sub(head.len())));
         if written > limit {
             drop(file);
             let _ = tokio::fs::remove_file(&path).await;
