@@ -34,24 +34,32 @@ pub struct SlaRecord {
 pub struct SlaView {
     pub destination: String,
     pub today: String,
+    /// Deadlines from this day are read (older ones are history).
+    pub since: String,
     pub at_risk_working_days: u32,
     /// Records in each state among those listed.
     pub counts: BTreeMap<String, usize>,
     pub records: Vec<SlaRecord>,
 }
 
-/// The SLA of records due by the at-risk horizon at `destination`, as of `today`; only
-/// `only` states when given.
+/// Days back a view looks by default: older deadlines are history, asked for with `since`.
+pub const LOOKBACK_DAYS: i64 = 31;
+
+/// The SLA of records due from `since` (default [`LOOKBACK_DAYS`] before `today`) to the
+/// at-risk horizon at `destination`, as of `today`; only `only` states when given.
 pub async fn view(
     gw: &Gateway,
     destination: &str,
     today: Date,
+    since: Option<Date>,
     policy: SlaPolicy,
     only: Option<SlaState>,
     limit: i64,
 ) -> Result<SlaView, StoreError> {
+    use gateway_core::date::format_date;
     let horizon = horizon(gw, today, policy);
-    let rows = gw.store.sla_rows(destination, &gateway_core::date::format_date(horizon), limit).await?;
+    let since = since.unwrap_or(today - time::Duration::days(LOOKBACK_DAYS));
+    let rows = gw.store.sla_rows(destination, &format_date(since), &format_date(horizon), limit).await?;
     let mut counts = BTreeMap::new();
     let mut records = Vec::new();
     for r in rows {
@@ -73,7 +81,8 @@ pub async fn view(
     }
     Ok(SlaView {
         destination: destination.to_owned(),
-        today: gateway_core::date::format_date(today),
+        today: format_date(today),
+        since: format_date(since),
         at_risk_working_days: policy.at_risk_working_days,
         counts,
         records,

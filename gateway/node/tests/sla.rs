@@ -59,9 +59,10 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
         gw.store.settle("publication", s).await.expect("settle");
     }
 
-    let view = credit_gateway::sla::view(&gw, "publication", date!(2026 - 10 - 13), SlaPolicy::default(), None, 100)
-        .await
-        .expect("view");
+    let view =
+        credit_gateway::sla::view(&gw, "publication", date!(2026 - 10 - 13), None, SlaPolicy::default(), None, 100)
+            .await
+            .expect("view");
     let states: BTreeMap<&str, SlaState> = view.records.iter().map(|r| (r.record_id.as_str(), r.state)).collect();
     assert_eq!(states.get(ids[0].as_str()), Some(&SlaState::OnTime));
     assert_eq!(states.get(ids[1].as_str()), Some(&SlaState::Breached), "published a day late");
@@ -75,6 +76,7 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
         &gw,
         "publication",
         date!(2026 - 10 - 16),
+        None,
         SlaPolicy::default(),
         Some(SlaState::Breached),
         100,
@@ -87,11 +89,37 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
         assert!(breached.contains(&id.as_str()), "{id}");
     }
     // Another destination has published nothing: at that destination, all of them are late.
-    let zibo =
-        credit_gateway::sla::view(&gw, "adapter:xinyong-zibo", date!(2026 - 10 - 16), SlaPolicy::default(), None, 100)
+    let zibo = credit_gateway::sla::view(
+        &gw,
+        "adapter:xinyong-zibo",
+        date!(2026 - 10 - 16),
+        None,
+        SlaPolicy::default(),
+        None,
+        100,
+    )
+    .await
+    .expect("view");
+    assert_eq!(zibo.counts.get("breached"), Some(&5));
+    // A month on, deadlines more than 31 days back are history: not read unless asked for.
+    let month_on =
+        credit_gateway::sla::view(&gw, "publication", date!(2026 - 11 - 20), None, SlaPolicy::default(), None, 100)
             .await
             .expect("view");
-    assert_eq!(zibo.counts.get("breached"), Some(&5));
+    let recent: Vec<&str> = month_on.records.iter().map(|r| r.record_id.as_str()).collect();
+    assert_eq!(recent, [ids[5].as_str()], "only the one due 10-21 is within the window");
+    let asked = credit_gateway::sla::view(
+        &gw,
+        "publication",
+        date!(2026 - 11 - 20),
+        Some(date!(2026 - 10 - 01)),
+        SlaPolicy::default(),
+        Some(SlaState::Breached),
+        100,
+    )
+    .await
+    .expect("view");
+    assert_eq!(asked.records.len(), 4, "the unpublished three and the late one");
 
     // The API answers with today's view and refuses an unknown state.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -103,4 +131,68 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
     assert_eq!(body["destination"], "publication");
     let bad = client.get(format!("{api}/api/v1/sla?state=late")).send().await.expect("get");
     assert_eq!(bad.status(), 400);
+}
+
+/// `/metrics` with the SLA and reporting gauges parses with the reference Prometheus text
+/// parser (Python `prometheus_client`, installed by `.ci/run`), and carries one series per
+/// state for every publishing destination and reporting status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_the_prometheus_text_parser() {
+    use std::io::Write;
+    let (tmp, pki) = common::demo_pki(gateway_core::crypto::Alg::EdDsa);
+    let configure = |c: &mut credit_gateway::config::Config| {
+        c.reporting.departments = vec![credit_gateway::config::Department {
+            name: "淄博市周村区市场监督管理局".into(),
+            uscc: "11370306MB28501648".into(),
+        }];
+    };
+    let (_, node) = common::start_federation_node_with(&pki, "cn-000000", &tmp.path().join("n"), &[], configure).await;
+    let binding = credit_gateway::adapters::AdapterBinding {
+        manifest: common::repo_dir().join("adapters/xinyong-zhongguo/manifest.toml"),
+        signature: Some(credit_gateway::pki::adapter_signature_file(&pki, "xinyong-zhongguo")),
+        url: Some("http://127.0.0.1:9".into()),
+        inbox: None,
+        outbox: None,
+        database_url: None,
+        poll_interval_ms: 1_000,
+    };
+    let registry = node.registry.read().expect("registry").clone();
+    node.gateway
+        .adapters
+        .set(credit_gateway::adapters::load_all(&[binding], &registry, "cn-000000").expect("loads"))
+        .expect("set");
+    let records = synthetic_records(20, 5);
+    node.gateway
+        .push(serde_json::to_vec(&records).expect("json").into(), time::OffsetDateTime::now_utc())
+        .await
+        .expect("push");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(credit_gateway::server::run(listener, Arc::clone(&node.gateway), std::future::pending()));
+    let text = reqwest::get(format!("{api}/metrics")).await.expect("get").text().await.expect("text");
+    for series in [
+        "credit_gateway_sla_records{destination=\"adapter:xinyong-zhongguo\",state=\"at_risk\"}",
+        "credit_gateway_departments{status=\"overdue\"}",
+        "credit_gateway_registry_version ",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    let mut parser = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as parse\n\
+             families = list(parse(sys.stdin.read()))\nprint(len(families), sum(len(f.samples) for f in families))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is required for the Prometheus format check");
+    parser.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    let out = parser.wait_with_output().expect("parser");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!said.contains("ModuleNotFoundError"), "the Python `prometheus_client` package is required: {said}");
+    assert!(out.status.success(), "the Prometheus parser refused /metrics: {said}\n{text}");
+    let families: usize = said.split_whitespace().next().and_then(|n| n.parse().ok()).expect("count");
+    assert!(families >= 10, "{said}");
 }

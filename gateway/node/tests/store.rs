@@ -73,11 +73,11 @@ async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: St
         ..Settlement::default()
     };
     store.settle("publication", s).await.expect("settle");
-    let rows = store.sla_rows("publication", "2026-10-15", 10).await.expect("rows");
+    let rows = store.sla_rows("publication", "2026-10-01", "2026-10-15", 10).await.expect("rows");
     let got: Vec<(&str, Option<&str>)> =
         rows.iter().map(|r| (r.deadline.as_str(), r.published_at.as_deref())).collect();
     assert_eq!(got, [("2026-10-08", Some("2026-10-08T01:00:00.000Z")), ("2026-10-13", None)]);
-    let elsewhere = store.sla_rows("adapter:xinyong-zibo", "2026-10-15", 10).await.expect("rows");
+    let elsewhere = store.sla_rows("adapter:xinyong-zibo", "2026-10-01", "2026-10-15", 10).await.expect("rows");
     assert!(elsewhere.iter().all(|r| r.published_at.is_none()));
 }
 

@@ -19,6 +19,59 @@ pub struct StoreFigures {
     /// `None` when the store did not answer: the gauge is left out rather than shown as 0.
     pub records: Option<i64>,
     pub queues: Vec<crate::store::QueueStats>,
+    /// Per local publishing destination: records due by the at-risk horizon in each state.
+    pub sla: Vec<(String, std::collections::BTreeMap<String, usize>)>,
+    /// Registered departments in each reporting status for last month (none configured: empty).
+    pub reporting: Option<std::collections::BTreeMap<String, usize>>,
+}
+
+/// The SLA states and reporting statuses always shown (0 when none), so series do not vanish.
+const SLA_STATES: [&str; 3] = ["on_time", "at_risk", "breached"];
+const REPORTING_STATUSES: [&str; 5] = ["reported", "zero_report", "late", "overdue", "pending"];
+
+/// Gathers the figures `render` shows. A store that does not answer leaves its figures out.
+pub async fn figures(gw: &Gateway, now: OffsetDateTime) -> StoreFigures {
+    let (records, queues) = match (gw.store.count().await, gw.store.queue_stats().await) {
+        (Ok(records), Ok(queues)) => (Some(records), queues),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "metrics: store figures unavailable");
+            return StoreFigures::default();
+        }
+    };
+    let today = crate::clock::today_in_china(now);
+    // The destinations that publish here: the sink and platforms, once their senders run.
+    let mut destinations: Vec<String> = gw
+        .relay_status
+        .snapshot()
+        .into_keys()
+        .filter(|d| d == crate::relay::PUBLICATION || d.starts_with("adapter:"))
+        .collect();
+    for a in gw.adapters.get().into_iter().flatten().filter(|a| a.adapter.manifest.platform.direction.delivers()) {
+        let d = crate::relay::adapter_destination(a.id());
+        if !destinations.contains(&d) {
+            destinations.push(d);
+        }
+    }
+    let mut sla = Vec::new();
+    for d in destinations {
+        let policy = gateway_core::sla::SlaPolicy::default();
+        match crate::sla::view(gw, &d, today, None, policy, None, 100_000).await {
+            Ok(v) => sla.push((d, v.counts)),
+            Err(e) => tracing::warn!(error = %e, destination = %d, "metrics: SLA figures unavailable"),
+        }
+    }
+    let reporting = if gw.reporting.departments.is_empty() {
+        None
+    } else {
+        let period = gateway_core::reporting::Period::before(today);
+        crate::reporting::view(gw, period, today).await.ok().map(|v| {
+            v.departments.iter().filter(|d| d.registered).fold(std::collections::BTreeMap::new(), |mut m, d| {
+                *m.entry(d.status.as_str().to_owned()).or_insert(0) += 1;
+                m
+            })
+        })
+    };
+    StoreFigures { records, queues, sla, reporting }
 }
 
 /// Renders the metrics at `now`.
@@ -40,6 +93,29 @@ pub fn render(gw: &Gateway, figures: &StoreFigures, now: OffsetDateTime) -> Stri
         "Records the destination refused (or that wait behind one) and that are not resent yet.",
         &|q| q.dead,
     );
+    if !figures.sla.is_empty() {
+        let name = "credit_gateway_sla_records";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Records due by the at-risk horizon (2 working days ahead), by state at each local publishing destination.\n# TYPE {name} gauge"
+        );
+        for (destination, counts) in &figures.sla {
+            for state in SLA_STATES {
+                let n = counts.get(state).copied().unwrap_or(0);
+                let _ = writeln!(out, "{name}{{destination=\"{destination}\",state=\"{state}\"}} {n}");
+            }
+        }
+    }
+    if let Some(counts) = &figures.reporting {
+        let name = "credit_gateway_departments";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Registered departments by monthly reporting status for last month.\n# TYPE {name} gauge"
+        );
+        for status in REPORTING_STATUSES {
+            let _ = writeln!(out, "{name}{{status=\"{status}\"}} {}", counts.get(status).copied().unwrap_or(0));
+        }
+    }
     let mut gauge = |name: &str, help: &str, value: f64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     };
@@ -82,15 +158,7 @@ pub fn render(gw: &Gateway, figures: &StoreFigures, now: OffsetDateTime) -> Stri
 
 pub(super) async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
     // A store that does not answer leaves its figures out; the registry gauges still render.
-    let figures = match (gw.store.count().await, gw.store.queue_stats().await) {
-        (Ok(records), Ok(queues)) => StoreFigures { records: Some(records), queues },
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "metrics: store figures unavailable");
-            StoreFigures::default()
-        }
-    };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        render(&gw, &figures, OffsetDateTime::now_utc()),
-    )
+    let now = OffsetDateTime::now_utc();
+    let figures = figures(&gw, now).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&gw, &figures, now))
 }

@@ -154,6 +154,8 @@ pub struct SlaParams {
     pub destination: Option<String>,
     /// Only this state: `on_time`, `at_risk`, `breached`.
     pub state: Option<String>,
+    /// Deadlines from this day (`YYYY-MM-DD`; default 31 days ago).
+    pub since: Option<String>,
     /// Most records listed (default 500, at most 5,000).
     pub limit: Option<i64>,
 }
@@ -185,10 +187,21 @@ async fn sla_status(
             .with_pointer("/state")
         })?),
     };
+    let since = match p.since.as_deref() {
+        None => None,
+        Some(s) => Some(parse_date(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "sla.since",
+                format!("日期 {s:?} 应写作 YYYY-MM-DD"),
+                format!("{s:?} is not a YYYY-MM-DD date"),
+            )
+            .with_pointer("/since")
+        })?),
+    };
     let limit = p.limit.unwrap_or(500).clamp(1, 5_000);
     let destination = p.destination.unwrap_or_else(|| crate::relay::PUBLICATION.to_owned());
     let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
-    crate::sla::view(&gw, &destination, today, SlaPolicy::default(), only, limit)
+    crate::sla::view(&gw, &destination, today, since, SlaPolicy::default(), only, limit)
         .await
         .map(Json)
         .map_err(|e| ApiError::internal(&e))

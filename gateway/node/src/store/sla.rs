@@ -1,6 +1,6 @@
-//! What the SLA view reads: records with a publicity deadline up to a horizon, with their first
-//! publication at one local destination. The `records_deadline` index keeps it to the records
-//! that can be at risk or breached, not the whole table.
+//! What the SLA view reads: records with a publicity deadline in a window (a lookback to a
+//! horizon), with their first publication at one local destination. The `records_deadline`
+//! index keeps it to that window, not the whole table.
 
 use sqlx::Row;
 
@@ -19,15 +19,21 @@ pub struct SlaRow {
 }
 
 impl Store {
-    /// Records whose deadline is on or before `horizon` (`YYYY-MM-DD`), earliest deadline first,
-    /// with their first publication at `destination`.
-    pub async fn sla_rows(&self, destination: &str, horizon: &str, limit: i64) -> Result<Vec<SlaRow>, StoreError> {
+    /// Records whose deadline is from `since` to `horizon` (`YYYY-MM-DD`, inclusive), earliest
+    /// deadline first, with their first publication at `destination`.
+    pub async fn sla_rows(
+        &self,
+        destination: &str,
+        since: &str,
+        horizon: &str,
+        limit: i64,
+    ) -> Result<Vec<SlaRow>, StoreError> {
         const SQL: &str = "SELECT r.record_id, MIN(r.record_type), MIN(r.origin), MIN(r.deadline), MIN(p.published_at) \
              FROM records r LEFT JOIN publications p ON p.record_id = r.record_id AND p.destination = $1 \
-             WHERE r.deadline IS NOT NULL AND r.deadline <= $2 \
-             GROUP BY r.record_id ORDER BY MIN(r.deadline), r.record_id LIMIT $3";
+             WHERE r.deadline >= $2 AND r.deadline <= $3 \
+             GROUP BY r.record_id ORDER BY MIN(r.deadline), r.record_id LIMIT $4";
         dispatch!(self, pool => {
-            let rows = sqlx::query(SQL).bind(destination).bind(horizon).bind(limit).fetch_all(pool).await?;
+            let rows = sqlx::query(SQL).bind(destination).bind(since).bind(horizon).bind(limit).fetch_all(pool).await?;
             rows.iter()
                 .map(|row| {
                     Ok(SlaRow {
