@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use calamine::{Data, DataRef, Reader, Xlsx};
+use calamine::{DataRef, Reader, Xlsx};
 use gateway_core::adapter::{Adapter, Dataset, Row};
 use rust_xlsxwriter::{Color, Format, Workbook, Worksheet};
 use serde::{Deserialize, Serialize};
@@ -563,32 +563,10 @@ pub fn read_rows(path: &Path, sheet: &str) -> anyhow::Result<Vec<Row>> {
         .collect())
 }
 
-/// Reads a sheet of a (small) workbook into rows keyed by header (tests read feedback with it).
+/// [`read_rows`] with every value as text (tests read feedback workbooks with it).
 pub fn read_sheet(path: &Path, sheet: &str) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
-    let mut book: Xlsx<_> = calamine::open_workbook(path)?;
-    let range = book.worksheet_range(sheet)?;
-    let mut rows = range.rows();
-    let header: Vec<String> =
-        rows.next().map(|r| r.iter().map(|c| header_name(&data_text(c))).collect()).unwrap_or_default();
-    Ok(rows
-        .map(|r| {
-            header
-                .iter()
-                .zip(r)
-                .filter(|(h, c)| !h.is_empty() && !matches!(c, Data::Empty))
-                .map(|(h, c)| {
-                    (h.clone(), data_text(c).as_str().map(str::to_owned).unwrap_or_else(|| data_text(c).to_string()))
-                })
-                .collect()
-        })
+    Ok(read_rows(path, sheet)?
+        .into_iter()
+        .map(|row| row.into_iter().map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect())
         .collect())
-}
-
-fn data_text(c: &Data) -> Value {
-    match c {
-        Data::String(s) => Value::String(s.clone()),
-        Data::Float(f) => serde_json::Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
-        Data::Int(i) => Value::from(*i),
-        other => Value::String(other.to_string()),
-    }
 }

@@ -87,6 +87,11 @@ impl ApiError {
         )
     }
 
+    /// Query parameters that do not parse (a missing required one, a number that is not).
+    pub fn from_query(e: axum::extract::rejection::QueryRejection) -> Self {
+        Self::bad_request("bad_query", format!("查询参数错误：{e}"), format!("bad query parameters: {e}"))
+    }
+
     /// The body of a push is not a JSON array, or not JSON at all.
     pub fn from_batch_json(e: serde_json::Error) -> Self {
         use serde_json::error::Category;

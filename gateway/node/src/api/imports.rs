@@ -59,8 +59,7 @@ pub(super) async fn upload(
     params: Result<Query<ImportParams>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(p) =
-        params.map_err(|e| ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), e.to_string()))?;
+    let Query(p) = params.map_err(ApiError::from_query)?;
     let req = request(p.unit, &p.unit_uscc, p.period)?;
     let adapter = intake_adapter(&gw, p.adapter.as_deref())?;
     let id = gw.imports.create().map_err(|e| ApiError::internal(&e))?;
@@ -189,31 +188,9 @@ pub fn request(unit: String, unit_uscc: &str, period: Option<String>) -> Result<
         )
         .with_pointer("/unit_uscc")
     })?;
-    let period = match period {
-        Some(p) => p.trim().to_owned(),
-        None => last_month(crate::clock::today_in_china(time::OffsetDateTime::now_utc())),
-    };
-    let valid = period.len() == 7
-        && period.as_bytes()[4] == b'-'
-        && period[..4].bytes().all(|b| b.is_ascii_digit())
-        && matches!(period[5..].parse::<u8>(), Ok(1..=12));
-    if !valid {
-        return Err(ApiError::bad_request(
-            "period.format",
-            format!("所属期 {period:?} 应写作 YYYY-MM"),
-            format!("period {period:?} must be YYYY-MM"),
-        )
-        .with_pointer("/period"));
-    }
+    let today = crate::clock::today_in_china(time::OffsetDateTime::now_utc());
+    let period = super::period_param(period.as_deref(), today)?.to_string();
     Ok(ImportRequest { unit, unit_uscc: uscc, period })
-}
-
-fn last_month(today: time::Date) -> String {
-    let (y, m) = match u8::from(today.month()) {
-        1 => (today.year() - 1, 12),
-        m => (today.year(), m - 1),
-    };
-    format!("{y:04}-{m:02}")
 }
 
 /// The adapter monthly reports go through: named, or the only one with report sheets.

@@ -128,22 +128,26 @@ async fn reporting_status(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<ReportingParams>, QueryRejection>,
 ) -> Result<Json<crate::reporting::ReportingView>, ApiError> {
-    use gateway_core::reporting::Period;
-    let Query(p) =
-        params.map_err(|e| ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), e.to_string()))?;
+    let Query(p) = params.map_err(ApiError::from_query)?;
     let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
-    let period = match p.period {
-        None => Period::before(today),
-        Some(s) => Period::parse(&s).ok_or_else(|| {
+    let period = period_param(p.period.as_deref(), today)?;
+    crate::reporting::view(&gw, period, today).await.map(Json).map_err(|e| ApiError::internal(&e))
+}
+
+/// A `period` parameter (`YYYY-MM`); absent means last month as of `today`.
+pub(crate) fn period_param(s: Option<&str>, today: time::Date) -> Result<gateway_core::reporting::Period, ApiError> {
+    use gateway_core::reporting::Period;
+    match s.map(str::trim) {
+        None => Ok(Period::before(today)),
+        Some(s) => Period::parse(s).ok_or_else(|| {
             ApiError::bad_request(
                 "period.format",
                 format!("所属期 {s:?} 应写作 YYYY-MM"),
                 format!("period {s:?} must be YYYY-MM"),
             )
             .with_pointer("/period")
-        })?,
-    };
-    crate::reporting::view(&gw, period, today).await.map(Json).map_err(|e| ApiError::internal(&e))
+        }),
+    }
 }
 
 /// `GET /api/v1/sla` parameters.
@@ -174,8 +178,7 @@ async fn sla_status(
     params: Result<Query<SlaParams>, QueryRejection>,
 ) -> Result<Json<crate::sla::SlaView>, ApiError> {
     use gateway_core::sla::{SlaPolicy, SlaState};
-    let Query(p) =
-        params.map_err(|e| ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), e.to_string()))?;
+    let Query(p) = params.map_err(ApiError::from_query)?;
     let only = match p.state.as_deref() {
         None => None,
         Some(s) => Some(SlaState::parse(s).ok_or_else(|| {
@@ -318,9 +321,7 @@ async fn query_records(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<RecordPage>, ApiError> {
-    let Query(p) = params.map_err(|e| {
-        ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), format!("bad query parameters: {e}"))
-    })?;
+    let Query(p) = params.map_err(ApiError::from_query)?;
     let date = |name: &str, v: &Option<String>| match v {
         None => Ok(None),
         Some(s) => parse_date(s).map(Some).ok_or_else(|| {

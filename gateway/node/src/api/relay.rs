@@ -80,9 +80,7 @@ pub(super) async fn dead_letters(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<DeadLetterParams>, QueryRejection>,
 ) -> Result<Json<Vec<DeadLetterRow>>, ApiError> {
-    let Query(p) = params.map_err(|e| {
-        ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), format!("bad query parameters: {e}"))
-    })?;
+    let Query(p) = params.map_err(ApiError::from_query)?;
     let limit = super::page_limit(p.limit)?;
     gw.store.dead_letters(p.destination.as_deref(), limit).await.map(Json).map_err(|e| ApiError::internal(&e))
 }
