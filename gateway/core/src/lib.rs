@@ -14,6 +14,7 @@ pub mod jws;
 pub mod lifecycle;
 pub mod merkle;
 pub mod publicity;
+pub mod quality;
 pub mod record;
 pub mod reporting;
 mod rules;

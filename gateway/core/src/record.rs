@@ -159,6 +159,10 @@ pub struct ValidRecord {
     pub natural_key: Sha256Digest,
     /// The subject's USCC, when it has one (for queries by company).
     pub subject_uscc: Option<String>,
+    /// The department answerable for the record (数据来源单位, or the reporting department of a
+    /// monthly report) and how complete the record is: quality ratios and SLA views are kept
+    /// per department.
+    pub quality: crate::quality::Observation,
     /// The day the 7-working-day publicity clock starts: the decision date (双公示) or listing
     /// date (list entries). `None` for types without a publicity deadline.
     pub clock_start: Option<Date>,
@@ -266,9 +270,27 @@ impl RecordValidator {
         Ok(Self { schemas, uscc_allow })
     }
 
+    /// The fields the schema of `t` requires (top level).
+    pub fn required_fields(&self, t: RecordType) -> Vec<&str> {
+        let (schema, _) = self.schema(t);
+        schema["required"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+    }
+
     fn schema(&self, t: RecordType) -> (&Value, &jsonschema::Validator) {
         let (_, schema, validator) = &self.schemas[t as usize];
         (schema, validator)
+    }
+
+    /// What a record, valid or not, says about its department's data quality.
+    pub fn observe(&self, value: &Value) -> crate::quality::Observation {
+        let record_type = value.get("record_type").and_then(Value::as_str).and_then(|t| t.parse().ok());
+        let required = record_type.map(|t| self.required_fields(t)).unwrap_or_default();
+        crate::quality::observe(value, record_type, &required)
+    }
+
+    /// [`observe`](Self::observe) for JSON text; an unreadable record names no department.
+    pub fn observe_json(&self, text: &[u8]) -> crate::quality::Observation {
+        serde_json::from_slice(text).map(|v: Value| self.observe(&v)).unwrap_or_default()
     }
 
     /// Checks one record given as JSON text. `today` bounds decision dates.
@@ -349,6 +371,7 @@ impl RecordValidator {
                 .iter()
                 .find_map(|k| fields.str(k))
                 .map(str::to_owned),
+            quality: self.observe(&value),
             clock_start: match record_type {
                 RecordType::AdminLicense | RecordType::AdminPenalty => fields.date("decision_date"),
                 RecordType::CreditListEntry => fields.date("listed_on"),

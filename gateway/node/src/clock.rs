@@ -11,6 +11,12 @@ pub fn today_in_china(now: OffsetDateTime) -> Date {
     now.to_offset(CHINA).date()
 }
 
+/// The Beijing date of an RFC 3339 timestamp.
+pub fn china_date_of(timestamp: &str) -> Option<Date> {
+    let t = OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(today_in_china(t))
+}
+
 /// RFC 3339 in UTC with `Z` and millisecond precision, as the interchange spec requires.
 pub fn format_timestamp(t: OffsetDateTime) -> String {
     gateway_core::interchange::format_time(t)

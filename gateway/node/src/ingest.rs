@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use gateway_core::calendar::WorkingCalendar;
 use gateway_core::date::format_date;
+use gateway_core::quality::Observation;
 use gateway_core::record::{FieldError, RecordValidator, ValidRecord};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -19,7 +20,7 @@ use uuid::Uuid;
 use crate::api::ApiError;
 use crate::clock::today_in_china;
 use crate::config::Limits;
-use crate::store::{Incoming, Store, Stored};
+use crate::store::{Incoming, QualityCounts, Store, Stored};
 
 /// Everything the API handlers share.
 #[derive(Debug)]
@@ -157,26 +158,37 @@ impl Gateway {
         let checked = tokio::task::spawn_blocking(move || {
             rows.into_par_iter()
                 .map(|row| {
-                    let canonical = dataset.ingest(row)?;
-                    let record = this.validator.check(canonical, today).map_err(|errors| {
-                        errors.into_iter().map(|e| crate::adapters::name_column(&dataset, e)).collect::<Vec<_>>()
-                    })?;
-                    Ok(Incoming { intake: Some(intake.clone()), ..this.incoming(record) })
+                    let canonical = match dataset.ingest(row) {
+                        Ok(canonical) => canonical,
+                        Err(errors) => return (Err(errors), Observation::default()),
+                    };
+                    let observed = this.validator.observe(&canonical);
+                    let checked = this
+                        .validator
+                        .check(canonical, today)
+                        .map(|record| Incoming { intake: Some(intake.clone()), ..this.incoming(record) })
+                        .map_err(|errors| {
+                            errors.into_iter().map(|e| crate::adapters::name_column(&dataset, e)).collect::<Vec<_>>()
+                        });
+                    (checked, observed)
                 })
-                .collect::<Vec<Checked>>()
+                .collect::<Vec<_>>()
         })
         .await
         .map_err(|e| ApiError::internal(&e))?;
         self.store_checked(checked, now).await
     }
 
-    /// Stores the records that passed, then answers for every one, in order.
+    /// Stores the records that passed, then answers for every one, in order. Every record, with
+    /// what it says about its department's data quality, counts toward the quality ratios.
     async fn store_checked(
         self: &Arc<Self>,
-        mut checked: Vec<Checked>,
+        observed: Vec<(Checked, Observation)>,
         now: OffsetDateTime,
     ) -> Result<BatchResult, ApiError> {
+        let (mut checked, observations): (Vec<Checked>, Vec<Observation>) = observed.into_iter().unzip();
         self.require_targets(&mut checked).await?;
+        let quality = quality_counts(&checked, &observations, today_in_china(now));
         // The records move into the store; their outcomes need only these few facts.
         let mut incoming = Vec::with_capacity(checked.len());
         let verdicts: Vec<Result<Summary, Vec<FieldError>>> = checked
@@ -189,8 +201,12 @@ impl Gateway {
                 })
             })
             .collect();
-        let mut stored =
-            self.store.ingest(&self.member_id, incoming, now).await.map_err(|e| ApiError::internal(&e))?.into_iter();
+        let mut stored = self
+            .store
+            .ingest_counted(&self.member_id, incoming, quality, now)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .into_iter();
         let mut result = BatchResult {
             received: verdicts.len(),
             accepted: 0,
@@ -227,16 +243,19 @@ impl Gateway {
     }
 
     /// Parses and validates a batch. CPU-bound: runs on the blocking pool, records in parallel.
-    fn check_batch(&self, body: &[u8], today: Date) -> Result<Vec<Checked>, ApiError> {
+    fn check_batch(&self, body: &[u8], today: Date) -> Result<Vec<(Checked, Observation)>, ApiError> {
         let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(ApiError::from_batch_json)?;
         if raws.len() > self.limits.max_batch_records {
             return Err(ApiError::too_many_records(raws.len(), self.limits.max_batch_records));
         }
         Ok(raws
             .par_iter()
-            .map(|raw| {
-                let record = self.validator.check_json(raw.get().as_bytes(), today)?;
-                Ok(self.incoming(record))
+            .map(|raw| match self.validator.check_json(raw.get().as_bytes(), today) {
+                Ok(record) => {
+                    let observed = record.quality.clone();
+                    (Ok(self.incoming(record)), observed)
+                }
+                Err(errors) => (Err(errors), self.validator.observe_json(raw.get().as_bytes())),
             })
             .collect())
     }
@@ -398,4 +417,43 @@ impl Summary {
             },
         }
     }
+}
+
+/// What a batch adds to the quality counters (所属期 = the day it arrived): per department,
+/// submissions, acceptances, fields filled of those expected, submissions already past their
+/// publicity deadline (迟报), and each rejection's rules.
+fn quality_counts(checked: &[Checked], observations: &[Observation], today: Date) -> QualityCounts {
+    let day = format_date(today);
+    let period = day[..7].to_owned();
+    let mut counts = QualityCounts::default();
+    for (item, obs) in checked.iter().zip(observations) {
+        let m = counts.month(&obs.department_uscc, &obs.department_name, &period);
+        m.submitted += 1;
+        m.fields_filled += i64::from(obs.filled);
+        m.fields_expected += i64::from(obs.expected);
+        let daily = counts.days.entry(day.clone()).or_default();
+        match item {
+            Ok(inc) => {
+                daily.0 += 1;
+                let m = counts.month(&obs.department_uscc, &obs.department_name, &period);
+                m.accepted += 1;
+                if inc.deadline.is_some_and(|d| d < today) {
+                    m.reported_late += 1;
+                }
+            }
+            Err(errors) => {
+                daily.1 += 1;
+                let mut rules: Vec<&str> = errors.iter().map(|e| e.rule.as_str()).collect();
+                rules.sort_unstable();
+                rules.dedup();
+                for rule in rules {
+                    *counts
+                        .reasons
+                        .entry((obs.department_uscc.clone(), period.clone(), rule.to_owned()))
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+    counts
 }

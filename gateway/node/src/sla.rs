@@ -2,6 +2,8 @@
 //! where it stands at one local publishing destination (the publication sink or a platform
 //! adapter) — on time, at risk, breached — as of a day that is an argument, so that tests and
 //! what-if views move it by hand. Only records due up to a few working days ahead are read.
+//! A destination may also be a peer (the parent): then the hop is what is measured, and a record
+//! counts as delivered when the peer's receipt came back.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +14,7 @@ use time::Date;
 
 use crate::ingest::Gateway;
 use crate::store::StoreError;
+use crate::store::sla::SlaWindow;
 
 /// One record's SLA at the destination.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -19,8 +22,12 @@ pub struct SlaRecord {
     pub record_id: String,
     pub record_type: String,
     pub origin: String,
+    /// 数据来源单位 (USCC), when the record names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub department_uscc: Option<String>,
     /// 公示截止日: the 7th working day after the decision.
     pub deadline: String,
+    /// When the destination published or acknowledged it (RFC 3339 UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published_at: Option<String>,
     #[schema(value_type = String)]
@@ -37,42 +44,109 @@ pub struct SlaView {
     /// Deadlines from this day are read (older ones are history).
     pub since: String,
     pub at_risk_working_days: u32,
-    /// Records in each state among those listed.
-    pub counts: BTreeMap<String, usize>,
+    /// Records in each state in the whole window (not only those listed).
+    pub counts: BTreeMap<String, i64>,
     pub records: Vec<SlaRecord>,
 }
 
 /// Days back a view looks by default: older deadlines are history, asked for with `since`.
 pub const LOOKBACK_DAYS: i64 = 31;
 
-/// The SLA of records due from `since` (default [`LOOKBACK_DAYS`] before `today`) to the
-/// at-risk horizon at `destination`, as of `today`; only `only` states when given.
-pub async fn view(
-    gw: &Gateway,
-    destination: &str,
-    today: Date,
-    since: Option<Date>,
-    policy: SlaPolicy,
-    only: Option<SlaState>,
-    limit: i64,
-) -> Result<SlaView, StoreError> {
+/// What an SLA view shows.
+#[derive(Debug, Clone)]
+pub struct SlaQuery<'a> {
+    /// The publication sink, `adapter:<platform>`, or a peer member id (the hop to it).
+    pub destination: &'a str,
+    pub today: Date,
+    /// Deadlines from this day; default [`LOOKBACK_DAYS`] before `today`.
+    pub since: Option<Date>,
+    pub policy: SlaPolicy,
+    /// Only records in this state.
+    pub only: Option<SlaState>,
+    pub department: Option<&'a str>,
+    pub record_type: Option<&'a str>,
+    pub limit: i64,
+}
+
+impl<'a> SlaQuery<'a> {
+    pub fn new(destination: &'a str, today: Date) -> Self {
+        Self {
+            destination,
+            today,
+            since: None,
+            policy: SlaPolicy::default(),
+            only: None,
+            department: None,
+            record_type: None,
+            limit: 500,
+        }
+    }
+}
+
+/// The destinations whose SLA a node watches: its parent (the hop up), the publication sink
+/// once its sender runs, and every platform it delivers to through an adapter.
+pub fn destinations(gw: &Gateway) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(parent) = gw.federation.get().and_then(|f| {
+        let registry = f.registry.read().ok()?;
+        registry.member(&gw.member_id).and_then(|m| m.parent.clone())
+    }) {
+        out.push(parent);
+    }
+    if gw.relay_status.snapshot().contains_key(crate::relay::PUBLICATION) {
+        out.push(crate::relay::PUBLICATION.to_owned());
+    }
+    for a in gw.adapters.get().into_iter().flatten().filter(|a| a.adapter.manifest.platform.direction.delivers()) {
+        out.push(crate::relay::adapter_destination(a.id()));
+    }
+    out
+}
+
+/// The disclosure scopes `destination` takes under the default routes: only public records are
+/// published (by the sink or a platform); a peer also takes 政务共享 records.
+fn disclosures(destination: &str) -> &'static [&'static str] {
+    if destination == crate::relay::PUBLICATION || destination.starts_with("adapter:") {
+        &["public"]
+    } else {
+        &["public", "gov_shared"]
+    }
+}
+
+/// The SLA of records due from `since` to the at-risk horizon at the destination, as of `today`.
+pub async fn view(gw: &Gateway, q: &SlaQuery<'_>) -> Result<SlaView, StoreError> {
     use gateway_core::date::format_date;
-    let horizon = horizon(gw, today, policy);
-    let since = since.unwrap_or(today - time::Duration::days(LOOKBACK_DAYS));
-    let rows = gw.store.sla_rows(destination, &format_date(since), &format_date(horizon), limit).await?;
-    let mut counts = BTreeMap::new();
+    let today = q.today;
+    let horizon = format_date(horizon(gw, today, q.policy));
+    let since = q.since.unwrap_or(today - time::Duration::days(LOOKBACK_DAYS));
+    let since_text = format_date(since);
+    let window = SlaWindow {
+        destination: q.destination,
+        since: &since_text,
+        horizon: &horizon,
+        disclosures: disclosures(q.destination),
+        department: q.department,
+        record_type: q.record_type,
+    };
+    let c = gw.store.sla_counts(&window, &format_date(today)).await?;
+    let counts = BTreeMap::from([
+        ("on_time".to_owned(), c.on_time),
+        ("at_risk".to_owned(), c.at_risk),
+        ("breached".to_owned(), c.breached),
+    ]);
+    let problems_only = matches!(q.only, Some(SlaState::AtRisk | SlaState::Breached));
+    let rows = gw.store.sla_rows(&window, problems_only, q.limit).await?;
     let mut records = Vec::new();
     for r in rows {
         let Some(deadline) = parse_date(&r.deadline) else { continue };
-        let published_on = r.published_at.as_deref().and_then(beijing_date);
-        let s = state(&gw.calendar, Ok(deadline), published_on, today, policy);
-        *counts.entry(s.as_str().to_owned()).or_insert(0) += 1;
-        if only.is_none_or(|o| o == s) {
+        let published_on = r.published_at.as_deref().and_then(crate::clock::china_date_of);
+        let s = state(&gw.calendar, Ok(deadline), published_on, today, q.policy);
+        if q.only.is_none_or(|o| o == s) {
             records.push(SlaRecord {
                 trail: format!("/api/v1/records/{}/trail", r.record_id),
                 record_id: r.record_id,
                 record_type: r.record_type,
                 origin: r.origin,
+                department_uscc: r.department_uscc,
                 deadline: r.deadline,
                 published_at: r.published_at,
                 state: s,
@@ -80,10 +154,10 @@ pub async fn view(
         }
     }
     Ok(SlaView {
-        destination: destination.to_owned(),
+        destination: q.destination.to_owned(),
         today: format_date(today),
-        since: format_date(since),
-        at_risk_working_days: policy.at_risk_working_days,
+        since: since_text,
+        at_risk_working_days: q.policy.at_risk_working_days,
         counts,
         records,
     })
@@ -101,10 +175,4 @@ fn horizon(gw: &Gateway, today: Date, policy: SlaPolicy) -> Date {
         }
     }
     day
-}
-
-/// The Beijing date of an RFC 3339 timestamp.
-fn beijing_date(ts: &str) -> Option<Date> {
-    let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()?;
-    Some(crate::clock::today_in_china(t))
 }

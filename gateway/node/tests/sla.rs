@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use credit_gateway::bench::synthetic_records;
+use credit_gateway::sla::SlaQuery;
 use credit_gateway::store::Settlement;
-use gateway_core::sla::{SlaPolicy, SlaState};
+use gateway_core::sla::SlaState;
 use serde_json::Value;
 use time::macros::date;
 
@@ -59,10 +60,12 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
         gw.store.settle("publication", s).await.expect("settle");
     }
 
-    let view =
-        credit_gateway::sla::view(&gw, "publication", date!(2026 - 10 - 13), None, SlaPolicy::default(), None, 100)
-            .await
-            .expect("view");
+    let view = credit_gateway::sla::view(
+        &gw,
+        &SlaQuery { since: None, only: None, limit: 100, ..SlaQuery::new("publication", date!(2026 - 10 - 13)) },
+    )
+    .await
+    .expect("view");
     let states: BTreeMap<&str, SlaState> = view.records.iter().map(|r| (r.record_id.as_str(), r.state)).collect();
     assert_eq!(states.get(ids[0].as_str()), Some(&SlaState::OnTime));
     assert_eq!(states.get(ids[1].as_str()), Some(&SlaState::Breached), "published a day late");
@@ -74,12 +77,12 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
     // Two days on, the unpublished ones have missed their deadline.
     let later = credit_gateway::sla::view(
         &gw,
-        "publication",
-        date!(2026 - 10 - 16),
-        None,
-        SlaPolicy::default(),
-        Some(SlaState::Breached),
-        100,
+        &SlaQuery {
+            since: None,
+            only: Some(SlaState::Breached),
+            limit: 100,
+            ..SlaQuery::new("publication", date!(2026 - 10 - 16))
+        },
     )
     .await
     .expect("view");
@@ -91,31 +94,33 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
     // Another destination has published nothing: at that destination, all of them are late.
     let zibo = credit_gateway::sla::view(
         &gw,
-        "adapter:xinyong-zibo",
-        date!(2026 - 10 - 16),
-        None,
-        SlaPolicy::default(),
-        None,
-        100,
+        &SlaQuery {
+            since: None,
+            only: None,
+            limit: 100,
+            ..SlaQuery::new("adapter:xinyong-zibo", date!(2026 - 10 - 16))
+        },
     )
     .await
     .expect("view");
     assert_eq!(zibo.counts.get("breached"), Some(&5));
     // A month on, deadlines more than 31 days back are history: not read unless asked for.
-    let month_on =
-        credit_gateway::sla::view(&gw, "publication", date!(2026 - 11 - 20), None, SlaPolicy::default(), None, 100)
-            .await
-            .expect("view");
+    let month_on = credit_gateway::sla::view(
+        &gw,
+        &SlaQuery { since: None, only: None, limit: 100, ..SlaQuery::new("publication", date!(2026 - 11 - 20)) },
+    )
+    .await
+    .expect("view");
     let recent: Vec<&str> = month_on.records.iter().map(|r| r.record_id.as_str()).collect();
     assert_eq!(recent, [ids[5].as_str()], "only the one due 10-21 is within the window");
     let asked = credit_gateway::sla::view(
         &gw,
-        "publication",
-        date!(2026 - 11 - 20),
-        Some(date!(2026 - 10 - 01)),
-        SlaPolicy::default(),
-        Some(SlaState::Breached),
-        100,
+        &SlaQuery {
+            since: Some(date!(2026 - 10 - 01)),
+            only: Some(SlaState::Breached),
+            limit: 100,
+            ..SlaQuery::new("publication", date!(2026 - 11 - 20))
+        },
     )
     .await
     .expect("view");

@@ -59,12 +59,14 @@ store_suite!(
 );
 
 async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: Store) {
-    use credit_gateway::store::Settlement;
+    use credit_gateway::store::{Settlement, SlaCounts, SlaWindow, quality};
     let mut incoming = prepare(&synthetic_records(3, 41));
     for (inc, day) in incoming.iter_mut().zip([date!(2026 - 10 - 08), date!(2026 - 10 - 13), date!(2026 - 10 - 21)]) {
         inc.deadline = Some(day);
     }
-    store.ingest("cn-370306", incoming, OffsetDateTime::now_utc()).await.expect("ingest");
+    let now = OffsetDateTime::now_utc();
+    let first_received = credit_gateway::clock::format_timestamp(now);
+    store.ingest("cn-370306", incoming, now).await.expect("ingest");
     let queued = store.queued_after(0, 10).await.expect("queue");
     let first = &queued[0];
     let s = Settlement {
@@ -73,12 +75,38 @@ async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: St
         ..Settlement::default()
     };
     store.settle("publication", s).await.expect("settle");
-    let rows = store.sla_rows("publication", "2026-10-01", "2026-10-15", 10).await.expect("rows");
+    let window = |destination| SlaWindow {
+        destination,
+        since: "2026-10-01",
+        horizon: "2026-10-15",
+        disclosures: &["public", "gov_shared", "authorized_query"],
+        department: None,
+        record_type: None,
+    };
+    let rows = store.sla_rows(&window("publication"), false, 10).await.expect("rows");
     let got: Vec<(&str, Option<&str>)> =
         rows.iter().map(|r| (r.deadline.as_str(), r.published_at.as_deref())).collect();
     assert_eq!(got, [("2026-10-08", Some("2026-10-08T01:00:00.000Z")), ("2026-10-13", None)]);
-    let elsewhere = store.sla_rows("adapter:xinyong-zibo", "2026-10-01", "2026-10-15", 10).await.expect("rows");
+    // On 10-12 the first is on time and the second at risk; on 10-14 the second is breached.
+    let counts = store.sla_counts(&window("publication"), "2026-10-12").await.expect("counts");
+    assert_eq!(counts, SlaCounts { on_time: 1, at_risk: 1, breached: 0 });
+    let counts = store.sla_counts(&window("publication"), "2026-10-14").await.expect("counts");
+    assert_eq!(counts, SlaCounts { on_time: 1, at_risk: 0, breached: 1 });
+    let problems = store.sla_rows(&window("publication"), true, 10).await.expect("rows");
+    assert_eq!(problems.len(), 1, "only the unpublished one");
+    let elsewhere = store.sla_rows(&window("adapter:xinyong-zibo"), false, 10).await.expect("rows");
     assert!(elsewhere.iter().all(|r| r.published_at.is_none()));
+    // The sink's first publication counts toward timeliness once, however often it is settled.
+    let again = Settlement {
+        published: vec![(first.seq, first.record_id, first.version, "f".into())],
+        at: "2026-10-08T02:00:00.000Z".into(),
+        ..Settlement::default()
+    };
+    store.settle("publication", again).await.expect("settle again");
+    let month = store.quality_month(&quality::period_of(&first_received)).await.expect("quality");
+    let published: i64 = month.departments.values().map(|m| m.published).sum();
+    let on_time: i64 = month.departments.values().map(|m| m.published_on_time).sum();
+    assert_eq!((published, on_time), (1, 1));
 }
 
 async fn the_outbox_settles_dead_letters_resends_and_trails(store: Store) {

@@ -20,7 +20,7 @@ pub struct StoreFigures {
     pub records: Option<i64>,
     pub queues: Vec<crate::store::QueueStats>,
     /// Per local publishing destination: records due by the at-risk horizon in each state.
-    pub sla: Vec<(String, std::collections::BTreeMap<String, usize>)>,
+    pub sla: Vec<(String, std::collections::BTreeMap<String, i64>)>,
     /// Registered departments in each reporting status for last month (none configured: empty).
     pub reporting: Option<std::collections::BTreeMap<String, usize>>,
 }
@@ -39,23 +39,10 @@ pub async fn figures(gw: &Gateway, now: OffsetDateTime) -> StoreFigures {
         }
     };
     let today = crate::clock::today_in_china(now);
-    // The destinations that publish here: the sink and platforms, once their senders run.
-    let mut destinations: Vec<String> = gw
-        .relay_status
-        .snapshot()
-        .into_keys()
-        .filter(|d| d == crate::relay::PUBLICATION || d.starts_with("adapter:"))
-        .collect();
-    for a in gw.adapters.get().into_iter().flatten().filter(|a| a.adapter.manifest.platform.direction.delivers()) {
-        let d = crate::relay::adapter_destination(a.id());
-        if !destinations.contains(&d) {
-            destinations.push(d);
-        }
-    }
     let mut sla = Vec::new();
-    for d in destinations {
-        let policy = gateway_core::sla::SlaPolicy::default();
-        match crate::sla::view(gw, &d, today, None, policy, None, 100_000).await {
+    for d in crate::sla::destinations(gw) {
+        let q = crate::sla::SlaQuery { limit: 1, ..crate::sla::SlaQuery::new(&d, today) };
+        match crate::sla::view(gw, &q).await {
             Ok(v) => sla.push((d, v.counts)),
             Err(e) => tracing::warn!(error = %e, destination = %d, "metrics: SLA figures unavailable"),
         }

@@ -154,10 +154,14 @@ pub(crate) fn period_param(s: Option<&str>, today: time::Date) -> Result<gateway
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SlaParams {
-    /// A local publishing destination: `publication` (default) or `adapter:<platform>`.
+    /// `publication` (the sink, default), `adapter:<platform>`, or the parent's member id (the hop up).
     pub destination: Option<String>,
     /// Only this state: `on_time`, `at_risk`, `breached`.
     pub state: Option<String>,
+    /// Only records of this department (数据来源单位统一社会信用代码).
+    pub department: Option<String>,
+    /// Only records of this type (e.g. `admin_penalty`).
+    pub record_type: Option<String>,
     /// Deadlines from this day (`YYYY-MM-DD`; default 31 days ago).
     pub since: Option<String>,
     /// Most records listed (default 500, at most 5,000).
@@ -177,7 +181,7 @@ async fn sla_status(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<SlaParams>, QueryRejection>,
 ) -> Result<Json<crate::sla::SlaView>, ApiError> {
-    use gateway_core::sla::{SlaPolicy, SlaState};
+    use gateway_core::sla::SlaState;
     let Query(p) = params.map_err(ApiError::from_query)?;
     let only = match p.state.as_deref() {
         None => None,
@@ -204,10 +208,15 @@ async fn sla_status(
     let limit = p.limit.unwrap_or(500).clamp(1, 5_000);
     let destination = p.destination.unwrap_or_else(|| crate::relay::PUBLICATION.to_owned());
     let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
-    crate::sla::view(&gw, &destination, today, since, SlaPolicy::default(), only, limit)
-        .await
-        .map(Json)
-        .map_err(|e| ApiError::internal(&e))
+    let q = crate::sla::SlaQuery {
+        since,
+        only,
+        department: p.department.as_deref(),
+        record_type: p.record_type.as_deref(),
+        limit,
+        ..crate::sla::SlaQuery::new(&destination, today)
+    };
+    crate::sla::view(&gw, &q).await.map(Json).map_err(|e| ApiError::internal(&e))
 }
 
 /// A record version as the API shows it. Identity numbers are masked.

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::config::SqliteSync;
 
-/// Rows per multi-row INSERT: 20 columns × 500 stays under SQLite's 32,766 bound parameters.
+/// Rows per multi-row INSERT: 22 columns × 500 stays under SQLite's 32,766 bound parameters.
 pub(crate) const INSERT_CHUNK: usize = 500;
 /// Keys per `IN (…)` lookup.
 const LOOKUP_CHUNK: usize = 900;
@@ -64,6 +64,7 @@ pub struct Store {
 struct Waiting {
     origin: String,
     incoming: Vec<Incoming>,
+    quality: QualityCounts,
     received_at: String,
     reply: tokio::sync::oneshot::Sender<Result<Vec<Stored>, String>>,
 }
@@ -108,7 +109,7 @@ macro_rules! insert_rows {
             let mut qb = QueryBuilder::new(
                 "INSERT INTO records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
                      subject_uscc, clock_start, deadline, received_at, content, envelope_digest, leaf_index, origin_proof, \
-                     disclosure, target_origin, target_record_id, target_version, intake) ",
+                     disclosure, target_origin, target_record_id, target_version, intake, department_uscc) ",
             );
             qb.push_values($chunk, |mut b, row| {
                 let r = &row.incoming.record;
@@ -132,7 +133,8 @@ macro_rules! insert_rows {
                     .push_bind(r.target.as_ref().map(|t| t.origin.as_str()))
                     .push_bind(r.target.as_ref().map(|t| t.record_id.as_str()))
                     .push_bind(r.target.as_ref().map(|t| t.version))
-                    .push_bind(row.incoming.intake.as_deref());
+                    .push_bind(row.incoming.intake.as_deref())
+                    .push_bind(Some(r.quality.department_uscc.as_str()).filter(|d| !d.is_empty()));
             });
             qb
     }};
@@ -181,11 +183,13 @@ macro_rules! apply_events {
 
 mod envelopes;
 mod outbox;
-mod sla;
+pub mod quality;
+pub mod sla;
 mod trail;
 pub use envelopes::{ArrivalOf, EnvelopeIn, EnvelopeStored, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope};
 pub use outbox::{DeadLetter, DeadLetterRow, Parked, QueueStats, QueuedRecord, SentEnvelope, Settlement};
-pub use sla::SlaRow;
+pub use quality::{MonthCounts, QualityCounts, QualityMonth};
+pub use sla::{SlaCounts, SlaRow, SlaWindow};
 pub use trail::{EventRef, Hop, Publication, StateView, Trail, VersionTrail};
 
 /// A validated record on its way into the store.
@@ -351,12 +355,24 @@ impl Store {
         incoming: Vec<Incoming>,
         received_at: OffsetDateTime,
     ) -> Result<Vec<Stored>, StoreError> {
-        if incoming.is_empty() {
+        self.ingest_counted(origin, incoming, QualityCounts::default(), received_at).await
+    }
+
+    /// [`Store::ingest`], adding `quality` (what the batch says about its departments' data,
+    /// rejected records included) to the quality counters in the same transaction.
+    pub async fn ingest_counted(
+        &self,
+        origin: &str,
+        incoming: Vec<Incoming>,
+        quality: QualityCounts,
+        received_at: OffsetDateTime,
+    ) -> Result<Vec<Stored>, StoreError> {
+        if incoming.is_empty() && quality.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let received_at = crate::clock::format_timestamp(received_at);
-        self.lock_waiting().push(Waiting { origin: origin.to_owned(), incoming, received_at, reply });
+        self.lock_waiting().push(Waiting { origin: origin.to_owned(), incoming, quality, received_at, reply });
         {
             let _guard = self.write_lock.lock().await;
             let group = std::mem::take(&mut *self.lock_waiting());
@@ -365,7 +381,11 @@ impl Store {
                     .iter()
                     .flat_map(|w| w.incoming.iter().map(move |i| (w.origin.as_str(), w.received_at.as_str(), i)))
                     .collect();
-                let result = self.commit_group(&all).await;
+                let mut quality = QualityCounts::default();
+                for w in &group {
+                    quality.merge(&w.quality);
+                }
+                let result = self.commit_group(&all, &quality).await;
                 if result.is_ok() {
                     self.committed();
                 }
@@ -393,7 +413,11 @@ impl Store {
     }
 
     /// One transaction for a group of records (origin, received_at, record), in order.
-    async fn commit_group(&self, incoming: &[(&str, &str, &Incoming)]) -> Result<Vec<Stored>, StoreError> {
+    async fn commit_group(
+        &self,
+        incoming: &[(&str, &str, &Incoming)],
+        quality: &QualityCounts,
+    ) -> Result<Vec<Stored>, StoreError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
             if matches!(self.backend, Backend::Postgres(_)) {
@@ -423,6 +447,7 @@ impl Store {
             let (outcomes, rows) = decide(incoming, &mut known);
             insert_rows!(tx, rows);
             apply_events!(tx, &rows);
+            quality::add_quality!(tx, quality);
             tx.commit().await?;
             Ok(outcomes)
         })

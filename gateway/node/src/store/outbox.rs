@@ -249,12 +249,41 @@ impl Store {
                 let digest = env.digest.to_hex();
                 let rows: Vec<(i64, &(Uuid, i64))> = (0..).zip(carried).collect();
                 for chunk in rows.chunks(INSERT_CHUNK) {
-                    let mut qb = QueryBuilder::new("INSERT INTO sent_items (envelope_digest, leaf_index, record_id, version) ");
+                    let mut qb = QueryBuilder::new(
+                        "INSERT INTO sent_items (envelope_digest, leaf_index, record_id, version, destination, acknowledged_at) ",
+                    );
                     qb.push_values(chunk, |mut b, (leaf, (id, version))| {
-                        b.push_bind(digest.as_str()).push_bind(*leaf).push_bind(id.to_string()).push_bind(*version);
+                        b.push_bind(digest.as_str())
+                            .push_bind(*leaf)
+                            .push_bind(id.to_string())
+                            .push_bind(*version)
+                            .push_bind(destination)
+                            .push_bind(s.at.as_str());
                     });
                     qb.build().execute(&mut *tx).await?;
                 }
+            }
+            if destination == crate::relay::PUBLICATION && !s.published.is_empty() {
+                // Timeliness counts each record's first publication once, even if a settlement
+                // is repeated after a crash.
+                let mut seqs: Vec<i64> = s.published.iter().map(|p| p.0).collect();
+                let mut held = std::collections::HashSet::new();
+                for chunk in seqs.chunks(super::LOOKUP_CHUNK) {
+                    let mut qb = QueryBuilder::new("SELECT seq FROM publications WHERE destination = ");
+                    qb.push_bind(destination).push(" AND seq IN (");
+                    let mut list = qb.separated(", ");
+                    for seq in chunk {
+                        list.push_bind(*seq);
+                    }
+                    qb.push(")");
+                    for row in qb.build().fetch_all(&mut *tx).await? {
+                        held.insert(row.try_get::<i64, _>(0)?);
+                    }
+                }
+                seqs.retain(|s| !held.contains(s));
+                let on = crate::clock::china_date_of(&s.at).map(gateway_core::date::format_date).unwrap_or_default();
+                let counts = super::quality::count_publications!(tx, seqs, on.as_str());
+                super::quality::add_quality!(tx, &counts);
             }
             for chunk in s.published.chunks(INSERT_CHUNK) {
                 let mut qb =

@@ -1,0 +1,52 @@
+-- The department answerable for a record (数据来源单位), for SLA views filtered by department.
+ALTER TABLE records ADD COLUMN department_uscc TEXT;
+UPDATE records SET department_uscc = UPPER(COALESCE(json_extract(content, '$.source_unit_uscc'),
+    json_extract(content, '$.department_uscc'), json_extract(content, '$.listing_authority_uscc')));
+
+-- Which destination acknowledged a sent record, and when: the SLA of a hop (a record is
+-- delivered to the parent when its receipt comes back, however long the retries took).
+ALTER TABLE sent_items ADD COLUMN destination TEXT;
+ALTER TABLE sent_items ADD COLUMN acknowledged_at TEXT;
+UPDATE sent_items SET destination = (SELECT receiver FROM envelopes WHERE digest = sent_items.envelope_digest),
+    acknowledged_at = (SELECT created_at FROM envelopes WHERE digest = sent_items.envelope_digest);
+
+-- Data quality per department and month (所属期 = the month a submission arrived, Beijing
+-- time), counted as submissions arrive and as the publication sink publishes: the quality page
+-- reads a month's few rows, never the records.
+CREATE TABLE quality_monthly (
+    department_uscc   TEXT   NOT NULL,
+    period            TEXT   NOT NULL,
+    department_name   TEXT   NOT NULL,
+    submitted         BIGINT NOT NULL DEFAULT 0,
+    accepted          BIGINT NOT NULL DEFAULT 0,
+    fields_filled     BIGINT NOT NULL DEFAULT 0,
+    fields_expected   BIGINT NOT NULL DEFAULT 0,
+    -- Submitted after their publicity deadline had passed (迟报).
+    reported_late     BIGINT NOT NULL DEFAULT 0,
+    published         BIGINT NOT NULL DEFAULT 0,
+    published_on_time BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (department_uscc, period)
+);
+
+-- Why submissions were rejected: rule code counts per department and month.
+CREATE TABLE quality_reasons (
+    department_uscc TEXT   NOT NULL,
+    period          TEXT   NOT NULL,
+    rule            TEXT   NOT NULL,
+    count           BIGINT NOT NULL,
+    PRIMARY KEY (department_uscc, period, rule)
+);
+
+-- Submissions per day (Beijing), for the accepted-vs-rejected trend.
+CREATE TABLE quality_daily (
+    day      TEXT   PRIMARY KEY,
+    accepted BIGINT NOT NULL,
+    rejected BIGINT NOT NULL
+);
+
+-- Alerts the webhook has delivered, so that each fires once (also across restarts).
+CREATE TABLE alerts_sent (
+    alert_key TEXT PRIMARY KEY,
+    kind      TEXT NOT NULL,
+    sent_at   TEXT NOT NULL
+);
