@@ -40,6 +40,11 @@ impl Period {
         Some(Self { year: y.parse().ok()?, month: Month::try_from(m.parse::<u8>().ok()?).ok()? })
     }
 
+    /// The month of `day`.
+    pub fn of(day: Date) -> Self {
+        Self { year: day.year(), month: day.month() }
+    }
+
     /// The period before the month of `day` (what is due in `day`'s month).
     pub fn before(day: Date) -> Self {
         match day.month() {

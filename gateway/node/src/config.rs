@@ -53,11 +53,18 @@ pub struct ReportingConfig {
     pub roll_to_working_day: bool,
     /// The departments registered to report here.
     pub departments: Vec<Department>,
+    /// The share each quality ratio (有效入库率, 完整率, 及时率) is held to. Default 0.95.
+    pub quality_target: f64,
 }
 
 impl Default for ReportingConfig {
     fn default() -> Self {
-        Self { due_day: 10, roll_to_working_day: true, departments: Vec::new() }
+        Self {
+            due_day: 10,
+            roll_to_working_day: true,
+            departments: Vec::new(),
+            quality_target: gateway_core::quality::DEFAULT_TARGET,
+        }
     }
 }
 
@@ -355,6 +362,9 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         if !(1..=28).contains(&self.reporting.due_day) {
             bail!("reporting.due_day must be between 1 and 28");
+        }
+        if !(0.0..=1.0).contains(&self.reporting.quality_target) {
+            bail!("reporting.quality_target must be a share between 0 and 1 (e.g. 0.95)");
         }
         if self.limits.max_batch_records == 0 || self.limits.max_body_bytes < 1024 {
             bail!("limits.max_batch_records must be ≥ 1 and limits.max_body_bytes ≥ 1024");

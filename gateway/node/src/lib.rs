@@ -12,6 +12,7 @@ pub mod federation;
 pub mod ingest;
 pub mod interchange;
 pub mod pki;
+pub mod quality;
 pub mod relay;
 pub mod reporting;
 pub mod server;

@@ -22,7 +22,7 @@ use crate::adapters::imports::ImportStatus;
 use crate::adapters::xlsx::ImportRequest;
 use crate::ingest::Gateway;
 
-const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+pub(crate) const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
 /// Who is reporting, for which month, through which adapter.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -5,6 +5,7 @@ mod docs;
 mod error;
 pub mod imports;
 pub mod metrics;
+mod quality;
 mod relay;
 
 use std::sync::Arc;
@@ -50,6 +51,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/templates/monthly-report.xlsx", get(imports::template))
         .route("/api/v1/reporting", get(reporting_status))
         .route("/api/v1/sla", get(sla_status))
+        .route("/api/v1/quality", get(quality::json))
+        .route("/api/v1/quality.csv", get(quality::csv))
+        .route("/api/v1/quality.xlsx", get(quality::xlsx))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/docs", get(|| async { Html(docs::PAGE) }))
         .route("/healthz", get(healthz))
@@ -415,11 +419,11 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Credit Gateway API (信用信息交换网关)", description = "Department-facing API of a Credit Gateway node."),
-    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status, sla_status),
+    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status, sla_status, quality::json, quality::csv, quality::xlsx),
     tags(
         (name = "records", description = "双公示 and other credit records, and lifecycle events about them"),
         (name = "relay", description = "Delivery trail, queues and dead letters"),
-        (name = "imports", description = "Departments' monthly Excel reports (月报) through the intake adapter"),
+        (name = "imports", description = "Departments' monthly Excel reports (月报) through the intake adapter, reporting status and data quality"),
         (name = "operations", description = "Health")
     )
 )]

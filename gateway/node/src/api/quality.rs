@@ -1,0 +1,89 @@
+//! Data-quality ratios per department and month, as JSON and as CSV / XLSX exports.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use time::OffsetDateTime;
+
+use super::{ApiError, ErrorBody, ReportingParams, period_param};
+use crate::ingest::Gateway;
+use crate::quality::QualityView;
+
+async fn load(gw: &Gateway, params: Result<Query<ReportingParams>, QueryRejection>) -> Result<QualityView, ApiError> {
+    let Query(p) = params.map_err(ApiError::from_query)?;
+    // The current month by default: quality is watched while the month runs.
+    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    let period = match p.period.as_deref() {
+        None => gateway_core::reporting::Period::of(today),
+        given => period_param(given, today)?,
+    };
+    crate::quality::view(gw, period).await.map_err(|e| ApiError::internal(&e))
+}
+
+/// Quality per department for a month (default: this month): 有效入库率, 完整率, 及时率, 迟报 and
+/// rejection reasons ranked, against the target (`[reporting] quality_target`, default 95 %).
+#[utoipa::path(
+    get,
+    path = "/api/v1/quality",
+    tag = "imports",
+    params(ReportingParams),
+    responses((status = 200, body = QualityView), (status = 400, body = ErrorBody))
+)]
+pub async fn json(
+    State(gw): State<Arc<Gateway>>,
+    params: Result<Query<ReportingParams>, QueryRejection>,
+) -> Result<Json<QualityView>, ApiError> {
+    load(&gw, params).await.map(Json)
+}
+
+/// The quality table as CSV (UTF-8 with BOM).
+#[utoipa::path(
+    get,
+    path = "/api/v1/quality.csv",
+    tag = "imports",
+    params(ReportingParams),
+    responses((status = 200, content_type = "text/csv"), (status = 400, body = ErrorBody))
+)]
+pub async fn csv(
+    State(gw): State<Arc<Gateway>>,
+    params: Result<Query<ReportingParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let view = load(&gw, params).await?;
+    let bytes = crate::quality::to_csv(&view).map_err(|e| ApiError::internal(&e))?;
+    Ok(attachment("text/csv; charset=utf-8", &format!("quality-{}.csv", view.period), bytes))
+}
+
+/// The quality table as an XLSX workbook (below-target ratios in red; reasons on a second sheet).
+#[utoipa::path(
+    get,
+    path = "/api/v1/quality.xlsx",
+    tag = "imports",
+    params(ReportingParams),
+    responses(
+        (status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        (status = 400, body = ErrorBody)
+    )
+)]
+pub async fn xlsx(
+    State(gw): State<Arc<Gateway>>,
+    params: Result<Query<ReportingParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let view = load(&gw, params).await?;
+    let bytes = crate::quality::to_xlsx(&view).map_err(|e| ApiError::internal(&e))?;
+    Ok(attachment(super::imports::XLSX, &format!("quality-{}.xlsx", view.period), bytes))
+}
+
+fn attachment(content_type: &str, name: &str, bytes: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        bytes,
+    )
+        .into_response()
+}
