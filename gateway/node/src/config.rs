@@ -41,6 +41,56 @@ pub struct Config {
     pub adapters: Vec<crate::adapters::AdapterBinding>,
     /// Monthly reporting: which departments report here, and by when.
     pub reporting: ReportingConfig,
+    /// Alert webhooks: SLA states, failing destinations, overdue departments, expiries.
+    pub alerts: AlertsConfig,
+    /// The operators' dashboard (`/dashboard`): who may log in.
+    pub dashboard: DashboardConfig,
+}
+
+/// Alert webhooks (see `docs/operations.md`, "Alerts").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Where alerts are POSTed (JSON). No URL, no alerts.
+    pub webhook_url: Option<String>,
+    /// The HMAC-SHA256 key signing each alert (hex or any text, one line). Default
+    /// `<data_dir>/alerts.key`, generated on first use: give it to the receiver.
+    pub secret_file: Option<PathBuf>,
+    /// How often the conditions are checked. Default 60 s.
+    pub check_interval_secs: u64,
+    /// A destination failing this long raises an alert. Default 1800 s.
+    pub destination_failing_secs: u64,
+    /// A certificate or registry expiring within this many days raises an alert. Default 30.
+    pub expiry_warning_days: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            secret_file: None,
+            check_interval_secs: 60,
+            destination_failing_secs: 1800,
+            expiry_warning_days: 30,
+        }
+    }
+}
+
+/// The dashboard (see `docs/operations.md`, "Dashboard").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Operators who may log in; none means the dashboard only shows its login page.
+    pub operators: Vec<Operator>,
+}
+
+/// An operator account: the password is stored only as a PBKDF2 hash (`credit-gateway operator
+/// hash-password` makes one).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    pub name: String,
+    pub password_hash: String,
 }
 
 /// Monthly reporting (月报) at a district node (see `docs/operations.md`).
@@ -278,6 +328,8 @@ impl Default for Config {
             relay: RelayConfig::default(),
             adapters: Vec::new(),
             reporting: ReportingConfig::default(),
+            alerts: AlertsConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct FederationView {
     pub registry: Arc<std::sync::RwLock<gateway_core::interchange::registry::Registry>>,
     /// How long an expired registry is still used before federation traffic is refused.
     pub grace: time::Duration,
+    /// When this node's mutual-TLS certificate expires.
+    pub certificate_expires: Option<time::OffsetDateTime>,
 }
 
 /// A checked item that holds a record on its way to the store.

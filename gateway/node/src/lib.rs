@@ -2,6 +2,7 @@
 //! `credit-gateway` binary. The rules themselves live in `gateway_core`.
 
 pub mod adapters;
+pub mod alerts;
 pub mod api;
 pub mod bench;
 pub mod clock;

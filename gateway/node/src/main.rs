@@ -506,6 +506,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let collectors = credit_gateway::adapters::start_ingest(&gateway, &adapters, &config.data_dir, &stopped);
     let federation_task = federation.map(|f| tokio::spawn(f.serve(stopped_signal(stopped.clone()))));
     let expiries = tokio::spawn(publicity_expiry_loop(Arc::clone(&gateway)));
+    let alerts = credit_gateway::alerts::Alerter::new(Arc::clone(&gateway), &config.alerts, &config.data_dir)?
+        .map(|a| tokio::spawn(a.run(stopped_signal(stopped.clone()))));
     let api = server::run(listener, gateway, stopped_signal(stopped));
     let signal = async {
         shutdown_signal().await;
@@ -517,6 +519,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let (result, ()) = tokio::join!(api, signal);
     expiries.abort();
+    if let Some(task) = alerts {
+        let _ = task.await;
+    }
     for c in collectors {
         let _ = c.await;
     }

@@ -258,13 +258,13 @@ fn sign_adapters(
     Ok(approved)
 }
 
-fn random_secret(rng: &SystemRandom) -> anyhow::Result<[u8; 32]> {
+pub(crate) fn random_secret(rng: &SystemRandom) -> anyhow::Result<[u8; 32]> {
     let mut secret = [0u8; 32];
     rng.fill(&mut secret).map_err(|_| anyhow::anyhow!("system randomness unavailable"))?;
     Ok(secret)
 }
 
-fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
     std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
     {

@@ -145,7 +145,12 @@ pub fn federation_node(
     let client = reqwest::Client::builder().tls_backend_preconfigured(crate::tls::client_config(&files)?).build()?;
     let registry = Arc::new(std::sync::RwLock::new(registry));
     // The first federation identity of a gateway is the one its metrics report.
-    let _ = gateway.federation.set(crate::ingest::FederationView { registry: Arc::clone(&registry), grace });
+    let certificate_expires = certificate_expiry(&fed.cert);
+    let _ = gateway.federation.set(crate::ingest::FederationView {
+        registry: Arc::clone(&registry),
+        grace,
+        certificate_expires,
+    });
     Ok(crate::interchange::Node {
         gateway,
         registry,
@@ -170,4 +175,13 @@ pub async fn bind_federation(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "federation endpoint (mTLS) ready");
     Ok(FederationEndpoint { addr, listener, tls, node, refresh_every })
+}
+
+/// The `notAfter` of the first certificate in a PEM file (`None` if it cannot be read: the TLS
+/// set-up reports that case itself).
+fn certificate_expiry(path: &Path) -> Option<time::OffsetDateTime> {
+    let pem = std::fs::read(path).ok()?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.validity().not_after.to_datetime())
 }

@@ -115,6 +115,13 @@ pub fn render(gw: &Gateway, figures: &StoreFigures, now: OffsetDateTime) -> Stri
         );
     }
     let Some(fed) = gw.federation.get() else { return out };
+    if let Some(not_after) = fed.certificate_expires {
+        gauge(
+            "credit_gateway_certificate_days_to_expiry",
+            "Days until this node's mutual-TLS certificate expires.",
+            (not_after - now).whole_seconds() as f64 / 86_400.0,
+        );
+    }
     let Ok(registry) = fed.registry.read().map(|r| r.clone()) else { return out };
     let expires = registry.expires_at.unix_timestamp() as f64;
     let past_grace = registry.freshness(now, fed.grace).is_err();

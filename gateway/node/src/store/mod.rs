@@ -181,6 +181,7 @@ macro_rules! apply_events {
     };
 }
 
+mod alerts;
 mod envelopes;
 mod outbox;
 pub mod quality;

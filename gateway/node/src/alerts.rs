@@ -1,0 +1,316 @@
+//! Alert webhooks (design §8): when a record turns at risk or breached at a destination, a
+//! destination has failed for longer than a threshold, a department is overdue with its monthly
+//! report, or this node's certificate or the registry nears expiry, a JSON alert is POSTed to
+//! the configured URL, signed with HMAC-SHA256. Each condition fires once: what was delivered
+//! is remembered in the store (`alerts_sent`), and what could not be delivered is tried again at
+//! the next check, so nothing is lost to a receiver that was down.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use gateway_core::sla::SlaState;
+use serde::Serialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::config::AlertsConfig;
+use crate::ingest::Gateway;
+
+/// The header carrying `sha256=<hex HMAC of "<timestamp>.<body>">`.
+pub const SIGNATURE_HEADER: &str = "x-credit-gateway-signature";
+/// The header carrying the timestamp that was signed (RFC 3339), against replays.
+pub const TIMESTAMP_HEADER: &str = "x-credit-gateway-timestamp";
+
+/// Most records named in one SLA alert; the rest follow at the next checks.
+const RECORDS_PER_ALERT: i64 = 500;
+
+/// One alert as POSTed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    /// `sla.at_risk`, `sla.breached`, `destination.failing`, `department.overdue`,
+    /// `certificate.expiring`, `registry.expiring`.
+    pub kind: &'static str,
+    pub member_id: String,
+    pub raised_at: String,
+    pub summary_zh: String,
+    pub summary_en: String,
+    pub details: Value,
+    /// What marks it delivered (one key per record for SLA alerts).
+    #[serde(skip)]
+    keys: Vec<String>,
+}
+
+/// Checks the conditions and delivers alerts.
+#[derive(Debug, Clone)]
+pub struct Alerter {
+    gw: Arc<Gateway>,
+    config: AlertsConfig,
+    url: String,
+    secret: Vec<u8>,
+    client: reqwest::Client,
+}
+
+/// The signature of an alert body sent at `timestamp`.
+pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(timestamp.as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    format!("sha256={}", hex::encode(ctx.sign().as_ref()))
+}
+
+/// Reads the signing key, making one (32 random bytes, hex, mode 0600) if the file is absent.
+pub fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let key = text.trim();
+            anyhow::ensure!(!key.is_empty(), "alert key file {} is empty", path.display());
+            Ok(key.as_bytes().to_vec())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = hex::encode(crate::pki::random_secret(&ring::rand::SystemRandom::new())?);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            crate::pki::write_secret(path, &key)?;
+            tracing::info!(file = %path.display(), "alert signing key created: give it to the webhook receiver");
+            Ok(key.into_bytes())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading alert key {}", path.display())),
+    }
+}
+
+impl Alerter {
+    /// An alerter when a webhook URL is configured.
+    pub fn new(gw: Arc<Gateway>, config: &AlertsConfig, data_dir: &Path) -> anyhow::Result<Option<Self>> {
+        let Some(url) = config.webhook_url.clone() else { return Ok(None) };
+        let secret_file = config.secret_file.clone().unwrap_or_else(|| data_dir.join("alerts.key"));
+        let secret = load_or_create_secret(&secret_file)?;
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
+        Ok(Some(Self { gw, config: config.clone(), url, secret, client }))
+    }
+
+    /// Checks every `check_interval_secs` until `stop` resolves.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(self.config.check_interval_secs.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let work = async {
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.check(OffsetDateTime::now_utc()).await {
+                    tracing::warn!(error = %format!("{e:#}"), "alert check failed; retrying at the next check");
+                }
+            }
+        };
+        tokio::select! { () = work => {}, () = stop => {} }
+    }
+
+    /// One check at `now`: raises what is new and delivers it. Returns the alerts delivered.
+    pub async fn check(&self, now: OffsetDateTime) -> anyhow::Result<Vec<Alert>> {
+        let mut alerts = self.sla_alerts(now).await?;
+        alerts.extend(self.destination_alerts(now));
+        alerts.extend(self.department_alerts(now).await?);
+        alerts.extend(self.expiry_alerts(now));
+        let mut delivered = Vec::new();
+        for alert in alerts {
+            let sent = self.gw.store.alerts_sent(&alert.keys).await?;
+            let fresh: Vec<String> = alert.keys.iter().filter(|k| !sent.contains(*k)).cloned().collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            let alert = if fresh.len() == alert.keys.len() { alert } else { narrow(alert, &sent) };
+            self.deliver(&alert, now).await?;
+            self.gw.store.mark_alerts_sent(&fresh, alert.kind, &crate::clock::format_timestamp(now)).await?;
+            delivered.push(alert);
+        }
+        Ok(delivered)
+    }
+
+    async fn deliver(&self, alert: &Alert, now: OffsetDateTime) -> anyhow::Result<()> {
+        let body = serde_json::to_vec(alert)?;
+        let timestamp = crate::clock::format_timestamp(now);
+        let resp = self
+            .client
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(TIMESTAMP_HEADER, &timestamp)
+            .header(SIGNATURE_HEADER, sign(&self.secret, &timestamp, &body))
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("posting alert {} to {}", alert.kind, self.url))?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "webhook {} answered {} to {}",
+            self.url,
+            resp.status(),
+            alert.kind
+        );
+        tracing::info!(kind = alert.kind, "alert delivered");
+        Ok(())
+    }
+
+    fn alert(
+        &self,
+        kind: &'static str,
+        now: OffsetDateTime,
+        zh: String,
+        en: String,
+        details: Value,
+        keys: Vec<String>,
+    ) -> Alert {
+        Alert {
+            kind,
+            member_id: self.gw.member_id.clone(),
+            raised_at: crate::clock::format_timestamp(now),
+            summary_zh: zh,
+            summary_en: en,
+            details,
+            keys,
+        }
+    }
+
+    /// Records newly at risk or breached at each watched destination.
+    async fn sla_alerts(&self, now: OffsetDateTime) -> anyhow::Result<Vec<Alert>> {
+        let today = crate::clock::today_in_china(now);
+        let mut out = Vec::new();
+        for destination in crate::sla::destinations(&self.gw) {
+            for (state, kind) in [(SlaState::AtRisk, "sla.at_risk"), (SlaState::Breached, "sla.breached")] {
+                let q = crate::sla::SlaQuery {
+                    only: Some(state),
+                    limit: RECORDS_PER_ALERT,
+                    ..crate::sla::SlaQuery::new(&destination, today)
+                };
+                let view = crate::sla::view(&self.gw, &q).await?;
+                if view.records.is_empty() {
+                    continue;
+                }
+                let keys = view.records.iter().map(|r| format!("{kind}:{destination}:{}", r.record_id)).collect();
+                let n = view.records.len();
+                let (zh, en) = match state {
+                    SlaState::AtRisk => (
+                        format!("{destination}：{n} 条记录距公示期限不足 {} 个工作日", view.at_risk_working_days),
+                        format!(
+                            "{destination}: {n} records within {} working days of their deadline",
+                            view.at_risk_working_days
+                        ),
+                    ),
+                    _ => (
+                        format!("{destination}：{n} 条记录已超过 7 个工作日公示期限"),
+                        format!("{destination}: {n} records missed their 7-working-day deadline"),
+                    ),
+                };
+                let details = json!({ "destination": destination, "today": view.today, "records": view.records });
+                out.push(self.alert(kind, now, zh, en, details, keys));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Destinations failing for longer than the threshold (once per failure spell).
+    fn destination_alerts(&self, now: OffsetDateTime) -> Vec<Alert> {
+        let threshold = time::Duration::seconds(self.config.destination_failing_secs as i64);
+        let mut out = Vec::new();
+        for (destination, status) in self.gw.relay_status.snapshot() {
+            let Some(since) = status.failing_since.as_deref() else { continue };
+            let Ok(started) = OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339) else {
+                continue;
+            };
+            if now - started < threshold {
+                continue;
+            }
+            let minutes = (now - started).whole_minutes();
+            out.push(self.alert(
+                "destination.failing",
+                now,
+                format!("{destination} 已连续投递失败 {minutes} 分钟"),
+                format!("{destination} has been failing for {minutes} minutes"),
+                json!({ "destination": destination, "failing_since": since, "consecutive_failures": status.consecutive_failures,
+                        "last_error": status.last_error }),
+                vec![format!("destination.failing:{destination}:{since}")],
+            ));
+        }
+        out
+    }
+
+    /// Registered departments overdue with last month's report.
+    async fn department_alerts(&self, now: OffsetDateTime) -> anyhow::Result<Vec<Alert>> {
+        if self.gw.reporting.departments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let today = crate::clock::today_in_china(now);
+        let period = gateway_core::reporting::Period::before(today);
+        let view = crate::reporting::view(&self.gw, period, today).await?;
+        let overdue: Vec<_> = view
+            .departments
+            .iter()
+            .filter(|d| d.registered && d.status == gateway_core::reporting::ReportingStatus::Overdue)
+            .collect();
+        if overdue.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = overdue.iter().map(|d| d.department.as_str()).collect();
+        let keys = overdue.iter().map(|d| format!("department.overdue:{period}:{}", d.department_uscc)).collect();
+        Ok(vec![self.alert(
+            "department.overdue",
+            now,
+            format!("{period} 月报逾期未报送：{}", names.join("、")),
+            format!("{} departments are overdue with their {period} report", overdue.len()),
+            json!({ "period": period.to_string(), "due_date": view.due_date, "departments": overdue }),
+            keys,
+        )])
+    }
+
+    /// This node's certificate or the registry expiring within the warning window.
+    fn expiry_alerts(&self, now: OffsetDateTime) -> Vec<Alert> {
+        let Some(fed) = self.gw.federation.get() else { return Vec::new() };
+        let window = time::Duration::days(i64::from(self.config.expiry_warning_days));
+        let mut out = Vec::new();
+        if let Some(not_after) = fed.certificate_expires.filter(|t| *t - now < window) {
+            let days = (not_after - now).whole_days();
+            let at = crate::clock::format_timestamp(not_after);
+            out.push(self.alert(
+                "certificate.expiring",
+                now,
+                format!("本节点证书将于 {days} 天后（{at}）到期"),
+                format!("this node's certificate expires in {days} days ({at})"),
+                json!({ "not_after": at }),
+                vec![format!("certificate.expiring:{at}")],
+            ));
+        }
+        if let Ok(registry) = fed.registry.read().map(|r| r.clone())
+            && registry.expires_at - now < window
+        {
+            let days = (registry.expires_at - now).whole_days();
+            let at = crate::clock::format_timestamp(registry.expires_at);
+            let version = registry.body.version;
+            out.push(self.alert(
+                "registry.expiring",
+                now,
+                format!("联盟注册表（第 {version} 版）将于 {days} 天后（{at}）到期"),
+                format!("the federation registry (version {version}) expires in {days} days ({at})"),
+                json!({ "version": version, "expires_at": at }),
+                vec![format!("registry.expiring:{version}")],
+            ));
+        }
+        out
+    }
+}
+
+/// An SLA alert cut down to the records not yet alerted.
+fn narrow(mut alert: Alert, sent: &HashSet<String>) -> Alert {
+    let keep: Vec<bool> = alert.keys.iter().map(|k| !sent.contains(k)).collect();
+    if let Some(records) = alert.details.get_mut("records").and_then(Value::as_array_mut) {
+        let mut i = 0;
+        records.retain(|_| {
+            let k = keep.get(i).copied().unwrap_or(true);
+            i += 1;
+            k
+        });
+    }
+    alert.keys.retain(|k| !sent.contains(k));
+    alert
+}
