@@ -42,6 +42,10 @@ pub struct Gateway {
     pub imports: crate::adapters::imports::Imports,
     /// Who reports monthly to this node, and by when.
     pub reporting: crate::config::ReportingConfig,
+    /// Who may use the dashboard.
+    pub dashboard: crate::dashboard::Access,
+    /// Queue backlogs sampled over the last day, for the dashboard's chart.
+    pub queue_history: crate::dashboard::History,
 }
 
 /// What the department-side API may see of the federation state.

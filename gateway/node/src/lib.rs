@@ -7,6 +7,7 @@ pub mod api;
 pub mod bench;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod evidence;
 pub mod federation;

@@ -83,6 +83,22 @@ enum Command {
         #[command(subcommand)]
         command: TemplateCommand,
     },
+    /// Dashboard operator accounts.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Read a password from standard input (one line) and print its hash for
+    /// `[[dashboard.operators]] password_hash`.
+    HashPassword {
+        /// PBKDF2 iterations (default: the current recommendation).
+        #[arg(long, default_value_t = credit_gateway::dashboard::auth::ITERATIONS)]
+        iterations: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -357,6 +373,13 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Adapter { command: AdapterCommand::Hash { manifest } } => {
             println!("{}", credit_gateway::adapters::cli::hash(&manifest)?);
         }
+        Command::Operator { command: OperatorCommand::HashPassword { iterations } } => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(password.chars().count() >= 12, "use a password of at least 12 characters");
+            println!("{}", credit_gateway::dashboard::auth::hash_password(password, iterations)?);
+        }
         Command::Import(opts) => {
             runtime()?.block_on(credit_gateway::adapters::cli::import(&opts))?;
         }
@@ -506,6 +529,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let collectors = credit_gateway::adapters::start_ingest(&gateway, &adapters, &config.data_dir, &stopped);
     let federation_task = federation.map(|f| tokio::spawn(f.serve(stopped_signal(stopped.clone()))));
     let expiries = tokio::spawn(publicity_expiry_loop(Arc::clone(&gateway)));
+    let sampler = tokio::spawn(credit_gateway::dashboard::sample_loop(Arc::clone(&gateway)));
     let alerts = credit_gateway::alerts::Alerter::new(Arc::clone(&gateway), &config.alerts, &config.data_dir)?
         .map(|a| tokio::spawn(a.run(stopped_signal(stopped.clone()))));
     let api = server::run(listener, gateway, stopped_signal(stopped));
@@ -519,6 +543,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let (result, ()) = tokio::join!(api, signal);
     expiries.abort();
+    sampler.abort();
     if let Some(task) = alerts {
         let _ = task.await;
     }

@@ -56,6 +56,9 @@ pub async fn build_gateway(config: &Config) -> anyhow::Result<Arc<Gateway>> {
     let validator =
         RecordValidator::new(&ValidationPolicy { uscc_allow_list: config.validation.uscc_allow_list.clone() })?;
     let store = open_store(config).await?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let dashboard = crate::dashboard::Access::load(&config.dashboard.operators, &config.data_dir)?;
     Ok(Arc::new(Gateway {
         member_id: config.member_id.clone(),
         validator,
@@ -68,6 +71,8 @@ pub async fn build_gateway(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         adapters: std::sync::OnceLock::new(),
         imports: crate::adapters::imports::Imports::new(config.data_dir.join("imports")),
         reporting: config.reporting.clone(),
+        dashboard,
+        queue_history: crate::dashboard::History::default(),
     }))
 }
 

@@ -63,6 +63,8 @@ pub struct SlaQuery<'a> {
     pub policy: SlaPolicy,
     /// Only records in this state.
     pub only: Option<SlaState>,
+    /// Only records at risk or breached.
+    pub problems: bool,
     pub department: Option<&'a str>,
     pub record_type: Option<&'a str>,
     pub limit: i64,
@@ -76,6 +78,7 @@ impl<'a> SlaQuery<'a> {
             since: None,
             policy: SlaPolicy::default(),
             only: None,
+            problems: false,
             department: None,
             record_type: None,
             limit: 500,
@@ -133,14 +136,15 @@ pub async fn view(gw: &Gateway, q: &SlaQuery<'_>) -> Result<SlaView, StoreError>
         ("at_risk".to_owned(), c.at_risk),
         ("breached".to_owned(), c.breached),
     ]);
-    let problems_only = matches!(q.only, Some(SlaState::AtRisk | SlaState::Breached));
+    let problems_only = q.problems || matches!(q.only, Some(SlaState::AtRisk | SlaState::Breached));
     let rows = gw.store.sla_rows(&window, problems_only, q.limit).await?;
     let mut records = Vec::new();
     for r in rows {
         let Some(deadline) = parse_date(&r.deadline) else { continue };
         let published_on = r.published_at.as_deref().and_then(crate::clock::china_date_of);
         let s = state(&gw.calendar, Ok(deadline), published_on, today, q.policy);
-        if q.only.is_none_or(|o| o == s) {
+        let problem = matches!(s, SlaState::AtRisk | SlaState::Breached);
+        if q.only.is_none_or(|o| o == s) && (problem || !q.problems) {
             records.push(SlaRecord {
                 trail: format!("/api/v1/records/{}/trail", r.record_id),
                 record_id: r.record_id,

@@ -80,6 +80,11 @@ pub fn render(gw: &Gateway, figures: &StoreFigures, now: OffsetDateTime) -> Stri
         "Records the destination refused (or that wait behind one) and that are not resent yet.",
         &|q| q.dead,
     );
+    per_destination(
+        "credit_gateway_outbox_lag_seconds",
+        "Age of the oldest record waiting for the destination (0 when none waits).",
+        &|q| q.oldest_waiting.as_deref().map_or(0, |t| lag_seconds(t, now)),
+    );
     if !figures.sla.is_empty() {
         let name = "credit_gateway_sla_records";
         let _ = writeln!(
@@ -155,4 +160,10 @@ pub(super) async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse
     let now = OffsetDateTime::now_utc();
     let figures = figures(&gw, now).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&gw, &figures, now))
+}
+
+/// Seconds from an RFC 3339 timestamp to `now` (0 if unreadable or in the future).
+pub fn lag_seconds(timestamp: &str, now: OffsetDateTime) -> i64 {
+    OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339)
+        .map_or(0, |t| (now - t).whole_seconds().max(0))
 }

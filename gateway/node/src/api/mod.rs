@@ -59,6 +59,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
+        .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::not_found("该路径", "path") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -51,7 +51,13 @@ pub(super) async fn outbox(State(gw): State<Arc<Gateway>>) -> Result<Json<Vec<Ou
     let last = gw.store.last_seq().await.map_err(|e| ApiError::internal(&e))?;
     for name in status.keys() {
         if !queues.iter().any(|q| &q.destination == name) {
-            queues.push(QueueStats { destination: name.clone(), position: 0, backlog: last, dead: 0 });
+            queues.push(QueueStats {
+                destination: name.clone(),
+                position: 0,
+                backlog: last,
+                dead: 0,
+                oldest_waiting: None,
+            });
         }
     }
     queues.sort_by(|a, b| a.destination.cmp(&b.destination));

@@ -86,6 +86,9 @@ pub struct QueueStats {
     /// Records stored after the cursor (an upper bound on what waits: routing may skip some).
     pub backlog: i64,
     pub dead: i64,
+    /// When the first record after the cursor was stored (RFC 3339 UTC): the queue's lag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_waiting: Option<String>,
 }
 
 impl Store {
@@ -409,7 +412,8 @@ impl Store {
             let rows = sqlx::query(
                 "SELECT c.destination, c.position, \
                    (SELECT COUNT(*) FROM records r WHERE r.seq > c.position), \
-                   (SELECT COUNT(*) FROM dead_letters d WHERE d.destination = c.destination AND d.state <> 'resent') \
+                   (SELECT COUNT(*) FROM dead_letters d WHERE d.destination = c.destination AND d.state <> 'resent'), \
+                   (SELECT r.received_at FROM records r WHERE r.seq > c.position ORDER BY r.seq LIMIT 1) \
                  FROM outbox_cursors c ORDER BY c.destination",
             )
             .fetch_all(pool)
@@ -420,8 +424,16 @@ impl Store {
                     position: row.try_get(1)?,
                     backlog: row.try_get(2)?,
                     dead: row.try_get(3)?,
+                    oldest_waiting: row.try_get(4)?,
                 }))
                 .collect()
+        })
+    }
+
+    /// Dead letters not yet resent, over all destinations.
+    pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
+        dispatch!(self, pool => {
+            Ok(sqlx::query("SELECT COUNT(*) FROM dead_letters WHERE state <> 'resent'").fetch_one(pool).await?.try_get(0)?)
         })
     }
 

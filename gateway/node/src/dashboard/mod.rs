@@ -1,0 +1,631 @@
+//! The operators' dashboard (design §8), server-rendered under `/dashboard`: an overview
+//! (throughput, queues and lag per destination, registry and certificate expiry), SLA problems
+//! with their trail, monthly reporting, quality ratios, and dead letters with a resend button.
+//! Every page requires an operator login; the JSON behind each page is in `/api/v1`.
+
+pub mod auth;
+mod html;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::Form;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use gateway_core::date::format_date;
+use gateway_core::sla::SlaState;
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::ingest::Gateway;
+use html::{Nav, esc, page, ratio_cell};
+
+pub use auth::Access;
+
+/// Samples of each destination's backlog, one a minute, for the last day.
+#[derive(Debug, Default)]
+pub struct History(std::sync::Mutex<VecDeque<(OffsetDateTime, BTreeMap<String, i64>)>>);
+
+const HISTORY_SAMPLES: usize = 24 * 60;
+
+impl History {
+    /// Takes a sample if the last one is a minute old (or there is none).
+    pub async fn sample(&self, gw: &Gateway, now: OffsetDateTime) {
+        let due =
+            self.0.lock().map(|h| h.back().is_none_or(|(t, _)| now - *t >= time::Duration::MINUTE)).unwrap_or(false);
+        if !due {
+            return;
+        }
+        let Ok(stats) = gw.store.queue_stats().await else { return };
+        if let Ok(mut h) = self.0.lock() {
+            h.push_back((now, stats.into_iter().map(|q| (q.destination, q.backlog)).collect()));
+            while h.len() > HISTORY_SAMPLES {
+                h.pop_front();
+            }
+        }
+    }
+
+    fn series(&self) -> Vec<(String, Vec<f64>)> {
+        let Ok(h) = self.0.lock() else { return Vec::new() };
+        let mut names: Vec<&String> = h.iter().flat_map(|(_, m)| m.keys()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|n| (n.clone(), h.iter().map(|(_, m)| m.get(n).copied().unwrap_or(0) as f64).collect()))
+            .collect()
+    }
+}
+
+/// Samples the queues every minute until the process ends (the overview chart's data).
+pub async fn sample_loop(gw: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        gw.queue_history.sample(&gw, OffsetDateTime::now_utc()).await;
+    }
+}
+
+/// The dashboard's routes.
+pub fn router() -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/dashboard", get(overview))
+        .route("/dashboard/login", get(login_page).post(login))
+        .route("/dashboard/logout", post(logout))
+        .route("/dashboard/sla", get(sla))
+        .route("/dashboard/reporting", get(reporting))
+        .route("/dashboard/quality", get(quality))
+        .route("/dashboard/dead-letters", get(dead_letters))
+        .route("/dashboard/dead-letters/resend", post(resend))
+        .route("/dashboard/trail/{id}", get(trail))
+}
+
+/// A logged-in operator: the name and the cookie value (forms carry a token derived from it).
+struct Session {
+    name: String,
+    token: String,
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(auth::COOKIE)?.strip_prefix('='))
+}
+
+/// The operator logged in with the request's cookie, if any.
+fn session(gw: &Gateway, headers: &HeaderMap) -> Option<Session> {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let cookie = cookie_value(headers)?;
+    let name = gw.dashboard.operator(cookie, now)?;
+    Some(Session { name, token: gw.dashboard.form_token(cookie) })
+}
+
+fn to_login() -> Response {
+    Redirect::to("/dashboard/login").into_response()
+}
+
+/// A page with the headers every dashboard answer carries: nothing from elsewhere may load, no
+/// framing, no caching of operator data.
+fn respond(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, Html(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn operator_page(s: &Session, title: &str, nav: Nav, body: &str) -> Response {
+    respond(StatusCode::OK, page(title, nav, Some((&s.name, &s.token)), body))
+}
+
+fn failure(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "dashboard page failed");
+    respond(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        page(
+            "出错了 Error",
+            Nav::None,
+            None,
+            "<p class=\"error\">页面数据读取失败，详情见日志。The page could not be read; see the log.</p>",
+        ),
+    )
+}
+
+async fn login_page(State(gw): State<Arc<Gateway>>) -> Response {
+    respond(StatusCode::OK, login_form(&gw, None))
+}
+
+fn login_form(gw: &Gateway, error: Option<&str>) -> String {
+    let mut body = String::new();
+    if !gw.dashboard.has_operators() {
+        body.push_str(
+            "<p class=\"error\">尚未配置操作员：在配置文件中添加 <code>[[dashboard.operators]]</code>（密码散列由 \
+             <code>credit-gateway operator hash-password</code> 生成）。No operators are configured.</p>",
+        );
+    }
+    if let Some(e) = error {
+        let _ = write!(body, "<p class=\"error\">{}</p>", esc(e));
+    }
+    body.push_str(
+        "<form method=\"post\" action=\"/dashboard/login\"><p><label>用户名 User <input name=\"username\" id=\"username\" \
+         autocomplete=\"username\" required></label></p><p><label>密码 Password <input type=\"password\" name=\"password\" \
+         id=\"password\" autocomplete=\"current-password\" required></label></p><p><button id=\"login\">登录 Log in</button></p></form>",
+    );
+    page("操作员登录 Operator login", Nav::None, None, &body)
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+}
+
+async fn login(State(gw): State<Arc<Gateway>>, Form(f): Form<LoginForm>) -> Response {
+    let Some(name) = gw.dashboard.login(f.username.trim(), &f.password) else {
+        tracing::warn!(user = %f.username.trim(), "dashboard login refused");
+        return respond(
+            StatusCode::UNAUTHORIZED,
+            login_form(&gw, Some("用户名或密码不正确 · wrong user name or password")),
+        );
+    };
+    tracing::info!(user = %name, "dashboard login");
+    let expires = OffsetDateTime::now_utc().unix_timestamp() + auth::SESSION_SECS;
+    let cookie = format!(
+        "{}={}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={}",
+        auth::COOKIE,
+        gw.dashboard.session(name, expires),
+        auth::SESSION_SECS
+    );
+    let mut resp = Redirect::to("/dashboard").into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenForm {
+    token: String,
+}
+
+async fn logout(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Form(f): Form<TokenForm>) -> Response {
+    if let Some(c) = cookie_value(&headers)
+        && !gw.dashboard.form_token_ok(c, &f.token)
+    {
+        return respond(
+            StatusCode::FORBIDDEN,
+            page("拒绝 Refused", Nav::None, None, "<p class=\"error\">表单已失效 · stale form</p>"),
+        );
+    }
+    let mut resp = Redirect::to("/dashboard/login").into_response();
+    let clear = format!("{}=; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=0", auth::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn overview(headers: HeaderMap, State(gw): State<Arc<Gateway>>) -> Response {
+    let Some(s) = session(&gw, &headers) else { return to_login() };
+    let now = OffsetDateTime::now_utc();
+    let today = crate::clock::today_in_china(now);
+    gw.queue_history.sample(&gw, now).await;
+    let since = today - time::Duration::days(29);
+    let since_text = format_date(since);
+    let (stored, queues, days, dead) = match tokio::try_join!(
+        gw.store.count(),
+        gw.store.queue_stats(),
+        gw.store.quality_days(&since_text),
+        gw.store.dead_letter_count()
+    ) {
+        Ok(x) => x,
+        Err(e) => return failure(e),
+    };
+    let (accepted_today, rejected_today) =
+        days.iter().find(|(d, _, _)| *d == format_date(today)).map_or((0, 0), |(_, a, r)| (*a, *r));
+    let mut body = String::from("<div class=\"cards\">");
+    let mut card = |label: &str, value: String| {
+        let _ = write!(body, "<div class=\"card\">{label}<b>{value}</b></div>");
+    };
+    card("已存记录 Records stored", stored.to_string());
+    card("今日入库 Accepted today", accepted_today.to_string());
+    card("今日退回 Rejected today", rejected_today.to_string());
+    card("死信 Dead letters", dead.to_string());
+    if let Some(fed) = gw.federation.get() {
+        if let Ok(r) = fed.registry.read() {
+            let days = (r.expires_at - now).whole_days();
+            card(&format!("注册表第 {} 版到期 Registry expires", r.body.version), format!("{days} 天 days"));
+        }
+        if let Some(t) = fed.certificate_expires {
+            card("证书到期 Certificate expires", format!("{} 天 days", (t - now).whole_days()));
+        }
+    }
+    body.push_str("</div><h2>各去向队列 Queues per destination</h2><table id=\"queues\"><tr><th>去向 Destination</th>\
+        <th>待发 Backlog</th><th>滞后 Lag</th><th>死信 Dead</th><th>本次启动后已投递 Delivered</th><th>最近成功 Last success</th><th>故障 Failing</th></tr>");
+    let status = gw.relay_status.snapshot();
+    for q in &queues {
+        let st = status.get(&q.destination);
+        let lag = q.oldest_waiting.as_deref().map_or(0, |t| crate::api::metrics::lag_seconds(t, now));
+        let failing = st.and_then(|s| s.failing_since.as_deref()).map_or_else(
+            || "<td class=\"ok\">正常 ok</td>".to_owned(),
+            |since| {
+                let err = st.and_then(|s| s.last_error.as_deref()).unwrap_or("");
+                format!("<td class=\"bad\">自 since {} · {}</td>", esc(since), esc(err))
+            },
+        );
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td>{}</td><td>{}</td>{failing}</tr>",
+            esc(&q.destination),
+            q.backlog,
+            if lag > 3600 { " class=\"warn\"" } else { "" },
+            human_secs(lag),
+            q.dead,
+            st.map_or(0, |s| s.delivered),
+            esc(st.and_then(|s| s.last_success_at.as_deref()).unwrap_or("—")),
+        );
+    }
+    body.push_str("</table><h2>近 30 天入库与退回 Accepted vs rejected, 30 days</h2>");
+    let by_day: BTreeMap<&str, (i64, i64)> = days.iter().map(|(d, a, r)| (d.as_str(), (*a, *r))).collect();
+    let filled: Vec<(String, i64, i64)> = (0..30)
+        .map(|i| {
+            let d = format_date(since + time::Duration::days(i));
+            let (a, r) = by_day.get(d.as_str()).copied().unwrap_or((0, 0));
+            (d, a, r)
+        })
+        .collect();
+    body.push_str(&html::bars_chart(&filled));
+    body.push_str("<h2>待发队列变化 Backlog over time</h2>");
+    body.push_str(&html::lines_chart("backlog-chart", "每分钟采样 sampled each minute", &gw.queue_history.series()));
+    operator_page(&s, "概览 Overview", Nav::Overview, &body)
+}
+
+fn human_secs(s: i64) -> String {
+    match s {
+        0 => "—".to_owned(),
+        s if s < 120 => format!("{s} 秒 s"),
+        s if s < 7200 => format!("{} 分 min", s / 60),
+        s if s < 172_800 => format!("{} 小时 h", s / 3600),
+        s => format!("{} 天 d", s / 86_400),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SlaFilter {
+    destination: Option<String>,
+    department: Option<String>,
+    record_type: Option<String>,
+}
+
+fn state_label(s: SlaState) -> &'static str {
+    match s {
+        SlaState::OnTime => "<span class=\"ok\">按时 on time</span>",
+        SlaState::Pending => "未到期 pending",
+        SlaState::AtRisk => "<span class=\"warn\">临期 at risk</span>",
+        SlaState::Breached => "<span class=\"bad\">超期 breached</span>",
+        SlaState::CalendarUnknown => "日历未载入 calendar unknown",
+    }
+}
+
+async fn sla(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<SlaFilter>) -> Response {
+    let Some(s) = session(&gw, &headers) else { return to_login() };
+    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    let mut destinations = crate::sla::destinations(&gw);
+    if destinations.is_empty() {
+        destinations.push(crate::relay::PUBLICATION.to_owned());
+    }
+    let destination = f.destination.filter(|d| !d.is_empty()).unwrap_or_else(|| destinations[0].clone());
+    let department =
+        f.department.as_deref().map(str::trim).filter(|d| !d.is_empty()).map(gateway_core::ident::normalize_code);
+    let record_type = f.record_type.as_deref().filter(|t| !t.is_empty());
+    let q = crate::sla::SlaQuery {
+        problems: true,
+        department: department.as_deref(),
+        record_type,
+        limit: 500,
+        ..crate::sla::SlaQuery::new(&destination, today)
+    };
+    let view = match crate::sla::view(&gw, &q).await {
+        Ok(v) => v,
+        Err(e) => return failure(e),
+    };
+    let mut body =
+        String::from("<form method=\"get\" action=\"/dashboard/sla\">去向 Destination <select name=\"destination\">");
+    for d in &destinations {
+        let sel = if *d == destination { " selected" } else { "" };
+        let _ = write!(body, "<option{sel}>{}</option>", esc(d));
+    }
+    let _ = write!(
+        body,
+        "</select> 数据来源单位 Department <input name=\"department\" value=\"{}\" placeholder=\"统一社会信用代码 USCC\"> 类型 Type \
+         <select name=\"record_type\"><option value=\"\">全部 all</option>",
+        esc(department.as_deref().unwrap_or(""))
+    );
+    for (t, label) in [("admin_license", "行政许可"), ("admin_penalty", "行政处罚"), ("credit_list_entry", "红黑名单")]
+    {
+        let sel = if record_type == Some(t) { " selected" } else { "" };
+        let _ = write!(body, "<option value=\"{t}\"{sel}>{label} {t}</option>");
+    }
+    let _ = write!(
+        body,
+        "</select> <button>筛选 Filter</button></form><div class=\"cards\"><div class=\"card\">按时 On time<b>{}</b></div>\
+         <div class=\"card\">临期 At risk<b class=\"warn\">{}</b></div><div class=\"card\">超期 Breached<b class=\"bad\">{}</b></div></div>\
+         <p class=\"muted\">今日 today {} · 截止日自 deadlines from {} · 临期 = 不足 {} 个工作日 at risk = at most {} working days left</p>\
+         <table id=\"sla-table\"><tr><th>记录 Record</th><th>类型 Type</th><th>数据来源单位 Department</th><th>来源节点 Origin</th>\
+         <th>公示截止日 Deadline</th><th>送达 Delivered</th><th>状态 State</th><th>轨迹 Trail</th></tr>",
+        view.counts.get("on_time").unwrap_or(&0),
+        view.counts.get("at_risk").unwrap_or(&0),
+        view.counts.get("breached").unwrap_or(&0),
+        view.today,
+        view.since,
+        view.at_risk_working_days,
+        view.at_risk_working_days,
+    );
+    for r in &view.records {
+        let _ = write!(
+            body,
+            "<tr data-record=\"{id}\" data-state=\"{}\"><td>{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td><a href=\"/dashboard/trail/{id}\">查看 view</a></td></tr>",
+            r.state.as_str(),
+            esc(&r.record_type),
+            esc(r.department_uscc.as_deref().unwrap_or("—")),
+            esc(&r.origin),
+            esc(&r.deadline),
+            esc(r.published_at.as_deref().unwrap_or("—")),
+            state_label(r.state),
+            id = esc(&r.record_id),
+        );
+    }
+    body.push_str("</table>");
+    if view.records.is_empty() {
+        body.push_str("<p class=\"ok\">没有临期或超期的记录 · nothing at risk or breached</p>");
+    }
+    operator_page(&s, "公示时限 Publication SLA", Nav::Sla, &body)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PeriodFilter {
+    period: Option<String>,
+}
+
+async fn reporting(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<PeriodFilter>) -> Response {
+    let Some(s) = session(&gw, &headers) else { return to_login() };
+    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    let period = f
+        .period
+        .as_deref()
+        .and_then(gateway_core::reporting::Period::parse)
+        .unwrap_or_else(|| gateway_core::reporting::Period::before(today));
+    let view = match crate::reporting::view(&gw, period, today).await {
+        Ok(v) => v,
+        Err(e) => return failure(e),
+    };
+    let mut body = period_form("/dashboard/reporting", &view.period);
+    let _ = write!(
+        body,
+        "<p>报送截止 Due {}{}</p><table id=\"reporting-table\"><tr><th>部门 Department</th><th>统一社会信用代码 USCC</th>\
+         <th>状态 Status</th><th>报送日期 Submitted</th><th>许可 Licenses</th><th>处罚 Penalties</th></tr>",
+        esc(view.due_date.as_deref().unwrap_or("—")),
+        if view.calendar_unknown { "（日历未载入 calendar not loaded）" } else { "" }
+    );
+    use gateway_core::reporting::ReportingStatus as R;
+    for d in &view.departments {
+        let status = match d.status {
+            R::Reported => "<span class=\"ok\">已报送 reported</span>",
+            R::ZeroReport => "<span class=\"ok\">零报送 zero report</span>",
+            R::Late => "<span class=\"warn\">迟报 late</span>",
+            R::Overdue => "<span class=\"bad\">逾期未报 overdue</span>",
+            R::Pending => "待报 pending",
+        };
+        let n = |v: Option<i64>| v.map_or("—".to_owned(), |n| n.to_string());
+        let _ = write!(
+            body,
+            "<tr data-department=\"{}\"><td>{}{}</td><td>{}</td><td>{status}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&d.department_uscc),
+            esc(&d.department),
+            if d.registered { "" } else { " <span class=\"muted\">(未登记 unregistered)</span>" },
+            esc(&d.department_uscc),
+            esc(d.submitted_on.as_deref().unwrap_or("—")),
+            n(d.license_count),
+            n(d.penalty_count),
+        );
+    }
+    body.push_str("</table>");
+    operator_page(&s, "月报 Monthly reporting", Nav::Reporting, &body)
+}
+
+fn period_form(action: &str, period: &str) -> String {
+    format!(
+        "<form method=\"get\" action=\"{action}\">所属期 Period <input name=\"period\" value=\"{}\" pattern=\"\\d{{4}}-\\d{{2}}\"> \
+         <button>查看 Show</button></form>",
+        esc(period)
+    )
+}
+
+async fn quality(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<PeriodFilter>) -> Response {
+    let Some(s) = session(&gw, &headers) else { return to_login() };
+    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    let period = f
+        .period
+        .as_deref()
+        .and_then(gateway_core::reporting::Period::parse)
+        .unwrap_or_else(|| gateway_core::reporting::Period::of(today));
+    let view = match crate::quality::view(&gw, period).await {
+        Ok(v) => v,
+        Err(e) => return failure(e),
+    };
+    let mut body = period_form("/dashboard/quality", &view.period);
+    let _ = write!(
+        body,
+        "<p>目标 Target {:.0}% · 导出 Export: <a href=\"/api/v1/quality.xlsx?period={p}\">XLSX</a> · \
+         <a href=\"/api/v1/quality.csv?period={p}\">CSV</a></p><table id=\"quality-table\"><tr><th>数据来源单位 Department</th>\
+         <th>报送 Submitted</th><th>入库 Accepted</th><th>有效入库率 Valid</th><th>完整率 Complete</th><th>及时率 Timely</th>\
+         <th>迟报 Late</th><th>主要退回原因 Top reasons</th></tr>",
+        view.target * 100.0,
+        p = esc(&view.period),
+    );
+    for d in &view.departments {
+        let reasons: Vec<String> = d.reasons.iter().take(3).map(|r| format!("{} ×{}", esc(&r.rule), r.count)).collect();
+        let name = if d.department_name.is_empty() { "（未注明 unspecified）" } else { &d.department_name };
+        let _ = write!(
+            body,
+            "<tr data-department=\"{}\" data-meets-target=\"{}\"><td>{}<br><span class=\"muted\">{}</span></td><td>{}</td><td>{}</td>\
+             {}{}{}<td>{}</td><td>{}</td></tr>",
+            esc(&d.department_uscc),
+            d.meets_target,
+            esc(name),
+            esc(&d.department_uscc),
+            d.submitted,
+            d.accepted,
+            ratio_cell(d.valid_rate, view.target),
+            ratio_cell(d.completeness, view.target),
+            ratio_cell(d.timeliness, view.target),
+            d.late_reports,
+            reasons.join("<br>"),
+        );
+    }
+    body.push_str("</table><h2>退回原因排行 Rejection reasons</h2><table id=\"reasons-table\"><tr><th>规则 Rule</th><th>次数 Count</th></tr>");
+    for r in &view.reasons {
+        let _ = write!(body, "<tr><td>{}</td><td>{}</td></tr>", esc(&r.rule), r.count);
+    }
+    body.push_str("</table>");
+    operator_page(&s, "数据质量 Data quality", Nav::Quality, &body)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DeadFilter {
+    destination: Option<String>,
+    resent: Option<String>,
+}
+
+async fn dead_letters(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<DeadFilter>) -> Response {
+    let Some(s) = session(&gw, &headers) else { return to_login() };
+    let destination = f.destination.as_deref().filter(|d| !d.is_empty());
+    let rows = match gw.store.dead_letters(destination, 500).await {
+        Ok(r) => r,
+        Err(e) => return failure(e),
+    };
+    let mut body = String::new();
+    if let Some(id) = &f.resent {
+        let _ = write!(body, "<p class=\"flash\" id=\"flash\">已安排重发 Resend queued: {}</p>", esc(id));
+    }
+    body.push_str(
+        "<table id=\"dead-letters\"><tr><th>去向 Destination</th><th>记录 Record</th><th>版本 Version</th><th>原因 Reason</th>\
+         <th>尝试 Attempts</th><th>时间 Dead at</th><th>状态 State</th><th></th></tr>",
+    );
+    for d in &rows {
+        let reason = d.reason.get("message_zh").or_else(|| d.reason.get("code")).and_then(|v| v.as_str()).unwrap_or("");
+        let state = match d.state.as_str() {
+            "dead" => "<span class=\"bad\">死信 dead</span>",
+            "resend" => "<span class=\"warn\">待重发 resend queued</span>",
+            _ => "<span class=\"ok\">已重发 resent</span>",
+        };
+        let button = if d.state == "dead" {
+            format!(
+                "<form class=\"inline\" method=\"post\" action=\"/dashboard/dead-letters/resend\">\
+                 <input type=\"hidden\" name=\"destination\" value=\"{}\"><input type=\"hidden\" name=\"record_id\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"token\" value=\"{}\"><button class=\"resend\">重发 Resend</button></form>",
+                esc(&d.destination),
+                esc(&d.record_id),
+                esc(&s.token)
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            body,
+            "<tr data-record=\"{id}\" data-state=\"{}\"><td>{}</td><td><a href=\"/dashboard/trail/{id}\">{id}</a></td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{state}</td><td>{button}</td></tr>",
+            esc(&d.state),
+            esc(&d.destination),
+            d.version,
+            esc(reason),
+            d.attempts,
+            esc(&d.dead_at),
+            id = esc(&d.record_id),
+        );
+    }
+    body.push_str("</table>");
+    if rows.is_empty() {
+        body.push_str("<p class=\"ok\">没有死信 · no dead letters</p>");
+    }
+    operator_page(&s, "死信 Dead letters", Nav::DeadLetters, &body)
+}
+
+#[derive(Debug, Deserialize)]
+struct ResendForm {
+    destination: String,
+    record_id: String,
+    token: String,
+}
+
+async fn resend(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Form(f): Form<ResendForm>) -> Response {
+    let Some(s) = session(&gw, &headers) else { return to_login() };
+    let cookie = cookie_value(&headers).unwrap_or_default();
+    if !gw.dashboard.form_token_ok(cookie, &f.token) {
+        return respond(
+            StatusCode::FORBIDDEN,
+            page(
+                "拒绝 Refused",
+                Nav::None,
+                Some((&s.name, &s.token)),
+                "<p class=\"error\">表单已失效，请刷新页面 · stale form, reload the page</p>",
+            ),
+        );
+    }
+    let Ok(id) = uuid::Uuid::parse_str(f.record_id.trim()) else {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            page(
+                "无效请求 Bad request",
+                Nav::None,
+                Some((&s.name, &s.token)),
+                "<p class=\"error\">记录编号无效 · bad record id</p>",
+            ),
+        );
+    };
+    match gw.store.request_resend(&f.destination, Some(id)).await {
+        Ok(n) => {
+            tracing::info!(operator = %s.name, destination = %f.destination, record_id = %id, letters = n, "resend requested");
+            Redirect::to(&format!("/dashboard/dead-letters?resent={id}")).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+async fn trail(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    let Some(s) = session(&gw, &headers) else { return to_login() };
+    let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            page("无效请求 Bad request", Nav::None, Some((&s.name, &s.token)), ""),
+        );
+    };
+    match gw.store.trail(uuid).await {
+        Ok(Some(t)) => {
+            let json = serde_json::to_string_pretty(&t).unwrap_or_default();
+            let body = format!(
+                "<p class=\"muted\">JSON: <a href=\"/api/v1/records/{id}/trail\">/api/v1/records/{id}/trail</a></p><pre id=\"trail\">{}</pre>",
+                esc(&json),
+                id = esc(&id)
+            );
+            operator_page(&s, &format!("投递轨迹 Trail {id}"), Nav::None, &body)
+        }
+        Ok(None) => respond(StatusCode::NOT_FOUND, page("未找到 Not found", Nav::None, Some((&s.name, &s.token)), "")),
+        Err(e) => failure(e),
+    }
+}

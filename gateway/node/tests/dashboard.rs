@@ -1,0 +1,252 @@
+//! The dashboard in a real browser: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, installed by `.ci/run`) driven over WebDriver. It logs in as an operator,
+//! reads the SLA and quality tables of a running node, clicks resend on a dead letter, and saves
+//! screenshots under `target/tmp/dashboard/`.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use credit_gateway::bench::synthetic_records;
+use credit_gateway::config::{Config, DashboardConfig, Operator};
+use credit_gateway::store::{DeadLetter, Settlement};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+const PASSWORD: &str = "浏览器测试 browser test password";
+
+/// A WebDriver session on a chromedriver child process.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = common::free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is required (Debian: apt-get install chromium chromium-driver; .ci/run installs it)");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        common::eventually("chromedriver to be ready", Duration::from_secs(30), async || {
+            match http.get(format!("{base}/status")).send().await {
+                Ok(r) => r.json::<Value>().await.is_ok_and(|v| v["value"]["ready"] == true),
+                Err(_) => false,
+            }
+        })
+        .await;
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-dev-shm-usage", "--window-size=1400,1000"]}}}});
+        let answer: Value =
+            http.post(format!("{base}/session")).json(&caps).send().await.expect("session").json().await.expect("json");
+        let session =
+            answer["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {answer}")).to_owned();
+        Browser { driver, base, session, http }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut req = self.http.request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let answer: Value = req.send().await.expect("webdriver").json().await.expect("json");
+        assert!(answer["value"].get("error").is_none(), "{path}: {answer}");
+        answer["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+    }
+
+    async fn find_all(&self, css: &str) -> Vec<String> {
+        let found =
+            self.call(reqwest::Method::POST, "/elements", Some(json!({"using": "css selector", "value": css}))).await;
+        found.as_array().expect("array").iter().map(|e| e[ELEMENT].as_str().expect("element").to_owned()).collect()
+    }
+
+    /// Waits (polling, with a deadline) for something matching `css`: a click that submits a
+    /// form returns before the next page has loaded.
+    async fn wait_for(&self, css: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        common::eventually(&format!("{css} on the page"), Duration::from_secs(20), async || {
+            found = self.find_all(css).await;
+            !found.is_empty()
+        })
+        .await;
+        found
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let all = self.find_all(css).await;
+        assert!(!all.is_empty(), "nothing matches {css} on {}", self.url().await);
+        all[0].clone()
+    }
+
+    async fn text(&self, element: &str) -> String {
+        self.call(reqwest::Method::GET, &format!("/element/{element}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    async fn attribute(&self, element: &str, name: &str) -> String {
+        let v = self.call(reqwest::Method::GET, &format!("/element/{element}/attribute/{name}"), None).await;
+        v.as_str().unwrap_or("").to_owned()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.call(reqwest::Method::POST, &format!("/element/{e}/value"), Some(json!({"text": text}))).await;
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.call(reqwest::Method::POST, &format!("/element/{e}/click"), Some(json!({}))).await;
+    }
+
+    async fn url(&self) -> String {
+        self.call(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or("").to_owned()
+    }
+
+    /// Saves a PNG of the page under the test's output directory.
+    async fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        let b64 = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD.decode(b64.as_str().expect("base64")).expect("png");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+        std::fs::create_dir_all(&dir).expect("output dir");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write screenshot");
+        println!("screenshot: {}", path.display());
+        path
+    }
+
+    async fn close(mut self) {
+        let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Penalties decided `days_ago` calendar days before today (Beijing), public, of one unit.
+fn penalties(days_ago: i64, n: usize, tag: &str) -> Vec<Value> {
+    let today = credit_gateway::clock::today_in_china(OffsetDateTime::now_utc());
+    let decided = gateway_core::date::format_date(today - time::Duration::days(days_ago));
+    let base = synthetic_records(8, 9).into_iter().find(|r| r["record_type"] == "admin_penalty").expect("penalty");
+    (0..n)
+        .map(|i| {
+            let mut r = base.clone();
+            r["decision_date"] = decided.clone().into();
+            r["penalty_effective_until"] = "2030-12-31".into();
+            r["decision_doc_no"] = format!("周市监罚〔2026〕{tag}{i}号").into();
+            r["disclosure_scope"] = "public".into();
+            r.as_object_mut().expect("object").remove("publicity_end_date");
+            r
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_reads_sla_and_quality_and_resends_a_dead_letter() {
+    credit_gateway::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let hash = credit_gateway::dashboard::auth::hash_password(PASSWORD, 1_000).expect("hash");
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        dashboard: DashboardConfig { operators: vec![Operator { name: "ops".into(), password_hash: hash }] },
+        ..Config::default()
+    };
+    let gw = credit_gateway::server::build_gateway(&config).await.expect("gateway");
+    // Twenty days ago: past the deadline, never published: breached at the publication sink.
+    let mut records = penalties(20, 3, "超期");
+    let unit = records[0]["source_unit_uscc"].as_str().expect("unit").to_owned();
+    // And one the unit got wrong.
+    let mut bad = records[0].clone();
+    bad["decision_doc_no"] = "".into();
+    records.push(bad);
+    let answer =
+        gw.push(serde_json::to_vec(&records).expect("json").into(), OffsetDateTime::now_utc()).await.expect("push");
+    assert_eq!((answer.accepted, answer.rejected), (3, 1), "{:?}", answer.outcomes);
+    let late: Vec<String> = answer.outcomes.iter().filter_map(|o| o.record_id).map(|id| id.to_string()).collect();
+    // The parent refused one for good.
+    let queued = gw.store.queued_after(0, 10).await.expect("queue");
+    let dead = &queued[0];
+    let reason =
+        json!({"code": "rejected", "message_zh": "上级平台拒收：处罚类别不在代码表中", "message_en": "refused"});
+    let s = Settlement {
+        dead: vec![DeadLetter {
+            seq: dead.seq,
+            record_id: dead.record_id,
+            version: dead.version,
+            reason: reason.to_string(),
+            attempts: 1,
+        }],
+        at: credit_gateway::clock::format_timestamp(OffsetDateTime::now_utc()),
+        ..Settlement::default()
+    };
+    gw.store.settle("cn-370300", s).await.expect("dead letter");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let site = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(credit_gateway::server::run(listener, Arc::clone(&gw), std::future::pending()));
+
+    let browser = Browser::start().await;
+    // Not logged in: every page leads to the login form.
+    browser.go(&format!("{site}/dashboard/sla")).await;
+    assert!(browser.url().await.ends_with("/dashboard/login"), "{}", browser.url().await);
+    browser.type_into("#username", "ops").await;
+    browser.type_into("#password", "wrong password").await;
+    browser.click("#login").await;
+    browser.wait_for("p.error").await;
+    browser.type_into("#username", "ops").await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.click("#login").await;
+    assert_eq!(browser.wait_for("#intake-chart").await.len(), 1, "the overview, with its accepted vs rejected chart");
+    assert!(browser.url().await.ends_with("/dashboard"), "{}", browser.url().await);
+    let cards = browser.text(&browser.find(".cards").await).await;
+    assert!(cards.contains("Dead letters\n1"), "{cards}");
+    browser.screenshot("overview").await;
+
+    browser.go(&format!("{site}/dashboard/sla")).await;
+    let rows = browser.find_all("#sla-table tr[data-state='breached']").await;
+    assert_eq!(rows.len(), 3, "the three late penalties");
+    let table = browser.text(&browser.find("#sla-table").await).await;
+    for id in &late {
+        assert!(table.contains(id.as_str()), "{id} listed:\n{table}");
+    }
+    assert!(table.contains("超期 breached"));
+    browser.screenshot("sla").await;
+
+    browser.go(&format!("{site}/dashboard/quality")).await;
+    let row = browser.find(&format!("#quality-table tr[data-department='{unit}']")).await;
+    assert_eq!(browser.attribute(&row, "data-meets-target").await, "false");
+    let text = browser.text(&row).await;
+    assert!(text.contains("75.0%"), "3 of 4 accepted: {text}");
+    browser.screenshot("quality").await;
+
+    browser.go(&format!("{site}/dashboard/dead-letters")).await;
+    assert_eq!(browser.find_all("#dead-letters tr[data-state='dead']").await.len(), 1);
+    browser.click("#dead-letters button.resend").await;
+    let flash = browser.text(&browser.wait_for("#flash").await[0]).await;
+    assert!(flash.contains(&dead.record_id.to_string()), "{flash}");
+    assert_eq!(browser.find_all("#dead-letters tr[data-state='resend']").await.len(), 1);
+    let letters = gw.store.dead_letters(Some("cn-370300"), 10).await.expect("letters");
+    assert_eq!(letters[0].state, "resend", "the click queued the resend in the store");
+    let shot = browser.screenshot("dead-letters").await;
+    assert!(std::fs::metadata(shot).expect("saved").len() > 1000);
+    browser.close().await;
+}
