@@ -179,8 +179,11 @@ impl Alerter {
         let mut out = Vec::new();
         for destination in crate::sla::destinations(&self.gw) {
             for (state, kind) in [(SlaState::AtRisk, "sla.at_risk"), (SlaState::Breached, "sla.breached")] {
+                // Latest deadlines first: what has just turned at risk or breached is never
+                // crowded out by older records that were alerted already.
                 let q = crate::sla::SlaQuery {
                     only: Some(state),
+                    newest_first: true,
                     limit: RECORDS_PER_ALERT,
                     ..crate::sla::SlaQuery::new(&destination, today)
                 };
@@ -199,8 +202,10 @@ impl Alerter {
                         ),
                     ),
                     _ => (
-                        format!("{destination}：{n} 条记录已超过 7 个工作日公示期限"),
-                        format!("{destination}: {n} records missed their 7-working-day deadline"),
+                        format!("{destination}：{n} 条记录已超过期限（双公示 7 个工作日，信用修复 3 个工作日）"),
+                        format!(
+                            "{destination}: {n} records missed their deadline (7 working days for 双公示, 3 for repairs)"
+                        ),
                     ),
                 };
                 let details = json!({ "destination": destination, "today": view.today, "records": view.records });

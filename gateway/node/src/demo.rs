@@ -49,6 +49,12 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // One operator for every node's dashboard, with a password for this run only.
+    let password = hex::encode(&crate::pki::random_secret(&ring::rand::SystemRandom::new())?[..9]);
+    let operator = crate::config::Operator {
+        name: "admin".into(),
+        password_hash: crate::dashboard::auth::hash_password(&password, crate::dashboard::auth::ITERATIONS)?,
+    };
     let mut nodes = Vec::new();
     let mut relays = Vec::new();
     let mut tasks = Vec::new();
@@ -66,6 +72,7 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
                 linger_ms: 50,
                 ..RelayConfig::default()
             },
+            dashboard: crate::config::DashboardConfig { operators: vec![operator.clone()] },
             ..Config::default()
         };
         let gateway = crate::server::build_gateway(&config).await?;
@@ -87,7 +94,7 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
 
     let scenario = scenario(opts, &nodes).await;
     match &scenario {
-        Ok(targets) => print_guide(&nodes, targets),
+        Ok(targets) => print_guide(&nodes, targets, &password),
         Err(e) => eprintln!("demo scenario failed: {e:#}"),
     }
     if scenario.is_ok() {
@@ -253,11 +260,16 @@ async fn scenario(opts: &DemoOptions, nodes: &[RunningNode]) -> anyhow::Result<T
     Ok(targets)
 }
 
-fn print_guide(nodes: &[RunningNode], t: &Targets) {
+fn print_guide(nodes: &[RunningNode], t: &Targets, password: &str) {
     println!("\n在哪里看 · where to look:");
     for n in nodes {
         println!("  {} API {}  {}", n.member, n.api, n.name);
     }
+    println!(
+        "  dashboard on every node: <API>/dashboard — operator admin, password {password} (this run only)\n    \
+         e.g. {}/dashboard (信用淄博: SLA, quality, dead letters)",
+        nodes.get(1).map_or("", |n| n.api.as_str())
+    );
     if let Some(n) = nodes.first() {
         let api = &n.api;
         println!(

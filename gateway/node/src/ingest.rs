@@ -93,7 +93,8 @@ pub enum Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeadlineStatus {
-    /// `publicity_deadline` is the 7th working day after the decision date.
+    /// `publicity_deadline` is on the loaded calendar (7 working days after the decision date;
+    /// 3 for a credit repair).
     OnCalendar,
     /// The count runs into a year whose official calendar is not loaded; never guessed.
     CalendarUnknown,
@@ -112,7 +113,8 @@ pub struct RecordOutcome {
     /// SHA-256 (hex) of the RFC 8785 canonical content.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_hash: Option<String>,
-    /// 公示截止日: the 7th working day after the decision date (双公示 and list entries).
+    /// 公示截止日: the 7th working day after the decision date (双公示 and list entries); for a
+    /// credit repair, the 3rd working day after its decision, by which every holder must have it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publicity_deadline: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -364,8 +366,18 @@ impl Gateway {
     }
 
     /// Adds the publicity deadline to a validated record.
+    /// A checked record with its deadline: 双公示 and list entries are due 7 working days after
+    /// the decision; a credit repair must reach every holder within 3 working days of its
+    /// decision (design §8). Past the loaded calendar there is no deadline (calendar unknown).
     pub fn incoming(&self, record: ValidRecord) -> Incoming {
-        let deadline = record.clock_start.and_then(|start| self.calendar.deadline(start).ok());
+        let deadline = match (&record.clock_start, &record.target) {
+            (Some(start), _) => self.calendar.deadline(*start).ok(),
+            (None, Some(t)) if record.record_type == gateway_core::record::RecordType::Repair => {
+                gateway_core::date::parse_date(&t.decided_on)
+                    .and_then(|d| gateway_core::sla::repair_deadline(&self.calendar, d).ok())
+            }
+            _ => None,
+        };
         Incoming { record, deadline, intake: None }
     }
 }
@@ -433,6 +445,12 @@ fn quality_counts(checked: &[Checked], observations: &[Observation], today: Date
     let period = day[..7].to_owned();
     let mut counts = QualityCounts::default();
     for (item, obs) in checked.iter().zip(observations) {
+        // The node's own bookkeeping events are not a department's submissions.
+        if let Ok(inc) = item
+            && inc.record.record_type == gateway_core::record::RecordType::PublicityExpired
+        {
+            continue;
+        }
         let m = counts.month(&obs.department_uscc, &obs.department_name, &period);
         m.submitted += 1;
         m.fields_filled += i64::from(obs.filled);

@@ -281,6 +281,8 @@ enum BenchCommand {
     Relay(bench::RelayOptions),
     /// A 100,000-row monthly workbook through the intake adapter, beside its raw read rate.
     Import(bench::ImportBenchOptions),
+    /// The dashboard's pages with 1,000,000 records stored, beside the server's floor.
+    Dashboard(bench::DashboardBenchOptions),
 }
 
 fn main() -> std::process::ExitCode {
@@ -396,6 +398,19 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Bench { command: BenchCommand::Import(opts) } => {
             init_logging(LogFormat::Text);
             let report = runtime()?.block_on(bench::import(&opts))?;
+            println!("{report}");
+        }
+        Command::Bench { command: BenchCommand::Dashboard(opts) } => {
+            init_logging(LogFormat::Text);
+            let report = runtime()?.block_on(bench::dashboard(&opts))?;
+            if opts.report != "-" {
+                bench::write_section(
+                    std::path::Path::new(&opts.report),
+                    "## Dashboard pages",
+                    "bench dashboard",
+                    &report.to_string(),
+                )?;
+            }
             println!("{report}");
         }
         Command::Bench { command: BenchCommand::Relay(opts) } => {

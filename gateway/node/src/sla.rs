@@ -14,7 +14,7 @@ use time::Date;
 
 use crate::ingest::Gateway;
 use crate::store::StoreError;
-use crate::store::sla::SlaWindow;
+use crate::store::sla::{SlaRows, SlaWindow};
 
 /// One record's SLA at the destination.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -65,6 +65,8 @@ pub struct SlaQuery<'a> {
     pub only: Option<SlaState>,
     /// Only records at risk or breached.
     pub problems: bool,
+    /// List the latest deadlines first (what has just turned at risk or breached).
+    pub newest_first: bool,
     pub department: Option<&'a str>,
     pub record_type: Option<&'a str>,
     pub limit: i64,
@@ -79,6 +81,7 @@ impl<'a> SlaQuery<'a> {
             policy: SlaPolicy::default(),
             only: None,
             problems: false,
+            newest_first: false,
             department: None,
             record_type: None,
             limit: 500,
@@ -86,15 +89,23 @@ impl<'a> SlaQuery<'a> {
     }
 }
 
-/// The destinations whose SLA a node watches: its parent (the hop up), the publication sink
-/// once its sender runs, and every platform it delivers to through an adapter.
+/// The destinations whose SLA a node watches: its parent (the hop up), its children (credit
+/// repairs must reach every holder within 3 working days), the publication sink once its sender
+/// runs, and every platform it delivers to through an adapter.
 pub fn destinations(gw: &Gateway) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(parent) = gw.federation.get().and_then(|f| {
-        let registry = f.registry.read().ok()?;
-        registry.member(&gw.member_id).and_then(|m| m.parent.clone())
-    }) {
-        out.push(parent);
+    if let Some(f) = gw.federation.get()
+        && let Ok(registry) = f.registry.read()
+    {
+        out.extend(registry.member(&gw.member_id).and_then(|m| m.parent.clone()));
+        out.extend(
+            registry
+                .body
+                .members
+                .iter()
+                .filter(|m| m.parent.as_deref() == Some(&gw.member_id))
+                .map(|m| m.member_id.clone()),
+        );
     }
     if gw.relay_status.snapshot().contains_key(crate::relay::PUBLICATION) {
         out.push(crate::relay::PUBLICATION.to_owned());
@@ -103,6 +114,42 @@ pub fn destinations(gw: &Gateway) -> Vec<String> {
         out.push(crate::relay::adapter_destination(a.id()));
     }
     out
+}
+
+/// What a destination takes, beyond disclosure: a platform the record types its manifest maps;
+/// a child only repairs, about records of its subtree, that did not come up from it.
+#[derive(Debug, Default)]
+struct Scope {
+    types: Option<Vec<String>>,
+    subtree: Option<Vec<String>>,
+}
+
+impl Scope {
+    fn of(gw: &Gateway, destination: &str) -> Self {
+        if let Some(platform) = destination.strip_prefix("adapter:") {
+            let types = gw
+                .adapters
+                .get()
+                .into_iter()
+                .flatten()
+                .find(|a| a.id() == platform)
+                .map(|a| a.adapter.datasets.iter().map(|d| d.record_type.as_str().to_owned()).collect::<Vec<_>>());
+            return Self { types, subtree: None };
+        }
+        let Some(registry) = gw.federation.get().and_then(|f| f.registry.read().ok()) else { return Self::default() };
+        let is_child = registry.member(destination).is_some_and(|m| m.parent.as_deref() == Some(gw.member_id.as_str()));
+        if !is_child {
+            return Self::default();
+        }
+        let subtree = registry
+            .body
+            .members
+            .iter()
+            .filter(|m| registry.is_ancestor_or_self(destination, &m.member_id))
+            .map(|m| m.member_id.clone())
+            .collect();
+        Self { types: Some(vec!["repair".to_owned()]), subtree: Some(subtree) }
+    }
 }
 
 /// The disclosure scopes `destination` takes under the default routes: only public records are
@@ -122,6 +169,9 @@ pub async fn view(gw: &Gateway, q: &SlaQuery<'_>) -> Result<SlaView, StoreError>
     let horizon = format_date(horizon(gw, today, q.policy));
     let since = q.since.unwrap_or(today - time::Duration::days(LOOKBACK_DAYS));
     let since_text = format_date(since);
+    let today_text = format_date(today);
+    let scope = Scope::of(gw, q.destination);
+    let types: Option<Vec<&str>> = scope.types.as_ref().map(|t| t.iter().map(String::as_str).collect());
     let window = SlaWindow {
         destination: q.destination,
         since: &since_text,
@@ -129,15 +179,22 @@ pub async fn view(gw: &Gateway, q: &SlaQuery<'_>) -> Result<SlaView, StoreError>
         disclosures: disclosures(q.destination),
         department: q.department,
         record_type: q.record_type,
+        types: types.as_deref(),
+        subtree: scope.subtree.as_deref(),
     };
-    let c = gw.store.sla_counts(&window, &format_date(today)).await?;
+    let c = gw.store.sla_counts(&window, &today_text).await?;
     let counts = BTreeMap::from([
         ("on_time".to_owned(), c.on_time),
         ("at_risk".to_owned(), c.at_risk),
         ("breached".to_owned(), c.breached),
     ]);
-    let problems_only = q.problems || matches!(q.only, Some(SlaState::AtRisk | SlaState::Breached));
-    let rows = gw.store.sla_rows(&window, problems_only, q.limit).await?;
+    let rows = match (q.only, q.problems) {
+        (Some(SlaState::AtRisk), _) => SlaRows::AtRisk { today: &today_text },
+        (Some(SlaState::Breached), _) => SlaRows::Breached { today: &today_text },
+        (_, true) => SlaRows::Problems,
+        _ => SlaRows::All,
+    };
+    let rows = gw.store.sla_rows(&window, rows, q.newest_first, q.limit).await?;
     let mut records = Vec::new();
     for r in rows {
         let Some(deadline) = parse_date(&r.deadline) else { continue };

@@ -51,6 +51,31 @@ fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
         assert_eq!(cells[1], "124", "120 records, a monthly report and three events at {member}: {row}");
         assert_eq!(&cells[2..5], ["corrected", "repaired", "disputed"], "{row}");
     }
+    // The printed operator password opens 信用淄博's dashboard.
+    let password = lines
+        .iter()
+        .find_map(|l| l.split("operator admin, password ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no dashboard password in the guide: {lines:#?}"))
+        .to_owned();
+    let city = format!("http://127.0.0.1:{}", api_port.parse::<u16>().expect("port") + 1);
+    tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+        credit_gateway::tls::install_crypto_provider();
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let login = client
+            .post(format!("{city}/dashboard/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("username=admin&password={password}"))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(login.status(), reqwest::StatusCode::SEE_OTHER);
+        let cookie =
+            login.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_owned();
+        let page = client.get(format!("{city}/dashboard/quality")).header("cookie", cookie).send().await.expect("page");
+        assert_eq!(page.status(), reqwest::StatusCode::OK);
+        assert!(page.text().await.expect("html").contains("quality-table"));
+    });
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill -INT");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -138,6 +138,18 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
     let trail = district.gateway.store.trail(record_id).await.expect("trail").expect("held");
     assert_eq!(trail.events.len(), 1);
     assert_eq!((trail.events[0].event_type.as_str(), trail.events[0].origin.as_str()), ("repair", NATIONAL));
+    // Repairs are due at every holder within 3 working days: at the city, the hop down to the
+    // district lists this repair (acknowledged) and nothing else — no 双公示 record goes down.
+    let today = credit_gateway::clock::today_in_china(time::OffsetDateTime::now_utc());
+    let q = credit_gateway::sla::SlaQuery {
+        since: Some(time::macros::date!(2020 - 01 - 01)),
+        ..credit_gateway::sla::SlaQuery::new(DISTRICT, today)
+    };
+    common::eventually("the district's receipt for the repair at the city", Duration::from_secs(30), async || {
+        let view = credit_gateway::sla::view(&city.gateway, &q).await.expect("view");
+        view.records.len() == 1 && view.records[0].record_type == "repair" && view.records[0].published_at.is_some()
+    })
+    .await;
 
     // An objection opened at the district suspends sanctions everywhere; upheld at the city
     // with a withdrawal, the record is withdrawn everywhere.

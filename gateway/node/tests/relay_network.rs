@@ -154,6 +154,16 @@ async fn a_refused_record_is_dead_lettered_and_resent_once_fixed() {
     assert_eq!(letters.len(), 1, "{letters:?}");
     let reason = &letters[0].reason;
     assert_eq!(reason["code"], "rejected", "{reason}");
+    // The hop's SLA counts the ten the city took as delivered, never the one it refused.
+    let today = credit_gateway::clock::today_in_china(OffsetDateTime::now_utc());
+    let q = credit_gateway::sla::SlaQuery {
+        since: Some(time::macros::date!(2020 - 01 - 01)),
+        ..credit_gateway::sla::SlaQuery::new(CITY, today)
+    };
+    let view = credit_gateway::sla::view(&district.gateway, &q).await.expect("view");
+    let refused = view.records.iter().find(|r| r.record_id == letters[0].record_id).expect("listed");
+    assert_eq!(refused.published_at, None, "refused, so not delivered");
+    assert_eq!(view.records.iter().filter(|r| r.published_at.is_some()).count(), 10);
     assert!(
         reason["errors"]
             .as_array()

@@ -201,3 +201,38 @@ async fn metrics_pass_the_prometheus_text_parser() {
     let families: usize = said.split_whitespace().next().and_then(|n| n.parse().ok()).expect("count");
     assert!(families >= 10, "{said}");
 }
+
+/// A credit repair must reach every holder within 3 working days of its decision (design §8):
+/// decided on 2026-09-30, its deadline runs over 国庆 to the 调休 Saturday 10-10, and it is
+/// tracked like a 双公示 record.
+#[tokio::test]
+async fn a_repair_is_due_three_working_days_after_its_decision() {
+    credit_gateway::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = common::gateway(dir.path()).await;
+    let base = synthetic_records(8, 78).into_iter().find(|r| r["record_type"] == "admin_penalty").expect("a penalty");
+    let mut penalty = penalty(&base, "2026-09-01", 99);
+    penalty["disclosure_scope"] = "public".into();
+    let now = time::OffsetDateTime::now_utc();
+    let answer = gw.push(serde_json::to_vec(&[penalty]).expect("json").into(), now).await.expect("push");
+    let target = answer.outcomes[0].record_id.expect("stored").to_string();
+    let mut repair: Value =
+        serde_json::from_str(include_str!("../../../schemas/repair/valid/penalty_full_repair_2026.json"))
+            .expect("sample");
+    repair["target_origin"] = gw.member_id.clone().into();
+    repair["target_record_id"] = target.into();
+    repair["target_version"] = 1.into();
+    repair["decided_on"] = "2026-09-30".into();
+    repair["disclosure_scope"] = "public".into();
+    let answer = gw.push(serde_json::to_vec(&[repair]).expect("json").into(), now).await.expect("push");
+    assert_eq!(answer.accepted, 1, "{:?}", answer.outcomes);
+    assert_eq!(answer.outcomes[0].publicity_deadline.as_deref(), Some("2026-10-10"));
+    let repair_id = answer.outcomes[0].record_id.expect("stored").to_string();
+    let state_on = async |today| {
+        let q = SlaQuery { since: Some(date!(2026 - 09 - 01)), ..SlaQuery::new("publication", today) };
+        let view = credit_gateway::sla::view(&gw, &q).await.expect("view");
+        view.records.iter().find(|r| r.record_id == repair_id).map(|r| r.state)
+    };
+    assert_eq!(state_on(date!(2026 - 10 - 09)).await, Some(SlaState::AtRisk));
+    assert_eq!(state_on(date!(2026 - 10 - 12)).await, Some(SlaState::Breached));
+}

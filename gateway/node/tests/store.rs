@@ -59,7 +59,7 @@ store_suite!(
 );
 
 async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: Store) {
-    use credit_gateway::store::{Settlement, SlaCounts, SlaWindow, quality};
+    use credit_gateway::store::{Settlement, SlaCounts, SlaRows, SlaWindow, quality};
     let mut incoming = prepare(&synthetic_records(3, 41));
     for (inc, day) in incoming.iter_mut().zip([date!(2026 - 10 - 08), date!(2026 - 10 - 13), date!(2026 - 10 - 21)]) {
         inc.deadline = Some(day);
@@ -82,8 +82,10 @@ async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: St
         disclosures: &["public", "gov_shared", "authorized_query"],
         department: None,
         record_type: None,
+        types: None,
+        subtree: None,
     };
-    let rows = store.sla_rows(&window("publication"), false, 10).await.expect("rows");
+    let rows = store.sla_rows(&window("publication"), SlaRows::All, false, 10).await.expect("rows");
     let got: Vec<(&str, Option<&str>)> =
         rows.iter().map(|r| (r.deadline.as_str(), r.published_at.as_deref())).collect();
     assert_eq!(got, [("2026-10-08", Some("2026-10-08T01:00:00.000Z")), ("2026-10-13", None)]);
@@ -92,9 +94,9 @@ async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: St
     assert_eq!(counts, SlaCounts { on_time: 1, at_risk: 1, breached: 0 });
     let counts = store.sla_counts(&window("publication"), "2026-10-14").await.expect("counts");
     assert_eq!(counts, SlaCounts { on_time: 1, at_risk: 0, breached: 1 });
-    let problems = store.sla_rows(&window("publication"), true, 10).await.expect("rows");
+    let problems = store.sla_rows(&window("publication"), SlaRows::Problems, false, 10).await.expect("rows");
     assert_eq!(problems.len(), 1, "only the unpublished one");
-    let elsewhere = store.sla_rows(&window("adapter:xinyong-zibo"), false, 10).await.expect("rows");
+    let elsewhere = store.sla_rows(&window("adapter:xinyong-zibo"), SlaRows::All, false, 10).await.expect("rows");
     assert!(elsewhere.iter().all(|r| r.published_at.is_none()));
     // The sink's first publication counts toward timeliness once, however often it is settled.
     let again = Settlement {

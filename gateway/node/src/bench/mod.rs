@@ -1,9 +1,11 @@
 //! `credit-gateway bench ingest`: records/s through the real HTTP API into SQLite, beside the
 //! raw ceiling of the same store measured in the same run, written to `docs/benchmarks.md`.
 
+mod dashboard;
 mod envelopes;
 mod import;
 mod relay;
+pub use dashboard::{DashboardBenchOptions, DashboardReport, dashboard};
 pub use envelopes::{EnvelopeOptions, EnvelopeReport, envelopes};
 pub use import::{ImportBenchOptions, ImportReport, import, import_phase};
 pub use relay::{RelayOptions, RelayReport, relay};

@@ -250,6 +250,9 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 let digest = env.digest.to_hex();
+                // Items the receipt rejected were carried but not delivered: no acknowledgement
+                // time, so the hop's SLA does not count them as delivered.
+                let refused: HashSet<(Uuid, i64)> = s.dead.iter().map(|d| (d.record_id, d.version)).collect();
                 let rows: Vec<(i64, &(Uuid, i64))> = (0..).zip(carried).collect();
                 for chunk in rows.chunks(INSERT_CHUNK) {
                     let mut qb = QueryBuilder::new(
@@ -261,7 +264,7 @@ impl Store {
                             .push_bind(id.to_string())
                             .push_bind(*version)
                             .push_bind(destination)
-                            .push_bind(s.at.as_str());
+                            .push_bind((!refused.contains(&(*id, *version))).then_some(s.at.as_str()));
                     });
                     qb.build().execute(&mut *tx).await?;
                 }

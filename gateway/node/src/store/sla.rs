@@ -31,6 +31,28 @@ pub struct SlaWindow<'a> {
     pub disclosures: &'a [&'a str],
     pub department: Option<&'a str>,
     pub record_type: Option<&'a str>,
+    /// The record types the destination takes at all (a platform its manifest's, a child only
+    /// repairs); `None` for every type.
+    pub types: Option<&'a [&'a str]>,
+    /// Only events about records from these origins, taken from elsewhere (a child is sent
+    /// the repairs about records of its subtree, never those that came up from it).
+    pub subtree: Option<&'a [String]>,
+}
+
+/// Which rows of a window to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlaRows<'a> {
+    All,
+    /// Not delivered by the deadline, or not yet.
+    Problems,
+    /// Not delivered, deadline `today` or later.
+    AtRisk {
+        today: &'a str,
+    },
+    /// Not delivered and the deadline before `today`, or delivered late.
+    Breached {
+        today: &'a str,
+    },
 }
 
 /// State counts over a window, as of a day.
@@ -73,26 +95,60 @@ where
     if let Some(t) = w.record_type {
         qb.push(" AND r.record_type = ").push_bind(t);
     }
+    if let Some(origins) = w.subtree {
+        qb.push(" AND r.target_origin IN (");
+        let mut list = qb.separated(", ");
+        for o in origins {
+            list.push_bind(o.as_str());
+        }
+        qb.push(") AND r.origin NOT IN (");
+        let mut list = qb.separated(", ");
+        for o in origins {
+            list.push_bind(o.as_str());
+        }
+        qb.push(")");
+    }
+    if let Some(types) = w.types {
+        qb.push(" AND r.record_type IN (");
+        let mut list = qb.separated(", ");
+        for t in types {
+            list.push_bind(*t);
+        }
+        qb.push(")");
+    }
     qb.push(" GROUP BY r.record_id");
 }
 
 impl Store {
-    /// The records of `w`, earliest deadline first; with `problems_only`, only those not
-    /// delivered by their deadline (or not yet).
+    /// The `rows` of `w`, earliest deadline first (latest first with `newest_first`: what has
+    /// just turned at risk or breached).
     pub async fn sla_rows(
         &self,
         w: &SlaWindow<'_>,
-        problems_only: bool,
+        rows: SlaRows<'_>,
+        newest_first: bool,
         limit: i64,
     ) -> Result<Vec<SlaRow>, StoreError> {
+        const DELIVERED: &str = "MIN(COALESCE(p.published_at, s.acknowledged_at))";
+        const LATE: &str = "MIN(COALESCE(p.published_at, s.acknowledged_at)) >= MIN(r.deadline) || 'T16:00:00'";
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new("");
             push_window(&mut qb, w);
-            if problems_only {
-                qb.push(" HAVING MIN(COALESCE(p.published_at, s.acknowledged_at)) IS NULL \
-                          OR MIN(COALESCE(p.published_at, s.acknowledged_at)) >= MIN(r.deadline) || 'T16:00:00'");
+            match rows {
+                SlaRows::All => {}
+                SlaRows::Problems => {
+                    qb.push(format!(" HAVING {DELIVERED} IS NULL OR {LATE}"));
+                }
+                SlaRows::AtRisk { today } => {
+                    qb.push(format!(" HAVING {DELIVERED} IS NULL AND MIN(r.deadline) >= ")).push_bind(today);
+                }
+                SlaRows::Breached { today } => {
+                    qb.push(format!(" HAVING ({DELIVERED} IS NULL AND MIN(r.deadline) < ")).push_bind(today);
+                    qb.push(format!(") OR {LATE}"));
+                }
             }
-            qb.push(" ORDER BY MIN(r.deadline), r.record_id LIMIT ").push_bind(limit);
+            let order = if newest_first { "DESC" } else { "ASC" };
+            qb.push(format!(" ORDER BY MIN(r.deadline) {order}, r.record_id LIMIT ")).push_bind(limit);
             let rows = qb.build().fetch_all(pool).await?;
             rows.iter()
                 .map(|row| {
