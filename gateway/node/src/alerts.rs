@@ -25,6 +25,8 @@ pub const TIMESTAMP_HEADER: &str = "x-credit-gateway-timestamp";
 
 /// Most records named in one SLA alert; the rest follow at the next checks.
 const RECORDS_PER_ALERT: i64 = 500;
+/// How deep (in alerts' worth of records) a check looks past records alerted already.
+const MAX_PAGES: i64 = 20;
 
 /// One alert as POSTed.
 #[derive(Debug, Clone, Serialize)]
@@ -179,27 +181,44 @@ impl Alerter {
         let mut out = Vec::new();
         for destination in crate::sla::destinations(&self.gw) {
             for (state, kind) in [(SlaState::AtRisk, "sla.at_risk"), (SlaState::Breached, "sla.breached")] {
-                // Latest deadlines first: what has just turned at risk or breached is never
-                // crowded out by older records that were alerted already.
-                let q = crate::sla::SlaQuery {
-                    only: Some(state),
-                    newest_first: true,
-                    limit: RECORDS_PER_ALERT,
-                    ..crate::sla::SlaQuery::new(&destination, today)
-                };
-                let view = crate::sla::view(&self.gw, &q).await?;
-                if view.records.is_empty() {
+                // Latest deadlines first (what has just turned), skipping records alerted
+                // already; while a page holds only those, look deeper.
+                let key = |id: &str| format!("{kind}:{destination}:{id}");
+                let mut fresh = Vec::new();
+                let mut view_today = String::new();
+                let mut margin = 0;
+                for page in 1..=MAX_PAGES {
+                    let limit = RECORDS_PER_ALERT * page;
+                    let q = crate::sla::SlaQuery {
+                        only: Some(state),
+                        newest_first: true,
+                        limit,
+                        ..crate::sla::SlaQuery::new(&destination, today)
+                    };
+                    let view = crate::sla::view(&self.gw, &q).await?;
+                    (view_today, margin) = (view.today, view.at_risk_working_days);
+                    let listed = view.records.len() as i64;
+                    let keys: Vec<String> = view.records.iter().map(|r| key(&r.record_id)).collect();
+                    let sent = self.gw.store.alerts_sent(&keys).await?;
+                    fresh = view
+                        .records
+                        .into_iter()
+                        .filter(|r| !sent.contains(&key(&r.record_id)))
+                        .take(RECORDS_PER_ALERT as usize)
+                        .collect();
+                    if !fresh.is_empty() || listed < limit {
+                        break;
+                    }
+                }
+                if fresh.is_empty() {
                     continue;
                 }
-                let keys = view.records.iter().map(|r| format!("{kind}:{destination}:{}", r.record_id)).collect();
-                let n = view.records.len();
+                let keys = fresh.iter().map(|r| key(&r.record_id)).collect();
+                let n = fresh.len();
                 let (zh, en) = match state {
                     SlaState::AtRisk => (
-                        format!("{destination}：{n} 条记录距公示期限不足 {} 个工作日", view.at_risk_working_days),
-                        format!(
-                            "{destination}: {n} records within {} working days of their deadline",
-                            view.at_risk_working_days
-                        ),
+                        format!("{destination}：{n} 条记录距期限不足 {margin} 个工作日"),
+                        format!("{destination}: {n} records within {margin} working days of their deadline"),
                     ),
                     _ => (
                         format!("{destination}：{n} 条记录已超过期限（双公示 7 个工作日，信用修复 3 个工作日）"),
@@ -208,7 +227,7 @@ impl Alerter {
                         ),
                     ),
                 };
-                let details = json!({ "destination": destination, "today": view.today, "records": view.records });
+                let details = json!({ "destination": destination, "today": view_today, "records": fresh });
                 out.push(self.alert(kind, now, zh, en, details, keys));
             }
         }

@@ -545,6 +545,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let federation_task = federation.map(|f| tokio::spawn(f.serve(stopped_signal(stopped.clone()))));
     let expiries = tokio::spawn(publicity_expiry_loop(Arc::clone(&gateway)));
     let sampler = tokio::spawn(credit_gateway::dashboard::sample_loop(Arc::clone(&gateway)));
+    let tracker =
+        tokio::spawn(credit_gateway::sla::track_loop(Arc::clone(&gateway), std::time::Duration::from_secs(10)));
     let alerts = credit_gateway::alerts::Alerter::new(Arc::clone(&gateway), &config.alerts, &config.data_dir)?
         .map(|a| tokio::spawn(a.run(stopped_signal(stopped.clone()))));
     let api = server::run(listener, gateway, stopped_signal(stopped));
@@ -559,6 +561,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (result, ()) = tokio::join!(api, signal);
     expiries.abort();
     sampler.abort();
+    tracker.abort();
     if let Some(task) = alerts {
         let _ = task.await;
     }

@@ -1,9 +1,10 @@
-//! Publication SLAs at a node (design §8): for each 双公示 record with a publicity deadline,
-//! where it stands at one local publishing destination (the publication sink or a platform
-//! adapter) — on time, at risk, breached — as of a day that is an argument, so that tests and
-//! what-if views move it by hand. Only records due up to a few working days ahead are read.
-//! A destination may also be a peer (the parent): then the hop is what is measured, and a record
-//! counts as delivered when the peer's receipt came back.
+//! Publication SLAs at a node (design §8): for each record with a deadline (双公示 and list
+//! entries: 7 working days after the decision; credit repairs: 3), where it stands at each
+//! destination that takes it — the publication sink, a platform adapter, the parent (the hop
+//! up: delivered when the parent's accepting receipt came back) or a child (repairs about its
+//! subtree) — on time, at risk, breached, as of a day that is an argument, so that tests and
+//! what-if views move it by hand. Tracking is incremental (`store::sla`): each view first adds
+//! what was stored since its last look, then reads a deadline range of the tracking index.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ use time::Date;
 
 use crate::ingest::Gateway;
 use crate::store::StoreError;
-use crate::store::sla::{SlaRows, SlaWindow};
+use crate::store::sla::{SlaRows, SlaScope, SlaWindow};
 
 /// One record's SLA at the destination.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -116,49 +117,59 @@ pub fn destinations(gw: &Gateway) -> Vec<String> {
     out
 }
 
-/// What a destination takes, beyond disclosure: a platform the record types its manifest maps;
+/// What `destination` takes under the default routes: only public records are published (by
+/// the sink or a platform, of the types its manifest maps); a peer also takes 政务共享 records;
 /// a child only repairs, about records of its subtree, that did not come up from it.
-#[derive(Debug, Default)]
-struct Scope {
-    types: Option<Vec<String>>,
-    subtree: Option<Vec<String>>,
-}
-
-impl Scope {
-    fn of(gw: &Gateway, destination: &str) -> Self {
-        if let Some(platform) = destination.strip_prefix("adapter:") {
-            let types = gw
-                .adapters
-                .get()
-                .into_iter()
-                .flatten()
-                .find(|a| a.id() == platform)
-                .map(|a| a.adapter.datasets.iter().map(|d| d.record_type.as_str().to_owned()).collect::<Vec<_>>());
-            return Self { types, subtree: None };
-        }
-        let Some(registry) = gw.federation.get().and_then(|f| f.registry.read().ok()) else { return Self::default() };
-        let is_child = registry.member(destination).is_some_and(|m| m.parent.as_deref() == Some(gw.member_id.as_str()));
-        if !is_child {
-            return Self::default();
-        }
-        let subtree = registry
-            .body
-            .members
-            .iter()
-            .filter(|m| registry.is_ancestor_or_self(destination, &m.member_id))
-            .map(|m| m.member_id.clone())
-            .collect();
-        Self { types: Some(vec!["repair".to_owned()]), subtree: Some(subtree) }
+pub fn scope(gw: &Gateway, destination: &str) -> SlaScope {
+    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    if destination == crate::relay::PUBLICATION {
+        return SlaScope { disclosures: strings(&["public"]), ..SlaScope::default() };
     }
+    if let Some(platform) = destination.strip_prefix("adapter:") {
+        let types = gw
+            .adapters
+            .get()
+            .into_iter()
+            .flatten()
+            .find(|a| a.id() == platform)
+            .map(|a| a.adapter.datasets.iter().map(|d| d.record_type.as_str().to_owned()).collect::<Vec<_>>());
+        return SlaScope { disclosures: strings(&["public"]), types, subtree: None };
+    }
+    let peer = SlaScope { disclosures: strings(&["public", "gov_shared"]), ..SlaScope::default() };
+    let Some(registry) = gw.federation.get().and_then(|f| f.registry.read().ok()) else { return peer };
+    let is_child = registry.member(destination).is_some_and(|m| m.parent.as_deref() == Some(gw.member_id.as_str()));
+    if !is_child {
+        return peer;
+    }
+    let subtree = registry
+        .body
+        .members
+        .iter()
+        .filter(|m| registry.is_ancestor_or_self(destination, &m.member_id))
+        .map(|m| m.member_id.clone())
+        .collect();
+    SlaScope { types: Some(vec!["repair".to_owned()]), subtree: Some(subtree), ..peer }
 }
 
-/// The disclosure scopes `destination` takes under the default routes: only public records are
-/// published (by the sink or a platform); a peer also takes 政务共享 records.
-fn disclosures(destination: &str) -> &'static [&'static str] {
-    if destination == crate::relay::PUBLICATION || destination.starts_with("adapter:") {
-        &["public"]
-    } else {
-        &["public", "gov_shared"]
+/// Brings every watched destination's tracking up to date (the views also do it for theirs
+/// before reading; this keeps the step they take small).
+pub async fn track_all(gw: &Gateway) -> Result<u64, StoreError> {
+    let mut added = 0;
+    for d in destinations(gw) {
+        added += gw.store.track_sla(&d, &scope(gw, &d)).await?;
+    }
+    Ok(added)
+}
+
+/// Tracks new records every `every` until the process ends.
+pub async fn track_loop(gw: std::sync::Arc<Gateway>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = track_all(&gw).await {
+            tracing::warn!(error = %e, "SLA tracking failed; retrying");
+        }
     }
 }
 
@@ -170,17 +181,13 @@ pub async fn view(gw: &Gateway, q: &SlaQuery<'_>) -> Result<SlaView, StoreError>
     let since = q.since.unwrap_or(today - time::Duration::days(LOOKBACK_DAYS));
     let since_text = format_date(since);
     let today_text = format_date(today);
-    let scope = Scope::of(gw, q.destination);
-    let types: Option<Vec<&str>> = scope.types.as_ref().map(|t| t.iter().map(String::as_str).collect());
+    gw.store.track_sla(q.destination, &scope(gw, q.destination)).await?;
     let window = SlaWindow {
         destination: q.destination,
         since: &since_text,
         horizon: &horizon,
-        disclosures: disclosures(q.destination),
         department: q.department,
         record_type: q.record_type,
-        types: types.as_deref(),
-        subtree: scope.subtree.as_deref(),
     };
     let c = gw.store.sla_counts(&window, &today_text).await?;
     let counts = BTreeMap::from([

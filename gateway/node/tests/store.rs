@@ -59,7 +59,7 @@ store_suite!(
 );
 
 async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: Store) {
-    use credit_gateway::store::{Settlement, SlaCounts, SlaRows, SlaWindow, quality};
+    use credit_gateway::store::{Settlement, SlaCounts, SlaRows, SlaScope, SlaWindow, quality};
     let mut incoming = prepare(&synthetic_records(3, 41));
     for (inc, day) in incoming.iter_mut().zip([date!(2026 - 10 - 08), date!(2026 - 10 - 13), date!(2026 - 10 - 21)]) {
         inc.deadline = Some(day);
@@ -79,12 +79,17 @@ async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: St
         destination,
         since: "2026-10-01",
         horizon: "2026-10-15",
-        disclosures: &["public", "gov_shared", "authorized_query"],
         department: None,
         record_type: None,
-        types: None,
-        subtree: None,
     };
+    let every = SlaScope {
+        disclosures: vec!["public".into(), "gov_shared".into(), "authorized_query".into()],
+        ..SlaScope::default()
+    };
+    // Tracking catches up on what was stored, with the publication settled before it.
+    assert_eq!(store.track_sla("publication", &every).await.expect("track"), 3);
+    assert_eq!(store.track_sla("publication", &every).await.expect("track"), 0, "nothing new");
+    assert_eq!(store.track_sla("adapter:xinyong-zibo", &every).await.expect("track"), 3);
     let rows = store.sla_rows(&window("publication"), SlaRows::All, false, 10).await.expect("rows");
     let got: Vec<(&str, Option<&str>)> =
         rows.iter().map(|r| (r.deadline.as_str(), r.published_at.as_deref())).collect();
@@ -98,6 +103,20 @@ async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: St
     assert_eq!(problems.len(), 1, "only the unpublished one");
     let elsewhere = store.sla_rows(&window("adapter:xinyong-zibo"), SlaRows::All, false, 10).await.expect("rows");
     assert!(elsewhere.iter().all(|r| r.published_at.is_none()));
+    // A delivery settled after tracking stamps the tracked row in the same transaction.
+    let second = &queued[1];
+    let late = Settlement {
+        published: vec![(second.seq, second.record_id, second.version, "z".into())],
+        at: "2026-10-14T01:00:00.000Z".into(),
+        ..Settlement::default()
+    };
+    store.settle("adapter:xinyong-zibo", late).await.expect("settle");
+    let breached = store
+        .sla_rows(&window("adapter:xinyong-zibo"), SlaRows::Breached { today: "2026-10-14" }, true, 10)
+        .await
+        .expect("rows");
+    let got: Vec<(&str, bool)> = breached.iter().map(|r| (r.deadline.as_str(), r.published_at.is_some())).collect();
+    assert_eq!(got, [("2026-10-13", true), ("2026-10-08", false)], "late, then never; newest first");
     // The sink's first publication counts toward timeliness once, however often it is settled.
     let again = Settlement {
         published: vec![(first.seq, first.record_id, first.version, "f".into())],

@@ -50,3 +50,23 @@ CREATE TABLE alerts_sent (
     kind      TEXT NOT NULL,
     sent_at   TEXT NOT NULL
 );
+
+-- Publication SLAs, kept incrementally (design §8): one row per record with a deadline and per
+-- destination that takes it, written by a catch-up over `records.seq` after the destination's
+-- cursor (`sla_cursors`), and stamped with `delivered_at` in the transaction that settles the
+-- delivery. Views and alerts read a deadline range of this index, never the records.
+CREATE TABLE sla_tracking (
+    destination     TEXT NOT NULL,
+    record_id       TEXT NOT NULL,
+    deadline        TEXT NOT NULL,
+    record_type     TEXT NOT NULL,
+    origin          TEXT NOT NULL,
+    department_uscc TEXT,
+    delivered_at    TEXT,
+    PRIMARY KEY (destination, record_id)
+);
+CREATE INDEX sla_tracking_window ON sla_tracking (destination, deadline, delivered_at, department_uscc, record_type);
+CREATE TABLE sla_cursors (
+    destination TEXT PRIMARY KEY,
+    position    BIGINT NOT NULL
+);

@@ -190,7 +190,7 @@ mod trail;
 pub use envelopes::{ArrivalOf, EnvelopeIn, EnvelopeStored, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope};
 pub use outbox::{DeadLetter, DeadLetterRow, Parked, QueueStats, QueuedRecord, SentEnvelope, Settlement};
 pub use quality::{MonthCounts, QualityCounts, QualityMonth};
-pub use sla::{SlaCounts, SlaRow, SlaRows, SlaWindow};
+pub use sla::{SlaCounts, SlaRow, SlaRows, SlaScope, SlaWindow};
 pub use trail::{EventRef, Hop, Publication, StateView, Trail, VersionTrail};
 
 /// A validated record on its way into the store.

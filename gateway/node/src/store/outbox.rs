@@ -268,6 +268,9 @@ impl Store {
                     });
                     qb.build().execute(&mut *tx).await?;
                 }
+                let accepted: Vec<Uuid> =
+                    carried.iter().filter(|c| !refused.contains(c)).map(|(id, _)| *id).collect();
+                super::sla::mark_delivered!(tx, destination, accepted, s.at.as_str());
             }
             if destination == crate::relay::PUBLICATION && !s.published.is_empty() {
                 // Timeliness counts each record's first publication once, even if a settlement
@@ -305,6 +308,8 @@ impl Store {
                 qb.push(" ON CONFLICT DO NOTHING");
                 qb.build().execute(&mut *tx).await?;
             }
+            let published: Vec<Uuid> = s.published.iter().map(|p| p.1).collect();
+            super::sla::mark_delivered!(tx, destination, published, s.at.as_str());
             for d in &s.dead {
                 // A resent letter refused again becomes dead again, with the new reason.
                 sqlx::query(

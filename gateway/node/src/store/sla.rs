@@ -1,13 +1,15 @@
-//! What the SLA views read: records with a publicity deadline in a window (a lookback to a
-//! horizon), with their first delivery at one destination — a publication (the sink, a platform
-//! adapter) or a receipt from a peer (the parent hop). The `records_deadline` index keeps every
-//! query to that window, not the whole table; counts are taken in SQL.
+//! Publication SLAs, kept incrementally (migration 0009, design §8). For each destination a
+//! node watches, `sla_tracking` holds one row per record with a deadline that the destination
+//! takes: a catch-up adds the records stored since the destination's cursor (`sla_cursors`), and
+//! settling a delivery stamps `delivered_at` in the same transaction. Views, counts and alerts
+//! read a deadline range of the `sla_tracking_window` index — never the records table — so they
+//! cost the few weeks they show, whatever the store holds.
 
 use sqlx::{QueryBuilder, Row};
 
 use super::{Backend, Store, StoreError};
 
-/// A record with a deadline, and when (if) a destination took it.
+/// A tracked record, and when (if) the destination took it.
 #[derive(Debug, Clone)]
 pub struct SlaRow {
     pub record_id: String,
@@ -16,27 +18,31 @@ pub struct SlaRow {
     pub department_uscc: Option<String>,
     /// `YYYY-MM-DD`.
     pub deadline: String,
-    /// RFC 3339 UTC: the first publication or acknowledgement of any version at the destination.
+    /// RFC 3339 UTC: the first publication, or accepting receipt, of any version there.
     pub published_at: Option<String>,
 }
 
-/// Which records a view reads.
+/// What a destination takes, for the catch-up: the routing defaults as a filter.
+#[derive(Debug, Clone, Default)]
+pub struct SlaScope {
+    /// Disclosure scopes it takes.
+    pub disclosures: Vec<String>,
+    /// Record types it takes (a platform its manifest's, a child only repairs); `None`: all.
+    pub types: Option<Vec<String>>,
+    /// Only events about records from these origins, taken from elsewhere (a child is sent
+    /// the repairs about records of its subtree, never those that came up from it).
+    pub subtree: Option<Vec<String>>,
+}
+
+/// Which tracked records a view reads.
 #[derive(Debug, Clone)]
 pub struct SlaWindow<'a> {
     pub destination: &'a str,
     /// Deadlines from `since` to `horizon` (`YYYY-MM-DD`, inclusive).
     pub since: &'a str,
     pub horizon: &'a str,
-    /// The disclosure scopes the destination takes (others never go there, so have no SLA there).
-    pub disclosures: &'a [&'a str],
     pub department: Option<&'a str>,
     pub record_type: Option<&'a str>,
-    /// The record types the destination takes at all (a platform its manifest's, a child only
-    /// repairs); `None` for every type.
-    pub types: Option<&'a [&'a str]>,
-    /// Only events about records from these origins, taken from elsewhere (a child is sent
-    /// the repairs about records of its subtree, never those that came up from it).
-    pub subtree: Option<&'a [String]>,
 }
 
 /// Which rows of a window to list.
@@ -63,63 +69,122 @@ pub struct SlaCounts {
     pub breached: i64,
 }
 
-/// The records of a window, one row per record id, with their first delivery as `delivered`
-/// (an RFC 3339 UTC string, compared as text with `<deadline>T16:00:00`: the end of the deadline
-/// day in Beijing).
+/// Records a catch-up step adds at most (one transaction, so ingest is never held up long).
+const CATCH_UP_STEP: i64 = 20_000;
+/// Delivered late: at or after the end of the deadline day in Beijing (16:00 UTC).
+const LATE: &str = "delivered_at >= deadline || 'T16:00:00'";
+
 fn push_window<DB: sqlx::Database>(qb: &mut QueryBuilder<DB>, w: &SlaWindow<'_>)
 where
     for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
 {
-    qb.push(
-        "SELECT r.record_id, MIN(r.record_type) AS record_type, MIN(r.origin) AS origin, \
-         MIN(r.department_uscc) AS department_uscc, MIN(r.deadline) AS deadline, \
-         MIN(COALESCE(p.published_at, s.acknowledged_at)) AS delivered \
-         FROM records r LEFT JOIN publications p ON p.record_id = r.record_id AND p.destination = ",
-    );
-    qb.push_bind(w.destination)
-        .push(" LEFT JOIN sent_items s ON s.record_id = r.record_id AND s.destination = ")
+    qb.push(" FROM sla_tracking WHERE destination = ")
         .push_bind(w.destination)
-        .push(" WHERE r.deadline >= ")
+        .push(" AND deadline >= ")
         .push_bind(w.since)
-        .push(" AND r.deadline <= ")
-        .push_bind(w.horizon)
-        .push(" AND r.disclosure IN (");
-    let mut list = qb.separated(", ");
-    for d in w.disclosures {
-        list.push_bind(*d);
-    }
-    qb.push(")");
+        .push(" AND deadline <= ")
+        .push_bind(w.horizon);
     if let Some(d) = w.department {
-        qb.push(" AND r.department_uscc = ").push_bind(d);
+        qb.push(" AND department_uscc = ").push_bind(d);
     }
     if let Some(t) = w.record_type {
-        qb.push(" AND r.record_type = ").push_bind(t);
+        qb.push(" AND record_type = ").push_bind(t);
     }
-    if let Some(origins) = w.subtree {
-        qb.push(" AND r.target_origin IN (");
-        let mut list = qb.separated(", ");
-        for o in origins {
-            list.push_bind(o.as_str());
-        }
-        qb.push(") AND r.origin NOT IN (");
-        let mut list = qb.separated(", ");
-        for o in origins {
-            list.push_bind(o.as_str());
-        }
-        qb.push(")");
-    }
-    if let Some(types) = w.types {
-        qb.push(" AND r.record_type IN (");
-        let mut list = qb.separated(", ");
-        for t in types {
-            list.push_bind(*t);
-        }
-        qb.push(")");
-    }
-    qb.push(" GROUP BY r.record_id");
 }
 
 impl Store {
+    /// Adds to `destination`'s tracking the records stored since its cursor that it takes
+    /// (`scope`), each with its delivery there if that was settled already. Runs in steps, each
+    /// its own transaction under the write lock, so settlements and the catch-up never miss
+    /// each other. Returns how many records were tracked.
+    pub async fn track_sla(&self, destination: &str, scope: &SlaScope) -> Result<u64, StoreError> {
+        let mut added = 0;
+        loop {
+            let _turn = self.write_lock.lock().await;
+            let (step, done) = dispatch!(self, pool => {
+                let mut tx = pool.begin().await?;
+                let position: i64 = sqlx::query("SELECT position FROM sla_cursors WHERE destination = $1")
+                    .bind(destination)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?
+                    .unwrap_or(0);
+                let last: i64 =
+                    sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM records").fetch_one(&mut *tx).await?.try_get(0)?;
+                let upto = last.min(position + CATCH_UP_STEP);
+                let mut step = 0;
+                if upto > position {
+                    let mut qb = QueryBuilder::new(
+                        "INSERT INTO sla_tracking (destination, record_id, deadline, record_type, origin, department_uscc, \
+                         delivered_at) SELECT ",
+                    );
+                    qb.push_bind(destination)
+                        .push(
+                            ", r.record_id, r.deadline, r.record_type, r.origin, r.department_uscc, COALESCE(\
+                             (SELECT MIN(p.published_at) FROM publications p WHERE p.destination = ",
+                        )
+                        .push_bind(destination)
+                        .push(
+                            " AND p.record_id = r.record_id), (SELECT MIN(s.acknowledged_at) FROM sent_items s \
+                             WHERE s.destination = ",
+                        )
+                        .push_bind(destination)
+                        .push(" AND s.record_id = r.record_id)) FROM records r WHERE r.seq > ")
+                        .push_bind(position)
+                        .push(" AND r.seq <= ")
+                        .push_bind(upto)
+                        .push(" AND r.version = 1 AND r.deadline IS NOT NULL AND COALESCE(r.intake, '') <> ")
+                        .push_bind(destination)
+                        .push(
+                            " AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.digest = r.envelope_digest AND e.sender = ",
+                        )
+                        .push_bind(destination)
+                        .push(") AND r.disclosure IN (");
+                    let mut list = qb.separated(", ");
+                    for d in &scope.disclosures {
+                        list.push_bind(d.as_str());
+                    }
+                    qb.push(")");
+                    if let Some(types) = &scope.types {
+                        qb.push(" AND r.record_type IN (");
+                        let mut list = qb.separated(", ");
+                        for t in types {
+                            list.push_bind(t.as_str());
+                        }
+                        qb.push(")");
+                    }
+                    if let Some(origins) = &scope.subtree {
+                        for (clause, close) in [(" AND r.target_origin IN (", ")"), (" AND r.origin NOT IN (", ")")] {
+                            qb.push(clause);
+                            let mut list = qb.separated(", ");
+                            for o in origins {
+                                list.push_bind(o.as_str());
+                            }
+                            qb.push(close);
+                        }
+                    }
+                    qb.push(" ON CONFLICT DO NOTHING");
+                    step = qb.build().execute(&mut *tx).await?.rows_affected();
+                    sqlx::query(
+                        "INSERT INTO sla_cursors (destination, position) VALUES ($1, $2) \
+                         ON CONFLICT (destination) DO UPDATE SET position = excluded.position",
+                    )
+                    .bind(destination)
+                    .bind(upto)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                (step, upto >= last)
+            });
+            added += step;
+            if done {
+                return Ok(added);
+            }
+        }
+    }
+
     /// The `rows` of `w`, earliest deadline first (latest first with `newest_first`: what has
     /// just turned at risk or breached).
     pub async fn sla_rows(
@@ -129,26 +194,24 @@ impl Store {
         newest_first: bool,
         limit: i64,
     ) -> Result<Vec<SlaRow>, StoreError> {
-        const DELIVERED: &str = "MIN(COALESCE(p.published_at, s.acknowledged_at))";
-        const LATE: &str = "MIN(COALESCE(p.published_at, s.acknowledged_at)) >= MIN(r.deadline) || 'T16:00:00'";
         dispatch!(self, pool => {
-            let mut qb = QueryBuilder::new("");
+            let mut qb = QueryBuilder::new("SELECT record_id, record_type, origin, department_uscc, deadline, delivered_at");
             push_window(&mut qb, w);
             match rows {
                 SlaRows::All => {}
                 SlaRows::Problems => {
-                    qb.push(format!(" HAVING {DELIVERED} IS NULL OR {LATE}"));
+                    qb.push(format!(" AND (delivered_at IS NULL OR {LATE})"));
                 }
                 SlaRows::AtRisk { today } => {
-                    qb.push(format!(" HAVING {DELIVERED} IS NULL AND MIN(r.deadline) >= ")).push_bind(today);
+                    qb.push(" AND delivered_at IS NULL AND deadline >= ").push_bind(today);
                 }
                 SlaRows::Breached { today } => {
-                    qb.push(format!(" HAVING ({DELIVERED} IS NULL AND MIN(r.deadline) < ")).push_bind(today);
-                    qb.push(format!(") OR {LATE}"));
+                    qb.push(" AND ((delivered_at IS NULL AND deadline < ").push_bind(today);
+                    qb.push(format!(") OR {LATE})"));
                 }
             }
             let order = if newest_first { "DESC" } else { "ASC" };
-            qb.push(format!(" ORDER BY MIN(r.deadline) {order}, r.record_id LIMIT ")).push_bind(limit);
+            qb.push(format!(" ORDER BY deadline {order}, record_id LIMIT ")).push_bind(limit);
             let rows = qb.build().fetch_all(pool).await?;
             rows.iter()
                 .map(|row| {
@@ -168,15 +231,12 @@ impl Store {
     /// How many records of `w` are on time, at risk and breached as of `today` (`YYYY-MM-DD`).
     pub async fn sla_counts(&self, w: &SlaWindow<'_>, today: &str) -> Result<SlaCounts, StoreError> {
         dispatch!(self, pool => {
-            let mut qb = QueryBuilder::new(
-                "SELECT COALESCE(SUM(CASE WHEN delivered IS NOT NULL AND delivered < deadline || 'T16:00:00' THEN 1 ELSE 0 END), 0), \
-                 COALESCE(SUM(CASE WHEN delivered IS NULL AND deadline >= ",
-            );
-            qb.push_bind(today).push(
-                " THEN 1 ELSE 0 END), 0), COUNT(*) FROM (",
-            );
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT COALESCE(SUM(CASE WHEN delivered_at IS NOT NULL AND NOT ({LATE}) THEN 1 ELSE 0 END), 0), \
+                 COALESCE(SUM(CASE WHEN delivered_at IS NULL AND deadline >= "
+            ));
+            qb.push_bind(today).push(" THEN 1 ELSE 0 END), 0), COUNT(*)");
             push_window(&mut qb, w);
-            qb.push(") t");
             let row = qb.build().fetch_one(pool).await?;
             let on_time: i64 = row.try_get(0)?;
             let at_risk: i64 = row.try_get(1)?;
@@ -185,3 +245,22 @@ impl Store {
         })
     }
 }
+
+/// Stamps the tracked records `ids` as delivered to `$destination` at `$at`, inside the
+/// transaction `$tx` that records the delivery.
+macro_rules! mark_delivered {
+    ($tx:ident, $destination:expr, $ids:expr, $at:expr) => {
+        for chunk in $ids.chunks(super::LOOKUP_CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new("UPDATE sla_tracking SET delivered_at = ");
+            qb.push_bind($at).push(" WHERE destination = ").push_bind($destination);
+            qb.push(" AND delivered_at IS NULL AND record_id IN (");
+            let mut list = qb.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            qb.push(")");
+            qb.build().execute(&mut *$tx).await?;
+        }
+    };
+}
+pub(crate) use mark_delivered;
