@@ -3,6 +3,10 @@ ALTER TABLE records ADD COLUMN department_uscc TEXT;
 UPDATE records SET department_uscc = UPPER(COALESCE(json_extract(content, '$.source_unit_uscc'),
     json_extract(content, '$.department_uscc'), json_extract(content, '$.listing_authority_uscc')));
 
+-- Records of one type in seq order (monthly reports for the reporting view, type filters of
+-- the records API): without it those read the whole table.
+CREATE INDEX records_type_seq ON records (record_type, seq);
+
 -- Which destination acknowledged a sent record, and when: the SLA of a hop (a record is
 -- delivered to the parent when its receipt comes back, however long the retries took).
 ALTER TABLE sent_items ADD COLUMN destination TEXT;
