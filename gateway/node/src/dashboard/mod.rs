@@ -402,14 +402,17 @@ struct PeriodFilter {
     period: Option<String>,
 }
 
+impl PeriodFilter {
+    /// The period asked for; the page's default when none (or none readable) was.
+    fn chosen(&self, default: gateway_core::reporting::Period) -> gateway_core::reporting::Period {
+        self.period.as_deref().and_then(|p| gateway_core::reporting::Period::parse(p.trim())).unwrap_or(default)
+    }
+}
+
 async fn reporting(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<PeriodFilter>) -> Response {
     let Some(s) = session(&gw, &headers) else { return to_login() };
     let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
-    let period = f
-        .period
-        .as_deref()
-        .and_then(gateway_core::reporting::Period::parse)
-        .unwrap_or_else(|| gateway_core::reporting::Period::before(today));
+    let period = f.chosen(gateway_core::reporting::Period::before(today));
     let view = match crate::reporting::view(&gw, period, today).await {
         Ok(v) => v,
         Err(e) => return failure(e),
@@ -459,11 +462,7 @@ fn period_form(action: &str, period: &str) -> String {
 async fn quality(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<PeriodFilter>) -> Response {
     let Some(s) = session(&gw, &headers) else { return to_login() };
     let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
-    let period = f
-        .period
-        .as_deref()
-        .and_then(gateway_core::reporting::Period::parse)
-        .unwrap_or_else(|| gateway_core::reporting::Period::of(today));
+    let period = f.chosen(gateway_core::reporting::Period::of(today));
     let view = match crate::quality::view(&gw, period).await {
         Ok(v) => v,
         Err(e) => return failure(e),
