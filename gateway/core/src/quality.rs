@@ -56,10 +56,15 @@ pub fn department_of(record: &Value) -> Option<(&str, &str)> {
 /// Observes one submitted record (valid or not). `required` lists the fields its schema requires;
 /// `None` when the record type could not be told.
 pub fn observe(record: &Value, record_type: Option<RecordType>, required: &[&str]) -> Observation {
-    let (uscc, name) = department_of(record).unwrap_or(("", ""));
+    // A rejected record may name anything: only a well-formed USCC makes a department, and
+    // names are cut to what the schemas allow (200 characters).
+    let (uscc, name) = department_of(record)
+        .map(|(u, n)| (crate::ident::normalize_code(u), n))
+        .filter(|(u, _)| crate::ident::check_uscc(u).is_ok())
+        .unwrap_or_default();
     let mut obs = Observation {
-        department_uscc: crate::ident::normalize_code(uscc),
-        department_name: name.trim().to_owned(),
+        department_uscc: uscc,
+        department_name: name.trim().chars().take(200).collect(),
         ..Observation::default()
     };
     let Some(t) = record_type else { return obs };
@@ -97,15 +102,18 @@ mod tests {
     fn completeness_counts_required_and_recommended_fields() {
         let record = json!({
             "record_type": "admin_penalty", "party_category": "法人及非法人组织", "party_uscc": "91370303MA3C5XKN2B",
-            "decision_doc_no": "", "source_unit": " 周村区市场监督管理局 ", "source_unit_uscc": "11370306mb2853712x"
+            "decision_doc_no": "", "source_unit": " 周村区市场监督管理局 ", "source_unit_uscc": "11370306mb28554702"
         });
         let obs =
             observe(&record, Some(RecordType::AdminPenalty), &["record_type", "decision_doc_no", "decision_date"]);
-        assert_eq!(obs.department_uscc, "11370306MB2853712X");
+        assert_eq!(obs.department_uscc, "11370306MB28554702");
         assert_eq!(obs.department_name, "周村区市场监督管理局");
         // record_type and party_uscc are filled; an empty string, a missing date, legal_rep_name
         // and publicity_end_date are not.
         assert_eq!((obs.filled, obs.expected), (2, 6));
+        // A code with a wrong check character names no department.
+        let forged = json!({"source_unit": "x", "source_unit_uscc": "11370306MB28554703"});
+        assert_eq!(observe(&forged, None, &[]).department_uscc, "");
         let person = json!({"record_type": "admin_penalty", "party_category": "自然人"});
         assert_eq!(observe(&person, Some(RecordType::AdminPenalty), &[]).expected, 1);
         assert_eq!(observe(&json!({}), None, &["x"]), Observation::default());

@@ -124,11 +124,21 @@ impl Alerter {
                 continue;
             }
             let alert = if fresh.len() == alert.keys.len() { alert } else { narrow(alert, &sent) };
-            self.deliver(&alert, now).await?;
+            // One alert the receiver refuses must not hold back the others: it is tried again
+            // at the next check.
+            if let Err(e) = self.deliver(&alert, now).await {
+                tracing::warn!(kind = alert.kind, error = %format!("{e:#}"), "alert not delivered; retrying at the next check");
+                continue;
+            }
             self.gw.store.mark_alerts_sent(&fresh, alert.kind, &crate::clock::format_timestamp(now)).await?;
             delivered.push(alert);
         }
         Ok(delivered)
+    }
+
+    /// The webhook URL without its query (chat webhooks carry their token there).
+    fn shown_url(&self) -> &str {
+        self.url.split('?').next().unwrap_or_default()
     }
 
     async fn deliver(&self, alert: &Alert, now: OffsetDateTime) -> anyhow::Result<()> {
@@ -143,11 +153,13 @@ impl Alerter {
             .body(body)
             .send()
             .await
-            .with_context(|| format!("posting alert {} to {}", alert.kind, self.url))?;
+            .map_err(|e| {
+                anyhow::anyhow!("posting alert {} to {}: {}", alert.kind, self.shown_url(), e.without_url())
+            })?;
         anyhow::ensure!(
             resp.status().is_success(),
             "webhook {} answered {} to {}",
-            self.url,
+            self.shown_url(),
             resp.status(),
             alert.kind
         );

@@ -150,12 +150,15 @@ fn cells(d: &DepartmentQuality) -> [String; 13] {
     ]
 }
 
-/// The view as CSV (UTF-8 with a byte-order mark, so that Excel reads the Chinese).
+/// The view as CSV (UTF-8 with a byte-order mark, so that Excel reads the Chinese). A cell
+/// that a spreadsheet would take for a formula is quoted with a leading `'`.
 pub fn to_csv(v: &QualityView) -> Result<Vec<u8>, csv::Error> {
     let mut out = csv::Writer::from_writer(b"\xEF\xBB\xBF".to_vec());
     out.write_record(HEADINGS)?;
     for d in &v.departments {
-        out.write_record(cells(d))?;
+        out.write_record(
+            cells(d).map(|c| if c.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{c}") } else { c }),
+        )?;
     }
     out.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }

@@ -111,7 +111,11 @@ pub fn destinations(gw: &Gateway) -> Vec<String> {
     if gw.relay_status.snapshot().contains_key(crate::relay::PUBLICATION) {
         out.push(crate::relay::PUBLICATION.to_owned());
     }
-    for a in gw.adapters.get().into_iter().flatten().filter(|a| a.adapter.manifest.platform.direction.delivers()) {
+    // As in the relay's destinations: a 前置库 (database mode) adapter only ingests.
+    for a in gw.adapters.get().into_iter().flatten().filter(|a| {
+        let m = &a.adapter.manifest;
+        m.platform.direction.delivers() && m.transport.mode != gateway_core::adapter::Mode::Database
+    }) {
         out.push(crate::relay::adapter_destination(a.id()));
     }
     out
@@ -133,13 +137,13 @@ pub fn scope(gw: &Gateway, destination: &str) -> SlaScope {
             .flatten()
             .find(|a| a.id() == platform)
             .map(|a| a.adapter.datasets.iter().map(|d| d.record_type.as_str().to_owned()).collect::<Vec<_>>());
-        return SlaScope { disclosures: strings(&["public"]), types, subtree: None };
+        return SlaScope { disclosures: strings(&["public"]), types, ..SlaScope::default() };
     }
     let peer = SlaScope { disclosures: strings(&["public", "gov_shared"]), ..SlaScope::default() };
     let Some(registry) = gw.federation.get().and_then(|f| f.registry.read().ok()) else { return peer };
     let is_child = registry.member(destination).is_some_and(|m| m.parent.as_deref() == Some(gw.member_id.as_str()));
     if !is_child {
-        return peer;
+        return SlaScope { sent_targets_only: true, ..peer };
     }
     let subtree = registry
         .body
@@ -149,6 +153,12 @@ pub fn scope(gw: &Gateway, destination: &str) -> SlaScope {
         .map(|m| m.member_id.clone())
         .collect();
     SlaScope { types: Some(vec!["repair".to_owned()]), subtree: Some(subtree), ..peer }
+}
+
+/// Whether `destination` is one this node watches (views of any other name are refused, so that
+/// no request makes the node track a destination it never sends to).
+pub fn watched(gw: &Gateway, destination: &str) -> bool {
+    destination == crate::relay::PUBLICATION || destinations(gw).iter().any(|d| d == destination)
 }
 
 /// Brings every watched destination's tracking up to date (the views also do it for theirs

@@ -93,4 +93,9 @@ async fn ratios_reasons_and_exports_per_department() {
         call(&gw, Request::get("/api/v1/quality?period=2026-13").body(Body::empty()).expect("req")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("/period"));
+    // The SLA view of a destination this node never sends to is refused, not tracked.
+    let (status, _, body) =
+        call(&gw, Request::get("/api/v1/sla?destination=cn-999999").body(Body::empty()).expect("req")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("/destination"));
 }

@@ -1,7 +1,7 @@
 -- The department answerable for a record (数据来源单位), for SLA views filtered by department.
 ALTER TABLE records ADD COLUMN department_uscc TEXT;
-UPDATE records SET department_uscc = UPPER(COALESCE(content::jsonb->>'source_unit_uscc',
-    content::jsonb->>'department_uscc', content::jsonb->>'listing_authority_uscc'));
+UPDATE records SET department_uscc = UPPER(COALESCE(content::json->>'source_unit_uscc',
+    content::json->>'department_uscc', content::json->>'listing_authority_uscc'));
 
 -- Records of one type in seq order (monthly reports for the reporting view, type filters of
 -- the records API): without it those read the whole table.
@@ -11,8 +11,12 @@ CREATE INDEX records_type_seq ON records (record_type, seq);
 -- delivered to the parent when its receipt comes back, however long the retries took).
 ALTER TABLE sent_items ADD COLUMN destination TEXT;
 ALTER TABLE sent_items ADD COLUMN acknowledged_at TEXT;
-UPDATE sent_items SET destination = (SELECT receiver FROM envelopes WHERE digest = sent_items.envelope_digest),
-    acknowledged_at = (SELECT created_at FROM envelopes WHERE digest = sent_items.envelope_digest);
+-- Existing rows: the receiver of their envelope; as acknowledgement time, the envelope's
+-- creation (the receipt's own time is not kept apart), except for items the receiver refused.
+UPDATE sent_items SET destination = (SELECT receiver FROM envelopes WHERE digest = sent_items.envelope_digest);
+UPDATE sent_items SET acknowledged_at = (SELECT created_at FROM envelopes WHERE digest = sent_items.envelope_digest)
+    WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.destination = sent_items.destination
+        AND d.record_id = sent_items.record_id AND d.version = sent_items.version);
 
 -- Data quality per department and month (所属期 = the month a submission arrived, Beijing
 -- time), counted as submissions arrive and as the publication sink publishes: the quality page

@@ -129,10 +129,10 @@ async fn push(loaded: &Loaded, b: &Batch<'_>) -> Result<String, DeliverError> {
 
 /// The start of a platform's answer, with digit runs long enough to be identity numbers masked.
 fn excerpt(body: &str) -> String {
-    let short: String = body.chars().take(300).collect();
-    let mut out = String::with_capacity(short.len());
+    // Masked first, cut after: a number straddling the cut would otherwise escape the mask.
+    let mut out = String::with_capacity(body.len().min(4096));
     let mut run = String::new();
-    for c in short.chars().chain(std::iter::once(' ')) {
+    for c in body.chars().chain(std::iter::once(' ')) {
         if c.is_ascii_alphanumeric() {
             run.push(c);
             continue;
@@ -146,7 +146,7 @@ fn excerpt(body: &str) -> String {
         out.push(c);
     }
     out.pop();
-    out
+    out.chars().take(300).collect()
 }
 
 /// 文件方式: a ZIP package (data file + `manifest.json` with the record count and SHA-256 of

@@ -212,6 +212,15 @@ async fn sla_status(
     };
     let limit = p.limit.unwrap_or(500).clamp(1, 5_000);
     let destination = p.destination.unwrap_or_else(|| crate::relay::PUBLICATION.to_owned());
+    if !crate::sla::watched(&gw, &destination) {
+        let known = crate::sla::destinations(&gw).join(", ");
+        return Err(ApiError::bad_request(
+            "sla.destination",
+            format!("本节点不向 {destination:?} 投递；可选：publication、{known}"),
+            format!("this node does not deliver to {destination:?}; watched: publication, {known}"),
+        )
+        .with_pointer("/destination"));
+    }
     let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
     let q = crate::sla::SlaQuery {
         since,

@@ -17,6 +17,8 @@ pub const COOKIE: &str = "cg_session";
 pub const SESSION_SECS: i64 = 12 * 3600;
 /// PBKDF2 iterations of new hashes (OWASP 2023 guidance for PBKDF2-HMAC-SHA256).
 pub const ITERATIONS: u32 = 600_000;
+/// Checked against when a login names no operator at all (never matches anything typed).
+const DUMMY_HASH: &str = "pbkdf2-sha256$600000$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// Who may log in, and the key that signs their sessions.
 #[derive(Clone)]
@@ -68,10 +70,17 @@ impl Access {
         Ok(Self { operators: operators.to_vec(), key: hmac::Key::new(hmac::HMAC_SHA256, &secret) })
     }
 
-    /// The operator named `name` if `password` is theirs.
+    /// The operator named `name` if `password` is theirs. An unknown name costs the same hash
+    /// as a known one, so that timing does not tell which names exist.
     pub fn login(&self, name: &str, password: &str) -> Option<&str> {
-        let op = self.operators.iter().find(|o| o.name == name)?;
-        verify_password(&op.password_hash, password).then_some(op.name.as_str())
+        match self.operators.iter().find(|o| o.name == name) {
+            Some(op) => verify_password(&op.password_hash, password).then_some(op.name.as_str()),
+            None => {
+                let cost = self.operators.first().map_or(DUMMY_HASH, |o| o.password_hash.as_str());
+                let _ = verify_password(cost, password);
+                None
+            }
+        }
     }
 
     pub fn has_operators(&self) -> bool {

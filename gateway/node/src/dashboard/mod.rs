@@ -175,8 +175,18 @@ struct LoginForm {
 }
 
 async fn login(State(gw): State<Arc<Gateway>>, Form(f): Form<LoginForm>) -> Response {
-    let Some(name) = gw.dashboard.login(f.username.trim(), &f.password) else {
-        tracing::warn!(user = %f.username.trim(), "dashboard login refused");
+    // PBKDF2 is deliberately slow: it runs off the async workers, one login at a time.
+    static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let Ok(_permit) = HASHING.acquire().await else { return failure("login semaphore closed") };
+    let access = gw.dashboard.clone();
+    let user = f.username.trim().to_owned();
+    let checked = tokio::task::spawn_blocking(move || access.login(&user, &f.password).map(str::to_owned)).await;
+    let Ok(name) = checked else { return failure("login check panicked") };
+    let Some(name) = name else {
+        // Only the first characters of what was typed, without control characters: a password
+        // typed into the user field must not land whole in the log.
+        let shown: String = f.username.trim().chars().filter(|c| !c.is_control()).take(32).collect();
+        tracing::warn!(user = %shown, "dashboard login refused");
         return respond(
             StatusCode::UNAUTHORIZED,
             login_form(&gw, Some("用户名或密码不正确 · wrong user name or password")),
@@ -187,7 +197,7 @@ async fn login(State(gw): State<Arc<Gateway>>, Form(f): Form<LoginForm>) -> Resp
     let cookie = format!(
         "{}={}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={}",
         auth::COOKIE,
-        gw.dashboard.session(name, expires),
+        gw.dashboard.session(&name, expires),
         auth::SESSION_SECS
     );
     let mut resp = Redirect::to("/dashboard").into_response();
@@ -328,7 +338,10 @@ async fn sla(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query
     if destinations.is_empty() {
         destinations.push(crate::relay::PUBLICATION.to_owned());
     }
-    let destination = f.destination.filter(|d| !d.is_empty()).unwrap_or_else(|| destinations[0].clone());
+    let destination = f
+        .destination
+        .filter(|d| destinations.contains(d) || crate::sla::watched(&gw, d))
+        .unwrap_or_else(|| destinations[0].clone());
     let department =
         f.department.as_deref().map(str::trim).filter(|d| !d.is_empty()).map(gateway_core::ident::normalize_code);
     let record_type = f.record_type.as_deref().filter(|t| !t.is_empty());

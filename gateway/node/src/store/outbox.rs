@@ -244,6 +244,10 @@ impl Store {
         let _turn = self.write_lock.lock().await;
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
+            if matches!(self.backend, Backend::Postgres(_)) {
+                // Serialised with ingest and the SLA catch-up of replicas sharing the database.
+                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+            }
             if let Some(SentEnvelope { envelope: env, receipt, carried }) = s.sent {
                 super::envelopes::envelope_row(env, "out", super::envelopes::StoredReceipt::Full(receipt))
                     .build()

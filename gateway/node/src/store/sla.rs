@@ -32,6 +32,8 @@ pub struct SlaScope {
     /// Only events about records from these origins, taken from elsewhere (a child is sent
     /// the repairs about records of its subtree, never those that came up from it).
     pub subtree: Option<Vec<String>>,
+    /// Events count only when their target was sent there (the parent).
+    pub sent_targets_only: bool,
 }
 
 /// Which tracked records a view reads.
@@ -103,6 +105,11 @@ impl Store {
             let _turn = self.write_lock.lock().await;
             let (step, done) = dispatch!(self, pool => {
                 let mut tx = pool.begin().await?;
+                if matches!(self.backend, Backend::Postgres(_)) {
+                    // Replicas sharing one database: a settle on another replica must not slip
+                    // between this step's read of the deliveries and its commit.
+                    sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+                }
                 let position: i64 = sqlx::query("SELECT position FROM sla_cursors WHERE destination = $1")
                     .bind(destination)
                     .fetch_optional(&mut *tx)
@@ -134,7 +141,9 @@ impl Store {
                         .push_bind(position)
                         .push(" AND r.seq <= ")
                         .push_bind(upto)
-                        .push(" AND r.version = 1 AND r.deadline IS NOT NULL AND COALESCE(r.intake, '') <> ")
+                        // Every version is offered; the first one held here (any version, when
+                        // an earlier one was refused upstream) makes the row.
+                        .push(" AND r.deadline IS NOT NULL AND COALESCE(r.intake, '') <> ")
                         .push_bind(destination)
                         .push(
                             " AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.digest = r.envelope_digest AND e.sender = ",
@@ -153,6 +162,15 @@ impl Store {
                             list.push_bind(t.as_str());
                         }
                         qb.push(")");
+                    }
+                    if scope.sent_targets_only {
+                        // The relay sends an event up only if its target went there.
+                        qb.push(
+                            " AND (r.target_record_id IS NULL OR EXISTS (SELECT 1 FROM sent_items t \
+                             WHERE t.record_id = r.target_record_id AND t.destination = ",
+                        )
+                        .push_bind(destination)
+                        .push("))");
                     }
                     if let Some(origins) = &scope.subtree {
                         for (clause, close) in [(" AND r.target_origin IN (", ")"), (" AND r.origin NOT IN (", ")")] {
