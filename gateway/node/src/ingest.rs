@@ -437,46 +437,25 @@ impl Summary {
     }
 }
 
-/// What a batch adds to the quality counters (所属期 = the day it arrived): per department,
-/// submissions, acceptances, fields filled of those expected, submissions already past their
-/// publicity deadline (迟报), and each rejection's rules.
+/// What a batch's rejected records add to the quality counters (所属期 = the day they arrived):
+/// per department, submissions, fields filled of those expected, and each rejection's rules.
+/// The records that pass are counted by the store, as it stores them (duplicates are not).
 fn quality_counts(checked: &[Checked], observations: &[Observation], today: Date) -> QualityCounts {
     let day = format_date(today);
     let period = day[..7].to_owned();
     let mut counts = QualityCounts::default();
     for (item, obs) in checked.iter().zip(observations) {
-        // The node's own bookkeeping events are not a department's submissions.
-        if let Ok(inc) = item
-            && inc.record.record_type == gateway_core::record::RecordType::PublicityExpired
-        {
-            continue;
-        }
+        let Err(errors) = item else { continue };
         let m = counts.month(&obs.department_uscc, &obs.department_name, &period);
         m.submitted += 1;
         m.fields_filled += i64::from(obs.filled);
         m.fields_expected += i64::from(obs.expected);
-        let daily = counts.days.entry(day.clone()).or_default();
-        match item {
-            Ok(inc) => {
-                daily.0 += 1;
-                let m = counts.month(&obs.department_uscc, &obs.department_name, &period);
-                m.accepted += 1;
-                if inc.deadline.is_some_and(|d| d < today) {
-                    m.reported_late += 1;
-                }
-            }
-            Err(errors) => {
-                daily.1 += 1;
-                let mut rules: Vec<&str> = errors.iter().map(|e| e.rule.as_str()).collect();
-                rules.sort_unstable();
-                rules.dedup();
-                for rule in rules {
-                    *counts
-                        .reasons
-                        .entry((obs.department_uscc.clone(), period.clone(), rule.to_owned()))
-                        .or_default() += 1;
-                }
-            }
+        counts.days.entry(day.clone()).or_default().1 += 1;
+        let mut rules: Vec<&str> = errors.iter().map(|e| e.rule.as_str()).collect();
+        rules.sort_unstable();
+        rules.dedup();
+        for rule in rules {
+            *counts.reasons.entry((obs.department_uscc.clone(), period.clone(), rule.to_owned())).or_default() += 1;
         }
     }
     counts

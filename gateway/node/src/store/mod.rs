@@ -359,8 +359,9 @@ impl Store {
         self.ingest_counted(origin, incoming, QualityCounts::default(), received_at).await
     }
 
-    /// [`Store::ingest`], adding `quality` (what the batch says about its departments' data,
-    /// rejected records included) to the quality counters in the same transaction.
+    /// [`Store::ingest`], adding `quality` (what the batch's rejected records say about their
+    /// departments' data) to the quality counters in the same transaction, with what the stored
+    /// records add (see `stored_quality`).
     pub async fn ingest_counted(
         &self,
         origin: &str,
@@ -448,7 +449,9 @@ impl Store {
             let (outcomes, rows) = decide(incoming, &mut known);
             insert_rows!(tx, rows);
             apply_events!(tx, &rows);
-            quality::add_quality!(tx, quality);
+            let mut quality = quality.clone();
+            stored_quality(&rows, &mut quality);
+            quality::add_quality!(tx, &quality);
             tx.commit().await?;
             Ok(outcomes)
         })
@@ -540,6 +543,31 @@ fn decide<'a>(
         outcomes.push(outcome);
     }
     (outcomes, rows)
+}
+
+/// What the records a group stores add to the quality counters: each one that is new or a new
+/// version (a duplicate was counted when it first came) is a submission accepted, with its
+/// fields, and a late report if it arrived after its deadline. The node's own
+/// `publicity_expired` events are bookkeeping, not a department's submission.
+fn stored_quality(rows: &[NewRow<'_>], counts: &mut QualityCounts) {
+    for row in rows {
+        let r = &row.incoming.record;
+        if r.record_type == RecordType::PublicityExpired {
+            continue;
+        }
+        let Some(day) = crate::clock::china_date_of(row.received_at) else { continue };
+        let day_text = format_date(day);
+        let q = &r.quality;
+        let m = counts.month(&q.department_uscc, &q.department_name, &day_text[..7]);
+        m.submitted += 1;
+        m.accepted += 1;
+        m.fields_filled += i64::from(q.filled);
+        m.fields_expected += i64::from(q.expected);
+        if row.incoming.deadline.is_some_and(|d| d < day) {
+            m.reported_late += 1;
+        }
+        counts.days.entry(day_text).or_default().0 += 1;
+    }
 }
 
 /// The first 8 bytes of a digest as an integer: the compact index key.
