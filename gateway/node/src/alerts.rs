@@ -5,7 +5,6 @@
 //! is remembered in the store (`alerts_sent`), and what could not be delivered is tried again at
 //! the next check, so nothing is lost to a receiver that was down.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -123,7 +122,8 @@ impl Alerter {
             if fresh.is_empty() {
                 continue;
             }
-            let alert = if fresh.len() == alert.keys.len() { alert } else { narrow(alert, &sent) };
+            // SLA alerts name only records not alerted yet (`sla_alerts`); a department alert
+            // lists every overdue department, and marks those newly overdue.
             // One alert the receiver refuses must not hold back the others: it is tried again
             // at the next check.
             if let Err(e) = self.deliver(&alert, now).await {
@@ -334,19 +334,4 @@ impl Alerter {
         }
         out
     }
-}
-
-/// An SLA alert cut down to the records not yet alerted.
-fn narrow(mut alert: Alert, sent: &HashSet<String>) -> Alert {
-    let keep: Vec<bool> = alert.keys.iter().map(|k| !sent.contains(k)).collect();
-    if let Some(records) = alert.details.get_mut("records").and_then(Value::as_array_mut) {
-        let mut i = 0;
-        records.retain(|_| {
-            let k = keep.get(i).copied().unwrap_or(true);
-            i += 1;
-            k
-        });
-    }
-    alert.keys.retain(|k| !sent.contains(k));
-    alert
 }
