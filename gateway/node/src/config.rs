@@ -45,6 +45,25 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// The operators' dashboard (`/dashboard`): who may log in.
     pub dashboard: DashboardConfig,
+    /// Credit evaluations pulled from partner cities (信用评价结果互认).
+    pub evaluations: EvaluationsConfig,
+}
+
+/// Partner pulls of credit evaluations (see `docs/operations.md`, "Evaluation recognition").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluationsConfig {
+    /// How long a partner's answer is served from the cache before it is asked again.
+    /// Default 3,600 s. When the partner is unreachable, older answers are served, marked stale.
+    pub cache_ttl_secs: u64,
+    /// How long to wait for a partner's answer. Default 10 s.
+    pub timeout_secs: u64,
+}
+
+impl Default for EvaluationsConfig {
+    fn default() -> Self {
+        Self { cache_ttl_secs: 3600, timeout_secs: 10 }
+    }
 }
 
 /// Alert webhooks (see `docs/operations.md`, "Alerts").
@@ -242,6 +261,10 @@ pub struct FederationConfig {
     /// `peers = { "cn-370306" = "https://10.1.2.3:8443" }`.
     #[serde(default)]
     pub peers: std::collections::BTreeMap<String, String>,
+    /// Signed partner agreements (信用评价结果互认协议) this node is a party to, as JSON files.
+    /// Each takes effect only when every party has signed it and the registry lists it.
+    #[serde(default)]
+    pub agreements: Vec<PathBuf>,
 }
 
 fn default_refresh_secs() -> u64 {
@@ -267,6 +290,7 @@ impl FederationConfig {
             registry_grace_days: default_grace_days(),
             registry_refresh_secs: default_refresh_secs(),
             peers: std::collections::BTreeMap::new(),
+            agreements: crate::pki::agreement_files(pki_dir),
         }
     }
 }
@@ -330,6 +354,7 @@ impl Default for Config {
             reporting: ReportingConfig::default(),
             alerts: AlertsConfig::default(),
             dashboard: DashboardConfig::default(),
+            evaluations: EvaluationsConfig::default(),
         }
     }
 }

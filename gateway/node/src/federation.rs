@@ -22,6 +22,8 @@ pub fn router(node: Node) -> Router {
         .route("/federation/v1/evidence/{record_id}/{version}", get(evidence))
         .route("/federation/v1/events", get(events))
         .route("/federation/v1/receipts", post(receipts))
+        .route("/federation/v1/evaluations/lookup", post(evaluations_lookup))
+        .route("/federation/v1/evaluations/{uscc}", get(evaluations_single))
         .fallback(|| async { ApiError::not_found("该路径", "path") })
         .layer(middleware::from_fn_with_state(node.clone(), require_current_registry))
         .layer(middleware::from_fn(require_member))
@@ -110,6 +112,33 @@ async fn envelopes(
     let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
     let receipt = node.receive(&member, body, time::OffsetDateTime::now_utc()).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], receipt).into_response())
+}
+
+/// A partner's pull of this node's evaluations of one subject (answer: a signed JWS).
+async fn evaluations_single(
+    State(node): State<Node>,
+    Extension(peer): Extension<Peer>,
+    axum::extract::Path(uscc): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    answer_pull(&node, peer, &[uscc]).await
+}
+
+/// A partner's bulk pull: `{"subjects": [up to 1,000 USCCs]}`.
+async fn evaluations_lookup(
+    State(node): State<Node>,
+    Extension(peer): Extension<Peer>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: crate::evaluations::LookupRequest = ApiError::strict_body(&body)?;
+    answer_pull(&node, peer, &request.subjects).await
+}
+
+async fn answer_pull(node: &Node, peer: Peer, subjects: &[String]) -> Result<Response, ApiError> {
+    let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
+    let partners = node.gateway.evaluations.get().ok_or_else(|| ApiError::internal(&"evaluations not loaded"))?;
+    let text =
+        crate::evaluations::answer(&node.gateway, partners, &member, subjects, time::OffsetDateTime::now_utc()).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 
 /// The hops that brought a record version here, for the node this one sent it to (it is

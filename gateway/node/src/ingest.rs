@@ -46,6 +46,11 @@ pub struct Gateway {
     pub dashboard: crate::dashboard::Access,
     /// Queue backlogs sampled over the last day, for the dashboard's chart.
     pub queue_history: crate::dashboard::History,
+    /// Partner agreements and the client for evaluation pulls, once the federation identity
+    /// is loaded.
+    pub evaluations: std::sync::OnceLock<Arc<crate::evaluations::Partners>>,
+    /// Cache and timeout of evaluation pulls (`[evaluations]`).
+    pub evaluation_settings: crate::config::EvaluationsConfig,
 }
 
 /// What the department-side API may see of the federation state.

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+pub mod evaluations;
 pub mod evidence;
 pub mod federation;
 pub mod ingest;

@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: EvidenceCommand,
     },
+    /// Credit evaluations of partner cities (信用评价结果互认), through a running node.
+    Evaluation {
+        #[command(subcommand)]
+        command: credit_gateway::evaluations::cli::EvaluationCommand,
+    },
     /// Node-to-node operations.
     Federation {
         #[command(subcommand)]
@@ -322,7 +327,20 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
             let roots: Vec<gateway_core::interchange::registry::RootKey> =
                 serde_json::from_slice(&read(&anchor)?).with_context(|| format!("{}", anchor.display()))?;
-            match gateway_core::interchange::evidence::verify(&read(&bundle)?, &roots) {
+            let bytes = read(&bundle)?;
+            if gateway_core::interchange::evaluation::is_answer_evidence(&bytes) {
+                return Ok(match gateway_core::interchange::evaluation::verify_answer_evidence(&bytes, &roots) {
+                    Ok(v) => {
+                        print!("{}", answer_summary(&v));
+                        std::process::ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        println!("FAILED {}: {e}", bundle.display());
+                        std::process::ExitCode::from(1)
+                    }
+                });
+            }
+            match gateway_core::interchange::evidence::verify(&bytes, &roots) {
                 Ok(v) => print!("{}", evidence_summary(&v)),
                 Err(e) => {
                     println!("FAILED {}: {e}", bundle.display());
@@ -355,6 +373,10 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             // Five nodes' info lines would bury the guide; warnings still show.
             init_logging_at(LogFormat::Text, "warn");
             runtime()?.block_on(credit_gateway::demo::run(&opts, shutdown_signal()))?;
+        }
+        Command::Evaluation { command } => {
+            let text = runtime()?.block_on(credit_gateway::evaluations::cli::run(command))?;
+            println!("{text}");
         }
         Command::Outbox { command } => {
             let text = runtime()?.block_on(outbox(command))?;
@@ -474,6 +496,27 @@ async fn outbox(command: OutboxCommand) -> anyhow::Result<String> {
     let body: serde_json::Value = resp.json().await.context("the node's answer is not JSON")?;
     anyhow::ensure!(status.is_success(), "{status}: {body}");
     Ok(serde_json::to_string_pretty(&body)?)
+}
+
+/// What a verified evaluation answer shows.
+fn answer_summary(v: &gateway_core::interchange::evaluation::VerifiedAnswer) -> String {
+    let b = &v.body;
+    let agreements: Vec<&str> = b.agreements.iter().map(|a| a.agreement_id.as_str()).collect();
+    let evaluations: usize = b.subjects.iter().map(|s| s.evaluations.len()).sum();
+    format!(
+        "ok: evaluation answer {} from {} to {} at {} (signed by {}), registry version {}\n\
+         agreements {} signed by every party; {} subjects, {} evaluations, every verdict as of {} checked\n",
+        b.answer_id,
+        b.answerer,
+        b.asker,
+        b.answered_at,
+        v.signer,
+        v.registry_version,
+        agreements.join(", "),
+        b.subjects.len(),
+        evaluations,
+        b.as_of
+    )
 }
 
 /// What a verified bundle shows, one line per hop.

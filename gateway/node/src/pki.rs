@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use gateway_core::canonical::Sha256Digest;
 use gateway_core::crypto::{Alg, SigningKey};
+use gateway_core::interchange::evaluation::{AgreementBody, Band, SchemeMapping, SignedAgreement};
 use gateway_core::interchange::format_time;
 use gateway_core::interchange::registry::{
     AdapterEntry, Level, Member, MemberKey, REGISTRY_TYP, RegistryBody, RootKey,
@@ -364,9 +365,10 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<()> {
                 valid_to: format_time(now + Duration::days(365)),
                 sm2_id: None,
             }],
-            roles: vec!["submit".into(), "relay".into()],
+            roles: vec!["submit".into(), "relay".into(), "evaluate".into(), "government".into()],
         });
     }
+    let agreement = demo_agreement(out, now)?;
     let body = RegistryBody {
         federation: "cn-credit-dev".into(),
         version: 1,
@@ -374,12 +376,74 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<()> {
         expires_at: format_time(now + Duration::days(30)),
         roots: anchor.clone(),
         members,
-        agreements: vec![],
+        agreements: vec![serde_json::json!({
+            "agreement_id": agreement.agreement.agreement_id,
+            "parties": agreement.agreement.parties,
+            "digest": agreement.agreement.digest().to_hex(),
+        })],
         adapters: sign_adapters(&opts.adapters, out, &root, root_kid, now)?,
     };
     let registry = jws::sign(REGISTRY_TYP, root_kid, &serde_json::to_value(&body)?, &root);
     std::fs::write(registry_file(out), serde_json::to_string_pretty(&registry)?)?;
     Ok(())
+}
+
+/// The demo partner agreement (信用评价结果互认协议) between 信用淄博 and 信用东营, signed
+/// by both with the signing keys just written: 纳税信用 and 公共信用综合评价 are covered, sector
+/// schemes are not. Written to `agreements/`; the registry lists its digest.
+fn demo_agreement(out: &Path, now: OffsetDateTime) -> anyhow::Result<SignedAgreement> {
+    let bands = |pairs: &[(&str, Band)]| pairs.iter().map(|(g, b)| ((*g).to_owned(), *b)).collect();
+    let today = now.date();
+    let mut signed = SignedAgreement {
+        agreement: AgreementBody {
+            agreement_id: "zibo-dongying-evaluations".into(),
+            title: "淄博市、东营市信用评价结果互认合作协议".into(),
+            parties: vec!["cn-370300".into(), "cn-370500".into()],
+            schemes: vec![
+                SchemeMapping {
+                    scheme_id: "tax_credit".into(),
+                    versions: vec!["2014".into()],
+                    bands: bands(&[("A", Band::Excellent), ("B", Band::Good), ("C", Band::Fair), ("D", Band::Poor)]),
+                    not_rated: vec!["M".into()],
+                },
+                SchemeMapping {
+                    scheme_id: "public_credit_composite".into(),
+                    versions: vec!["2024.2".into()],
+                    bands: bands(&[
+                        ("优", Band::Excellent),
+                        ("良", Band::Good),
+                        ("中", Band::Fair),
+                        ("差", Band::Poor),
+                    ]),
+                    not_rated: vec![],
+                },
+            ],
+            purposes: vec!["administrative_approval".into(), "public_procurement".into(), "credit_supervision".into()],
+            valid_from: gateway_core::date::format_date(today - Duration::days(30)),
+            valid_to: gateway_core::date::format_date(today + Duration::days(730)),
+        },
+        signatures: Vec::new(),
+    };
+    for party in signed.agreement.parties.clone() {
+        let (key, kid) = SigningKeyFile::load(&NodeFiles::new(out, &party).signing_key())?;
+        signed.sign(&kid, &key);
+    }
+    std::fs::create_dir_all(out.join("agreements"))?;
+    let path = out.join("agreements").join(format!("{}.json", signed.agreement.agreement_id));
+    std::fs::write(path, serde_json::to_string_pretty(&signed)?)?;
+    Ok(signed)
+}
+
+/// The agreement files of a `certs init` PKI (`agreements/*.json`), sorted; a node loads those
+/// it is a party to.
+pub fn agreement_files(pki_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(pki_dir.join("agreements")) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
 }
 
 /// The demo federation's registry, from a fresh PKI in a temporary directory.

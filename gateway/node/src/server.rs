@@ -73,6 +73,8 @@ pub async fn build_gateway(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         reporting: config.reporting.clone(),
         dashboard,
         queue_history: crate::dashboard::History::default(),
+        evaluations: std::sync::OnceLock::new(),
+        evaluation_settings: config.evaluations.clone(),
     }))
 }
 
@@ -148,7 +150,19 @@ pub fn federation_node(
     let signer = Arc::new(crate::interchange::Signer { key, kid });
     let files = crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key };
     let client = reqwest::Client::builder().tls_backend_preconfigured(crate::tls::client_config(&files)?).build()?;
+    let agreements = crate::evaluations::load_agreements(member_id, &fed.agreements, &registry)?;
     let registry = Arc::new(std::sync::RwLock::new(registry));
+    let settings = &gateway.evaluation_settings;
+    let _ = gateway.evaluations.set(Arc::new(crate::evaluations::Partners {
+        member_id: member_id.to_owned(),
+        agreements,
+        registry: Arc::clone(&registry),
+        signer: Arc::clone(&signer),
+        client: client.clone(),
+        peers: Arc::new(fed.peers.clone()),
+        cache_ttl: time::Duration::seconds(i64::try_from(settings.cache_ttl_secs).unwrap_or(i64::MAX)),
+        timeout: std::time::Duration::from_secs(settings.timeout_secs.max(1)),
+    }));
     // The first federation identity of a gateway is the one its metrics report.
     let certificate_expires = certificate_expiry(&fed.cert);
     let _ = gateway.federation.set(crate::ingest::FederationView {

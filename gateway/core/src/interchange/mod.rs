@@ -3,6 +3,7 @@
 //! registry it holds, the time, its own member id, and the replay memory.
 
 pub mod envelope;
+pub mod evaluation;
 pub mod evidence;
 pub mod receipt;
 pub mod registry;

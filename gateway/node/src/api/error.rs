@@ -112,6 +112,30 @@ impl ApiError {
         }
     }
 
+    /// A JSON request body parsed strictly (duplicate member names refused) into `T`.
+    pub fn strict_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Self> {
+        use gateway_core::canonical::{StrictJsonError, parse_strict};
+        let value = parse_strict(body).map_err(|e| match e {
+            StrictJsonError::DuplicateKey { pointer, key } => Self::bad_request(
+                "duplicate_key",
+                format!("同一对象中成员名 {key:?} 重复"),
+                format!("member name {key:?} appears twice in one object"),
+            )
+            .with_pointer(pointer),
+            StrictJsonError::Syntax(m) => {
+                Self::bad_request("malformed_json", format!("JSON 格式错误：{m}"), format!("malformed JSON: {m}"))
+            }
+        })?;
+        serde_json::from_value(value).map_err(|e| {
+            Self::bad_request(
+                "body.schema",
+                format!("请求体不符合要求：{e}"),
+                format!("the request body does not fit: {e}"),
+            )
+            .with_pointer("")
+        })
+    }
+
     pub fn not_found(what_zh: &str, what_en: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("未找到{what_zh}"), format!("{what_en} not found"))
     }

@@ -3,6 +3,7 @@
 
 mod docs;
 mod error;
+mod evaluations;
 pub mod imports;
 pub mod metrics;
 mod quality;
@@ -54,6 +55,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/quality", get(quality::json))
         .route("/api/v1/quality.csv", get(quality::csv))
         .route("/api/v1/quality.xlsx", get(quality::xlsx))
+        .route("/api/v1/evaluations/lookup", post(evaluations::lookup))
+        .route("/api/v1/evaluations/audit", get(evaluations::audit))
+        .route("/api/v1/evaluations/answers/{answer_id}/evidence", get(evaluations::evidence))
+        .route("/api/v1/evaluations/{uscc}", get(evaluations::single))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/docs", get(|| async { Html(docs::PAGE) }))
         .route("/healthz", get(healthz))

@@ -289,9 +289,55 @@ pub fn write_section(path: &std::path::Path, heading: &str, command: &str, secti
 
 /// A valid USCC derived from `n`, with the given two-character prefix.
 fn uscc(prefix: &str, n: u64) -> String {
-    let first17 = format!("{prefix}370306{:09}", n % 1_000_000_000);
+    uscc_in(prefix, "370306", n)
+}
+
+/// A valid USCC derived from `n`, with the given prefix and region code.
+pub fn uscc_in(prefix: &str, region: &str, n: u64) -> String {
+    let first17 = format!("{prefix}{region}{:09}", n % 1_000_000_000);
     let check = uscc_check_char(&first17).unwrap_or('0');
     format!("{first17}{check}")
+}
+
+/// Evaluation results as 信用东营 holds them, two per subject (USCCs `uscc_in("91", "370500",
+/// k)` for k in `subjects`): 纳税信用 2014 (public; grades cycle A, B, C, D, M, M without a
+/// score) valid for a year from a month ago, and 公共信用综合评价 2024.2 (gov_shared; 优 良 中 差)
+/// valid for this quarter.
+pub fn synthetic_evaluations(subjects: std::ops::Range<u64>, today: time::Date) -> Vec<Value> {
+    let day = |offset: i64| gateway_core::date::format_date(today + time::Duration::days(offset));
+    let tax_office = ("国家税务总局东营市税务局", "11370500MB1C435782");
+    let credit_centre = ("东营市公共信用信息中心", "12370500MB2850210W");
+    let mut out = Vec::with_capacity(subjects.clone().count() * 2);
+    for k in subjects {
+        let subject = uscc_in("91", "370500", k);
+        let name = format!("东营示例企业{k:06}有限公司");
+        let grade = ["A", "B", "C", "D", "M"][(k % 5) as usize];
+        let mut tax = json!({
+            "record_type": "evaluation_result", "region_code": "370500",
+            "scheme_id": "tax_credit", "scheme_version": "2014",
+            "subject_name": name, "subject_uscc": subject, "grade": grade,
+            "period": format!("{}", today.year() - 1),
+            "valid_from": day(-30), "valid_to": day(335),
+            "evaluator": tax_office.0, "evaluator_uscc": tax_office.1, "evaluated_on": day(-35),
+            "source_unit": tax_office.0, "source_unit_uscc": tax_office.1, "disclosure_scope": "public",
+        });
+        if grade != "M" {
+            tax["score"] = json!(95 - (k % 5) * 15);
+        }
+        out.push(tax);
+        let composite = ["优", "良", "中", "差"][(k % 4) as usize];
+        out.push(json!({
+            "record_type": "evaluation_result", "region_code": "370500",
+            "scheme_id": "public_credit_composite", "scheme_version": "2024.2",
+            "subject_name": name, "subject_uscc": subject, "grade": composite,
+            "score": 900 - (k % 4) * 100,
+            "period": format!("{}-Q{}", today.year(), (u8::from(today.month()) - 1) / 3 + 1),
+            "valid_from": day(-10), "valid_to": day(80),
+            "evaluator": credit_centre.0, "evaluator_uscc": credit_centre.1, "evaluated_on": day(-12),
+            "source_unit": credit_centre.0, "source_unit_uscc": credit_centre.1, "disclosure_scope": "gov_shared",
+        }));
+    }
+    out
 }
 
 /// Deterministic, realistic 行政处罚 / 行政许可 records (≈ 900 bytes of JSON each), every one

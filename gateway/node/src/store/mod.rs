@@ -59,7 +59,13 @@ pub struct Store {
     waiting_envelopes: std::sync::Mutex<Vec<envelopes::EnvelopeJob>>,
     /// Bumped after every commit that stored records: wakes the relay's senders.
     commits: tokio::sync::watch::Sender<u64>,
+    /// Audit-log entries of evaluation pulls waiting to be committed together, and the lock
+    /// of whoever commits them.
+    waiting_pulls: std::sync::Mutex<Vec<(evaluations::Pull, PullReply)>>,
+    pull_writer: Mutex<()>,
 }
+
+type PullReply = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 struct Waiting {
     origin: String,
@@ -183,6 +189,7 @@ macro_rules! apply_events {
 
 mod alerts;
 mod envelopes;
+pub mod evaluations;
 mod outbox;
 pub mod quality;
 pub mod sla;
@@ -292,6 +299,8 @@ impl Store {
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
             commits: tokio::sync::watch::Sender::new(0),
+            waiting_pulls: std::sync::Mutex::new(Vec::new()),
+            pull_writer: Mutex::new(()),
         })
     }
 
@@ -315,6 +324,8 @@ impl Store {
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
             commits: tokio::sync::watch::Sender::new(0),
+            waiting_pulls: std::sync::Mutex::new(Vec::new()),
+            pull_writer: Mutex::new(()),
         })
     }
 

@@ -1,0 +1,154 @@
+//! The desk's side of evaluation recognition (信用评价结果互认): look a company up at a partner
+//! city (through this node, which holds the mTLS identity, the agreements and the cache), review
+//! the audit log of pulls, and export an answer's evidence.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::ApiError;
+use crate::evaluations::{DeskAnswer, Partners};
+use crate::ingest::Gateway;
+use crate::store::evaluations::Pull;
+
+fn partners(gw: &Gateway) -> Result<&Arc<Partners>, ApiError> {
+    gw.evaluations.get().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "federation_not_configured",
+            "本节点未配置联盟身份（[federation]），不能向合作城市查询评价结果",
+            "this node has no federation identity ([federation]); it cannot pull partners' evaluations",
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SingleParams {
+    /// The partner: member id (`cn-370500`) or registry name (`信用东营`).
+    from: String,
+    /// Who at the desk asks (kept in the audit log).
+    officer: Option<String>,
+}
+
+/// `GET /api/v1/evaluations/{uscc}?from=信用东营`: one company's evaluations at a partner.
+pub(super) async fn single(
+    State(gw): State<Arc<Gateway>>,
+    Path(uscc): Path<String>,
+    params: Result<Query<SingleParams>, QueryRejection>,
+) -> Result<Json<DeskAnswer>, ApiError> {
+    let Query(p) = params.map_err(ApiError::from_query)?;
+    let partners = partners(&gw)?;
+    let answer = crate::evaluations::lookup(
+        &gw,
+        partners,
+        &p.from,
+        &[uscc],
+        officer(p.officer)?,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .map_err(|e| if e.body.error.pointer.as_deref() == Some("/subjects/0") { e.with_pointer("/uscc") } else { e })?;
+    Ok(Json(answer))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LookupBody {
+    from: String,
+    subjects: Vec<String>,
+    #[serde(default)]
+    officer: Option<String>,
+}
+
+/// `POST /api/v1/evaluations/lookup`: up to 1,000 companies at once.
+pub(super) async fn lookup(
+    State(gw): State<Arc<Gateway>>,
+    body: axum::body::Bytes,
+) -> Result<Json<DeskAnswer>, ApiError> {
+    let b: LookupBody = ApiError::strict_body(&body)?;
+    let partners = partners(&gw)?;
+    let answer = crate::evaluations::lookup(
+        &gw,
+        partners,
+        &b.from,
+        &b.subjects,
+        officer(b.officer)?,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await?;
+    Ok(Json(answer))
+}
+
+fn officer(o: Option<String>) -> Result<Option<String>, ApiError> {
+    match o {
+        Some(name) if name.chars().count() > 64 || name.chars().any(char::is_control) => Err(ApiError::bad_request(
+            "evaluation.officer",
+            "经办人名称最长 64 个字符，且不能含控制字符",
+            "the officer's name is at most 64 characters, without control characters",
+        )
+        .with_pointer("/officer")),
+        o => Ok(o.filter(|n| !n.trim().is_empty())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditParams {
+    /// `in` (partners asked this node) or `out` (this node asked partners); default both.
+    direction: Option<String>,
+    /// RFC 3339 time; default: everything.
+    since: Option<String>,
+    /// Default 200, at most 5,000.
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/evaluations/audit`: the pulls, newest first — who asked, for which subjects,
+/// when, and what was answered (the answer id; the signed answer is kept).
+pub(super) async fn audit(
+    State(gw): State<Arc<Gateway>>,
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<Vec<Pull>>, ApiError> {
+    let Query(p) = params.map_err(ApiError::from_query)?;
+    if let Some(d) = p.direction.as_deref()
+        && !matches!(d, "in" | "out")
+    {
+        return Err(ApiError::bad_request(
+            "evaluation.direction",
+            format!("方向 {d:?} 无效，可选 in、out"),
+            format!("direction {d:?} is not one of in, out"),
+        )
+        .with_pointer("/direction"));
+    }
+    let since = match p.since {
+        None => String::new(),
+        Some(s) => {
+            let t = gateway_core::interchange::parse_time(&s).ok_or_else(|| {
+                ApiError::bad_request(
+                    "evaluation.since",
+                    format!("时间 {s:?} 应写作 RFC 3339 UTC，如 2026-11-23T00:00:00Z"),
+                    format!("{s:?} is not an RFC 3339 UTC time such as 2026-11-23T00:00:00Z"),
+                )
+                .with_pointer("/since")
+            })?;
+            gateway_core::interchange::format_time(t)
+        }
+    };
+    let limit = p.limit.unwrap_or(200).clamp(1, 5_000);
+    let pulls = gw.store.pulls(p.direction.as_deref(), &since, limit).await.map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(pulls))
+}
+
+/// `GET /api/v1/evaluations/answers/{answer_id}/evidence`: an answer this node sent or
+/// received, with the registry and agreements to verify it offline (`evidence verify`).
+pub(super) async fn evidence(
+    State(gw): State<Arc<Gateway>>,
+    Path(answer_id): Path<String>,
+) -> Result<Json<gateway_core::interchange::evaluation::AnswerEvidence>, ApiError> {
+    let partners = partners(&gw)?;
+    Ok(Json(crate::evaluations::answer_evidence(&gw, partners, &answer_id).await?))
+}

@@ -1,0 +1,623 @@
+//! Mutual recognition of credit evaluations (信用评价结果互认) on a node: answering a partner
+//! city's pull (`/federation/v1/evaluations/…`, mTLS) with a signed answer, and asking a
+//! partner on behalf of this node's desk (`/api/v1/evaluations/…`), with a cache that serves
+//! the desk — marked stale, with its age — while the partner cannot be reached. Every pull is
+//! written to the audit log on both sides before anything is answered.
+//!
+//! What is disclosed: only to a party of an agreement in force with this node; only results
+//! under the schemes (and versions) the agreement covers — of others, only that one exists and
+//! is not covered; `gov_shared` results only to members registered as `government`;
+//! `authorized_query` results never. Withdrawn and repaired results are not answered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use axum::http::StatusCode;
+use gateway_core::canonical::parse_strict;
+use gateway_core::date::{format_date, parse_date};
+use gateway_core::ident::{check_uscc, normalize_code};
+use gateway_core::interchange::evaluation::{
+    self, ANSWER_EVIDENCE_TYP, AgreementBody, AgreementRef, AnswerBody, AnswerEvidence, AnsweredEvaluation, Disclosed,
+    Graded, MAX_SUBJECTS, Reason, SignedAgreement, SubjectAnswer, Verdict, recognise,
+};
+use gateway_core::interchange::registry::Registry;
+use gateway_core::interchange::{format_time, parse_time};
+use gateway_core::jws::Jws;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::{Date, OffsetDateTime};
+
+use crate::api::ApiError;
+use crate::clock::today_in_china;
+use crate::ingest::Gateway;
+use crate::interchange::Signer;
+use crate::store::evaluations::{CachedAnswer, HeldEvaluation, Pull};
+
+pub mod cli;
+
+/// What a node needs to answer and to ask partners: the agreements it is a party to, its
+/// registry, its signing key and its mutual-TLS client.
+pub struct Partners {
+    pub member_id: String,
+    pub agreements: Vec<SignedAgreement>,
+    pub registry: Arc<RwLock<Registry>>,
+    pub signer: Arc<Signer>,
+    pub client: reqwest::Client,
+    pub peers: Arc<BTreeMap<String, String>>,
+    pub cache_ttl: time::Duration,
+    pub timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for Partners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Partners({}, {} agreements)", self.member_id, self.agreements.len())
+    }
+}
+
+/// The body of `POST /federation/v1/evaluations/lookup`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    pub subjects: Vec<String>,
+}
+
+/// Reads the agreement files; keeps those `member` is a party to. A file that cannot be read
+/// stops the start (an operator configured it); whether each is in force is judged per request.
+pub fn load_agreements(member: &str, files: &[PathBuf], registry: &Registry) -> anyhow::Result<Vec<SignedAgreement>> {
+    let mut out = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(path).with_context(|| format!("reading agreement {}", path.display()))?;
+        let value = parse_strict(&bytes).with_context(|| format!("agreement {}", path.display()))?;
+        let signed: SignedAgreement =
+            serde_json::from_value(value).with_context(|| format!("agreement {}", path.display()))?;
+        if !signed.agreement.covers(member) {
+            tracing::debug!(file = %path.display(), "agreement does not name this member; skipped");
+            continue;
+        }
+        let today = today_in_china(OffsetDateTime::now_utc());
+        match signed.in_force(registry, today) {
+            Ok(_) => tracing::info!(agreement = %signed.agreement.agreement_id, "partner agreement in force"),
+            Err(e) => {
+                tracing::warn!(agreement = %signed.agreement.agreement_id, reason = %e, "partner agreement NOT in force")
+            }
+        }
+        out.push(signed);
+    }
+    Ok(out)
+}
+
+impl Partners {
+    fn registry(&self) -> Result<Registry, ApiError> {
+        self.registry.read().map(|r| r.clone()).map_err(|_| ApiError::internal(&"registry lock poisoned"))
+    }
+
+    /// The agreements in force on `today` between this node and `other`, with their digests;
+    /// or why there are none.
+    fn in_force_with<'a>(
+        &'a self,
+        registry: &Registry,
+        other: &str,
+        today: Date,
+    ) -> Result<Vec<(&'a AgreementBody, String)>, Vec<String>> {
+        let mut ok = Vec::new();
+        let mut why = Vec::new();
+        for a in self.agreements.iter().filter(|a| a.agreement.covers(other) && a.agreement.covers(&self.member_id)) {
+            match a.in_force(registry, today) {
+                Ok(digest) => ok.push((&a.agreement, digest.to_hex())),
+                Err(e) => why.push(format!("{}: {e}", a.agreement.agreement_id)),
+            }
+        }
+        if ok.is_empty() { Err(why) } else { Ok(ok) }
+    }
+}
+
+/// The subjects of a lookup: 1 to 1,000 USCCs, normalised (full-width, lower case) and
+/// checked; repeats asked once. Errors point at `{pointer}/{index}`.
+pub fn checked_subjects(raw: &[String], pointer: &str) -> Result<Vec<String>, ApiError> {
+    if raw.is_empty() || raw.len() > MAX_SUBJECTS {
+        return Err(ApiError::bad_request(
+            "evaluation.subjects",
+            format!("一次查询应包含 1 至 {MAX_SUBJECTS} 个统一社会信用代码，实际 {} 个", raw.len()),
+            format!("a lookup names 1 to {MAX_SUBJECTS} USCCs; this one names {}", raw.len()),
+        )
+        .with_pointer(pointer));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(raw.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, s) in raw.iter().enumerate() {
+        let code = normalize_code(s);
+        if let Err(e) = check_uscc(&code) {
+            let (rule, zh, en) = match e {
+                gateway_core::ident::IdentError::CheckChar => {
+                    ("uscc.check_char", "校验位错误", "has a wrong check character")
+                }
+                _ => ("uscc.format", "格式错误", "is malformed"),
+            };
+            return Err(ApiError::bad_request(
+                rule,
+                format!("第 {i} 个统一社会信用代码{zh}"),
+                format!("subject {i}: the USCC {en}"),
+            )
+            .with_pointer(format!("{pointer}/{i}")));
+        }
+        if seen.insert(code.clone()) {
+            out.push(code);
+        }
+    }
+    Ok(out)
+}
+
+/// Answers `asker`'s pull (a pinned member, authenticated by mTLS): the signed answer as JSON
+/// text, after the pull is in the audit log. A member without an agreement in force with this
+/// node gets 403 with the reason (and that refusal is logged too).
+pub async fn answer(
+    gw: &Gateway,
+    partners: &Partners,
+    asker: &str,
+    raw_subjects: &[String],
+    now: OffsetDateTime,
+) -> Result<String, ApiError> {
+    let subjects = checked_subjects(raw_subjects, "/subjects")?;
+    let registry = partners.registry()?;
+    let today = today_in_china(now);
+    let asked = subjects.clone();
+    let pull = |outcome: &str, reason: Option<String>, answer: Option<(&str, String)>| Pull {
+        pull_id: uuid::Uuid::now_v7().to_string(),
+        direction: "in".into(),
+        at: format_time(now),
+        asker: asker.to_owned(),
+        answerer: partners.member_id.clone(),
+        officer: None,
+        subjects: asked.clone(),
+        outcome: outcome.into(),
+        reason,
+        answer_id: answer.as_ref().map(|(id, _)| (*id).to_owned()),
+        answer: answer.map(|(_, jws)| jws),
+    };
+    let agreements = match partners.in_force_with(&registry, asker, today) {
+        Ok(a) => a,
+        Err(why) => {
+            let reason = if why.is_empty() {
+                format!("no partner agreement between {} and {asker}", partners.member_id)
+            } else {
+                format!("no partner agreement in force: {}", why.join("; "))
+            };
+            tracing::warn!(peer = %asker, %reason, "evaluation pull refused");
+            gw.store
+                .record_pull(pull("refused", Some(reason.clone()), None))
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "evaluation.no_agreement",
+                format!("{asker} 与本平台之间没有生效的信用评价结果互认协议（{reason}）"),
+                reason,
+            ));
+        }
+    };
+    let government = registry.member(asker).is_some_and(|m| m.roles.iter().any(|r| r == "government"));
+    let held = gw.store.evaluations_of(&subjects).await.map_err(|e| ApiError::internal(&e))?;
+    let agreements: Vec<(AgreementBody, String)> = agreements.into_iter().map(|(a, d)| (a.clone(), d)).collect();
+    let signer = Arc::clone(&partners.signer);
+    let body = AnswerBody {
+        answer_id: uuid::Uuid::now_v7().to_string(),
+        answerer: partners.member_id.clone(),
+        asker: asker.to_owned(),
+        answered_at: format_time(now),
+        as_of: format_date(today),
+        agreements: agreements
+            .iter()
+            .map(|(a, digest)| AgreementRef {
+                agreement_id: a.agreement_id.clone(),
+                digest: digest.clone(),
+                purposes: a.purposes.clone(),
+            })
+            .collect(),
+        subjects: Vec::new(),
+    };
+    // Parsing the held results and signing is CPU work: off the I/O threads for a bulk lookup.
+    let build = move || {
+        let refs: Vec<&AgreementBody> = agreements.iter().map(|(a, _)| a).collect();
+        let mut body = body;
+        body.subjects = answer_subjects(&subjects, held, &refs, government, today);
+        let jws = evaluation::sign_answer(&body, &signer.kid, &signer.key);
+        (body.answer_id, serde_json::to_string(&jws).unwrap_or_default())
+    };
+    let (answer_id, text) = if raw_subjects.len() > 16 {
+        tokio::task::spawn_blocking(build).await.map_err(|e| ApiError::internal(&e))?
+    } else {
+        build()
+    };
+    gw.store
+        .record_pull(pull("answered", None, Some((&answer_id, text.clone()))))
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(text)
+}
+
+/// Per subject, in the order asked: the current result per scheme among those that may be
+/// disclosed, judged under the agreements.
+fn answer_subjects(
+    subjects: &[String],
+    held: Vec<HeldEvaluation>,
+    agreements: &[&AgreementBody],
+    government: bool,
+    today: Date,
+) -> Vec<SubjectAnswer> {
+    // Latest version of each record that may be disclosed, by subject.
+    let mut latest: HashMap<String, (HeldEvaluation, Value)> = HashMap::new();
+    for h in held {
+        if matches!(h.state.as_str(), "withdrawn" | "repaired") {
+            continue;
+        }
+        if latest.get(&h.record_id).is_some_and(|(l, _)| l.version >= h.version) {
+            continue;
+        }
+        let Ok(content) = serde_json::from_str::<Value>(&h.content) else { continue };
+        latest.insert(h.record_id.clone(), (h, content));
+    }
+    // Newest per subject and scheme: later evaluation date, then later period, then stored later.
+    type Rank = (String, String, i64);
+    let mut current: HashMap<(String, String), (Rank, HeldEvaluation, Value)> = HashMap::new();
+    for (h, c) in latest.into_values() {
+        let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let allowed = match field("disclosure_scope").as_str() {
+            "public" => true,
+            "gov_shared" => government,
+            _ => false,
+        };
+        if !allowed {
+            continue;
+        }
+        let key = (field("subject_uscc"), field("scheme_id"));
+        let rank = (field("evaluated_on"), field("period"), h.seq);
+        if current.get(&key).is_none_or(|(held, _, _)| rank > *held) {
+            current.insert(key, (rank, h, c));
+        }
+    }
+    let mut by_subject: HashMap<String, Vec<AnsweredEvaluation>> = HashMap::new();
+    for ((subject, _), (_, h, c)) in current {
+        by_subject.entry(subject).or_default().push(answered(&h, &c, agreements, today));
+    }
+    subjects
+        .iter()
+        .map(|s| {
+            let mut evaluations = by_subject.remove(s).unwrap_or_default();
+            evaluations.sort_by(|a, b| a.scheme_id.cmp(&b.scheme_id));
+            SubjectAnswer { subject_uscc: s.clone(), evaluations }
+        })
+        .collect()
+}
+
+fn answered(h: &HeldEvaluation, c: &Value, agreements: &[&AgreementBody], today: Date) -> AnsweredEvaluation {
+    let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let (scheme_id, scheme_version) = (field("scheme_id"), field("scheme_version"));
+    let Some(agreement) = agreements.iter().find(|a| a.scheme(&scheme_id, &scheme_version).is_some()) else {
+        return AnsweredEvaluation {
+            scheme_id,
+            scheme_version,
+            verdict: Verdict::NotRecognised(Reason::SchemeNotCovered).as_str().into(),
+            reason: Some(Reason::SchemeNotCovered),
+            disclosed: None,
+        };
+    };
+    let grade = field("grade");
+    let (valid_from, valid_to) = (field("valid_from"), field("valid_to"));
+    let graded = Graded {
+        scheme_id: &scheme_id,
+        scheme_version: &scheme_version,
+        grade: &grade,
+        valid_from: parse_date(&valid_from).unwrap_or(Date::MIN),
+        valid_to: parse_date(&valid_to).unwrap_or(Date::MIN),
+    };
+    let (band, verdict) = recognise(agreement, true, graded, today);
+    AnsweredEvaluation {
+        verdict: verdict.as_str().into(),
+        reason: verdict.reason(),
+        disclosed: Some(Disclosed {
+            agreement_id: agreement.agreement_id.clone(),
+            record_id: h.record_id.clone(),
+            version: u64::try_from(h.version).unwrap_or_default(),
+            content_hash: h.content_hash.clone(),
+            subject_name: field("subject_name"),
+            grade,
+            score: c.get("score").and_then(|s| s.as_number().cloned()),
+            band,
+            period: field("period"),
+            valid_from,
+            valid_to,
+            evaluator: field("evaluator"),
+            evaluator_uscc: field("evaluator_uscc"),
+            evaluated_on: field("evaluated_on"),
+            disclosure_scope: field("disclosure_scope"),
+            state: h.state.clone(),
+        }),
+        scheme_id,
+        scheme_version,
+    }
+}
+
+/// What the desk gets back from a lookup at a partner.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeskAnswer {
+    pub partner: String,
+    pub partner_name: String,
+    /// The day (Beijing time) the verdicts below were judged on, by this node.
+    pub as_of: String,
+    /// Why the partner could not be asked, when answers come from the cache only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner_error: Option<String>,
+    pub subjects: Vec<DeskSubject>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeskSubject {
+    pub subject_uscc: String,
+    /// `live` (asked now), `cache` (a fresh cached answer) or `stale` (an older cached answer,
+    /// served because the partner could not be reached).
+    pub source: String,
+    pub stale: bool,
+    /// Seconds since the partner answered.
+    pub age_secs: i64,
+    pub answer_id: String,
+    pub fetched_at: String,
+    pub evaluations: Vec<DeskEvaluation>,
+}
+
+/// An evaluation as the partner answered it, with the verdict judged here as of today.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeskEvaluation {
+    #[serde(flatten)]
+    pub answered: AnsweredEvaluation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason_zh: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason_en: Option<&'static str>,
+}
+
+/// The partner named by member id or by its registry name (e.g. `信用东营`).
+pub fn resolve_partner(registry: &Registry, from: &str) -> Result<(String, String), ApiError> {
+    registry
+        .body
+        .members
+        .iter()
+        .find(|m| m.member_id == from || m.name == from)
+        .map(|m| (m.member_id.clone(), m.name.clone()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "evaluation.partner",
+                format!("联盟注册表中没有成员 {from:?}"),
+                format!("{from:?} is neither a member id nor a member name in the registry"),
+            )
+            .with_pointer("/from")
+        })
+}
+
+/// Looks `subjects` up at the partner `from` for this node's desk: fresh cached answers as
+/// they are, the rest asked now; if the partner cannot be reached, older cached answers marked
+/// stale. Verdicts are judged again here, on today's date, under this node's agreements.
+pub async fn lookup(
+    gw: &Gateway,
+    partners: &Partners,
+    from: &str,
+    raw_subjects: &[String],
+    officer: Option<String>,
+    now: OffsetDateTime,
+) -> Result<DeskAnswer, ApiError> {
+    let subjects = checked_subjects(raw_subjects, "/subjects")?;
+    let registry = partners.registry()?;
+    let (partner, partner_name) = resolve_partner(&registry, from)?;
+    if partner == partners.member_id {
+        return Err(ApiError::bad_request(
+            "evaluation.partner",
+            "不能向本平台自身查询互认评价",
+            "a node does not pull evaluations from itself",
+        )
+        .with_pointer("/from"));
+    }
+    let today = today_in_china(now);
+    let cached = gw.store.cached_answers(&partner, &subjects).await.map_err(|e| ApiError::internal(&e))?;
+    let mut cached: HashMap<String, CachedAnswer> = cached.into_iter().map(|c| (c.subject_uscc.clone(), c)).collect();
+    let age = |c: &CachedAnswer| parse_time(&c.fetched_at).map_or(i64::MAX, |t| (now - t).whole_seconds());
+    let fresh = |c: &CachedAnswer| age(c) < partners.cache_ttl.whole_seconds();
+    let to_ask: Vec<String> = subjects.iter().filter(|s| !cached.get(*s).is_some_and(fresh)).cloned().collect();
+
+    let audit = |outcome: &str, asked: Vec<String>, reason: Option<String>, answer: Option<(String, String)>| Pull {
+        pull_id: uuid::Uuid::now_v7().to_string(),
+        direction: "out".into(),
+        at: format_time(now),
+        asker: partners.member_id.clone(),
+        answerer: partner.clone(),
+        officer: officer.clone(),
+        subjects: asked,
+        outcome: outcome.into(),
+        reason,
+        answer_id: answer.as_ref().map(|(id, _)| id.clone()),
+        answer: answer.map(|(_, jws)| jws),
+    };
+    let mut live: HashMap<String, (String, SubjectAnswer)> = HashMap::new();
+    let mut partner_error = None;
+    if !to_ask.is_empty() {
+        match pull(partners, &registry, &partner, &to_ask).await {
+            Ok((body, text)) => {
+                let rows: Vec<CachedAnswer> = body
+                    .subjects
+                    .iter()
+                    .map(|s| CachedAnswer {
+                        subject_uscc: s.subject_uscc.clone(),
+                        answer_id: body.answer_id.clone(),
+                        fetched_at: body.answered_at.clone(),
+                        entry: serde_json::to_string(s).unwrap_or_default(),
+                    })
+                    .collect();
+                gw.store
+                    .record_pull(audit("answered", to_ask.clone(), None, Some((body.answer_id.clone(), text))))
+                    .await
+                    .map_err(|e| ApiError::internal(&e))?;
+                gw.store.cache_answers(&partner, &rows).await.map_err(|e| ApiError::internal(&e))?;
+                for s in body.subjects {
+                    live.insert(s.subject_uscc.clone(), (body.answer_id.clone(), s));
+                }
+                for s in &to_ask {
+                    cached.remove(s);
+                }
+            }
+            Err(PullError::Refused(e)) => {
+                let reason = e.body.error.message_en.clone();
+                gw.store
+                    .record_pull(audit("refused", to_ask, Some(reason), None))
+                    .await
+                    .map_err(|e| ApiError::internal(&e))?;
+                return Err(e);
+            }
+            Err(PullError::Failed(why)) => {
+                tracing::warn!(%partner, error = %why, "evaluation pull failed; serving cached answers");
+                gw.store
+                    .record_pull(audit("failed", to_ask.clone(), Some(why.clone()), None))
+                    .await
+                    .map_err(|e| ApiError::internal(&e))?;
+                if to_ask.iter().any(|s| !cached.contains_key(s)) {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "evaluation.partner_unreachable",
+                        format!("无法连接 {partner_name}（{partner}），且本地没有缓存的评价结果：{why}"),
+                        format!("{partner_name} ({partner}) cannot be reached and nothing is cached: {why}"),
+                    ));
+                }
+                partner_error = Some(why);
+            }
+        }
+    }
+    let served_from_cache: Vec<String> = subjects.iter().filter(|s| cached.contains_key(*s)).cloned().collect();
+    if !served_from_cache.is_empty() {
+        let outcome = if partner_error.is_some() { "stale" } else { "cache" };
+        gw.store
+            .record_pull(audit(outcome, served_from_cache, None, None))
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+    }
+
+    let mut out = Vec::with_capacity(subjects.len());
+    for s in &subjects {
+        let (source, answer_id, fetched_at, entry) = if let Some((id, entry)) = live.remove(s) {
+            ("live", id, format_time(now), entry)
+        } else if let Some(c) = cached.remove(s) {
+            let entry: SubjectAnswer =
+                serde_json::from_str(&c.entry).map_err(|e| ApiError::internal(&format!("cached answer: {e}")))?;
+            let source = if fresh(&c) { "cache" } else { "stale" };
+            (source, c.answer_id, c.fetched_at, entry)
+        } else {
+            continue;
+        };
+        let evaluations = entry.evaluations.into_iter().map(|e| judge_here(partners, &registry, e, today)).collect();
+        let age_secs = parse_time(&fetched_at).map_or(0, |t| (now - t).whole_seconds().max(0));
+        out.push(DeskSubject {
+            subject_uscc: s.clone(),
+            source: source.into(),
+            stale: source == "stale",
+            age_secs,
+            answer_id,
+            fetched_at,
+            evaluations,
+        });
+    }
+    Ok(DeskAnswer { partner, partner_name, as_of: format_date(today), partner_error, subjects: out })
+}
+
+/// The verdict on a partner's evaluation as this node sees it today: under its own copy of the
+/// agreement named, in force or not now, with the evaluation's validity judged today.
+fn judge_here(partners: &Partners, registry: &Registry, mut e: AnsweredEvaluation, today: Date) -> DeskEvaluation {
+    if let Some(d) = &e.disclosed {
+        let held = partners.agreements.iter().find(|a| a.agreement.agreement_id == d.agreement_id);
+        let graded = Graded {
+            scheme_id: &e.scheme_id,
+            scheme_version: &e.scheme_version,
+            grade: &d.grade,
+            valid_from: parse_date(&d.valid_from).unwrap_or(Date::MIN),
+            valid_to: parse_date(&d.valid_to).unwrap_or(Date::MIN),
+        };
+        let verdict = match held {
+            Some(a) => recognise(&a.agreement, a.in_force(registry, today).is_ok(), graded, today).1,
+            None => Verdict::NotRecognised(Reason::AgreementExpired),
+        };
+        e.verdict = verdict.as_str().into();
+        e.reason = verdict.reason();
+    }
+    let reason = e.reason;
+    DeskEvaluation { answered: e, reason_zh: reason.map(Reason::zh), reason_en: reason.map(Reason::en) }
+}
+
+enum PullError {
+    /// The partner answered 4xx: its error, passed to the desk as is.
+    Refused(ApiError),
+    /// Unreachable, timed out, 5xx, or an answer that does not verify.
+    Failed(String),
+}
+
+/// Asks `partner` over mTLS and verifies its signed answer.
+async fn pull(
+    partners: &Partners,
+    registry: &Registry,
+    partner: &str,
+    subjects: &[String],
+) -> Result<(AnswerBody, String), PullError> {
+    let base = partners
+        .peers
+        .get(partner)
+        .cloned()
+        .or_else(|| registry.member(partner).map(|m| m.endpoint.clone()))
+        .ok_or_else(|| PullError::Failed(format!("{partner} has no endpoint")))?;
+    let url = format!("{}/federation/v1/evaluations/lookup", base.trim_end_matches('/'));
+    let resp = partners
+        .client
+        .post(&url)
+        .timeout(partners.timeout)
+        .json(&LookupRequest { subjects: subjects.to_vec() })
+        .send()
+        .await
+        .map_err(|e| PullError::Failed(format!("{url}: {e}")))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| PullError::Failed(format!("{url}: {e}")))?;
+    if status.is_client_error() {
+        let detail: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let msg = |k: &str| detail["error"][k].as_str().unwrap_or(&text).to_owned();
+        let code =
+            if status == StatusCode::FORBIDDEN { "evaluation.partner_refused" } else { "evaluation.partner_error" };
+        return Err(PullError::Refused(ApiError::new(
+            if status == StatusCode::FORBIDDEN { StatusCode::FORBIDDEN } else { StatusCode::BAD_GATEWAY },
+            code,
+            format!("{partner} 拒绝了查询（{status}）：{}", msg("message_zh")),
+            format!("{partner} refused the lookup ({status}): {}", msg("message_en")),
+        )));
+    }
+    if !status.is_success() {
+        return Err(PullError::Failed(format!("{url} answered {status}")));
+    }
+    let jws: Jws = serde_json::from_str(&text).map_err(|e| PullError::Failed(format!("answer is not a JWS: {e}")))?;
+    let body = evaluation::verify_answer(&jws, registry, Some((partner, &partners.member_id)))
+        .map_err(|e| PullError::Failed(format!("answer refused: {e}")))?;
+    let asked: std::collections::HashSet<&String> = subjects.iter().collect();
+    if body.subjects.len() != subjects.len() || body.subjects.iter().any(|s| !asked.contains(&s.subject_uscc)) {
+        return Err(PullError::Failed("answer does not answer the subjects asked".into()));
+    }
+    Ok((body, text))
+}
+
+/// The evidence bundle of an answer this node sent or received: the answer, the registry held
+/// now, and this node's copies of the agreements it names.
+pub async fn answer_evidence(gw: &Gateway, partners: &Partners, answer_id: &str) -> Result<AnswerEvidence, ApiError> {
+    let not_found = || ApiError::not_found("该互认查询答复", "an evaluation answer with this id");
+    let text = gw.store.pulled_answer(answer_id).await.map_err(|e| ApiError::internal(&e))?.ok_or_else(not_found)?;
+    let answer: Jws = serde_json::from_str(&text).map_err(|e| ApiError::internal(&e))?;
+    let registry = partners.registry()?;
+    let body = evaluation::verify_answer(&answer, &registry, None).map_err(|e| ApiError::internal(&e))?;
+    let agreements = partners
+        .agreements
+        .iter()
+        .filter(|a| body.agreements.iter().any(|r| r.agreement_id == a.agreement.agreement_id))
+        .cloned()
+        .collect();
+    Ok(AnswerEvidence { typ: ANSWER_EVIDENCE_TYP.into(), answer, registry: registry.jws.clone(), agreements })
+}

@@ -1,0 +1,301 @@
+//! Mutual recognition of credit evaluations (信用评价结果互认) in the demo federation: 信用淄博
+//! pulls 信用东营's evaluations over mutual TLS under the dev PKI's signed agreement. Checks
+//! the verdicts (recognised, not rated, expired, scheme not covered), what is never disclosed,
+//! refusals of members without an agreement in force (none at all, or one signed by one party
+//! only), the cache (fresh, then stale while 信用东营 is unreachable), the audit log on both
+//! sides, the desk CLI, and the answer's offline verification with `evidence verify`.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::proxy::{Fault, FaultProxy};
+use gateway_core::crypto::Alg;
+use gateway_core::interchange::evaluation::{AgreementError, SignedAgreement};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+const DONGYING: &str = "cn-370500";
+const ZIBO: &str = "cn-370300";
+
+fn subject(k: u64) -> String {
+    credit_gateway::bench::uscc_in("91", "370500", k)
+}
+
+/// 信用东营's evaluations: the synthetic set for subjects 0–5, plus for subject 0 an older
+/// 纳税信用 D (superseded), a sector result (not covered) and an `authorized_query` one
+/// (never disclosed); subject 5's 纳税信用 expired yesterday.
+fn dongying_evaluations(today: time::Date) -> Vec<Value> {
+    let day = |offset: i64| gateway_core::date::format_date(today + time::Duration::days(offset));
+    let mut records = credit_gateway::bench::synthetic_evaluations(0..6, today);
+    let tax5 = records
+        .iter_mut()
+        .find(|r| r["subject_uscc"] == subject(5) && r["scheme_id"] == "tax_credit")
+        .expect("test setup");
+    tax5["valid_from"] = json!(day(-366));
+    tax5["valid_to"] = json!(day(-1));
+    tax5["evaluated_on"] = json!(day(-370));
+    tax5["period"] = json!("2024");
+    let base = records[0].clone();
+    let mut older = base.clone();
+    older["grade"] = json!("D");
+    older["score"] = json!(30);
+    older["period"] = json!("2023");
+    older["evaluated_on"] = json!(day(-400));
+    let mut sector = base.clone();
+    sector["scheme_id"] = json!("sector:mining_restoration");
+    sector["scheme_version"] = json!("1.0");
+    sector["grade"] = json!("B");
+    let mut authorized = base.clone();
+    authorized["scheme_id"] = json!("sector:construction");
+    authorized["disclosure_scope"] = json!("authorized_query");
+    records.extend([older, sector, authorized]);
+    records
+}
+
+fn find<'a>(answer: &'a Value, uscc: &str, scheme: &str) -> Option<&'a Value> {
+    let s = answer["subjects"].as_array()?.iter().find(|s| s["subject_uscc"] == uscc)?;
+    s["evaluations"].as_array()?.iter().find(|e| e["scheme_id"] == scheme)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
+    let (dir, pki) = common::demo_pki(Alg::EdDsa);
+    let now = OffsetDateTime::now_utc();
+    let today = credit_gateway::clock::today_in_china(now);
+
+    // 信用东营 holds the evaluations; 信用淄博 reaches it through a proxy that can fail.
+    let (dongying_port, dongying) = common::start_federation_node(&pki, DONGYING, &dir.path().join("dongying")).await;
+    let stored = dongying
+        .gateway
+        .push(serde_json::to_vec(&dongying_evaluations(today)).expect("test setup").into(), now)
+        .await
+        .expect("push evaluations");
+    assert_eq!(stored.accepted, 15, "{:?}", stored.outcomes);
+    let proxy = FaultProxy::start(dongying_port).await;
+    let peers = [(DONGYING, format!("https://127.0.0.1:{}", proxy.port))];
+    let (_, zibo) = common::start_federation_node_with_peers(&pki, ZIBO, &dir.path().join("zibo"), &peers).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("test setup");
+    let desk = format!("http://{}", listener.local_addr().expect("test setup"));
+    tokio::spawn(credit_gateway::server::run(listener, Arc::clone(&zibo.gateway), std::future::pending()));
+    let client = reqwest::Client::new();
+
+    // One company, asked by a desk officer at 信用淄博.
+    let s0 = subject(0);
+    let resp =
+        client.get(format!("{desk}/api/v1/evaluations/{s0}?from=信用东营&officer=张三")).send().await.expect("request");
+    assert_eq!(resp.status(), 200);
+    let one: Value = resp.json().await.expect("JSON answer");
+    assert_eq!(one["partner"], DONGYING);
+    let s = &one["subjects"][0];
+    assert_eq!((s["source"].as_str(), s["stale"].as_bool()), (Some("live"), Some(false)));
+    let tax = find(&one, &s0, "tax_credit").expect("tax credit");
+    assert_eq!((tax["verdict"].as_str(), tax["disclosed"]["grade"].as_str()), (Some("recognised"), Some("A")));
+    assert_eq!(tax["disclosed"]["band"], "优", "the newer A supersedes the older D");
+    let composite = find(&one, &s0, "public_credit_composite").expect("gov_shared to a government member");
+    assert_eq!(
+        (composite["verdict"].as_str(), composite["disclosed"]["band"].as_str()),
+        (Some("recognised"), Some("优"))
+    );
+    let sector = find(&one, &s0, "sector:mining_restoration").expect("sector scheme named");
+    assert_eq!(
+        (sector["verdict"].as_str(), sector["reason"].as_str()),
+        (Some("not_recognised"), Some("scheme_not_covered"))
+    );
+    assert!(sector.get("disclosed").is_none(), "nothing of a scheme the agreement does not cover: {sector}");
+    assert!(find(&one, &s0, "sector:construction").is_none(), "authorized_query results are never disclosed");
+    let first_answer = s["answer_id"].as_str().expect("test setup").to_owned();
+
+    // Bulk: the other subjects are asked live; subject 0 comes from the cache.
+    let subjects: Vec<String> = (0..6).map(subject).collect();
+    let resp = client
+        .post(format!("{desk}/api/v1/evaluations/lookup"))
+        .json(&json!({"from": DONGYING, "subjects": subjects, "officer": "李四"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let bulk: Value = resp.json().await.expect("JSON answer");
+    let sources: Vec<&str> = bulk["subjects"]
+        .as_array()
+        .expect("test setup")
+        .iter()
+        .map(|s| s["source"].as_str().expect("test setup"))
+        .collect();
+    assert_eq!(sources, ["cache", "live", "live", "live", "live", "live"]);
+    let m = find(&bulk, &subject(4), "tax_credit").expect("test setup");
+    assert_eq!((m["disclosed"]["grade"].as_str(), m["reason"].as_str()), (Some("M"), Some("not_rated")));
+    assert!(m["disclosed"].get("band").is_none(), "M is never a rank");
+    let expired = find(&bulk, &subject(5), "tax_credit").expect("test setup");
+    assert_eq!(
+        (expired["verdict"].as_str(), expired["reason"].as_str()),
+        (Some("not_recognised"), Some("evaluation_expired"))
+    );
+    assert!(expired["reason_zh"].as_str().is_some_and(|z| z.contains("有效期")));
+    assert_eq!(find(&bulk, &subject(3), "tax_credit").expect("test setup")["disclosed"]["band"], "差");
+
+    // Bad input at the desk: named by pointer, 4xx.
+    let resp = client
+        .get(format!("{desk}/api/v1/evaluations/91370500000000000X?from=信用东营"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.expect("JSON answer");
+    assert_eq!(
+        (err["error"]["code"].as_str(), err["error"]["pointer"].as_str()),
+        (Some("uscc.check_char"), Some("/uscc"))
+    );
+    let resp = client.get(format!("{desk}/api/v1/evaluations/{s0}?from=信用火星")).send().await.expect("request");
+    assert_eq!(resp.status(), 400);
+
+    // 信用东营 unreachable: cached answers are served, marked stale with their age (the desk's
+    // clock is moved two hours on, past the cache's hour); an uncached subject cannot be.
+    proxy.set(Fault::Down);
+    proxy.redirect(dongying_port); // closes the pooled connection
+    let partners = zibo.gateway.evaluations.get().expect("test setup");
+    let later = now + time::Duration::hours(2);
+    let stale = credit_gateway::evaluations::lookup(
+        &zibo.gateway,
+        partners,
+        "信用东营",
+        std::slice::from_ref(&s0),
+        None,
+        later,
+    )
+    .await
+    .expect("served from the cache");
+    let s = &stale.subjects[0];
+    assert!(s.stale && s.source == "stale" && s.age_secs > 3600, "{s:?}");
+    assert!(stale.partner_error.is_some());
+    let unknown = credit_gateway::evaluations::lookup(&zibo.gateway, partners, DONGYING, &[subject(99)], None, later)
+        .await
+        .expect_err("nothing cached");
+    assert_eq!(unknown.status, 502);
+    proxy.set(Fault::None);
+
+    // A member without an agreement: 信用濮阳 and 信用山东 get 403 with the reason.
+    for stranger in ["cn-410900", "cn-370000"] {
+        let resp = common::federation_client(&pki, stranger)
+            .post(format!("https://127.0.0.1:{dongying_port}/federation/v1/evaluations/lookup"))
+            .json(&json!({"subjects": [s0]}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 403, "{stranger}");
+        let err: Value = resp.json().await.expect("JSON answer");
+        assert_eq!(err["error"]["code"], "evaluation.no_agreement");
+    }
+
+    // An agreement 信用东营 signed with 信用山东, which has not signed it: not in force.
+    let demo_file = pki.join("agreements/zibo-dongying-evaluations.json");
+    let mut draft: SignedAgreement =
+        serde_json::from_slice(&std::fs::read(&demo_file).expect("test setup")).expect("test setup");
+    draft.agreement.agreement_id = "dongying-shandong-draft".into();
+    draft.agreement.parties = vec![DONGYING.into(), "cn-370000".into()];
+    draft.signatures.clear();
+    let (key, kid) =
+        credit_gateway::pki::SigningKeyFile::load(&credit_gateway::pki::NodeFiles::new(&pki, DONGYING).signing_key())
+            .expect("test setup");
+    draft.sign(&kid, &key);
+    let registry = dongying.registry.read().expect("test setup").clone();
+    assert_eq!(draft.in_force(&registry, today), Err(AgreementError::Unsigned { missing: vec!["cn-370000".into()] }));
+    std::fs::write(
+        pki.join("agreements/dongying-shandong-draft.json"),
+        serde_json::to_vec(&draft).expect("test setup"),
+    )
+    .expect("test setup");
+    let (draft_port, _) = common::start_federation_node(&pki, DONGYING, &dir.path().join("dongying-2")).await;
+    let resp = common::federation_client(&pki, "cn-370000")
+        .get(format!("https://127.0.0.1:{draft_port}/federation/v1/evaluations/{s0}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 403);
+    let err: Value = resp.json().await.expect("JSON answer");
+    assert!(
+        err["error"]["message_en"].as_str().expect("test setup").contains("not signed by [\"cn-370000\"]"),
+        "{err}"
+    );
+    // The agreement in force ends the day after its validity.
+    let demo: SignedAgreement =
+        serde_json::from_slice(&std::fs::read(&demo_file).expect("test setup")).expect("test setup");
+    let end = gateway_core::date::parse_date(&demo.agreement.valid_to).expect("test setup");
+    assert!(demo.in_force(&registry, end).is_ok());
+    assert!(matches!(demo.in_force(&registry, end + time::Duration::days(1)), Err(AgreementError::Expired { .. })));
+
+    // The audit log, on both sides.
+    let out: Value = client
+        .get(format!("{desk}/api/v1/evaluations/audit?direction=out"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON answer");
+    let out = out.as_array().expect("test setup");
+    let outcomes: Vec<(&str, Option<&str>)> =
+        out.iter().rev().map(|p| (p["outcome"].as_str().expect("test setup"), p["officer"].as_str())).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("answered", Some("张三")),
+            ("answered", Some("李四")),
+            ("cache", Some("李四")),
+            ("failed", None),
+            ("stale", None),
+            ("failed", None)
+        ]
+    );
+    let incoming = dongying.gateway.store.pulls(Some("in"), "", 100).await.expect("test setup");
+    let answered: Vec<_> = incoming.iter().filter(|p| p.outcome == "answered").collect();
+    assert_eq!(answered.len(), 2);
+    assert!(answered.iter().all(|p| p.asker == ZIBO));
+    assert!(
+        answered.iter().any(|p| p.answer_id.as_deref() == Some(first_answer.as_str()) && p.subjects == [s0.clone()])
+    );
+    let refused: Vec<&str> = incoming.iter().filter(|p| p.outcome == "refused").map(|p| p.asker.as_str()).collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused.contains(&"cn-410900") && refused.contains(&"cn-370000"));
+
+    // The answer verifies offline; a bundle whose agreement lost a party's signature does not.
+    let bundle: Value = client
+        .get(format!("{desk}/api/v1/evaluations/answers/{first_answer}/evidence"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON answer");
+    let bundle_file = dir.path().join("answer.json");
+    std::fs::write(&bundle_file, serde_json::to_vec_pretty(&bundle).expect("test setup")).expect("test setup");
+    let verify = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_credit-gateway"))
+            .args(["evidence", "verify"])
+            .arg(file)
+            .arg("--anchor")
+            .arg(credit_gateway::pki::anchor_file(&pki))
+            .output()
+            .expect("run credit-gateway")
+    };
+    let ok = verify(&bundle_file);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success() && text.starts_with("ok: evaluation answer"), "{text}");
+    let mut broken = bundle.clone();
+    broken["agreements"][0]["signatures"].as_array_mut().expect("test setup").pop();
+    let broken_file = dir.path().join("broken.json");
+    std::fs::write(&broken_file, serde_json::to_vec(&broken).expect("test setup")).expect("test setup");
+    let failed = verify(&broken_file);
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(1), "{text}");
+    assert!(text.contains("/agreements/0") && text.contains("not signed by"), "{text}");
+
+    // The desk officer's command.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_credit-gateway"))
+        .args(["evaluation", "lookup", &subject(1), "--from", "信用东营", "--officer", "王五", "--url", &desk])
+        .output()
+        .expect("run credit-gateway");
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "{text}{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(text.contains("信用东营 (cn-370500)") && text.contains("tax_credit 2014  B → 良  recognised"), "{text}");
+}
