@@ -8,7 +8,18 @@ use support::{assert_matches_schema, interchange_validator, json_files, schemas_
 
 #[test]
 fn interchange_examples_are_judged_as_labelled() {
-    let names = ["jws", "jws_header", "envelope_header", "envelope", "receipt", "registry", "evidence"];
+    let names = [
+        "jws",
+        "jws_header",
+        "envelope_header",
+        "envelope",
+        "receipt",
+        "registry",
+        "evidence",
+        "agreement",
+        "evaluation_answer",
+        "evaluation_evidence",
+    ];
     for name in names {
         let v = interchange_validator(name);
         let dir = schemas_dir().join("interchange").join(name);

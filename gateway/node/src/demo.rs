@@ -172,7 +172,7 @@ struct Targets {
 
 async fn scenario(opts: &DemoOptions, nodes: &[RunningNode]) -> anyhow::Result<Targets> {
     let client = reqwest::Client::new();
-    let [district, city, _, national, _] = nodes else { anyhow::bail!("the demo federation has five nodes") };
+    let [district, city, _, national, dongying] = nodes else { anyhow::bail!("the demo federation has five nodes") };
     let mut records = crate::bench::synthetic_records(opts.records, 2026);
     records.push(example(include_str!("../../../schemas/monthly_report/valid/regular_market_supervision.json"))?);
     let mut outcomes = Vec::new();
@@ -257,7 +257,45 @@ async fn scenario(opts: &DemoOptions, nodes: &[RunningNode]) -> anyhow::Result<T
         }
         println!("{:<10} {:>8}  {:<10} {:<10} {:<10} {}", n.member, count, states[0], states[1], states[2], n.name);
     }
+    recognition(&client, city, dongying).await?;
     Ok(targets)
+}
+
+/// 信用东营 loads credit evaluations; 信用淄博's desk looks three companies up there under
+/// their signed agreement (信用评价结果互认) and prints the verdicts.
+async fn recognition(client: &reqwest::Client, city: &RunningNode, dongying: &RunningNode) -> anyhow::Result<()> {
+    let today = crate::clock::today_in_china(time::OffsetDateTime::now_utc());
+    post(client, &dongying.api, &crate::bench::synthetic_evaluations(0..20, today)).await?;
+    let subjects: Vec<String> = (0..5).map(|k| crate::bench::uscc_in("91", "370500", k)).collect();
+    let resp = client
+        .post(format!("{}/api/v1/evaluations/lookup", city.api))
+        .json(&json!({"from": dongying.member, "subjects": subjects, "officer": "demo"}))
+        .send()
+        .await?;
+    let status = resp.status();
+    let answer: Value = resp.json().await?;
+    anyhow::ensure!(status.is_success(), "信用淄博's evaluation lookup at 信用东营 answered {status}: {answer}");
+    println!(
+        "
+信用淄博 asks 信用东营 for five companies' evaluations (信用评价结果互认):"
+    );
+    for subject in answer["subjects"].as_array().into_iter().flatten() {
+        let verdicts: Vec<String> = subject["evaluations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let grade = e["disclosed"]["grade"].as_str().unwrap_or("?");
+                let band = e["disclosed"]["band"].as_str().unwrap_or("—");
+                match e["reason"].as_str() {
+                    None => format!("{} {grade}→{band} recognised", e["scheme_id"].as_str().unwrap_or("")),
+                    Some(r) => format!("{} {grade} not recognised ({r})", e["scheme_id"].as_str().unwrap_or("")),
+                }
+            })
+            .collect();
+        println!("  {}  {}", subject["subject_uscc"].as_str().unwrap_or(""), verdicts.join("; "));
+    }
+    Ok(())
 }
 
 fn print_guide(nodes: &[RunningNode], t: &Targets, password: &str) {
@@ -282,6 +320,16 @@ fn print_guide(nodes: &[RunningNode], t: &Targets, password: &str) {
     println!("  trail of the corrected record at 信用中国: {national}/api/v1/records/{}/trail", t.corrected);
     println!("  trail of the disputed record at 信用中国:  {national}/api/v1/records/{}/trail", t.disputed);
     println!("  publication files: <data-dir>/<member>/publication/*.jsonl");
+    if let (Some(city), Some(dongying)) = (nodes.get(1), nodes.get(4)) {
+        println!(
+            "  evaluations of a 东营 company, asked at 信用淄博: credit-gateway evaluation lookup {} --from 信用东营 --url {}\n    \
+             audit log: {}/api/v1/evaluations/audit (asker) and {}/api/v1/evaluations/audit (answerer)",
+            crate::bench::uscc_in("91", "370500", 1),
+            city.api,
+            city.api,
+            dongying.api
+        );
+    }
     println!(
         "  monthly Excel report into 周村区: credit-gateway template xlsx --out 月报.xlsx, fill it, then\n    \
          credit-gateway import 月报.xlsx --unit 淄博市周村区市场监督管理局 --unit-uscc 11370306MB28501648 --url {district}"

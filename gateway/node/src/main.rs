@@ -288,6 +288,8 @@ enum BenchCommand {
     Import(bench::ImportBenchOptions),
     /// The dashboard's pages with 1,000,000 records stored, beside the server's floor.
     Dashboard(bench::DashboardBenchOptions),
+    /// Partner evaluation lookups over mTLS with a million evaluations stored.
+    Evaluations(bench::EvaluationBenchOptions),
 }
 
 fn main() -> std::process::ExitCode {
@@ -430,6 +432,19 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     std::path::Path::new(&opts.report),
                     "## Dashboard pages",
                     "bench dashboard",
+                    &report.to_string(),
+                )?;
+            }
+            println!("{report}");
+        }
+        Command::Bench { command: BenchCommand::Evaluations(opts) } => {
+            init_logging(LogFormat::Text);
+            let report = runtime()?.block_on(bench::evaluations(&opts))?;
+            if opts.report != "-" {
+                bench::write_section(
+                    std::path::Path::new(&opts.report),
+                    "## Evaluation lookups",
+                    "bench evaluations",
                     &report.to_string(),
                 )?;
             }

@@ -162,6 +162,7 @@ pub fn federation_node(
         peers: Arc::new(fed.peers.clone()),
         cache_ttl: time::Duration::seconds(i64::try_from(settings.cache_ttl_secs).unwrap_or(i64::MAX)),
         timeout: std::time::Duration::from_secs(settings.timeout_secs.max(1)),
+        verified: std::sync::Mutex::new(None),
     }));
     // The first federation identity of a gateway is the one its metrics report.
     let certificate_expires = certificate_expiry(&fed.cert);

@@ -51,6 +51,14 @@ fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
         assert_eq!(cells[1], "124", "120 records, a monthly report and three events at {member}: {row}");
         assert_eq!(&cells[2..5], ["corrected", "repaired", "disputed"], "{row}");
     }
+    // 信用淄博 recognised 信用东营's evaluations under their signed agreement; 纳税信用 M is no rank.
+    for verdict in [
+        "tax_credit A→优 recognised",
+        "public_credit_composite 良→良 recognised",
+        "tax_credit M not recognised (not_rated)",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(verdict)), "no {verdict:?} in the demo: {lines:#?}");
+    }
     // The printed operator password opens 信用淄博's dashboard.
     let password = lines
         .iter()

@@ -267,6 +267,11 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
         .json()
         .await
         .expect("JSON answer");
+    // What the code emits matches the published schemas.
+    assert_schema("evaluation_evidence", &bundle);
+    let payload = gateway_core::jws::from_b64u(bundle["answer"]["payload"].as_str().expect("payload")).expect("b64u");
+    assert_schema("evaluation_answer", &serde_json::from_slice(&payload).expect("answer body"));
+    assert_schema("agreement", &bundle["agreements"][0]["agreement"]);
     let bundle_file = dir.path().join("answer.json");
     std::fs::write(&bundle_file, serde_json::to_vec_pretty(&bundle).expect("test setup")).expect("test setup");
     let verify = |file: &std::path::Path| {
@@ -298,4 +303,17 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     let text = String::from_utf8_lossy(&cli.stdout);
     assert!(cli.status.success(), "{text}{}", String::from_utf8_lossy(&cli.stderr));
     assert!(text.contains("信用东营 (cn-370500)") && text.contains("tax_credit 2014  B → 良  recognised"), "{text}");
+}
+
+/// Panics with every error if `doc` does not match `schemas/interchange/<name>`.
+fn assert_schema(name: &str, doc: &Value) {
+    let path = common::repo_dir().join("schemas/interchange").join(name).join("schema.json");
+    let schema: Value = serde_json::from_slice(&std::fs::read(path).expect("schema")).expect("schema JSON");
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("schema compiles");
+    let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{} {e}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{name}: {errors:#?}");
 }

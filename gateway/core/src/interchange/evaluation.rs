@@ -188,6 +188,18 @@ impl SignedAgreement {
     /// its period. Returns its digest.
     pub fn in_force(&self, registry: &Registry, today: Date) -> Result<Sha256Digest, AgreementError> {
         let digest = self.verify_signatures(registry)?;
+        self.in_force_signed(registry, digest, today)
+    }
+
+    /// [`in_force`](Self::in_force) for an agreement whose signatures [`verify_signatures`]
+    /// already accepted under this `registry`, giving `digest` (a node keeps that result for
+    /// as long as it holds the registry: the signatures do not change from day to day).
+    pub fn in_force_signed(
+        &self,
+        registry: &Registry,
+        digest: Sha256Digest,
+        today: Date,
+    ) -> Result<Sha256Digest, AgreementError> {
         let a = &self.agreement;
         let listed = registry.body.agreements.iter().any(|entry| {
             entry.get("agreement_id").and_then(Value::as_str) == Some(a.agreement_id.as_str())

@@ -1,6 +1,5 @@
--- Credit evaluations for partner pulls (信用评价结果互认): a subject's evaluation results are
--- found by this index; the current one per scheme is chosen when answering.
-CREATE INDEX records_evaluation_subject ON records (subject_uscc) WHERE record_type = 'evaluation_result';
+-- Credit evaluations for partner pulls (信用评价结果互认). A subject's evaluation results are
+-- found through records_subject; the current one per scheme is chosen when answering.
 
 -- Answers from partner cities, one row per partner and subject: served while fresh, and,
 -- marked stale with their age, when the partner cannot be reached.

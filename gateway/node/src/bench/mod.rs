@@ -3,10 +3,12 @@
 
 mod dashboard;
 mod envelopes;
+mod evaluations;
 mod import;
 mod relay;
 pub use dashboard::{DashboardBenchOptions, DashboardReport, dashboard};
 pub use envelopes::{EnvelopeOptions, EnvelopeReport, envelopes};
+pub use evaluations::{EvaluationBenchOptions, EvaluationReport, evaluations};
 pub use import::{ImportBenchOptions, ImportReport, import, import_phase};
 pub use relay::{RelayOptions, RelayReport, relay};
 

@@ -15,12 +15,12 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use axum::http::StatusCode;
-use gateway_core::canonical::parse_strict;
+use gateway_core::canonical::{Sha256Digest, parse_strict};
 use gateway_core::date::{format_date, parse_date};
 use gateway_core::ident::{check_uscc, normalize_code};
 use gateway_core::interchange::evaluation::{
-    self, ANSWER_EVIDENCE_TYP, AgreementBody, AgreementRef, AnswerBody, AnswerEvidence, AnsweredEvaluation, Disclosed,
-    Graded, MAX_SUBJECTS, Reason, SignedAgreement, SubjectAnswer, Verdict, recognise,
+    self, ANSWER_EVIDENCE_TYP, AgreementBody, AgreementError, AgreementRef, AnswerBody, AnswerEvidence,
+    AnsweredEvaluation, Disclosed, Graded, MAX_SUBJECTS, Reason, SignedAgreement, SubjectAnswer, Verdict, recognise,
 };
 use gateway_core::interchange::registry::Registry;
 use gateway_core::interchange::{format_time, parse_time};
@@ -48,7 +48,13 @@ pub struct Partners {
     pub peers: Arc<BTreeMap<String, String>>,
     pub cache_ttl: time::Duration,
     pub timeout: std::time::Duration,
+    /// Each agreement's signature check under the registry held (by its digest): verified
+    /// once per registry, not on every pull.
+    pub verified: std::sync::Mutex<Option<Verified>>,
 }
+
+/// The digest of a registry, and under it each held agreement's signature check.
+type Verified = (Sha256Digest, Vec<Result<Sha256Digest, AgreementError>>);
 
 impl std::fmt::Debug for Partners {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,19 +99,37 @@ impl Partners {
         self.registry.read().map(|r| r.clone()).map_err(|_| ApiError::internal(&"registry lock poisoned"))
     }
 
+    /// Whether each agreement is in force on `today` under `registry`, in the order held.
+    fn judged(&self, registry: &Registry, today: Date) -> Vec<Result<Sha256Digest, AgreementError>> {
+        let mut cache = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.as_ref().is_none_or(|(digest, _)| *digest != registry.digest) {
+            let signed = self.agreements.iter().map(|a| a.verify_signatures(registry)).collect();
+            *cache = Some((registry.digest, signed));
+        }
+        let signed = cache.as_ref().map(|(_, s)| s.as_slice()).unwrap_or_default();
+        self.agreements
+            .iter()
+            .zip(signed)
+            .map(|(a, s)| s.clone().and_then(|digest| a.in_force_signed(registry, digest, today)))
+            .collect()
+    }
+
     /// The agreements in force on `today` between this node and `other`, with their digests;
     /// or why there are none.
-    fn in_force_with<'a>(
-        &'a self,
+    fn in_force_with(
+        &self,
         registry: &Registry,
         other: &str,
         today: Date,
-    ) -> Result<Vec<(&'a AgreementBody, String)>, Vec<String>> {
+    ) -> Result<Vec<(AgreementBody, String)>, Vec<String>> {
         let mut ok = Vec::new();
         let mut why = Vec::new();
-        for a in self.agreements.iter().filter(|a| a.agreement.covers(other) && a.agreement.covers(&self.member_id)) {
-            match a.in_force(registry, today) {
-                Ok(digest) => ok.push((&a.agreement, digest.to_hex())),
+        for (a, judged) in self.agreements.iter().zip(self.judged(registry, today)) {
+            if !(a.agreement.covers(other) && a.agreement.covers(&self.member_id)) {
+                continue;
+            }
+            match judged {
+                Ok(digest) => ok.push((a.agreement.clone(), digest.to_hex())),
                 Err(e) => why.push(format!("{}: {e}", a.agreement.agreement_id)),
             }
         }
@@ -160,8 +184,12 @@ pub async fn answer(
     now: OffsetDateTime,
 ) -> Result<String, ApiError> {
     let subjects = checked_subjects(raw_subjects, "/subjects")?;
-    let registry = partners.registry()?;
     let today = today_in_china(now);
+    let (in_force, government) = {
+        let registry = partners.registry.read().map_err(|_| ApiError::internal(&"registry lock poisoned"))?;
+        let government = registry.member(asker).is_some_and(|m| m.roles.iter().any(|r| r == "government"));
+        (partners.in_force_with(&registry, asker, today), government)
+    };
     let asked = subjects.clone();
     let pull = |outcome: &str, reason: Option<String>, answer: Option<(&str, String)>| Pull {
         pull_id: uuid::Uuid::now_v7().to_string(),
@@ -176,7 +204,7 @@ pub async fn answer(
         answer_id: answer.as_ref().map(|(id, _)| (*id).to_owned()),
         answer: answer.map(|(_, jws)| jws),
     };
-    let agreements = match partners.in_force_with(&registry, asker, today) {
+    let agreements = match in_force {
         Ok(a) => a,
         Err(why) => {
             let reason = if why.is_empty() {
@@ -197,9 +225,7 @@ pub async fn answer(
             ));
         }
     };
-    let government = registry.member(asker).is_some_and(|m| m.roles.iter().any(|r| r == "government"));
     let held = gw.store.evaluations_of(&subjects).await.map_err(|e| ApiError::internal(&e))?;
-    let agreements: Vec<(AgreementBody, String)> = agreements.into_iter().map(|(a, d)| (a.clone(), d)).collect();
     let signer = Arc::clone(&partners.signer);
     let body = AnswerBody {
         answer_id: uuid::Uuid::now_v7().to_string(),
@@ -499,6 +525,13 @@ pub async fn lookup(
             .map_err(|e| ApiError::internal(&e))?;
     }
 
+    // The agreements with the partner in force here today, by id.
+    let in_force: Vec<String> = partners
+        .in_force_with(&registry, &partner, today)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(a, _)| a.agreement_id)
+        .collect();
     let mut out = Vec::with_capacity(subjects.len());
     for s in &subjects {
         let (source, answer_id, fetched_at, entry) = if let Some((id, entry)) = live.remove(s) {
@@ -511,7 +544,7 @@ pub async fn lookup(
         } else {
             continue;
         };
-        let evaluations = entry.evaluations.into_iter().map(|e| judge_here(partners, &registry, e, today)).collect();
+        let evaluations = entry.evaluations.into_iter().map(|e| judge_here(partners, &in_force, e, today)).collect();
         let age_secs = parse_time(&fetched_at).map_or(0, |t| (now - t).whole_seconds().max(0));
         out.push(DeskSubject {
             subject_uscc: s.clone(),
@@ -528,7 +561,7 @@ pub async fn lookup(
 
 /// The verdict on a partner's evaluation as this node sees it today: under its own copy of the
 /// agreement named, in force or not now, with the evaluation's validity judged today.
-fn judge_here(partners: &Partners, registry: &Registry, mut e: AnsweredEvaluation, today: Date) -> DeskEvaluation {
+fn judge_here(partners: &Partners, in_force: &[String], mut e: AnsweredEvaluation, today: Date) -> DeskEvaluation {
     if let Some(d) = &e.disclosed {
         let held = partners.agreements.iter().find(|a| a.agreement.agreement_id == d.agreement_id);
         let graded = Graded {
@@ -539,7 +572,7 @@ fn judge_here(partners: &Partners, registry: &Registry, mut e: AnsweredEvaluatio
             valid_to: parse_date(&d.valid_to).unwrap_or(Date::MIN),
         };
         let verdict = match held {
-            Some(a) => recognise(&a.agreement, a.in_force(registry, today).is_ok(), graded, today).1,
+            Some(a) => recognise(&a.agreement, in_force.contains(&a.agreement.agreement_id), graded, today).1,
             None => Verdict::NotRecognised(Reason::AgreementExpired),
         };
         e.verdict = verdict.as_str().into();

@@ -41,6 +41,7 @@ pub enum StoreError {
     GroupCommit(String),
 }
 
+#[derive(Clone)]
 enum Backend {
     Sqlite(SqlitePool),
     Postgres(PgPool),
@@ -59,13 +60,10 @@ pub struct Store {
     waiting_envelopes: std::sync::Mutex<Vec<envelopes::EnvelopeJob>>,
     /// Bumped after every commit that stored records: wakes the relay's senders.
     commits: tokio::sync::watch::Sender<u64>,
-    /// Audit-log entries of evaluation pulls waiting to be committed together, and the lock
-    /// of whoever commits them.
-    waiting_pulls: std::sync::Mutex<Vec<(evaluations::Pull, PullReply)>>,
-    pull_writer: Mutex<()>,
+    /// The audit log's writer task (started on first use): it commits the evaluation pulls
+    /// waiting for it together.
+    audit: std::sync::OnceLock<evaluations::AuditWriter>,
 }
-
-type PullReply = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 struct Waiting {
     origin: String,
@@ -299,8 +297,7 @@ impl Store {
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
             commits: tokio::sync::watch::Sender::new(0),
-            waiting_pulls: std::sync::Mutex::new(Vec::new()),
-            pull_writer: Mutex::new(()),
+            audit: std::sync::OnceLock::new(),
         })
     }
 
@@ -324,8 +321,7 @@ impl Store {
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
             commits: tokio::sync::watch::Sender::new(0),
-            waiting_pulls: std::sync::Mutex::new(Vec::new()),
-            pull_writer: Mutex::new(()),
+            audit: std::sync::OnceLock::new(),
         })
     }
 
