@@ -68,7 +68,7 @@ pub fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let key = text.trim();
-            anyhow::ensure!(!key.is_empty(), "alert key file {} is empty", path.display());
+            anyhow::ensure!(!key.is_empty(), "key file {} is empty", path.display());
             Ok(key.as_bytes().to_vec())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -77,10 +77,11 @@ pub fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
                 std::fs::create_dir_all(dir)?;
             }
             crate::pki::write_secret(path, &key)?;
-            tracing::info!(file = %path.display(), "alert signing key created: give it to the webhook receiver");
+            // alerts.key goes to the webhook receiver; dashboard.key never leaves the node.
+            tracing::info!(file = %path.display(), "HMAC key created");
             Ok(key.into_bytes())
         }
-        Err(e) => Err(e).with_context(|| format!("reading alert key {}", path.display())),
+        Err(e) => Err(e).with_context(|| format!("reading key {}", path.display())),
     }
 }
 

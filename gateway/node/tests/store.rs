@@ -56,7 +56,66 @@ store_suite!(
     lifecycle_events_set_the_state_of_their_target,
     parked_envelopes_wait_for_their_receipt,
     sla_rows_read_records_due_by_a_horizon_with_their_publication,
+    evaluations_answer_cache_and_audit_log,
 );
+
+/// What evaluation pulls read and write: a subject's results, the audit log (concurrent pulls
+/// all committed, newest first, the signed answer kept), the answer cache (newer replaces).
+async fn evaluations_answer_cache_and_audit_log(store: Store) {
+    use credit_gateway::bench::{synthetic_evaluations, uscc_in};
+    use credit_gateway::store::evaluations::{CachedAnswer, Pull};
+    let rows = prepare(&synthetic_evaluations(0..3, date!(2026 - 11 - 22)));
+    store.ingest("cn-370500", rows, OffsetDateTime::now_utc()).await.expect("ingest");
+    let subject = uscc_in("91", "370500", 1);
+    let held = store.evaluations_of(&[subject.clone(), uscc_in("91", "370500", 9)]).await.expect("evaluations");
+    assert_eq!(held.len(), 2, "two schemes of one company, none of the other");
+    assert!(held.iter().all(|h| h.state == "active" && h.content.contains(&subject)));
+
+    let store = Arc::new(store);
+    let pulls: Vec<_> = (0..50)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let pull = Pull {
+                    pull_id: format!("pull-{i:02}"),
+                    direction: if i % 10 == 0 { "out" } else { "in" }.into(),
+                    at: format!("2026-11-23T08:00:{i:02}.000Z"),
+                    asker: "cn-370300".into(),
+                    answerer: "cn-370500".into(),
+                    officer: None,
+                    subjects: vec![uscc_in("91", "370500", i)],
+                    outcome: "answered".into(),
+                    reason: None,
+                    answer_id: Some(format!("answer-{i:02}")),
+                    answer: Some(format!("{{\"jws\":{i}}}")),
+                };
+                store.record_pull(pull).await
+            })
+        })
+        .collect();
+    for p in pulls {
+        p.await.expect("task").expect("audited");
+    }
+    let incoming = store.pulls(Some("in"), "", 100).await.expect("pulls");
+    assert_eq!(incoming.len(), 45);
+    assert_eq!((incoming[0].pull_id.as_str(), incoming[44].pull_id.as_str()), ("pull-49", "pull-01"));
+    let recent = store.pulls(None, "2026-11-23T08:00:45.000Z", 100).await.expect("since");
+    assert_eq!(recent.len(), 5);
+    assert_eq!(store.pulled_answer("answer-07").await.expect("answer").as_deref(), Some("{\"jws\":7}"));
+    assert_eq!(store.pulled_answer("answer-99").await.expect("none"), None);
+
+    let cached = |answer_id: &str| CachedAnswer {
+        subject_uscc: subject.clone(),
+        answer_id: answer_id.into(),
+        fetched_at: "2026-11-23T08:00:00.000Z".into(),
+        entry: "{}".into(),
+    };
+    store.cache_answers("cn-370500", &[cached("a1")]).await.expect("cache");
+    store.cache_answers("cn-370500", &[cached("a2")]).await.expect("cache again");
+    let got = store.cached_answers("cn-370500", std::slice::from_ref(&subject)).await.expect("cached");
+    assert_eq!(got.iter().map(|c| c.answer_id.as_str()).collect::<Vec<_>>(), ["a2"]);
+    assert!(store.cached_answers("cn-410900", &[subject]).await.expect("other partner").is_empty());
+}
 
 async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: Store) {
     use credit_gateway::store::{Settlement, SlaCounts, SlaRows, SlaScope, SlaWindow, quality};
