@@ -3,7 +3,8 @@
 //! the verdicts (recognised, not rated, expired, scheme not covered), what is never disclosed,
 //! refusals of members without an agreement in force (none at all, or one signed by one party
 //! only), the cache (fresh, then stale while 信用东营 is unreachable), the audit log on both
-//! sides, the desk CLI, and the answer's offline verification with `evidence verify`.
+//! sides, revocation (a registry without the agreement ends recognition at once, cached answers
+//! included), the desk CLI, and the answer's offline verification with `evidence verify`.
 
 mod common;
 
@@ -74,7 +75,14 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     assert_eq!(stored.accepted, 15, "{:?}", stored.outcomes);
     let proxy = FaultProxy::start(dongying_port).await;
     let peers = [(DONGYING, format!("https://127.0.0.1:{}", proxy.port))];
-    let (_, zibo) = common::start_federation_node_with_peers(&pki, ZIBO, &dir.path().join("zibo"), &peers).await;
+    let operator = credit_gateway::config::Operator {
+        name: "ops".into(),
+        password_hash: credit_gateway::dashboard::auth::hash_password("operator password", 1_000).expect("hash"),
+    };
+    let (_, zibo) = common::start_federation_node_with(&pki, ZIBO, &dir.path().join("zibo"), &peers, |c| {
+        c.dashboard.operators = vec![operator];
+    })
+    .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("test setup");
     let desk = format!("http://{}", listener.local_addr().expect("test setup"));
     tokio::spawn(credit_gateway::server::run(listener, Arc::clone(&zibo.gateway), std::future::pending()));
@@ -258,6 +266,23 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     assert_eq!(refused.len(), 2, "{refused:?}");
     assert!(refused.contains(&"cn-410900") && refused.contains(&"cn-370000"));
 
+    // Operators see the same log on the dashboard.
+    let web = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let login = web
+        .post(format!("{desk}/dashboard/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=ops&password=operator+password")
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_owned();
+    let page = web.get(format!("{desk}/dashboard/evaluations")).header("cookie", cookie).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("pulls-table") && html.contains("张三") && html.contains(&first_answer), "{html}");
+    assert_eq!(html.matches("data-outcome=\"stale\"").count(), 1);
+
     // The answer verifies offline; a bundle whose agreement lost a party's signature does not.
     let bundle: Value = client
         .get(format!("{desk}/api/v1/evaluations/answers/{first_answer}/evidence"))
@@ -294,6 +319,44 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     let text = String::from_utf8_lossy(&failed.stdout);
     assert_eq!(failed.status.code(), Some(1), "{text}");
     assert!(text.contains("/agreements/0") && text.contains("not signed by"), "{text}");
+
+    // Revoking: the federation operator drops the agreement from the next registry. Once a node
+    // holds it, 信用东营 refuses pulls and 信用淄博's desk no longer recognises even what it has
+    // cached (still fresh).
+    let (root, root_kid) =
+        credit_gateway::pki::SigningKeyFile::load(&pki.join("root-signing.key.json")).expect("root key");
+    let mut body = registry.body.clone();
+    body.version += 1;
+    body.agreements.clear();
+    let jws = gateway_core::jws::sign(
+        gateway_core::interchange::registry::REGISTRY_TYP,
+        &root_kid,
+        &serde_json::to_value(&body).expect("registry body"),
+        &root,
+    );
+    let revoked =
+        gateway_core::interchange::registry::Registry::verify_signed(&jws, registry.trusted_roots()).expect("registry");
+    *dongying.registry.write().expect("lock") = revoked.clone();
+    *zibo.registry.write().expect("lock") = revoked;
+    let resp = common::federation_client(&pki, ZIBO)
+        .get(format!("https://127.0.0.1:{dongying_port}/federation/v1/evaluations/{s0}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 403, "a revoked agreement lets nothing through");
+    let cached: Value = client
+        .get(format!("{desk}/api/v1/evaluations/{}?from=信用东营", subject(2)))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON answer");
+    assert_eq!(cached["subjects"][0]["source"], "cache");
+    let tax = find(&cached, &subject(2), "tax_credit").expect("cached result");
+    assert_eq!((tax["verdict"].as_str(), tax["reason"].as_str()), (Some("not_recognised"), Some("agreement_expired")));
+    *dongying.registry.write().expect("lock") = registry.clone();
+    *zibo.registry.write().expect("lock") = registry.clone();
 
     // The desk officer's command.
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_credit-gateway"))

@@ -83,6 +83,7 @@ pub fn router() -> Router<Arc<Gateway>> {
         .route("/dashboard/dead-letters", get(dead_letters))
         .route("/dashboard/dead-letters/resend", post(resend))
         .route("/dashboard/trail/{id}", get(trail))
+        .route("/dashboard/evaluations", get(evaluation_pulls))
 }
 
 /// A logged-in operator: the name and the cookie value (forms carry a token derived from it).
@@ -462,6 +463,47 @@ async fn reporting(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f):
     }
     body.push_str("</table>");
     operator_page(&s, "月报 Monthly reporting", Nav::Reporting, &body)
+}
+
+/// The evaluation pulls' audit log (信用评价结果互认): partners asking this node and this
+/// node's desk asking partners, newest first.
+async fn evaluation_pulls(headers: HeaderMap, State(gw): State<Arc<Gateway>>) -> Response {
+    let Some(s) = session(&gw, &headers) else { return to_login() };
+    let pulls = match gw.store.pulls(None, "", 200).await {
+        Ok(p) => p,
+        Err(e) => return failure(e),
+    };
+    let mut body = String::from(
+        "<p>最近 200 次查询；双方各自留存 · The last 200 pulls; each side keeps its own log.</p>\
+         <table id=\"pulls-table\"><tr><th>时间 At</th><th>方向 Direction</th><th>查询方 Asker</th><th>答复方 Answerer</th>\
+         <th>经办人 Officer</th><th>企业数 Subjects</th><th>结果 Outcome</th><th>答复编号 Answer</th></tr>",
+    );
+    for p in &pulls {
+        let direction = if p.direction == "in" { "被查询 in" } else { "查询 out" };
+        let outcome = match p.outcome.as_str() {
+            "answered" => "<span class=\"ok\">answered</span>".to_owned(),
+            "cache" => "cache".to_owned(),
+            "stale" | "failed" => format!("<span class=\"warn\">{}</span>", esc(&p.outcome)),
+            other => format!("<span class=\"bad\">{}</span>", esc(other)),
+        };
+        let reason =
+            p.reason.as_deref().map(|r| format!("<br><span class=\"muted\">{}</span>", esc(r))).unwrap_or_default();
+        let _ = write!(
+            body,
+            "<tr data-outcome=\"{}\"><td>{}</td><td>{direction}</td><td>{}</td><td>{}</td><td>{}</td><td title=\"{}\">{}</td>\
+             <td>{outcome}{reason}</td><td>{}</td></tr>",
+            esc(&p.outcome),
+            esc(&p.at),
+            esc(&p.asker),
+            esc(&p.answerer),
+            esc(p.officer.as_deref().unwrap_or("—")),
+            esc(&p.subjects.join(" ")),
+            p.subjects.len(),
+            esc(p.answer_id.as_deref().unwrap_or("—")),
+        );
+    }
+    body.push_str("</table>");
+    operator_page(&s, "评价互认查询记录 Evaluation pulls", Nav::Evaluations, &body)
 }
 
 fn period_form(action: &str, period: &str) -> String {
