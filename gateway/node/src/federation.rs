@@ -120,7 +120,9 @@ async fn evaluations_single(
     Extension(peer): Extension<Peer>,
     axum::extract::Path(uscc): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
-    answer_pull(&node, peer, &[uscc]).await
+    answer_pull(&node, peer, &[uscc])
+        .await
+        .map_err(|e| if e.body.error.pointer.as_deref() == Some("/subjects/0") { e.with_pointer("/uscc") } else { e })
 }
 
 /// A partner's bulk pull: `{"subjects": [up to 1,000 USCCs]}`.

@@ -419,7 +419,7 @@ fn demo_agreement(out: &Path, now: OffsetDateTime) -> anyhow::Result<SignedAgree
                 },
             ],
             purposes: vec!["administrative_approval".into(), "public_procurement".into(), "credit_supervision".into()],
-            valid_from: gateway_core::date::format_date(today - Duration::days(30)),
+            valid_from: gateway_core::date::format_date(today),
             valid_to: gateway_core::date::format_date(today + Duration::days(730)),
         },
         signatures: Vec::new(),

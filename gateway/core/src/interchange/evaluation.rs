@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::{Date, OffsetDateTime};
+use time::Date;
 
 use super::registry::{KeyError, Registry};
-use super::{format_time, kid_member, parse_time};
+use super::{kid_member, parse_time};
 use crate::canonical::{Sha256Digest, canonical_bytes, canonical_string};
 use crate::crypto::SigningKey;
 use crate::date::parse_date;
@@ -39,17 +39,6 @@ pub enum Band {
     Fair,
     #[serde(rename = "差")]
     Poor,
-}
-
-impl Band {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Band::Excellent => "优",
-            Band::Good => "良",
-            Band::Fair => "中",
-            Band::Poor => "差",
-        }
-    }
 }
 
 /// The agreed text (a wire type; schema `schemas/interchange/agreement`). Every party signs
@@ -106,21 +95,6 @@ pub enum AgreementError {
     NotYetValid { agreement_id: String, valid_from: String },
     #[error("agreement {agreement_id} expired after {valid_to}")]
     Expired { agreement_id: String, valid_to: String },
-}
-
-impl AgreementError {
-    /// A short machine-readable code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            AgreementError::Body(_) => "agreement.body",
-            AgreementError::Signature { .. } => "agreement.signature",
-            AgreementError::Unsigned { .. } => "agreement.unsigned",
-            AgreementError::UnknownParty(_) => "agreement.unknown_party",
-            AgreementError::NotListed { .. } => "agreement.not_listed",
-            AgreementError::NotYetValid { .. } => "agreement.not_yet_valid",
-            AgreementError::Expired { .. } => "agreement.expired",
-        }
-    }
 }
 
 impl AgreementBody {
@@ -183,9 +157,9 @@ impl SignedAgreement {
     }
 
     /// Whether the agreement is in force on `today` under `registry`: its text is sound, every
-    /// party signed exactly this text with a key the registry lists for it (whose window
-    /// overlaps the agreement's period), the registry lists its digest, and `today` is inside
-    /// its period. Returns its digest.
+    /// party signed exactly this text with a key the registry lists for it (valid on the
+    /// agreement's first day), the registry lists its digest, and `today` is inside its period.
+    /// Returns its digest.
     pub fn in_force(&self, registry: &Registry, today: Date) -> Result<Sha256Digest, AgreementError> {
         let digest = self.verify_signatures(registry)?;
         self.in_force_signed(registry, digest, today)
@@ -229,7 +203,7 @@ impl SignedAgreement {
     /// Says nothing about the registry listing or the dates (evidence judges those apart).
     pub fn verify_signatures(&self, registry: &Registry) -> Result<Sha256Digest, AgreementError> {
         let a = &self.agreement;
-        let (from, to) = a.check()?;
+        let (from, _) = a.check()?;
         let text = a.canonical();
         let mut signed = std::collections::BTreeSet::new();
         for (index, jws) in self.signatures.iter().enumerate() {
@@ -244,17 +218,19 @@ impl SignedAgreement {
                 return Err(fail(format!("signed by {kid}, which is not a party's key")));
             }
             let key = registry.key(kid).ok_or_else(|| fail(format!("key {kid} is not registered")))?;
-            let window = (parse_time(&key.valid_from), parse_time(&key.valid_to));
-            let overlaps = matches!(window, (Some(kf), Some(kt)) if kf.date() <= to && from <= kt.date());
-            if !overlaps {
+            // The key must be valid on the agreement's first day: a key retired before it, or
+            // not yet valid then, signs nothing for it (the JWS profile carries no signing time).
+            let (Some(kf), Some(kt)) = (parse_time(&key.valid_from), parse_time(&key.valid_to)) else {
+                return Err(fail(format!("key {kid} has an unreadable validity window")));
+            };
+            if !(kf.date() <= from && from <= kt.date()) {
                 return Err(fail(format!(
-                    "key {kid} (valid {} – {}) does not overlap the agreement's period",
-                    key.valid_from, key.valid_to
+                    "key {kid} (valid {} – {}) is not valid on the agreement's first day {}",
+                    key.valid_from, key.valid_to, a.valid_from
                 )));
             }
-            let public = registry
-                .signing_key(kid, member, window.0.unwrap_or(OffsetDateTime::UNIX_EPOCH))
-                .map_err(|e: KeyError| fail(e.to_string()))?;
+            let at = from.midnight().assume_utc().clamp(kf, kt);
+            let public = registry.signing_key(kid, member, at).map_err(|e: KeyError| fail(e.to_string()))?;
             decoded.verify(&public).map_err(|_| fail(format!("signature by {kid} does not verify")))?;
             signed.insert(member.to_owned());
         }
@@ -281,7 +257,8 @@ fn signer_kid(jws: &Jws) -> Option<String> {
 pub enum Reason {
     /// No agreement in force covers its scheme and version.
     SchemeNotCovered,
-    /// The agreement it would be recognised under has expired (or is no longer in force).
+    /// The agreement it would be recognised under has expired, or is no longer in force
+    /// (revoked: dropped from the registry).
     AgreementExpired,
     /// Past its `valid_to`, or before its `valid_from`.
     EvaluationExpired,
@@ -295,7 +272,7 @@ impl Reason {
     pub fn zh(self) -> &'static str {
         match self {
             Reason::SchemeNotCovered => "评价体系或版本不在互认协议范围内",
-            Reason::AgreementExpired => "互认协议已失效",
+            Reason::AgreementExpired => "互认协议已过期或已不再生效",
             Reason::EvaluationExpired => "评价结果不在有效期内",
             Reason::NotRated => "该等级表示未评级，不作为等级互认",
             Reason::GradeNotMapped => "互认协议未约定该等级的对应关系",
@@ -305,7 +282,7 @@ impl Reason {
     pub fn en(self) -> &'static str {
         match self {
             Reason::SchemeNotCovered => "the scheme or its version is not covered by the agreement",
-            Reason::AgreementExpired => "the agreement is no longer in force",
+            Reason::AgreementExpired => "the agreement has expired or is no longer in force",
             Reason::EvaluationExpired => "the evaluation is outside its validity period",
             Reason::NotRated => "the grade means not rated; it is never recognised as a rank",
             Reason::GradeNotMapped => "the agreement maps no band to this grade",
@@ -523,6 +500,9 @@ pub fn check_verdicts(body: &AnswerBody, agreements: &[&AgreementBody]) -> Resul
                 .iter()
                 .find(|a| a.agreement_id == d.agreement_id)
                 .ok_or_else(|| fail(format!("agreement {} is not among the answer's agreements", d.agreement_id)))?;
+            if agreement.scheme(&e.scheme_id, &e.scheme_version).is_none() {
+                return Err(fail(format!("details disclosed under a scheme {} does not cover", d.agreement_id)));
+            }
             let (Some(from), Some(to)) = (parse_date(&d.valid_from), parse_date(&d.valid_to)) else {
                 return Err(fail("validity dates are not YYYY-MM-DD".into()));
             };
@@ -545,11 +525,6 @@ pub fn check_verdicts(body: &AnswerBody, agreements: &[&AgreementBody]) -> Resul
         }
     }
     Ok(())
-}
-
-/// The answer's time as the spec writes it.
-pub fn answer_time(now: OffsetDateTime) -> String {
-    format_time(now)
 }
 
 /// An answer with what is needed to check it offline (schema
@@ -592,6 +567,14 @@ pub fn verify_answer_evidence(bytes: &[u8], roots: &[super::registry::RootKey]) 
     }
     let registry = Registry::verify_signed(&bundle.registry, roots).map_err(|e| format!("/registry: {e}"))?;
     let body = verify_answer(&bundle.answer, &registry, None).map_err(|e| format!("/answer: {e}"))?;
+    // as_of is the answerer's day (Beijing, UTC+8) when it answered.
+    let answered = parse_time(&body.answered_at).map(|t| (t + time::Duration::hours(8)).date());
+    if answered.map(crate::date::format_date).as_deref() != Some(body.as_of.as_str()) {
+        return Err(format!(
+            "/answer: as_of {} is not the Beijing date of answered_at {}",
+            body.as_of, body.answered_at
+        ));
+    }
     let mut used = Vec::new();
     for (i, r) in body.agreements.iter().enumerate() {
         let (j, signed) = bundle
@@ -606,6 +589,14 @@ pub fn verify_answer_evidence(bytes: &[u8], roots: &[super::registry::RootKey]) 
         }
         if !signed.agreement.covers(&body.asker) || !signed.agreement.covers(&body.answerer) {
             return Err(format!("/agreements/{j}: {} and {} are not both parties", body.answerer, body.asker));
+        }
+        let (from, to) = signed.agreement.check().map_err(|e| format!("/agreements/{j}: {e}"))?;
+        let as_of = parse_date(&body.as_of).ok_or_else(|| format!("/answer as_of {:?} is not a date", body.as_of))?;
+        if as_of < from || as_of > to {
+            return Err(format!(
+                "/agreements/{j}: the answer was given on {as_of}, outside the agreement's period {} – {}",
+                signed.agreement.valid_from, signed.agreement.valid_to
+            ));
         }
         used.push(&signed.agreement);
     }

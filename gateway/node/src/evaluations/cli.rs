@@ -19,7 +19,7 @@ pub enum EvaluationCommand {
         /// The partner: its name in the registry (信用东营) or member id (cn-370500).
         #[arg(long)]
         from: String,
-        /// Who is asking (kept in both sides' audit logs); default $USER.
+        /// Who is asking (kept in this node's audit log); default $USER.
         #[arg(long)]
         officer: Option<String>,
         /// Print the node's JSON answer instead of a summary.

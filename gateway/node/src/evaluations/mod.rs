@@ -161,7 +161,7 @@ pub fn checked_subjects(raw: &[String], pointer: &str) -> Result<Vec<String>, Ap
             };
             return Err(ApiError::bad_request(
                 rule,
-                format!("第 {i} 个统一社会信用代码{zh}"),
+                format!("第 {} 个统一社会信用代码{zh}", i + 1),
                 format!("subject {i}: the USCC {en}"),
             )
             .with_pointer(format!("{pointer}/{i}")));
@@ -183,7 +183,27 @@ pub async fn answer(
     raw_subjects: &[String],
     now: OffsetDateTime,
 ) -> Result<String, ApiError> {
-    let subjects = checked_subjects(raw_subjects, "/subjects")?;
+    let subjects = match checked_subjects(raw_subjects, "/subjects") {
+        Ok(s) => s,
+        Err(e) => {
+            // Logged without the codes asked: they are not valid, and may not be codes at all.
+            let refused = Pull {
+                pull_id: uuid::Uuid::now_v7().to_string(),
+                direction: "in".into(),
+                at: format_time(now),
+                asker: asker.to_owned(),
+                answerer: partners.member_id.clone(),
+                officer: None,
+                subjects: Vec::new(),
+                outcome: "refused".into(),
+                reason: Some(format!("{} subjects asked: {}", raw_subjects.len(), e.body.error.message_en)),
+                answer_id: None,
+                answer: None,
+            };
+            gw.store.record_pull(refused).await.map_err(|e| ApiError::internal(&e))?;
+            return Err(e);
+        }
+    };
     let today = today_in_china(now);
     let (in_force, government) = {
         let registry = partners.registry.read().map_err(|_| ApiError::internal(&"registry lock poisoned"))?;
@@ -284,19 +304,12 @@ fn answer_subjects(
         let Ok(content) = serde_json::from_str::<Value>(&h.content) else { continue };
         latest.insert(h.record_id.clone(), (h, content));
     }
-    // Newest per subject and scheme: later evaluation date, then later period, then stored later.
+    // Newest per subject and scheme — later evaluation date, then later period, then stored
+    // later — whoever may see it: an older result is never passed off as the current one.
     type Rank = (String, String, i64);
     let mut current: HashMap<(String, String), (Rank, HeldEvaluation, Value)> = HashMap::new();
     for (h, c) in latest.into_values() {
         let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-        let allowed = match field("disclosure_scope").as_str() {
-            "public" => true,
-            "gov_shared" => government,
-            _ => false,
-        };
-        if !allowed {
-            continue;
-        }
         let key = (field("subject_uscc"), field("scheme_id"));
         let rank = (field("evaluated_on"), field("period"), h.seq);
         if current.get(&key).is_none_or(|(held, _, _)| rank > *held) {
@@ -305,6 +318,15 @@ fn answer_subjects(
     }
     let mut by_subject: HashMap<String, Vec<AnsweredEvaluation>> = HashMap::new();
     for ((subject, _), (_, h, c)) in current {
+        // The current result may be one the asker may not see: then nothing of that scheme is.
+        let disclosable = match c.get("disclosure_scope").and_then(Value::as_str) {
+            Some("public") => true,
+            Some("gov_shared") => government,
+            _ => false,
+        };
+        if !disclosable {
+            continue;
+        }
         by_subject.entry(subject).or_default().push(answered(&h, &c, agreements, today));
     }
     subjects
@@ -444,6 +466,24 @@ pub async fn lookup(
         .with_pointer("/from"));
     }
     let today = today_in_china(now);
+    // Nothing is asked of, or taken from, a partner without an agreement in force here: the
+    // companies a desk looks up are not sent to just any member.
+    let in_force: Vec<String> = match partners.in_force_with(&registry, &partner, today) {
+        Ok(agreements) => agreements.into_iter().map(|(a, _)| a.agreement_id).collect(),
+        Err(why) => {
+            let reason = if why.is_empty() {
+                format!("no partner agreement between {} and {partner}", partners.member_id)
+            } else {
+                format!("no partner agreement in force: {}", why.join("; "))
+            };
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "evaluation.no_agreement",
+                format!("本平台与 {partner_name}（{partner}）之间没有生效的信用评价结果互认协议（{reason}）"),
+                reason,
+            ));
+        }
+    };
     let cached = gw.store.cached_answers(&partner, &subjects).await.map_err(|e| ApiError::internal(&e))?;
     let mut cached: HashMap<String, CachedAnswer> = cached.into_iter().map(|c| (c.subject_uscc.clone(), c)).collect();
     let age = |c: &CachedAnswer| parse_time(&c.fetched_at).map_or(i64::MAX, |t| (now - t).whole_seconds());
@@ -466,7 +506,7 @@ pub async fn lookup(
     let mut live: HashMap<String, (String, SubjectAnswer)> = HashMap::new();
     let mut partner_error = None;
     if !to_ask.is_empty() {
-        match pull(partners, &registry, &partner, &to_ask).await {
+        match pull(partners, &registry, &partner, &to_ask, now).await {
             Ok((body, text)) => {
                 let rows: Vec<CachedAnswer> = body
                     .subjects
@@ -474,7 +514,8 @@ pub async fn lookup(
                     .map(|s| CachedAnswer {
                         subject_uscc: s.subject_uscc.clone(),
                         answer_id: body.answer_id.clone(),
-                        fetched_at: body.answered_at.clone(),
+                        // Our clock, not the partner's, says how old a cached answer is.
+                        fetched_at: format_time(now),
                         entry: serde_json::to_string(s).unwrap_or_default(),
                     })
                     .collect();
@@ -525,13 +566,6 @@ pub async fn lookup(
             .map_err(|e| ApiError::internal(&e))?;
     }
 
-    // The agreements with the partner in force here today, by id.
-    let in_force: Vec<String> = partners
-        .in_force_with(&registry, &partner, today)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(a, _)| a.agreement_id)
-        .collect();
     let mut out = Vec::with_capacity(subjects.len());
     for s in &subjects {
         let (source, answer_id, fetched_at, entry) = if let Some((id, entry)) = live.remove(s) {
@@ -562,7 +596,7 @@ pub async fn lookup(
 /// The verdict on a partner's evaluation as this node sees it today: under its own copy of the
 /// agreement named, in force or not now, with the evaluation's validity judged today.
 fn judge_here(partners: &Partners, in_force: &[String], mut e: AnsweredEvaluation, today: Date) -> DeskEvaluation {
-    if let Some(d) = &e.disclosed {
+    if let Some(d) = &mut e.disclosed {
         let held = partners.agreements.iter().find(|a| a.agreement.agreement_id == d.agreement_id);
         let graded = Graded {
             scheme_id: &e.scheme_id,
@@ -571,10 +605,11 @@ fn judge_here(partners: &Partners, in_force: &[String], mut e: AnsweredEvaluatio
             valid_from: parse_date(&d.valid_from).unwrap_or(Date::MIN),
             valid_to: parse_date(&d.valid_to).unwrap_or(Date::MIN),
         };
-        let verdict = match held {
-            Some(a) => recognise(&a.agreement, in_force.contains(&a.agreement.agreement_id), graded, today).1,
-            None => Verdict::NotRecognised(Reason::AgreementExpired),
+        let (band, verdict) = match held {
+            Some(a) => recognise(&a.agreement, in_force.contains(&a.agreement.agreement_id), graded, today),
+            None => (None, Verdict::NotRecognised(Reason::AgreementExpired)),
         };
+        d.band = band;
         e.verdict = verdict.as_str().into();
         e.reason = verdict.reason();
     }
@@ -595,6 +630,7 @@ async fn pull(
     registry: &Registry,
     partner: &str,
     subjects: &[String],
+    now: OffsetDateTime,
 ) -> Result<(AnswerBody, String), PullError> {
     let base = partners
         .peers
@@ -631,10 +667,29 @@ async fn pull(
     let jws: Jws = serde_json::from_str(&text).map_err(|e| PullError::Failed(format!("answer is not a JWS: {e}")))?;
     let body = evaluation::verify_answer(&jws, registry, Some((partner, &partners.member_id)))
         .map_err(|e| PullError::Failed(format!("answer refused: {e}")))?;
-    let asked: std::collections::HashSet<&String> = subjects.iter().collect();
-    if body.subjects.len() != subjects.len() || body.subjects.iter().any(|s| !asked.contains(&s.subject_uscc)) {
-        return Err(PullError::Failed("answer does not answer the subjects asked".into()));
+    if !body.subjects.iter().map(|s| &s.subject_uscc).eq(subjects.iter()) {
+        return Err(PullError::Failed("answer does not answer the subjects asked, in order".into()));
     }
+    let answered = parse_time(&body.answered_at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    if (answered - now).abs() > crate::interchange::CLOCK_WINDOW {
+        return Err(PullError::Failed(format!("answer time {} is too far from ours", body.answered_at)));
+    }
+    // The partner's verdicts must be what our copies of the agreements give (same digest).
+    let mut held = Vec::new();
+    for r in &body.agreements {
+        let ours = partners
+            .agreements
+            .iter()
+            .find(|a| a.agreement.agreement_id == r.agreement_id && a.agreement.digest().to_hex() == r.digest)
+            .ok_or_else(|| {
+                PullError::Failed(format!(
+                    "answer under agreement {} ({}), which this node does not hold",
+                    r.agreement_id, r.digest
+                ))
+            })?;
+        held.push(&ours.agreement);
+    }
+    evaluation::check_verdicts(&body, &held).map_err(|e| PullError::Failed(format!("answer refused: {e}")))?;
     Ok((body, text))
 }
 
@@ -645,7 +700,14 @@ pub async fn answer_evidence(gw: &Gateway, partners: &Partners, answer_id: &str)
     let text = gw.store.pulled_answer(answer_id).await.map_err(|e| ApiError::internal(&e))?.ok_or_else(not_found)?;
     let answer: Jws = serde_json::from_str(&text).map_err(|e| ApiError::internal(&e))?;
     let registry = partners.registry()?;
-    let body = evaluation::verify_answer(&answer, &registry, None).map_err(|e| ApiError::internal(&e))?;
+    let body = evaluation::verify_answer(&answer, &registry, None).map_err(|e| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "evaluation.answer_unverifiable",
+            format!("该答复在本节点现持有的联盟注册表下已无法验证：{e}"),
+            format!("the answer no longer verifies under the registry this node holds now: {e}"),
+        )
+    })?;
     let agreements = partners
         .agreements
         .iter()
@@ -653,4 +715,120 @@ pub async fn answer_evidence(gw: &Gateway, partners: &Partners, answer_id: &str)
         .cloned()
         .collect();
     Ok(AnswerEvidence { typ: ANSWER_EVIDENCE_TYP.into(), answer, registry: registry.jws.clone(), agreements })
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway_core::interchange::evaluation::{Band, SchemeMapping};
+    use serde_json::json;
+    use time::macros::date;
+
+    use super::*;
+
+    fn agreement() -> AgreementBody {
+        let bands = |pairs: &[(&str, Band)]| pairs.iter().map(|(g, b)| ((*g).to_owned(), *b)).collect();
+        AgreementBody {
+            agreement_id: "a".into(),
+            title: "t".into(),
+            parties: vec!["cn-370300".into(), "cn-370500".into()],
+            schemes: vec![
+                SchemeMapping {
+                    scheme_id: "tax_credit".into(),
+                    versions: vec!["2014".into()],
+                    bands: bands(&[("A", Band::Excellent), ("D", Band::Poor)]),
+                    not_rated: vec!["M".into()],
+                },
+                SchemeMapping {
+                    scheme_id: "public_credit_composite".into(),
+                    versions: vec!["2024.2".into()],
+                    bands: bands(&[("优", Band::Excellent), ("良", Band::Good)]),
+                    not_rated: vec![],
+                },
+            ],
+            purposes: vec!["administrative_approval".into()],
+            valid_from: "2026-01-01".into(),
+            valid_to: "2027-12-31".into(),
+        }
+    }
+
+    fn held(seq: i64, content: &Value) -> HeldEvaluation {
+        HeldEvaluation {
+            seq,
+            record_id: format!("record-{seq}"),
+            version: 1,
+            content_hash: "00".repeat(32),
+            content: content.to_string(),
+            state: "active".into(),
+        }
+    }
+
+    /// Which result is current is decided before who may see it: a newer restricted result
+    /// hides the older public one instead of letting it pass as current.
+    #[test]
+    fn the_current_result_decides_what_is_disclosed() {
+        let today = date!(2026 - 11 - 23);
+        let records = crate::bench::synthetic_evaluations(0..1, today);
+        let (tax, composite) = (&records[0], &records[1]);
+        let subject = tax["subject_uscc"].as_str().expect("subject").to_owned();
+        let mut restricted = tax.clone();
+        restricted["grade"] = json!("D");
+        restricted["evaluated_on"] = json!("2026-11-20");
+        restricted["disclosure_scope"] = json!("authorized_query");
+        let a = agreement();
+        let answer = |rows: Vec<HeldEvaluation>, government: bool| {
+            let subjects = answer_subjects(std::slice::from_ref(&subject), rows, &[&a], government, today);
+            subjects[0].evaluations.iter().map(|e| e.scheme_id.clone()).collect::<Vec<_>>()
+        };
+        let all = || vec![held(1, tax), held(2, composite), held(3, &restricted)];
+        assert_eq!(answer(all(), true), ["public_credit_composite"], "the older tax A is not current");
+        assert!(answer(all(), false).is_empty(), "gov_shared is for government members only");
+        assert_eq!(answer(vec![held(1, tax), held(2, composite)], false), ["tax_credit"]);
+        assert_eq!(answer(vec![held(1, tax), held(2, composite)], true), ["public_credit_composite", "tax_credit"]);
+    }
+
+    /// Every party must sign exactly this text, with a key registered to it and valid on the
+    /// agreement's first day; anyone else's signature spoils the document.
+    #[test]
+    fn agreement_signatures_are_checked_party_by_party() {
+        crate::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::pki::init(&crate::pki::InitOptions::dev(dir.path())).expect("certs init");
+        let read = |p: std::path::PathBuf| std::fs::read(p).expect("read");
+        let jws: Jws = serde_json::from_slice(&read(crate::pki::registry_file(dir.path()))).expect("registry");
+        let roots: Vec<gateway_core::interchange::registry::RootKey> =
+            serde_json::from_slice(&read(crate::pki::anchor_file(dir.path()))).expect("anchor");
+        let registry = Registry::verify_signed(&jws, &roots).expect("registry verifies");
+        let file = dir.path().join("agreements/zibo-dongying-evaluations.json");
+        let demo: SignedAgreement = serde_json::from_slice(&read(file)).expect("agreement");
+        let today = parse_date(&demo.agreement.valid_from).expect("date");
+        assert!(demo.in_force(&registry, today).is_ok());
+        let key = |member: &str| {
+            crate::pki::SigningKeyFile::load(&crate::pki::NodeFiles::new(dir.path(), member).signing_key())
+                .expect("signing key")
+        };
+        let signature_error = |a: &SignedAgreement| match a.verify_signatures(&registry) {
+            Err(AgreementError::Signature { reason, .. }) => reason,
+            other => panic!("expected a signature error, got {other:?}"),
+        };
+
+        let mut altered = demo.clone();
+        altered.agreement.title.push_str("（修订）");
+        assert!(signature_error(&altered).contains("different text"));
+
+        let mut outsider = demo.clone();
+        let (k, kid) = key("cn-370000");
+        outsider.sign(&kid, &k);
+        assert!(signature_error(&outsider).contains("not a party's key"));
+
+        // A text that starts after the parties' keys expire cannot be signed with them.
+        let mut late = demo.clone();
+        late.agreement.valid_from = gateway_core::date::format_date(today + time::Duration::days(400));
+        late.agreement.valid_to = gateway_core::date::format_date(today + time::Duration::days(800));
+        late.signatures.clear();
+        for party in ["cn-370300", "cn-370500"] {
+            let (k, kid) = key(party);
+            late.sign(&kid, &k);
+        }
+        assert!(signature_error(&late).contains("not valid on the agreement's first day"));
+    }
 }

@@ -89,7 +89,7 @@ impl Store {
     pub async fn record_pull(&self, pull: Pull) -> Result<(), StoreError> {
         let writer = self.audit.get_or_init(|| AuditWriter::start(self.backend.clone()));
         let (reply, committed) = tokio::sync::oneshot::channel();
-        writer.jobs.send((pull, reply)).map_err(|_| StoreError::GroupCommit("audit writer stopped".into()))?;
+        writer.jobs.send((pull, reply)).await.map_err(|_| StoreError::GroupCommit("audit writer stopped".into()))?;
         match committed.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::GroupCommit(e)),
@@ -198,12 +198,15 @@ impl Store {
 }
 
 type AuditJob = (Pull, tokio::sync::oneshot::Sender<Result<(), String>>);
+/// Pulls waiting for the audit writer at most, and committed in one transaction at most.
+const AUDIT_QUEUE: usize = 1_024;
+const AUDIT_BATCH: usize = 256;
 
-/// The audit log's writer: a task that takes every pull waiting (up to 1,000), commits them in
+/// The audit log's writer: a task that takes every pull waiting (up to 256), commits them in
 /// one transaction, then answers each. It ends when the store is dropped.
 #[derive(Debug)]
 pub(crate) struct AuditWriter {
-    jobs: tokio::sync::mpsc::UnboundedSender<AuditJob>,
+    jobs: tokio::sync::mpsc::Sender<AuditJob>,
 }
 
 /// What the writer task holds of the store: its pool.
@@ -213,11 +216,12 @@ struct AuditTarget {
 
 impl AuditWriter {
     fn start(backend: Backend) -> Self {
-        let (jobs, mut waiting) = tokio::sync::mpsc::unbounded_channel::<AuditJob>();
+        // Bounded: if the database stalls, pulls wait here rather than piling up in memory.
+        let (jobs, mut waiting) = tokio::sync::mpsc::channel::<AuditJob>(AUDIT_QUEUE);
         let target = AuditTarget { backend };
         tokio::spawn(async move {
             let mut batch = Vec::new();
-            while waiting.recv_many(&mut batch, 1_000).await > 0 {
+            while waiting.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
                 let (rows, replies): (Vec<Pull>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
                 let result = target.insert(&rows).await.map_err(|e| e.to_string());
                 if let Err(e) = &result {
