@@ -233,14 +233,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     assert!(matches!(demo.in_force(&registry, end + time::Duration::days(1)), Err(AgreementError::Expired { .. })));
 
     // The audit log, on both sides.
-    let out: Value = client
-        .get(format!("{desk}/api/v1/evaluations/audit?direction=out"))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("JSON answer");
+    let out: Value = get_json(&client, format!("{desk}/api/v1/evaluations/audit?direction=out")).await;
     let out = out.as_array().expect("test setup");
     let outcomes: Vec<(&str, Option<&str>)> =
         out.iter().rev().map(|p| (p["outcome"].as_str().expect("test setup"), p["officer"].as_str())).collect();
@@ -284,14 +277,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     assert_eq!(html.matches("data-outcome=\"stale\"").count(), 1);
 
     // The answer verifies offline; a bundle whose agreement lost a party's signature does not.
-    let bundle: Value = client
-        .get(format!("{desk}/api/v1/evaluations/answers/{first_answer}/evidence"))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("JSON answer");
+    let bundle: Value = get_json(&client, format!("{desk}/api/v1/evaluations/answers/{first_answer}/evidence")).await;
     // What the code emits matches the published schemas.
     assert_schema("evaluation_evidence", &bundle);
     let payload = gateway_core::jws::from_b64u(bundle["answer"]["payload"].as_str().expect("payload")).expect("b64u");
@@ -373,4 +359,9 @@ fn assert_schema(name: &str, doc: &Value) {
         .expect("schema compiles");
     let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{} {e}", e.instance_path())).collect();
     assert!(errors.is_empty(), "{name}: {errors:#?}");
+}
+
+/// GETs `url` and reads the JSON answer, whatever its status.
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.expect("request").json().await.expect("JSON answer")
 }

@@ -183,24 +183,25 @@ pub async fn answer(
     raw_subjects: &[String],
     now: OffsetDateTime,
 ) -> Result<String, ApiError> {
+    let pull = |subjects: &[String], outcome: &str, reason: Option<String>, answer: Option<(&str, String)>| Pull {
+        pull_id: uuid::Uuid::now_v7().to_string(),
+        direction: "in".into(),
+        at: format_time(now),
+        asker: asker.to_owned(),
+        answerer: partners.member_id.clone(),
+        officer: None,
+        subjects: subjects.to_vec(),
+        outcome: outcome.into(),
+        reason,
+        answer_id: answer.as_ref().map(|(id, _)| (*id).to_owned()),
+        answer: answer.map(|(_, jws)| jws),
+    };
     let subjects = match checked_subjects(raw_subjects, "/subjects") {
         Ok(s) => s,
         Err(e) => {
             // Logged without the codes asked: they are not valid, and may not be codes at all.
-            let refused = Pull {
-                pull_id: uuid::Uuid::now_v7().to_string(),
-                direction: "in".into(),
-                at: format_time(now),
-                asker: asker.to_owned(),
-                answerer: partners.member_id.clone(),
-                officer: None,
-                subjects: Vec::new(),
-                outcome: "refused".into(),
-                reason: Some(format!("{} subjects asked: {}", raw_subjects.len(), e.body.error.message_en)),
-                answer_id: None,
-                answer: None,
-            };
-            gw.store.record_pull(refused).await.map_err(|e| ApiError::internal(&e))?;
+            let reason = format!("{} subjects asked: {}", raw_subjects.len(), e.body.error.message_en);
+            gw.store.record_pull(pull(&[], "refused", Some(reason), None)).await.map_err(|e| ApiError::internal(&e))?;
             return Err(e);
         }
     };
@@ -209,20 +210,6 @@ pub async fn answer(
         let registry = partners.registry.read().map_err(|_| ApiError::internal(&"registry lock poisoned"))?;
         let government = registry.member(asker).is_some_and(|m| m.roles.iter().any(|r| r == "government"));
         (partners.in_force_with(&registry, asker, today), government)
-    };
-    let asked = subjects.clone();
-    let pull = |outcome: &str, reason: Option<String>, answer: Option<(&str, String)>| Pull {
-        pull_id: uuid::Uuid::now_v7().to_string(),
-        direction: "in".into(),
-        at: format_time(now),
-        asker: asker.to_owned(),
-        answerer: partners.member_id.clone(),
-        officer: None,
-        subjects: asked.clone(),
-        outcome: outcome.into(),
-        reason,
-        answer_id: answer.as_ref().map(|(id, _)| (*id).to_owned()),
-        answer: answer.map(|(_, jws)| jws),
     };
     let agreements = match in_force {
         Ok(a) => a,
@@ -234,7 +221,7 @@ pub async fn answer(
             };
             tracing::warn!(peer = %asker, %reason, "evaluation pull refused");
             gw.store
-                .record_pull(pull("refused", Some(reason.clone()), None))
+                .record_pull(pull(&subjects, "refused", Some(reason.clone()), None))
                 .await
                 .map_err(|e| ApiError::internal(&e))?;
             return Err(ApiError::new(
@@ -264,10 +251,11 @@ pub async fn answer(
         subjects: Vec::new(),
     };
     // Parsing the held results and signing is CPU work: off the I/O threads for a bulk lookup.
+    let asked = subjects.clone();
     let build = move || {
         let refs: Vec<&AgreementBody> = agreements.iter().map(|(a, _)| a).collect();
         let mut body = body;
-        body.subjects = answer_subjects(&subjects, held, &refs, government, today);
+        body.subjects = answer_subjects(&asked, held, &refs, government, today);
         let jws = evaluation::sign_answer(&body, &signer.kid, &signer.key);
         (body.answer_id, serde_json::to_string(&jws).unwrap_or_default())
     };
@@ -277,7 +265,7 @@ pub async fn answer(
         build()
     };
     gw.store
-        .record_pull(pull("answered", None, Some((&answer_id, text.clone()))))
+        .record_pull(pull(&subjects, "answered", None, Some((&answer_id, text.clone()))))
         .await
         .map_err(|e| ApiError::internal(&e))?;
     Ok(text)
