@@ -284,10 +284,24 @@ async fn health_readiness_and_openapi() {
     let (status, doc) = call(&gw, get("/api/v1/openapi.json")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
-    for path in ["/api/v1/records", "/api/v1/records/{id}", "/healthz", "/readyz"] {
+    for path in [
+        "/api/v1/records",
+        "/api/v1/records/{id}",
+        "/api/v1/evaluations/{uscc}",
+        "/api/v1/evaluations/lookup",
+        "/api/v1/evaluations/audit",
+        "/healthz",
+        "/readyz",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
     assert_eq!(doc["components"]["schemas"]["admin_penalty"]["properties"]["party_name"]["title"], "行政相对人名称");
+    // A node without a federation identity has no partners to ask, and says so.
+    let (status, body) = call(&gw, get("/api/v1/evaluations/91370306MA3DG9N45F?from=cn-370500")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("federation_not_configured"))
+    );
     let resp = credit_gateway::api::router(Arc::clone(&gw)).oneshot(get("/api/v1/docs")).await.expect("docs");
     let html = String::from_utf8(to_bytes(resp.into_body(), usize::MAX).await.expect("body").to_vec()).expect("utf-8");
     assert!(html.contains("/api/v1/openapi.json") && !html.contains("https://"), "docs page must be self-contained");

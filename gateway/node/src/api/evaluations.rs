@@ -9,8 +9,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
-use super::ApiError;
+use super::{ApiError, ErrorBody};
 use crate::evaluations::{DeskAnswer, Partners};
 use crate::ingest::Gateway;
 use crate::store::evaluations::Pull;
@@ -26,7 +27,7 @@ fn partners(gw: &Gateway) -> Result<&Arc<Partners>, ApiError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SingleParams {
     /// The partner: member id (`cn-370500`) or registry name (`信用东营`).
@@ -35,7 +36,20 @@ pub(super) struct SingleParams {
     officer: Option<String>,
 }
 
-/// `GET /api/v1/evaluations/{uscc}?from=信用东营`: one company's evaluations at a partner.
+/// One company's credit evaluations at a partner city, each with its band under the agreement
+/// and whether it is recognised here (信用评价结果互认).
+#[utoipa::path(
+    get,
+    path = "/api/v1/evaluations/{uscc}",
+    tag = "evaluations",
+    params(("uscc" = String, Path, description = "USCC (统一社会信用代码)"), SingleParams),
+    responses(
+        (status = 200, body = DeskAnswer),
+        (status = 400, body = ErrorBody),
+        (status = 403, description = "no agreement in force with the partner", body = ErrorBody),
+        (status = 502, description = "the partner is unreachable and nothing is cached", body = ErrorBody)
+    )
+)]
 pub(super) async fn single(
     State(gw): State<Arc<Gateway>>,
     Path(uscc): Path<String>,
@@ -56,16 +70,29 @@ pub(super) async fn single(
     Ok(Json(answer))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LookupBody {
+    /// The partner: member id (`cn-370500`) or registry name (`信用东营`).
     from: String,
     subjects: Vec<String>,
     #[serde(default)]
     officer: Option<String>,
 }
 
-/// `POST /api/v1/evaluations/lookup`: up to 1,000 companies at once.
+/// Up to 1,000 companies' evaluations at a partner city at once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/evaluations/lookup",
+    tag = "evaluations",
+    request_body = LookupBody,
+    responses(
+        (status = 200, body = DeskAnswer),
+        (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 502, body = ErrorBody)
+    )
+)]
 pub(super) async fn lookup(
     State(gw): State<Arc<Gateway>>,
     body: axum::body::Bytes,
@@ -96,7 +123,7 @@ fn officer(o: Option<String>) -> Result<Option<String>, ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditParams {
     /// `in` (partners asked this node) or `out` (this node asked partners); default both.
@@ -107,8 +134,15 @@ pub(super) struct AuditParams {
     limit: Option<i64>,
 }
 
-/// `GET /api/v1/evaluations/audit`: the pulls, newest first — who asked, for which subjects,
-/// when, and what was answered (the answer id; the signed answer is kept).
+/// The audit log of evaluation pulls, newest first: who asked, for which companies, when, and
+/// what was answered (the answer id; the signed answer is kept).
+#[utoipa::path(
+    get,
+    path = "/api/v1/evaluations/audit",
+    tag = "evaluations",
+    params(AuditParams),
+    responses((status = 200, body = Vec<Pull>), (status = 400, body = ErrorBody))
+)]
 pub(super) async fn audit(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<AuditParams>, QueryRejection>,
@@ -143,8 +177,19 @@ pub(super) async fn audit(
     Ok(Json(pulls))
 }
 
-/// `GET /api/v1/evaluations/answers/{answer_id}/evidence`: an answer this node sent or
-/// received, with the registry and agreements to verify it offline (`evidence verify`).
+/// An answer this node sent or received, with the registry and agreements to verify it offline
+/// (`credit-gateway evidence verify`; schema `schemas/interchange/evaluation_evidence`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/evaluations/answers/{answer_id}/evidence",
+    tag = "evaluations",
+    params(("answer_id" = String, Path, description = "Answer id (UUID)")),
+    responses(
+        (status = 200, description = "the evidence bundle", body = Object),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "the answer no longer verifies under the registry held", body = ErrorBody)
+    )
+)]
 pub(super) async fn evidence(
     State(gw): State<Arc<Gateway>>,
     Path(answer_id): Path<String>,

@@ -434,11 +434,12 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Credit Gateway API (信用信息交换网关)", description = "Department-facing API of a Credit Gateway node."),
-    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status, sla_status, quality::json, quality::csv, quality::xlsx),
+    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status, sla_status, quality::json, quality::csv, quality::xlsx, evaluations::single, evaluations::lookup, evaluations::audit, evaluations::evidence),
     tags(
         (name = "records", description = "双公示 and other credit records, and lifecycle events about them"),
         (name = "relay", description = "Delivery trail, queues and dead letters"),
         (name = "imports", description = "Departments' monthly Excel reports (月报) through the intake adapter, reporting status and data quality"),
+        (name = "evaluations", description = "Partner cities' credit evaluations (信用评价结果互认): desk lookups, the pulls' audit log, answer evidence"),
         (name = "operations", description = "Health")
     )
 )]

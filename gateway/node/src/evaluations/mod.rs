@@ -376,7 +376,7 @@ fn answered(h: &HeldEvaluation, c: &Value, agreements: &[&AgreementBody], today:
 }
 
 /// What the desk gets back from a lookup at a partner.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeskAnswer {
     pub partner: String,
     pub partner_name: String,
@@ -388,7 +388,7 @@ pub struct DeskAnswer {
     pub subjects: Vec<DeskSubject>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeskSubject {
     pub subject_uscc: String,
     /// `live` (asked now), `cache` (a fresh cached answer) or `stale` (an older cached answer,
@@ -399,6 +399,11 @@ pub struct DeskSubject {
     pub age_secs: i64,
     pub answer_id: String,
     pub fetched_at: String,
+    /// Per scheme: `scheme_id`, `scheme_version`, `verdict`, `reason` (with `reason_zh`,
+    /// `reason_en`) and, under a covered scheme, `disclosed` (the partner's result with the
+    /// band judged here) — the answer's evaluation entries of
+    /// `schemas/interchange/evaluation_answer`.
+    #[schema(value_type = Vec<Object>)]
     pub evaluations: Vec<DeskEvaluation>,
 }
 

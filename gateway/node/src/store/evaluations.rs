@@ -19,7 +19,7 @@ pub struct HeldEvaluation {
 }
 
 /// One pull in the audit log.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Pull {
     pub pull_id: String,
     /// `in`: a partner asked this node; `out`: this node's desk asked a partner.
