@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Independent verifier of Credit Gateway evidence bundles (interchange-v1 §8).
+"""Independent verifier of Credit Gateway evidence bundles (interchange-v1 §8) and of
+evaluation answer bundles (信用评价结果互认, docs/adr/0004-evaluation-recognition.md).
 
 Written from the spec alone, with standard tools: Python's hashlib and json, and the
 `cryptography` package for Ed25519. It shares no code with the gateway, so a bundle that
@@ -24,6 +25,9 @@ ENVELOPE_TYP = "credit-gateway/envelope+v1"
 RECEIPT_TYP = "credit-gateway/receipt+v1"
 REGISTRY_TYP = "credit-gateway/registry+v1"
 EVIDENCE_TYP = "credit-gateway/evidence+v1"
+ANSWER_TYP = "credit-gateway/evaluation-answer+v1"
+AGREEMENT_TYP = "credit-gateway/agreement+v1"
+ANSWER_EVIDENCE_TYP = "credit-gateway/evaluation-evidence+v1"
 
 
 class Failure(Exception):
@@ -225,6 +229,104 @@ def verify(bundle, anchor):
     return item_hash.hex()
 
 
+def verify_registry(registry_jws, anchor):
+    """The registry body and its keys by kid (member, key), after the root's signature."""
+    header, registry, signing_input = decode_jws(registry_jws, REGISTRY_TYP)
+    root = next((r for r in anchor if r["kid"] == header["kid"]), None)
+    if root is None:
+        raise Failure(f"/registry: signed by {header['kid']}, not a trusted root")
+    check_signature(root["alg"], root["public_key"], registry_jws, signing_input, "/registry")
+    return registry, {k["kid"]: (m["member_id"], k) for m in registry["members"] for k in m["keys"]}
+
+
+def recognise(agreement, scheme_id, version, grade, valid_from, valid_to, today):
+    """The band and verdict reason (None = recognised) of a result under an agreement."""
+    mapping = next((s for s in agreement["schemes"] if s["scheme_id"] == scheme_id and version in s["versions"]), None)
+    if mapping is None:
+        return None, "scheme_not_covered"
+    band = mapping["bands"].get(grade)
+    if grade in mapping["not_rated"]:
+        return band, "not_rated"
+    if band is None:
+        return None, "grade_not_mapped"
+    if not valid_from <= today <= valid_to:
+        return band, "evaluation_expired"
+    return band, None
+
+
+def verify_answer(bundle, anchor):
+    """An evaluation answer bundle: the registry, the answer's signature, every agreement it
+    names signed by every party, and every verdict recomputed."""
+    _, registered = verify_registry(bundle["registry"], anchor)
+    header, answer, signing_input = decode_jws(bundle["answer"], ANSWER_TYP)
+    owner, key = registered.get(header["kid"], (None, None))
+    if key is None or owner != answer["answerer"]:
+        raise Failure(f"/answer: {header['kid']} is not a registered key of {answer['answerer']}")
+    if not in_window(key, answer["answered_at"]):
+        raise Failure(f"/answer: key {header['kid']} is not valid at {answer['answered_at']}")
+    check_signature(key["alg"], key["public_key"], bundle["answer"], signing_input, "/answer")
+
+    agreements = {}
+    for i, ref in enumerate(answer["agreements"]):
+        j, signed = next(
+            ((j, a) for j, a in enumerate(bundle["agreements"]) if a["agreement"]["agreement_id"] == ref["agreement_id"]),
+            (None, None),
+        )
+        if signed is None:
+            raise Failure(f"/answer agreements/{i}: {ref['agreement_id']} is not in the bundle")
+        body = signed["agreement"]
+        text = jcs(body).encode()
+        if sha256(text).hex() != ref["digest"]:
+            raise Failure(f"/agreements/{j}: digest differs from the answer's")
+        parties = set(body["parties"])
+        if not {answer["answerer"], answer["asker"]} <= parties:
+            raise Failure(f"/agreements/{j}: answerer and asker are not both parties")
+        if not body["valid_from"] <= answer["as_of"] <= body["valid_to"]:
+            raise Failure(f"/agreements/{j}: the answer's day {answer['as_of']} is outside the agreement")
+        signed_by = set()
+        for k, jws in enumerate(signed["signatures"]):
+            where = f"/agreements/{j}/signatures/{k}"
+            sig_header, sig_body, sig_input = decode_jws(jws, AGREEMENT_TYP)
+            if jcs(sig_body).encode() != text:
+                raise Failure(f"{where}: signs another text")
+            member, sig_key = registered.get(sig_header["kid"], (None, None))
+            if sig_key is None or member not in parties:
+                raise Failure(f"{where}: {sig_header['kid']} is not a registered key of a party")
+            if not sig_key["valid_from"][:10] <= body["valid_from"] <= sig_key["valid_to"][:10]:
+                raise Failure(f"{where}: key {sig_header['kid']} is not valid on the agreement's first day")
+            check_signature(sig_key["alg"], sig_key["public_key"], jws, sig_input, where)
+            signed_by.add(member)
+        if parties - signed_by:
+            raise Failure(f"/agreements/{j}: not signed by {sorted(parties - signed_by)}")
+        agreements[body["agreement_id"]] = body
+
+    count = 0
+    for s, subject in enumerate(answer["subjects"]):
+        for e, ev in enumerate(subject["evaluations"]):
+            where = f"/answer/subjects/{s}/evaluations/{e}"
+            d = ev.get("disclosed")
+            if d is None:
+                covered = any(
+                    recognise(a, ev["scheme_id"], ev["scheme_version"], "", "", "", "")[1] != "scheme_not_covered"
+                    for a in agreements.values()
+                )
+                if ev.get("reason") != "scheme_not_covered" or covered:
+                    raise Failure(f"{where}: details withheld for a covered scheme")
+                continue
+            agreement = agreements.get(d["agreement_id"])
+            if agreement is None:
+                raise Failure(f"{where}: agreement {d['agreement_id']} is not among the answer's")
+            band, reason = recognise(
+                agreement, ev["scheme_id"], ev["scheme_version"], d["grade"], d["valid_from"], d["valid_to"], answer["as_of"]
+            )
+            verdict = "recognised" if reason is None else "not_recognised"
+            if reason == "scheme_not_covered" or (band, verdict, reason) != (d.get("band"), ev["verdict"], ev.get("reason")):
+                raise Failure(f"{where}: the agreement gives {band} {verdict} {reason}, the answer says otherwise")
+            count += 1
+    print(f"answer {answer['answer_id']}: {answer['answerer']} -> {answer['asker']}, {count} verdicts checked")
+    return answer["answer_id"]
+
+
 def main(argv):
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
@@ -234,6 +336,9 @@ def main(argv):
     with open(argv[2], "rb") as f:
         anchor = loads(f.read())
     try:
+        if bundle.get("typ") == ANSWER_EVIDENCE_TYP:
+            print(f"ok: evaluation answer {verify_answer(bundle, anchor)}")
+            return 0
         item_hash = verify(bundle, anchor)
     except Unsupported as e:
         print(f"UNSUPPORTED: {e}")

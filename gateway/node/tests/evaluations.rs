@@ -4,7 +4,8 @@
 //! refusals of members without an agreement in force (none at all, or one signed by one party
 //! only), the cache (fresh, then stale while 信用东营 is unreachable), the audit log on both
 //! sides, revocation (once a node holds a registry without the agreement, nothing is answered or
-//! served from the cache), the desk CLI, and the answer's offline verification with `evidence verify`.
+//! served from the cache), the desk CLI, and the answer's offline verification with `evidence verify`
+//! and with the independent Python verifier (`tools/verify_evidence.py`).
 
 mod common;
 
@@ -305,6 +306,26 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     let text = String::from_utf8_lossy(&failed.stdout);
     assert_eq!(failed.status.code(), Some(1), "{text}");
     assert!(text.contains("/agreements/0") && text.contains("not signed by"), "{text}");
+    // The independent verifier (Python, `cryptography`) agrees on both.
+    let python = |file: &std::path::Path| {
+        std::process::Command::new("python3")
+            .arg(common::repo_dir().join("tools/verify_evidence.py"))
+            .arg(file)
+            .arg(credit_gateway::pki::anchor_file(&pki))
+            .output()
+            .expect("run python3")
+    };
+    let ok = python(&bundle_file);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success() && text.contains("ok: evaluation answer"),
+        "{text}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let failed = python(&broken_file);
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(1), "{text}");
+    assert!(text.contains("/agreements/0: not signed by"), "{text}");
 
     // Revoking: the federation operator drops the agreement from the next registry. Once a node
     // holds it, 信用东营 refuses pulls and 信用淄博's desk serves nothing, not even what it has
