@@ -395,9 +395,10 @@ pub struct DeskSubject {
     /// served because the partner could not be reached).
     pub source: String,
     pub stale: bool,
-    /// Seconds since the partner answered.
+    /// Seconds since this node received the answer (by its own clock).
     pub age_secs: i64,
     pub answer_id: String,
+    /// When this node received the answer.
     pub fetched_at: String,
     /// Per scheme: `scheme_id`, `scheme_version`, `verdict`, `reason` (with `reason_zh`,
     /// `reason_en`) and, under a covered scheme, `disclosed` (the partner's result with the
