@@ -77,6 +77,13 @@ impl Jws {
         format!("{}.{}", self.protected, self.payload).into_bytes()
     }
 
+    /// The `kid` of the protected header, read without checking anything else: to pick the key
+    /// a document claims before verifying it, or to tell signatures apart.
+    pub fn unverified_kid(&self) -> Option<String> {
+        let header: Value = serde_json::from_slice(&B64.decode(&self.protected).ok()?).ok()?;
+        header.get("kid")?.as_str().map(str::to_owned)
+    }
+
     /// The document digest: SHA-256 of the signing input.
     pub fn digest(&self) -> Sha256Digest {
         Sha256Digest::of(&self.signing_input())

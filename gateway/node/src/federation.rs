@@ -120,9 +120,7 @@ async fn evaluations_single(
     Extension(peer): Extension<Peer>,
     axum::extract::Path(uscc): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
-    answer_pull(&node, peer, &[uscc])
-        .await
-        .map_err(|e| if e.body.error.pointer.as_deref() == Some("/subjects/0") { e.with_pointer("/uscc") } else { e })
+    answer_pull(&node, peer, &[uscc]).await.map_err(crate::evaluations::path_subject_error)
 }
 
 /// A partner's bulk pull: `{"subjects": [up to 1,000 USCCs]}`.

@@ -427,27 +427,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Bench { command: BenchCommand::Dashboard(opts) } => {
             init_logging(LogFormat::Text);
             let report = runtime()?.block_on(bench::dashboard(&opts))?;
-            if opts.report != "-" {
-                bench::write_section(
-                    std::path::Path::new(&opts.report),
-                    "## Dashboard pages",
-                    "bench dashboard",
-                    &report.to_string(),
-                )?;
-            }
             println!("{report}");
         }
         Command::Bench { command: BenchCommand::Evaluations(opts) } => {
             init_logging(LogFormat::Text);
             let report = runtime()?.block_on(bench::evaluations(&opts))?;
-            if opts.report != "-" {
-                bench::write_section(
-                    std::path::Path::new(&opts.report),
-                    "## Evaluation lookups",
-                    "bench evaluations",
-                    &report.to_string(),
-                )?;
-            }
             println!("{report}");
         }
         Command::Bench { command: BenchCommand::Relay(opts) } => {

@@ -152,7 +152,7 @@ impl SignedAgreement {
     /// Signs the text as `kid` and adds the signature (replacing an earlier one by that key).
     pub fn sign(&mut self, kid: &str, key: &SigningKey) {
         let jws = jws::sign_canonical(AGREEMENT_TYP, kid, &self.agreement.canonical(), key);
-        self.signatures.retain(|s| signer_kid(s).as_deref() != Some(kid));
+        self.signatures.retain(|s| s.unverified_kid().as_deref() != Some(kid));
         self.signatures.push(jws);
     }
 
@@ -243,12 +243,6 @@ impl SignedAgreement {
         }
         Ok(a.digest())
     }
-}
-
-fn signer_kid(jws: &Jws) -> Option<String> {
-    let header = jws::from_b64u(&jws.protected)?;
-    let header: Value = serde_json::from_slice(&header).ok()?;
-    header.get("kid")?.as_str().map(str::to_owned)
 }
 
 /// Why an evaluation is not recognised.
@@ -601,7 +595,7 @@ pub fn verify_answer_evidence(bytes: &[u8], roots: &[super::registry::RootKey]) 
         used.push(&signed.agreement);
     }
     check_verdicts(&body, &used).map_err(|e| format!("/answer: {e}"))?;
-    let signer = signer_kid(&bundle.answer).unwrap_or_default();
+    let signer = bundle.answer.unverified_kid().unwrap_or_default();
     Ok(VerifiedAnswer { body, registry_version: registry.body.version, signer })
 }
 

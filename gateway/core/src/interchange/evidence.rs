@@ -65,7 +65,7 @@ impl Bundle {
         let mut keys: Vec<BundleKey> = Vec::new();
         for hop in &hops {
             for jws in [&hop.envelope, &hop.receipt] {
-                let kid = signer_kid(jws).ok_or("a hop's JWS has no readable protected header")?;
+                let kid = jws.unverified_kid().ok_or("a hop's JWS has no readable protected header")?;
                 let key = registry
                     .key(&kid)
                     .ok_or_else(|| format!("key {kid} is not in registry {}", registry.body.version))?;
@@ -76,13 +76,6 @@ impl Bundle {
         }
         Ok(Bundle { typ: EVIDENCE_TYP.into(), item, hops, registry: registry.jws.clone(), keys })
     }
-}
-
-/// The key id in a JWS's protected header, without verifying anything.
-fn signer_kid(jws: &Jws) -> Option<String> {
-    let header = crate::jws::from_b64u(&jws.protected)?;
-    let header: Value = serde_json::from_slice(&header).ok()?;
-    header.get("kid")?.as_str().map(str::to_owned)
 }
 
 /// What a verified hop showed.
@@ -174,7 +167,7 @@ pub fn verify(bytes: &[u8], trusted: &[RootKey]) -> Result<Verified, EvidenceErr
     let mut previous_receiver: Option<String> = None;
     for (index, hop) in bundle.hops.iter().enumerate() {
         let fail = |failure: HopFailure| EvidenceError::Hop { index, failure };
-        let kid = signer_kid(&hop.envelope).unwrap_or_default();
+        let kid = hop.envelope.unverified_kid().unwrap_or_default();
         let (header, digest) =
             envelope::verify_header(&hop.envelope, &registry).map_err(|e| fail(HopFailure::Envelope(e)))?;
         if !in_bundle(&kid) {

@@ -29,6 +29,7 @@ fn partners(gw: &Gateway) -> Result<&Arc<Partners>, ApiError> {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct SingleParams {
     /// The partner: member id (`cn-370500`) or registry name (`信用东营`).
     from: String,
@@ -66,7 +67,7 @@ pub(super) async fn single(
         time::OffsetDateTime::now_utc(),
     )
     .await
-    .map_err(|e| if e.body.error.pointer.as_deref() == Some("/subjects/0") { e.with_pointer("/uscc") } else { e })?;
+    .map_err(crate::evaluations::path_subject_error)?;
     Ok(Json(answer))
 }
 
@@ -125,12 +126,13 @@ fn officer(o: Option<String>) -> Result<Option<String>, ApiError> {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct AuditParams {
     /// `in` (partners asked this node) or `out` (this node asked partners); default both.
     direction: Option<String>,
     /// RFC 3339 time; default: everything.
     since: Option<String>,
-    /// Default 200, at most 5,000.
+    /// At most this many, newest first (1–1000, default 100).
     limit: Option<i64>,
 }
 
@@ -172,7 +174,7 @@ pub(super) async fn audit(
             gateway_core::interchange::format_time(t)
         }
     };
-    let limit = p.limit.unwrap_or(200).clamp(1, 5_000);
+    let limit = super::page_limit(p.limit)?;
     let pulls = gw.store.pulls(p.direction.as_deref(), &since, limit).await.map_err(|e| ApiError::internal(&e))?;
     Ok(Json(pulls))
 }

@@ -127,7 +127,17 @@ pub async fn dashboard(opts: &DashboardBenchOptions) -> anyhow::Result<Dashboard
         pages.push(time_page(&client, &base, &cookie, name, path, opts.rounds).await?);
     }
     server.abort();
-    Ok(DashboardReport { records, fill_secs, database_mib, tracked, catch_up_secs, rounds: opts.rounds, floor, pages })
+    let report =
+        DashboardReport { records, fill_secs, database_mib, tracked, catch_up_secs, rounds: opts.rounds, floor, pages };
+    if opts.report != "-" {
+        super::write_section(
+            std::path::Path::new(&opts.report),
+            "## Dashboard pages",
+            "bench dashboard",
+            &report.to_string(),
+        )?;
+    }
+    Ok(report)
 }
 
 /// Pushes `n` records in batches, then settles the publication sink the way a healthy node

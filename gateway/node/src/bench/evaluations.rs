@@ -137,7 +137,7 @@ pub async fn evaluations(opts: &EvaluationBenchOptions) -> anyhow::Result<Evalua
     let signatures_per_sec = sign_rate();
     let audited = gw.store.pulls(Some("in"), "", 1_000_000).await?.len();
     server.abort();
-    Ok(EvaluationReport {
+    let report = EvaluationReport {
         stored,
         fill_secs,
         database_mib,
@@ -147,7 +147,16 @@ pub async fn evaluations(opts: &EvaluationBenchOptions) -> anyhow::Result<Evalua
         bulk,
         signatures_per_sec,
         audited,
-    })
+    };
+    if opts.report != "-" {
+        super::write_section(
+            std::path::Path::new(&opts.report),
+            "## Evaluation lookups",
+            "bench evaluations",
+            &report.to_string(),
+        )?;
+    }
+    Ok(report)
 }
 
 /// 信用淄博's mutual-TLS client.

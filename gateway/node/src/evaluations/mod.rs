@@ -173,6 +173,12 @@ pub fn checked_subjects(raw: &[String], pointer: &str) -> Result<Vec<String>, Ap
     Ok(out)
 }
 
+/// For a lookup of one subject named in the path (`…/evaluations/{uscc}`): an error about the
+/// subject points at `/uscc`, not at the `/subjects/0` of the list it was checked as.
+pub fn path_subject_error(e: ApiError) -> ApiError {
+    if e.body.error.pointer.as_deref() == Some("/subjects/0") { e.with_pointer("/uscc") } else { e }
+}
+
 /// Answers `asker`'s pull (a pinned member, authenticated by mTLS): the signed answer as JSON
 /// text, after the pull is in the audit log. A member without an agreement in force with this
 /// node gets 403 with the reason (and that refusal is logged too).
@@ -462,8 +468,8 @@ pub async fn lookup(
     let today = today_in_china(now);
     // Nothing is asked of, or taken from, a partner without an agreement in force here: the
     // companies a desk looks up are not sent to just any member.
-    let in_force: Vec<String> = match partners.in_force_with(&registry, &partner, today) {
-        Ok(agreements) => agreements.into_iter().map(|(a, _)| a.agreement_id).collect(),
+    let in_force = match partners.in_force_with(&registry, &partner, today) {
+        Ok(agreements) => agreements,
         Err(why) => {
             let reason = if why.is_empty() {
                 format!("no partner agreement between {} and {partner}", partners.member_id)
@@ -500,7 +506,7 @@ pub async fn lookup(
     let mut live: HashMap<String, (String, SubjectAnswer)> = HashMap::new();
     let mut partner_error = None;
     if !to_ask.is_empty() {
-        match pull(partners, &registry, &partner, &to_ask, now).await {
+        match pull(partners, &registry, &partner, &in_force, &to_ask, now).await {
             Ok((body, text)) => {
                 let rows: Vec<CachedAnswer> = body
                     .subjects
@@ -572,7 +578,7 @@ pub async fn lookup(
         } else {
             continue;
         };
-        let evaluations = entry.evaluations.into_iter().map(|e| judge_here(partners, &in_force, e, today)).collect();
+        let evaluations = entry.evaluations.into_iter().map(|e| judge_here(&in_force, e, today)).collect();
         let age_secs = parse_time(&fetched_at).map_or(0, |t| (now - t).whole_seconds().max(0));
         out.push(DeskSubject {
             subject_uscc: s.clone(),
@@ -588,10 +594,11 @@ pub async fn lookup(
 }
 
 /// The verdict on a partner's evaluation as this node sees it today: under its own copy of the
-/// agreement named, in force or not now, with the evaluation's validity judged today.
-fn judge_here(partners: &Partners, in_force: &[String], mut e: AnsweredEvaluation, today: Date) -> DeskEvaluation {
+/// agreement named if that is among those in force here (else the agreement has ended), with
+/// the evaluation's validity judged today.
+fn judge_here(in_force: &[(AgreementBody, String)], mut e: AnsweredEvaluation, today: Date) -> DeskEvaluation {
     if let Some(d) = &mut e.disclosed {
-        let held = partners.agreements.iter().find(|a| a.agreement.agreement_id == d.agreement_id);
+        let held = in_force.iter().map(|(a, _)| a).find(|a| a.agreement_id == d.agreement_id);
         let graded = Graded {
             scheme_id: &e.scheme_id,
             scheme_version: &e.scheme_version,
@@ -600,7 +607,7 @@ fn judge_here(partners: &Partners, in_force: &[String], mut e: AnsweredEvaluatio
             valid_to: parse_date(&d.valid_to).unwrap_or(Date::MIN),
         };
         let (band, verdict) = match held {
-            Some(a) => recognise(&a.agreement, in_force.contains(&a.agreement.agreement_id), graded, today),
+            Some(a) => recognise(a, true, graded, today),
             None => (None, Verdict::NotRecognised(Reason::AgreementExpired)),
         };
         d.band = band;
@@ -623,6 +630,7 @@ async fn pull(
     partners: &Partners,
     registry: &Registry,
     partner: &str,
+    in_force: &[(AgreementBody, String)],
     subjects: &[String],
     now: OffsetDateTime,
 ) -> Result<(AnswerBody, String), PullError> {
@@ -668,20 +676,19 @@ async fn pull(
     if (answered - now).abs() > crate::interchange::CLOCK_WINDOW {
         return Err(PullError::Failed(format!("answer time {} is too far from ours", body.answered_at)));
     }
-    // The partner's verdicts must be what our copies of the agreements give (same digest).
+    // The partner's verdicts must be what the agreements in force here give (same digest).
     let mut held = Vec::new();
     for r in &body.agreements {
-        let ours = partners
-            .agreements
+        let (ours, _) = in_force
             .iter()
-            .find(|a| a.agreement.agreement_id == r.agreement_id && a.agreement.digest().to_hex() == r.digest)
+            .find(|(a, digest)| a.agreement_id == r.agreement_id && *digest == r.digest)
             .ok_or_else(|| {
                 PullError::Failed(format!(
-                    "answer under agreement {} ({}), which this node does not hold",
+                    "answer under agreement {} ({}), not one in force here",
                     r.agreement_id, r.digest
                 ))
             })?;
-        held.push(&ours.agreement);
+        held.push(ours);
     }
     evaluation::check_verdicts(&body, &held).map_err(|e| PullError::Failed(format!("answer refused: {e}")))?;
     Ok((body, text))
