@@ -63,6 +63,9 @@ pub struct RelayReport {
     pub max_ms: f64,
     /// Peak resident set per node, MiB, in chain order.
     pub peak_rss_mib: Vec<(String, f64)>,
+    /// CPU seconds (user + system) each node had used when the bulk load was complete, in
+    /// chain order: with the cores, it bounds what the bulk figure can be on this machine.
+    pub bulk_cpu_seconds: Vec<(String, f64)>,
     pub envelope_max: usize,
     pub linger_ms: u64,
 }
@@ -108,6 +111,16 @@ impl fmt::Display for RelayReport {
         for (member, mib) in &self.peak_rss_mib {
             writeln!(f, "| peak RSS {member} | {mib:.0} MiB | |")?;
         }
+        for (member, secs) in &self.bulk_cpu_seconds {
+            writeln!(f, "| CPU used by {member} until the bulk load was at 信用中国 | {secs:.1} s | |")?;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpu: f64 = self.bulk_cpu_seconds.iter().map(|(_, s)| s).sum();
+        writeln!(
+            f,
+            "| CPU of the four nodes / ({cores} cores × bulk seconds) | {:.0} % | |",
+            100.0 * cpu / (cores as f64 * self.bulk_seconds)
+        )?;
         writeln!(
             f,
             "\nBulk end to end / one-node ingest ceiling = **{:.2}×** (four nodes share the cores; each record is \
@@ -162,6 +175,17 @@ impl Proc {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)
     }
+
+    /// CPU seconds used so far (user + system, all threads), from `/proc/<pid>/stat`.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th
+        // fields of the line, in clock ticks (USER_HZ, 100 on Linux).
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -204,17 +228,30 @@ async fn push_all(client: &reqwest::Client, api: &str, bodies: &[String], concur
     Ok(())
 }
 
+/// Waits until the node at `api` holds `n` records. It looks only every quarter second: each
+/// look costs the node a count of its records and its SLA views, and looking every few
+/// milliseconds slowed the very node being timed. Arrival times come from the node's own
+/// `received_at` (see [`last_received`]), so the interval does not blur them.
 async fn wait_for_count(client: &reqwest::Client, api: &str, n: u64, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while stored(client, api).await < n {
         anyhow::ensure!(Instant::now() < deadline, "{api} did not reach {n} records in {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
 }
 
 fn bodies(records: &[Value], batch: usize) -> Vec<String> {
     records.chunks(batch).map(|c| serde_json::to_string(c).unwrap_or_default()).collect()
+}
+
+/// The latest `received_at` in the node database at `db` (read-only).
+async fn last_received(db: &Path) -> anyhow::Result<String> {
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await?;
+    let last: Option<String> = sqlx::query_scalar("SELECT max(received_at) FROM records").fetch_one(&pool).await?;
+    pool.close().await;
+    last.context("no records at all")
 }
 
 /// `received_at` by record id, for records received at or after `since`.
@@ -291,12 +328,17 @@ pub async fn relay(opts: &RelayOptions) -> anyhow::Result<RelayReport> {
     }
     let national = nodes[3].api.clone();
 
-    // Bulk load.
+    // Bulk load, timed from the first push to national's own receipt time of its last record.
+    let started_at = time::OffsetDateTime::now_utc();
     let started = Instant::now();
     push_all(&client, &nodes[0].api, &bulk, 2).await?;
     let bulk_push_seconds = started.elapsed().as_secs_f64();
     wait_for_count(&client, &national, opts.records as u64, Duration::from_secs(600)).await?;
-    let bulk_seconds = started.elapsed().as_secs_f64();
+    let last = last_received(&data_dir(dir.path(), CHAIN[3].0).join("gateway.sqlite")).await?;
+    let last_ms = parse_ms(&last).with_context(|| format!("national's received_at {last:?} is not a timestamp"))?;
+    let bulk_seconds = (last_ms - started_at.unix_timestamp_nanos() / 1_000_000) as f64 / 1000.0;
+    let bulk_cpu_seconds =
+        CHAIN.iter().zip(&nodes).map(|((m, name), p)| (format!("{m} {name}"), p.cpu_seconds())).collect();
 
     // Steady rate: a push of rate/20 records every 50 ms.
     let per_tick = opts.rate / 20;
@@ -350,6 +392,7 @@ pub async fn relay(opts: &RelayOptions) -> anyhow::Result<RelayReport> {
         p99_ms: pct(0.99),
         max_ms: pct(1.0),
         peak_rss_mib,
+        bulk_cpu_seconds,
         envelope_max: opts.envelope_max,
         linger_ms: opts.linger_ms,
     };
