@@ -129,14 +129,7 @@ pub async fn dashboard(opts: &DashboardBenchOptions) -> anyhow::Result<Dashboard
     server.abort();
     let report =
         DashboardReport { records, fill_secs, database_mib, tracked, catch_up_secs, rounds: opts.rounds, floor, pages };
-    if opts.report != "-" {
-        super::write_section(
-            std::path::Path::new(&opts.report),
-            "## Dashboard pages",
-            "bench dashboard",
-            &report.to_string(),
-        )?;
-    }
+    super::write_section(&opts.report, "## Dashboard pages", "bench dashboard", &report.to_string())?;
     Ok(report)
 }
 

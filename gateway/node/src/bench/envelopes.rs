@@ -112,14 +112,7 @@ pub async fn envelopes(opts: &EnvelopeOptions) -> anyhow::Result<EnvelopeReport>
     }
     let report =
         EnvelopeReport { records: opts.records, batch: opts.batch, concurrency: opts.concurrency, verify_rate, rounds };
-    if opts.report != "-" {
-        write_section(
-            &std::path::PathBuf::from(&opts.report),
-            "## Signed envelopes",
-            "bench envelopes",
-            &report.to_string(),
-        )?;
-    }
+    write_section(&opts.report, "## Signed envelopes", "bench envelopes", &report.to_string())?;
     Ok(report)
 }
 

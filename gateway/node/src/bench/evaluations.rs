@@ -148,14 +148,7 @@ pub async fn evaluations(opts: &EvaluationBenchOptions) -> anyhow::Result<Evalua
         signatures_per_sec,
         audited,
     };
-    if opts.report != "-" {
-        super::write_section(
-            std::path::Path::new(&opts.report),
-            "## Evaluation lookups",
-            "bench evaluations",
-            &report.to_string(),
-        )?;
-    }
+    super::write_section(&opts.report, "## Evaluation lookups", "bench evaluations", &report.to_string())?;
     Ok(report)
 }
 

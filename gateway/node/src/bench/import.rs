@@ -119,9 +119,7 @@ pub async fn import(opts: &ImportBenchOptions) -> anyhow::Result<ImportReport> {
         accepted: imported.accepted,
         rejected: imported.rejected,
     };
-    if opts.report != "-" {
-        write_section(Path::new(&opts.report), "## Monthly workbook import", "bench import", &report.to_string())?;
-    }
+    write_section(&opts.report, "## Monthly workbook import", "bench import", &report.to_string())?;
     Ok(report)
 }
 

@@ -13,7 +13,6 @@ pub use import::{ImportBenchOptions, ImportReport, import, import_phase};
 pub use relay::{RelayOptions, RelayReport, relay};
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -169,9 +168,7 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
         raw_rate,
         http_rate,
     };
-    if opts.report != "-" {
-        write_section(&PathBuf::from(&opts.report), "## Ingest (foundation)", "bench ingest", &report.to_string())?;
-    }
+    write_section(&opts.report, "## Ingest (foundation)", "bench ingest", &report.to_string())?;
     Ok(report)
 }
 
@@ -261,7 +258,11 @@ pub(crate) fn rate(n: usize, d: Duration) -> f64 {
 }
 
 /// Replaces the section that starts with `heading` in a Markdown file (or appends it).
-pub fn write_section(path: &std::path::Path, heading: &str, command: &str, section: &str) -> anyhow::Result<()> {
+pub fn write_section(report: &str, heading: &str, command: &str, section: &str) -> anyhow::Result<()> {
+    if report == "-" {
+        return Ok(());
+    }
+    let path = std::path::Path::new(report);
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| {
         "# Benchmarks\n\nFigures from `credit-gateway bench …` runs; each section is rewritten by its command.\n".into()
     });

@@ -245,10 +245,14 @@ fn bodies(records: &[Value], batch: usize) -> Vec<String> {
     records.chunks(batch).map(|c| serde_json::to_string(c).unwrap_or_default()).collect()
 }
 
-/// The latest `received_at` in the node database at `db` (read-only).
+/// A read-only connection to a node's database (the node may still be running).
+async fn read_only(db: &Path) -> anyhow::Result<sqlx::SqlitePool> {
+    Ok(sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display())).await?)
+}
+
+/// The latest `received_at` in the node database at `db`.
 async fn last_received(db: &Path) -> anyhow::Result<String> {
-    let url = format!("sqlite://{}?mode=ro", db.display());
-    let pool = sqlx::SqlitePool::connect(&url).await?;
+    let pool = read_only(db).await?;
     let last: Option<String> = sqlx::query_scalar("SELECT max(received_at) FROM records").fetch_one(&pool).await?;
     pool.close().await;
     last.context("no records at all")
@@ -256,8 +260,7 @@ async fn last_received(db: &Path) -> anyhow::Result<String> {
 
 /// `received_at` by record id, for records received at or after `since`.
 async fn received(db: &Path, since: &str) -> anyhow::Result<std::collections::HashMap<String, String>> {
-    let url = format!("sqlite://{}?mode=ro", db.display());
-    let pool = sqlx::SqlitePool::connect(&url).await?;
+    let pool = read_only(db).await?;
     let rows = sqlx::query("SELECT record_id, received_at FROM records WHERE received_at >= $1")
         .bind(since)
         .fetch_all(&pool)
@@ -396,9 +399,7 @@ pub async fn relay(opts: &RelayOptions) -> anyhow::Result<RelayReport> {
         envelope_max: opts.envelope_max,
         linger_ms: opts.linger_ms,
     };
-    if opts.report != "-" {
-        super::write_section(&PathBuf::from(&opts.report), "## Relay:", "bench relay", &report.to_string())?;
-    }
+    super::write_section(&opts.report, "## Relay:", "bench relay", &report.to_string())?;
     Ok(report)
 }
 
