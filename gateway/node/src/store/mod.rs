@@ -26,6 +26,11 @@ use crate::config::SqliteSync;
 pub(crate) const INSERT_CHUNK: usize = 500;
 /// Keys per `IN (…)` lookup.
 const LOOKUP_CHUNK: usize = 900;
+/// How often the background checkpointer folds SQLite's write-ahead log into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// WAL pages after which a committing connection checkpoints by itself: only a backstop for
+/// when the background checkpointer falls behind (256 MiB of 4 KiB pages).
+const WAL_BACKSTOP_PAGES: &str = "65536";
 
 /// Errors of the store. All are server-side: a client never causes one.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +68,16 @@ pub struct Store {
     /// The audit log's writer task (started on first use): it commits the evaluation pulls
     /// waiting for it together.
     audit: std::sync::OnceLock<evaluations::AuditWriter>,
+    /// SQLite's background WAL checkpointer, stopped with the store.
+    checkpointer: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(task) = &self.checkpointer {
+            task.abort();
+        }
+    }
 }
 
 struct Waiting {
@@ -79,6 +94,25 @@ impl std::fmt::Debug for Store {
             Backend::Sqlite(_) => "Store(sqlite)",
             Backend::Postgres(_) => "Store(postgres)",
         })
+    }
+}
+
+/// Folds the write-ahead log into the database every [`CHECKPOINT_INTERVAL`], on a connection
+/// of its own. A checkpoint run by SQLite itself happens inside the commit that crosses the
+/// threshold, so the receipt or answer waiting on that commit also waited for tens of MB to be
+/// copied; a PASSIVE checkpoint here waits for no reader or writer and holds up no commit.
+async fn checkpoint_in_background(pool: SqlitePool) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "background WAL checkpoint failed; SQLite will checkpoint at its backstop");
+        }
     }
 }
 
@@ -287,10 +321,10 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-65536")
-            // Checkpoint less often: index pages touched by several commits are copied once.
-            .pragma("wal_autocheckpoint", "16384");
+            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let checkpointer = Some(tokio::spawn(checkpoint_in_background(pool.clone())).abort_handle());
         Ok(Self {
             backend: Backend::Sqlite(pool),
             write_lock: Mutex::new(()),
@@ -298,6 +332,7 @@ impl Store {
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
             commits: tokio::sync::watch::Sender::new(0),
             audit: std::sync::OnceLock::new(),
+            checkpointer,
         })
     }
 
@@ -322,6 +357,7 @@ impl Store {
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
             commits: tokio::sync::watch::Sender::new(0),
             audit: std::sync::OnceLock::new(),
+            checkpointer: None,
         })
     }
 
