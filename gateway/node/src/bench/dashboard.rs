@@ -252,7 +252,7 @@ impl fmt::Display for DashboardReport {
         writeln!(
             f,
             "\nSLA tracking caught up on the whole store once before the pages were timed (as after an upgrade): {} \
-             records tracked for the publication sink in {:.1} s ({:.0} records/s, in steps of 20,000). After that each \
+             records tracked for the publication sink in {:.1} s ({:.0} records/s, in steps of 5,000). After that each \
              catch-up covers only what arrived since the last (every 10 s, and before each view).",
             self.tracked,
             self.catch_up_secs,

@@ -285,7 +285,10 @@ pub async fn relay(opts: &RelayOptions) -> anyhow::Result<RelayReport> {
     let config = dir.path().join("node.toml");
     std::fs::write(
         &config,
-        format!("[limits]\nmax_batch_records = 5000\n[relay]\nbatch_max = {}\n", opts.envelope_max),
+        format!(
+            "[limits]\nmax_batch_records = 5000\n[relay]\nbatch_max = {}\nlinger_ms = {}\n",
+            opts.envelope_max, opts.linger_ms
+        ),
     )?;
     let client = reqwest::Client::new();
     let records = synthetic_records(opts.records, 17);
