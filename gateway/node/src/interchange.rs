@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::api::ApiError;
 use crate::clock::today_in_china;
 use crate::ingest::Gateway;
-use crate::store::{EnvelopeIn, EnvelopeStored, RelayedItem, RelayedOutcome, StoredRecord};
+use crate::store::{ArrivalOf, EnvelopeIn, EnvelopeStored, OriginRef, RelayedItem, RelayedOutcome, StoredRecord};
 
 /// How far an envelope's `created_at` may be from our clock.
 pub const CLOCK_WINDOW: Duration = Duration::minutes(5);
@@ -56,9 +56,20 @@ struct WireItemRaw<'a> {
     item: &'a serde_json::value::RawValue,
     #[serde(borrow)]
     proof: ProofRaw<'a>,
-    /// Kept as received: stored with the record as is, and parsed only to be verified.
+    /// Kept as received (split into the origin envelope and the proof, see `OriginRef`), and
+    /// parsed only to be verified.
     #[serde(default, borrow)]
     origin_proof: Option<&'a serde_json::value::RawValue>,
+}
+
+/// An `origin_proof` as received, split into its two members without parsing them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OriginProofRaw<'a> {
+    #[serde(borrow)]
+    envelope: &'a serde_json::value::RawValue,
+    #[serde(borrow)]
+    proof: &'a serde_json::value::RawValue,
 }
 
 /// A proof as received: its path borrowed from the body (hex needs no unescaping).
@@ -282,8 +293,24 @@ impl Node {
         records: &[StoredRecord],
         now: OffsetDateTime,
     ) -> anyhow::Result<Prepared> {
+        let me = self.member_id();
+        let relayed: Vec<(Uuid, i64)> =
+            records.iter().filter(|r| r.origin != me).map(|r| (r.record_id, r.version)).collect();
+        let arrivals = if relayed.is_empty() { HashMap::new() } else { self.gateway.store.arrivals(&relayed).await? };
+        self.prepare_forwarding(receiver, records, &arrivals, now).await
+    }
+
+    /// [`Node::prepare`] with the records' arrivals already read (`Store::records_to_forward`
+    /// reads them with the records, in one query).
+    pub async fn prepare_forwarding(
+        &self,
+        receiver: &str,
+        records: &[StoredRecord],
+        arrivals: &HashMap<(Uuid, i64), ArrivalOf>,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Prepared> {
         let me = self.member_id().to_owned();
-        let origin_proofs = self.origin_proofs(records).await?;
+        let origin_proofs = self.origin_proofs(records, arrivals).await?;
         // Each item's RFC 8785 text straight from the stored canonical content: it is both
         // what is hashed and what is sent, so nothing is parsed or re-serialised.
         let items: Vec<String> = records
@@ -318,14 +345,12 @@ impl Node {
     /// For each record, the JSON of what proves it came from its origin when this node is not
     /// the origin: the relayed origin proof kept with it (as stored), or the envelope it arrived
     /// in straight from the origin and its proof there (rebuilt from the stored item hashes).
-    async fn origin_proofs(&self, records: &[StoredRecord]) -> anyhow::Result<Vec<Option<String>>> {
+    async fn origin_proofs(
+        &self,
+        records: &[StoredRecord],
+        arrivals: &HashMap<(Uuid, i64), ArrivalOf>,
+    ) -> anyhow::Result<Vec<Option<String>>> {
         let me = self.member_id();
-        let relayed: Vec<(Uuid, i64)> =
-            records.iter().filter(|r| r.origin != me).map(|r| (r.record_id, r.version)).collect();
-        if relayed.is_empty() {
-            return Ok(vec![None; records.len()]);
-        }
-        let arrivals = self.gateway.store.arrivals(&relayed).await?;
         // Envelope JWS and every leaf's audit path, per arrival envelope.
         let mut envelopes: HashMap<String, (Jws, Vec<Vec<Sha256Digest>>)> = HashMap::new();
         let mut proofs = Vec::with_capacity(records.len());
@@ -586,7 +611,8 @@ fn open_and_check(
     let mut items = Vec::with_capacity(parsed.len());
     let mut hashes = Vec::with_capacity(parsed.len());
     let mut contents = Vec::with_capacity(parsed.len());
-    let mut raw_proofs = Vec::with_capacity(parsed.len());
+    let mut origin_refs = Vec::with_capacity(parsed.len());
+    let mut origin_envelopes: HashMap<&str, (String, Arc<str>)> = HashMap::new();
     for ((item, hash, content), w) in parsed.into_iter().zip(wire.items) {
         if !w.proof.path.iter().all(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))) {
             let i = items.len();
@@ -612,10 +638,34 @@ fn open_and_check(
                 .with_pointer(format!("/items/{i}/origin_proof"))
             })?),
         };
+        // Kept as received, in two parts: the origin envelope once per envelope (its JSON and
+        // digest shared by the items it carried) and this item's proof in its tree.
+        let origin_ref = match (w.origin_proof, &origin_proof) {
+            (Some(raw), Some(parsed)) => {
+                let parts: OriginProofRaw<'_> = serde_json::from_str(raw.get()).map_err(|e| {
+                    let i = items.len();
+                    ApiError::bad_request(
+                        "bad_envelope",
+                        format!("第 {i} 个条目的来源证明结构错误：{e}"),
+                        format!("item {i}'s origin_proof does not match the schema: {e}"),
+                    )
+                    .with_pointer(format!("/items/{i}/origin_proof"))
+                })?;
+                let (digest, text) = origin_envelopes
+                    .entry(parts.envelope.get())
+                    .or_insert_with(|| (parsed.envelope.digest().to_hex(), Arc::from(parts.envelope.get())));
+                Some(OriginRef {
+                    envelope_digest: digest.clone(),
+                    envelope: Arc::clone(text),
+                    proof: parts.proof.get().to_owned(),
+                })
+            }
+            _ => None,
+        };
         items.push(WireItem { item, proof, origin_proof });
         hashes.push(hash);
         contents.push(content);
-        raw_proofs.push(w.origin_proof.map(|raw| raw.get().to_owned()));
+        origin_refs.push(origin_ref);
     }
     let env = Envelope { envelope: wire.envelope, items };
     let opened = envelope::open_owned(env, at, &hashes).map_err(|e| envelope_error(&e))?;
@@ -625,8 +675,8 @@ fn open_and_check(
     let items = items
         .into_par_iter()
         .zip(contents)
-        .zip(raw_proofs)
-        .map(|((o, content), raw_proof)| check_item(gw, o, content, raw_proof, sender, today))
+        .zip(origin_refs)
+        .map(|((o, content), origin_ref)| check_item(gw, o, content, origin_ref, sender, today))
         .collect();
     Ok(CheckedEnvelope { envelope, header, digest, item_hashes, items })
 }
@@ -637,7 +687,7 @@ fn check_item(
     gw: &Gateway,
     o: OpenedItem,
     canonical_content: Option<String>,
-    origin_proof: Option<String>,
+    origin_proof: Option<OriginRef>,
     sender: &str,
     today: time::Date,
 ) -> Result<RelayedItem, Vec<FieldError>> {

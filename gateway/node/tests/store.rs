@@ -6,7 +6,7 @@ use credit_gateway::bench::synthetic_records;
 use std::sync::Arc;
 
 use credit_gateway::store::{
-    EnvelopeIn, EnvelopeStored, Incoming, RecordQuery, RelayedItem, RelayedOutcome, Store, Stored,
+    EnvelopeIn, EnvelopeStored, Incoming, OriginRef, RecordQuery, RelayedItem, RelayedOutcome, Store, Stored,
 };
 use gateway_core::canonical::Sha256Digest;
 use gateway_core::record::{RecordType, RecordValidator, ValidationPolicy};
@@ -57,6 +57,7 @@ store_suite!(
     parked_envelopes_wait_for_their_receipt,
     sla_rows_read_records_due_by_a_horizon_with_their_publication,
     evaluations_answer_cache_and_audit_log,
+    relayed_origin_proofs_come_back_as_received,
 );
 
 /// What evaluation pulls read and write: a subject's results, the audit log (concurrent pulls
@@ -515,4 +516,57 @@ async fn received_envelopes_are_stored_once_with_their_receipt(store: Store) {
     };
     assert_eq!(receipt, "[Some(Accepted), Some(Duplicate), Some(Accepted), Some(Conflict), Some(Duplicate)]");
     assert_eq!(store.count().await.expect("count"), 8);
+}
+
+/// A relayed item's origin proof is stored as its origin envelope (once for all the items it
+/// carried) and its own proof, and read back — by `arrivals` for evidence and by
+/// `records_to_forward` for the next hop — as the `origin_proof` JSON it came in.
+async fn relayed_origin_proofs_come_back_as_received(store: Store) {
+    let rows = prepare(&synthetic_records(3, 9));
+    let origin_envelope: Arc<str> = Arc::from(r#"{"protected":"eyJ0eXAiOiJ4In0","payload":"e30","signature":"c2ln"}"#);
+    let proof = |i: usize| format!(r#"{{"index":{i},"size":3,"path":["{}"]}}"#, "ab".repeat(32));
+    let with_proof = |i: usize, r: &Incoming| RelayedItem {
+        origin_proof: Some(OriginRef {
+            envelope_digest: "cd".repeat(32),
+            envelope: Arc::clone(&origin_envelope),
+            proof: proof(i),
+        }),
+        ..relayed(r.clone(), 200 + i as u128, 1)
+    };
+    let items = rows.iter().enumerate().map(|(i, r)| Some(with_proof(i, r))).collect();
+    let render = || -> credit_gateway::store::ReceiptFn { Box::new(|o: &[Option<RelayedOutcome>]| format!("{o:?}")) };
+    store.store_envelope(envelope("e-origin", 9, items), render()).await.expect("store");
+    // The same record versions again in another envelope: duplicates, nothing written twice.
+    let again = rows.iter().enumerate().map(|(i, r)| Some(with_proof(i, r))).collect();
+    let EnvelopeStored::New { receipt } =
+        store.store_envelope(envelope("e-origin-2", 10, again), render()).await.expect("store")
+    else {
+        panic!("not new")
+    };
+    assert_eq!(receipt, "[Some(Duplicate), Some(Duplicate), Some(Duplicate)]");
+
+    let expected = |i: usize| format!(r#"{{"envelope":{origin_envelope},"proof":{}}}"#, proof(i));
+    let keys: Vec<(uuid::Uuid, i64)> = (0..3).map(|i| (uuid::Uuid::from_u128(200 + i as u128), 1)).collect();
+    let arrivals = store.arrivals(&keys).await.expect("arrivals");
+    for (i, key) in keys.iter().enumerate() {
+        let arrival = &arrivals[key];
+        assert_eq!(arrival.origin_proof.as_deref(), Some(expected(i).as_str()), "arrival of item {i}");
+        let parsed: Value = serde_json::from_str(arrival.origin_proof.as_deref().expect("proof")).expect("JSON");
+        assert_eq!(parsed["proof"]["index"], i);
+    }
+    let seqs: Vec<i64> = store
+        .query(&RecordQuery { after: 0, limit: 10, ..Default::default() })
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    let forwarded = store.records_to_forward(&seqs).await.expect("records to forward");
+    assert_eq!(forwarded.len(), 3);
+    for (record, arrival) in &forwarded {
+        let i = (record.record_id.as_u128() - 200) as usize;
+        let arrival = arrival.as_ref().expect("arrived in an envelope");
+        assert_eq!(arrival.leaf_index, 0);
+        assert_eq!(arrival.origin_proof.as_deref(), Some(expected(i).as_str()));
+    }
 }

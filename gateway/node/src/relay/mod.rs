@@ -26,7 +26,7 @@ use crate::interchange::{DeliveryError, Node};
 use crate::store::{DeadLetter, QueuedRecord, SentEnvelope, Settlement};
 pub use routing::{Destination, Link, PUBLICATION, Router, adapter_destination};
 
-/// Records scanned per query when looking for what a destination takes.
+/// Most records scanned per query when looking for what a destination takes.
 const SCAN_CHUNK: i64 = 2_000;
 /// How long a sender waits for a commit before it looks again anyway (a safety net: commits
 /// by another process sharing a PostgreSQL database do not wake it).
@@ -311,12 +311,14 @@ impl Shared {
         };
         let mut stopped = false;
         // Bounded work per call: at most a few chunks scanned, whatever the backlog.
+        // Chunks of the batch's size: when every row goes (the common case), each is read once.
+        let chunk = i64::try_from(limit).unwrap_or(SCAN_CHUNK).clamp(1, SCAN_CHUNK);
         'scan: for _ in 0..8 {
             let rows = match events_upto {
-                Some(upto) => store.queued_events(after, upto, SCAN_CHUNK).await?,
-                None => store.queued_after(after, SCAN_CHUNK).await?,
+                Some(upto) => store.queued_events(after, upto, chunk).await?,
+                None => store.queued_after(after, chunk).await?,
             };
-            let full = rows.len() as i64 == SCAN_CHUNK;
+            let full = rows.len() as i64 == chunk;
             for row in rows {
                 if batch.items.len() == limit {
                     stopped = true;
@@ -346,6 +348,11 @@ impl Shared {
                     in_batch.extend(row.target_record_id.clone());
                     batch.items.push(row);
                 }
+            }
+            if batch.items.len() == limit {
+                // Full: what follows waits for the next batch (reading on would only stop there).
+                stopped = true;
+                break;
             }
             if !full {
                 break;
@@ -432,8 +439,18 @@ impl Shared {
             .node
             .endpoint_of(&dest.name)
             .ok_or_else(|| transient(anyhow::anyhow!("{} has no federation endpoint", dest.name)))?;
-        let records = self.node.gateway.store.records_by_seq(seqs).await.map_err(|e| transient(e.into()))?;
-        let prepared = self.node.prepare(&dest.name, &records, now).await.map_err(transient)?;
+        let rows = self.node.gateway.store.records_to_forward(seqs).await.map_err(|e| transient(e.into()))?;
+        let mut arrivals = std::collections::HashMap::new();
+        let records: Vec<_> = rows
+            .into_iter()
+            .map(|(r, arrival)| {
+                if let Some(a) = arrival {
+                    arrivals.insert((r.record_id, r.version), a);
+                }
+                r
+            })
+            .collect();
+        let prepared = self.node.prepare_forwarding(&dest.name, &records, &arrivals, now).await.map_err(transient)?;
         let timeout = Duration::from_secs(self.config.timeout_secs);
         let answer = if dest.pull {
             self.node.park_and_wait(&prepared, timeout).await

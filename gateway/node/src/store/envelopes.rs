@@ -23,8 +23,20 @@ pub struct RelayedItem {
     pub incoming: Incoming,
     /// Its place in this envelope (the proof is rebuilt from the envelope's item hashes).
     pub leaf_index: i64,
-    /// JSON of the origin envelope and proof, when this envelope is a relay.
-    pub origin_proof: Option<String>,
+    /// Its origin envelope and proof there, when this envelope is a relay.
+    pub origin_proof: Option<OriginRef>,
+}
+
+/// A relayed item's `origin_proof` (interchange-v1 §5) as received, in its two parts: the
+/// origin envelope, which every item it carried shares, and the item's proof in its tree.
+#[derive(Debug, Clone)]
+pub struct OriginRef {
+    /// SHA-256 (hex) of the origin envelope's signing input (its document digest).
+    pub envelope_digest: String,
+    /// JSON of the origin envelope JWS.
+    pub envelope: std::sync::Arc<str>,
+    /// JSON of the item's proof in the origin envelope's Merkle tree.
+    pub proof: String,
 }
 
 impl RelayedItem {
@@ -36,11 +48,7 @@ impl RelayedItem {
             incoming: &self.incoming,
             record_id: self.record_id,
             version: self.version,
-            arrival: Some(Arrival {
-                envelope_digest,
-                leaf_index: self.leaf_index,
-                origin_proof: self.origin_proof.as_deref(),
-            }),
+            arrival: Some(Arrival { envelope_digest, leaf_index: self.leaf_index, origin: self.origin_proof.as_ref() }),
         }
     }
 }
@@ -195,6 +203,7 @@ impl Store {
                 sqlx::query("SAVEPOINT fresh_items").execute(&mut *tx).await?;
                 let all_new = insert_rows!(tx, fresh, skip_held) == fresh.len() as u64;
                 if all_new {
+                    insert_origin_proofs!(tx, &fresh);
                     apply_events!(tx, &fresh);
                 } else {
                     sqlx::query("ROLLBACK TO SAVEPOINT fresh_items").execute(&mut *tx).await?;
@@ -263,6 +272,7 @@ impl Store {
                         outcomes.push(Some(outcome));
                     }
                     insert_rows!(tx, rows);
+                    insert_origin_proofs!(tx, &rows);
                     apply_events!(tx, &rows);
                     outcomes
                 };
@@ -322,8 +332,11 @@ impl Store {
         dispatch!(self, pool => {
             for chunk in keys.chunks(super::LOOKUP_CHUNK) {
                 let mut qb = QueryBuilder::new(
-                    "SELECT record_id, version, envelope_digest, leaf_index, origin_proof FROM records \
-                     WHERE envelope_digest IS NOT NULL AND record_id IN (",
+                    concat!(
+                        "SELECT record_id, version, envelope_digest, leaf_index, ",
+                        super::origin_proof_sql!(),
+                        " FROM records WHERE envelope_digest IS NOT NULL AND record_id IN ("
+                    ),
                 );
                 let mut list = qb.separated(", ");
                 for (id, _) in chunk {

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::config::SqliteSync;
 
-/// Rows per multi-row INSERT: 22 columns × 500 stays under SQLite's 32,766 bound parameters.
+/// Rows per multi-row INSERT: 21 columns × 500 stays under SQLite's 32,766 bound parameters.
 pub(crate) const INSERT_CHUNK: usize = 500;
 /// Keys per `IN (…)` lookup.
 const LOOKUP_CHUNK: usize = 900;
@@ -146,7 +146,7 @@ macro_rules! insert_rows {
     (@statement $chunk:ident) => {{
             let mut qb = QueryBuilder::new(
                 "INSERT INTO records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
-                     subject_uscc, clock_start, deadline, received_at, content, envelope_digest, leaf_index, origin_proof, \
+                     subject_uscc, clock_start, deadline, received_at, content, envelope_digest, leaf_index, \
                      disclosure, target_origin, target_record_id, target_version, intake, department_uscc) ",
             );
             qb.push_values($chunk, |mut b, row| {
@@ -166,7 +166,6 @@ macro_rules! insert_rows {
                     .push_bind(r.canonical_content.as_str())
                     .push_bind(row.arrival.map(|a| a.envelope_digest))
                     .push_bind(row.arrival.map(|a| a.leaf_index))
-                    .push_bind(row.arrival.and_then(|a| a.origin_proof))
                     .push_bind(r.disclosure.as_str())
                     .push_bind(r.target.as_ref().map(|t| t.origin.as_str()))
                     .push_bind(r.target.as_ref().map(|t| t.record_id.as_str()))
@@ -219,6 +218,38 @@ macro_rules! apply_events {
     };
 }
 
+/// Writes the origin proofs of the relayed rows among `$rows` (`NewRow`s just inserted) inside
+/// the transaction `$tx`: each origin envelope once (it may be held already), then each row's
+/// proof in it.
+macro_rules! insert_origin_proofs {
+    ($tx:ident, $rows:expr) => {
+        let proofs: Vec<(&NewRow<'_>, &OriginRef)> =
+            $rows.iter().filter_map(|r| Some((r, r.arrival?.origin?))).collect();
+        let mut seen = std::collections::HashSet::new();
+        let envelopes: Vec<&OriginRef> =
+            proofs.iter().map(|(_, o)| *o).filter(|o| seen.insert(o.envelope_digest.as_str())).collect();
+        for chunk in envelopes.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::new("INSERT INTO origin_envelopes (digest, envelope) ");
+            qb.push_values(chunk, |mut b, o| {
+                b.push_bind(o.envelope_digest.as_str()).push_bind(&*o.envelope);
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *$tx).await?;
+        }
+        for chunk in proofs.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::new("INSERT INTO origin_proofs (record_id, version, origin_envelope, proof) ");
+            qb.push_values(chunk, |mut b, (row, o)| {
+                b.push_bind(row.record_id.to_string())
+                    .push_bind(row.version)
+                    .push_bind(o.envelope_digest.as_str())
+                    .push_bind(o.proof.as_str());
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *$tx).await?;
+        }
+    };
+}
+
 mod alerts;
 mod envelopes;
 pub mod evaluations;
@@ -226,7 +257,9 @@ mod outbox;
 pub mod quality;
 pub mod sla;
 mod trail;
-pub use envelopes::{ArrivalOf, EnvelopeIn, EnvelopeStored, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope};
+pub use envelopes::{
+    ArrivalOf, EnvelopeIn, EnvelopeStored, OriginRef, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope,
+};
 pub use outbox::{DeadLetter, DeadLetterRow, Parked, QueueStats, QueuedRecord, SentEnvelope, Settlement};
 pub use quality::{MonthCounts, QualityCounts, QualityMonth};
 pub use sla::{SlaCounts, SlaRow, SlaRows, SlaScope, SlaWindow};
@@ -282,8 +315,27 @@ pub struct RecordQuery {
     pub limit: i64,
 }
 
-const SELECT_COLUMNS: &str =
-    "SELECT seq, record_id, version, origin, record_type, content_hash, deadline, received_at, content FROM records";
+/// The columns [`stored_record`] reads, in its order.
+macro_rules! record_columns {
+    () => {
+        "seq, record_id, version, origin, record_type, content_hash, deadline, received_at, content"
+    };
+}
+const SELECT_COLUMNS: &str = concat!("SELECT ", record_columns!(), " FROM records");
+/// A relayed record's origin proof as JSON (`{"envelope": …, "proof": …}`, interchange-v1 §5),
+/// rebuilt from `origin_proofs` and `origin_envelopes`, or as kept in the row before migration
+/// 0012; NULL for a record that came straight from its origin or was pushed here.
+macro_rules! origin_proof_sql {
+    () => {
+        "COALESCE(records.origin_proof, (SELECT '{\"envelope\":' || o.envelope || ',\"proof\":' || p.proof || '}' \
+         FROM origin_proofs p JOIN origin_envelopes o ON o.digest = p.origin_envelope \
+         WHERE p.record_id = records.record_id AND p.version = records.version))"
+    };
+}
+pub(crate) use origin_proof_sql;
+/// [`SELECT_COLUMNS`] and where the record arrived from another node: what forwarding it needs.
+const FORWARD_COLUMNS: &str =
+    concat!("SELECT ", record_columns!(), ", envelope_digest, leaf_index, ", origin_proof_sql!(), " FROM records");
 
 struct Known {
     record_id: Uuid,
@@ -552,7 +604,9 @@ struct NewRow<'a> {
 struct Arrival<'a> {
     envelope_digest: &'a str,
     leaf_index: i64,
-    origin_proof: Option<&'a str>,
+    /// For a relayed record, its origin proof (written to `origin_proofs` by
+    /// `insert_origin_proofs!`).
+    origin: Option<&'a OriginRef>,
 }
 
 /// Decides each record's fate against what is stored (`known`) and what came earlier in the

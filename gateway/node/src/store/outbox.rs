@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::{Backend, EnvelopeIn, INSERT_CHUNK, SELECT_COLUMNS, Store, StoreError, StoredRecord, parse_uuid};
+use super::{
+    ArrivalOf, Backend, EnvelopeIn, INSERT_CHUNK, SELECT_COLUMNS, Store, StoreError, StoredRecord, parse_uuid,
+};
 
 /// What routing needs to know of a stored record, without its content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,10 +216,16 @@ impl Store {
 
     /// The full stored records with these `seq`s, in the order given.
     pub async fn records_by_seq(&self, seqs: &[i64]) -> Result<Vec<StoredRecord>, StoreError> {
+        Ok(self.records_to_forward(seqs).await?.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// [`Store::records_by_seq`] with where each record arrived from another node (`None` for
+    /// records pushed here), read by the same query: what sealing them for the next hop needs.
+    pub async fn records_to_forward(&self, seqs: &[i64]) -> Result<Vec<(StoredRecord, Option<ArrivalOf>)>, StoreError> {
         let mut found = std::collections::HashMap::with_capacity(seqs.len());
         dispatch!(self, pool => {
             for chunk in seqs.chunks(super::LOOKUP_CHUNK) {
-                let mut qb = QueryBuilder::new(SELECT_COLUMNS);
+                let mut qb = QueryBuilder::new(super::FORWARD_COLUMNS);
                 qb.push(" WHERE seq IN (");
                 let mut list = qb.separated(", ");
                 for seq in chunk {
@@ -226,7 +234,15 @@ impl Store {
                 qb.push(")");
                 for row in qb.build().fetch_all(pool).await? {
                     let r = super::stored_record(&row)?;
-                    found.insert(r.seq, r);
+                    let arrival = match row.try_get::<Option<String>, _>(9)? {
+                        Some(envelope_digest) => Some(ArrivalOf {
+                            envelope_digest,
+                            leaf_index: row.try_get(10)?,
+                            origin_proof: row.try_get(11)?,
+                        }),
+                        None => None,
+                    };
+                    found.insert(r.seq, (r, arrival));
                 }
             }
         });
