@@ -626,31 +626,24 @@ fn open_and_check(
         // The path itself is not kept: the root is recomputed from all the items here, and
         // any item's proof is rebuilt later from the stored item hashes.
         let proof = Proof { index: w.proof.index, size: w.proof.size, path: Vec::new() };
+        let i = items.len();
+        let bad_origin_proof = |e: serde_json::Error| {
+            ApiError::bad_request(
+                "bad_envelope",
+                format!("第 {i} 个条目的来源证明结构错误：{e}"),
+                format!("item {i}'s origin_proof does not match the schema: {e}"),
+            )
+            .with_pointer(format!("/items/{i}/origin_proof"))
+        };
         let origin_proof = match w.origin_proof {
             None => None,
-            Some(raw) => Some(serde_json::from_str::<OriginProof>(raw.get()).map_err(|e| {
-                let i = items.len();
-                ApiError::bad_request(
-                    "bad_envelope",
-                    format!("第 {i} 个条目的来源证明结构错误：{e}"),
-                    format!("item {i}'s origin_proof does not match the schema: {e}"),
-                )
-                .with_pointer(format!("/items/{i}/origin_proof"))
-            })?),
+            Some(raw) => Some(serde_json::from_str::<OriginProof>(raw.get()).map_err(bad_origin_proof)?),
         };
         // Kept as received, in two parts: the origin envelope once per envelope (its JSON and
         // digest shared by the items it carried) and this item's proof in its tree.
         let origin_ref = match (w.origin_proof, &origin_proof) {
             (Some(raw), Some(parsed)) => {
-                let parts: OriginProofRaw<'_> = serde_json::from_str(raw.get()).map_err(|e| {
-                    let i = items.len();
-                    ApiError::bad_request(
-                        "bad_envelope",
-                        format!("第 {i} 个条目的来源证明结构错误：{e}"),
-                        format!("item {i}'s origin_proof does not match the schema: {e}"),
-                    )
-                    .with_pointer(format!("/items/{i}/origin_proof"))
-                })?;
+                let parts: OriginProofRaw<'_> = serde_json::from_str(raw.get()).map_err(bad_origin_proof)?;
                 let (digest, text) = origin_envelopes
                     .entry(parts.envelope.get())
                     .or_insert_with(|| (parsed.envelope.digest().to_hex(), Arc::from(parts.envelope.get())));

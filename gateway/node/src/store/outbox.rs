@@ -216,16 +216,24 @@ impl Store {
 
     /// The full stored records with these `seq`s, in the order given.
     pub async fn records_by_seq(&self, seqs: &[i64]) -> Result<Vec<StoredRecord>, StoreError> {
-        Ok(self.records_to_forward(seqs).await?.into_iter().map(|(r, _)| r).collect())
+        Ok(self.select_by_seq(seqs, false).await?.into_iter().map(|(r, _)| r).collect())
     }
 
     /// [`Store::records_by_seq`] with where each record arrived from another node (`None` for
     /// records pushed here), read by the same query: what sealing them for the next hop needs.
     pub async fn records_to_forward(&self, seqs: &[i64]) -> Result<Vec<(StoredRecord, Option<ArrivalOf>)>, StoreError> {
+        self.select_by_seq(seqs, true).await
+    }
+
+    async fn select_by_seq(
+        &self,
+        seqs: &[i64],
+        with_arrival: bool,
+    ) -> Result<Vec<(StoredRecord, Option<ArrivalOf>)>, StoreError> {
         let mut found = std::collections::HashMap::with_capacity(seqs.len());
         dispatch!(self, pool => {
             for chunk in seqs.chunks(super::LOOKUP_CHUNK) {
-                let mut qb = QueryBuilder::new(super::FORWARD_COLUMNS);
+                let mut qb = QueryBuilder::new(if with_arrival { super::FORWARD_COLUMNS } else { SELECT_COLUMNS });
                 qb.push(" WHERE seq IN (");
                 let mut list = qb.separated(", ");
                 for seq in chunk {
@@ -234,7 +242,8 @@ impl Store {
                 qb.push(")");
                 for row in qb.build().fetch_all(pool).await? {
                     let r = super::stored_record(&row)?;
-                    let arrival = match row.try_get::<Option<String>, _>(9)? {
+                    let digest = if with_arrival { row.try_get::<Option<String>, _>(9)? } else { None };
+                    let arrival = match digest {
                         Some(envelope_digest) => Some(ArrivalOf {
                             envelope_digest,
                             leaf_index: row.try_get(10)?,
