@@ -570,3 +570,52 @@ async fn relayed_origin_proofs_come_back_as_received(store: Store) {
         assert_eq!(arrival.origin_proof.as_deref(), Some(expected(i).as_str()));
     }
 }
+
+/// A record relayed before migration 0012 kept its whole origin proof in `records.origin_proof`
+/// and has no `origin_proofs` row: readers still get that proof, as stored.
+#[tokio::test]
+async fn origin_proofs_kept_in_the_row_before_migration_0012_are_still_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = common::sqlite_store(dir.path()).await;
+    let rows = prepare(&synthetic_records(2, 11));
+    let items = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Some(RelayedItem {
+                origin_proof: Some(OriginRef {
+                    envelope_digest: "ef".repeat(32),
+                    envelope: Arc::from(r#"{"protected":"a","payload":"b","signature":"c"}"#),
+                    proof: format!(r#"{{"index":{i},"size":2,"path":[]}}"#),
+                }),
+                ..relayed(r.clone(), 300 + i as u128, 1)
+            })
+        })
+        .collect();
+    let render = || -> credit_gateway::store::ReceiptFn { Box::new(|o: &[Option<RelayedOutcome>]| format!("{o:?}")) };
+    store.store_envelope(envelope("e-legacy", 11, items), render()).await.expect("store");
+
+    // Make record 300 look as a node before 0012 stored it.
+    let legacy =
+        r#"{"envelope":{"protected":"old","payload":"old","signature":"old"},"proof":{"index":0,"size":2,"path":[]}}"#;
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("gateway.sqlite").display()))
+        .await
+        .expect("open");
+    let id = uuid::Uuid::from_u128(300).to_string();
+    sqlx::query("UPDATE records SET origin_proof = $1 WHERE record_id = $2")
+        .bind(legacy)
+        .bind(&id)
+        .execute(&db)
+        .await
+        .expect("update");
+    sqlx::query("DELETE FROM origin_proofs WHERE record_id = $1").bind(&id).execute(&db).await.expect("delete");
+    db.close().await;
+
+    let keys = [(uuid::Uuid::from_u128(300), 1), (uuid::Uuid::from_u128(301), 1)];
+    let arrivals = store.arrivals(&keys).await.expect("arrivals");
+    assert_eq!(arrivals[&keys[0]].origin_proof.as_deref(), Some(legacy));
+    assert_eq!(
+        arrivals[&keys[1]].origin_proof.as_deref(),
+        Some(r#"{"envelope":{"protected":"a","payload":"b","signature":"c"},"proof":{"index":1,"size":2,"path":[]}}"#)
+    );
+}
