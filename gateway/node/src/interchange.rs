@@ -296,26 +296,28 @@ impl Node {
         let me = self.member_id();
         let relayed: Vec<(Uuid, i64)> =
             records.iter().filter(|r| r.origin != me).map(|r| (r.record_id, r.version)).collect();
-        let arrivals = if relayed.is_empty() { HashMap::new() } else { self.gateway.store.arrivals(&relayed).await? };
-        self.prepare_forwarding(receiver, records, &arrivals, now).await
+        let mut arrivals =
+            if relayed.is_empty() { HashMap::new() } else { self.gateway.store.arrivals(&relayed).await? };
+        let records: Vec<(StoredRecord, Option<ArrivalOf>)> =
+            records.iter().map(|r| (r.clone(), arrivals.remove(&(r.record_id, r.version)))).collect();
+        self.prepare_forwarding(receiver, &records, now).await
     }
 
-    /// [`Node::prepare`] with the records' arrivals already read (`Store::records_to_forward`
-    /// reads them with the records, in one query).
+    /// [`Node::prepare`] for records read with where they arrived from
+    /// (`Store::records_to_forward`, one query), as the relay reads them.
     pub async fn prepare_forwarding(
         &self,
         receiver: &str,
-        records: &[StoredRecord],
-        arrivals: &HashMap<(Uuid, i64), ArrivalOf>,
+        records: &[(StoredRecord, Option<ArrivalOf>)],
         now: OffsetDateTime,
     ) -> anyhow::Result<Prepared> {
         let me = self.member_id().to_owned();
-        let origin_proofs = self.origin_proofs(records, arrivals).await?;
+        let origin_proofs = self.origin_proofs(records).await?;
         // Each item's RFC 8785 text straight from the stored canonical content: it is both
         // what is hashed and what is sent, so nothing is parsed or re-serialised.
         let items: Vec<String> = records
             .iter()
-            .map(|r| item_canonical(&r.origin, &r.record_id.to_string(), r.version, &r.record_type, &r.content))
+            .map(|(r, _)| item_canonical(&r.origin, &r.record_id.to_string(), r.version, &r.record_type, &r.content))
             .collect();
         let item_hashes: Vec<Sha256Digest> = items.iter().map(|i| Sha256Digest::of(i.as_bytes())).collect();
         let envelope_id = Uuid::now_v7().to_string();
@@ -338,7 +340,7 @@ impl Node {
                 items: Vec::new(),
             },
             item_hashes,
-            carried: records.iter().map(|r| (r.record_id, r.version)).collect(),
+            carried: records.iter().map(|(r, _)| (r.record_id, r.version)).collect(),
         })
     }
 
@@ -347,19 +349,18 @@ impl Node {
     /// in straight from the origin and its proof there (rebuilt from the stored item hashes).
     async fn origin_proofs(
         &self,
-        records: &[StoredRecord],
-        arrivals: &HashMap<(Uuid, i64), ArrivalOf>,
+        records: &[(StoredRecord, Option<ArrivalOf>)],
     ) -> anyhow::Result<Vec<Option<String>>> {
         let me = self.member_id();
-        // Envelope JWS and every leaf's audit path, per arrival envelope.
-        let mut envelopes: HashMap<String, (Jws, Vec<Vec<Sha256Digest>>)> = HashMap::new();
+        // The envelope's JWS as JSON and every leaf's audit path, per arrival envelope.
+        let mut envelopes: HashMap<String, (String, Vec<Vec<Sha256Digest>>)> = HashMap::new();
         let mut proofs = Vec::with_capacity(records.len());
-        for r in records {
+        for (r, arrival) in records {
             if r.origin == me {
                 proofs.push(None);
                 continue;
             }
-            let arrival = arrivals.get(&(r.record_id, r.version)).ok_or_else(|| {
+            let arrival = arrival.as_ref().ok_or_else(|| {
                 anyhow::anyhow!("record {} v{} of {} has no arrival envelope here", r.record_id, r.version, r.origin)
             })?;
             if let Some(json) = &arrival.origin_proof {
@@ -372,20 +373,21 @@ impl Node {
                 })?;
                 let leaves: Vec<Sha256Digest> = stored.item_hashes.iter().map(|h| merkle::leaf_hash(&h.0)).collect();
                 let (_, paths) = merkle::root_and_proofs(&leaves);
-                envelopes.insert(arrival.envelope_digest.clone(), (serde_json::from_str(&stored.envelope)?, paths));
+                // Re-serialised once per envelope, so every proof carries the same canonical text.
+                let jws: Jws = serde_json::from_str(&stored.envelope)?;
+                envelopes.insert(arrival.envelope_digest.clone(), (serde_json::to_string(&jws)?, paths));
             }
             let (jws, paths) = &envelopes[&arrival.envelope_digest];
             let index = usize::try_from(arrival.leaf_index)?;
             let path = paths.get(index).ok_or_else(|| anyhow::anyhow!("leaf {index} is outside its envelope"))?;
-            let proof = OriginProof {
-                envelope: jws.clone(),
-                proof: Proof {
-                    index: index as u64,
-                    size: paths.len() as u64,
-                    path: path.iter().map(Sha256Digest::to_hex).collect(),
-                },
+            let proof = Proof {
+                index: index as u64,
+                size: paths.len() as u64,
+                path: path.iter().map(Sha256Digest::to_hex).collect(),
             };
-            proofs.push(Some(serde_json::to_string(&proof)?));
+            // The JSON of `OriginProof { envelope, proof }`, without re-serialising the envelope
+            // for every record it carried.
+            proofs.push(Some(format!(r#"{{"envelope":{jws},"proof":{}}}"#, serde_json::to_string(&proof)?)));
         }
         Ok(proofs)
     }
@@ -612,7 +614,7 @@ fn open_and_check(
     let mut hashes = Vec::with_capacity(parsed.len());
     let mut contents = Vec::with_capacity(parsed.len());
     let mut origin_refs = Vec::with_capacity(parsed.len());
-    let mut origin_envelopes: HashMap<&str, (String, Arc<str>)> = HashMap::new();
+    let mut origin_envelopes: HashMap<&str, (Jws, String, Arc<str>)> = HashMap::new();
     for ((item, hash, content), w) in parsed.into_iter().zip(wire.items) {
         if !w.proof.path.iter().all(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))) {
             let i = items.len();
@@ -635,25 +637,30 @@ fn open_and_check(
             )
             .with_pointer(format!("/items/{i}/origin_proof"))
         };
-        let origin_proof = match w.origin_proof {
-            None => None,
-            Some(raw) => Some(serde_json::from_str::<OriginProof>(raw.get()).map_err(bad_origin_proof)?),
-        };
-        // Kept as received, in two parts: the origin envelope once per envelope (its JSON and
-        // digest shared by the items it carried) and this item's proof in its tree.
-        let origin_ref = match (w.origin_proof, &origin_proof) {
-            (Some(raw), Some(parsed)) => {
+        // Split without parsing, then parsed once per distinct origin envelope (every item it
+        // carried repeats it) and once per item for the proof. Kept as received, in those two
+        // parts: the envelope's JSON and digest shared by its items, and this item's proof.
+        let (origin_proof, origin_ref) = match w.origin_proof {
+            None => (None, None),
+            Some(raw) => {
                 let parts: OriginProofRaw<'_> = serde_json::from_str(raw.get()).map_err(bad_origin_proof)?;
-                let (digest, text) = origin_envelopes
-                    .entry(parts.envelope.get())
-                    .or_insert_with(|| (parsed.envelope.digest().to_hex(), Arc::from(parts.envelope.get())));
-                Some(OriginRef {
+                let shared = match origin_envelopes.entry(parts.envelope.get()) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let jws: Jws = serde_json::from_str(parts.envelope.get()).map_err(bad_origin_proof)?;
+                        let digest = jws.digest().to_hex();
+                        e.insert((jws, digest, Arc::from(parts.envelope.get())))
+                    }
+                };
+                let (jws, digest, text) = &*shared;
+                let proof: Proof = serde_json::from_str(parts.proof.get()).map_err(bad_origin_proof)?;
+                let origin_ref = OriginRef {
                     envelope_digest: digest.clone(),
                     envelope: Arc::clone(text),
                     proof: parts.proof.get().to_owned(),
-                })
+                };
+                (Some(OriginProof { envelope: jws.clone(), proof }), Some(origin_ref))
             }
-            _ => None,
         };
         items.push(WireItem { item, proof, origin_proof });
         hashes.push(hash);

@@ -439,18 +439,8 @@ impl Shared {
             .node
             .endpoint_of(&dest.name)
             .ok_or_else(|| transient(anyhow::anyhow!("{} has no federation endpoint", dest.name)))?;
-        let rows = self.node.gateway.store.records_to_forward(seqs).await.map_err(|e| transient(e.into()))?;
-        let mut arrivals = std::collections::HashMap::new();
-        let records: Vec<_> = rows
-            .into_iter()
-            .map(|(r, arrival)| {
-                if let Some(a) = arrival {
-                    arrivals.insert((r.record_id, r.version), a);
-                }
-                r
-            })
-            .collect();
-        let prepared = self.node.prepare_forwarding(&dest.name, &records, &arrivals, now).await.map_err(transient)?;
+        let records = self.node.gateway.store.records_to_forward(seqs).await.map_err(|e| transient(e.into()))?;
+        let prepared = self.node.prepare_forwarding(&dest.name, &records, now).await.map_err(transient)?;
         let timeout = Duration::from_secs(self.config.timeout_secs);
         let answer = if dest.pull {
             self.node.park_and_wait(&prepared, timeout).await
