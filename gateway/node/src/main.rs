@@ -11,10 +11,9 @@ use credit_gateway::config::{Config, LogFormat, Overrides};
 use credit_gateway::{bench, pki, server};
 use gateway_core::date::{format_date, parse_date};
 
-/// Request handling allocates many small JSON values across threads; mimalloc measured faster
-/// than the system allocator for that pattern (see docs/benchmarks.md).
+/// mimalloc, tuned at start by `gateway_memory::keep_freed_memory` (see that crate).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: gateway_memory::MiMalloc = gateway_memory::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "credit-gateway", version, about = "信用信息交换网关 · Credit Gateway node")]
@@ -293,6 +292,7 @@ enum BenchCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    gateway_memory::keep_freed_memory();
     // One TLS crypto provider for the whole process: ring (never aws-lc-rs).
     credit_gateway::tls::install_crypto_provider();
     let cli = Cli::parse();
