@@ -244,14 +244,18 @@ impl Sha256Digest {
     pub fn of(bytes: &[u8]) -> Self {
         Self(Sha256::digest(bytes).into())
     }
-    pub fn to_hex(&self) -> String {
+    /// The lower-case hex of the digest written into `out`, without allocating.
+    pub fn write_hex<'a>(&self, out: &'a mut [u8; 64]) -> &'a [u8] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(64);
-        for b in self.0 {
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 0xf) as usize] as char);
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[(b >> 4) as usize];
+            out[2 * i + 1] = HEX[(b & 0xf) as usize];
         }
         out
+    }
+    pub fn to_hex(&self) -> String {
+        let mut buf = [0u8; 64];
+        self.write_hex(&mut buf).iter().map(|&b| char::from(b)).collect()
     }
 
     /// Whether `s` is this digest's 64 lower-case hex characters (no allocation).

@@ -1,6 +1,7 @@
 //! The node's side of the signed interchange: opening envelopes from peers, validating and
 //! storing their items with a signed receipt, and sending envelopes with receipt checking.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -347,10 +348,10 @@ impl Node {
     /// For each record, the JSON of what proves it came from its origin when this node is not
     /// the origin: the relayed origin proof kept with it (as stored), or the envelope it arrived
     /// in straight from the origin and its proof there (rebuilt from the stored item hashes).
-    async fn origin_proofs(
+    async fn origin_proofs<'r>(
         &self,
-        records: &[(StoredRecord, Option<ArrivalOf>)],
-    ) -> anyhow::Result<Vec<Option<String>>> {
+        records: &'r [(StoredRecord, Option<ArrivalOf>)],
+    ) -> anyhow::Result<Vec<Option<Cow<'r, str>>>> {
         let me = self.member_id();
         // The envelope's JWS as JSON and every leaf's audit path, per arrival envelope.
         let mut envelopes: HashMap<String, (String, Vec<Vec<Sha256Digest>>)> = HashMap::new();
@@ -364,7 +365,7 @@ impl Node {
                 anyhow::anyhow!("record {} v{} of {} has no arrival envelope here", r.record_id, r.version, r.origin)
             })?;
             if let Some(json) = &arrival.origin_proof {
-                proofs.push(Some(json.clone()));
+                proofs.push(Some(Cow::Borrowed(json.as_str())));
                 continue;
             }
             if !envelopes.contains_key(&arrival.envelope_digest) {
@@ -387,7 +388,8 @@ impl Node {
             };
             // The JSON of `OriginProof { envelope, proof }`, without re-serialising the envelope
             // for every record it carried.
-            proofs.push(Some(format!(r#"{{"envelope":{jws},"proof":{}}}"#, serde_json::to_string(&proof)?)));
+            proofs
+                .push(Some(Cow::Owned(format!(r#"{{"envelope":{jws},"proof":{}}}"#, serde_json::to_string(&proof)?))));
         }
         Ok(proofs)
     }

@@ -132,41 +132,46 @@ fn sign_header(
 /// text: `items[i]` is the RFC 8785 text of item `i` (whose SHA-256 is `item_hashes[i]`) and
 /// `origin_proofs[i]` the JSON of its [`OriginProof`], if any. No item is parsed or rebuilt,
 /// which is most of a relay's cost otherwise. Returns the signed envelope JWS and the body.
-pub fn seal_text(
+pub fn seal_text<P: AsRef<str>>(
     to: &Addressing<'_>,
     items: &[String],
-    origin_proofs: &[Option<String>],
+    origin_proofs: &[Option<P>],
     item_hashes: &[Sha256Digest],
     key: &SigningKey,
     kid: &str,
 ) -> (Jws, Vec<u8>) {
+    use std::io::Write as _;
     let (jws, proofs) = sign_header(to, item_hashes, key, kid);
     let size = items.len() as u64;
-    let per_item: usize =
-        items.iter().map(String::len).sum::<usize>() + proofs.first().map_or(0, |p| p.len() * 67 + 64);
-    let mut body = Vec::with_capacity(per_item + items.len() * 64 + 1024);
+    // Sized once: a relayed envelope is megabytes, and growing it by doubling copied it again.
+    let items_len: usize = items.iter().map(String::len).sum();
+    let origin_len: usize = origin_proofs.iter().flatten().map(|p| p.as_ref().len() + 16).sum();
+    let paths_len: usize = proofs.iter().map(|p| p.len() * 67 + 64).sum();
+    let mut body = Vec::with_capacity(items_len + origin_len + paths_len + items.len() * 16 + 1024);
     body.extend_from_slice(b"{\"envelope\":");
     body.extend_from_slice(serde_json::to_string(&jws).unwrap_or_default().as_bytes());
     body.extend_from_slice(b",\"items\":[");
+    let mut hex = [0u8; 64];
     for (i, (item, path)) in items.iter().zip(&proofs).enumerate() {
         if i > 0 {
             body.push(b',');
         }
         body.extend_from_slice(b"{\"item\":");
         body.extend_from_slice(item.as_bytes());
-        body.extend_from_slice(format!(",\"proof\":{{\"index\":{i},\"size\":{size},\"path\":[").as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(body, ",\"proof\":{{\"index\":{i},\"size\":{size},\"path\":[");
         for (j, h) in path.iter().enumerate() {
             if j > 0 {
                 body.push(b',');
             }
             body.push(b'"');
-            body.extend_from_slice(h.to_hex().as_bytes());
+            body.extend_from_slice(h.write_hex(&mut hex));
             body.push(b'"');
         }
         body.extend_from_slice(b"]}");
         if let Some(Some(p)) = origin_proofs.get(i) {
             body.extend_from_slice(b",\"origin_proof\":");
-            body.extend_from_slice(p.as_bytes());
+            body.extend_from_slice(p.as_ref().as_bytes());
         }
         body.push(b'}');
     }
