@@ -57,6 +57,6 @@ mod tests {
         #[allow(unsafe_code)]
         // SAFETY: reads a plain integer option.
         let value = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-        assert_eq!(value, 1000, "mimalloc's documented default for purge_delay is 1000 ms");
+        assert_eq!(value, 1000, "mimalloc 3's default purge_delay is 1000 ms (options.c)");
     }
 }
