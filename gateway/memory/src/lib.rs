@@ -7,7 +7,7 @@
 //! several times a second, and SQLite empties and refills its page caches whenever another
 //! connection commits. Memory handed back comes back as fresh pages the kernel must zero: with
 //! the allocators' defaults that was about 470,000 page faults per 100,000 relayed records
-//! (bench relay, four nodes) and the kernel's page zeroing was 6–9 % of all CPU time; with
+//! (bench relay, four nodes) and the kernel's page zeroing was about 6 % of all CPU time; with
 //! these settings about 90,000. The cost: a node's resident memory stays near its peak after a
 //! burst instead of shrinking (peak RSS per node rose by about 50–100 MiB in the same runs).
 
