@@ -254,20 +254,13 @@ impl Sha256Digest {
         out
     }
     pub fn to_hex(&self) -> String {
-        let mut buf = [0u8; 64];
-        self.write_hex(&mut buf).iter().map(|&b| char::from(b)).collect()
+        hex::encode(self.0)
     }
 
     /// Whether `s` is this digest's 64 lower-case hex characters (no allocation).
     pub fn is_hex_of(&self, s: &str) -> bool {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let s = s.as_bytes();
-        s.len() == 64
-            && self
-                .0
-                .iter()
-                .enumerate()
-                .all(|(i, b)| s[2 * i] == HEX[usize::from(b >> 4)] && s[2 * i + 1] == HEX[usize::from(b & 0xf)])
+        let mut buf = [0u8; 64];
+        s.as_bytes() == self.write_hex(&mut buf)
     }
 
     /// Parses 64 hex characters.
