@@ -66,6 +66,9 @@ pub struct RelayReport {
     /// CPU seconds (user + system) each node had used when the bulk load was complete, in
     /// chain order: with the cores, it bounds what the bulk figure can be on this machine.
     pub bulk_cpu_seconds: Vec<(String, f64)>,
+    /// MiB each node had written to storage (its WAL and checkpoints into the database) when
+    /// the bulk load was complete, in chain order: copying them is much of the kernel's share.
+    pub bulk_written_mib: Vec<(String, f64)>,
     pub envelope_max: usize,
     pub linger_ms: u64,
 }
@@ -113,6 +116,9 @@ impl fmt::Display for RelayReport {
         }
         for (member, secs) in &self.bulk_cpu_seconds {
             writeln!(f, "| CPU used by {member} until the bulk load was at 信用中国 | {secs:.1} s | |")?;
+        }
+        for (member, mib) in &self.bulk_written_mib {
+            writeln!(f, "| written to storage by {member} until the bulk load was at 信用中国 | {mib:.0} MiB | |")?;
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cpu: f64 = self.bulk_cpu_seconds.iter().map(|(_, s)| s).sum();
@@ -185,6 +191,16 @@ impl Proc {
             stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
         let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// MiB written to storage so far (`write_bytes` of `/proc/<pid>/io`: pages the process
+    /// dirtied, whether or not yet flushed).
+    fn written_mib(&self) -> f64 {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.id())).unwrap_or_default();
+        io.lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0.0, |b| b / (1024.0 * 1024.0))
     }
 }
 
@@ -345,6 +361,8 @@ pub async fn relay(opts: &RelayOptions) -> anyhow::Result<RelayReport> {
     let bulk_seconds = (last_ms - started_at.unix_timestamp_nanos() / 1_000_000) as f64 / 1000.0;
     let bulk_cpu_seconds =
         CHAIN.iter().zip(&nodes).map(|((m, name), p)| (format!("{m} {name}"), p.cpu_seconds())).collect();
+    let bulk_written_mib =
+        CHAIN.iter().zip(&nodes).map(|((m, name), p)| (format!("{m} {name}"), p.written_mib())).collect();
 
     // Steady rate: a push of rate/20 records every 50 ms.
     let per_tick = opts.rate / 20;
@@ -399,6 +417,7 @@ pub async fn relay(opts: &RelayOptions) -> anyhow::Result<RelayReport> {
         max_ms: pct(1.0),
         peak_rss_mib,
         bulk_cpu_seconds,
+        bulk_written_mib,
         envelope_max: opts.envelope_max,
         linger_ms: opts.linger_ms,
     };
