@@ -215,8 +215,5 @@ fn write_workbook(adapter: &gateway_core::adapter::Adapter, path: &Path, rows: u
 
 /// The process's peak resident set in MiB (Linux), if readable.
 fn peak_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 =
-        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kb / 1024.0)
+    Some(super::proc_value(None, "status", "VmHWM")? / 1024.0)
 }

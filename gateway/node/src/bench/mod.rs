@@ -257,6 +257,16 @@ pub(crate) fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
+/// The number after `key:` in `/proc/<pid>/<file>` (`self` for this process), without a
+/// trailing `kB` unit, e.g. `VmHWM` of `status` or `write_bytes` of `io`; `None` where
+/// unreadable (not Linux, or the process is gone).
+pub(crate) fn proc_value(pid: Option<u32>, file: &str, key: &str) -> Option<f64> {
+    let pid = pid.map_or_else(|| "self".to_owned(), |p| p.to_string());
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    let value = text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?;
+    value.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
 /// Replaces the section that starts with `heading` in a Markdown file (or appends it).
 pub fn write_section(report: &str, heading: &str, command: &str, section: &str) -> anyhow::Result<()> {
     if report == "-" {

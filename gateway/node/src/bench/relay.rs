@@ -174,12 +174,7 @@ impl Proc {
 
     /// Peak resident set (VmHWM) in MiB, from `/proc`.
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        super::proc_value(Some(self.child.id()), "status", "VmHWM").map_or(0.0, |kb| kb / 1024.0)
     }
 
     /// CPU seconds used so far (user + system, all threads), from `/proc/<pid>/stat`.
@@ -196,11 +191,7 @@ impl Proc {
     /// MiB written to storage so far (`write_bytes` of `/proc/<pid>/io`: pages the process
     /// dirtied, whether or not yet flushed).
     fn written_mib(&self) -> f64 {
-        let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.id())).unwrap_or_default();
-        io.lines()
-            .find_map(|l| l.strip_prefix("write_bytes:"))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map_or(0.0, |b| b / (1024.0 * 1024.0))
+        super::proc_value(Some(self.child.id()), "io", "write_bytes").map_or(0.0, |b| b / (1024.0 * 1024.0))
     }
 }
 

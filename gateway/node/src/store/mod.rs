@@ -103,12 +103,13 @@ impl std::fmt::Debug for Store {
 /// copied; a PASSIVE checkpoint here waits for no reader or writer and holds up no commit.
 ///
 /// A second, short pass then runs under the store's write lock. SQLite starts the log again
-/// from its beginning only when a writer finds every frame already copied, and under steady
-/// commits the first pass never gets there: the frames committed while it copied are left. The
-/// log then grew to hundreds of MB, every commit wrote to fresh file space (the kernel zeroing
-/// the rest of each new block was about 3 % of all CPU in the relay benchmark) and the copies
-/// never stayed in cache. The second pass copies only what arrived during the first, so
-/// commits wait for milliseconds, and the next writer restarts the log.
+/// from its beginning only when a writer *began* after every frame was copied. Under steady
+/// commits a writer is always under way during the first pass: even when that pass copies
+/// everything, the writer reads an older snapshot and appends. The log then grew to hundreds
+/// of MB, every commit wrote to fresh file space (the kernel zeroing the rest of each new block
+/// was about 3 % of all CPU in the relay benchmark) and the copies never stayed in cache. The
+/// second pass copies only what arrived during the first, so writers wait for milliseconds,
+/// and the next one restarts the log (`the_write_ahead_log_restarts_under_steady_writes`).
 async fn checkpoint_in_background(pool: SqlitePool, write_lock: std::sync::Arc<Mutex<()>>) {
     loop {
         tokio::time::sleep(CHECKPOINT_INTERVAL).await;
