@@ -31,6 +31,8 @@ const SCAN_CHUNK: i64 = 2_000;
 /// How long a sender waits for a commit before it looks again anyway (a safety net: commits
 /// by another process sharing a PostgreSQL database do not wake it).
 const IDLE_POLL: Duration = Duration::from_secs(2);
+/// How often a sender that only skips rows saves its cursor while records keep arriving.
+const CURSOR_SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// How one destination's deliveries are going, as its sender last saw it.
 #[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
@@ -170,12 +172,6 @@ struct Batch {
     resend: bool,
 }
 
-impl Batch {
-    fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.held.is_empty() && self.position.is_none()
-    }
-}
-
 /// How a delivery attempt ended.
 enum Attempt {
     /// Recorded; this many records were taken by the destination.
@@ -208,6 +204,12 @@ impl Shared {
                 }
             }
         };
+        // The stored cursor, and when it was stored. A batch that only skips rows (none for
+        // this destination: most rows, for a child's sender) moves `position` in memory only;
+        // storing it is a commit, so it is stored at most every CURSOR_SAVE_EVERY (an idle
+        // sender looks again within IDLE_POLL). Losing it in a crash only rescans rows that
+        // are skipped again: every delivery stores the cursor with what it settled.
+        let mut saved = (position, std::time::Instant::now());
         loop {
             let batch = match self.next_batch(&dest, position, limit).await {
                 Ok(b) => b,
@@ -217,7 +219,23 @@ impl Shared {
                     continue;
                 }
             };
-            if batch.is_empty() {
+            if batch.items.is_empty() && batch.held.is_empty() && !batch.resend {
+                if let Some(p) = batch.position {
+                    position = p;
+                }
+                if position != saved.0 && saved.1.elapsed() >= CURSOR_SAVE_EVERY {
+                    saved = (position, std::time::Instant::now());
+                    match self.save_cursor(&dest, position).await {
+                        Ok(()) => board.succeeded(&dest.name, 0),
+                        Err(e) => {
+                            tracing::warn!(destination = %dest.name, error = %e, "could not store the relay cursor; will retry");
+                            saved.0 = -1;
+                        }
+                    }
+                }
+                if batch.position.is_some() {
+                    continue;
+                }
                 // Idle: wait for a commit, then linger so a trickle still fills envelopes.
                 let _ = tokio::time::timeout(IDLE_POLL, commits.changed()).await;
                 commits.borrow_and_update();
@@ -232,6 +250,7 @@ impl Shared {
                     board.succeeded(&dest.name, delivered);
                     if let Some(p) = batch.position {
                         position = p;
+                        saved = (p, std::time::Instant::now());
                     }
                     failures = 0;
                     limit = self.config.batch_max;
@@ -515,6 +534,16 @@ impl Shared {
                 Err(Failure::Refused(json!({"code": "refused", "platform": loaded.id(), "error": reason})))
             }
         }
+    }
+
+    /// Stores `dest`'s cursor at `position` (nothing else settled).
+    async fn save_cursor(&self, dest: &Destination, position: i64) -> Result<(), crate::store::StoreError> {
+        let s = Settlement {
+            position: Some(position),
+            at: crate::clock::format_timestamp(time::OffsetDateTime::now_utc()),
+            ..Settlement::default()
+        };
+        self.node.gateway.store.settle(&dest.name, s).await
     }
 
     /// Dead-letters every record of a batch with one reason. Returns whether it was recorded.

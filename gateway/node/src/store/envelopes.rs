@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
-// `Backend`, `format_date` and `INSERT_CHUNK` are used by the `dispatch!`/`insert_rows!` expansions.
-use super::{Arrival, Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, parse_digest, parse_uuid, short};
+// `Backend`, `format_date`, `INSERT_CHUNK` and `skip_held` are used by the `dispatch!`/`insert_rows!` expansions.
+use super::{
+    Arrival, Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, parse_digest, parse_uuid, short, skip_held,
+};
 use gateway_core::date::format_date;
 
 /// An item that arrived in an envelope and passed validation.
@@ -180,6 +182,7 @@ impl Store {
                 // follows commit order and outbox cursors never pass an uncommitted row.
                 sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
             }
+            let sqlite = matches!(self.backend, Backend::Sqlite(_));
             let mut results = Vec::with_capacity(jobs.len());
             for job in jobs {
                 replies.push(job.reply);
@@ -198,17 +201,20 @@ impl Store {
                 // Most envelopes carry only records new here: insert them all, skipping any
                 // whose record id + version or natural key + content is held. If every row went
                 // in, that is the answer, with no lookups. Otherwise undo and judge each item.
+                // The undo deletes the rows after the last `seq` held before (this transaction
+                // holds the write lock): a savepoint would have made SQLite copy every page the
+                // insert changed, on the common path, to serve the rare one.
                 let fresh: Vec<NewRow<'_>> =
                     env.items.iter().flatten().map(|i| i.row(&env.received_at, &digest)).collect();
-                sqlx::query("SAVEPOINT fresh_items").execute(&mut *tx).await?;
-                let all_new = insert_rows!(tx, fresh, skip_held) == fresh.len() as u64;
+                let before: i64 =
+                    sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM records").fetch_one(&mut *tx).await?.try_get(0)?;
+                let all_new = insert_rows!(tx, sqlite, fresh, skip_held) == fresh.len() as u64;
                 if all_new {
-                    insert_origin_proofs!(tx, &fresh);
+                    insert_origin_proofs!(tx, sqlite, &fresh);
                     apply_events!(tx, &fresh);
                 } else {
-                    sqlx::query("ROLLBACK TO SAVEPOINT fresh_items").execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM records WHERE seq > $1").bind(before).execute(&mut *tx).await?;
                 }
-                sqlx::query("RELEASE SAVEPOINT fresh_items").execute(&mut *tx).await?;
                 drop(fresh);
                 let outcomes = if all_new {
                     let new =
@@ -271,8 +277,8 @@ impl Store {
                         };
                         outcomes.push(Some(outcome));
                     }
-                    insert_rows!(tx, rows);
-                    insert_origin_proofs!(tx, &rows);
+                    insert_rows!(tx, sqlite, rows);
+                    insert_origin_proofs!(tx, sqlite, &rows);
                     apply_events!(tx, &rows);
                     outcomes
                 };

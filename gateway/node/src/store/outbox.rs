@@ -283,10 +283,11 @@ impl Store {
                 // time, so the hop's SLA does not count them as delivered.
                 let refused: HashSet<(Uuid, i64)> = s.dead.iter().map(|d| (d.record_id, d.version)).collect();
                 let rows: Vec<(i64, &(Uuid, i64))> = (0..).zip(carried).collect();
+                let (verb, tail) = super::skip_held(matches!(self.backend, Backend::Sqlite(_)));
                 for chunk in rows.chunks(INSERT_CHUNK) {
-                    let mut qb = QueryBuilder::new(
-                        "INSERT INTO sent_items (envelope_digest, leaf_index, record_id, version, destination, acknowledged_at) ",
-                    );
+                    let mut qb = QueryBuilder::new(format!(
+                        "{verb} sent_items (envelope_digest, leaf_index, record_id, version, destination, acknowledged_at) "
+                    ));
                     qb.push_values(chunk, |mut b, (leaf, (id, version))| {
                         b.push_bind(digest.as_str())
                             .push_bind(*leaf)
@@ -295,7 +296,10 @@ impl Store {
                             .push_bind(destination)
                             .push_bind((!refused.contains(&(*id, *version))).then_some(s.at.as_str()));
                     });
-                    qb.build().execute(&mut *tx).await?;
+                    qb.push(tail);
+                    if qb.build().execute(&mut *tx).await?.rows_affected() != chunk.len() as u64 {
+                        return Err(StoreError::Corrupt(format!("envelope {digest} is recorded as sent already")));
+                    }
                 }
                 let accepted: Vec<Uuid> =
                     carried.iter().filter(|c| !refused.contains(c)).map(|(id, _)| *id).collect();

@@ -124,10 +124,11 @@ impl Store {
                 let upto = last.min(position + CATCH_UP_STEP);
                 let mut step = 0;
                 if upto > position {
-                    let mut qb = QueryBuilder::new(
-                        "INSERT INTO sla_tracking (destination, record_id, deadline, record_type, origin, department_uscc, \
-                         delivered_at) SELECT ",
-                    );
+                    let (verb, tail) = super::skip_held(matches!(self.backend, Backend::Sqlite(_)));
+                    let mut qb = QueryBuilder::new(format!(
+                        "{verb} sla_tracking (destination, record_id, deadline, record_type, origin, department_uscc, \
+                         delivered_at) SELECT "
+                    ));
                     qb.push_bind(destination)
                         .push(
                             ", r.record_id, r.deadline, r.record_type, r.origin, r.department_uscc, COALESCE(\
@@ -184,7 +185,7 @@ impl Store {
                             qb.push(close);
                         }
                     }
-                    qb.push(" ON CONFLICT DO NOTHING");
+                    qb.push(tail);
                     step = qb.build().execute(&mut *tx).await?.rows_affected();
                     sqlx::query(
                         "INSERT INTO sla_cursors (destination, position) VALUES ($1, $2) \
