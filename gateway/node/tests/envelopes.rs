@@ -175,6 +175,19 @@ async fn run(alg: Alg) {
     assert_eq!(body["outcomes"][0]["errors"][0]["rule"], "item.not_normalised");
     assert_eq!(body["outcomes"][1]["status"], "accepted");
     assert_eq!(city.gateway.store.count().await.expect("count"), 1001);
+
+    // Held and new records in one envelope: the first try to insert them all is undone, then
+    // each is judged; the new ones are stored once, after what was there, in envelope order.
+    let all = own_records(&district, 5, 42).await;
+    let new = &all[all.len() - 5..];
+    let mixed: Vec<StoredRecord> = records[995..].iter().chain(new).cloned().collect();
+    let answer = district.send(CITY, &url, &mixed, OffsetDateTime::now_utc()).await.expect("sent");
+    let statuses: Vec<&str> = answer.outcomes.iter().map(|o| o.status.as_str()).collect();
+    assert_eq!(statuses, [["duplicate"; 5], ["accepted"; 5]].concat());
+    let at_city = common::all_records(&city.gateway.store, 5_000).await;
+    assert_eq!(at_city.len(), 1006);
+    let last: Vec<_> = at_city[1001..].iter().map(|r| r.record_id).collect();
+    assert_eq!(last, new.iter().map(|r| r.record_id).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

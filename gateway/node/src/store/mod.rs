@@ -41,6 +41,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    /// Rows that had to go in were refused by a unique or NOT NULL constraint (a bug, not input).
+    #[error("rows refused by the database: {0}")]
+    Refused(String),
     /// The shared transaction of a group commit failed; every batch in it is refused.
     #[error("group commit failed: {0}")]
     GroupCommit(String),
@@ -158,8 +161,8 @@ macro_rules! insert_rows {
         for chunk in $rows.chunks(INSERT_CHUNK) {
             let inserted = insert_rows!(@statement chunk, $sqlite).build().execute(&mut *$tx).await?.rows_affected();
             if inserted != chunk.len() as u64 {
-                return Err(StoreError::Corrupt(format!(
-                    "{} of {} new records were refused by a unique or NOT NULL constraint",
+                return Err(StoreError::Refused(format!(
+                    "{} of {} new records hit a unique or NOT NULL constraint",
                     chunk.len() as u64 - inserted,
                     chunk.len()
                 )));

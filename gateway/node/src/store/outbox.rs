@@ -298,7 +298,7 @@ impl Store {
                     });
                     qb.push(tail);
                     if qb.build().execute(&mut *tx).await?.rows_affected() != chunk.len() as u64 {
-                        return Err(StoreError::Corrupt(format!("envelope {digest} is recorded as sent already")));
+                        return Err(StoreError::Refused(format!("envelope {digest} is recorded as sent already")));
                     }
                 }
                 let accepted: Vec<Uuid> =
