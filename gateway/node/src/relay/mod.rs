@@ -207,8 +207,9 @@ impl Shared {
         // The stored cursor, and when it was stored. A batch that only skips rows (none for
         // this destination: most rows, for a child's sender) moves `position` in memory only;
         // storing it is a commit, so it is stored at most every CURSOR_SAVE_EVERY (an idle
-        // sender looks again within IDLE_POLL). Losing it in a crash only rescans rows that
-        // are skipped again: every delivery stores the cursor with what it settled.
+        // sender looks again within IDLE_POLL). Every delivery stores the cursor with what it
+        // settled, so a crash only means the last second's skipped rows are judged again (and
+        // sent, if the registry or routing changed meanwhile: at least once, as ever).
         let mut saved = (position, std::time::Instant::now());
         loop {
             let batch = match self.next_batch(&dest, position, limit).await {
@@ -222,6 +223,9 @@ impl Shared {
             if batch.items.is_empty() && batch.held.is_empty() && !batch.resend {
                 if let Some(p) = batch.position {
                     position = p;
+                    // Past a record refused alone: back to full batches.
+                    limit = self.config.batch_max;
+                    failures = 0;
                 }
                 if position != saved.0 && saved.1.elapsed() >= CURSOR_SAVE_EVERY {
                     saved = (position, std::time::Instant::now());
@@ -264,6 +268,7 @@ impl Shared {
                         let reason = reason_json("delivery_failed", &format!("{e:#}"), &[]);
                         if self.dead_letter_all(&dest, &batch, &reason, failures).await {
                             position = batch.position.unwrap_or(position);
+                            saved = (position, std::time::Instant::now());
                             failures = 0;
                         }
                         continue;
@@ -282,6 +287,7 @@ impl Shared {
                         tracing::error!(destination = %dest.name, reason = %reason, "record refused: dead-lettered");
                         if self.dead_letter_all(&dest, &batch, &reason, failures + 1).await {
                             position = batch.position.unwrap_or(position);
+                            saved = (position, std::time::Instant::now());
                         }
                         failures = 0;
                     }

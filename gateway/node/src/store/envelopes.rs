@@ -201,9 +201,10 @@ impl Store {
                 // Most envelopes carry only records new here: insert them all, skipping any
                 // whose record id + version or natural key + content is held. If every row went
                 // in, that is the answer, with no lookups. Otherwise undo and judge each item.
-                // The undo deletes the rows after the last `seq` held before (this transaction
-                // holds the write lock): a savepoint would have made SQLite copy every page the
-                // insert changed, on the common path, to serve the rare one.
+                // The undo deletes the rows after the last `seq` held before (no other writer
+                // can add records meanwhile: this transaction holds the store's write lock and,
+                // on PostgreSQL, advisory lock 7301). A savepoint would have made SQLite copy
+                // every page the insert changed, on the common path, to serve the rare one.
                 let fresh: Vec<NewRow<'_>> =
                     env.items.iter().flatten().map(|i| i.row(&env.received_at, &digest)).collect();
                 let before: i64 =

@@ -41,7 +41,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
-    /// Rows that had to go in were refused by a unique or NOT NULL constraint (a bug, not input).
+    /// Rows that had to go in were turned away by a unique constraint (a bug, not bad input).
     #[error("rows refused by the database: {0}")]
     Refused(String),
     /// The shared transaction of a group commit failed; every batch in it is refused.
@@ -162,7 +162,7 @@ macro_rules! insert_rows {
             let inserted = insert_rows!(@statement chunk, $sqlite).build().execute(&mut *$tx).await?.rows_affected();
             if inserted != chunk.len() as u64 {
                 return Err(StoreError::Refused(format!(
-                    "{} of {} new records hit a unique or NOT NULL constraint",
+                    "{} of {} new records hit a unique constraint",
                     chunk.len() as u64 - inserted,
                     chunk.len()
                 )));

@@ -273,6 +273,7 @@ impl Store {
                 // Serialised with ingest and the SLA catch-up of replicas sharing the database.
                 sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
             }
+            let (verb, tail) = super::skip_held(matches!(self.backend, Backend::Sqlite(_)));
             if let Some(SentEnvelope { envelope: env, receipt, carried }) = s.sent {
                 super::envelopes::envelope_row(env, "out", super::envelopes::StoredReceipt::Full(receipt))
                     .build()
@@ -283,7 +284,6 @@ impl Store {
                 // time, so the hop's SLA does not count them as delivered.
                 let refused: HashSet<(Uuid, i64)> = s.dead.iter().map(|d| (d.record_id, d.version)).collect();
                 let rows: Vec<(i64, &(Uuid, i64))> = (0..).zip(carried).collect();
-                let (verb, tail) = super::skip_held(matches!(self.backend, Backend::Sqlite(_)));
                 for chunk in rows.chunks(INSERT_CHUNK) {
                     let mut qb = QueryBuilder::new(format!(
                         "{verb} sent_items (envelope_digest, leaf_index, record_id, version, destination, acknowledged_at) "
@@ -328,8 +328,9 @@ impl Store {
                 super::quality::add_quality!(tx, &counts);
             }
             for chunk in s.published.chunks(INSERT_CHUNK) {
-                let mut qb =
-                    QueryBuilder::new("INSERT INTO publications (destination, seq, record_id, version, published_at, file) ");
+                let mut qb = QueryBuilder::new(format!(
+                    "{verb} publications (destination, seq, record_id, version, published_at, file) "
+                ));
                 qb.push_values(chunk, |mut b, (seq, id, version, file)| {
                     b.push_bind(destination)
                         .push_bind(*seq)
@@ -338,7 +339,7 @@ impl Store {
                         .push_bind(s.at.as_str())
                         .push_bind(file.as_str());
                 });
-                qb.push(" ON CONFLICT DO NOTHING");
+                qb.push(tail);
                 qb.build().execute(&mut *tx).await?;
             }
             let published: Vec<Uuid> = s.published.iter().map(|p| p.1).collect();
