@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
-// `Backend`, `format_date`, `INSERT_CHUNK` and `skip_held` are used by the `dispatch!`/`insert_rows!` expansions.
+// `Backend`, `format_date`, `INSERT_CHUNK` and `all_inserted` are used by the `dispatch!`/`insert_rows!` expansions.
 use super::{
-    Arrival, Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, parse_digest, parse_uuid, short, skip_held,
+    Arrival, Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, all_inserted, parse_digest, parse_uuid, short,
 };
 use gateway_core::date::format_date;
 
@@ -182,7 +182,7 @@ impl Store {
                 // follows commit order and outbox cursors never pass an uncommitted row.
                 sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
             }
-            let sqlite = matches!(self.backend, Backend::Sqlite(_));
+            let skip = self.skip_held();
             let mut results = Vec::with_capacity(jobs.len());
             for job in jobs {
                 replies.push(job.reply);
@@ -209,9 +209,9 @@ impl Store {
                     env.items.iter().flatten().map(|i| i.row(&env.received_at, &digest)).collect();
                 let before: i64 =
                     sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM records").fetch_one(&mut *tx).await?.try_get(0)?;
-                let all_new = insert_rows!(tx, sqlite, fresh, skip_held) == fresh.len() as u64;
+                let all_new = insert_rows!(tx, skip, fresh, skip_held) == fresh.len() as u64;
                 if all_new {
-                    insert_origin_proofs!(tx, sqlite, &fresh);
+                    insert_origin_proofs!(tx, skip, &fresh);
                     apply_events!(tx, &fresh);
                 } else {
                     sqlx::query("DELETE FROM records WHERE seq > $1").bind(before).execute(&mut *tx).await?;
@@ -278,8 +278,8 @@ impl Store {
                         };
                         outcomes.push(Some(outcome));
                     }
-                    insert_rows!(tx, sqlite, rows);
-                    insert_origin_proofs!(tx, sqlite, &rows);
+                    insert_rows!(tx, skip, rows);
+                    insert_origin_proofs!(tx, skip, &rows);
                     apply_events!(tx, &rows);
                     outcomes
                 };

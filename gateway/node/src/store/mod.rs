@@ -144,41 +144,40 @@ macro_rules! dispatch {
     };
 }
 
-/// How a multi-row `INSERT` skips rows whose unique keys are already held: `(verb, tail)`.
-/// SQLite is given `INSERT OR IGNORE`, not `ON CONFLICT DO NOTHING`: under the latter a NOT NULL
-/// check could still abort the statement half-way, so SQLite first copied every page the
-/// statement changed into a statement journal (memory copies and allocations, a few per cent of
-/// a relaying node's CPU). No constraint aborts an `OR IGNORE` statement, so it needs none.
-pub(crate) const fn skip_held(sqlite: bool) -> (&'static str, &'static str) {
-    if sqlite { ("INSERT OR IGNORE INTO", "") } else { ("INSERT INTO", " ON CONFLICT DO NOTHING") }
+/// Fails unless a multi-row insert that had to take every row (`expected`) took them all: an
+/// insert written with [`Store::skip_held`] skips a row a unique key refuses instead of failing.
+fn all_inserted(inserted: u64, expected: usize, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+    if inserted == expected as u64 {
+        Ok(())
+    } else {
+        Err(StoreError::Refused(format!(
+            "{} of {expected} {}: a unique key is held already",
+            expected as u64 - inserted,
+            what()
+        )))
+    }
 }
 
-/// Inserts `NewRow`s into `records` inside the transaction `$tx`, in multi-row statements;
-/// `$sqlite` says which backend (see [`skip_held`]).
+/// Inserts `NewRow`s into `records` inside the transaction `$tx`, in multi-row statements
+/// written with `$skip` (from [`Store::skip_held`]).
 macro_rules! insert_rows {
     // Every row must go in: a row a constraint refuses fails the transaction.
-    ($tx:ident, $sqlite:expr, $rows:expr) => {
+    ($tx:ident, $skip:expr, $rows:expr) => {
         for chunk in $rows.chunks(INSERT_CHUNK) {
-            let inserted = insert_rows!(@statement chunk, $sqlite).build().execute(&mut *$tx).await?.rows_affected();
-            if inserted != chunk.len() as u64 {
-                return Err(StoreError::Refused(format!(
-                    "{} of {} new records hit a unique constraint",
-                    chunk.len() as u64 - inserted,
-                    chunk.len()
-                )));
-            }
+            let inserted = insert_rows!(@statement chunk, $skip).build().execute(&mut *$tx).await?.rows_affected();
+            all_inserted(inserted, chunk.len(), || "new records".to_owned())?;
         }
     };
     // Rows whose unique keys are already held are skipped; evaluates to the number inserted.
-    ($tx:ident, $sqlite:expr, $rows:expr, skip_held) => {{
+    ($tx:ident, $skip:expr, $rows:expr, skip_held) => {{
         let mut inserted = 0u64;
         for chunk in $rows.chunks(INSERT_CHUNK) {
-            inserted += insert_rows!(@statement chunk, $sqlite).build().execute(&mut *$tx).await?.rows_affected();
+            inserted += insert_rows!(@statement chunk, $skip).build().execute(&mut *$tx).await?.rows_affected();
         }
         inserted
     }};
-    (@statement $chunk:ident, $sqlite:expr) => {{
-            let (verb, tail) = skip_held($sqlite);
+    (@statement $chunk:ident, $skip:expr) => {{
+            let (verb, tail) = $skip;
             let mut qb = QueryBuilder::new(format!(
                 "{verb} records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
                      subject_uscc, clock_start, deadline, received_at, content, envelope_digest, leaf_index, \
@@ -258,8 +257,8 @@ macro_rules! apply_events {
 /// the transaction `$tx`: each origin envelope once (it may be held already), then each row's
 /// proof in it.
 macro_rules! insert_origin_proofs {
-    ($tx:ident, $sqlite:expr, $rows:expr) => {
-        let (verb, tail) = skip_held($sqlite);
+    ($tx:ident, $skip:expr, $rows:expr) => {
+        let (verb, tail) = $skip;
         let proofs: Vec<(&NewRow<'_>, &OriginRef)> =
             $rows.iter().filter_map(|r| Some((r, r.arrival?.origin?))).collect();
         let mut seen = std::collections::HashSet::new();
@@ -398,6 +397,20 @@ impl StoredRecord {
 }
 
 impl Store {
+    /// How a multi-row `INSERT` here skips rows whose unique keys are already held:
+    /// `(verb, tail)`. SQLite is given `INSERT OR IGNORE`, not `ON CONFLICT DO NOTHING`: under
+    /// the latter a NOT NULL check could still abort the statement half-way, so SQLite first
+    /// copied every page the statement changed into a statement journal (memory copies and
+    /// allocations, a few per cent of a relaying node's CPU). No constraint aborts an
+    /// `OR IGNORE` statement, so it needs none. Where every row must go in, check the count
+    /// with `all_inserted`.
+    pub(crate) fn skip_held(&self) -> (&'static str, &'static str) {
+        match self.backend {
+            Backend::Sqlite(_) => ("INSERT OR IGNORE INTO", ""),
+            Backend::Postgres(_) => ("INSERT INTO", " ON CONFLICT DO NOTHING"),
+        }
+    }
+
     /// Opens (creating on first start) the SQLite database at `path` and migrates it.
     pub async fn open_sqlite(path: &Path, sync: SqliteSync) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
@@ -587,7 +600,7 @@ impl Store {
                 }
             }
             let (outcomes, rows) = decide(incoming, &mut known);
-            insert_rows!(tx, matches!(self.backend, Backend::Sqlite(_)), rows);
+            insert_rows!(tx, self.skip_held(), rows);
             apply_events!(tx, &rows);
             let mut quality = quality.clone();
             stored_quality(&rows, &mut quality);

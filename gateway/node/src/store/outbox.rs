@@ -273,7 +273,7 @@ impl Store {
                 // Serialised with ingest and the SLA catch-up of replicas sharing the database.
                 sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
             }
-            let (verb, tail) = super::skip_held(matches!(self.backend, Backend::Sqlite(_)));
+            let (verb, tail) = self.skip_held();
             if let Some(SentEnvelope { envelope: env, receipt, carried }) = s.sent {
                 super::envelopes::envelope_row(env, "out", super::envelopes::StoredReceipt::Full(receipt))
                     .build()
@@ -297,9 +297,8 @@ impl Store {
                             .push_bind((!refused.contains(&(*id, *version))).then_some(s.at.as_str()));
                     });
                     qb.push(tail);
-                    if qb.build().execute(&mut *tx).await?.rows_affected() != chunk.len() as u64 {
-                        return Err(StoreError::Refused(format!("envelope {digest} is recorded as sent already")));
-                    }
+                    let inserted = qb.build().execute(&mut *tx).await?.rows_affected();
+                    super::all_inserted(inserted, chunk.len(), || format!("items sent in envelope {digest}"))?;
                 }
                 let accepted: Vec<Uuid> =
                     carried.iter().filter(|c| !refused.contains(c)).map(|(id, _)| *id).collect();

@@ -124,7 +124,7 @@ impl Store {
                 let upto = last.min(position + CATCH_UP_STEP);
                 let mut step = 0;
                 if upto > position {
-                    let (verb, tail) = super::skip_held(matches!(self.backend, Backend::Sqlite(_)));
+                    let (verb, tail) = self.skip_held();
                     let mut qb = QueryBuilder::new(format!(
                         "{verb} sla_tracking (destination, record_id, deadline, record_type, origin, department_uscc, \
                          delivered_at) SELECT "
