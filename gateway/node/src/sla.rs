@@ -161,24 +161,59 @@ pub fn watched(gw: &Gateway, destination: &str) -> bool {
     destination == crate::relay::PUBLICATION || destinations(gw).iter().any(|d| d == destination)
 }
 
-/// Brings every watched destination's tracking up to date (the views also do it for theirs
-/// before reading; this keeps the step they take small).
-pub async fn track_all(gw: &Gateway) -> Result<u64, StoreError> {
+/// How long the background catch-up leaves a record its destination has not settled untracked.
+/// A record tracked after its delivery settled goes into the window index once, with its
+/// delivery time; one tracked before is stamped at settlement, which moves its index entry (a
+/// rewrite of scattered index pages in every settling commit while a relay works through a
+/// backlog). Views track everything before they read, so nothing they show waits for this.
+pub const UNSETTLED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Brings every watched destination's tracking up to `settled_or`, or further, to what the
+/// destination has settled (its outbox cursor). The background loop passes the last `seq`
+/// stored [`UNSETTLED_GRACE`] ago.
+pub async fn track_all(gw: &Gateway, settled_or: i64) -> Result<u64, StoreError> {
     let mut added = 0;
     for d in destinations(gw) {
-        added += gw.store.track_sla(&d, &scope(gw, &d)).await?;
+        let until = settled_or.max(gw.store.outbox_position(&d).await?);
+        added += gw.store.track_sla(&d, &scope(gw, &d), Some(until)).await?;
     }
     Ok(added)
 }
 
-/// Tracks new records every `every` until the process ends.
+/// Tracks records every `every` until the process ends: those settled at their destination,
+/// and those stored at least [`UNSETTLED_GRACE`] ago.
 pub async fn track_loop(gw: std::sync::Arc<Gateway>, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut grace = GraceCutoff::default();
     loop {
-        tick.tick().await;
-        if let Err(e) = track_all(&gw).await {
+        let now = tick.tick().await;
+        match gw.store.last_seq().await {
+            Ok(seq) => grace.observe(now, seq),
+            Err(e) => tracing::warn!(error = %e, "SLA tracking could not read the store; retrying"),
+        }
+        if let Err(e) = track_all(&gw, grace.cutoff).await {
             tracing::warn!(error = %e, "SLA tracking failed; retrying");
+        }
+    }
+}
+
+/// The last `seq` stored at least [`UNSETTLED_GRACE`] ago, from the last `seq` seen at each tick.
+#[derive(Debug, Default)]
+struct GraceCutoff {
+    /// (when, the last `seq` then) younger than the grace, oldest first.
+    seen: std::collections::VecDeque<(tokio::time::Instant, i64)>,
+    cutoff: i64,
+}
+
+impl GraceCutoff {
+    fn observe(&mut self, now: tokio::time::Instant, last_seq: i64) {
+        self.seen.push_back((now, last_seq));
+        while let Some(&(at, seq)) = self.seen.front()
+            && now.duration_since(at) >= UNSETTLED_GRACE
+        {
+            self.cutoff = seq;
+            self.seen.pop_front();
         }
     }
 }
@@ -191,7 +226,7 @@ pub async fn view(gw: &Gateway, q: &SlaQuery<'_>) -> Result<SlaView, StoreError>
     let since = q.since.unwrap_or(today - time::Duration::days(LOOKBACK_DAYS));
     let since_text = format_date(since);
     let today_text = format_date(today);
-    gw.store.track_sla(q.destination, &scope(gw, q.destination)).await?;
+    gw.store.track_sla(q.destination, &scope(gw, q.destination), None).await?;
     let window = SlaWindow {
         destination: q.destination,
         since: &since_text,
@@ -253,4 +288,25 @@ fn horizon(gw: &Gateway, today: Date, policy: SlaPolicy) -> Date {
         }
     }
     day
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grace_cutoff_is_what_was_stored_a_grace_period_ago() {
+        let start = tokio::time::Instant::now();
+        let at = |secs| start + std::time::Duration::from_secs(secs);
+        let mut grace = GraceCutoff::default();
+        grace.observe(at(0), 100);
+        grace.observe(at(10), 250);
+        grace.observe(at(20), 400);
+        assert_eq!(grace.cutoff, 0, "nothing is a grace period old yet");
+        grace.observe(at(30), 500);
+        assert_eq!(grace.cutoff, 100, "stored by 0 s, seen at 30 s");
+        grace.observe(at(45), 600);
+        assert_eq!(grace.cutoff, 250, "10 s is the latest look 30 s before 45 s");
+        assert_eq!(grace.seen.len(), 3, "older looks are dropped");
+    }
 }

@@ -101,7 +101,7 @@ pub async fn dashboard(opts: &DashboardBenchOptions) -> anyhow::Result<Dashboard
     // The SLA tracking of the sink catches up on everything at once, as after an upgrade.
     let started = Instant::now();
     let sink = crate::relay::PUBLICATION;
-    let tracked = gw.store.track_sla(sink, &crate::sla::scope(&gw, sink)).await?;
+    let tracked = gw.store.track_sla(sink, &crate::sla::scope(&gw, sink), None).await?;
     let catch_up_secs = started.elapsed().as_secs_f64();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

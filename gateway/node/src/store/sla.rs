@@ -98,10 +98,10 @@ where
 
 impl Store {
     /// Adds to `destination`'s tracking the records stored since its cursor that it takes
-    /// (`scope`), each with its delivery there if that was settled already. Runs in steps, each
-    /// its own transaction under the write lock, so settlements and the catch-up never miss
-    /// each other. Returns how many records were tracked.
-    pub async fn track_sla(&self, destination: &str, scope: &SlaScope) -> Result<u64, StoreError> {
+    /// (`scope`), up to `seq` `until` (`None`: all), each with its delivery there if that was
+    /// settled already. Runs in steps, each its own transaction under the write lock, so
+    /// settlements and the catch-up never miss each other. Returns how many records were tracked.
+    pub async fn track_sla(&self, destination: &str, scope: &SlaScope, until: Option<i64>) -> Result<u64, StoreError> {
         let mut added = 0;
         loop {
             let _turn = self.write_lock.lock().await;
@@ -119,8 +119,9 @@ impl Store {
                     .map(|r| r.try_get(0))
                     .transpose()?
                     .unwrap_or(0);
-                let last: i64 =
+                let stored: i64 =
                     sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM records").fetch_one(&mut *tx).await?.try_get(0)?;
+                let last = until.map_or(stored, |u| u.min(stored));
                 let upto = last.min(position + CATCH_UP_STEP);
                 let mut step = 0;
                 if upto > position {
