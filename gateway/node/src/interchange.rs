@@ -381,15 +381,15 @@ impl Node {
             let (jws, paths) = &envelopes[&arrival.envelope_digest];
             let index = usize::try_from(arrival.leaf_index)?;
             let path = paths.get(index).ok_or_else(|| anyhow::anyhow!("leaf {index} is outside its envelope"))?;
-            let proof = Proof {
-                index: index as u64,
-                size: paths.len() as u64,
-                path: path.iter().map(Sha256Digest::to_hex).collect(),
-            };
             // The JSON of `OriginProof { envelope, proof }`, without re-serialising the envelope
             // for every record it carried.
-            proofs
-                .push(Some(Cow::Owned(format!(r#"{{"envelope":{jws},"proof":{}}}"#, serde_json::to_string(&proof)?))));
+            let mut json = Vec::with_capacity(jws.len() + path.len() * 67 + 64);
+            json.extend_from_slice(br#"{"envelope":"#);
+            json.extend_from_slice(jws.as_bytes());
+            json.extend_from_slice(br#","proof":"#);
+            envelope::write_proof(&mut json, index as u64, paths.len() as u64, path);
+            json.push(b'}');
+            proofs.push(Some(Cow::Owned(String::from_utf8(json)?)));
         }
         Ok(proofs)
     }

@@ -140,7 +140,6 @@ pub fn seal_text<P: AsRef<str>>(
     key: &SigningKey,
     kid: &str,
 ) -> (Jws, Vec<u8>) {
-    use std::io::Write as _;
     let (jws, proofs) = sign_header(to, item_hashes, key, kid);
     let size = items.len() as u64;
     // Sized once: a relayed envelope is megabytes, and growing it by doubling copied it again.
@@ -151,24 +150,14 @@ pub fn seal_text<P: AsRef<str>>(
     body.extend_from_slice(b"{\"envelope\":");
     body.extend_from_slice(serde_json::to_string(&jws).unwrap_or_default().as_bytes());
     body.extend_from_slice(b",\"items\":[");
-    let mut hex = [0u8; 64];
     for (i, (item, path)) in items.iter().zip(&proofs).enumerate() {
         if i > 0 {
             body.push(b',');
         }
         body.extend_from_slice(b"{\"item\":");
         body.extend_from_slice(item.as_bytes());
-        // Writing into a Vec cannot fail.
-        let _ = write!(body, ",\"proof\":{{\"index\":{i},\"size\":{size},\"path\":[");
-        for (j, h) in path.iter().enumerate() {
-            if j > 0 {
-                body.push(b',');
-            }
-            body.push(b'"');
-            body.extend_from_slice(h.write_hex(&mut hex));
-            body.push(b'"');
-        }
-        body.extend_from_slice(b"]}");
+        body.extend_from_slice(b",\"proof\":");
+        write_proof(&mut body, i as u64, size, path);
         if let Some(Some(p)) = origin_proofs.get(i) {
             body.extend_from_slice(b",\"origin_proof\":");
             body.extend_from_slice(p.as_ref().as_bytes());
@@ -177,6 +166,24 @@ pub fn seal_text<P: AsRef<str>>(
     }
     body.extend_from_slice(b"]}");
     (jws, body)
+}
+
+/// Appends the JSON of [`Proof`] `{index, size, path}` with `path`'s digests as hex, exactly as
+/// serde writes it, without building the struct's strings (a relay writes one per record).
+pub fn write_proof(out: &mut Vec<u8>, index: u64, size: u64, path: &[Sha256Digest]) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{{\"index\":{index},\"size\":{size},\"path\":[");
+    let mut hex = [0u8; 64];
+    for (j, h) in path.iter().enumerate() {
+        if j > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(h.write_hex(&mut hex));
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"]}");
 }
 
 /// Why an envelope was refused. Each names what failed; none is retryable by resending the
@@ -387,4 +394,20 @@ pub(crate) fn check_item_shape(item: &Value) -> Result<(), String> {
         && o.get("record_type").and_then(Value::as_str).is_some()
         && o.get("content").is_some_and(Value::is_object);
     if ok { Ok(()) } else { Err("item must be {origin, record_id, version ≥ 1, record_type, content}".into()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_proof_is_the_serde_form_of_the_proof() {
+        let path = [Sha256Digest::of(b"a"), Sha256Digest::of(b"b")];
+        for path in [&path[..], &[]] {
+            let mut written = Vec::new();
+            write_proof(&mut written, 3, 1000, path);
+            let proof = Proof { index: 3, size: 1000, path: path.iter().map(Sha256Digest::to_hex).collect() };
+            assert_eq!(String::from_utf8(written).expect("utf-8"), serde_json::to_string(&proof).expect("json"));
+        }
+    }
 }
