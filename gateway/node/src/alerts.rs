@@ -206,6 +206,7 @@ impl Alerter {
                         only: Some(state),
                         newest_first: true,
                         limit,
+                        scheduled: true,
                         ..crate::sla::SlaQuery::new(&destination, today)
                     };
                     let view = crate::sla::view(&self.gw, &q).await?;

@@ -46,6 +46,8 @@ pub struct Gateway {
     pub dashboard: crate::dashboard::Access,
     /// Queue backlogs sampled over the last day, for the dashboard's chart.
     pub queue_history: crate::dashboard::History,
+    /// How far the background SLA tracker reaches (scheduled views follow it).
+    pub sla_background: crate::sla::Background,
     /// Partner agreements and the client for evaluation pulls, once the federation identity
     /// is loaded.
     pub evaluations: std::sync::OnceLock<Arc<crate::evaluations::Partners>>,

@@ -73,6 +73,7 @@ pub async fn build_gateway(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         reporting: config.reporting.clone(),
         dashboard,
         queue_history: crate::dashboard::History::default(),
+        sla_background: crate::sla::Background::default(),
         evaluations: std::sync::OnceLock::new(),
         evaluation_settings: config.evaluations.clone(),
     }))

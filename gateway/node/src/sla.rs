@@ -4,7 +4,8 @@
 //! up: delivered when the parent's accepting receipt came back) or a child (repairs about its
 //! subtree) — on time, at risk, breached, as of a day that is an argument, so that tests and
 //! what-if views move it by hand. Tracking is incremental (`store::sla`): each view first adds
-//! what was stored since its last look, then reads a deadline range of the tracking index.
+//! what was stored since its last look (a scheduled one only as far as the background tracker,
+//! see [`Background`]), then reads a deadline range of the tracking index.
 
 use std::collections::BTreeMap;
 
@@ -71,6 +72,9 @@ pub struct SlaQuery<'a> {
     pub department: Option<&'a str>,
     pub record_type: Option<&'a str>,
     pub limit: i64,
+    /// Asked on a schedule (`/metrics`, alerts): track only as far as the background tracker
+    /// does (see [`Background`]), not every record stored.
+    pub scheduled: bool,
 }
 
 impl<'a> SlaQuery<'a> {
@@ -86,6 +90,7 @@ impl<'a> SlaQuery<'a> {
             department: None,
             record_type: None,
             limit: 500,
+            scheduled: false,
         }
     }
 }
@@ -168,14 +173,40 @@ pub fn watched(gw: &Gateway, destination: &str) -> bool {
 /// backlog). Views track everything before they read, so nothing they show waits for this.
 pub const UNSETTLED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Brings every watched destination's tracking up to `settled_or`, or further, to what the
-/// destination has settled (its outbox cursor). The background loop passes the last `seq`
-/// stored [`UNSETTLED_GRACE`] ago.
-pub async fn track_all(gw: &Gateway, settled_or: i64) -> Result<u64, StoreError> {
+/// How far the background tracker takes each destination, shared with the views asked on a
+/// schedule. `/metrics` is scraped every few seconds and alerts are checked every minute: if
+/// they tracked everything stored, each would again track the records in flight undelivered,
+/// and a backlog's settlements would stamp and move them all. While the tracker runs, they
+/// follow it (counts lag by at most the grace and one tick); without it (tests, one-off
+/// commands) every view tracks everything, as the API's and the dashboard's always do.
+#[derive(Debug, Default)]
+pub struct Background {
+    /// The last `seq` stored [`UNSETTLED_GRACE`] ago; `None` until the tracker's first tick.
+    settled_or: std::sync::Mutex<Option<i64>>,
+}
+
+impl Background {
+    /// How far to track `destination`: what it has settled (its outbox cursor) or what was
+    /// stored a grace period ago, whichever is further; `None` (everything) while no tracker runs.
+    pub async fn until(&self, gw: &Gateway, destination: &str) -> Result<Option<i64>, StoreError> {
+        let Some(settled_or) = *self.settled_or.lock().unwrap_or_else(std::sync::PoisonError::into_inner) else {
+            return Ok(None);
+        };
+        Ok(Some(settled_or.max(gw.store.outbox_position(destination).await?)))
+    }
+
+    /// Records that the tracker now takes each destination to `settled_or` or its cursor.
+    pub fn set(&self, settled_or: i64) {
+        *self.settled_or.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(settled_or);
+    }
+}
+
+/// Brings every watched destination's tracking as far as [`Background::until`] says.
+pub async fn track_all(gw: &Gateway) -> Result<u64, StoreError> {
     let mut added = 0;
     for d in destinations(gw) {
-        let until = settled_or.max(gw.store.outbox_position(&d).await?);
-        added += gw.store.track_sla(&d, &scope(gw, &d), Some(until)).await?;
+        let until = gw.sla_background.until(gw, &d).await?;
+        added += gw.store.track_sla(&d, &scope(gw, &d), until).await?;
     }
     Ok(added)
 }
@@ -187,12 +218,14 @@ pub async fn track_loop(gw: std::sync::Arc<Gateway>, every: std::time::Duration)
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut grace = GraceCutoff::default();
     loop {
-        let now = tick.tick().await;
+        tick.tick().await;
         match gw.store.last_seq().await {
-            Ok(seq) => grace.observe(now, seq),
+            // Timed after the read (a tick's own time is when it was due, maybe long before).
+            Ok(seq) => grace.observe(tokio::time::Instant::now(), seq),
             Err(e) => tracing::warn!(error = %e, "SLA tracking could not read the store; retrying"),
         }
-        if let Err(e) = track_all(&gw, grace.cutoff).await {
+        gw.sla_background.set(grace.cutoff);
+        if let Err(e) = track_all(&gw).await {
             tracing::warn!(error = %e, "SLA tracking failed; retrying");
         }
     }
@@ -226,7 +259,8 @@ pub async fn view(gw: &Gateway, q: &SlaQuery<'_>) -> Result<SlaView, StoreError>
     let since = q.since.unwrap_or(today - time::Duration::days(LOOKBACK_DAYS));
     let since_text = format_date(since);
     let today_text = format_date(today);
-    gw.store.track_sla(q.destination, &scope(gw, q.destination), None).await?;
+    let until = if q.scheduled { gw.sla_background.until(gw, q.destination).await? } else { None };
+    gw.store.track_sla(q.destination, &scope(gw, q.destination), until).await?;
     let window = SlaWindow {
         destination: q.destination,
         since: &since_text,

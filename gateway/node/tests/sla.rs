@@ -138,6 +138,53 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
     assert_eq!(bad.status(), 400);
 }
 
+/// Views asked on a schedule (`/metrics`, alerts) follow the background tracker while it runs:
+/// a record neither settled at the destination nor stored a grace period ago is not tracked for
+/// them yet. A view asked through the API tracks everything.
+#[tokio::test]
+async fn scheduled_views_follow_the_background_tracker() {
+    credit_gateway::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = common::gateway(dir.path()).await;
+    let base = synthetic_records(8, 78).into_iter().find(|r| r["record_type"] == "admin_penalty").expect("a penalty");
+    // All due 10-13.
+    let records: Vec<Value> = (1..=4).map(|n| penalty(&base, "2026-09-28", n)).collect();
+    let answer = gw
+        .push(serde_json::to_vec(&records).expect("json").into(), time::OffsetDateTime::now_utc())
+        .await
+        .expect("push");
+    assert_eq!(answer.accepted, 4, "{:?}", answer.outcomes);
+    let queued = gw.store.queued_after(0, 100).await.expect("queue");
+    // The sink published the first on time, and its cursor passed it.
+    let first = &queued[0];
+    let s = Settlement {
+        published: vec![(first.seq, first.record_id, first.version, "x.jsonl".into())],
+        position: Some(first.seq),
+        at: "2026-10-09T01:00:00.000Z".into(),
+        ..Settlement::default()
+    };
+    gw.store.settle("publication", s).await.expect("settle");
+    let query = |scheduled| SlaQuery {
+        since: Some(date!(2026 - 10 - 01)),
+        scheduled,
+        ..SlaQuery::new("publication", date!(2026 - 10 - 12))
+    };
+    let counts = |view: credit_gateway::sla::SlaView| {
+        ["on_time", "at_risk", "breached"].map(|s| view.counts.get(s).copied().unwrap_or_default())
+    };
+    // The tracker runs, and nothing was stored a grace period ago: only the settled one.
+    gw.sla_background.set(0);
+    let view = credit_gateway::sla::view(&gw, &query(true)).await.expect("view");
+    assert_eq!(counts(view), [1, 0, 0]);
+    // A grace period on, the next two are old enough, unsettled as they are.
+    gw.sla_background.set(queued[2].seq);
+    let view = credit_gateway::sla::view(&gw, &query(true)).await.expect("view");
+    assert_eq!(counts(view), [1, 2, 0]);
+    // The API's view tracks the fourth too.
+    let view = credit_gateway::sla::view(&gw, &query(false)).await.expect("view");
+    assert_eq!(counts(view), [1, 3, 0]);
+}
+
 /// `/metrics` with the SLA and reporting gauges parses with the reference Prometheus text
 /// parser (Python `prometheus_client`, installed by `.ci/run`), and carries one series per
 /// state for every publishing destination and reporting status.

@@ -41,7 +41,7 @@ pub async fn figures(gw: &Gateway, now: OffsetDateTime) -> StoreFigures {
     let today = crate::clock::today_in_china(now);
     let mut sla = Vec::new();
     for d in crate::sla::destinations(gw) {
-        let q = crate::sla::SlaQuery { limit: 1, ..crate::sla::SlaQuery::new(&d, today) };
+        let q = crate::sla::SlaQuery { limit: 1, scheduled: true, ..crate::sla::SlaQuery::new(&d, today) };
         match crate::sla::view(gw, &q).await {
             Ok(v) => sla.push((d, v.counts)),
             Err(e) => tracing::warn!(error = %e, destination = %d, "metrics: SLA figures unavailable"),

@@ -168,7 +168,10 @@ impl Store {
                         qb.push(")");
                     }
                     if scope.sent_targets_only {
-                        // The relay sends an event up only if its target went there.
+                        // The relay sends an event up only if its target went there. Judged
+                        // when the event is tracked: one tracked before its target was sent
+                        // stays untracked. The background tracker takes an event only once the
+                        // destination has settled it, after its target; a view may be earlier.
                         qb.push(
                             " AND (r.target_record_id IS NULL OR EXISTS (SELECT 1 FROM sent_items t \
                              WHERE t.record_id = r.target_record_id AND t.destination = ",
