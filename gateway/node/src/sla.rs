@@ -170,7 +170,8 @@ pub fn watched(gw: &Gateway, destination: &str) -> bool {
 /// A record tracked after its delivery settled goes into the window index once, with its
 /// delivery time; one tracked before is stamped at settlement, which moves its index entry (a
 /// rewrite of scattered index pages in every settling commit while a relay works through a
-/// backlog). Views track everything before they read, so nothing they show waits for this.
+/// backlog). The API's and the dashboard's views track everything before they read; views
+/// asked on a schedule follow the tracker (see [`Background`]).
 pub const UNSETTLED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How far the background tracker takes each destination, shared with the views asked on a

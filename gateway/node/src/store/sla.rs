@@ -170,8 +170,9 @@ impl Store {
                     if scope.sent_targets_only {
                         // The relay sends an event up only if its target went there. Judged
                         // when the event is tracked: one tracked before its target was sent
-                        // stays untracked. The background tracker takes an event only once the
-                        // destination has settled it, after its target; a view may be earlier.
+                        // stays untracked. The background tracker mostly takes an event once
+                        // the destination has settled it, so after its target; a view, or the
+                        // grace period while the destination is down, may take it earlier.
                         qb.push(
                             " AND (r.target_record_id IS NULL OR EXISTS (SELECT 1 FROM sent_items t \
                              WHERE t.record_id = r.target_record_id AND t.destination = ",
