@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use credit_gateway::bench::synthetic_records;
+use credit_gateway::ingest::{BatchResult, Gateway};
 use credit_gateway::sla::SlaQuery;
 use credit_gateway::store::Settlement;
 use gateway_core::sla::SlaState;
@@ -23,21 +24,28 @@ fn penalty(base: &Value, decided: &str, n: u32) -> Value {
     r
 }
 
+/// A synthetic 行政处罚 record (from `seed`) to build test penalties on.
+fn base_penalty(seed: u64) -> Value {
+    synthetic_records(8, seed).into_iter().find(|r| r["record_type"] == "admin_penalty").expect("a penalty")
+}
+
+/// Pushes a penalty decided on each of `decided` into `gw`, now.
+async fn push_penalties(gw: &Arc<Gateway>, seed: u64, decided: &[&str]) -> BatchResult {
+    let base = base_penalty(seed);
+    let records: Vec<Value> = decided.iter().zip(1..).map(|(d, n)| penalty(&base, d, n)).collect();
+    gw.push(serde_json::to_vec(&records).expect("json").into(), time::OffsetDateTime::now_utc()).await.expect("push")
+}
+
 #[tokio::test]
 async fn states_follow_the_deadline_on_the_official_calendar() {
     credit_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tmp");
     let gw = common::gateway(dir.path()).await;
-    let base = synthetic_records(8, 77).into_iter().find(|r| r["record_type"] == "admin_penalty").expect("a penalty");
     // Deadlines: 09-21 → 10-08 (across 中秋 and 国庆); 09-28 → 10-13; 09-30 → 10-15 (10-10 is a
     // 调休 working Saturday); 10-12 → 10-21.
     let decided = ["2026-09-21", "2026-09-21", "2026-09-28", "2026-09-28", "2026-09-30", "2026-10-12"];
-    let records: Vec<Value> = decided.iter().zip(1..).map(|(d, n)| penalty(&base, d, n)).collect();
-    let answer = gw
-        .push(serde_json::to_vec(&records).expect("json").into(), time::OffsetDateTime::now_utc())
-        .await
-        .expect("push");
-    assert_eq!(answer.accepted, records.len(), "{:?}", answer.outcomes);
+    let answer = push_penalties(&gw, 77, &decided).await;
+    assert_eq!(answer.accepted, decided.len(), "{:?}", answer.outcomes);
     let deadlines: Vec<_> = answer.outcomes.iter().map(|o| o.publicity_deadline.clone().expect("deadline")).collect();
     assert_eq!(deadlines, ["2026-10-08", "2026-10-08", "2026-10-13", "2026-10-13", "2026-10-15", "2026-10-21"]);
     let ids: Vec<String> = answer.outcomes.iter().map(|o| o.record_id.expect("id").to_string()).collect();
@@ -146,13 +154,8 @@ async fn scheduled_views_follow_the_background_tracker() {
     credit_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tmp");
     let gw = common::gateway(dir.path()).await;
-    let base = synthetic_records(8, 78).into_iter().find(|r| r["record_type"] == "admin_penalty").expect("a penalty");
     // All due 10-13.
-    let records: Vec<Value> = (1..=4).map(|n| penalty(&base, "2026-09-28", n)).collect();
-    let answer = gw
-        .push(serde_json::to_vec(&records).expect("json").into(), time::OffsetDateTime::now_utc())
-        .await
-        .expect("push");
+    let answer = push_penalties(&gw, 78, &["2026-09-28"; 4]).await;
     assert_eq!(answer.accepted, 4, "{:?}", answer.outcomes);
     let queued = gw.store.queued_after(0, 100).await.expect("queue");
     // The sink published the first on time, and its cursor passed it.
@@ -257,8 +260,7 @@ async fn a_repair_is_due_three_working_days_after_its_decision() {
     credit_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tmp");
     let gw = common::gateway(dir.path()).await;
-    let base = synthetic_records(8, 78).into_iter().find(|r| r["record_type"] == "admin_penalty").expect("a penalty");
-    let mut penalty = penalty(&base, "2026-09-01", 99);
+    let mut penalty = penalty(&base_penalty(78), "2026-09-01", 99);
     penalty["disclosure_scope"] = "public".into();
     let now = time::OffsetDateTime::now_utc();
     let answer = gw.push(serde_json::to_vec(&[penalty]).expect("json").into(), now).await.expect("push");

@@ -172,6 +172,41 @@ struct Batch {
     resend: bool,
 }
 
+/// A sender's cursor as last stored, and when. A batch that only skips rows (none for its
+/// destination: most rows, for a child's sender) moves the cursor in memory only; storing it
+/// is a commit, so it is stored at most every [`CURSOR_SAVE_EVERY`] (an idle sender looks again
+/// within [`IDLE_POLL`]). Every settlement stores the cursor with what it settled, so a crash
+/// only means the last second's skipped rows are judged again (and sent, if the registry or
+/// routing changed meanwhile: at least once, as ever).
+struct SavedCursor {
+    position: i64,
+    at: std::time::Instant,
+    /// The last attempt to store it failed: try again at the next chance.
+    stale: bool,
+}
+
+impl SavedCursor {
+    fn new(position: i64) -> Self {
+        Self { position, at: std::time::Instant::now(), stale: false }
+    }
+
+    /// Whether a cursor at `position`, moved only in memory, should be stored now.
+    fn due(&self, position: i64) -> bool {
+        (self.stale || position != self.position) && self.at.elapsed() >= CURSOR_SAVE_EVERY
+    }
+
+    /// `position` was stored (by a settlement or on its own).
+    fn stored(&mut self, position: i64) {
+        *self = Self::new(position);
+    }
+
+    /// Storing failed; `due` says yes again once the interval has passed.
+    fn failed(&mut self) {
+        self.stale = true;
+        self.at = std::time::Instant::now();
+    }
+}
+
 /// How a delivery attempt ended.
 enum Attempt {
     /// Recorded; this many records were taken by the destination.
@@ -204,13 +239,7 @@ impl Shared {
                 }
             }
         };
-        // The stored cursor, and when it was stored. A batch that only skips rows (none for
-        // this destination: most rows, for a child's sender) moves `position` in memory only;
-        // storing it is a commit, so it is stored at most every CURSOR_SAVE_EVERY (an idle
-        // sender looks again within IDLE_POLL). Every delivery stores the cursor with what it
-        // settled, so a crash only means the last second's skipped rows are judged again (and
-        // sent, if the registry or routing changed meanwhile: at least once, as ever).
-        let mut saved = (position, std::time::Instant::now());
+        let mut saved = SavedCursor::new(position);
         loop {
             let batch = match self.next_batch(&dest, position, limit).await {
                 Ok(b) => b,
@@ -227,13 +256,15 @@ impl Shared {
                     limit = self.config.batch_max;
                     failures = 0;
                 }
-                if position != saved.0 && saved.1.elapsed() >= CURSOR_SAVE_EVERY {
-                    saved = (position, std::time::Instant::now());
+                if saved.due(position) {
                     match self.save_cursor(&dest, position).await {
-                        Ok(()) => board.succeeded(&dest.name, 0),
+                        Ok(()) => {
+                            saved.stored(position);
+                            board.succeeded(&dest.name, 0);
+                        }
                         Err(e) => {
+                            saved.failed();
                             tracing::warn!(destination = %dest.name, error = %e, "could not store the relay cursor; will retry");
-                            saved.0 = -1;
                         }
                     }
                 }
@@ -254,7 +285,7 @@ impl Shared {
                     board.succeeded(&dest.name, delivered);
                     if let Some(p) = batch.position {
                         position = p;
-                        saved = (p, std::time::Instant::now());
+                        saved.stored(p);
                     }
                     failures = 0;
                     limit = self.config.batch_max;
@@ -268,7 +299,7 @@ impl Shared {
                         let reason = reason_json("delivery_failed", &format!("{e:#}"), &[]);
                         if self.dead_letter_all(&dest, &batch, &reason, failures).await {
                             position = batch.position.unwrap_or(position);
-                            saved = (position, std::time::Instant::now());
+                            saved.stored(position);
                             failures = 0;
                         }
                         continue;
@@ -287,7 +318,7 @@ impl Shared {
                         tracing::error!(destination = %dest.name, reason = %reason, "record refused: dead-lettered");
                         if self.dead_letter_all(&dest, &batch, &reason, failures + 1).await {
                             position = batch.position.unwrap_or(position);
-                            saved = (position, std::time::Instant::now());
+                            saved.stored(position);
                         }
                         failures = 0;
                     }
@@ -647,4 +678,25 @@ fn rejected_items(receipt: &ReceiptBody, items: &[QueuedRecord]) -> Vec<DeadLett
             Some(letter(item, reason.to_string(), 1))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_moved_in_memory_is_stored_at_most_once_a_second_and_again_after_a_failure() {
+        let a_while_ago = std::time::Instant::now() - 2 * CURSOR_SAVE_EVERY;
+        let mut saved = SavedCursor::new(10);
+        assert!(!saved.due(20), "stored just now");
+        saved.at = a_while_ago;
+        assert!(!saved.due(10), "not moved since");
+        assert!(saved.due(20));
+        saved.failed();
+        assert!(!saved.due(10), "a failed store waits for the interval too");
+        saved.at = a_while_ago;
+        assert!(saved.due(10), "then is tried again, even where the cursor has not moved");
+        saved.stored(10);
+        assert!(!saved.due(10) && !saved.stale);
+    }
 }
