@@ -1,8 +1,10 @@
-//! `YYYY-MM-DD` dates as they appear on the wire.
+//! `YYYY-MM-DD` dates as they appear on the wire, Beijing dates of instants, and the RFC 3339
+//! timestamps nodes write. Pure: "now" is always an argument.
 
-use time::Date;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
+use time::macros::offset;
+use time::{Date, OffsetDateTime, UtcOffset};
 
 const DATE_FORMAT: &[BorrowedFormatItem<'_>] = format_description!("[year]-[month]-[day]");
 
@@ -17,4 +19,42 @@ pub fn parse_date(s: &str) -> Option<Date> {
 /// Formats a date as `YYYY-MM-DD`.
 pub fn format_date(d: Date) -> String {
     d.format(DATE_FORMAT).unwrap_or_default()
+}
+
+/// China Standard Time: decision dates and "today" are Beijing dates.
+pub const CHINA: UtcOffset = offset!(+8);
+
+/// The date in China at `now`.
+pub fn today_in_china(now: OffsetDateTime) -> Date {
+    now.to_offset(CHINA).date()
+}
+
+/// The Beijing date of an RFC 3339 timestamp.
+pub fn china_date_of(timestamp: &str) -> Option<Date> {
+    let t = OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(today_in_china(t))
+}
+
+/// RFC 3339 in UTC with `Z` and millisecond precision, as the interchange spec requires.
+pub fn format_timestamp(t: OffsetDateTime) -> String {
+    crate::interchange::format_time(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn timestamps_have_millis_and_z() {
+        assert_eq!(format_timestamp(datetime!(2026-11-22 08:30:00.125_999 UTC)), "2026-11-22T08:30:00.125Z");
+        assert_eq!(format_timestamp(datetime!(2026-11-22 16:30:00 +8)), "2026-11-22T08:30:00.000Z");
+        assert_eq!(format_timestamp(datetime!(2026-11-22 08:30:00.1 UTC)), "2026-11-22T08:30:00.100Z");
+    }
+
+    #[test]
+    fn today_is_a_beijing_date() {
+        assert_eq!(today_in_china(datetime!(2026-11-22 17:00 UTC)).to_string(), "2026-11-23");
+        assert_eq!(china_date_of("2026-11-22T16:00:00.000Z").map(format_date).as_deref(), Some("2026-11-23"));
+    }
 }

@@ -131,7 +131,7 @@ impl Alerter {
                 tracing::warn!(kind = alert.kind, error = %format!("{e:#}"), "alert not delivered; retrying at the next check");
                 continue;
             }
-            self.gw.store.mark_alerts_sent(&fresh, alert.kind, &crate::clock::format_timestamp(now)).await?;
+            self.gw.store.mark_alerts_sent(&fresh, alert.kind, &gateway_core::date::format_timestamp(now)).await?;
             delivered.push(alert);
         }
         Ok(delivered)
@@ -144,7 +144,7 @@ impl Alerter {
 
     async fn deliver(&self, alert: &Alert, now: OffsetDateTime) -> anyhow::Result<()> {
         let body = serde_json::to_vec(alert)?;
-        let timestamp = crate::clock::format_timestamp(now);
+        let timestamp = gateway_core::date::format_timestamp(now);
         let resp = self
             .client
             .post(&self.url)
@@ -180,7 +180,7 @@ impl Alerter {
         Alert {
             kind,
             member_id: self.gw.member_id.clone(),
-            raised_at: crate::clock::format_timestamp(now),
+            raised_at: gateway_core::date::format_timestamp(now),
             summary_zh: zh,
             summary_en: en,
             details,
@@ -190,7 +190,7 @@ impl Alerter {
 
     /// Records newly at risk or breached at each watched destination.
     async fn sla_alerts(&self, now: OffsetDateTime) -> anyhow::Result<Vec<Alert>> {
-        let today = crate::clock::today_in_china(now);
+        let today = gateway_core::date::today_in_china(now);
         let mut out = Vec::new();
         for destination in crate::sla::destinations(&self.gw) {
             for (state, kind) in [(SlaState::AtRisk, "sla.at_risk"), (SlaState::Breached, "sla.breached")] {
@@ -279,7 +279,7 @@ impl Alerter {
         if self.gw.reporting.departments.is_empty() {
             return Ok(Vec::new());
         }
-        let today = crate::clock::today_in_china(now);
+        let today = gateway_core::date::today_in_china(now);
         let period = gateway_core::reporting::Period::before(today);
         let view = crate::reporting::view(&self.gw, period, today).await?;
         let overdue: Vec<_> = view
@@ -309,7 +309,7 @@ impl Alerter {
         let mut out = Vec::new();
         if let Some(not_after) = fed.certificate_expires.filter(|t| *t - now < window) {
             let days = (not_after - now).whole_days();
-            let at = crate::clock::format_timestamp(not_after);
+            let at = gateway_core::date::format_timestamp(not_after);
             out.push(self.alert(
                 "certificate.expiring",
                 now,
@@ -323,7 +323,7 @@ impl Alerter {
             && registry.expires_at - now < window
         {
             let days = (registry.expires_at - now).whole_days();
-            let at = crate::clock::format_timestamp(registry.expires_at);
+            let at = gateway_core::date::format_timestamp(registry.expires_at);
             let version = registry.body.version;
             out.push(self.alert(
                 "registry.expiring",

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+pub use gateway_store::SqliteSync;
+
 /// Everything a node needs to run. `credit-gateway serve` works with all defaults.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -319,13 +321,6 @@ pub struct Sqlite {
     /// `full` (default: every commit is on disk before it is acknowledged, even across power
     /// loss) or `normal` (survives a process crash, may lose the last commits on power loss).
     pub synchronous: SqliteSync,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SqliteSync {
-    Full,
-    Normal,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

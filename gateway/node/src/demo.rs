@@ -264,7 +264,7 @@ async fn scenario(opts: &DemoOptions, nodes: &[RunningNode]) -> anyhow::Result<T
 /// 信用东营 loads credit evaluations; 信用淄博's desk looks three companies up there under
 /// their signed agreement (信用评价结果互认) and prints the verdicts.
 async fn recognition(client: &reqwest::Client, city: &RunningNode, dongying: &RunningNode) -> anyhow::Result<()> {
-    let today = crate::clock::today_in_china(time::OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(time::OffsetDateTime::now_utc());
     post(client, &dongying.api, &crate::bench::synthetic_evaluations(0..20, today)).await?;
     let subjects: Vec<String> = (0..5).map(|k| crate::bench::uscc_in("91", "370500", k)).collect();
     let resp = client

@@ -14,12 +14,12 @@ use gateway_core::interchange::evidence::{Bundle, Hop};
 use gateway_core::interchange::receipt::{RECEIPT_TYP, ReceiptBody};
 use gateway_core::jws::Jws;
 use gateway_core::merkle;
+use gateway_store::StoredEnvelope;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::interchange::Node;
-use crate::store::StoredEnvelope;
 
 /// The answer of `GET /federation/v1/evidence/{record_id}/{version}`: the hops up to and
 /// including the one that brought the record version to the answering node.

@@ -10,7 +10,7 @@ use axum::{Extension, Json, Router};
 use gateway_core::interchange::registry::Registry;
 use gateway_core::jws::Jws;
 
-use crate::api::ApiError;
+use crate::api::{ErrorKind, ServiceError};
 use crate::interchange::Node;
 use crate::tls::Peer;
 
@@ -24,7 +24,7 @@ pub fn router(node: Node) -> Router {
         .route("/federation/v1/receipts", post(receipts))
         .route("/federation/v1/evaluations/lookup", post(evaluations_lookup))
         .route("/federation/v1/evaluations/{uscc}", get(evaluations_single))
-        .fallback(|| async { ApiError::not_found("该路径", "path") })
+        .fallback(|| async { ServiceError::not_found("该路径", "path") })
         .layer(middleware::from_fn_with_state(node.clone(), require_current_registry))
         .layer(middleware::from_fn(require_member))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
@@ -35,15 +35,15 @@ pub fn router(node: Node) -> Router {
 async fn require_member(peer: Option<Extension<Peer>>, request: Request, next: Next) -> Response {
     match peer.map(|Extension(p)| p) {
         Some(Peer::Member(_)) => next.run(request).await,
-        Some(Peer::Unpinned { cert_sha256 }) => ApiError::new(
-            StatusCode::FORBIDDEN,
+        Some(Peer::Unpinned { cert_sha256 }) => ServiceError::new(
+            ErrorKind::Forbidden,
             "certificate_not_pinned",
             "客户端证书未在联盟注册表中登记（证书指纹不匹配）",
             format!("the client certificate (sha-256 {cert_sha256}) is not pinned for any member in the registry"),
         )
         .into_response(),
-        None => ApiError::new(
-            StatusCode::FORBIDDEN,
+        None => ServiceError::new(
+            ErrorKind::Forbidden,
             "mtls_required",
             "联盟接口只接受双向 TLS 连接",
             "federation endpoints require mutual TLS",
@@ -57,7 +57,7 @@ async fn require_member(peer: Option<Extension<Peer>>, request: Request, next: N
 async fn require_current_registry(State(node): State<Node>, request: Request, next: Next) -> Response {
     let freshness = match node.registry.read() {
         Ok(r) => r.freshness(time::OffsetDateTime::now_utc(), node.registry_grace),
-        Err(_) => return ApiError::internal(&"registry lock poisoned").into_response(),
+        Err(_) => return ServiceError::internal(&"registry lock poisoned").into_response(),
     };
     match freshness {
         Ok(gateway_core::interchange::registry::Freshness::Current) => next.run(request).await,
@@ -67,8 +67,8 @@ async fn require_current_registry(State(node): State<Node>, request: Request, ne
         }
         Err(e) => {
             tracing::error!(error = %e, "registry past its grace period: refusing federation traffic");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::new(
+                ErrorKind::Unavailable,
                 "registry_expired",
                 "联盟注册表已过期且超过宽限期，暂停联盟通信，请更新注册表",
                 format!("{e}; federation traffic is refused until a newer registry is loaded"),
@@ -98,8 +98,8 @@ pub async fn refresh_loop(node: Node, every: std::time::Duration, shutdown: impl
 }
 
 /// The registry this node holds (children refresh from it).
-async fn registry(State(node): State<Node>) -> Result<Json<Jws>, ApiError> {
-    let registry = node.registry.read().map_err(|_| ApiError::internal(&"registry lock poisoned"))?;
+async fn registry(State(node): State<Node>) -> Result<Json<Jws>, ServiceError> {
+    let registry = node.registry.read().map_err(|_| ServiceError::internal(&"registry lock poisoned"))?;
     Ok(Json(registry.jws.clone()))
 }
 
@@ -108,8 +108,8 @@ async fn envelopes(
     State(node): State<Node>,
     Extension(peer): Extension<Peer>,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
+) -> Result<Response, ServiceError> {
+    let Peer::Member(member) = peer else { return Err(ServiceError::internal(&"unpinned peer passed the guard")) };
     let receipt = node.receive(&member, body, time::OffsetDateTime::now_utc()).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], receipt).into_response())
 }
@@ -119,7 +119,7 @@ async fn evaluations_single(
     State(node): State<Node>,
     Extension(peer): Extension<Peer>,
     axum::extract::Path(uscc): axum::extract::Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     answer_pull(&node, peer, &[uscc]).await.map_err(crate::evaluations::path_subject_error)
 }
 
@@ -128,14 +128,14 @@ async fn evaluations_lookup(
     State(node): State<Node>,
     Extension(peer): Extension<Peer>,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let request: crate::evaluations::LookupRequest = ApiError::strict_body(&body)?;
+) -> Result<Response, ServiceError> {
+    let request: crate::evaluations::LookupRequest = ServiceError::strict_body(&body)?;
     answer_pull(&node, peer, &request.subjects).await
 }
 
-async fn answer_pull(node: &Node, peer: Peer, subjects: &[String]) -> Result<Response, ApiError> {
-    let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
-    let partners = node.gateway.evaluations.get().ok_or_else(|| ApiError::internal(&"evaluations not loaded"))?;
+async fn answer_pull(node: &Node, peer: Peer, subjects: &[String]) -> Result<Response, ServiceError> {
+    let Peer::Member(member) = peer else { return Err(ServiceError::internal(&"unpinned peer passed the guard")) };
+    let partners = node.gateway.evaluations.get().ok_or_else(|| ServiceError::internal(&"evaluations not loaded"))?;
     let text =
         crate::evaluations::answer(&node.gateway, partners, &member, subjects, time::OffsetDateTime::now_utc()).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response())
@@ -147,19 +147,19 @@ async fn evidence(
     State(node): State<Node>,
     Extension(peer): Extension<Peer>,
     axum::extract::Path((record_id, version)): axum::extract::Path<(String, i64)>,
-) -> Result<Json<crate::evidence::ArrivalHops>, ApiError> {
-    let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
-    let not_found = || ApiError::not_found("发送给您的该记录版本", "a version of this record sent to you");
+) -> Result<Json<crate::evidence::ArrivalHops>, ServiceError> {
+    let Peer::Member(member) = peer else { return Err(ServiceError::internal(&"unpinned peer passed the guard")) };
+    let not_found = || ServiceError::not_found("发送给您的该记录版本", "a version of this record sent to you");
     let record_id = uuid::Uuid::parse_str(&record_id).map_err(|_| not_found())?;
-    let sent = node.gateway.store.sent_with(record_id, version).await.map_err(|e| ApiError::internal(&e))?;
+    let sent = node.gateway.store.sent_with(record_id, version).await.map_err(|e| ServiceError::internal(&e))?;
     if !sent.iter().any(|(_, _, receiver)| *receiver == member) {
         tracing::warn!(peer = %member, %record_id, version, "evidence asked for a record not sent to the peer");
         return Err(not_found());
     }
     match node.arrival_hops(record_id, version).await {
         Ok(hops) => Ok(Json(crate::evidence::ArrivalHops { hops })),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
+        Err(e) => Err(ServiceError::new(
+            ErrorKind::BadGateway,
             "evidence_incomplete",
             format!("无法汇集该记录此前各跳的证据：{e:#}"),
             format!("the earlier hops of this record could not be gathered: {e:#}"),
@@ -186,13 +186,13 @@ async fn events(
     State(node): State<Node>,
     Extension(peer): Extension<Peer>,
     query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
+) -> Result<Response, ServiceError> {
+    let Peer::Member(member) = peer else { return Err(ServiceError::internal(&"unpinned peer passed the guard")) };
     let axum::extract::Query(q) = query.map_err(|e| {
-        ApiError::bad_request("bad_query", format!("查询参数错误：{e}"), format!("bad query parameters: {e}"))
+        ServiceError::bad_request("bad_query", format!("查询参数错误：{e}"), format!("bad query parameters: {e}"))
     })?;
     let parked =
-        node.gateway.store.parked_after(&member, q.after, EVENTS_PAGE).await.map_err(|e| ApiError::internal(&e))?;
+        node.gateway.store.parked_after(&member, q.after, EVENTS_PAGE).await.map_err(|e| ServiceError::internal(&e))?;
     // The bodies are JSON already: written out as they are.
     let mut out = String::from("{\"envelopes\":[");
     for (i, p) in parked.iter().enumerate() {
@@ -212,30 +212,35 @@ async fn receipts(
     State(node): State<Node>,
     Extension(peer): Extension<Peer>,
     body: axum::body::Bytes,
-) -> Result<StatusCode, ApiError> {
-    let Peer::Member(member) = peer else { return Err(ApiError::internal(&"unpinned peer passed the guard")) };
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("bad_receipt", "回执不是 UTF-8 文本", "the receipt is not UTF-8 text"))?;
+) -> Result<StatusCode, ServiceError> {
+    let Peer::Member(member) = peer else { return Err(ServiceError::internal(&"unpinned peer passed the guard")) };
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ServiceError::bad_request("bad_receipt", "回执不是 UTF-8 文本", "the receipt is not UTF-8 text")
+    })?;
     let digest = match serde_json::from_str::<crate::interchange::PullRefusal>(text) {
         Ok(r) => r.refused.envelope_digest,
         Err(_) => {
             let jws: Jws = serde_json::from_str(text).map_err(|e| {
-                ApiError::bad_request(
+                ServiceError::bad_request(
                     "bad_receipt",
                     format!("回执不是 JWS：{e}"),
                     format!("the receipt is not a JWS: {e}"),
                 )
             })?;
             let decoded = jws.decode(gateway_core::interchange::receipt::RECEIPT_TYP).map_err(|e| {
-                ApiError::bad_request("bad_receipt", format!("回执格式错误：{e}"), format!("malformed receipt: {e}"))
+                ServiceError::bad_request(
+                    "bad_receipt",
+                    format!("回执格式错误：{e}"),
+                    format!("malformed receipt: {e}"),
+                )
             })?;
             decoded.body["envelope_digest"].as_str().unwrap_or_default().to_owned()
         }
     };
     let waiting =
-        node.gateway.store.parked_receipt_in(&member, &digest, text).await.map_err(|e| ApiError::internal(&e))?;
+        node.gateway.store.parked_receipt_in(&member, &digest, text).await.map_err(|e| ServiceError::internal(&e))?;
     if !waiting {
-        return Err(ApiError::not_found("等待该回执的信封", "an envelope waiting for this receipt"));
+        return Err(ServiceError::not_found("等待该回执的信封", "an envelope waiting for this receipt"));
     }
     node.gateway.pull_acks.notify_waiters();
     Ok(StatusCode::NO_CONTENT)

@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use gateway_core::calendar::WorkingCalendar;
-use gateway_core::date::format_date;
+use gateway_core::date::{format_date, today_in_china};
 use gateway_core::quality::Observation;
 use gateway_core::record::{FieldError, RecordValidator, ValidRecord};
+use gateway_store::{Incoming, QualityCounts, Store, Stored};
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -17,10 +18,8 @@ use time::{Date, OffsetDateTime};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::api::ApiError;
-use crate::clock::today_in_china;
 use crate::config::Limits;
-use crate::store::{Incoming, QualityCounts, Store, Stored};
+use crate::error::ServiceError;
 
 /// Everything the API handlers share.
 #[derive(Debug)]
@@ -76,7 +75,7 @@ impl CarriesRecord for Incoming {
     }
 }
 
-impl CarriesRecord for crate::store::RelayedItem {
+impl CarriesRecord for gateway_store::RelayedItem {
     fn incoming(&self) -> &Incoming {
         &self.incoming
     }
@@ -148,12 +147,12 @@ pub type Checked<T = Incoming> = Result<T, Vec<FieldError>>;
 
 impl Gateway {
     /// Handles one pushed batch (the raw request body).
-    pub async fn push(self: &Arc<Self>, body: bytes::Bytes, now: OffsetDateTime) -> Result<BatchResult, ApiError> {
+    pub async fn push(self: &Arc<Self>, body: bytes::Bytes, now: OffsetDateTime) -> Result<BatchResult, ServiceError> {
         let this = Arc::clone(self);
         let today = today_in_china(now);
         let checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
             .await
-            .map_err(|e| ApiError::internal(&e))??;
+            .map_err(|e| ServiceError::internal(&e))??;
         self.store_checked(checked, now).await
     }
 
@@ -166,7 +165,7 @@ impl Gateway {
         dataset: Arc<gateway_core::adapter::Dataset>,
         rows: Vec<gateway_core::adapter::Row>,
         now: OffsetDateTime,
-    ) -> Result<BatchResult, ApiError> {
+    ) -> Result<BatchResult, ServiceError> {
         let intake = crate::relay::adapter_destination(platform);
         let this = Arc::clone(self);
         let today = today_in_china(now);
@@ -190,7 +189,7 @@ impl Gateway {
                 .collect::<Vec<_>>()
         })
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(|e| ServiceError::internal(&e))?;
         self.store_checked(checked, now).await
     }
 
@@ -200,7 +199,7 @@ impl Gateway {
         self: &Arc<Self>,
         observed: Vec<(Checked, Observation)>,
         now: OffsetDateTime,
-    ) -> Result<BatchResult, ApiError> {
+    ) -> Result<BatchResult, ServiceError> {
         let (mut checked, observations): (Vec<Checked>, Vec<Observation>) = observed.into_iter().unzip();
         self.require_targets(&mut checked).await?;
         let quality = quality_counts(&checked, &observations, today_in_china(now));
@@ -220,7 +219,7 @@ impl Gateway {
             .store
             .ingest_counted(&self.member_id, incoming, quality, now)
             .await
-            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| ServiceError::internal(&e))?
             .into_iter();
         let mut result = BatchResult {
             received: verdicts.len(),
@@ -235,7 +234,7 @@ impl Gateway {
                 Err(errors) => RecordOutcome::rejected(index, errors),
                 Ok(summary) => match stored.next() {
                     Some(s) => RecordOutcome::stored(index, s, summary),
-                    None => return Err(ApiError::internal(&"store returned fewer outcomes than records")),
+                    None => return Err(ServiceError::internal(&"store returned fewer outcomes than records")),
                 },
             };
             match outcome.status {
@@ -258,10 +257,10 @@ impl Gateway {
     }
 
     /// Parses and validates a batch. CPU-bound: runs on the blocking pool, records in parallel.
-    fn check_batch(&self, body: &[u8], today: Date) -> Result<Vec<(Checked, Observation)>, ApiError> {
-        let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(ApiError::from_batch_json)?;
+    fn check_batch(&self, body: &[u8], today: Date) -> Result<Vec<(Checked, Observation)>, ServiceError> {
+        let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(ServiceError::from_batch_json)?;
         if raws.len() > self.limits.max_batch_records {
-            return Err(ApiError::too_many_records(raws.len(), self.limits.max_batch_records));
+            return Err(ServiceError::too_many_records(raws.len(), self.limits.max_batch_records));
         }
         Ok(raws
             .par_iter()
@@ -280,7 +279,7 @@ impl Gateway {
     pub async fn require_targets<T: CarriesRecord>(
         &self,
         items: &mut [Result<T, Vec<FieldError>>],
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         let mut events: Vec<(&mut Checked<T>, (String, String))> = Vec::new();
         for item in items.iter_mut() {
             let key = match item {
@@ -295,7 +294,7 @@ impl Gateway {
             return Ok(());
         }
         let keys: Vec<(String, String)> = events.iter().map(|(_, k)| k.clone()).collect();
-        let held = self.store.held_records(&keys).await.map_err(|e| ApiError::internal(&e))?;
+        let held = self.store.held_records(&keys).await.map_err(|e| ServiceError::internal(&e))?;
         for (item, key) in events {
             if !held.contains(&key) {
                 *item = Err(vec![FieldError::new(
@@ -310,66 +309,6 @@ impl Gateway {
             }
         }
         Ok(())
-    }
-
-    /// Raises `publicity_expired` for this node's own penalties whose publicity period
-    /// (domain §2.2, by the rules in force on the decision date, or the record's
-    /// `publicity_end_date`) ended before `today`. The events go through the push path, so
-    /// they are validated, stored, applied and relayed like any other. Returns how many.
-    pub async fn raise_publicity_expiries(self: &Arc<Self>, today: Date) -> Result<usize, ApiError> {
-        use gateway_core::publicity::{Regime, publicity_end};
-        // Nothing decided in the last three months (the shortest period) can have expired.
-        let decided_by = format_date(today - time::Duration::days(89));
-        let candidates = self
-            .store
-            .publicity_candidates(&self.member_id, &decided_by, 10_000)
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-        // The latest version of each record decides.
-        let mut latest: std::collections::BTreeMap<Uuid, crate::store::StoredRecord> =
-            std::collections::BTreeMap::new();
-        for r in candidates {
-            latest.insert(r.record_id, r);
-        }
-        let mut events = Vec::new();
-        for r in latest.into_values() {
-            let content: serde_json::Value = serde_json::from_str(&r.content).map_err(|e| ApiError::internal(&e))?;
-            let date = |k: &str| content[k].as_str().and_then(gateway_core::date::parse_date);
-            let Some(decided) = date("decision_date") else { continue };
-            let (end, regime) =
-                publicity_end(decided, content["dishonesty_level"].as_str(), date("publicity_end_date"));
-            if end >= today {
-                continue;
-            }
-            let mut event = serde_json::json!({
-                "record_type": "publicity_expired",
-                "region_code": content["region_code"],
-                "target_origin": r.origin,
-                "target_record_id": r.record_id.to_string(),
-                "target_version": r.version,
-                "decided_on": format_date(today),
-                "expired_on": format_date(end),
-                "deciding_authority": content["penalizing_authority"],
-                "deciding_authority_uscc": content["penalizing_authority_uscc"],
-                "reason": format!("行政处罚信息公示期已于 {} 届满，停止公示", format_date(end)),
-                "source_unit": content["source_unit"],
-                "source_unit_uscc": content["source_unit_uscc"],
-                "disclosure_scope": content["disclosure_scope"],
-            });
-            if regime != Regime::Y2017 {
-                event["regime"] = regime.as_str().into();
-            }
-            events.push(event);
-        }
-        if events.is_empty() {
-            return Ok(0);
-        }
-        let body = serde_json::to_vec(&events).map_err(|e| ApiError::internal(&e))?;
-        let result = self.push(body.into(), OffsetDateTime::now_utc()).await?;
-        if result.rejected > 0 {
-            tracing::warn!(rejected = result.rejected, "some publicity_expired events were refused");
-        }
-        Ok(result.accepted + result.new_version)
     }
 
     /// Adds the publicity deadline to a validated record.

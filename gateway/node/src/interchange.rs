@@ -5,7 +5,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use axum::http::StatusCode;
 use gateway_core::canonical::{Sha256Digest, canonical_hash, canonical_string, item_canonical, parse_strict};
 use gateway_core::crypto::SigningKey;
 use gateway_core::interchange::envelope::{
@@ -17,16 +16,16 @@ use gateway_core::interchange::{format_time, is_uuid};
 use gateway_core::jws::Jws;
 use gateway_core::merkle;
 use gateway_core::record::FieldError;
+use gateway_store::{ArrivalOf, EnvelopeIn, EnvelopeStored, OriginRef, RelayedItem, RelayedOutcome, StoredRecord};
 use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::api::ApiError;
-use crate::clock::today_in_china;
+use crate::error::{ErrorKind, ServiceError};
 use crate::ingest::Gateway;
-use crate::store::{ArrivalOf, EnvelopeIn, EnvelopeStored, OriginRef, RelayedItem, RelayedOutcome, StoredRecord};
+use gateway_core::date::today_in_china;
 
 /// How far an envelope's `created_at` may be from our clock.
 pub const CLOCK_WINDOW: Duration = Duration::minutes(5);
@@ -163,13 +162,13 @@ impl Node {
         self.registry.read().ok()?.member(member).map(|m| m.endpoint.clone())
     }
 
-    fn registry(&self) -> Result<Registry, ApiError> {
-        self.registry.read().map(|r| r.clone()).map_err(|_| ApiError::internal(&"registry lock poisoned"))
+    fn registry(&self) -> Result<Registry, ServiceError> {
+        self.registry.read().map(|r| r.clone()).map_err(|_| ServiceError::internal(&"registry lock poisoned"))
     }
 
     /// Handles `POST /federation/v1/envelopes` from the authenticated member `peer`. Answers
     /// with the signed receipt as JSON text, exactly as stored.
-    pub async fn receive(&self, peer: &str, body: bytes::Bytes, now: OffsetDateTime) -> Result<String, ApiError> {
+    pub async fn receive(&self, peer: &str, body: bytes::Bytes, now: OffsetDateTime) -> Result<String, ServiceError> {
         // Parsing, hashing, the signature and every record's validation are CPU work: one
         // blocking task, items in parallel, as on the push path, so request I/O keeps flowing.
         let registry = self.registry()?;
@@ -181,7 +180,7 @@ impl Node {
             open_and_check(&gw, &peer, &body, &at, today)
         })
         .await
-        .map_err(|e| ApiError::internal(&e))??;
+        .map_err(|e| ServiceError::internal(&e))??;
         let CheckedEnvelope { envelope: envelope_jws, header, digest, item_hashes, items: mut checked } = checked;
         self.gateway.require_targets(&mut checked).await?;
 
@@ -250,7 +249,7 @@ impl Node {
             .store
             .store_envelope(stored_env, Box::new(make_receipt))
             .await
-            .map_err(|e| ApiError::internal(&e))?;
+            .map_err(|e| ServiceError::internal(&e))?;
         let receipt = match stored {
             EnvelopeStored::New { receipt } => {
                 tracing::info!(sender = %h.sender, envelope_id = %h.envelope_id, items = h.count, "envelope stored");
@@ -259,8 +258,8 @@ impl Node {
             EnvelopeStored::Repeat { receipt } => receipt,
             EnvelopeStored::Replay => {
                 tracing::warn!(sender = %h.sender, envelope_id = %h.envelope_id, "envelope id replayed with other content");
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
+                return Err(ServiceError::new(
+                    ErrorKind::Conflict,
                     "replay",
                     format!("信封编号 {} 已被该发送方用于另一信封（重放）", h.envelope_id),
                     format!(
@@ -425,8 +424,8 @@ impl Node {
             let body = resp.text().await.unwrap_or_default();
             // 408 and 429 ask to come back later; other 4xx judge the envelope itself.
             if status.is_client_error()
-                && status != StatusCode::REQUEST_TIMEOUT
-                && status != StatusCode::TOO_MANY_REQUESTS
+                && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                && status != reqwest::StatusCode::TOO_MANY_REQUESTS
             {
                 return Err(DeliveryError::Refused { receiver: receiver.clone(), status: status.as_u16(), body });
             }
@@ -561,9 +560,9 @@ fn open_and_check(
     body: &[u8],
     at: &Receiving<'_>,
     today: time::Date,
-) -> Result<CheckedEnvelope, ApiError> {
+) -> Result<CheckedEnvelope, ServiceError> {
     let wire: WireEnvelope<'_> = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
+        ServiceError::bad_request(
             "bad_envelope",
             format!("信封结构错误：{e}"),
             format!("the envelope does not match the schema: {e}"),
@@ -575,8 +574,8 @@ fn open_and_check(
     let claimed = claimed.body.get("sender").and_then(Value::as_str).unwrap_or_default().to_owned();
     if claimed != peer {
         tracing::warn!(peer, sender = %claimed, "envelope sender is not the authenticated TLS peer");
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
+        return Err(ServiceError::new(
+            ErrorKind::Forbidden,
             "sender_not_peer",
             format!("信封发送方 {claimed} 与 TLS 认证的成员 {peer} 不一致"),
             format!("the envelope sender {claimed} is not the authenticated TLS peer {peer}"),
@@ -605,7 +604,7 @@ fn open_and_check(
         })
         .collect();
     let parsed = parsed.map_err(|(i, e)| {
-        ApiError::bad_request(
+        ServiceError::bad_request(
             "bad_envelope",
             format!("第 {i} 个条目不是合法 JSON：{e}"),
             format!("item {i} is not strict JSON: {e}"),
@@ -620,7 +619,7 @@ fn open_and_check(
     for ((item, hash, content), w) in parsed.into_iter().zip(wire.items) {
         if !w.proof.path.iter().all(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))) {
             let i = items.len();
-            return Err(ApiError::bad_request(
+            return Err(ServiceError::bad_request(
                 "bad_envelope",
                 format!("第 {i} 个条目的证明路径不是 64 位小写十六进制哈希"),
                 format!("item {i}'s proof path is not 64-character lower-case hex hashes"),
@@ -632,7 +631,7 @@ fn open_and_check(
         let proof = Proof { index: w.proof.index, size: w.proof.size, path: Vec::new() };
         let i = items.len();
         let bad_origin_proof = |e: serde_json::Error| {
-            ApiError::bad_request(
+            ServiceError::bad_request(
                 "bad_envelope",
                 format!("第 {i} 个条目的来源证明结构错误：{e}"),
                 format!("item {i}'s origin_proof does not match the schema: {e}"),
@@ -761,19 +760,19 @@ fn item_fields(item: &Value) -> Option<(&str, &str, i64, &str)> {
 }
 
 /// Maps an envelope refusal to the API error a peer sees.
-fn envelope_error(e: &EnvelopeError) -> ApiError {
+fn envelope_error(e: &EnvelopeError) -> ServiceError {
     tracing::warn!(error = %e, "envelope refused");
     let (status, code) = match e {
         EnvelopeError::Key(_) | EnvelopeError::BadSignature | EnvelopeError::UnknownSender { .. } => {
-            (StatusCode::FORBIDDEN, "bad_signature")
+            (ErrorKind::Forbidden, "bad_signature")
         }
-        EnvelopeError::WrongReceiver { .. } => (StatusCode::BAD_REQUEST, "wrong_receiver"),
-        EnvelopeError::OutsideClockWindow { .. } => (StatusCode::BAD_REQUEST, "clock_window"),
-        EnvelopeError::Item { .. } => (StatusCode::FORBIDDEN, "item_refused"),
+        EnvelopeError::WrongReceiver { .. } => (ErrorKind::BadRequest, "wrong_receiver"),
+        EnvelopeError::OutsideClockWindow { .. } => (ErrorKind::BadRequest, "clock_window"),
+        EnvelopeError::Item { .. } => (ErrorKind::Forbidden, "item_refused"),
         EnvelopeError::Form(_)
         | EnvelopeError::Header(_)
         | EnvelopeError::CountMismatch { .. }
-        | EnvelopeError::MerkleMismatch => (StatusCode::BAD_REQUEST, "bad_envelope"),
+        | EnvelopeError::MerkleMismatch => (ErrorKind::BadRequest, "bad_envelope"),
     };
-    ApiError::new(status, code, format!("信封被拒绝：{e}"), format!("envelope refused: {e}"))
+    ServiceError::new(status, code, format!("信封被拒绝：{e}"), format!("envelope refused: {e}"))
 }

@@ -585,7 +585,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // 前置库 collectors, inbox watchers and service pullers.
     let collectors = credit_gateway::adapters::start_ingest(&gateway, &adapters, &config.data_dir, &stopped);
     let federation_task = federation.map(|f| tokio::spawn(f.serve(stopped_signal(stopped.clone()))));
-    let expiries = tokio::spawn(publicity_expiry_loop(Arc::clone(&gateway)));
+    let expiries = tokio::spawn(credit_gateway::jobs::expiry::run_loop(Arc::clone(&gateway)));
     let sampler = tokio::spawn(credit_gateway::dashboard::sample_loop(Arc::clone(&gateway)));
     let tracker =
         tokio::spawn(credit_gateway::sla::track_loop(Arc::clone(&gateway), std::time::Duration::from_secs(10)));
@@ -614,21 +614,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         task.await??;
     }
     result
-}
-
-/// Once an hour, raises `publicity_expired` for this node's penalties whose publicity ended.
-async fn publicity_expiry_loop(gateway: Arc<credit_gateway::ingest::Gateway>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let today = credit_gateway::clock::today_in_china(time::OffsetDateTime::now_utc());
-        match gateway.raise_publicity_expiries(today).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, "publicity periods ended: publicity_expired raised"),
-            Err(e) => tracing::warn!(error = ?e, "could not raise publicity_expired events"),
-        }
-    }
 }
 
 async fn shutdown_signal() {

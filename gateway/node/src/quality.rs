@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use gateway_core::ident::normalize_code;
 use gateway_core::quality::ratio;
 use gateway_core::reporting::Period;
+use gateway_store::{MonthCounts, StoreError};
 use serde::Serialize;
 
 use crate::ingest::Gateway;
-use crate::store::{MonthCounts, StoreError};
 
 /// A rejection rule and how often it struck.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

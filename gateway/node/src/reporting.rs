@@ -8,11 +8,11 @@ use gateway_core::date::{format_date, parse_date};
 use gateway_core::ident::normalize_code;
 use gateway_core::record::RecordType;
 use gateway_core::reporting::{Period, ReportingRule, ReportingStatus, due_date, status};
+use gateway_store::{RecordQuery, StoreError};
 use serde::Serialize;
 use time::Date;
 
 use crate::ingest::Gateway;
-use crate::store::{RecordQuery, StoreError};
 
 /// One department's report for the period.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

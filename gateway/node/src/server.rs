@@ -6,11 +6,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use gateway_core::calendar::{WorkingCalendar, YearCalendar};
 use gateway_core::record::{RecordValidator, ValidationPolicy};
+use gateway_store::Store;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::ingest::Gateway;
-use crate::store::Store;
 
 /// Loads the built-in calendars, then every `*.toml` in `dir` (an operator adds a year by
 /// dropping a file there; a file for a built-in year replaces it).

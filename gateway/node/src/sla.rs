@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 
 use gateway_core::date::parse_date;
 use gateway_core::sla::{SlaPolicy, SlaState, state, working_days_between};
+use gateway_store::StoreError;
+use gateway_store::sla::{SlaRows, SlaScope, SlaWindow};
 use serde::Serialize;
 use time::Date;
 
 use crate::ingest::Gateway;
-use crate::store::StoreError;
-use crate::store::sla::{SlaRows, SlaScope, SlaWindow};
 
 /// One record's SLA at the destination.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -285,7 +285,7 @@ pub async fn view(gw: &Gateway, q: &SlaQuery<'_>) -> Result<SlaView, StoreError>
     let mut records = Vec::new();
     for r in rows {
         let Some(deadline) = parse_date(&r.deadline) else { continue };
-        let published_on = r.published_at.as_deref().and_then(crate::clock::china_date_of);
+        let published_on = r.published_at.as_deref().and_then(gateway_core::date::china_date_of);
         let s = state(&gw.calendar, Ok(deadline), published_on, today, q.policy);
         let problem = matches!(s, SlaState::AtRisk | SlaState::Breached);
         if q.only.is_none_or(|o| o == s) && (problem || !q.problems) {

@@ -4,8 +4,6 @@
 //! stored, a package this gateway writes for a platform is one that platform's adapter reads,
 //! and pages pulled from a platform's interface resume from a durable cursor.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,7 +14,7 @@ use gateway_core::crypto::Alg;
 use serde_json::{Value, json};
 
 fn adapter_dir(id: &str) -> std::path::PathBuf {
-    common::repo_dir().join("adapters").join(id)
+    testkit::repo_dir().join("adapters").join(id)
 }
 
 fn samples(id: &str, dataset: &str, side: &str) -> Vec<Value> {
@@ -27,8 +25,8 @@ fn samples(id: &str, dataset: &str, side: &str) -> Vec<Value> {
 /// A node's gateway with `binding` loaded and verified against a fresh dev registry (the PKI
 /// lives in the returned directory).
 async fn node(root: &Path, member: &str, binding: AdapterBinding) -> (tempfile::TempDir, Arc<Gateway>, Arc<Loaded>) {
-    let (pki_dir, pki_keep) = common::demo_pki(Alg::EdDsa);
-    let (_, node) = common::start_federation_node(&pki_keep, member, &root.join(member)).await;
+    let (pki_dir, pki_keep) = testkit::demo_pki(Alg::EdDsa);
+    let (_, node) = testkit::start_federation_node(&pki_keep, member, &root.join(member)).await;
     let id = binding.manifest.parent().and_then(|p| p.file_name()).expect("id").to_string_lossy().into_owned();
     let binding =
         AdapterBinding { signature: Some(credit_gateway::pki::adapter_signature_file(&pki_keep, &id)), ..binding };
@@ -113,7 +111,7 @@ async fn json_packages_are_collected_once_and_half_written_or_tampered_ones_neve
     assert_eq!(files::collect(&gateway, &loaded).await.expect("collect"), 0);
 
     // What this gateway delivers to 信用河南 is a package 信用河南's adapter reads back.
-    let stored = common::all_records(&gateway.store, 100).await;
+    let stored = testkit::all_records(&gateway.store, 100).await;
     let out = deliver::deliver(&loaded, &stored, time::OffsetDateTime::now_utc()).await.expect("deliver");
     assert_eq!(out.delivered.len(), good);
     let written: Vec<_> = std::fs::read_dir(&outbox)
@@ -148,7 +146,7 @@ async fn a_csv_package_of_legacy_2015_rows_is_stored_as_canonical_records() {
     assert_eq!(files::collect(&gateway, &loaded).await.expect("collect"), 1);
     let r = result(&inbox.join("results"), "liaoning_XK_2015_001.zip");
     assert_eq!(r["accepted"], rows.len(), "{r}");
-    let stored = common::all_records(&gateway.store, 10).await;
+    let stored = testkit::all_records(&gateway.store, 10).await;
     let content: Value = serde_json::from_str(&stored[0].content).expect("json");
     let expected = &samples("xinyong-liaoning", "XK_2015", "canonical")[0];
     for field in ["decision_date", "valid_from", "valid_to", "issuing_authority_uscc", "status", "party_category"] {
@@ -172,7 +170,7 @@ async fn an_xlsx_package_written_for_a_platform_reads_back_through_its_adapter()
         .await
         .expect("push");
     assert_eq!(first.accepted, rows.len());
-    let stored = common::all_records(&gateway.store, 100).await;
+    let stored = testkit::all_records(&gateway.store, 100).await;
     deliver::deliver(&loaded, &stored, time::OffsetDateTime::now_utc()).await.expect("deliver");
     let written = std::fs::read_dir(&outbox).expect("outbox").filter_map(|e| e.ok()).next().expect("a package").path();
     std::fs::rename(&written, inbox.join(written.file_name().expect("name"))).expect("move");
@@ -234,7 +232,7 @@ async fn pages_pulled_from_a_platform_interface_resume_from_a_durable_cursor() {
 /// is collected by the running node process, with its result file.
 #[test]
 fn a_serving_node_collects_packages_from_its_inbox() {
-    let (tmp, pki) = common::demo_pki(Alg::EdDsa);
+    let (tmp, pki) = testkit::demo_pki(Alg::EdDsa);
     let inbox = tmp.path().join("in");
     std::fs::create_dir_all(&inbox).expect("inbox");
     let rows = samples("xinyong-henan", "XK", "platform");
@@ -259,9 +257,9 @@ fn a_serving_node_collects_packages_from_its_inbox() {
         ),
     )
     .expect("config");
-    let fed = format!("127.0.0.1:{}", common::free_port());
+    let fed = format!("127.0.0.1:{}", testkit::free_port());
     let (pki_arg, config_arg) = (pki.display().to_string(), config.display().to_string());
-    let _node = common::Node::start_with(
+    let _node = testkit::Node::start_with(
         &tmp.path().join("data"),
         &["--member", "cn-410000", "--pki", &pki_arg, "--federation-listen", &fed, "--config", &config_arg],
     );

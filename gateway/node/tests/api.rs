@@ -1,7 +1,5 @@
 //! The push API through the real router (no socket): per-record outcomes, bad input, limits.
 
-mod common;
-
 use std::sync::Arc;
 
 use axum::body::{Body, to_bytes};
@@ -80,7 +78,7 @@ fn spoil(record: &mut Value, how: usize) -> &'static str {
 #[tokio::test]
 async fn a_batch_with_bad_records_keeps_the_good_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = common::gateway(dir.path()).await;
+    let gw = testkit::gateway(dir.path()).await;
     let mut records = synthetic_records(1000, 10);
     let mut spoiled = Vec::new();
     for k in 0..10 {
@@ -136,7 +134,7 @@ async fn a_batch_with_bad_records_keeps_the_good_ones() {
 #[tokio::test]
 async fn a_clean_batch_pushed_twice_is_all_duplicates() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = common::gateway(dir.path()).await;
+    let gw = testkit::gateway(dir.path()).await;
     let body = serde_json::to_vec(&synthetic_records(1000, 11)).expect("json");
     let (_, first) = call(&gw, push(body.clone())).await;
     assert_eq!(first["accepted"], 1000);
@@ -148,7 +146,7 @@ async fn a_clean_batch_pushed_twice_is_all_duplicates() {
 #[tokio::test]
 async fn changed_content_comes_back_as_a_new_version_and_reads_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = common::gateway(dir.path()).await;
+    let gw = testkit::gateway(dir.path()).await;
     let mut records = synthetic_records(1, 12);
     let (_, first) = call(&gw, push(serde_json::to_vec(&records).expect("json"))).await;
     let id = first["outcomes"][0]["record_id"].as_str().expect("id").to_owned();
@@ -171,8 +169,8 @@ async fn changed_content_comes_back_as_a_new_version_and_reads_back() {
 #[tokio::test]
 async fn identity_numbers_are_masked_in_answers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = common::gateway(dir.path()).await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/admin_penalty/valid");
+    let gw = testkit::gateway(dir.path()).await;
+    let root = testkit::repo_dir().join("schemas/admin_penalty/valid");
     let person = std::fs::read_dir(&root)
         .expect("examples")
         .map(|e| {
@@ -246,7 +244,7 @@ async fn bad_requests_get_documented_4xx_errors() {
 #[tokio::test]
 async fn mangled_bodies_never_cause_a_server_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = common::gateway(dir.path()).await;
+    let gw = testkit::gateway(dir.path()).await;
     let valid = serde_json::to_vec(&synthetic_records(3, 13)).expect("json");
     // Deterministic byte-level mutations of a valid batch: flips, truncations, insertions.
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -278,7 +276,7 @@ async fn mangled_bodies_never_cause_a_server_error() {
 #[tokio::test]
 async fn health_readiness_and_openapi() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = common::gateway(dir.path()).await;
+    let gw = testkit::gateway(dir.path()).await;
     assert_eq!(call(&gw, get("/healthz")).await.0, StatusCode::OK);
     assert_eq!(call(&gw, get("/readyz")).await.1["status"], "ready");
     let (status, doc) = call(&gw, get("/api/v1/openapi.json")).await;

@@ -4,13 +4,11 @@
 //! their window, misrouted envelopes and records of a foreign subtree are refused and change
 //! nothing stored.
 
-mod common;
-
 use credit_gateway::bench::synthetic_records;
 use credit_gateway::pki;
-use credit_gateway::store::StoredRecord;
 use gateway_core::crypto::Alg;
 use gateway_core::interchange::envelope::{self, Addressing, Outgoing};
+use gateway_store::StoredRecord;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -21,15 +19,15 @@ async fn own_records(node: &credit_gateway::interchange::Node, n: usize, seed: u
     let body = serde_json::to_vec(&synthetic_records(n, seed)).expect("json");
     let answer = node.gateway.push(body.into(), OffsetDateTime::now_utc()).await.expect("push");
     assert_eq!(answer.accepted, n);
-    common::all_records(&node.gateway.store, 5_000).await
+    testkit::all_records(&node.gateway.store, 5_000).await
 }
 
 async fn run(alg: Alg) {
-    let (dir, pki_dir) = common::demo_pki(alg);
-    let (city_port, city) = common::start_federation_node(&pki_dir, CITY, &dir.path().join("city")).await;
-    let (_, district) = common::start_federation_node(&pki_dir, DISTRICT, &dir.path().join("district")).await;
+    let (dir, pki_dir) = testkit::demo_pki(alg);
+    let (city_port, city) = testkit::start_federation_node(&pki_dir, CITY, &dir.path().join("city")).await;
+    let (_, district) = testkit::start_federation_node(&pki_dir, DISTRICT, &dir.path().join("district")).await;
     let url = format!("https://localhost:{city_port}");
-    let client = common::federation_client(&pki_dir, DISTRICT);
+    let client = testkit::federation_client(&pki_dir, DISTRICT);
 
     let records = own_records(&district, 1000, 40).await;
     let receipt = district.send(CITY, &url, &records, OffsetDateTime::now_utc()).await.expect("sent, receipt verified");
@@ -184,7 +182,7 @@ async fn run(alg: Alg) {
     let answer = district.send(CITY, &url, &mixed, OffsetDateTime::now_utc()).await.expect("sent");
     let statuses: Vec<&str> = answer.outcomes.iter().map(|o| o.status.as_str()).collect();
     assert_eq!(statuses, [["duplicate"; 5], ["accepted"; 5]].concat());
-    let at_city = common::all_records(&city.gateway.store, 5_000).await;
+    let at_city = testkit::all_records(&city.gateway.store, 5_000).await;
     assert_eq!(at_city.len(), 1006);
     let last: Vec<_> = at_city[1001..].iter().map(|r| r.record_id).collect();
     assert_eq!(last, new.iter().map(|r| r.record_id).collect::<Vec<_>>());

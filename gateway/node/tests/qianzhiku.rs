@@ -6,8 +6,6 @@
 //!
 //! `QZK_ROWS` (default 10,000) and `QZK_KILLS` (default 4) scale it.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,7 +29,7 @@ struct StagingDb {
 impl StagingDb {
     async fn create() -> Self {
         let name = format!("qzk_{}", uuid::Uuid::now_v7().simple());
-        let admin = common::postgres_url();
+        let admin = testkit::postgres_url();
         let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL is required for this test");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
@@ -42,7 +40,7 @@ impl StagingDb {
     }
 
     async fn drop(self) {
-        let mut conn = sqlx::PgConnection::connect(&common::postgres_url()).await.expect("connect");
+        let mut conn = sqlx::PgConnection::connect(&testkit::postgres_url()).await.expect("connect");
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.expect("drop db");
     }
@@ -51,7 +49,7 @@ impl StagingDb {
 /// The staging tables as a department's DBA would create them: the platform's columns, a
 /// numeric amount, the key and the gateway's collected mark.
 async fn stage(db: &StagingDb, rows: usize) -> (usize, usize) {
-    let adapter = credit_gateway::adapters::compile(&common::repo_dir().join("adapters/xinyong-puyang/manifest.toml"))
+    let adapter = credit_gateway::adapters::compile(&testkit::repo_dir().join("adapters/xinyong-puyang/manifest.toml"))
         .expect("manifest");
     let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
     for ds in &adapter.datasets {
@@ -128,11 +126,11 @@ async fn count(db: &StagingDb, sql: &'static str) -> i64 {
     sqlx::query(sql).fetch_one(&mut conn).await.map(|r| r.get::<i64, _>(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-fn start(dir: &Path, api: u16, pki: &Path, config: &Path) -> common::Node {
-    let fed = format!("127.0.0.1:{}", common::free_port());
+fn start(dir: &Path, api: u16, pki: &Path, config: &Path) -> testkit::Node {
+    let fed = format!("127.0.0.1:{}", testkit::free_port());
     let pki = pki.display().to_string();
     let config = config.display().to_string();
-    common::Node::start_at(
+    testkit::Node::start_at(
         dir,
         &format!("127.0.0.1:{api}"),
         &["--member", MEMBER, "--pki", &pki, "--federation-listen", &fed, "--config", &config],
@@ -143,12 +141,12 @@ fn start(dir: &Path, api: u16, pki: &Path, config: &Path) -> common::Node {
 async fn every_staged_row_is_collected_once_with_one_feedback_row_despite_kills() {
     let rows = env_or("QZK_ROWS", 10_000) as usize;
     let kills = env_or("QZK_KILLS", 4);
-    let (tmp, pki) = common::demo_pki(Alg::EdDsa);
+    let (tmp, pki) = testkit::demo_pki(Alg::EdDsa);
     let db = StagingDb::create().await;
     let (valid, invalid) = stage(&db, rows).await;
 
     let config = tmp.path().join("node.toml");
-    let manifest = common::repo_dir().join("adapters/xinyong-puyang/manifest.toml");
+    let manifest = testkit::repo_dir().join("adapters/xinyong-puyang/manifest.toml");
     let signature = credit_gateway::pki::adapter_signature_file(&pki, "xinyong-puyang");
     std::fs::write(
         &config,
@@ -161,21 +159,21 @@ async fn every_staged_row_is_collected_once_with_one_feedback_row_despite_kills(
     )
     .expect("config");
     let data = tmp.path().join("puyang");
-    let api = common::free_port();
+    let api = testkit::free_port();
     let feedback = || count(&db, "SELECT COUNT(*) FROM \"GW_FEEDBACK\"");
 
     let client = reqwest::Client::new();
     let mut node = start(&data, api, &pki, &config);
     for k in 1..=kills {
         let at = (rows as i64) * k as i64 / (kills as i64 + 2);
-        common::eventually("collection to progress", Duration::from_secs(120), async || feedback().await >= at).await;
+        testkit::eventually("collection to progress", Duration::from_secs(120), async || feedback().await >= at).await;
         if k % 2 == 1 {
             // Odd kills land in the worst place: rows stored at the gateway, feedback not yet
             // committed in the 前置库.
             let base = node.base.clone();
-            common::eventually("rows stored but not yet fed back", Duration::from_secs(120), async || {
+            testkit::eventually("rows stored but not yet fed back", Duration::from_secs(120), async || {
                 let fed_ok = count(&db, "SELECT COUNT(*) FROM \"GW_FEEDBACK\" WHERE \"STATUS\" <> 'rejected'").await;
-                let stored = common::metric(&client, &base, "credit_gateway_records_stored").await.unwrap_or(0.0);
+                let stored = testkit::metric(&client, &base, "credit_gateway_records_stored").await.unwrap_or(0.0);
                 stored as i64 > fed_ok
             })
             .await;
@@ -184,7 +182,7 @@ async fn every_staged_row_is_collected_once_with_one_feedback_row_despite_kills(
         eprintln!("kill {k}: killed with {} of {rows} rows fed back", feedback().await);
         node = start(&data, api, &pki, &config);
     }
-    common::eventually("every row collected", Duration::from_secs(300), async || {
+    testkit::eventually("every row collected", Duration::from_secs(300), async || {
         feedback().await == rows as i64
             && count(&db, "SELECT (SELECT COUNT(*) FROM \"CF\" WHERE \"GW_COLLECTED_AT\" IS NULL) + (SELECT COUNT(*) FROM \"XK\" WHERE \"GW_COLLECTED_AT\" IS NULL)").await == 0
     })
@@ -215,7 +213,7 @@ async fn every_staged_row_is_collected_once_with_one_feedback_row_despite_kills(
     assert_eq!(orphans, 0);
 
     // The gateway holds each valid row once: as many records as valid rows, one version each.
-    let stored = common::metric(&client, &node.base, "credit_gateway_records_stored").await;
+    let stored = testkit::metric(&client, &node.base, "credit_gateway_records_stored").await;
     assert_eq!(stored, Some(valid as f64), "records stored at 信用濮阳");
     drop(node);
     db.drop().await;
@@ -248,10 +246,10 @@ async fn a_mysql_staging_database_is_collected_the_same_way() {
 async fn small_collection(url: &str) {
     sqlx::any::install_default_drivers();
     let mysql = url.starts_with("mysql:");
-    let (tmp, pki) = common::demo_pki(Alg::EdDsa);
-    let (_, node) = common::start_federation_node(&pki, MEMBER, &tmp.path().join("node")).await;
+    let (tmp, pki) = testkit::demo_pki(Alg::EdDsa);
+    let (_, node) = testkit::start_federation_node(&pki, MEMBER, &tmp.path().join("node")).await;
     let binding = credit_gateway::adapters::AdapterBinding {
-        manifest: common::repo_dir().join("adapters/xinyong-puyang/manifest.toml"),
+        manifest: testkit::repo_dir().join("adapters/xinyong-puyang/manifest.toml"),
         signature: Some(credit_gateway::pki::adapter_signature_file(&pki, "xinyong-puyang")),
         url: None,
         inbox: None,

@@ -2,8 +2,6 @@
 //! the ratios against the target, the rejection reasons ranked, and the CSV and XLSX exports
 //! (the workbook is read back with calamine, as a spreadsheet program would).
 
-mod common;
-
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -25,7 +23,7 @@ async fn call(gw: &Arc<credit_gateway::ingest::Gateway>, req: Request<Body>) -> 
 async fn ratios_reasons_and_exports_per_department() {
     credit_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tmp");
-    let gw = common::gateway(dir.path()).await;
+    let gw = testkit::gateway(dir.path()).await;
     let mut records: Vec<Value> = synthetic_records(40, 5)
         .into_iter()
         .filter(|r| r["record_type"] == "admin_penalty" || r["record_type"] == "admin_license")

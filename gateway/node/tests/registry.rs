@@ -2,8 +2,6 @@
 //! a rollback, a registry signed by a non-root key, or one expired past its grace is refused and
 //! the held registry stays; a node whose registry is past its grace refuses federation traffic.
 
-mod common;
-
 use std::path::Path;
 
 use credit_gateway::interchange::{Node, Refresh};
@@ -39,10 +37,10 @@ async fn refresh_adopts_newer_and_refuses_the_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki_dir = dir.path().join("pki");
     pki::init(&InitOptions::dev(&pki_dir)).expect("certs init");
-    let (city_port, city) = common::start_federation_node(&pki_dir, "cn-370300", &dir.path().join("city")).await;
-    let (_, district) = common::start_federation_node(&pki_dir, "cn-370306", &dir.path().join("district")).await;
+    let (city_port, city) = testkit::start_federation_node(&pki_dir, "cn-370300", &dir.path().join("city")).await;
+    let (_, district) = testkit::start_federation_node(&pki_dir, "cn-370306", &dir.path().join("district")).await;
     let url = format!("https://localhost:{city_port}");
-    let client = common::federation_client(&pki_dir, "cn-370306");
+    let client = testkit::federation_client(&pki_dir, "cn-370306");
     let now = OffsetDateTime::now_utc();
     let version = |n: &Node| n.registry.read().expect("lock").body.version;
 
@@ -99,9 +97,9 @@ async fn an_expired_registry_shows_in_the_metrics_through_and_after_its_grace() 
     let dir = tempfile::tempdir().expect("tempdir");
     let pki_dir = dir.path().join("pki");
     pki::init(&InitOptions::dev(&pki_dir)).expect("certs init");
-    let (city_port, city) = common::start_federation_node(&pki_dir, "cn-370300", &dir.path().join("city")).await;
+    let (city_port, city) = testkit::start_federation_node(&pki_dir, "cn-370300", &dir.path().join("city")).await;
     let url = format!("https://localhost:{city_port}/federation/v1/registry");
-    let client = common::federation_client(&pki_dir, "cn-370306");
+    let client = testkit::federation_client(&pki_dir, "cn-370306");
     let now = OffsetDateTime::now_utc();
     assert_eq!(gauge(&city, "credit_gateway_registry_version").await, 1.0);
     assert_eq!(gauge(&city, "credit_gateway_registry_expired").await, 0.0);

@@ -2,8 +2,6 @@
 //! zero report, reported late, or have not reported by the due date (the 10th, rolled to the
 //! next working day), and a department reporting without being registered.
 
-mod common;
-
 use std::sync::Arc;
 
 use credit_gateway::config::{Config, Department, ReportingConfig};

@@ -2,16 +2,14 @@
 //! before its deadline is on time, one published after it or not at all by then is breached,
 //! one with two working days or fewer left is at risk, and one due later is not listed yet.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use credit_gateway::bench::synthetic_records;
 use credit_gateway::ingest::{BatchResult, Gateway};
 use credit_gateway::sla::SlaQuery;
-use credit_gateway::store::Settlement;
 use gateway_core::sla::SlaState;
+use gateway_store::Settlement;
 use serde_json::Value;
 use time::macros::date;
 
@@ -40,7 +38,7 @@ async fn push_penalties(gw: &Arc<Gateway>, seed: u64, decided: &[&str]) -> Batch
 async fn states_follow_the_deadline_on_the_official_calendar() {
     credit_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tmp");
-    let gw = common::gateway(dir.path()).await;
+    let gw = testkit::gateway(dir.path()).await;
     // Deadlines: 09-21 → 10-08 (across 中秋 and 国庆); 09-28 → 10-13; 09-30 → 10-15 (10-10 is a
     // 调休 working Saturday); 10-12 → 10-21.
     let decided = ["2026-09-21", "2026-09-21", "2026-09-28", "2026-09-28", "2026-09-30", "2026-10-12"];
@@ -153,7 +151,7 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
 async fn scheduled_views_follow_the_background_tracker() {
     credit_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tmp");
-    let gw = common::gateway(dir.path()).await;
+    let gw = testkit::gateway(dir.path()).await;
     // All due 10-13.
     let answer = push_penalties(&gw, 78, &["2026-09-28"; 4]).await;
     assert_eq!(answer.accepted, 4, "{:?}", answer.outcomes);
@@ -194,16 +192,16 @@ async fn scheduled_views_follow_the_background_tracker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_the_prometheus_text_parser() {
     use std::io::Write;
-    let (tmp, pki) = common::demo_pki(gateway_core::crypto::Alg::EdDsa);
+    let (tmp, pki) = testkit::demo_pki(gateway_core::crypto::Alg::EdDsa);
     let configure = |c: &mut credit_gateway::config::Config| {
         c.reporting.departments = vec![credit_gateway::config::Department {
             name: "淄博市周村区市场监督管理局".into(),
             uscc: "11370306MB28501648".into(),
         }];
     };
-    let (_, node) = common::start_federation_node_with(&pki, "cn-000000", &tmp.path().join("n"), &[], configure).await;
+    let (_, node) = testkit::start_federation_node_with(&pki, "cn-000000", &tmp.path().join("n"), &[], configure).await;
     let binding = credit_gateway::adapters::AdapterBinding {
-        manifest: common::repo_dir().join("adapters/xinyong-zhongguo/manifest.toml"),
+        manifest: testkit::repo_dir().join("adapters/xinyong-zhongguo/manifest.toml"),
         signature: Some(credit_gateway::pki::adapter_signature_file(&pki, "xinyong-zhongguo")),
         url: Some("http://127.0.0.1:9".into()),
         inbox: None,
@@ -259,7 +257,7 @@ async fn metrics_pass_the_prometheus_text_parser() {
 async fn a_repair_is_due_three_working_days_after_its_decision() {
     credit_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tmp");
-    let gw = common::gateway(dir.path()).await;
+    let gw = testkit::gateway(dir.path()).await;
     let mut penalty = penalty(&base_penalty(78), "2026-09-01", 99);
     penalty["disclosure_scope"] = "public".into();
     let now = time::OffsetDateTime::now_utc();

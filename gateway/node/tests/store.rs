@@ -1,15 +1,13 @@
 //! The store suite: every test runs against SQLite and against PostgreSQL.
 
-mod common;
-
 use credit_gateway::bench::synthetic_records;
 use std::sync::Arc;
 
-use credit_gateway::store::{
-    EnvelopeIn, EnvelopeStored, Incoming, OriginRef, RecordQuery, RelayedItem, RelayedOutcome, Store, Stored,
-};
 use gateway_core::canonical::Sha256Digest;
 use gateway_core::record::{RecordType, RecordValidator, ValidationPolicy};
+use gateway_store::{
+    EnvelopeIn, EnvelopeStored, Incoming, OriginRef, RecordQuery, RelayedItem, RelayedOutcome, Store, Stored,
+};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::macros::date;
@@ -32,14 +30,14 @@ macro_rules! store_suite {
         mod sqlite {
             $(#[tokio::test] async fn $name() {
                 let dir = tempfile::tempdir().expect("tempdir");
-                super::$name(crate::common::sqlite_store(dir.path()).await).await;
+                super::$name(testkit::sqlite_store(dir.path()).await).await;
             })*
         }
         mod postgres {
             $(#[tokio::test] async fn $name() {
-                let (store, schema) = crate::common::postgres_store().await;
+                let (store, schema) = testkit::postgres_store().await;
                 super::$name(store).await;
-                crate::common::drop_postgres_schema(&schema).await;
+                testkit::drop_postgres_schema(&schema).await;
             })*
         }
     };
@@ -64,7 +62,7 @@ store_suite!(
 /// all committed, newest first, the signed answer kept), the answer cache (newer replaces).
 async fn evaluations_answer_cache_and_audit_log(store: Store) {
     use credit_gateway::bench::{synthetic_evaluations, uscc_in};
-    use credit_gateway::store::evaluations::{CachedAnswer, Pull};
+    use gateway_store::evaluations::{CachedAnswer, Pull};
     let rows = prepare(&synthetic_evaluations(0..3, date!(2026 - 11 - 22)));
     store.ingest("cn-370500", rows, OffsetDateTime::now_utc()).await.expect("ingest");
     let subject = uscc_in("91", "370500", 1);
@@ -119,13 +117,13 @@ async fn evaluations_answer_cache_and_audit_log(store: Store) {
 }
 
 async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: Store) {
-    use credit_gateway::store::{Settlement, SlaCounts, SlaRows, SlaScope, SlaWindow, quality};
+    use gateway_store::{Settlement, SlaCounts, SlaRows, SlaScope, SlaWindow, quality};
     let mut incoming = prepare(&synthetic_records(3, 41));
     for (inc, day) in incoming.iter_mut().zip([date!(2026 - 10 - 08), date!(2026 - 10 - 13), date!(2026 - 10 - 21)]) {
         inc.deadline = Some(day);
     }
     let now = OffsetDateTime::now_utc();
-    let first_received = credit_gateway::clock::format_timestamp(now);
+    let first_received = gateway_core::date::format_timestamp(now);
     store.ingest("cn-370306", incoming, now).await.expect("ingest");
     let queued = store.queued_after(0, 10).await.expect("queue");
     let first = &queued[0];
@@ -194,7 +192,7 @@ async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: St
 }
 
 async fn the_outbox_settles_dead_letters_resends_and_trails(store: Store) {
-    use credit_gateway::store::{DeadLetter, Settlement};
+    use gateway_store::{DeadLetter, Settlement};
     let now = OffsetDateTime::now_utc();
     let stored = store.ingest("cn-370306", prepare(&synthetic_records(5, 31)), now).await.expect("ingest");
     let queued = store.queued_after(0, 100).await.expect("queue");
@@ -266,7 +264,7 @@ async fn lifecycle_events_set_the_state_of_their_target(store: Store) {
     let stored = store.ingest("cn-370306", prepare(&synthetic_records(1, 32)), now).await.expect("ingest");
     let Stored::Accepted { record_id, .. } = stored[0] else { panic!("{:?}", stored[0]) };
     let event = |example: &str, f: &dyn Fn(&mut Value)| {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas").join(example);
+        let path = testkit::repo_dir().join("schemas").join(example);
         let mut v: Value = serde_json::from_slice(&std::fs::read(path).expect("example")).expect("json");
         v["target_record_id"] = Value::from(record_id.to_string());
         v["target_origin"] = Value::from("cn-370306");
@@ -393,7 +391,7 @@ async fn queries_filter_and_page(store: Store) {
     assert_eq!(on_day.len(), expected);
 
     // Pages of 7 must together hold every record exactly once.
-    let mut seen: Vec<_> = crate::common::all_records(&store, 7).await.into_iter().map(|r| r.record_id).collect();
+    let mut seen: Vec<_> = testkit::all_records(&store, 7).await.into_iter().map(|r| r.record_id).collect();
     assert_eq!(seen.len(), 40);
     seen.sort();
     seen.dedup();
@@ -470,9 +468,8 @@ async fn received_envelopes_are_stored_once_with_their_receipt(store: Store) {
     let items = |v: i64| rows.iter().enumerate().map(|(i, r)| Some(relayed(r.clone(), i as u128 + 1, v))).collect();
     let mut items_with_reject: Vec<Option<RelayedItem>> = items(1);
     items_with_reject.push(None);
-    let render = || -> credit_gateway::store::ReceiptFn {
-        Box::new(|outcomes: &[Option<RelayedOutcome>]| format!("{outcomes:?}"))
-    };
+    let render =
+        || -> gateway_store::ReceiptFn { Box::new(|outcomes: &[Option<RelayedOutcome>]| format!("{outcomes:?}")) };
     let EnvelopeStored::New { receipt: first } =
         store.store_envelope(envelope("e-1", 1, items_with_reject.clone()), render()).await.expect("store")
     else {
@@ -537,7 +534,7 @@ async fn relayed_origin_proofs_come_back_as_received(store: Store) {
         ..relayed(r.clone(), 200 + i as u128, 1)
     };
     let items = rows.iter().enumerate().map(|(i, r)| Some(with_proof(i, r))).collect();
-    let render = || -> credit_gateway::store::ReceiptFn { Box::new(|o: &[Option<RelayedOutcome>]| format!("{o:?}")) };
+    let render = || -> gateway_store::ReceiptFn { Box::new(|o: &[Option<RelayedOutcome>]| format!("{o:?}")) };
     store.store_envelope(envelope("e-origin", 9, items), render()).await.expect("store");
     // The same record versions again in another envelope: duplicates, nothing written twice.
     let again = rows.iter().enumerate().map(|(i, r)| Some(with_proof(i, r))).collect();
@@ -579,7 +576,7 @@ async fn relayed_origin_proofs_come_back_as_received(store: Store) {
 #[tokio::test]
 async fn origin_proofs_kept_in_the_row_before_migration_0012_are_still_read() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = common::sqlite_store(dir.path()).await;
+    let store = testkit::sqlite_store(dir.path()).await;
     let rows = prepare(&synthetic_records(2, 11));
     let items = rows
         .iter()
@@ -595,7 +592,7 @@ async fn origin_proofs_kept_in_the_row_before_migration_0012_are_still_read() {
             })
         })
         .collect();
-    let render = || -> credit_gateway::store::ReceiptFn { Box::new(|o: &[Option<RelayedOutcome>]| format!("{o:?}")) };
+    let render = || -> gateway_store::ReceiptFn { Box::new(|o: &[Option<RelayedOutcome>]| format!("{o:?}")) };
     store.store_envelope(envelope("e-legacy", 11, items), render()).await.expect("store");
 
     // Make record 300 look as a node before 0012 stored it.
@@ -629,13 +626,13 @@ async fn origin_proofs_kept_in_the_row_before_migration_0012_are_still_read() {
 #[tokio::test]
 async fn the_write_ahead_log_is_folded_into_the_database_in_the_background() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = common::sqlite_store(dir.path()).await;
+    let store = testkit::sqlite_store(dir.path()).await;
     let db = dir.path().join("gateway.sqlite");
     let size = || std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
     store.ingest("cn-370306", prepare(&synthetic_records(1_000, 13)), OffsetDateTime::now_utc()).await.expect("ingest");
     // The batch is well over 1 MB in pages, all in the log at commit; the empty schema is a few
     // hundred KB. Nothing else checkpoints while the store's connections stay open.
-    common::eventually("a background checkpoint", std::time::Duration::from_secs(10), async || size() > 1024 * 1024)
+    testkit::eventually("a background checkpoint", std::time::Duration::from_secs(10), async || size() > 1024 * 1024)
         .await;
 }
 
@@ -648,7 +645,7 @@ async fn the_write_ahead_log_is_folded_into_the_database_in_the_background() {
 async fn the_write_ahead_log_restarts_under_steady_writes() {
     use std::io::Read;
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(common::sqlite_store(dir.path()).await);
+    let store = Arc::new(testkit::sqlite_store(dir.path()).await);
     let wal = dir.path().join("gateway.sqlite-wal");
     let restarts = || {
         let mut header = [0u8; 16];
@@ -665,7 +662,7 @@ async fn the_write_ahead_log_restarts_under_steady_writes() {
             }
         })
     };
-    common::eventually(
+    testkit::eventually(
         "three restarts of the log while records keep arriving",
         std::time::Duration::from_secs(60),
         async || restarts() >= 3,

@@ -15,7 +15,7 @@ use serde_json::Value;
 pub fn check(dirs: &[PathBuf]) -> anyhow::Result<bool> {
     let dirs = if dirs.is_empty() { adapter_dirs(Path::new("adapters"))? } else { dirs.to_vec() };
     let validator = RecordValidator::new(&ValidationPolicy::default())?;
-    let today = crate::clock::today_in_china(time::OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(time::OffsetDateTime::now_utc());
     let mut ok = true;
     for dir in dirs {
         let manifest = if dir.is_file() { dir.clone() } else { dir.join("manifest.toml") };

@@ -196,7 +196,7 @@ impl Collector {
         let d = self.dialect;
         let s = self.settings();
         let q = |c: &str| d.ident(c);
-        let now = crate::clock::format_timestamp(OffsetDateTime::now_utc());
+        let now = gateway_core::date::format_timestamp(OffsetDateTime::now_utc());
         let mut tx = self.pool.begin().await?;
         for chunk in ids.iter().zip(outcomes).collect::<Vec<_>>().chunks(100) {
             let mut sql = format!(

@@ -11,11 +11,11 @@ use anyhow::Context;
 use gateway_core::adapter::{Dataset, Mode, PackageFormat, Row};
 use gateway_core::canonical::Sha256Digest;
 use gateway_core::record::{FieldError, RecordType};
+use gateway_store::StoredRecord;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Loaded;
-use crate::store::StoredRecord;
 
 /// What a delivery did with each record.
 #[derive(Debug, Default)]
@@ -157,7 +157,7 @@ fn write_package(loaded: &Loaded, b: &Batch<'_>, now: time::OffsetDateTime) -> a
     std::fs::create_dir_all(outbox).with_context(|| format!("creating {}", outbox.display()))?;
     let format = loaded.adapter.manifest.transport.file.as_ref().map_or(PackageFormat::Json, |f| f.package_format);
     let first = b.records.first().map_or(0, |r| r.seq);
-    let stamp = crate::clock::format_timestamp(now).replace(['-', ':', '.'], "");
+    let stamp = gateway_core::date::format_timestamp(now).replace(['-', ':', '.'], "");
     let name = format!("{}_{}_{}_{first}.zip", loaded.id(), b.dataset.spec.name, stamp.trim_end_matches('Z'));
     let (data_name, data) = match format {
         PackageFormat::Json => ("data.json", serde_json::to_vec_pretty(&b.rows)?),
@@ -170,7 +170,7 @@ fn write_package(loaded: &Loaded, b: &Batch<'_>, now: time::OffsetDateTime) -> a
         "platform": loaded.id(),
         "dataset": b.dataset.spec.name,
         "record_type": b.dataset.record_type.as_str(),
-        "created_at": crate::clock::format_timestamp(now),
+        "created_at": gateway_core::date::format_timestamp(now),
         "record_count": b.rows.len(),
         "files": [{"name": data_name, "sha256": Sha256Digest::of(&data).to_hex(), "records": b.rows.len()}],
     });

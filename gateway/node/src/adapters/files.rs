@@ -197,12 +197,12 @@ fn finish(loaded: &Loaded, path: &Path, result: &Value) -> anyhow::Result<()> {
     std::fs::create_dir_all(&results)?;
     let mut doc = result.clone();
     doc["platform"] = loaded.id().into();
-    doc["finished_at"] = crate::clock::format_timestamp(OffsetDateTime::now_utc()).into();
+    doc["finished_at"] = gateway_core::date::format_timestamp(OffsetDateTime::now_utc()).into();
     let tmp = results.join(format!(".{name}.result.json.part"));
     std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)?;
     let mut result_file = results.join(format!("{name}.result.json"));
     if result_file.exists() {
-        let stamp = crate::clock::format_timestamp(OffsetDateTime::now_utc()).replace(':', "");
+        let stamp = gateway_core::date::format_timestamp(OffsetDateTime::now_utc()).replace(':', "");
         result_file = results.join(format!("{name}.{stamp}.result.json"));
     }
     std::fs::rename(&tmp, result_file)?;
@@ -211,8 +211,10 @@ fn finish(loaded: &Loaded, path: &Path, result: &Value) -> anyhow::Result<()> {
     // A platform that reuses a package name does not overwrite the earlier package.
     let mut target = done.join(name);
     if target.exists() {
-        target =
-            done.join(format!("{}.{name}", crate::clock::format_timestamp(OffsetDateTime::now_utc()).replace(':', "")));
+        target = done.join(format!(
+            "{}.{name}",
+            gateway_core::date::format_timestamp(OffsetDateTime::now_utc()).replace(':', "")
+        ));
     }
     std::fs::rename(path, &target).with_context(|| format!("moving {name} to done/"))?;
     tracing::info!(platform = loaded.id(), package = name, status = %doc["status"], "package collected");

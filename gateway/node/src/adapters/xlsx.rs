@@ -394,7 +394,7 @@ fn monthly_report(adapter: &Adapter, req: &ImportRequest, licenses: u64, penalti
         "license_count": licenses,
         "penalty_count": penalties,
         "is_zero_report": zero,
-        "submitted_on": gateway_core::date::format_date(crate::clock::today_in_china(now)),
+        "submitted_on": gateway_core::date::format_date(gateway_core::date::today_in_china(now)),
         "source_unit": req.unit,
         "source_unit_uscc": req.unit_uscc,
         "disclosure_scope": "gov_shared",
@@ -421,7 +421,7 @@ fn write_summary(ws: &mut Worksheet, s: &ImportSummary, req: &ImportRequest, bol
                 _ => "已登记".into(),
             },
         ),
-        ("处理时间", crate::clock::format_timestamp(OffsetDateTime::now_utc())),
+        ("处理时间", gateway_core::date::format_timestamp(OffsetDateTime::now_utc())),
     ];
     for (i, (k, v)) in facts.iter().enumerate() {
         ws.write_string_with_format(i as u32, 0, *k, bold)?;

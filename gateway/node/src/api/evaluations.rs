@@ -7,19 +7,18 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use gateway_store::evaluations::Pull;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ErrorBody};
+use super::{ErrorBody, ErrorKind, ServiceError};
 use crate::evaluations::{DeskAnswer, Partners};
 use crate::ingest::Gateway;
-use crate::store::evaluations::Pull;
 
-fn partners(gw: &Gateway) -> Result<&Arc<Partners>, ApiError> {
+fn partners(gw: &Gateway) -> Result<&Arc<Partners>, ServiceError> {
     gw.evaluations.get().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::new(
+            ErrorKind::Unavailable,
             "federation_not_configured",
             "本节点未配置联盟身份（[federation]），不能向合作城市查询评价结果",
             "this node has no federation identity ([federation]); it cannot pull partners' evaluations",
@@ -55,8 +54,8 @@ pub(super) async fn single(
     State(gw): State<Arc<Gateway>>,
     Path(uscc): Path<String>,
     params: Result<Query<SingleParams>, QueryRejection>,
-) -> Result<Json<DeskAnswer>, ApiError> {
-    let Query(p) = params.map_err(ApiError::from_query)?;
+) -> Result<Json<DeskAnswer>, ServiceError> {
+    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let partners = partners(&gw)?;
     let answer = crate::evaluations::lookup(
         &gw,
@@ -97,8 +96,8 @@ pub(super) struct LookupBody {
 pub(super) async fn lookup(
     State(gw): State<Arc<Gateway>>,
     body: axum::body::Bytes,
-) -> Result<Json<DeskAnswer>, ApiError> {
-    let b: LookupBody = ApiError::strict_body(&body)?;
+) -> Result<Json<DeskAnswer>, ServiceError> {
+    let b: LookupBody = ServiceError::strict_body(&body)?;
     let partners = partners(&gw)?;
     let answer = crate::evaluations::lookup(
         &gw,
@@ -112,14 +111,16 @@ pub(super) async fn lookup(
     Ok(Json(answer))
 }
 
-fn officer(o: Option<String>) -> Result<Option<String>, ApiError> {
+fn officer(o: Option<String>) -> Result<Option<String>, ServiceError> {
     match o {
-        Some(name) if name.chars().count() > 64 || name.chars().any(char::is_control) => Err(ApiError::bad_request(
-            "evaluation.officer",
-            "经办人名称最长 64 个字符，且不能含控制字符",
-            "the officer's name is at most 64 characters, without control characters",
-        )
-        .with_pointer("/officer")),
+        Some(name) if name.chars().count() > 64 || name.chars().any(char::is_control) => {
+            Err(ServiceError::bad_request(
+                "evaluation.officer",
+                "经办人名称最长 64 个字符，且不能含控制字符",
+                "the officer's name is at most 64 characters, without control characters",
+            )
+            .with_pointer("/officer"))
+        }
         o => Ok(o.filter(|n| !n.trim().is_empty())),
     }
 }
@@ -148,12 +149,12 @@ pub(super) struct AuditParams {
 pub(super) async fn audit(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<AuditParams>, QueryRejection>,
-) -> Result<Json<Vec<Pull>>, ApiError> {
-    let Query(p) = params.map_err(ApiError::from_query)?;
+) -> Result<Json<Vec<Pull>>, ServiceError> {
+    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     if let Some(d) = p.direction.as_deref()
         && !matches!(d, "in" | "out")
     {
-        return Err(ApiError::bad_request(
+        return Err(ServiceError::bad_request(
             "evaluation.direction",
             format!("方向 {d:?} 无效，可选 in、out"),
             format!("direction {d:?} is not one of in, out"),
@@ -164,7 +165,7 @@ pub(super) async fn audit(
         None => String::new(),
         Some(s) => {
             let t = gateway_core::interchange::parse_time(&s).ok_or_else(|| {
-                ApiError::bad_request(
+                ServiceError::bad_request(
                     "evaluation.since",
                     format!("时间 {s:?} 应写作 RFC 3339 UTC，如 2026-11-23T00:00:00Z"),
                     format!("{s:?} is not an RFC 3339 UTC time such as 2026-11-23T00:00:00Z"),
@@ -175,7 +176,7 @@ pub(super) async fn audit(
         }
     };
     let limit = super::page_limit(p.limit)?;
-    let pulls = gw.store.pulls(p.direction.as_deref(), &since, limit).await.map_err(|e| ApiError::internal(&e))?;
+    let pulls = gw.store.pulls(p.direction.as_deref(), &since, limit).await.map_err(|e| ServiceError::internal(&e))?;
     Ok(Json(pulls))
 }
 
@@ -195,7 +196,7 @@ pub(super) async fn audit(
 pub(super) async fn evidence(
     State(gw): State<Arc<Gateway>>,
     Path(answer_id): Path<String>,
-) -> Result<Json<gateway_core::interchange::evaluation::AnswerEvidence>, ApiError> {
+) -> Result<Json<gateway_core::interchange::evaluation::AnswerEvidence>, ServiceError> {
     let partners = partners(&gw)?;
     Ok(Json(crate::evaluations::answer_evidence(&gw, partners, &answer_id).await?))
 }

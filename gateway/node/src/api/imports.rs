@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::{ApiError, ErrorBody};
+use super::{ErrorBody, ErrorKind, ServiceError};
 use crate::adapters::Loaded;
 use crate::adapters::imports::ImportStatus;
 use crate::adapters::xlsx::ImportRequest;
@@ -58,43 +58,43 @@ pub(super) async fn upload(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<ImportParams>, QueryRejection>,
     body: Body,
-) -> Result<Response, ApiError> {
-    let Query(p) = params.map_err(ApiError::from_query)?;
+) -> Result<Response, ServiceError> {
+    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let req = request(p.unit, &p.unit_uscc, p.period)?;
     let adapter = intake_adapter(&gw, p.adapter.as_deref())?;
-    let id = gw.imports.create().map_err(|e| ApiError::internal(&e))?;
+    let id = gw.imports.create().map_err(|e| ServiceError::internal(&e))?;
     let path = gw.imports.upload_path(id);
     let limit = gw.limits.max_import_bytes;
-    let mut file = tokio::fs::File::create(&path).await.map_err(|e| ApiError::internal(&e))?;
+    let mut file = tokio::fs::File::create(&path).await.map_err(|e| ServiceError::internal(&e))?;
     let mut stream = body.into_data_stream();
     let mut written = 0usize;
     let mut head = Vec::with_capacity(4);
     while let Some(chunk) = stream.next().await {
         let chunk =
-            chunk.map_err(|e| ApiError::bad_request("upload_failed", format!("上传中断：{e}"), e.to_string()))?;
+            chunk.map_err(|e| ServiceError::bad_request("upload_failed", format!("上传中断：{e}"), e.to_string()))?;
         written += chunk.len();
         head.extend(chunk.iter().take(4usize.saturating_sub(head.len())));
         if written > limit {
             drop(file);
             let _ = tokio::fs::remove_file(&path).await;
-            return Err(ApiError::payload_too_large(limit));
+            return Err(ServiceError::payload_too_large(limit));
         }
-        file.write_all(&chunk).await.map_err(|e| ApiError::internal(&e))?;
+        file.write_all(&chunk).await.map_err(|e| ServiceError::internal(&e))?;
     }
-    file.sync_all().await.map_err(|e| ApiError::internal(&e))?;
+    file.sync_all().await.map_err(|e| ServiceError::internal(&e))?;
     drop(file);
     // An .xlsx workbook is a ZIP file; anything else is refused before it is queued.
     if head.get(..4) != Some(b"PK\x03\x04".as_slice()) {
         let _ = tokio::fs::remove_dir_all(path.parent().unwrap_or(&path)).await;
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        return Err(ServiceError::new(
+            ErrorKind::UnsupportedMediaType,
             "not_xlsx",
             "上传的文件不是 Excel 工作簿（.xlsx）",
             "the upload is not an Excel workbook (.xlsx)",
         ));
     }
     gw.imports.start(id, Arc::clone(&gw), adapter, req);
-    let status = gw.imports.status(id).ok_or_else(|| ApiError::internal(&"import vanished"))?;
+    let status = gw.imports.status(id).ok_or_else(|| ServiceError::internal(&"import vanished"))?;
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, format!("/api/v1/imports/{id}"))], Json(status)).into_response())
 }
 
@@ -109,9 +109,9 @@ pub(super) async fn upload(
 pub(super) async fn status(
     State(gw): State<Arc<Gateway>>,
     Path(id): Path<String>,
-) -> Result<Json<ImportStatus>, ApiError> {
+) -> Result<Json<ImportStatus>, ServiceError> {
     let id = import_id(&id)?;
-    gw.imports.status(id).map(Json).ok_or_else(|| ApiError::not_found("该导入", "import"))
+    gw.imports.status(id).map(Json).ok_or_else(|| ServiceError::not_found("该导入", "import"))
 }
 
 /// The department's workbook back: every sheet with a 问题数据反馈 column, and a 汇总 sheet.
@@ -122,17 +122,20 @@ pub(super) async fn status(
     params(("id" = String, Path, description = "Import id")),
     responses((status = 200, description = "Annotated workbook"), (status = 404, body = ErrorBody))
 )]
-pub(super) async fn feedback(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn feedback(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Response, ServiceError> {
     let id = import_id(&id)?;
     let done = gw.imports.status(id).is_some_and(|s| s.state == crate::adapters::imports::ImportState::Done);
     if !done {
-        return Err(ApiError::not_found(
+        return Err(ServiceError::not_found(
             "该导入的反馈工作簿（导入可能尚未完成）",
             "feedback workbook (the import may still run)",
         ));
     }
     let bytes = tokio::fs::read(gw.imports.feedback_path(id)).await.map_err(|_| {
-        ApiError::not_found("该导入的反馈工作簿（导入可能尚未完成）", "feedback workbook (the import may still run)")
+        ServiceError::not_found(
+            "该导入的反馈工作簿（导入可能尚未完成）",
+            "feedback workbook (the import may still run)",
+        )
     })?;
     Ok(xlsx_response(bytes, &format!("feedback-{id}.xlsx")))
 }
@@ -144,9 +147,10 @@ pub(super) async fn feedback(State(gw): State<Arc<Gateway>>, Path(id): Path<Stri
     tag = "imports",
     responses((status = 200, description = "Template workbook"), (status = 404, body = ErrorBody))
 )]
-pub(super) async fn template(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+pub(super) async fn template(State(gw): State<Arc<Gateway>>) -> Result<Response, ServiceError> {
     let adapter = intake_adapter(&gw, None)?;
-    let bytes = crate::adapters::xlsx::template(&adapter.adapter).map_err(|e| ApiError::internal(&format!("{e:#}")))?;
+    let bytes =
+        crate::adapters::xlsx::template(&adapter.adapter).map_err(|e| ServiceError::internal(&format!("{e:#}")))?;
     Ok(xlsx_response(bytes, "monthly-report-template.xlsx"))
 }
 
@@ -161,9 +165,9 @@ fn xlsx_response(bytes: Vec<u8>, name: &str) -> Response {
         .into_response()
 }
 
-fn import_id(s: &str) -> Result<Uuid, ApiError> {
+fn import_id(s: &str) -> Result<Uuid, ServiceError> {
     Uuid::parse_str(s).map_err(|_| {
-        ApiError::bad_request(
+        ServiceError::bad_request(
             "bad_import_id",
             format!("{s:?} 不是有效的导入编号"),
             format!("{s:?} is not an import id"),
@@ -173,28 +177,28 @@ fn import_id(s: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Checks the reporting unit, its USCC and the period.
-pub fn request(unit: String, unit_uscc: &str, period: Option<String>) -> Result<ImportRequest, ApiError> {
+pub fn request(unit: String, unit_uscc: &str, period: Option<String>) -> Result<ImportRequest, ServiceError> {
     let unit = unit.trim().to_owned();
     if unit.is_empty() {
-        return Err(ApiError::bad_request("unit.required", "请填写报送单位名称", "the reporting unit is required")
+        return Err(ServiceError::bad_request("unit.required", "请填写报送单位名称", "the reporting unit is required")
             .with_pointer("/unit"));
     }
     let uscc = normalize_code(unit_uscc);
     check_uscc(&uscc).map_err(|_| {
-        ApiError::bad_request(
+        ServiceError::bad_request(
             "uscc.invalid",
             format!("报送单位统一社会信用代码 {uscc} 格式或校验位错误"),
             format!("unit USCC {uscc} is malformed or has a wrong check character"),
         )
         .with_pointer("/unit_uscc")
     })?;
-    let today = crate::clock::today_in_china(time::OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(time::OffsetDateTime::now_utc());
     let period = super::period_param(period.as_deref(), today)?.to_string();
     Ok(ImportRequest { unit, unit_uscc: uscc, period })
 }
 
 /// The adapter monthly reports go through: named, or the only one with report sheets.
-fn intake_adapter(gw: &Gateway, name: Option<&str>) -> Result<Arc<Loaded>, ApiError> {
+fn intake_adapter(gw: &Gateway, name: Option<&str>) -> Result<Arc<Loaded>, ServiceError> {
     let candidates: Vec<&Arc<Loaded>> = gw
         .adapters
         .get()
@@ -206,8 +210,8 @@ fn intake_adapter(gw: &Gateway, name: Option<&str>) -> Result<Arc<Loaded>, ApiEr
         .collect();
     match candidates.as_slice() {
         [one] => Ok(Arc::clone(one)),
-        [] => Err(ApiError::not_found("接收月报的平台适配器", "intake adapter for monthly reports")),
-        _ => Err(ApiError::bad_request(
+        [] => Err(ServiceError::not_found("接收月报的平台适配器", "intake adapter for monthly reports")),
+        _ => Err(ServiceError::bad_request(
             "adapter.ambiguous",
             "本节点有多个接收月报的适配器，请用 adapter 参数指定",
             "this node has several intake adapters; name one with `adapter`",

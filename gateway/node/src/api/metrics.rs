@@ -18,7 +18,7 @@ use crate::ingest::Gateway;
 pub struct StoreFigures {
     /// `None` when the store did not answer: the gauge is left out rather than shown as 0.
     pub records: Option<i64>,
-    pub queues: Vec<crate::store::QueueStats>,
+    pub queues: Vec<gateway_store::QueueStats>,
     /// Per local publishing destination: records due by the at-risk horizon in each state.
     pub sla: Vec<(String, std::collections::BTreeMap<String, i64>)>,
     /// Registered departments in each reporting status for last month (none configured: empty).
@@ -38,7 +38,7 @@ pub async fn figures(gw: &Gateway, now: OffsetDateTime) -> StoreFigures {
             return StoreFigures::default();
         }
     };
-    let today = crate::clock::today_in_china(now);
+    let today = gateway_core::date::today_in_china(now);
     let mut sla = Vec::new();
     for d in crate::sla::destinations(gw) {
         let q = crate::sla::SlaQuery { limit: 1, scheduled: true, ..crate::sla::SlaQuery::new(&d, today) };
@@ -64,7 +64,7 @@ pub async fn figures(gw: &Gateway, now: OffsetDateTime) -> StoreFigures {
 /// Renders the metrics at `now`.
 pub fn render(gw: &Gateway, figures: &StoreFigures, now: OffsetDateTime) -> String {
     let mut out = String::new();
-    let mut per_destination = |name: &str, help: &str, value: &dyn Fn(&crate::store::QueueStats) -> i64| {
+    let mut per_destination = |name: &str, help: &str, value: &dyn Fn(&gateway_store::QueueStats) -> i64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         for q in &figures.queues {
             let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", q.destination, value(q));

@@ -2,7 +2,7 @@
 //! OpenAPI document generated from these handlers.
 
 mod docs;
-mod error;
+pub mod error;
 mod evaluations;
 pub mod imports;
 pub mod metrics;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,10 +28,10 @@ use tower_http::trace::TraceLayer;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
-pub use error::{ApiError, ErrorBody};
+pub use error::{ErrorBody, ErrorKind, ServiceError};
+use gateway_store::{RecordQuery, StoredRecord};
 
 use crate::ingest::{BatchResult, Gateway};
-use crate::store::{RecordQuery, StoredRecord};
 
 /// Default and largest page of `GET /api/v1/records`.
 const DEFAULT_PAGE: i64 = 100;
@@ -65,16 +65,16 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
         .merge(crate::dashboard::router())
-        .fallback(|| async { ApiError::not_found("该路径", "path") })
+        .fallback(|| async { ServiceError::not_found("该路径", "path") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
+            ServiceError::new(
+                ErrorKind::MethodNotAllowed,
                 "method_not_allowed",
                 "该路径不支持此 HTTP 方法",
                 "method not allowed on this path",
             )
         })
-        .layer(CatchPanicLayer::custom(|_| ApiError::internal(&"handler panicked").into_response()))
+        .layer(CatchPanicLayer::custom(|_| ServiceError::internal(&"handler panicked").into_response()))
         .layer(TraceLayer::new_for_http())
         .with_state(gateway)
 }
@@ -98,22 +98,22 @@ async fn push_records(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<BatchResult>, ApiError> {
+) -> Result<Json<BatchResult>, ServiceError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
-        return Err(ApiError::unsupported_media_type());
+        return Err(ServiceError::unsupported_media_type());
     }
     let limit = gw.limits.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::payload_too_large(limit));
+        return Err(ServiceError::payload_too_large(limit));
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::payload_too_large(limit))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ServiceError::payload_too_large(limit))?;
     gw.push(bytes, OffsetDateTime::now_utc()).await.map(Json)
 }
 
@@ -137,20 +137,23 @@ pub struct ReportingParams {
 async fn reporting_status(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<ReportingParams>, QueryRejection>,
-) -> Result<Json<crate::reporting::ReportingView>, ApiError> {
-    let Query(p) = params.map_err(ApiError::from_query)?;
-    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+) -> Result<Json<crate::reporting::ReportingView>, ServiceError> {
+    let Query(p) = params.map_err(crate::api::error::bad_query)?;
+    let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let period = period_param(p.period.as_deref(), today)?;
-    crate::reporting::view(&gw, period, today).await.map(Json).map_err(|e| ApiError::internal(&e))
+    crate::reporting::view(&gw, period, today).await.map(Json).map_err(|e| ServiceError::internal(&e))
 }
 
 /// A `period` parameter (`YYYY-MM`); absent means last month as of `today`.
-pub(crate) fn period_param(s: Option<&str>, today: time::Date) -> Result<gateway_core::reporting::Period, ApiError> {
+pub(crate) fn period_param(
+    s: Option<&str>,
+    today: time::Date,
+) -> Result<gateway_core::reporting::Period, ServiceError> {
     use gateway_core::reporting::Period;
     match s.map(str::trim) {
         None => Ok(Period::before(today)),
         Some(s) => Period::parse(s).ok_or_else(|| {
-            ApiError::bad_request(
+            ServiceError::bad_request(
                 "period.format",
                 format!("所属期 {s:?} 应写作 YYYY-MM"),
                 format!("period {s:?} must be YYYY-MM"),
@@ -190,13 +193,13 @@ pub struct SlaParams {
 async fn sla_status(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<SlaParams>, QueryRejection>,
-) -> Result<Json<crate::sla::SlaView>, ApiError> {
+) -> Result<Json<crate::sla::SlaView>, ServiceError> {
     use gateway_core::sla::SlaState;
-    let Query(p) = params.map_err(ApiError::from_query)?;
+    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let only = match p.state.as_deref() {
         None => None,
         Some(s) => Some(SlaState::parse(s).ok_or_else(|| {
-            ApiError::bad_request(
+            ServiceError::bad_request(
                 "sla.state",
                 format!("状态 {s:?} 无效，可选 on_time、at_risk、breached"),
                 format!("state {s:?} is not one of on_time, at_risk, breached"),
@@ -207,7 +210,7 @@ async fn sla_status(
     let since = match p.since.as_deref() {
         None => None,
         Some(s) => Some(parse_date(s).ok_or_else(|| {
-            ApiError::bad_request(
+            ServiceError::bad_request(
                 "sla.since",
                 format!("日期 {s:?} 应写作 YYYY-MM-DD"),
                 format!("{s:?} is not a YYYY-MM-DD date"),
@@ -219,14 +222,14 @@ async fn sla_status(
     let destination = p.destination.unwrap_or_else(|| crate::relay::PUBLICATION.to_owned());
     if !crate::sla::watched(&gw, &destination) {
         let known = crate::sla::destinations(&gw).join(", ");
-        return Err(ApiError::bad_request(
+        return Err(ServiceError::bad_request(
             "sla.destination",
             format!("本节点不向 {destination:?} 投递；可选：publication、{known}"),
             format!("this node does not deliver to {destination:?}; watched: publication, {known}"),
         )
         .with_pointer("/destination"));
     }
-    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let q = crate::sla::SlaQuery {
         since,
         only,
@@ -235,7 +238,7 @@ async fn sla_status(
         limit,
         ..crate::sla::SlaQuery::new(&destination, today)
     };
-    crate::sla::view(&gw, &q).await.map(Json).map_err(|e| ApiError::internal(&e))
+    crate::sla::view(&gw, &q).await.map(Json).map_err(|e| ServiceError::internal(&e))
 }
 
 /// A record version as the API shows it. Identity numbers are masked.
@@ -257,9 +260,10 @@ pub struct RecordView {
 }
 
 impl TryFrom<StoredRecord> for RecordView {
-    type Error = ApiError;
-    fn try_from(r: StoredRecord) -> Result<Self, ApiError> {
-        let mut content: serde_json::Value = serde_json::from_str(&r.content).map_err(|e| ApiError::internal(&e))?;
+    type Error = ServiceError;
+    fn try_from(r: StoredRecord) -> Result<Self, ServiceError> {
+        let mut content: serde_json::Value =
+            serde_json::from_str(&r.content).map_err(|e| ServiceError::internal(&e))?;
         mask_identity_numbers(&mut content);
         let item_hash = r.item_hash().to_hex();
         Ok(Self {
@@ -297,11 +301,14 @@ pub struct RecordVersions {
         (status = 404, body = ErrorBody),
     )
 )]
-async fn get_record(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Json<RecordVersions>, ApiError> {
+async fn get_record(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+) -> Result<Json<RecordVersions>, ServiceError> {
     let record_id = parse_record_id(&id)?;
-    let versions = gw.store.versions(record_id).await.map_err(|e| ApiError::internal(&e))?;
+    let versions = gw.store.versions(record_id).await.map_err(|e| ServiceError::internal(&e))?;
     if versions.is_empty() {
-        return Err(ApiError::not_found("该记录", "record"));
+        return Err(ServiceError::not_found("该记录", "record"));
     }
     let versions = versions.into_iter().map(RecordView::try_from).collect::<Result<_, _>>()?;
     Ok(Json(RecordVersions { record_id, versions }))
@@ -348,12 +355,12 @@ pub struct RecordPage {
 async fn query_records(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<RecordPage>, ApiError> {
-    let Query(p) = params.map_err(ApiError::from_query)?;
+) -> Result<Json<RecordPage>, ServiceError> {
+    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let date = |name: &str, v: &Option<String>| match v {
         None => Ok(None),
         Some(s) => parse_date(s).map(Some).ok_or_else(|| {
-            ApiError::bad_request(
+            ServiceError::bad_request(
                 "bad_query",
                 format!("{name} 必须是 YYYY-MM-DD 日期"),
                 format!("{name} must be a YYYY-MM-DD date"),
@@ -364,7 +371,7 @@ async fn query_records(
     let record_type = match &p.record_type {
         None => None,
         Some(t) => Some(t.parse::<RecordType>().map_err(|()| {
-            ApiError::bad_request("bad_query", format!("未知的记录类型 {t}"), format!("unknown record type {t}"))
+            ServiceError::bad_request("bad_query", format!("未知的记录类型 {t}"), format!("unknown record type {t}"))
                 .with_pointer("/type")
         })?),
     };
@@ -377,7 +384,7 @@ async fn query_records(
         after: p.after.unwrap_or(0),
         limit: limit + 1,
     };
-    let mut rows = gw.store.query(&q).await.map_err(|e| ApiError::internal(&e))?;
+    let mut rows = gw.store.query(&q).await.map_err(|e| ServiceError::internal(&e))?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_after = if more { rows.last().map(|r| r.seq) } else { None };
@@ -386,18 +393,18 @@ async fn query_records(
 }
 
 /// A record id from the path.
-fn parse_record_id(id: &str) -> Result<Uuid, ApiError> {
+fn parse_record_id(id: &str) -> Result<Uuid, ServiceError> {
     Uuid::parse_str(id).map_err(|_| {
-        ApiError::bad_request("bad_record_id", "记录编号必须是 UUID", "the record id must be a UUID")
+        ServiceError::bad_request("bad_record_id", "记录编号必须是 UUID", "the record id must be a UUID")
             .with_pointer("/id")
     })
 }
 
 /// A page size from the query: 1–1000, default 100.
-fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+fn page_limit(limit: Option<i64>) -> Result<i64, ServiceError> {
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
+        return Err(ServiceError::bad_request(
             "bad_query",
             "limit 必须在 1 到 1000 之间",
             "limit must be between 1 and 1000",
@@ -425,7 +432,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         Ok(()) => Json(Health { status: "ready" }).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "store not ready");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "存储不可用", "the store is not available")
+            ServiceError::new(ErrorKind::Unavailable, "not_ready", "存储不可用", "the store is not available")
                 .into_response()
         }
     }

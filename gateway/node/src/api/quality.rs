@@ -9,19 +9,22 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 
-use super::{ApiError, ErrorBody, ReportingParams, period_param};
+use super::{ErrorBody, ReportingParams, ServiceError, period_param};
 use crate::ingest::Gateway;
 use crate::quality::QualityView;
 
-async fn load(gw: &Gateway, params: Result<Query<ReportingParams>, QueryRejection>) -> Result<QualityView, ApiError> {
-    let Query(p) = params.map_err(ApiError::from_query)?;
+async fn load(
+    gw: &Gateway,
+    params: Result<Query<ReportingParams>, QueryRejection>,
+) -> Result<QualityView, ServiceError> {
+    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     // The current month by default: quality is watched while the month runs.
-    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let period = match p.period.as_deref() {
         None => gateway_core::reporting::Period::of(today),
         given => period_param(given, today)?,
     };
-    crate::quality::view(gw, period).await.map_err(|e| ApiError::internal(&e))
+    crate::quality::view(gw, period).await.map_err(|e| ServiceError::internal(&e))
 }
 
 /// Quality per department for a month (default: this month): 有效入库率, 完整率, 及时率, 迟报 and
@@ -36,7 +39,7 @@ async fn load(gw: &Gateway, params: Result<Query<ReportingParams>, QueryRejectio
 pub async fn json(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<ReportingParams>, QueryRejection>,
-) -> Result<Json<QualityView>, ApiError> {
+) -> Result<Json<QualityView>, ServiceError> {
     load(&gw, params).await.map(Json)
 }
 
@@ -51,9 +54,9 @@ pub async fn json(
 pub async fn csv(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<ReportingParams>, QueryRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let view = load(&gw, params).await?;
-    let bytes = crate::quality::to_csv(&view).map_err(|e| ApiError::internal(&e))?;
+    let bytes = crate::quality::to_csv(&view).map_err(|e| ServiceError::internal(&e))?;
     Ok(attachment("text/csv; charset=utf-8", &format!("quality-{}.csv", view.period), bytes))
 }
 
@@ -71,9 +74,9 @@ pub async fn csv(
 pub async fn xlsx(
     State(gw): State<Arc<Gateway>>,
     params: Result<Query<ReportingParams>, QueryRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let view = load(&gw, params).await?;
-    let bytes = crate::quality::to_xlsx(&view).map_err(|e| ApiError::internal(&e))?;
+    let bytes = crate::quality::to_xlsx(&view).map_err(|e| ServiceError::internal(&e))?;
     Ok(attachment(super::imports::XLSX, &format!("quality-{}.xlsx", view.period), bytes))
 }
 

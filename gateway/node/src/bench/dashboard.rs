@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use gateway_store::{DeadLetter, Settlement};
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::synthetic_records;
 use crate::config::{Config, DashboardConfig, Department, Operator, ReportingConfig};
-use crate::store::{DeadLetter, Settlement};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DashboardBenchOptions {
@@ -136,7 +136,7 @@ pub async fn dashboard(opts: &DashboardBenchOptions) -> anyhow::Result<Dashboard
 /// Pushes `n` records in batches, then settles the publication sink the way a healthy node
 /// would have: each batch published three days after its decision date, except one record in 33.
 async fn fill(gw: &Arc<crate::ingest::Gateway>, n: usize) -> anyhow::Result<()> {
-    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let mut last_seq = 0;
     let batches = n.div_ceil(BATCH);
     for b in 0..batches {
@@ -191,7 +191,7 @@ async fn fill(gw: &Arc<crate::ingest::Gateway>, n: usize) -> anyhow::Result<()> 
                     attempts: 1,
                 })
                 .collect();
-            let at = crate::clock::format_timestamp(OffsetDateTime::now_utc());
+            let at = gateway_core::date::format_timestamp(OffsetDateTime::now_utc());
             gw.store
                 .settle("cn-370300", Settlement { dead, position: Some(last_seq), at, ..Settlement::default() })
                 .await?;

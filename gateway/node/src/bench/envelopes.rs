@@ -151,7 +151,7 @@ async fn signed_run(opts: &EnvelopeOptions) -> anyhow::Result<f64> {
         let page = district
             .gateway
             .store
-            .query(&crate::store::RecordQuery { after, limit: 10_000, ..Default::default() })
+            .query(&gateway_store::RecordQuery { after, limit: 10_000, ..Default::default() })
             .await?;
         let Some(last) = page.last() else { break };
         after = last.seq;

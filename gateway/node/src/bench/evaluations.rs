@@ -80,7 +80,7 @@ pub async fn evaluations(opts: &EvaluationBenchOptions) -> anyhow::Result<Evalua
     let server = tokio::spawn(endpoint.serve(std::future::pending()));
 
     let companies = (opts.evaluations as u64).div_ceil(2).max(1);
-    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let started = Instant::now();
     let mut first = 0;
     while first < companies {

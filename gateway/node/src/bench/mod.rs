@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use gateway_core::ident::uscc_check_char;
+use gateway_store::Incoming;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::date;
 
-use crate::clock::today_in_china;
 use crate::config::Config;
 use crate::ingest::Gateway;
-use crate::store::Incoming;
+use gateway_core::date::today_in_china;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestOptions {
@@ -291,7 +291,7 @@ pub fn write_section(report: &str, heading: &str, command: &str, section: &str) 
             out.push('\n');
         }
     }
-    let stamp = crate::clock::format_timestamp(OffsetDateTime::now_utc());
+    let stamp = gateway_core::date::format_timestamp(OffsetDateTime::now_utc());
     out.push_str(&format!("\n{}\n_Run {stamp} with `credit-gateway {command}`._\n", section.trim_end()));
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;

@@ -374,7 +374,7 @@ pub async fn relay(opts: &RelayOptions) -> anyhow::Result<RelayReport> {
     let ticks = (opts.steady_secs * 20) as usize;
     let steady = synthetic_records(per_tick * ticks, 29);
     let steady_bodies = bodies(&steady, per_tick);
-    let since = crate::clock::format_timestamp(time::OffsetDateTime::now_utc());
+    let since = gateway_core::date::format_timestamp(time::OffsetDateTime::now_utc());
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let started = Instant::now();
     let mut in_flight = tokio::task::JoinSet::new();

@@ -233,7 +233,7 @@ async fn logout(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Form(f): For
 async fn overview(headers: HeaderMap, State(gw): State<Arc<Gateway>>) -> Response {
     let Some(s) = session(&gw, &headers) else { return to_login() };
     let now = OffsetDateTime::now_utc();
-    let today = crate::clock::today_in_china(now);
+    let today = gateway_core::date::today_in_china(now);
     gw.queue_history.sample(&gw, now).await;
     let since = today - time::Duration::days(29);
     let since_text = format_date(since);
@@ -334,7 +334,7 @@ fn state_label(s: SlaState) -> &'static str {
 
 async fn sla(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<SlaFilter>) -> Response {
     let Some(s) = session(&gw, &headers) else { return to_login() };
-    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let mut destinations = crate::sla::destinations(&gw);
     if destinations.is_empty() {
         destinations.push(crate::relay::PUBLICATION.to_owned());
@@ -425,7 +425,7 @@ impl PeriodFilter {
 
 async fn reporting(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<PeriodFilter>) -> Response {
     let Some(s) = session(&gw, &headers) else { return to_login() };
-    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let period = f.chosen(gateway_core::reporting::Period::before(today));
     let view = match crate::reporting::view(&gw, period, today).await {
         Ok(v) => v,
@@ -516,7 +516,7 @@ fn period_form(action: &str, period: &str) -> String {
 
 async fn quality(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<PeriodFilter>) -> Response {
     let Some(s) = session(&gw, &headers) else { return to_login() };
-    let today = crate::clock::today_in_china(OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let period = f.chosen(gateway_core::reporting::Period::of(today));
     let view = match crate::quality::view(&gw, period).await {
         Ok(v) => v,

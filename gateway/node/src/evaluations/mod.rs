@@ -14,9 +14,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
-use axum::http::StatusCode;
 use gateway_core::canonical::{Sha256Digest, parse_strict};
-use gateway_core::date::{format_date, parse_date};
+use gateway_core::date::{format_date, parse_date, today_in_china};
 use gateway_core::ident::{check_uscc, normalize_code};
 use gateway_core::interchange::evaluation::{
     self, ANSWER_EVIDENCE_TYP, AgreementBody, AgreementError, AgreementRef, AnswerBody, AnswerEvidence,
@@ -25,15 +24,14 @@ use gateway_core::interchange::evaluation::{
 use gateway_core::interchange::registry::Registry;
 use gateway_core::interchange::{format_time, parse_time};
 use gateway_core::jws::Jws;
+use gateway_store::evaluations::{CachedAnswer, HeldEvaluation, Pull};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
-use crate::api::ApiError;
-use crate::clock::today_in_china;
+use crate::error::{ErrorKind, ServiceError};
 use crate::ingest::Gateway;
 use crate::interchange::Signer;
-use crate::store::evaluations::{CachedAnswer, HeldEvaluation, Pull};
 
 pub mod cli;
 
@@ -95,8 +93,8 @@ pub fn load_agreements(member: &str, files: &[PathBuf], registry: &Registry) -> 
 }
 
 impl Partners {
-    fn registry(&self) -> Result<Registry, ApiError> {
-        self.registry.read().map(|r| r.clone()).map_err(|_| ApiError::internal(&"registry lock poisoned"))
+    fn registry(&self) -> Result<Registry, ServiceError> {
+        self.registry.read().map(|r| r.clone()).map_err(|_| ServiceError::internal(&"registry lock poisoned"))
     }
 
     /// Whether each agreement is in force on `today` under `registry`, in the order held.
@@ -139,9 +137,9 @@ impl Partners {
 
 /// The subjects of a lookup: 1 to 1,000 USCCs, normalised (full-width, lower case) and
 /// checked; repeats asked once. Errors point at `{pointer}/{index}`.
-pub fn checked_subjects(raw: &[String], pointer: &str) -> Result<Vec<String>, ApiError> {
+pub fn checked_subjects(raw: &[String], pointer: &str) -> Result<Vec<String>, ServiceError> {
     if raw.is_empty() || raw.len() > MAX_SUBJECTS {
-        return Err(ApiError::bad_request(
+        return Err(ServiceError::bad_request(
             "evaluation.subjects",
             format!("一次查询应包含 1 至 {MAX_SUBJECTS} 个统一社会信用代码，实际 {} 个", raw.len()),
             format!("a lookup names 1 to {MAX_SUBJECTS} USCCs; this one names {}", raw.len()),
@@ -159,7 +157,7 @@ pub fn checked_subjects(raw: &[String], pointer: &str) -> Result<Vec<String>, Ap
                 }
                 _ => ("uscc.format", "格式错误", "is malformed"),
             };
-            return Err(ApiError::bad_request(
+            return Err(ServiceError::bad_request(
                 rule,
                 format!("第 {} 个统一社会信用代码{zh}", i + 1),
                 format!("subject {i}: the USCC {en}"),
@@ -175,7 +173,7 @@ pub fn checked_subjects(raw: &[String], pointer: &str) -> Result<Vec<String>, Ap
 
 /// For a lookup of one subject named in the path (`…/evaluations/{uscc}`): an error about the
 /// subject points at `/uscc`, not at the `/subjects/0` of the list it was checked as.
-pub fn path_subject_error(e: ApiError) -> ApiError {
+pub fn path_subject_error(e: ServiceError) -> ServiceError {
     if e.body.error.pointer.as_deref() == Some("/subjects/0") { e.with_pointer("/uscc") } else { e }
 }
 
@@ -188,7 +186,7 @@ pub async fn answer(
     asker: &str,
     raw_subjects: &[String],
     now: OffsetDateTime,
-) -> Result<String, ApiError> {
+) -> Result<String, ServiceError> {
     let pull = |subjects: &[String], outcome: &str, reason: Option<String>, answer: Option<(&str, String)>| Pull {
         pull_id: uuid::Uuid::now_v7().to_string(),
         direction: "in".into(),
@@ -207,13 +205,16 @@ pub async fn answer(
         Err(e) => {
             // Logged without the codes asked: they are not valid, and may not be codes at all.
             let reason = format!("{} subjects asked: {}", raw_subjects.len(), e.body.error.message_en);
-            gw.store.record_pull(pull(&[], "refused", Some(reason), None)).await.map_err(|e| ApiError::internal(&e))?;
+            gw.store
+                .record_pull(pull(&[], "refused", Some(reason), None))
+                .await
+                .map_err(|e| ServiceError::internal(&e))?;
             return Err(e);
         }
     };
     let today = today_in_china(now);
     let (in_force, government) = {
-        let registry = partners.registry.read().map_err(|_| ApiError::internal(&"registry lock poisoned"))?;
+        let registry = partners.registry.read().map_err(|_| ServiceError::internal(&"registry lock poisoned"))?;
         let government = registry.member(asker).is_some_and(|m| m.roles.iter().any(|r| r == "government"));
         (partners.in_force_with(&registry, asker, today), government)
     };
@@ -229,16 +230,16 @@ pub async fn answer(
             gw.store
                 .record_pull(pull(&subjects, "refused", Some(reason.clone()), None))
                 .await
-                .map_err(|e| ApiError::internal(&e))?;
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
+                .map_err(|e| ServiceError::internal(&e))?;
+            return Err(ServiceError::new(
+                ErrorKind::Forbidden,
                 "evaluation.no_agreement",
                 format!("{asker} 与本平台之间没有生效的信用评价结果互认协议（{reason}）"),
                 reason,
             ));
         }
     };
-    let held = gw.store.evaluations_of(&subjects).await.map_err(|e| ApiError::internal(&e))?;
+    let held = gw.store.evaluations_of(&subjects).await.map_err(|e| ServiceError::internal(&e))?;
     let signer = Arc::clone(&partners.signer);
     let body = AnswerBody {
         answer_id: uuid::Uuid::now_v7().to_string(),
@@ -266,14 +267,14 @@ pub async fn answer(
         (body.answer_id, serde_json::to_string(&jws).unwrap_or_default())
     };
     let (answer_id, text) = if raw_subjects.len() > 16 {
-        tokio::task::spawn_blocking(build).await.map_err(|e| ApiError::internal(&e))?
+        tokio::task::spawn_blocking(build).await.map_err(|e| ServiceError::internal(&e))?
     } else {
         build()
     };
     gw.store
         .record_pull(pull(&subjects, "answered", None, Some((&answer_id, text.clone()))))
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(|e| ServiceError::internal(&e))?;
     Ok(text)
 }
 
@@ -426,7 +427,7 @@ pub struct DeskEvaluation {
 }
 
 /// The partner named by member id or by its registry name (e.g. `信用东营`).
-pub fn resolve_partner(registry: &Registry, from: &str) -> Result<(String, String), ApiError> {
+pub fn resolve_partner(registry: &Registry, from: &str) -> Result<(String, String), ServiceError> {
     registry
         .body
         .members
@@ -434,7 +435,7 @@ pub fn resolve_partner(registry: &Registry, from: &str) -> Result<(String, Strin
         .find(|m| m.member_id == from || m.name == from)
         .map(|m| (m.member_id.clone(), m.name.clone()))
         .ok_or_else(|| {
-            ApiError::bad_request(
+            ServiceError::bad_request(
                 "evaluation.partner",
                 format!("联盟注册表中没有成员 {from:?}"),
                 format!("{from:?} is neither a member id nor a member name in the registry"),
@@ -453,12 +454,12 @@ pub async fn lookup(
     raw_subjects: &[String],
     officer: Option<String>,
     now: OffsetDateTime,
-) -> Result<DeskAnswer, ApiError> {
+) -> Result<DeskAnswer, ServiceError> {
     let subjects = checked_subjects(raw_subjects, "/subjects")?;
     let registry = partners.registry()?;
     let (partner, partner_name) = resolve_partner(&registry, from)?;
     if partner == partners.member_id {
-        return Err(ApiError::bad_request(
+        return Err(ServiceError::bad_request(
             "evaluation.partner",
             "不能向本平台自身查询互认评价",
             "a node does not pull evaluations from itself",
@@ -476,15 +477,15 @@ pub async fn lookup(
             } else {
                 format!("no partner agreement in force: {}", why.join("; "))
             };
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
+            return Err(ServiceError::new(
+                ErrorKind::Forbidden,
                 "evaluation.no_agreement",
                 format!("本平台与 {partner_name}（{partner}）之间没有生效的信用评价结果互认协议（{reason}）"),
                 reason,
             ));
         }
     };
-    let cached = gw.store.cached_answers(&partner, &subjects).await.map_err(|e| ApiError::internal(&e))?;
+    let cached = gw.store.cached_answers(&partner, &subjects).await.map_err(|e| ServiceError::internal(&e))?;
     let mut cached: HashMap<String, CachedAnswer> = cached.into_iter().map(|c| (c.subject_uscc.clone(), c)).collect();
     let age = |c: &CachedAnswer| parse_time(&c.fetched_at).map_or(i64::MAX, |t| (now - t).whole_seconds());
     let fresh = |c: &CachedAnswer| age(c) < partners.cache_ttl.whole_seconds();
@@ -522,8 +523,8 @@ pub async fn lookup(
                 gw.store
                     .record_pull(audit("answered", to_ask.clone(), None, Some((body.answer_id.clone(), text))))
                     .await
-                    .map_err(|e| ApiError::internal(&e))?;
-                gw.store.cache_answers(&partner, &rows).await.map_err(|e| ApiError::internal(&e))?;
+                    .map_err(|e| ServiceError::internal(&e))?;
+                gw.store.cache_answers(&partner, &rows).await.map_err(|e| ServiceError::internal(&e))?;
                 for s in body.subjects {
                     live.insert(s.subject_uscc.clone(), (body.answer_id.clone(), s));
                 }
@@ -536,7 +537,7 @@ pub async fn lookup(
                 gw.store
                     .record_pull(audit("refused", to_ask, Some(reason), None))
                     .await
-                    .map_err(|e| ApiError::internal(&e))?;
+                    .map_err(|e| ServiceError::internal(&e))?;
                 return Err(e);
             }
             Err(PullError::Failed(why)) => {
@@ -544,10 +545,10 @@ pub async fn lookup(
                 gw.store
                     .record_pull(audit("failed", to_ask.clone(), Some(why.clone()), None))
                     .await
-                    .map_err(|e| ApiError::internal(&e))?;
+                    .map_err(|e| ServiceError::internal(&e))?;
                 if to_ask.iter().any(|s| !cached.contains_key(s)) {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_GATEWAY,
+                    return Err(ServiceError::new(
+                        ErrorKind::BadGateway,
                         "evaluation.partner_unreachable",
                         format!("无法连接 {partner_name}（{partner}），且本地没有缓存的评价结果：{why}"),
                         format!("{partner_name} ({partner}) cannot be reached and nothing is cached: {why}"),
@@ -563,7 +564,7 @@ pub async fn lookup(
         gw.store
             .record_pull(audit(outcome, served_from_cache, None, None))
             .await
-            .map_err(|e| ApiError::internal(&e))?;
+            .map_err(|e| ServiceError::internal(&e))?;
     }
 
     let mut out = Vec::with_capacity(subjects.len());
@@ -572,7 +573,7 @@ pub async fn lookup(
             ("live", id, format_time(now), entry)
         } else if let Some(c) = cached.remove(s) {
             let entry: SubjectAnswer =
-                serde_json::from_str(&c.entry).map_err(|e| ApiError::internal(&format!("cached answer: {e}")))?;
+                serde_json::from_str(&c.entry).map_err(|e| ServiceError::internal(&format!("cached answer: {e}")))?;
             let source = if fresh(&c) { "cache" } else { "stale" };
             (source, c.answer_id, c.fetched_at, entry)
         } else {
@@ -620,7 +621,7 @@ fn judge_here(in_force: &[(AgreementBody, String)], mut e: AnsweredEvaluation, t
 
 enum PullError {
     /// The partner answered 4xx: its error, passed to the desk as is.
-    Refused(ApiError),
+    Refused(ServiceError),
     /// Unreachable, timed out, 5xx, or an answer that does not verify.
     Failed(String),
 }
@@ -654,10 +655,13 @@ async fn pull(
     if status.is_client_error() {
         let detail: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let msg = |k: &str| detail["error"][k].as_str().unwrap_or(&text).to_owned();
-        let code =
-            if status == StatusCode::FORBIDDEN { "evaluation.partner_refused" } else { "evaluation.partner_error" };
-        return Err(PullError::Refused(ApiError::new(
-            if status == StatusCode::FORBIDDEN { StatusCode::FORBIDDEN } else { StatusCode::BAD_GATEWAY },
+        let code = if status == reqwest::StatusCode::FORBIDDEN {
+            "evaluation.partner_refused"
+        } else {
+            "evaluation.partner_error"
+        };
+        return Err(PullError::Refused(ServiceError::new(
+            if status == reqwest::StatusCode::FORBIDDEN { ErrorKind::Forbidden } else { ErrorKind::BadGateway },
             code,
             format!("{partner} 拒绝了查询（{status}）：{}", msg("message_zh")),
             format!("{partner} refused the lookup ({status}): {}", msg("message_en")),
@@ -696,14 +700,19 @@ async fn pull(
 
 /// The evidence bundle of an answer this node sent or received: the answer, the registry held
 /// now, and this node's copies of the agreements it names.
-pub async fn answer_evidence(gw: &Gateway, partners: &Partners, answer_id: &str) -> Result<AnswerEvidence, ApiError> {
-    let not_found = || ApiError::not_found("该互认查询答复", "an evaluation answer with this id");
-    let text = gw.store.pulled_answer(answer_id).await.map_err(|e| ApiError::internal(&e))?.ok_or_else(not_found)?;
-    let answer: Jws = serde_json::from_str(&text).map_err(|e| ApiError::internal(&e))?;
+pub async fn answer_evidence(
+    gw: &Gateway,
+    partners: &Partners,
+    answer_id: &str,
+) -> Result<AnswerEvidence, ServiceError> {
+    let not_found = || ServiceError::not_found("该互认查询答复", "an evaluation answer with this id");
+    let text =
+        gw.store.pulled_answer(answer_id).await.map_err(|e| ServiceError::internal(&e))?.ok_or_else(not_found)?;
+    let answer: Jws = serde_json::from_str(&text).map_err(|e| ServiceError::internal(&e))?;
     let registry = partners.registry()?;
     let body = evaluation::verify_answer(&answer, &registry, None).map_err(|e| {
-        ApiError::new(
-            StatusCode::CONFLICT,
+        ServiceError::new(
+            ErrorKind::Conflict,
             "evaluation.answer_unverifiable",
             format!("该答复在本节点现持有的联盟注册表下已无法验证：{e}"),
             format!("the answer no longer verifies under the registry this node holds now: {e}"),

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::interchange::receipt::ReceiptBody;
+use gateway_store::{DeadLetter, QueuedRecord, SentEnvelope, Settlement};
 use serde_json::json;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::config::RelayConfig;
 use crate::interchange::{DeliveryError, Node};
-use crate::store::{DeadLetter, QueuedRecord, SentEnvelope, Settlement};
 pub use routing::{Destination, Link, PUBLICATION, Router, adapter_destination};
 
 /// Most records scanned per query when looking for what a destination takes.
@@ -67,7 +67,7 @@ impl StatusBoard {
     }
 
     fn failed(&self, destination: &str, error: &str) {
-        let now = crate::clock::format_timestamp(time::OffsetDateTime::now_utc());
+        let now = gateway_core::date::format_timestamp(time::OffsetDateTime::now_utc());
         self.update(destination, |s| {
             s.consecutive_failures += 1;
             s.last_error = Some(error.to_owned());
@@ -76,7 +76,7 @@ impl StatusBoard {
     }
 
     fn succeeded(&self, destination: &str, records: usize) {
-        let now = crate::clock::format_timestamp(time::OffsetDateTime::now_utc());
+        let now = gateway_core::date::format_timestamp(time::OffsetDateTime::now_utc());
         self.update(destination, |s| {
             s.consecutive_failures = 0;
             s.last_error = None;
@@ -436,7 +436,7 @@ impl Shared {
     async fn deliver(&self, dest: &Destination, batch: &Batch, attempt: u32) -> Attempt {
         let store = &self.node.gateway.store;
         let now = time::OffsetDateTime::now_utc();
-        let at = crate::clock::format_timestamp(now);
+        let at = gateway_core::date::format_timestamp(now);
         let mut dead = held_letters(&batch.held, attempt);
         let seqs: Vec<i64> = batch.items.iter().map(|r| r.seq).collect();
         let result = if batch.items.is_empty() {
@@ -574,10 +574,10 @@ impl Shared {
     }
 
     /// Stores `dest`'s cursor at `position` (nothing else settled).
-    async fn save_cursor(&self, dest: &Destination, position: i64) -> Result<(), crate::store::StoreError> {
+    async fn save_cursor(&self, dest: &Destination, position: i64) -> Result<(), gateway_store::StoreError> {
         let s = Settlement {
             position: Some(position),
-            at: crate::clock::format_timestamp(time::OffsetDateTime::now_utc()),
+            at: gateway_core::date::format_timestamp(time::OffsetDateTime::now_utc()),
             ..Settlement::default()
         };
         self.node.gateway.store.settle(&dest.name, s).await
@@ -596,7 +596,7 @@ impl Shared {
         let s = Settlement {
             dead,
             position: batch.position,
-            at: crate::clock::format_timestamp(time::OffsetDateTime::now_utc()),
+            at: gateway_core::date::format_timestamp(time::OffsetDateTime::now_utc()),
             ..Settlement::default()
         };
         match self.node.gateway.store.settle(&dest.name, s).await {
@@ -632,7 +632,7 @@ fn isolate(mut rows: Vec<QueuedRecord>) -> Vec<QueuedRecord> {
 /// What a successful delivery produced, before it is settled.
 #[derive(Default)]
 struct Sent {
-    sent: Option<(crate::store::EnvelopeIn, String)>,
+    sent: Option<(gateway_store::EnvelopeIn, String)>,
     carried: Vec<(Uuid, i64)>,
     dead: Vec<DeadLetter>,
     published: Vec<(i64, Uuid, i64, String)>,

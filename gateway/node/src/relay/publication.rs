@@ -11,7 +11,7 @@ use gateway_core::record::mask_identity_numbers;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::store::StoredRecord;
+use gateway_store::StoredRecord;
 
 /// Appends `records` to today's file and syncs it. Returns the sink's receipts:
 /// `(seq, record_id, version, file name)`.
@@ -21,7 +21,7 @@ pub fn write(
     now: time::OffsetDateTime,
 ) -> anyhow::Result<Vec<(i64, Uuid, i64, String)>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = format!("{}.jsonl", crate::clock::today_in_china(now));
+    let name = format!("{}.jsonl", gateway_core::date::today_in_china(now));
     let path = dir.join(&name);
     let mut lines = String::new();
     for r in records {

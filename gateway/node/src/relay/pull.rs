@@ -66,7 +66,7 @@ async fn collect_once(node: &Node, parent: &str, after: i64) -> anyhow::Result<O
                 serde_json::to_string(&PullRefusal {
                     refused: Refusal {
                         envelope_digest: digest,
-                        status: refused.status.as_u16(),
+                        status: refused.kind.status(),
                         error: serde_json::to_value(&refused.body)?,
                     },
                 })?

@@ -4,9 +4,9 @@
 
 use gateway_core::interchange::registry::Registry;
 use gateway_core::record::RecordType;
+use gateway_store::QueuedRecord;
 
 use crate::config::{RouteAction, RouteRule};
-use crate::store::QueuedRecord;
 
 /// Where a node sends records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +40,9 @@ impl Destination {
     }
 }
 
-/// The name of the local publication sink as a destination.
-pub const PUBLICATION: &str = "publication";
+/// The name of the local publication sink as a destination (defined by the store, which
+/// counts the sink's publications).
+pub use gateway_store::PUBLICATION;
 
 /// The destination name of a delivering adapter.
 pub fn adapter_destination(platform: &str) -> String {

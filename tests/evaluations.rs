@@ -7,14 +7,12 @@
 //! served from the cache), the desk CLI, and the answer's offline verification with `evidence verify`
 //! and with the independent Python verifier (`tools/verify_evidence.py`).
 
-mod common;
-
 use std::sync::Arc;
 
-use common::proxy::{Fault, FaultProxy};
 use gateway_core::crypto::Alg;
 use gateway_core::interchange::evaluation::{AgreementError, SignedAgreement};
 use serde_json::{Value, json};
+use testkit::proxy::{Fault, FaultProxy};
 use time::OffsetDateTime;
 
 const DONGYING: &str = "cn-370500";
@@ -62,12 +60,12 @@ fn find<'a>(answer: &'a Value, uscc: &str, scheme: &str) -> Option<&'a Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
-    let (dir, pki) = common::demo_pki(Alg::EdDsa);
+    let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
     let now = OffsetDateTime::now_utc();
-    let today = credit_gateway::clock::today_in_china(now);
+    let today = gateway_core::date::today_in_china(now);
 
     // 信用东营 holds the evaluations; 信用淄博 reaches it through a proxy that can fail.
-    let (dongying_port, dongying) = common::start_federation_node(&pki, DONGYING, &dir.path().join("dongying")).await;
+    let (dongying_port, dongying) = testkit::start_federation_node(&pki, DONGYING, &dir.path().join("dongying")).await;
     let stored = dongying
         .gateway
         .push(serde_json::to_vec(&dongying_evaluations(today)).expect("test setup").into(), now)
@@ -80,7 +78,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
         name: "ops".into(),
         password_hash: credit_gateway::dashboard::auth::hash_password("operator password", 1_000).expect("hash"),
     };
-    let (_, zibo) = common::start_federation_node_with(&pki, ZIBO, &dir.path().join("zibo"), &peers, |c| {
+    let (_, zibo) = testkit::start_federation_node_with(&pki, ZIBO, &dir.path().join("zibo"), &peers, |c| {
         c.dashboard.operators = vec![operator];
     })
     .await;
@@ -180,12 +178,12 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     let unknown = credit_gateway::evaluations::lookup(&zibo.gateway, partners, DONGYING, &[subject(99)], None, later)
         .await
         .expect_err("nothing cached");
-    assert_eq!(unknown.status, 502);
+    assert_eq!(unknown.kind.status(), 502);
     proxy.set(Fault::None);
 
     // A member without an agreement: 信用濮阳 and 信用山东 get 403 with the reason.
     for stranger in ["cn-410900", "cn-370000"] {
-        let resp = common::federation_client(&pki, stranger)
+        let resp = testkit::federation_client(&pki, stranger)
             .post(format!("https://127.0.0.1:{dongying_port}/federation/v1/evaluations/lookup"))
             .json(&json!({"subjects": [s0]}))
             .send()
@@ -214,8 +212,8 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
         serde_json::to_vec(&draft).expect("test setup"),
     )
     .expect("test setup");
-    let (draft_port, _) = common::start_federation_node(&pki, DONGYING, &dir.path().join("dongying-2")).await;
-    let resp = common::federation_client(&pki, "cn-370000")
+    let (draft_port, _) = testkit::start_federation_node(&pki, DONGYING, &dir.path().join("dongying-2")).await;
+    let resp = testkit::federation_client(&pki, "cn-370000")
         .get(format!("https://127.0.0.1:{draft_port}/federation/v1/evaluations/{s0}"))
         .send()
         .await
@@ -287,7 +285,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     let bundle_file = dir.path().join("answer.json");
     std::fs::write(&bundle_file, serde_json::to_vec_pretty(&bundle).expect("test setup")).expect("test setup");
     let verify = |file: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_credit-gateway"))
+        std::process::Command::new(testkit::gateway_bin())
             .args(["evidence", "verify"])
             .arg(file)
             .arg("--anchor")
@@ -309,7 +307,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     // The independent verifier (Python, `cryptography`) agrees on both.
     let python = |file: &std::path::Path| {
         std::process::Command::new("python3")
-            .arg(common::repo_dir().join("tools/verify_evidence.py"))
+            .arg(testkit::repo_dir().join("tools/verify_evidence.py"))
             .arg(file)
             .arg(credit_gateway::pki::anchor_file(&pki))
             .output()
@@ -345,7 +343,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
         gateway_core::interchange::registry::Registry::verify_signed(&jws, registry.trusted_roots()).expect("registry");
     *dongying.registry.write().expect("lock") = revoked.clone();
     *zibo.registry.write().expect("lock") = revoked;
-    let resp = common::federation_client(&pki, ZIBO)
+    let resp = testkit::federation_client(&pki, ZIBO)
         .get(format!("https://127.0.0.1:{dongying_port}/federation/v1/evaluations/{s0}"))
         .send()
         .await
@@ -360,7 +358,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     *zibo.registry.write().expect("lock") = registry.clone();
 
     // The desk officer's command.
-    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_credit-gateway"))
+    let cli = std::process::Command::new(testkit::gateway_bin())
         .args(["evaluation", "lookup", &subject(1), "--from", "信用东营", "--officer", "王五", "--url", &desk])
         .output()
         .expect("run credit-gateway");
@@ -371,7 +369,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
 
 /// Panics with every error if `doc` does not match `schemas/interchange/<name>`.
 fn assert_schema(name: &str, doc: &Value) {
-    let path = common::repo_dir().join("schemas/interchange").join(name).join("schema.json");
+    let path = testkit::repo_dir().join("schemas/interchange").join(name).join("schema.json");
     let schema: Value = serde_json::from_slice(&std::fs::read(path).expect("schema")).expect("schema JSON");
     let validator = jsonschema::options()
         .with_draft(jsonschema::Draft::Draft202012)

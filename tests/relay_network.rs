@@ -3,16 +3,12 @@
 //! parent refuses is dead-lettered with the reason, later versions of it wait behind it, and
 //! an operator's resend delivers them in order once the cause is fixed.
 //!
-//! Real nodes over mutual TLS; faults come from a TCP proxy between them (`common::proxy`) and
+//! Real nodes over mutual TLS; faults come from a TCP proxy between them (`testkit::proxy`) and
 //! from a real lock on the receiver's SQLite database.
 
-mod common;
-
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::proxy::{Fault, FaultProxy};
 use credit_gateway::bench::synthetic_records;
 use credit_gateway::config::RelayConfig;
 use credit_gateway::interchange::Node;
@@ -20,6 +16,7 @@ use credit_gateway::relay::Relay;
 use gateway_core::crypto::Alg;
 use serde_json::{Value, json};
 use sqlx::Connection;
+use testkit::proxy::{Fault, FaultProxy};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
@@ -64,7 +61,7 @@ fn failing_with(district: &Node, needle: &str) -> bool {
 /// The receiver's outcome for every hop of every record the district holds, from its trail.
 async fn statuses(district: &Node) -> Vec<String> {
     let mut out = Vec::new();
-    for r in common::all_records(&district.gateway.store, 1000).await {
+    for r in testkit::all_records(&district.gateway.store, 1000).await {
         let trail = district.gateway.store.trail(r.record_id).await.expect("trail").expect("held");
         out.extend(trail.versions.iter().flat_map(|v| v.forwarded.iter().map(|h| h.status.clone())));
     }
@@ -73,9 +70,9 @@ async fn statuses(district: &Node) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn receiver_failures_are_retried_without_duplicates() {
-    let (dir, pki) = common::demo_pki(Alg::EdDsa);
-    let (city_port, city) = common::start_federation_node(&pki, CITY, &dir.path().join("city")).await;
-    let (_, district) = common::start_federation_node(&pki, DISTRICT, &dir.path().join("district")).await;
+    let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
+    let (city_port, city) = testkit::start_federation_node(&pki, CITY, &dir.path().join("city")).await;
+    let (_, district) = testkit::start_federation_node(&pki, DISTRICT, &dir.path().join("district")).await;
     let proxy = FaultProxy::start(city_port).await;
     let deadline = Duration::from_secs(60);
 
@@ -84,22 +81,22 @@ async fn receiver_failures_are_retried_without_duplicates() {
     proxy.set(Fault::SwallowResponses);
     let batch = synthetic_records(50, 1);
     assert_eq!(push(&district, &batch).await["accepted"], 50);
-    common::eventually("a timed-out delivery", deadline, async || failing_with(&district, "timed out")).await;
+    testkit::eventually("a timed-out delivery", deadline, async || failing_with(&district, "timed out")).await;
     assert_eq!(count(&city).await, 50, "the receiver stored the first attempt");
     proxy.set(Fault::None);
-    common::eventually("the retry to settle", deadline, async || settled(&district).await).await;
+    testkit::eventually("the retry to settle", deadline, async || settled(&district).await).await;
     assert_eq!(count(&city).await, 50, "the retry stored nothing twice");
     assert!(statuses(&district).await.iter().all(|s| s == "duplicate"), "the retry's receipt says duplicate");
 
     // The connection closes in the middle of the answer.
     proxy.set(Fault::CutResponses);
     assert_eq!(push(&district, &synthetic_records(50, 2)).await["accepted"], 50);
-    common::eventually("a cut delivery", deadline, async || {
+    testkit::eventually("a cut delivery", deadline, async || {
         district.gateway.relay_status.snapshot().get(CITY).is_some_and(|s| s.consecutive_failures > 0)
     })
     .await;
     proxy.set(Fault::None);
-    common::eventually("the retry to settle", deadline, async || settled(&district).await).await;
+    testkit::eventually("the retry to settle", deadline, async || settled(&district).await).await;
     assert_eq!(count(&city).await, 100);
     relay.stop().await;
 
@@ -110,9 +107,9 @@ async fn receiver_failures_are_retried_without_duplicates() {
     let mut lock = sqlx::SqliteConnection::connect(&url).await.expect("open city database");
     sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.expect("lock");
     assert_eq!(push(&district, &synthetic_records(50, 3)).await["accepted"], 50);
-    common::eventually("a 500 from the city", deadline, async || failing_with(&district, "500")).await;
+    testkit::eventually("a 500 from the city", deadline, async || failing_with(&district, "500")).await;
     sqlx::query("ROLLBACK").execute(&mut lock).await.expect("unlock");
-    common::eventually("the retry to settle", deadline, async || settled(&district).await).await;
+    testkit::eventually("the retry to settle", deadline, async || settled(&district).await).await;
     assert_eq!(count(&city).await, 150);
     assert!(district.gateway.store.dead_letters(None, 10).await.expect("dead letters").is_empty());
     relay.stop().await;
@@ -121,8 +118,7 @@ async fn receiver_failures_are_retried_without_duplicates() {
 /// A penalty whose authority USCC fails the check character: a genuine pre-2015 pilot code
 /// the district allows, which the city does not (yet).
 fn pilot_code_record() -> (Value, String) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../schemas/admin_penalty/invalid/authority_uscc_bad_check_char.json");
+    let path = testkit::repo_dir().join("schemas/admin_penalty/invalid/authority_uscc_bad_check_char.json");
     let wrapper: Value = serde_json::from_slice(&std::fs::read(path).expect("example")).expect("json");
     let record = wrapper["record"].clone();
     let code = record["penalizing_authority_uscc"].as_str().expect("uscc").to_owned();
@@ -131,13 +127,13 @@ fn pilot_code_record() -> (Value, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_record_is_dead_lettered_and_resent_once_fixed() {
-    let (dir, pki) = common::demo_pki(Alg::EdDsa);
+    let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
     let (record, code) = pilot_code_record();
     let allow = |c: &mut credit_gateway::config::Config| c.validation.uscc_allow_list = vec![code.clone()];
     let city_dir = dir.path().join("city");
-    let (strict_port, city) = common::start_federation_node(&pki, CITY, &city_dir).await;
+    let (strict_port, city) = testkit::start_federation_node(&pki, CITY, &city_dir).await;
     let (_, district) =
-        common::start_federation_node_with(&pki, DISTRICT, &dir.path().join("district"), &[], allow).await;
+        testkit::start_federation_node_with(&pki, DISTRICT, &dir.path().join("district"), &[], allow).await;
     let proxy = FaultProxy::start(strict_port).await;
     let _relay = district_relay(&district, &proxy, 10);
     let deadline = Duration::from_secs(60);
@@ -145,17 +141,17 @@ async fn a_refused_record_is_dead_lettered_and_resent_once_fixed() {
     let mut batch = synthetic_records(10, 5);
     batch.push(record.clone());
     assert_eq!(push(&district, &batch).await["accepted"], 11);
-    common::eventually("the refusal in the dead letters", deadline, async || {
+    testkit::eventually("the refusal in the dead letters", deadline, async || {
         !district.gateway.store.dead_letters(Some(CITY), 10).await.expect("dead letters").is_empty()
     })
     .await;
-    common::eventually("the good records at the city", deadline, async || count(&city).await == 10).await;
+    testkit::eventually("the good records at the city", deadline, async || count(&city).await == 10).await;
     let letters = district.gateway.store.dead_letters(Some(CITY), 10).await.expect("dead letters");
     assert_eq!(letters.len(), 1, "{letters:?}");
     let reason = &letters[0].reason;
     assert_eq!(reason["code"], "rejected", "{reason}");
     // The hop's SLA counts the ten the city took as delivered, never the one it refused.
-    let today = credit_gateway::clock::today_in_china(OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let q = credit_gateway::sla::SlaQuery {
         since: Some(time::macros::date!(2020 - 01 - 01)),
         ..credit_gateway::sla::SlaQuery::new(CITY, today)
@@ -179,7 +175,7 @@ async fn a_refused_record_is_dead_lettered_and_resent_once_fixed() {
     corrected["penalty_content"] = json!("没收违法所得48元；罚款4万元。");
     corrected["fine_amount_wan"] = json!("4");
     assert_eq!(push(&district, &[corrected]).await["new_version"], 1);
-    common::eventually("the correction held", deadline, async || {
+    testkit::eventually("the correction held", deadline, async || {
         district.gateway.store.dead_letters(Some(CITY), 10).await.expect("dead letters").len() == 2
     })
     .await;
@@ -189,7 +185,7 @@ async fn a_refused_record_is_dead_lettered_and_resent_once_fixed() {
 
     // The cause is fixed: the city now allows the pilot code (restarted with it). An operator
     // resends through the API; both versions arrive, in order.
-    let (fixed_port, _fixed_city) = common::start_federation_node_with(&pki, CITY, &city_dir, &[], allow).await;
+    let (fixed_port, _fixed_city) = testkit::start_federation_node_with(&pki, CITY, &city_dir, &[], allow).await;
     proxy.redirect(fixed_port);
     let api = credit_gateway::api::router(Arc::clone(&district.gateway));
     let request = axum::http::Request::post("/api/v1/dead-letters/resend")
@@ -201,11 +197,11 @@ async fn a_refused_record_is_dead_lettered_and_resent_once_fixed() {
     let body: Value =
         serde_json::from_slice(&axum::body::to_bytes(answer.into_body(), 1 << 20).await.expect("body")).expect("json");
     assert_eq!(body["queued"], 2, "{body}");
-    common::eventually("both versions at the city", deadline, async || count(&city).await == 12).await;
+    testkit::eventually("both versions at the city", deadline, async || count(&city).await == 12).await;
     let versions = city.gateway.store.versions(record_id).await.expect("versions");
     assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2]);
     assert!(versions[0].seq < versions[1].seq, "version 1 arrived first");
-    common::eventually("the letters marked resent", deadline, async || {
+    testkit::eventually("the letters marked resent", deadline, async || {
         let letters = district.gateway.store.dead_letters(Some(CITY), 10).await.expect("dead letters");
         letters.iter().all(|l| l.state == "resent")
     })
@@ -217,9 +213,9 @@ async fn a_refused_record_is_dead_lettered_and_resent_once_fixed() {
 /// arrives, in the order the district stored it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_destination_down_for_days_gets_everything_in_order_when_it_returns() {
-    let (dir, pki) = common::demo_pki(Alg::EdDsa);
-    let (city_port, city) = common::start_federation_node(&pki, CITY, &dir.path().join("city")).await;
-    let (_, district) = common::start_federation_node(&pki, DISTRICT, &dir.path().join("district")).await;
+    let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
+    let (city_port, city) = testkit::start_federation_node(&pki, CITY, &dir.path().join("city")).await;
+    let (_, district) = testkit::start_federation_node(&pki, DISTRICT, &dir.path().join("district")).await;
     let proxy = FaultProxy::start(city_port).await;
     proxy.set(Fault::Down);
     let clock = credit_gateway::relay::clock::ManualClock::default();
@@ -244,10 +240,10 @@ async fn a_destination_down_for_days_gets_everything_in_order_when_it_returns() 
             assert_eq!(push(&district, &batch).await["accepted"], 1_000);
             pushed += 1_000;
         }
-        common::eventually("the sender backing off", deadline, async || clock.sleepers() == 1).await;
+        testkit::eventually("the sender backing off", deadline, async || clock.sleepers() == 1).await;
         let before = failures();
         clock.advance(Duration::from_secs(6 * 3600));
-        common::eventually("another failed attempt", deadline, async || failures() > before).await;
+        testkit::eventually("another failed attempt", deadline, async || failures() > before).await;
     }
     assert_eq!(clock.elapsed(), Duration::from_secs(72 * 3600));
     assert!(failures() >= 12, "one attempt at least every six hours: {}", failures());
@@ -259,16 +255,15 @@ async fn a_destination_down_for_days_gets_everything_in_order_when_it_returns() 
 
     // The city is back: the next retry delivers everything, in order.
     proxy.set(Fault::None);
-    common::eventually("the sender backing off", deadline, async || clock.sleepers() == 1).await;
+    testkit::eventually("the sender backing off", deadline, async || clock.sleepers() == 1).await;
     clock.advance(Duration::from_secs(3600));
-    common::eventually("the backlog delivered", deadline, async || settled(&district).await).await;
+    testkit::eventually("the backlog delivered", deadline, async || settled(&district).await).await;
     assert_eq!(count(&city).await, pushed);
-    let order = |records: Vec<credit_gateway::store::StoredRecord>| {
-        records.into_iter().map(|r| r.record_id).collect::<Vec<_>>()
-    };
+    let order =
+        |records: Vec<gateway_store::StoredRecord>| records.into_iter().map(|r| r.record_id).collect::<Vec<_>>();
     assert_eq!(
-        order(common::all_records(&city.gateway.store, 1000).await),
-        order(common::all_records(&district.gateway.store, 1000).await),
+        order(testkit::all_records(&city.gateway.store, 1000).await),
+        order(testkit::all_records(&district.gateway.store, 1000).await),
         "the city stored the records in the district's order"
     );
 }

@@ -2,8 +2,6 @@
 //! national, the correction, repair and objection reach every node of the chain, and Ctrl-C
 //! (SIGINT) stops it cleanly.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,8 +9,8 @@ use std::time::{Duration, Instant};
 #[test]
 fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let api_port = common::free_port().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_credit-gateway"))
+    let api_port = testkit::free_port().to_string();
+    let mut child = Command::new(testkit::gateway_bin())
         .args(["demo", "--records", "120", "--api-port", &api_port, "--pki"])
         .arg(dir.path().join("pki"))
         .arg("--data-dir")

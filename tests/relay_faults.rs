@@ -6,8 +6,6 @@
 //! `FAULT_RECORDS` (default 20,000) and `FAULT_KILLS` (default 10)
 //! scale it; `FAULT_SEED` picks another kill schedule (the failing seed is printed).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,7 +25,7 @@ struct Member {
     api: u16,
     fed: u16,
     dir: PathBuf,
-    process: Option<common::Node>,
+    process: Option<testkit::Node>,
 }
 
 struct Federation {
@@ -53,8 +51,8 @@ impl Federation {
             .iter()
             .map(|id| Member {
                 id,
-                api: common::free_port(),
-                fed: common::free_port(),
+                api: testkit::free_port(),
+                fed: testkit::free_port(),
                 dir: root.join(id),
                 process: None,
             })
@@ -83,7 +81,7 @@ impl Federation {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let m = &mut self.members[i];
-        m.process = Some(common::Node::start_at(&m.dir, &format!("127.0.0.1:{}", m.api), &args));
+        m.process = Some(testkit::Node::start_at(&m.dir, &format!("127.0.0.1:{}", m.api), &args));
     }
 
     fn kill9(&mut self, i: usize) {
@@ -123,7 +121,7 @@ async fn push_until_stored(client: &reqwest::Client, base: &str, batch: &[Value]
 }
 
 async fn stored(client: &reqwest::Client, base: &str) -> u64 {
-    common::metric(client, base, "credit_gateway_records_stored").await.map_or(0, |v| v as u64)
+    testkit::metric(client, base, "credit_gateway_records_stored").await.map_or(0, |v| v as u64)
 }
 
 /// A node's SQLite database, read-only.
@@ -138,7 +136,7 @@ async fn kill_9_anywhere_during_a_relay_loses_and_doubles_nothing() {
     let kills = env_or("FAULT_KILLS", 10);
     let seed = env_or("FAULT_SEED", 0x5eed_2026);
     println!("kill schedule seed {seed} (FAULT_SEED replays it)");
-    let (dir, pki) = common::demo_pki(gateway_core::crypto::Alg::EdDsa);
+    let (dir, pki) = testkit::demo_pki(gateway_core::crypto::Alg::EdDsa);
     let mut fed = Federation::new(dir.path(), &pki);
     for i in 0..CHAIN.len() {
         fed.start(i);
@@ -184,8 +182,8 @@ async fn kill_9_anywhere_during_a_relay_loses_and_doubles_nothing() {
     for (i, parent) in CHAIN.iter().enumerate().skip(1) {
         let base = fed.base(i - 1);
         let backlog = format!("credit_gateway_outbox_backlog{{destination=\"{parent}\"}}");
-        common::eventually("every sender settled", Duration::from_secs(120), async || {
-            common::metric(&client, &base, &backlog).await == Some(0.0)
+        testkit::eventually("every sender settled", Duration::from_secs(120), async || {
+            testkit::metric(&client, &base, &backlog).await == Some(0.0)
         })
         .await;
     }

@@ -1,8 +1,6 @@
 //! `kill -9` of a real `credit-gateway serve` process during a stream of pushes loses no
 //! record whose batch was answered 200.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +15,7 @@ async fn kill_9_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut acknowledged: HashSet<String> = HashSet::new();
     for round in 0..ROUNDS {
-        let node = common::Node::start(dir.path());
+        let node = testkit::Node::start(dir.path());
         let url = format!("{}/api/v1/records", node.base);
         let acked = Arc::new(Mutex::new(Vec::<String>::new()));
         let batches_done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -49,7 +47,7 @@ async fn kill_9_loses_no_acknowledged_record() {
                 }
             });
         }
-        common::eventually("enough answered batches", std::time::Duration::from_secs(60), async || {
+        testkit::eventually("enough answered batches", std::time::Duration::from_secs(60), async || {
             batches_done.load(std::sync::atomic::Ordering::SeqCst) >= kill_after
         })
         .await;
@@ -61,10 +59,10 @@ async fn kill_9_loses_no_acknowledged_record() {
 
     // After the last kill the node must start again on the same data (it opens and migrates
     // the database), and the database must hold every acknowledged record.
-    common::Node::start(dir.path()).kill9();
-    let store = common::sqlite_store(dir.path()).await;
+    testkit::Node::start(dir.path()).kill9();
+    let store = testkit::sqlite_store(dir.path()).await;
     let stored: HashSet<String> =
-        common::all_records(&store, 5_000).await.into_iter().map(|r| r.record_id.to_string()).collect();
+        testkit::all_records(&store, 5_000).await.into_iter().map(|r| r.record_id.to_string()).collect();
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
     assert!(lost.is_empty(), "{} acknowledged records lost, e.g. {:?}", lost.len(), lost.first());
 }

@@ -3,8 +3,6 @@
 //! reads the SLA and quality tables of a running node, clicks resend on a dead letter, and saves
 //! screenshots under `target/tmp/dashboard/`.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use credit_gateway::bench::synthetic_records;
 use credit_gateway::config::{Config, DashboardConfig, Operator};
-use credit_gateway::store::{DeadLetter, Settlement};
+use gateway_store::{DeadLetter, Settlement};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -29,7 +27,7 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
-        let port = common::free_port();
+        let port = testkit::free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -38,7 +36,7 @@ impl Browser {
             .expect("chromedriver is required (Debian: apt-get install chromium chromium-driver; .ci/run installs it)");
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        common::eventually("chromedriver to be ready", Duration::from_secs(30), async || {
+        testkit::eventually("chromedriver to be ready", Duration::from_secs(30), async || {
             match http.get(format!("{base}/status")).send().await {
                 Ok(r) => r.json::<Value>().await.is_ok_and(|v| v["value"]["ready"] == true),
                 Err(_) => false,
@@ -81,7 +79,7 @@ impl Browser {
     /// form returns before the next page has loaded.
     async fn wait_for(&self, css: &str) -> Vec<String> {
         let mut found = Vec::new();
-        common::eventually(&format!("{css} on the page"), Duration::from_secs(20), async || {
+        testkit::eventually(&format!("{css} on the page"), Duration::from_secs(20), async || {
             found = self.find_all(css).await;
             !found.is_empty()
         })
@@ -144,7 +142,7 @@ impl Browser {
 
 /// Penalties decided `days_ago` calendar days before today (Beijing), public, of one unit.
 fn penalties(days_ago: i64, n: usize, tag: &str) -> Vec<Value> {
-    let today = credit_gateway::clock::today_in_china(OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let decided = gateway_core::date::format_date(today - time::Duration::days(days_ago));
     let base = synthetic_records(8, 9).into_iter().find(|r| r["record_type"] == "admin_penalty").expect("penalty");
     (0..n)
@@ -195,7 +193,7 @@ async fn an_operator_reads_sla_and_quality_and_resends_a_dead_letter() {
             reason: reason.to_string(),
             attempts: 1,
         }],
-        at: credit_gateway::clock::format_timestamp(OffsetDateTime::now_utc()),
+        at: gateway_core::date::format_timestamp(OffsetDateTime::now_utc()),
         ..Settlement::default()
     };
     gw.store.settle("cn-370300", s).await.expect("dead letter");

@@ -5,8 +5,6 @@
 //! `breached`, and each fires its signed webhook exactly once. Restarting 信用山东 delivers them,
 //! and the hop's SLA shows when.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,10 +56,10 @@ fn penalty(base: &Value, n: u32) -> Value {
     r
 }
 
-fn start_province(pki: &std::path::Path, dir: &std::path::Path, api: u16, fed: u16) -> common::Node {
+fn start_province(pki: &std::path::Path, dir: &std::path::Path, api: u16, fed: u16) -> testkit::Node {
     let fed_listen = format!("127.0.0.1:{fed}");
     let pki = pki.display().to_string();
-    common::Node::start_at(
+    testkit::Node::start_at(
         dir,
         &format!("127.0.0.1:{api}"),
         &["--member", PROVINCE, "--pki", &pki, "--federation-listen", &fed_listen],
@@ -88,8 +86,8 @@ fn take(received: &Received, secret: &[u8]) -> Vec<(String, usize, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_week_without_the_province_turns_records_at_risk_then_breached_and_alerts() {
-    let (tmp, pki) = common::demo_pki(Alg::EdDsa);
-    let (api, fed) = (common::free_port(), common::free_port());
+    let (tmp, pki) = testkit::demo_pki(Alg::EdDsa);
+    let (api, fed) = (testkit::free_port(), testkit::free_port());
     let province_dir = tmp.path().join(PROVINCE);
     let province = start_province(&pki, &province_dir, api, fed);
     // 信用山东 goes down before the city's records come in.
@@ -97,7 +95,7 @@ async fn a_week_without_the_province_turns_records_at_risk_then_breached_and_ale
 
     let city_dir = tmp.path().join(CITY);
     let peers = [(PROVINCE, format!("https://localhost:{fed}"))];
-    let (_, node) = common::start_federation_node_with(&pki, CITY, &city_dir, &peers, |_| {}).await;
+    let (_, node) = testkit::start_federation_node_with(&pki, CITY, &city_dir, &peers, |_| {}).await;
     let gw = Arc::clone(&node.gateway);
     let relay_config = RelayConfig { linger_ms: 5, backoff_base_ms: 20, backoff_max_ms: 200, ..RelayConfig::default() };
     let relay = Relay::start(node.clone(), relay_config);
@@ -112,7 +110,7 @@ async fn a_week_without_the_province_turns_records_at_risk_then_breached_and_ale
         gw.push(serde_json::to_vec(&records).expect("json").into(), OffsetDateTime::now_utc()).await.expect("push");
     assert_eq!(answer.accepted, 6, "{:?}", answer.outcomes);
     assert!(answer.outcomes.iter().all(|o| o.publicity_deadline.as_deref() == Some("2026-10-13")));
-    common::eventually("the relay to notice 信用山东 is down", Duration::from_secs(30), async || {
+    testkit::eventually("the relay to notice 信用山东 is down", Duration::from_secs(30), async || {
         gw.relay_status.snapshot().get(PROVINCE).is_some_and(|s| s.consecutive_failures > 0)
     })
     .await;
@@ -159,11 +157,11 @@ async fn a_week_without_the_province_turns_records_at_risk_then_breached_and_ale
     // 信用山东 comes back on its address: the relay delivers, the hop's SLA records when.
     let province = start_province(&pki, &province_dir, api, fed);
     let client = reqwest::Client::new();
-    common::eventually("信用山东 to hold the six records", Duration::from_secs(60), async || {
-        common::metric(&client, &province.base, "credit_gateway_records_stored").await.is_some_and(|n| n >= 6.0)
+    testkit::eventually("信用山东 to hold the six records", Duration::from_secs(60), async || {
+        testkit::metric(&client, &province.base, "credit_gateway_records_stored").await.is_some_and(|n| n >= 6.0)
     })
     .await;
-    common::eventually("the city to see the receipts", Duration::from_secs(30), async || {
+    testkit::eventually("the city to see the receipts", Duration::from_secs(30), async || {
         let view = credit_gateway::sla::view(&gw, &view_at(date!(2026 - 10 - 16))).await.expect("view");
         view.records.len() == 6 && view.records.iter().all(|r| r.published_at.is_some())
     })

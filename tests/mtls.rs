@@ -2,8 +2,6 @@
 //! a certificate from another CA fails the handshake; a CA-valid certificate that is not pinned
 //! in the registry is refused with 403.
 
-mod common;
-
 use credit_gateway::pki::{self, InitOptions, NodeFiles};
 use credit_gateway::tls::{self, TlsFiles};
 use gateway_core::interchange::registry::{Registry, RootKey};
@@ -22,7 +20,7 @@ fn load_registry(dir: &Path) -> Registry {
 
 /// Starts the federation endpoint of `member` and returns its port.
 async fn start_node(dir: &Path, member: &str) -> u16 {
-    common::start_federation_node(dir, member, &dir.join(format!("data-{member}"))).await.0
+    testkit::start_federation_node(dir, member, &dir.join(format!("data-{member}"))).await.0
 }
 
 fn client(ca: &Path, cert: &Path, key: &Path) -> reqwest::Client {
@@ -81,7 +79,7 @@ fn pem_der(pem: &str) -> Vec<u8> {
 fn certs_init_then_two_processes_link_over_mtls() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = dir.path().join("pki");
-    let bin = env!("CARGO_BIN_EXE_credit-gateway");
+    let bin = &testkit::gateway_bin();
     let out = Command::new(bin).args(["certs", "init", "--out"]).arg(&pki).output().expect("certs init");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for file in
@@ -91,7 +89,7 @@ fn certs_init_then_two_processes_link_over_mtls() {
     }
 
     let pki_arg = pki.to_str().expect("utf-8 path");
-    let city = common::Node::start_with(
+    let city = testkit::Node::start_with(
         &dir.path().join("city"),
         &["--member", "cn-370300", "--pki", pki_arg, "--federation-listen", "127.0.0.1:0"],
     );

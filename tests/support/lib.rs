@@ -1,17 +1,18 @@
-//! Helpers shared by the node's integration tests.
-#![allow(dead_code)]
+//! `testkit`: helpers shared by the system tests beside this file and by the node's own
+//! tests — stores on SQLite and PostgreSQL, nodes in-process or as `credit-gateway`
+//! processes, dev PKIs, a fault proxy, polling with a deadline.
 
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use credit_gateway::config::Config;
 use credit_gateway::ingest::Gateway;
-use credit_gateway::store::{RecordQuery, Store, StoredRecord};
+use gateway_store::{RecordQuery, Store, StoredRecord};
 
 /// The PostgreSQL the tests use (CI starts it at 127.0.0.1:5432).
 pub fn postgres_url() -> String {
@@ -47,6 +48,7 @@ pub async fn gateway(dir: &Path) -> Arc<Gateway> {
 }
 
 /// A `credit-gateway serve` child process.
+#[derive(Debug)]
 pub struct Node {
     pub child: Child,
     pub base: String,
@@ -67,7 +69,7 @@ impl Node {
 
     /// Like [`Node::start_with`], with the API on `listen` (a restarted node keeps its address).
     pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_credit-gateway"))
+        let mut child = Command::new(gateway_bin())
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
@@ -224,7 +226,40 @@ pub fn demo_pki(alg: gateway_core::crypto::Alg) -> (tempfile::TempDir, std::path
     (dir, pki_dir)
 }
 
-/// The repository root (for `adapters/` and `schemas/`).
-pub fn repo_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+/// The repository root (for `adapters/`, `schemas/` and `tools/`).
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `credit-gateway` binary of this build, for tests that run it as a process.
+///
+/// `cargo test --workspace` (the README's command) builds it with every test: it sits in the
+/// target directory beside the `deps/` folder of the running test. Once per test process this
+/// also asks cargo to bring it up to date, so that a test run of this package alone (`cargo
+/// test -p credit-gateway-tests`) never runs a stale or missing binary. It asks for the
+/// workspace's tests, as `cargo test --workspace` builds them: then the features are resolved
+/// the same way and, after that command, the call is a no-op (`cargo build -p credit-gateway`
+/// alone resolves them without the dev-dependencies and would rebuild the binary every time).
+pub fn gateway_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test>-<hash>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps").to_owned();
+        let bin = profile_dir.join(format!("credit-gateway{}", std::env::consts::EXE_SUFFIX));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "--workspace", "--tests"]).current_dir(repo_dir());
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        if let Some(target) = profile_dir.parent() {
+            build.env("CARGO_TARGET_DIR", target);
+        }
+        let status = build.status().expect("run cargo build for the credit-gateway binary");
+        assert!(status.success(), "cargo could not build the credit-gateway binary");
+        assert!(bin.exists(), "{} is missing after cargo build", bin.display());
+        bin
+    })
+    .clone()
 }

@@ -3,8 +3,6 @@
 //! adapter as national v2 rows that match that platform's schema; and a node refuses to start
 //! with a manifest that is altered, unapproved or unsigned, saying which.
 
-mod common;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,7 +21,7 @@ use serde_json::Value;
 const CHAIN: [&str; 4] = ["cn-370306", "cn-370300", "cn-370000", "cn-000000"];
 
 fn adapter_dir(id: &str) -> PathBuf {
-    common::repo_dir().join("adapters").join(id)
+    testkit::repo_dir().join("adapters").join(id)
 }
 
 fn binding(pki: &Path, id: &str) -> AdapterBinding {
@@ -122,14 +120,14 @@ fn workbook(path: &Path) -> (usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_excel_report_entering_zhoucun_leaves_xinyong_zhongguo_in_v2_columns() {
-    let (tmp, pki) = common::demo_pki(Alg::EdDsa);
+    let (tmp, pki) = testkit::demo_pki(Alg::EdDsa);
     let root = tmp.path();
     let (platform_url, received) = national_platform().await;
 
     let mut nodes: Vec<Node> = Vec::new();
     let mut urls = Vec::new();
     for member in CHAIN {
-        let (port, node) = common::start_federation_node(&pki, member, &root.join(member)).await;
+        let (port, node) = testkit::start_federation_node(&pki, member, &root.join(member)).await;
         urls.push((member.to_owned(), format!("https://localhost:{port}")));
         nodes.push(node);
     }
@@ -168,7 +166,7 @@ async fn an_excel_report_entering_zhoucun_leaves_xinyong_zhongguo_in_v2_columns(
     let started: Value = resp.json().await.expect("json");
     let id = started["import_id"].as_str().expect("id").to_owned();
     let mut status = Value::Null;
-    common::eventually("the import to finish", Duration::from_secs(60), async || {
+    testkit::eventually("the import to finish", Duration::from_secs(60), async || {
         status =
             client.get(format!("{api}/api/v1/imports/{id}")).send().await.expect("status").json().await.expect("json");
         status["state"] != "running"
@@ -212,12 +210,12 @@ async fn an_excel_report_entering_zhoucun_leaves_xinyong_zhongguo_in_v2_columns(
     let public_penalties: Vec<Value> =
         samples("zhoucun-district", "CF").into_iter().filter(|r| r["公开属性"] == "向全社会公开").collect();
     assert!(!public_penalties.is_empty());
-    common::eventually("the national platform to receive the penalties", Duration::from_secs(60), async || {
+    testkit::eventually("the national platform to receive the penalties", Duration::from_secs(60), async || {
         let got = received.lock().expect("lock");
         got.iter().filter(|(d, _)| d == "CF").map(|(_, rows)| rows.len()).sum::<usize>() >= public_penalties.len()
     })
     .await;
-    let schema_path = common::repo_dir().join("schemas/platforms/national-v2/admin_penalty.json");
+    let schema_path = testkit::repo_dir().join("schemas/platforms/national-v2/admin_penalty.json");
     let schema: Value = serde_json::from_slice(&std::fs::read(schema_path).expect("schema")).expect("json");
     let validator = jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles");
     let got = received.lock().expect("lock").clone();
@@ -239,8 +237,8 @@ async fn an_excel_report_entering_zhoucun_leaves_xinyong_zhongguo_in_v2_columns(
 
 /// Runs `serve` expecting it to refuse to start; returns what it said.
 fn refused_start(data: &Path, pki: &Path, config: &Path) -> String {
-    let port = common::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_credit-gateway"))
+    let port = testkit::free_port();
+    let mut child = Command::new(testkit::gateway_bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--member", "cn-370306", "--federation-listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--pki")
@@ -283,7 +281,7 @@ fn config_with(dir: &Path, manifest: &Path, signature: &Path) -> PathBuf {
 
 #[test]
 fn a_node_refuses_an_altered_unapproved_or_unsigned_manifest_at_start_up() {
-    let (tmp, pki) = common::demo_pki(Alg::EdDsa);
+    let (tmp, pki) = testkit::demo_pki(Alg::EdDsa);
     let root = tmp.path();
     // A copy of 周村区's adapter beside a copy of the schemas it names.
     let copy = root.join("repo");
@@ -292,7 +290,7 @@ fn a_node_refuses_an_altered_unapproved_or_unsigned_manifest_at_start_up() {
     let schemas = copy.join("schemas/platforms/department-xlsx");
     std::fs::create_dir_all(&schemas).expect("mkdir");
     for f in ["admin_license.json", "admin_penalty.json"] {
-        std::fs::copy(common::repo_dir().join("schemas/platforms/department-xlsx").join(f), schemas.join(f))
+        std::fs::copy(testkit::repo_dir().join("schemas/platforms/department-xlsx").join(f), schemas.join(f))
             .expect("copy");
     }
     let original = std::fs::read(adapter_dir("zhoucun-district").join("manifest.toml")).expect("manifest");
@@ -326,8 +324,8 @@ fn a_node_refuses_an_altered_unapproved_or_unsigned_manifest_at_start_up() {
 /// which sheets it expected; a file that is no workbook is refused at the door.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workbook_without_report_sheets_is_refused_not_taken_as_a_zero_report() {
-    let (tmp, pki) = common::demo_pki(Alg::EdDsa);
-    let (_, node) = common::start_federation_node(&pki, "cn-370306", &tmp.path().join("node")).await;
+    let (tmp, pki) = testkit::demo_pki(Alg::EdDsa);
+    let (_, node) = testkit::start_federation_node(&pki, "cn-370306", &tmp.path().join("node")).await;
     let registry = node.registry.read().expect("registry").clone();
     let loaded = load_all(&[binding(&pki, "zhoucun-district")], &registry, "cn-370306").expect("adapter loads");
     node.gateway.adapters.set(loaded).expect("set once");
@@ -346,7 +344,7 @@ async fn a_workbook_without_report_sheets_is_refused_not_taken_as_a_zero_report(
     let started: Value = client.post(&url).body(bytes).send().await.expect("upload").json().await.expect("json");
     let id = started["import_id"].as_str().expect("id").to_owned();
     let mut status = Value::Null;
-    common::eventually("the import to end", Duration::from_secs(30), async || {
+    testkit::eventually("the import to end", Duration::from_secs(30), async || {
         status =
             client.get(format!("{api}/api/v1/imports/{id}")).send().await.expect("get").json().await.expect("json");
         status["state"] != "running"

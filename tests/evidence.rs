@@ -3,8 +3,6 @@
 //! verified by our verifier, by the `evidence verify` command, and (Ed25519) by an independent
 //! Python implementation using the `cryptography` package.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -24,14 +22,14 @@ fn anchor(pki_dir: &Path) -> Vec<RootKey> {
 }
 
 fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_credit-gateway")).args(args).output().expect("run credit-gateway");
+    let out = Command::new(testkit::gateway_bin()).args(args).output().expect("run credit-gateway");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }
 
 /// `python3 tools/verify_evidence.py bundle anchor`: exit code and output.
 fn python_verify(bundle: &Path, pki_dir: &Path) -> (i32, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/verify_evidence.py");
+    let script = testkit::repo_dir().join("tools/verify_evidence.py");
     let out = Command::new("python3")
         .arg(script)
         .arg(bundle)
@@ -44,22 +42,22 @@ fn python_verify(bundle: &Path, pki_dir: &Path) -> (i32, String) {
 }
 
 async fn run(alg: Alg) {
-    let (dir, pki_dir) = common::demo_pki(alg);
-    let (_, district) = common::start_federation_node(&pki_dir, DISTRICT, &dir.path().join("district")).await;
-    let (city_port, city) = common::start_federation_node(&pki_dir, CITY, &dir.path().join("city")).await;
+    let (dir, pki_dir) = testkit::demo_pki(alg);
+    let (_, district) = testkit::start_federation_node(&pki_dir, DISTRICT, &dir.path().join("district")).await;
+    let (city_port, city) = testkit::start_federation_node(&pki_dir, CITY, &dir.path().join("city")).await;
     let city_url = format!("https://localhost:{city_port}");
     let province_dir = dir.path().join("province");
     let (province_port, province) =
-        common::start_federation_node_with_peers(&pki_dir, PROVINCE, &province_dir, &[(CITY, city_url.clone())]).await;
+        testkit::start_federation_node_with_peers(&pki_dir, PROVINCE, &province_dir, &[(CITY, city_url.clone())]).await;
     let province_url = format!("https://localhost:{province_port}");
 
     // 周村区 → 信用淄博: 30 records; the city relays them, regrouped, to 信用山东.
     let body = serde_json::to_vec(&synthetic_records(30, 91)).expect("json");
     district.gateway.push(body.into(), OffsetDateTime::now_utc()).await.expect("push");
-    let own = common::all_records(&district.gateway.store, 100).await;
+    let own = testkit::all_records(&district.gateway.store, 100).await;
     let receipt = district.send(CITY, &city_url, &own, OffsetDateTime::now_utc()).await.expect("district → city");
     assert!(receipt.outcomes.iter().all(|o| o.status == "accepted"));
-    let mut held = common::all_records(&city.gateway.store, 100).await;
+    let mut held = testkit::all_records(&city.gateway.store, 100).await;
     held.reverse();
     let receipt =
         city.send(PROVINCE, &province_url, &held[..20], OffsetDateTime::now_utc()).await.expect("city → province");
@@ -81,7 +79,7 @@ async fn run(alg: Alg) {
     assert_eq!(first_only.hops.len(), 1);
 
     // Only a node the record was sent to may ask for its earlier hops.
-    let dongying = common::federation_client(&pki_dir, "cn-370500");
+    let dongying = testkit::federation_client(&pki_dir, "cn-370500");
     let asked = format!("{city_url}/federation/v1/evidence/{}/1", record.record_id);
     assert_eq!(dongying.get(&asked).send().await.expect("get").status(), 404);
 

@@ -71,7 +71,7 @@ impl QualityCounts {
 /// Adds `counts` to the counters inside the transaction `$tx`.
 macro_rules! add_quality {
     ($tx:ident, $counts:expr) => {{
-        let counts: &$crate::store::QualityCounts = $counts;
+        let counts: &$crate::QualityCounts = $counts;
         let months: Vec<_> = counts.months.iter().collect();
         for chunk in months.chunks(200) {
             let mut qb = sqlx::QueryBuilder::new(
@@ -134,7 +134,7 @@ pub(crate) use add_quality;
 /// published on or before its deadline, is on time.
 macro_rules! count_publications {
     ($tx:ident, $seqs:expr, $on:expr) => {{
-        let mut counts = $crate::store::QualityCounts::default();
+        let mut counts = $crate::QualityCounts::default();
         for chunk in $seqs.chunks(super::LOOKUP_CHUNK) {
             let mut qb = sqlx::QueryBuilder::new(
                 "SELECT COALESCE(department_uscc, ''), deadline, received_at FROM records WHERE version = 1 AND seq IN (",
@@ -148,7 +148,7 @@ macro_rules! count_publications {
                 let department: String = sqlx::Row::try_get(&row, 0)?;
                 let deadline: Option<String> = sqlx::Row::try_get(&row, 1)?;
                 let received_at: String = sqlx::Row::try_get(&row, 2)?;
-                let m = counts.month(&department, "", &$crate::store::quality::period_of(&received_at));
+                let m = counts.month(&department, "", &$crate::quality::period_of(&received_at));
                 m.published += 1;
                 if deadline.is_none_or(|d| $on <= d.as_str()) {
                     m.published_on_time += 1;
@@ -162,7 +162,7 @@ pub(crate) use count_publications;
 
 /// The 所属期 (`YYYY-MM`, Beijing time) of an RFC 3339 UTC timestamp.
 pub fn period_of(timestamp: &str) -> String {
-    crate::clock::china_date_of(timestamp)
+    gateway_core::date::china_date_of(timestamp)
         .map(|d| format!("{:04}-{:02}", d.year(), u8::from(d.month())))
         .unwrap_or_default()
 }

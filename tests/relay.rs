@@ -4,8 +4,6 @@
 //! node between; an objection suspends and its resolution withdraws the record everywhere; a
 //! record the parent refuses is dead-lettered with the reason and can be resent.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +39,7 @@ async fn chain(root: &Path, pki: &Path) -> (Vec<Node>, Vec<Relay>) {
     let mut nodes = Vec::new();
     let mut urls = Vec::new();
     for member in CHAIN {
-        let (port, node) = common::start_federation_node(pki, member, &root.join(member)).await;
+        let (port, node) = testkit::start_federation_node(pki, member, &root.join(member)).await;
         urls.push((member.to_owned(), format!("https://localhost:{port}")));
         nodes.push(node);
     }
@@ -56,7 +54,7 @@ async fn chain(root: &Path, pki: &Path) -> (Vec<Node>, Vec<Relay>) {
 
 /// A lifecycle event from a shipped valid example, aimed at `target` (record id, origin).
 fn event(example: &str, target_id: &str, target_origin: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas").join(example);
+    let path = testkit::repo_dir().join("schemas").join(example);
     let mut v: Value = serde_json::from_slice(&std::fs::read(&path).expect("example")).expect("json");
     v["target_record_id"] = json!(target_id);
     v["target_origin"] = json!(target_origin);
@@ -82,31 +80,31 @@ async fn state_everywhere(nodes: &[Node], record_id: uuid::Uuid, state: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
-    let (dir, pki) = common::demo_pki(Alg::EdDsa);
+    let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
     let (nodes, _relays) = chain(dir.path(), &pki).await;
     let [district, city, province, national] = [&nodes[0], &nodes[1], &nodes[2], &nodes[3]];
 
     let answer = push(district, &synthetic_records(300, 41)).await;
     assert_eq!(answer["accepted"], 300, "{answer}");
-    common::eventually("300 records at national", Duration::from_secs(60), async || {
+    testkit::eventually("300 records at national", Duration::from_secs(60), async || {
         national.gateway.store.count().await.expect("count") == 300
     })
     .await;
     // Exactly once: the same 300 record versions at every level.
-    let ids = |records: Vec<credit_gateway::store::StoredRecord>| {
+    let ids = |records: Vec<gateway_store::StoredRecord>| {
         let mut v: Vec<_> = records.into_iter().map(|r| (r.record_id, r.version)).collect();
         v.sort();
         v
     };
-    let at_district = ids(common::all_records(&district.gateway.store, 1000).await);
+    let at_district = ids(testkit::all_records(&district.gateway.store, 1000).await);
     for n in [city, province, national] {
-        assert_eq!(ids(common::all_records(&n.gateway.store, 1000).await), at_district, "{}", n.member_id());
+        assert_eq!(ids(testkit::all_records(&n.gateway.store, 1000).await), at_district, "{}", n.member_id());
     }
 
     // The trail at the city: arrived from the district, forwarded to the province with its
     // signed acknowledgement, published by the city's sink.
     let (record_id, _) = at_district[7];
-    common::eventually("the city's publication and the province's receipts", Duration::from_secs(30), async || {
+    testkit::eventually("the city's publication and the province's receipts", Duration::from_secs(30), async || {
         city.gateway
             .store
             .trail(record_id)
@@ -131,7 +129,7 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
     // A repair raised at national reaches the origin district and everything between.
     let repair = event("repair/valid/national_window_tax_penalty.json", &record_id.to_string(), DISTRICT);
     assert_eq!(push(national, &[repair]).await["accepted"], 1);
-    common::eventually("the repair at every node", Duration::from_secs(30), async || {
+    testkit::eventually("the repair at every node", Duration::from_secs(30), async || {
         state_everywhere(&nodes, record_id, "repaired").await
     })
     .await;
@@ -140,12 +138,12 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
     assert_eq!((trail.events[0].event_type.as_str(), trail.events[0].origin.as_str()), ("repair", NATIONAL));
     // Repairs are due at every holder within 3 working days: at the city, the hop down to the
     // district lists this repair (acknowledged) and nothing else — no 双公示 record goes down.
-    let today = credit_gateway::clock::today_in_china(time::OffsetDateTime::now_utc());
+    let today = gateway_core::date::today_in_china(time::OffsetDateTime::now_utc());
     let q = credit_gateway::sla::SlaQuery {
         since: Some(time::macros::date!(2020 - 01 - 01)),
         ..credit_gateway::sla::SlaQuery::new(DISTRICT, today)
     };
-    common::eventually("the district's receipt for the repair at the city", Duration::from_secs(30), async || {
+    testkit::eventually("the district's receipt for the repair at the city", Duration::from_secs(30), async || {
         let view = credit_gateway::sla::view(&city.gateway, &q).await.expect("view");
         view.records.len() == 1 && view.records[0].record_type == "repair" && view.records[0].published_at.is_some()
     })
@@ -158,7 +156,7 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
     opened["sanctions_suspended"] = json!(true);
     opened["decided_on"] = json!("2026-11-02");
     assert_eq!(push(district, &[opened.clone()]).await["accepted"], 1);
-    common::eventually("the objection at every node", Duration::from_secs(30), async || {
+    testkit::eventually("the objection at every node", Duration::from_secs(30), async || {
         state_everywhere(&nodes, disputed, "disputed").await
     })
     .await;
@@ -171,7 +169,7 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
     resolved["objection_id"] = opened["objection_id"].clone();
     resolved["decided_on"] = json!("2026-11-16");
     assert_eq!(push(city, &[resolved]).await["accepted"], 1);
-    common::eventually("the withdrawal at every node", Duration::from_secs(30), async || {
+    testkit::eventually("the withdrawal at every node", Duration::from_secs(30), async || {
         state_everywhere(&nodes, disputed, "withdrawn").await
     })
     .await;
@@ -190,11 +188,11 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
 /// to it from the city and returns signed receipts, while its records still go up by push.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_child_behind_a_firewall_collects_its_events() {
-    let (dir, pki) = common::demo_pki(Alg::EdDsa);
-    let (city_port, mut city) = common::start_federation_node(&pki, CITY, &dir.path().join("city")).await;
-    let (_, mut district) = common::start_federation_node(&pki, DISTRICT, &dir.path().join("district")).await;
+    let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
+    let (city_port, mut city) = testkit::start_federation_node(&pki, CITY, &dir.path().join("city")).await;
+    let (_, mut district) = testkit::start_federation_node(&pki, DISTRICT, &dir.path().join("district")).await;
     // Nothing listens where the city would push to the district.
-    city.peers = Arc::new([(DISTRICT.to_owned(), format!("https://localhost:{}", common::free_port()))].into());
+    city.peers = Arc::new([(DISTRICT.to_owned(), format!("https://localhost:{}", testkit::free_port()))].into());
     district.peers = Arc::new([(CITY.to_owned(), format!("https://localhost:{city_port}"))].into());
     let city_relay = RelayConfig { pull_children: vec![DISTRICT.into()], ..relay_config(&dir.path().join("city")) };
     let district_relay =
@@ -202,14 +200,14 @@ async fn a_child_behind_a_firewall_collects_its_events() {
     let _relays = [Relay::start(city.clone(), city_relay), Relay::start(district.clone(), district_relay)];
 
     assert_eq!(push(&district, &synthetic_records(20, 77)).await["accepted"], 20);
-    common::eventually("the records at the city", Duration::from_secs(30), async || {
+    testkit::eventually("the records at the city", Duration::from_secs(30), async || {
         city.gateway.store.count().await.expect("count") == 20
     })
     .await;
-    let record_id = common::all_records(&district.gateway.store, 100).await[3].record_id;
+    let record_id = testkit::all_records(&district.gateway.store, 100).await[3].record_id;
     let repair = event("repair/valid/penalty_full_repair_2026.json", &record_id.to_string(), DISTRICT);
     assert_eq!(push(&city, &[repair]).await["accepted"], 1);
-    common::eventually("the repair collected by the district", Duration::from_secs(30), async || {
+    testkit::eventually("the repair collected by the district", Duration::from_secs(30), async || {
         state_everywhere(&[city.clone(), district.clone()], record_id, "repaired").await
     })
     .await;
@@ -217,7 +215,7 @@ async fn a_child_behind_a_firewall_collects_its_events() {
     // just after the district has stored the event).
     let events = city.gateway.store.trail(record_id).await.expect("trail").expect("held").events;
     let event_id: uuid::Uuid = events[0].record_id.parse().expect("uuid");
-    common::eventually("the district's receipt at the city", Duration::from_secs(30), async || {
+    testkit::eventually("the district's receipt at the city", Duration::from_secs(30), async || {
         let trail = city.gateway.store.trail(event_id).await.expect("trail").expect("held");
         trail.versions[0].forwarded.iter().any(|h| h.destination == DISTRICT && h.status == "accepted")
     })

@@ -1,6 +1,11 @@
-//! Durable storage of records: SQLite (embedded default, one file in the data directory) or
+//! Durable storage of a node: records, envelopes and receipts, relay cursors, SLA tracking and
+//! quality counters, on SQLite (embedded default, one file in the data directory) or
 //! PostgreSQL. Both run the same SQL text; the [`dispatch!`] macro instantiates each method
 //! once per backend, and one test suite runs against both.
+//!
+//! **Invariant:** among this workspace's crates the store depends on `gateway_core` only: the
+//! names it needs from the node above (the SQLite sync setting, the publication sink's name)
+//! are defined here and the node uses them from here.
 //!
 //! **Invariant:** [`Store::ingest`] returns only after its transaction has committed, so an
 //! outcome given to a client is never lost.
@@ -20,7 +25,19 @@ use time::{Date, OffsetDateTime};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::config::SqliteSync;
+/// How SQLite commits (`[sqlite] synchronous` in the node's configuration).
+#[derive(Debug, Clone, Copy, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SqliteSync {
+    /// Every commit is on disk before it is acknowledged, even across power loss (default).
+    Full,
+    /// Survives a process crash; may lose the last commits on power loss.
+    Normal,
+}
+
+/// The destination name of the node's own publication sink: the relay's sender writes it,
+/// and the store counts what it published towards the 及时率 figures.
+pub const PUBLICATION: &str = "publication";
 
 /// Rows per multi-row INSERT: 21 columns × 500 stays under SQLite's 32,766 bound parameters.
 pub(crate) const INSERT_CHUNK: usize = 500;
@@ -526,7 +543,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let received_at = crate::clock::format_timestamp(received_at);
+        let received_at = gateway_core::date::format_timestamp(received_at);
         self.lock_waiting().push(Waiting { origin: origin.to_owned(), incoming, quality, received_at, reply });
         {
             let _guard = self.write_lock.lock().await;
@@ -710,7 +727,7 @@ fn stored_quality(rows: &[NewRow<'_>], counts: &mut QualityCounts) {
         if r.record_type == RecordType::PublicityExpired {
             continue;
         }
-        let Some(day) = crate::clock::china_date_of(row.received_at) else { continue };
+        let Some(day) = gateway_core::date::china_date_of(row.received_at) else { continue };
         let day_text = format_date(day);
         let q = &r.quality;
         let m = counts.month(&q.department_uscc, &q.department_name, &day_text[..7]);

@@ -304,7 +304,7 @@ impl Store {
                     carried.iter().filter(|c| !refused.contains(c)).map(|(id, _)| *id).collect();
                 super::sla::mark_delivered!(tx, destination, accepted, s.at.as_str());
             }
-            if destination == crate::relay::PUBLICATION && !s.published.is_empty() {
+            if destination == crate::PUBLICATION && !s.published.is_empty() {
                 // Timeliness counts each record's first publication once, even if a settlement
                 // is repeated after a crash.
                 let mut seqs: Vec<i64> = s.published.iter().map(|p| p.0).collect();
@@ -322,7 +322,7 @@ impl Store {
                     }
                 }
                 seqs.retain(|s| !held.contains(s));
-                let on = crate::clock::china_date_of(&s.at).map(gateway_core::date::format_date).unwrap_or_default();
+                let on = gateway_core::date::china_date_of(&s.at).map(gateway_core::date::format_date).unwrap_or_default();
                 let counts = super::quality::count_publications!(tx, seqs, on.as_str());
                 super::quality::add_quality!(tx, &counts);
             }
@@ -594,20 +594,25 @@ impl Store {
 
 impl Store {
     /// Penalties of `origin` decided on or before `decided_by` that may still be published: no
-    /// `publicity_expired` event about them yet, and not withdrawn, repaired or expired. Every
-    /// version, oldest first; at most `limit`.
+    /// `publicity_expired` event about them yet, and not withdrawn, repaired or expired: the
+    /// latest version of each, in `seq` order after `after`, at most `limit` (a page).
     pub async fn publicity_candidates(
         &self,
         origin: &str,
         decided_by: &str,
+        after: i64,
         limit: i64,
     ) -> Result<Vec<StoredRecord>, StoreError> {
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new(SELECT_COLUMNS);
-            qb.push(" WHERE origin = ").push_bind(origin);
-            qb.push(" AND record_type = 'admin_penalty' AND clock_start <= ").push_bind(decided_by);
+            qb.push(" WHERE record_type = 'admin_penalty' AND seq > ").push_bind(after);
+            qb.push(" AND origin = ").push_bind(origin);
+            qb.push(" AND clock_start <= ").push_bind(decided_by);
+            // The latest version decides: an older one's decision date may have been corrected.
             qb.push(
-                " AND NOT EXISTS (SELECT 1 FROM records e WHERE e.target_record_id = records.record_id \
+                " AND NOT EXISTS (SELECT 1 FROM records n WHERE n.record_id = records.record_id \
+                   AND n.version > records.version) \
+                 AND NOT EXISTS (SELECT 1 FROM records e WHERE e.target_record_id = records.record_id \
                    AND e.record_type = 'publicity_expired') \
                  AND NOT EXISTS (SELECT 1 FROM record_states s WHERE s.record_id = records.record_id \
                    AND s.state IN ('withdrawn', 'repaired', 'expired')) ORDER BY seq LIMIT ",
