@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::Path as UrlPath;
-use credit_gateway::adapters::{AdapterBinding, load_all};
+use credit_gateway::adapters::AdapterBinding;
 use credit_gateway::config::RelayConfig;
 use credit_gateway::interchange::Node;
 use credit_gateway::relay::Relay;
@@ -124,34 +124,34 @@ async fn an_excel_report_entering_zhoucun_leaves_xinyong_zhongguo_in_v2_columns(
     let root = tmp.path();
     let (platform_url, received) = national_platform().await;
 
-    let mut nodes: Vec<Node> = Vec::new();
+    // Each node with its adapters; the relays start once every port is known.
+    let relay = RelayConfig { linger_ms: 5, backoff_base_ms: 20, backoff_max_ms: 200, ..RelayConfig::default() };
+    let mut running = Vec::new();
     let mut urls = Vec::new();
     for member in CHAIN {
-        let (port, node) = testkit::start_federation_node(&pki, member, &root.join(member)).await;
-        urls.push((member.to_owned(), format!("https://localhost:{port}")));
-        nodes.push(node);
+        let mut bindings = Vec::new();
+        if member == "cn-370306" {
+            bindings.push(binding(&pki, "zhoucun-district"));
+        }
+        if member == "cn-000000" {
+            bindings.push(AdapterBinding { url: Some(platform_url.clone()), ..binding(&pki, "xinyong-zhongguo") });
+        }
+        let configure = |c: &mut credit_gateway::config::Config| {
+            c.adapters = bindings;
+            c.relay = RelayConfig { enabled: false, ..relay.clone() };
+        };
+        let node = testkit::federation_node(&pki, member, &root.join(member), &[], configure).await;
+        urls.push((member.to_owned(), format!("https://localhost:{}", node.federation_port.expect("port"))));
+        running.push(node);
     }
     let peers: Arc<std::collections::BTreeMap<String, String>> = Arc::new(urls.into_iter().collect());
     let mut relays = Vec::new();
-    for node in &mut nodes {
-        node.peers = Arc::clone(&peers);
-        let mut bindings = Vec::new();
-        if node.member_id() == "cn-370306" {
-            bindings.push(binding(&pki, "zhoucun-district"));
-        }
-        if node.member_id() == "cn-000000" {
-            bindings.push(AdapterBinding { url: Some(platform_url.clone()), ..binding(&pki, "xinyong-zhongguo") });
-        }
-        let registry = node.registry.read().expect("registry").clone();
-        let loaded = load_all(&bindings, &registry, node.member_id()).expect("adapters load");
-        node.gateway.adapters.set(loaded).expect("set once");
-        let relay = RelayConfig { linger_ms: 5, backoff_base_ms: 20, backoff_max_ms: 200, ..RelayConfig::default() };
-        relays.push(Relay::start(node.clone(), relay));
+    for r in &running {
+        let mut node: Node = r.node();
+        node.identity.peers = Arc::clone(&peers);
+        relays.push(Relay::start(node, &r.app.relay, relay.clone()));
     }
-    let district = Arc::clone(&nodes[0].gateway);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let api = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(credit_gateway::server::run(listener, district, std::future::pending()));
+    let api = running[0].api.clone();
 
     let file = root.join("周村区市场监管局-2026-10.xlsx");
     let (licences, penalties) = workbook(&file);
@@ -325,13 +325,11 @@ fn a_node_refuses_an_altered_unapproved_or_unsigned_manifest_at_start_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workbook_without_report_sheets_is_refused_not_taken_as_a_zero_report() {
     let (tmp, pki) = testkit::demo_pki(Alg::EdDsa);
-    let (_, node) = testkit::start_federation_node(&pki, "cn-370306", &tmp.path().join("node")).await;
-    let registry = node.registry.read().expect("registry").clone();
-    let loaded = load_all(&[binding(&pki, "zhoucun-district")], &registry, "cn-370306").expect("adapter loads");
-    node.gateway.adapters.set(loaded).expect("set once");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let api = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(credit_gateway::server::run(listener, Arc::clone(&node.gateway), std::future::pending()));
+    let node = testkit::federation_node(&pki, "cn-370306", &tmp.path().join("node"), &[], |c| {
+        c.adapters = vec![binding(&pki, "zhoucun-district")];
+    })
+    .await;
+    let api = node.api.clone();
 
     let mut book = Workbook::new();
     let ws = book.add_worksheet();
@@ -354,7 +352,7 @@ async fn a_workbook_without_report_sheets_is_refused_not_taken_as_a_zero_report(
     assert!(status["error"].as_str().expect("error").contains("行政许可、行政处罚"), "{status}");
     let feedback = client.get(format!("{api}/api/v1/imports/{id}/feedback.xlsx")).send().await.expect("get");
     assert_eq!(feedback.status(), 404);
-    assert_eq!(node.gateway.store.count().await.expect("count"), 0, "no monthly report was stored");
+    assert_eq!(node.app.ingest.store.count().await.expect("count"), 0, "no monthly report was stored");
 
     let refused = client.post(&url).body("not a workbook").send().await.expect("upload");
     assert_eq!(refused.status(), 415);

@@ -4,7 +4,6 @@
 //! screenshots under `target/tmp/dashboard/`.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -164,11 +163,11 @@ async fn an_operator_reads_sla_and_quality_and_resends_a_dead_letter() {
     let dir = tempfile::tempdir().expect("tmp");
     let hash = credit_gateway::dashboard::auth::hash_password(PASSWORD, 1_000).expect("hash");
     let config = Config {
-        data_dir: dir.path().to_owned(),
         dashboard: DashboardConfig { operators: vec![Operator { name: "ops".into(), password_hash: hash }] },
-        ..Config::default()
+        ..testkit::config(dir.path())
     };
-    let gw = credit_gateway::server::build_gateway(&config).await.expect("gateway");
+    let node = testkit::start(config).await;
+    let gw = &node.app.ingest;
     // Twenty days ago: past the deadline, never published: breached at the publication sink.
     let mut records = penalties(20, 3, "超期");
     let unit = records[0]["source_unit_uscc"].as_str().expect("unit").to_owned();
@@ -198,9 +197,7 @@ async fn an_operator_reads_sla_and_quality_and_resends_a_dead_letter() {
     };
     gw.store.settle("cn-370300", s).await.expect("dead letter");
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let site = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(credit_gateway::server::run(listener, Arc::clone(&gw), std::future::pending()));
+    let site = node.api.clone();
 
     let browser = Browser::start().await;
     // Not logged in: every page leads to the login form.

@@ -7,8 +7,6 @@
 //! served from the cache), the desk CLI, and the answer's offline verification with `evidence verify`
 //! and with the independent Python verifier (`tools/verify_evidence.py`).
 
-use std::sync::Arc;
-
 use gateway_core::crypto::Alg;
 use gateway_core::interchange::evaluation::{AgreementError, SignedAgreement};
 use serde_json::{Value, json};
@@ -67,7 +65,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     // 信用东营 holds the evaluations; 信用淄博 reaches it through a proxy that can fail.
     let (dongying_port, dongying) = testkit::start_federation_node(&pki, DONGYING, &dir.path().join("dongying")).await;
     let stored = dongying
-        .gateway
+        .ingest
         .push(serde_json::to_vec(&dongying_evaluations(today)).expect("test setup").into(), now)
         .await
         .expect("push evaluations");
@@ -78,13 +76,11 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
         name: "ops".into(),
         password_hash: credit_gateway::dashboard::auth::hash_password("operator password", 1_000).expect("hash"),
     };
-    let (_, zibo) = testkit::start_federation_node_with(&pki, ZIBO, &dir.path().join("zibo"), &peers, |c| {
+    let zibo = testkit::federation_node(&pki, ZIBO, &dir.path().join("zibo"), &peers, |c| {
         c.dashboard.operators = vec![operator];
     })
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("test setup");
-    let desk = format!("http://{}", listener.local_addr().expect("test setup"));
-    tokio::spawn(credit_gateway::server::run(listener, Arc::clone(&zibo.gateway), std::future::pending()));
+    let desk = zibo.api.clone();
     let client = reqwest::Client::new();
 
     // One company, asked by a desk officer at 信用淄博.
@@ -160,22 +156,15 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     // clock is moved two hours on, past the cache's hour); an uncached subject cannot be.
     proxy.set(Fault::Down);
     proxy.redirect(dongying_port); // closes the pooled connection
-    let partners = zibo.gateway.evaluations.get().expect("test setup");
+    let partners = zibo.app.evaluations.as_ref().expect("test setup");
     let later = now + time::Duration::hours(2);
-    let stale = credit_gateway::evaluations::lookup(
-        &zibo.gateway,
-        partners,
-        "信用东营",
-        std::slice::from_ref(&s0),
-        None,
-        later,
-    )
-    .await
-    .expect("served from the cache");
+    let stale = credit_gateway::evaluations::lookup(partners, "信用东营", std::slice::from_ref(&s0), None, later)
+        .await
+        .expect("served from the cache");
     let s = &stale.subjects[0];
     assert!(s.stale && s.source == "stale" && s.age_secs > 3600, "{s:?}");
     assert!(stale.partner_error.is_some());
-    let unknown = credit_gateway::evaluations::lookup(&zibo.gateway, partners, DONGYING, &[subject(99)], None, later)
+    let unknown = credit_gateway::evaluations::lookup(partners, DONGYING, &[subject(99)], None, later)
         .await
         .expect_err("nothing cached");
     assert_eq!(unknown.kind.status(), 502);
@@ -205,7 +194,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
         credit_gateway::pki::SigningKeyFile::load(&credit_gateway::pki::NodeFiles::new(&pki, DONGYING).signing_key())
             .expect("test setup");
     draft.sign(&kid, &key);
-    let registry = dongying.registry.read().expect("test setup").clone();
+    let registry = dongying.identity.registry.read().expect("test setup").clone();
     assert_eq!(draft.in_force(&registry, today), Err(AgreementError::Unsigned { missing: vec!["cn-370000".into()] }));
     std::fs::write(
         pki.join("agreements/dongying-shandong-draft.json"),
@@ -247,7 +236,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
             ("failed", None)
         ]
     );
-    let incoming = dongying.gateway.store.pulls(Some("in"), "", 100).await.expect("test setup");
+    let incoming = dongying.ingest.store.pulls(Some("in"), "", 100).await.expect("test setup");
     let answered: Vec<_> = incoming.iter().filter(|p| p.outcome == "answered").collect();
     assert_eq!(answered.len(), 2);
     assert!(answered.iter().all(|p| p.asker == ZIBO));
@@ -341,8 +330,8 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     );
     let revoked =
         gateway_core::interchange::registry::Registry::verify_signed(&jws, registry.trusted_roots()).expect("registry");
-    *dongying.registry.write().expect("lock") = revoked.clone();
-    *zibo.registry.write().expect("lock") = revoked;
+    *dongying.identity.registry.write().expect("lock") = revoked.clone();
+    *zibo.node().identity.registry.write().expect("lock") = revoked;
     let resp = testkit::federation_client(&pki, ZIBO)
         .get(format!("https://127.0.0.1:{dongying_port}/federation/v1/evaluations/{s0}"))
         .send()
@@ -354,8 +343,8 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     assert_eq!(resp.status(), 403, "the desk serves nothing, cached or not, without an agreement in force");
     let err: Value = resp.json().await.expect("JSON answer");
     assert_eq!(err["error"]["code"], "evaluation.no_agreement");
-    *dongying.registry.write().expect("lock") = registry.clone();
-    *zibo.registry.write().expect("lock") = registry.clone();
+    *dongying.identity.registry.write().expect("lock") = registry.clone();
+    *zibo.node().identity.registry.write().expect("lock") = registry.clone();
 
     // The desk officer's command.
     let cli = std::process::Command::new(testkit::gateway_bin())

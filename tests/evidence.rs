@@ -53,11 +53,11 @@ async fn run(alg: Alg) {
 
     // 周村区 → 信用淄博: 30 records; the city relays them, regrouped, to 信用山东.
     let body = serde_json::to_vec(&synthetic_records(30, 91)).expect("json");
-    district.gateway.push(body.into(), OffsetDateTime::now_utc()).await.expect("push");
-    let own = testkit::all_records(&district.gateway.store, 100).await;
+    district.ingest.push(body.into(), OffsetDateTime::now_utc()).await.expect("push");
+    let own = testkit::all_records(&district.ingest.store, 100).await;
     let receipt = district.send(CITY, &city_url, &own, OffsetDateTime::now_utc()).await.expect("district → city");
     assert!(receipt.outcomes.iter().all(|o| o.status == "accepted"));
-    let mut held = testkit::all_records(&city.gateway.store, 100).await;
+    let mut held = testkit::all_records(&city.ingest.store, 100).await;
     held.reverse();
     let receipt =
         city.send(PROVINCE, &province_url, &held[..20], OffsetDateTime::now_utc()).await.expect("city → province");

@@ -13,7 +13,6 @@ use axum::http::HeaderMap;
 use credit_gateway::alerts::{Alerter, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use credit_gateway::bench::synthetic_records;
 use credit_gateway::config::{AlertsConfig, RelayConfig};
-use credit_gateway::relay::Relay;
 use credit_gateway::sla::SlaQuery;
 use gateway_core::crypto::Alg;
 use gateway_core::sla::SlaState;
@@ -95,23 +94,29 @@ async fn a_week_without_the_province_turns_records_at_risk_then_breached_and_ale
 
     let city_dir = tmp.path().join(CITY);
     let peers = [(PROVINCE, format!("https://localhost:{fed}"))];
-    let (_, node) = testkit::start_federation_node_with(&pki, CITY, &city_dir, &peers, |_| {}).await;
-    let gw = Arc::clone(&node.gateway);
-    let relay_config = RelayConfig { linger_ms: 5, backoff_base_ms: 20, backoff_max_ms: 200, ..RelayConfig::default() };
-    let relay = Relay::start(node.clone(), relay_config);
+    // The city's relay runs as `serve` runs it; the alert checks are called by hand, on the
+    // simulated days.
+    let city = testkit::federation_node(&pki, CITY, &city_dir, &peers, |c| {
+        c.relay = RelayConfig { linger_ms: 5, backoff_base_ms: 20, backoff_max_ms: 200, ..RelayConfig::default() };
+    })
+    .await;
+    let gw = city.app.clone();
     let (url, received) = webhook().await;
     let alerts = AlertsConfig { webhook_url: Some(url), ..AlertsConfig::default() };
-    let alerter = Alerter::new(Arc::clone(&gw), &alerts, &city_dir).expect("alerter").expect("configured");
+    let alerter = Alerter::new(gw.clone(), &alerts, &city_dir).expect("alerter").expect("configured");
     let secret = std::fs::read_to_string(city_dir.join("alerts.key")).expect("generated key");
 
     let base = synthetic_records(8, 3).into_iter().find(|r| r["record_type"] == "admin_penalty").expect("penalty");
     let records: Vec<Value> = (1..=6).map(|n| penalty(&base, n)).collect();
-    let answer =
-        gw.push(serde_json::to_vec(&records).expect("json").into(), OffsetDateTime::now_utc()).await.expect("push");
+    let answer = gw
+        .ingest
+        .push(serde_json::to_vec(&records).expect("json").into(), OffsetDateTime::now_utc())
+        .await
+        .expect("push");
     assert_eq!(answer.accepted, 6, "{:?}", answer.outcomes);
     assert!(answer.outcomes.iter().all(|o| o.publicity_deadline.as_deref() == Some("2026-10-13")));
     testkit::eventually("the relay to notice 信用山东 is down", Duration::from_secs(30), async || {
-        gw.relay_status.snapshot().get(PROVINCE).is_some_and(|s| s.consecutive_failures > 0)
+        gw.relay.status.snapshot().get(PROVINCE).is_some_and(|s| s.consecutive_failures > 0)
     })
     .await;
 
@@ -142,7 +147,7 @@ async fn a_week_without_the_province_turns_records_at_risk_then_breached_and_ale
     assert!(take(&received, secret.trim().as_bytes()).iter().all(|(k, _, _)| !k.starts_with("sla.")));
     // The view at the end of the week agrees.
     let view_at = |today| SlaQuery { since: Some(date!(2026 - 10 - 01)), ..SlaQuery::new(PROVINCE, today) };
-    let view = credit_gateway::sla::view(&gw, &view_at(date!(2026 - 10 - 16))).await.expect("view");
+    let view = credit_gateway::sla::view(&gw.sla, &view_at(date!(2026 - 10 - 16))).await.expect("view");
     assert_eq!(view.counts.get("breached"), Some(&6));
     assert!(view.records.iter().all(|r| r.state == SlaState::Breached && r.published_at.is_none()));
     // A destination failing longer than the threshold raises its own alert.
@@ -162,12 +167,11 @@ async fn a_week_without_the_province_turns_records_at_risk_then_breached_and_ale
     })
     .await;
     testkit::eventually("the city to see the receipts", Duration::from_secs(30), async || {
-        let view = credit_gateway::sla::view(&gw, &view_at(date!(2026 - 10 - 16))).await.expect("view");
+        let view = credit_gateway::sla::view(&gw.sla, &view_at(date!(2026 - 10 - 16))).await.expect("view");
         view.records.len() == 6 && view.records.iter().all(|r| r.published_at.is_some())
     })
     .await;
-    let view = credit_gateway::sla::view(&gw, &view_at(date!(2026 - 10 - 16))).await.expect("view");
+    let view = credit_gateway::sla::view(&gw.sla, &view_at(date!(2026 - 10 - 16))).await.expect("view");
     assert!(view.records.iter().all(|r| r.state == SlaState::Breached), "delivered, but after the deadline");
-    relay.stop().await;
     drop(province);
 }

@@ -34,22 +34,29 @@ fn relay_config(data_dir: &Path) -> RelayConfig {
 }
 
 /// The four nodes of the chain, each serving mTLS and running its relay. Returned in chain
-/// order, with their relays (dropping a relay stops it).
-async fn chain(root: &Path, pki: &Path) -> (Vec<Node>, Vec<Relay>) {
-    let mut nodes = Vec::new();
+/// order, with their relays (dropping a relay stops it) and their application states. The
+/// relays start once every node's port is known, so the tests start them themselves.
+async fn chain(root: &Path, pki: &Path) -> (Vec<Node>, Vec<Relay>, Vec<testkit::Running>) {
+    let mut running = Vec::new();
     let mut urls = Vec::new();
     for member in CHAIN {
-        let (port, node) = testkit::start_federation_node(pki, member, &root.join(member)).await;
-        urls.push((member.to_owned(), format!("https://localhost:{port}")));
-        nodes.push(node);
+        let dir = root.join(member);
+        let configure = |c: &mut credit_gateway::config::Config| {
+            c.relay = RelayConfig { enabled: false, ..relay_config(&dir) };
+        };
+        let node = testkit::federation_node(pki, member, &dir, &[], configure).await;
+        urls.push((member.to_owned(), format!("https://localhost:{}", node.federation_port.expect("port"))));
+        running.push(node);
     }
     let peers: Arc<std::collections::BTreeMap<String, String>> = Arc::new(urls.into_iter().collect());
-    let mut relays = Vec::new();
-    for node in &mut nodes {
-        node.peers = Arc::clone(&peers);
-        relays.push(Relay::start(node.clone(), relay_config(&root.join(node.member_id()))));
+    let (mut nodes, mut relays) = (Vec::new(), Vec::new());
+    for r in &running {
+        let mut node = r.node();
+        node.identity.peers = Arc::clone(&peers);
+        relays.push(Relay::start(node.clone(), &r.app.relay, relay_config(&root.join(node.member_id()))));
+        nodes.push(node);
     }
-    (nodes, relays)
+    (nodes, relays, running)
 }
 
 /// A lifecycle event from a shipped valid example, aimed at `target` (record id, origin).
@@ -64,13 +71,13 @@ fn event(example: &str, target_id: &str, target_origin: &str) -> Value {
 
 async fn push(node: &Node, records: &[Value]) -> Value {
     let body = serde_json::to_vec(records).expect("json");
-    let result = node.gateway.push(body.into(), OffsetDateTime::now_utc()).await.expect("push");
+    let result = node.ingest.push(body.into(), OffsetDateTime::now_utc()).await.expect("push");
     serde_json::to_value(result).expect("json")
 }
 
 async fn state_everywhere(nodes: &[Node], record_id: uuid::Uuid, state: &str) -> bool {
     for n in nodes {
-        match n.gateway.store.trail(record_id).await.expect("trail") {
+        match n.ingest.store.trail(record_id).await.expect("trail") {
             Some(t) if t.state.state == state => {}
             _ => return false,
         }
@@ -81,13 +88,13 @@ async fn state_everywhere(nodes: &[Node], record_id: uuid::Uuid, state: &str) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
     let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
-    let (nodes, _relays) = chain(dir.path(), &pki).await;
+    let (nodes, _relays, apps) = chain(dir.path(), &pki).await;
     let [district, city, province, national] = [&nodes[0], &nodes[1], &nodes[2], &nodes[3]];
 
     let answer = push(district, &synthetic_records(300, 41)).await;
     assert_eq!(answer["accepted"], 300, "{answer}");
     testkit::eventually("300 records at national", Duration::from_secs(60), async || {
-        national.gateway.store.count().await.expect("count") == 300
+        national.ingest.store.count().await.expect("count") == 300
     })
     .await;
     // Exactly once: the same 300 record versions at every level.
@@ -96,16 +103,16 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
         v.sort();
         v
     };
-    let at_district = ids(testkit::all_records(&district.gateway.store, 1000).await);
+    let at_district = ids(testkit::all_records(&district.ingest.store, 1000).await);
     for n in [city, province, national] {
-        assert_eq!(ids(testkit::all_records(&n.gateway.store, 1000).await), at_district, "{}", n.member_id());
+        assert_eq!(ids(testkit::all_records(&n.ingest.store, 1000).await), at_district, "{}", n.member_id());
     }
 
     // The trail at the city: arrived from the district, forwarded to the province with its
     // signed acknowledgement, published by the city's sink.
     let (record_id, _) = at_district[7];
     testkit::eventually("the city's publication and the province's receipts", Duration::from_secs(30), async || {
-        city.gateway
+        city.ingest
             .store
             .trail(record_id)
             .await
@@ -113,7 +120,7 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
             .is_some_and(|t| t.versions[0].published_at.is_some() && !t.versions[0].forwarded.is_empty())
     })
     .await;
-    let trail = city.gateway.store.trail(record_id).await.expect("trail").expect("held");
+    let trail = city.ingest.store.trail(record_id).await.expect("trail").expect("held");
     let v = &trail.versions[0];
     assert_eq!(v.arrived_from.as_deref(), Some(DISTRICT));
     assert_eq!(v.forwarded.len(), 1, "{trail:?}");
@@ -133,7 +140,7 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
         state_everywhere(&nodes, record_id, "repaired").await
     })
     .await;
-    let trail = district.gateway.store.trail(record_id).await.expect("trail").expect("held");
+    let trail = district.ingest.store.trail(record_id).await.expect("trail").expect("held");
     assert_eq!(trail.events.len(), 1);
     assert_eq!((trail.events[0].event_type.as_str(), trail.events[0].origin.as_str()), ("repair", NATIONAL));
     // Repairs are due at every holder within 3 working days: at the city, the hop down to the
@@ -144,7 +151,7 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
         ..credit_gateway::sla::SlaQuery::new(DISTRICT, today)
     };
     testkit::eventually("the district's receipt for the repair at the city", Duration::from_secs(30), async || {
-        let view = credit_gateway::sla::view(&city.gateway, &q).await.expect("view");
+        let view = credit_gateway::sla::view(&apps[1].app.sla, &q).await.expect("view");
         view.records.len() == 1 && view.records[0].record_type == "repair" && view.records[0].published_at.is_some()
     })
     .await;
@@ -161,7 +168,7 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
     })
     .await;
     for n in &nodes {
-        let t = n.gateway.store.trail(disputed).await.expect("trail").expect("held");
+        let t = n.ingest.store.trail(disputed).await.expect("trail").expect("held");
         assert!(t.state.sanctions_suspended, "{}: {:?}", n.member_id(), t.state);
     }
     let mut resolved =
@@ -174,13 +181,13 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
     })
     .await;
     for n in &nodes {
-        let t = n.gateway.store.trail(disputed).await.expect("trail").expect("held");
+        let t = n.ingest.store.trail(disputed).await.expect("trail").expect("held");
         assert!(!t.state.sanctions_suspended, "{}: resolution lifts the suspension", n.member_id());
-        assert!(n.gateway.store.dead_letters(None, 10).await.expect("dead letters").is_empty());
+        assert!(n.ingest.store.dead_letters(None, 10).await.expect("dead letters").is_empty());
     }
     // Events were delivered once each: 300 records + 3 events at every node.
     for n in &nodes {
-        assert_eq!(n.gateway.store.count().await.expect("count"), 303, "{}", n.member_id());
+        assert_eq!(n.ingest.store.count().await.expect("count"), 303, "{}", n.member_id());
     }
 }
 
@@ -189,22 +196,34 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_child_behind_a_firewall_collects_its_events() {
     let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
-    let (city_port, mut city) = testkit::start_federation_node(&pki, CITY, &dir.path().join("city")).await;
-    let (_, mut district) = testkit::start_federation_node(&pki, DISTRICT, &dir.path().join("district")).await;
-    // Nothing listens where the city would push to the district.
-    city.peers = Arc::new([(DISTRICT.to_owned(), format!("https://localhost:{}", testkit::free_port()))].into());
-    district.peers = Arc::new([(CITY.to_owned(), format!("https://localhost:{city_port}"))].into());
     let city_relay = RelayConfig { pull_children: vec![DISTRICT.into()], ..relay_config(&dir.path().join("city")) };
     let district_relay =
         RelayConfig { pull_from_parent: true, pull_interval_ms: 20, ..relay_config(&dir.path().join("district")) };
-    let _relays = [Relay::start(city.clone(), city_relay), Relay::start(district.clone(), district_relay)];
+    let city_app = testkit::federation_node(&pki, CITY, &dir.path().join("city"), &[], |c| {
+        c.relay = RelayConfig { enabled: false, ..city_relay.clone() };
+    })
+    .await;
+    let city_port = city_app.federation_port.expect("port");
+    let district_app = testkit::federation_node(&pki, DISTRICT, &dir.path().join("district"), &[], |c| {
+        c.relay = RelayConfig { enabled: false, ..district_relay.clone() };
+    })
+    .await;
+    let (mut city, mut district) = (city_app.node(), district_app.node());
+    // Nothing listens where the city would push to the district.
+    city.identity.peers =
+        Arc::new([(DISTRICT.to_owned(), format!("https://localhost:{}", testkit::free_port()))].into());
+    district.identity.peers = Arc::new([(CITY.to_owned(), format!("https://localhost:{city_port}"))].into());
+    let _relays = [
+        Relay::start(city.clone(), &city_app.app.relay, city_relay),
+        Relay::start(district.clone(), &district_app.app.relay, district_relay),
+    ];
 
     assert_eq!(push(&district, &synthetic_records(20, 77)).await["accepted"], 20);
     testkit::eventually("the records at the city", Duration::from_secs(30), async || {
-        city.gateway.store.count().await.expect("count") == 20
+        city.ingest.store.count().await.expect("count") == 20
     })
     .await;
-    let record_id = testkit::all_records(&district.gateway.store, 100).await[3].record_id;
+    let record_id = testkit::all_records(&district.ingest.store, 100).await[3].record_id;
     let repair = event("repair/valid/penalty_full_repair_2026.json", &record_id.to_string(), DISTRICT);
     assert_eq!(push(&city, &[repair]).await["accepted"], 1);
     testkit::eventually("the repair collected by the district", Duration::from_secs(30), async || {
@@ -213,12 +232,12 @@ async fn a_child_behind_a_firewall_collects_its_events() {
     .await;
     // The city holds the district's signed receipt for the collected envelope (it settles
     // just after the district has stored the event).
-    let events = city.gateway.store.trail(record_id).await.expect("trail").expect("held").events;
+    let events = city.ingest.store.trail(record_id).await.expect("trail").expect("held").events;
     let event_id: uuid::Uuid = events[0].record_id.parse().expect("uuid");
     testkit::eventually("the district's receipt at the city", Duration::from_secs(30), async || {
-        let trail = city.gateway.store.trail(event_id).await.expect("trail").expect("held");
+        let trail = city.ingest.store.trail(event_id).await.expect("trail").expect("held");
         trail.versions[0].forwarded.iter().any(|h| h.destination == DISTRICT && h.status == "accepted")
     })
     .await;
-    assert_eq!(city.gateway.relay_status.snapshot()[DISTRICT].consecutive_failures, 0);
+    assert_eq!(city_app.app.relay.status.snapshot()[DISTRICT].consecutive_failures, 0);
 }

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use credit_gateway::app::App;
 use credit_gateway::config::Config;
-use credit_gateway::ingest::Gateway;
 use gateway_store::{RecordQuery, Store, StoredRecord};
 
 /// The PostgreSQL the tests use (CI starts it at 127.0.0.1:5432).
@@ -41,10 +41,52 @@ pub async fn sqlite_store(dir: &Path) -> Store {
     Store::open_sqlite(&dir.join("gateway.sqlite"), credit_gateway::config::SqliteSync::Full).await.expect("sqlite")
 }
 
-/// A gateway on SQLite in `dir`, with default settings.
-pub async fn gateway(dir: &Path) -> Arc<Gateway> {
-    let config = Config { data_dir: dir.to_owned(), ..Config::default() };
-    credit_gateway::server::build_gateway(&config).await.expect("gateway")
+/// The configuration of an in-process test node: SQLite in `dir`, the API on a free loopback
+/// port, no relay and no background SLA tracker (views track everything, and tests that
+/// want either switch it on).
+pub fn config(dir: &Path) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.to_owned(),
+        relay: credit_gateway::config::RelayConfig { enabled: false, ..Default::default() },
+        sla: credit_gateway::config::SlaConfig { tracking_interval_secs: 0 },
+        ..Config::default()
+    }
+}
+
+/// Starts a node of `config` in-process with `server::start`, as `serve` does. It runs until
+/// the test's runtime ends.
+pub async fn start(config: Config) -> Running {
+    let running = credit_gateway::server::start(config, std::future::pending()).await.expect("node starts");
+    Running {
+        api: format!("http://{}", running.api),
+        federation_port: running.federation.map(|a| a.port()),
+        app: running.app.clone(),
+        _node: Arc::new(running),
+    }
+}
+
+/// An in-process node started by [`start`].
+#[derive(Debug, Clone)]
+pub struct Running {
+    /// `http://127.0.0.1:<port>` of its API.
+    pub api: String,
+    /// The port of its federation endpoint, when it has one.
+    pub federation_port: Option<u16>,
+    pub app: App,
+    _node: Arc<credit_gateway::server::Running>,
+}
+
+impl Running {
+    /// The interchange side of a node with a federation identity.
+    pub fn node(&self) -> credit_gateway::interchange::Node {
+        self.app.federation.clone().expect("a node with a federation identity")
+    }
+}
+
+/// A node on SQLite in `dir`, with default settings, serving its API on a free port.
+pub async fn gateway(dir: &Path) -> App {
+    start(config(dir)).await.app
 }
 
 /// A `credit-gateway serve` child process.
@@ -185,17 +227,25 @@ pub async fn start_federation_node_with(
     peers: &[(&str, String)],
     configure: impl FnOnce(&mut Config),
 ) -> (u16, credit_gateway::interchange::Node) {
+    let node = federation_node(pki_dir, member, data_dir, peers, configure).await;
+    (node.federation_port.expect("federation port"), node.node())
+}
+
+/// Runs `member` of the PKI at `pki_dir` in-process (see [`config`]: no relay unless
+/// `configure` turns it on), with `peers` (member, URL) replacing registry endpoints.
+pub async fn federation_node(
+    pki_dir: &Path,
+    member: &str,
+    data_dir: &Path,
+    peers: &[(&str, String)],
+    configure: impl FnOnce(&mut Config),
+) -> Running {
     let listen: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let mut fed = credit_gateway::config::FederationConfig::from_pki(pki_dir, member, listen);
     fed.peers = peers.iter().map(|(m, url)| ((*m).to_owned(), url.clone())).collect();
-    let mut config = Config { data_dir: data_dir.to_owned(), member_id: member.into(), ..Config::default() };
+    let mut config = Config { member_id: member.into(), federation: Some(fed), ..config(data_dir) };
     configure(&mut config);
-    let gateway = credit_gateway::server::build_gateway(&config).await.expect("gateway");
-    let endpoint = credit_gateway::server::bind_federation(&config, &fed, gateway).await.expect("federation");
-    let node = endpoint.node().clone();
-    let port = endpoint.addr.port();
-    tokio::spawn(endpoint.serve(std::future::pending()));
-    (port, node)
+    start(config).await
 }
 
 /// A reqwest client presenting `member`'s certificate from the PKI.
@@ -255,6 +305,25 @@ pub fn gateway_bin() -> PathBuf {
         }
         if let Some(target) = profile_dir.parent() {
             build.env("CARGO_TARGET_DIR", target);
+        }
+        // Cargo sets these for the test process; build scripts that watch them (ring's watches
+        // CARGO_MANIFEST_DIR) would see another value and rebuild half the tree, twice a run.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_EXE_")
+                || matches!(
+                    key.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                )
+            {
+                build.env_remove(key.as_ref());
+            }
         }
         let status = build.status().expect("run cargo build for the credit-gateway binary");
         assert!(status.success(), "cargo could not build the credit-gateway binary");

@@ -6,7 +6,6 @@
 //! the next check, so nothing is lost to a receiver that was down.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
 use gateway_core::sla::SlaState;
@@ -14,8 +13,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::app::App;
 use crate::config::AlertsConfig;
-use crate::ingest::Gateway;
 
 /// The header carrying `sha256=<hex HMAC of "<timestamp>.<body>">`.
 pub const SIGNATURE_HEADER: &str = "x-credit-gateway-signature";
@@ -46,7 +45,7 @@ pub struct Alert {
 /// Checks the conditions and delivers alerts.
 #[derive(Debug, Clone)]
 pub struct Alerter {
-    gw: Arc<Gateway>,
+    app: App,
     config: AlertsConfig,
     url: String,
     secret: Vec<u8>,
@@ -87,12 +86,12 @@ pub fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 impl Alerter {
     /// An alerter when a webhook URL is configured.
-    pub fn new(gw: Arc<Gateway>, config: &AlertsConfig, data_dir: &Path) -> anyhow::Result<Option<Self>> {
+    pub fn new(app: App, config: &AlertsConfig, data_dir: &Path) -> anyhow::Result<Option<Self>> {
         let Some(url) = config.webhook_url.clone() else { return Ok(None) };
         let secret_file = config.secret_file.clone().unwrap_or_else(|| data_dir.join("alerts.key"));
         let secret = load_or_create_secret(&secret_file)?;
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
-        Ok(Some(Self { gw, config: config.clone(), url, secret, client }))
+        Ok(Some(Self { app, config: config.clone(), url, secret, client }))
     }
 
     /// Checks every `check_interval_secs` until `stop` resolves.
@@ -118,7 +117,7 @@ impl Alerter {
         alerts.extend(self.expiry_alerts(now));
         let mut delivered = Vec::new();
         for alert in alerts {
-            let sent = self.gw.store.alerts_sent(&alert.keys).await?;
+            let sent = self.app.ingest.store.alerts_sent(&alert.keys).await?;
             let fresh: Vec<String> = alert.keys.iter().filter(|k| !sent.contains(*k)).cloned().collect();
             if fresh.is_empty() {
                 continue;
@@ -131,7 +130,11 @@ impl Alerter {
                 tracing::warn!(kind = alert.kind, error = %format!("{e:#}"), "alert not delivered; retrying at the next check");
                 continue;
             }
-            self.gw.store.mark_alerts_sent(&fresh, alert.kind, &gateway_core::date::format_timestamp(now)).await?;
+            self.app
+                .ingest
+                .store
+                .mark_alerts_sent(&fresh, alert.kind, &gateway_core::date::format_timestamp(now))
+                .await?;
             delivered.push(alert);
         }
         Ok(delivered)
@@ -179,7 +182,7 @@ impl Alerter {
     ) -> Alert {
         Alert {
             kind,
-            member_id: self.gw.member_id.clone(),
+            member_id: self.app.ingest.member_id.clone(),
             raised_at: gateway_core::date::format_timestamp(now),
             summary_zh: zh,
             summary_en: en,
@@ -192,7 +195,7 @@ impl Alerter {
     async fn sla_alerts(&self, now: OffsetDateTime) -> anyhow::Result<Vec<Alert>> {
         let today = gateway_core::date::today_in_china(now);
         let mut out = Vec::new();
-        for destination in crate::sla::destinations(&self.gw) {
+        for destination in self.app.sla.destinations() {
             for (state, kind) in [(SlaState::AtRisk, "sla.at_risk"), (SlaState::Breached, "sla.breached")] {
                 // Latest deadlines first (what has just turned), skipping records alerted
                 // already; while a page holds only those, look deeper.
@@ -209,11 +212,11 @@ impl Alerter {
                         scheduled: true,
                         ..crate::sla::SlaQuery::new(&destination, today)
                     };
-                    let view = crate::sla::view(&self.gw, &q).await?;
+                    let view = crate::sla::view(&self.app.sla, &q).await?;
                     (view_today, margin) = (view.today, view.at_risk_working_days);
                     let listed = view.records.len() as i64;
                     let keys: Vec<String> = view.records.iter().map(|r| key(&r.record_id)).collect();
-                    let sent = self.gw.store.alerts_sent(&keys).await?;
+                    let sent = self.app.ingest.store.alerts_sent(&keys).await?;
                     fresh = view
                         .records
                         .into_iter()
@@ -252,7 +255,7 @@ impl Alerter {
     fn destination_alerts(&self, now: OffsetDateTime) -> Vec<Alert> {
         let threshold = time::Duration::seconds(self.config.destination_failing_secs as i64);
         let mut out = Vec::new();
-        for (destination, status) in self.gw.relay_status.snapshot() {
+        for (destination, status) in self.app.relay.status.snapshot() {
             let Some(since) = status.failing_since.as_deref() else { continue };
             let Ok(started) = OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339) else {
                 continue;
@@ -276,12 +279,12 @@ impl Alerter {
 
     /// Registered departments overdue with last month's report.
     async fn department_alerts(&self, now: OffsetDateTime) -> anyhow::Result<Vec<Alert>> {
-        if self.gw.reporting.departments.is_empty() {
+        if self.app.reporting.departments.is_empty() {
             return Ok(Vec::new());
         }
         let today = gateway_core::date::today_in_china(now);
         let period = gateway_core::reporting::Period::before(today);
-        let view = crate::reporting::view(&self.gw, period, today).await?;
+        let view = crate::reporting::view(&self.app.ingest, &self.app.reporting, period, today).await?;
         let overdue: Vec<_> = view
             .departments
             .iter()
@@ -304,7 +307,7 @@ impl Alerter {
 
     /// This node's certificate or the registry expiring within the warning window.
     fn expiry_alerts(&self, now: OffsetDateTime) -> Vec<Alert> {
-        let Some(fed) = self.gw.federation.get() else { return Vec::new() };
+        let Some(fed) = self.app.identity() else { return Vec::new() };
         let window = time::Duration::days(i64::from(self.config.expiry_warning_days));
         let mut out = Vec::new();
         if let Some(not_after) = fed.certificate_expires.filter(|t| *t - now < window) {

@@ -49,6 +49,24 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     /// Credit evaluations pulled from partner cities (信用评价结果互认).
     pub evaluations: EvaluationsConfig,
+    /// SLA tracking in the background.
+    pub sla: SlaConfig,
+}
+
+/// `[sla]`: the background SLA tracker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaConfig {
+    /// How often the tracker adds what was stored and settled to the SLA index, in seconds.
+    /// Default 10. `0` runs no tracker: every view, `/metrics` and the alerts then track
+    /// everything stored before they read (a node whose SLAs another replica tracks, tests).
+    pub tracking_interval_secs: u64,
+}
+
+impl Default for SlaConfig {
+    fn default() -> Self {
+        Self { tracking_interval_secs: 10 }
+    }
 }
 
 /// Partner pulls of credit evaluations (see `docs/operations.md`, "Evaluation recognition").
@@ -350,6 +368,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             dashboard: DashboardConfig::default(),
             evaluations: EvaluationsConfig::default(),
+            sla: SlaConfig::default(),
         }
     }
 }

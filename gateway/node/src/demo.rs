@@ -5,7 +5,6 @@
 //! and runs until stopped.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,7 +12,6 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, FederationConfig, RelayConfig};
 use crate::pki::DEMO_FEDERATION;
-use crate::relay::Relay;
 
 /// Options of `credit-gateway demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,7 +37,13 @@ struct RunningNode {
     member: &'static str,
     name: &'static str,
     api: String,
-    node: crate::interchange::Node,
+    running: crate::server::Running,
+}
+
+impl RunningNode {
+    fn store(&self) -> &gateway_store::Store {
+        &self.running.app.ingest.store
+    }
 }
 
 /// Runs the demo until `shutdown` resolves.
@@ -56,8 +60,6 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
         password_hash: crate::dashboard::auth::hash_password(&password, crate::dashboard::auth::ITERATIONS)?,
     };
     let mut nodes = Vec::new();
-    let mut relays = Vec::new();
-    let mut tasks = Vec::new();
     for (i, demo) in DEMO_FEDERATION.iter().filter(|n| n.in_demo).enumerate() {
         let data_dir = opts.data_dir.join(demo.member_id);
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], opts.api_port + i as u16));
@@ -73,22 +75,14 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
                 ..RelayConfig::default()
             },
             dashboard: crate::config::DashboardConfig { operators: vec![operator.clone()] },
+            adapters: demo_adapters(opts, demo.member_id),
             ..Config::default()
         };
-        let gateway = crate::server::build_gateway(&config).await?;
-        let fed = config.federation.as_ref().context("federation config")?;
-        let endpoint = crate::server::bind_federation(&config, fed, Arc::clone(&gateway))
+        // The same start as `serve`: relay, SLA tracker, alerts, expiry job, sampler.
+        let running = crate::server::start(config, until_stopped(stopped.clone()))
             .await
             .with_context(|| format!("{} ({})", demo.name, demo.member_id))?;
-        let node = endpoint.node().clone();
-        let _ = gateway.adapters.set(demo_adapters(opts, &node)?);
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding {listen} for {}", demo.name))?;
-        tasks.push(tokio::spawn(endpoint.serve(until_stopped(stopped.clone()))));
-        tasks.push(tokio::spawn(crate::server::run(listener, gateway, until_stopped(stopped.clone()))));
-        relays.push(Relay::start(node.clone(), config.relay.clone()));
-        nodes.push(RunningNode { member: demo.member_id, name: demo.name, api: format!("http://{listen}"), node });
+        nodes.push(RunningNode { member: demo.member_id, name: demo.name, api: format!("http://{listen}"), running });
     }
     println!("演示联盟已启动 · demo federation running (data in {})", opts.data_dir.display());
 
@@ -101,36 +95,32 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
         println!("\n按 Ctrl-C 停止 · press Ctrl-C to stop");
         shutdown.await;
     }
-    for relay in relays {
-        relay.stop().await;
-    }
     let _ = stop.send(true);
-    for task in tasks {
-        let _ = task.await;
+    for node in nodes {
+        if let Err(e) = node.running.stopped().await {
+            eprintln!("{} stopped with an error: {e:#}", node.name);
+        }
     }
     scenario.map(|_| ())
 }
 
 /// 周村区 takes departments' monthly workbooks through its intake adapter, when the dev PKI
 /// has signed it (a PKI made before adapters existed has not: `certs init --force` renews it).
-fn demo_adapters(
-    opts: &DemoOptions,
-    node: &crate::interchange::Node,
-) -> anyhow::Result<Vec<Arc<crate::adapters::Loaded>>> {
+fn demo_adapters(opts: &DemoOptions, member: &str) -> Vec<crate::adapters::AdapterBinding> {
     const INTAKE: &str = "zhoucun-district";
     let manifest = std::path::Path::new("adapters").join(INTAKE).join("manifest.toml");
     let signature = crate::pki::adapter_signature_file(&opts.pki, INTAKE);
-    if node.member_id() != "cn-370306" || !manifest.exists() {
-        return Ok(Vec::new());
+    if member != "cn-370306" || !manifest.exists() {
+        return Vec::new();
     }
     if !signature.exists() {
         eprintln!(
             "note: {} has no signed {INTAKE} manifest; run `credit-gateway certs init --force` for Excel imports",
             opts.pki.display()
         );
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    let binding = crate::adapters::AdapterBinding {
+    vec![crate::adapters::AdapterBinding {
         manifest,
         signature: Some(signature),
         url: None,
@@ -138,9 +128,7 @@ fn demo_adapters(
         outbox: None,
         database_url: None,
         poll_interval_ms: 5_000,
-    };
-    let registry = node.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
-    crate::adapters::load_all(&[binding], &registry, node.member_id())
+    }]
 }
 
 /// Empties the demo's data directory (only one the demo made) and makes the PKI if missing.
@@ -192,7 +180,7 @@ async fn scenario(opts: &DemoOptions, nodes: &[RunningNode]) -> anyhow::Result<T
     let total = accepted as i64;
     wait_for("every record at every node", async || {
         for n in nodes.iter().filter(|n| n.member != "cn-370500") {
-            if n.node.gateway.store.count().await.unwrap_or(0) < total {
+            if n.store().count().await.unwrap_or(0) < total {
                 return false;
             }
         }
@@ -228,7 +216,7 @@ async fn scenario(opts: &DemoOptions, nodes: &[RunningNode]) -> anyhow::Result<T
     let chain = &nodes[..4];
     wait_for("the events at every node", async || {
         for n in chain {
-            let store = &n.node.gateway.store;
+            let store = n.store();
             let state = async |id: &str| {
                 let id = uuid::Uuid::parse_str(id).ok()?;
                 store.trail(id).await.ok().flatten().map(|t| t.state)
@@ -245,7 +233,7 @@ async fn scenario(opts: &DemoOptions, nodes: &[RunningNode]) -> anyhow::Result<T
     .await?;
     println!("\n{:<10} {:>8}  {:<10} {:<10} {:<10} node", "member", "records", "corrected", "repaired", "disputed");
     for n in chain {
-        let store = &n.node.gateway.store;
+        let store = n.store();
         let count = store.count().await?;
         let mut states = Vec::new();
         for id in [&targets.corrected, &targets.repaired, &targets.disputed] {

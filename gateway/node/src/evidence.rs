@@ -33,7 +33,7 @@ impl Node {
     /// The hops that brought a record version to this node, origin first. Empty for a record
     /// of this node's own departments.
     pub async fn arrival_hops(&self, record_id: Uuid, version: i64) -> anyhow::Result<Vec<Hop>> {
-        let store = &self.gateway.store;
+        let store = &self.ingest.store;
         let arrivals = store.arrivals(&[(record_id, version)]).await?;
         let Some(arrival) = arrivals.get(&(record_id, version)) else {
             let held = store.versions(record_id).await?;
@@ -52,7 +52,8 @@ impl Node {
         }
         let url = self.endpoint_of(&sender).ok_or_else(|| anyhow!("no federation endpoint for {sender}"))?;
         let url = format!("{}/federation/v1/evidence/{record_id}/{version}", url.trim_end_matches('/'));
-        let resp = self.client.get(&url).send().await.with_context(|| format!("asking {sender} for earlier hops"))?;
+        let resp =
+            self.identity.client.get(&url).send().await.with_context(|| format!("asking {sender} for earlier hops"))?;
         if !resp.status().is_success() {
             let status = resp.status();
             bail!("{sender} did not give the earlier hops: {status} {}", resp.text().await.unwrap_or_default());
@@ -68,7 +69,7 @@ impl Node {
     /// Exports the evidence bundle of a record version (the latest held if `version` is
     /// `None`): the hops that brought it here, then the first onward hop a receiver accepted.
     pub async fn export_evidence(&self, record_id: Uuid, version: Option<i64>) -> anyhow::Result<Bundle> {
-        let store = &self.gateway.store;
+        let store = &self.ingest.store;
         let versions = store.versions(record_id).await?;
         let record = match version {
             Some(v) => versions.iter().find(|r| r.version == v),
@@ -95,7 +96,7 @@ impl Node {
             "record {record_id} v{} was pushed here and has not been sent in an envelope yet: nothing is signed about it",
             record.version
         );
-        let registry = self.registry.read().map_err(|_| anyhow!("registry lock poisoned"))?.clone();
+        let registry = self.identity.registry.read().map_err(|_| anyhow!("registry lock poisoned"))?.clone();
         Bundle::assemble(item, hops, &registry).map_err(|e| anyhow!(e))
     }
 }

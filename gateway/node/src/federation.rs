@@ -1,7 +1,9 @@
 //! The node-to-node API under `/federation/v1/` (interchange-v1 §9), served only over mutual
 //! TLS. Every route requires a peer whose certificate is pinned in the registry.
 
-use axum::extract::{Request, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -11,11 +13,32 @@ use gateway_core::interchange::registry::Registry;
 use gateway_core::jws::Jws;
 
 use crate::api::{ErrorKind, ServiceError};
+use crate::evaluations::Partners;
 use crate::interchange::Node;
 use crate::tls::Peer;
 
+/// What the federation endpoints serve from: the interchange side of the node and evaluation
+/// recognition (both made from the one federation identity at start-up).
+#[derive(Debug, Clone)]
+pub struct Federation {
+    pub node: Node,
+    pub partners: Arc<Partners>,
+}
+
+impl FromRef<Federation> for Node {
+    fn from_ref(f: &Federation) -> Self {
+        f.node.clone()
+    }
+}
+
+impl FromRef<Federation> for Arc<Partners> {
+    fn from_ref(f: &Federation) -> Self {
+        Arc::clone(&f.partners)
+    }
+}
+
 /// The federation router. Peers must be pinned members; others get 403.
-pub fn router(node: Node) -> Router {
+pub fn router(federation: Federation) -> Router {
     Router::new()
         .route("/federation/v1/registry", get(registry))
         .route("/federation/v1/envelopes", post(envelopes))
@@ -25,10 +48,10 @@ pub fn router(node: Node) -> Router {
         .route("/federation/v1/evaluations/lookup", post(evaluations_lookup))
         .route("/federation/v1/evaluations/{uscc}", get(evaluations_single))
         .fallback(|| async { ServiceError::not_found("该路径", "path") })
-        .layer(middleware::from_fn_with_state(node.clone(), require_current_registry))
+        .layer(middleware::from_fn_with_state(federation.node.clone(), require_current_registry))
         .layer(middleware::from_fn(require_member))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
-        .with_state(node)
+        .with_state(federation)
 }
 
 /// Refuses any request whose TLS peer is not a pinned member.
@@ -55,8 +78,8 @@ async fn require_member(peer: Option<Extension<Peer>>, request: Request, next: N
 /// Refuses federation traffic once the held registry is past its grace period; warns loudly
 /// while it is inside it. (X-Road halts on a stale configuration at once; we degrade first.)
 async fn require_current_registry(State(node): State<Node>, request: Request, next: Next) -> Response {
-    let freshness = match node.registry.read() {
-        Ok(r) => r.freshness(time::OffsetDateTime::now_utc(), node.registry_grace),
+    let freshness = match node.identity.registry.read() {
+        Ok(r) => r.freshness(time::OffsetDateTime::now_utc(), node.identity.registry_grace),
         Err(_) => return ServiceError::internal(&"registry lock poisoned").into_response(),
     };
     match freshness {
@@ -99,7 +122,7 @@ pub async fn refresh_loop(node: Node, every: std::time::Duration, shutdown: impl
 
 /// The registry this node holds (children refresh from it).
 async fn registry(State(node): State<Node>) -> Result<Json<Jws>, ServiceError> {
-    let registry = node.registry.read().map_err(|_| ServiceError::internal(&"registry lock poisoned"))?;
+    let registry = node.identity.registry.read().map_err(|_| ServiceError::internal(&"registry lock poisoned"))?;
     Ok(Json(registry.jws.clone()))
 }
 
@@ -116,28 +139,26 @@ async fn envelopes(
 
 /// A partner's pull of this node's evaluations of one subject (answer: a signed JWS).
 async fn evaluations_single(
-    State(node): State<Node>,
+    State(partners): State<Arc<Partners>>,
     Extension(peer): Extension<Peer>,
     axum::extract::Path(uscc): axum::extract::Path<String>,
 ) -> Result<Response, ServiceError> {
-    answer_pull(&node, peer, &[uscc]).await.map_err(crate::evaluations::path_subject_error)
+    answer_pull(&partners, peer, &[uscc]).await.map_err(crate::evaluations::path_subject_error)
 }
 
 /// A partner's bulk pull: `{"subjects": [up to 1,000 USCCs]}`.
 async fn evaluations_lookup(
-    State(node): State<Node>,
+    State(partners): State<Arc<Partners>>,
     Extension(peer): Extension<Peer>,
     body: axum::body::Bytes,
 ) -> Result<Response, ServiceError> {
     let request: crate::evaluations::LookupRequest = ServiceError::strict_body(&body)?;
-    answer_pull(&node, peer, &request.subjects).await
+    answer_pull(&partners, peer, &request.subjects).await
 }
 
-async fn answer_pull(node: &Node, peer: Peer, subjects: &[String]) -> Result<Response, ServiceError> {
+async fn answer_pull(partners: &Partners, peer: Peer, subjects: &[String]) -> Result<Response, ServiceError> {
     let Peer::Member(member) = peer else { return Err(ServiceError::internal(&"unpinned peer passed the guard")) };
-    let partners = node.gateway.evaluations.get().ok_or_else(|| ServiceError::internal(&"evaluations not loaded"))?;
-    let text =
-        crate::evaluations::answer(&node.gateway, partners, &member, subjects, time::OffsetDateTime::now_utc()).await?;
+    let text = crate::evaluations::answer(partners, &member, subjects, time::OffsetDateTime::now_utc()).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 
@@ -151,7 +172,7 @@ async fn evidence(
     let Peer::Member(member) = peer else { return Err(ServiceError::internal(&"unpinned peer passed the guard")) };
     let not_found = || ServiceError::not_found("发送给您的该记录版本", "a version of this record sent to you");
     let record_id = uuid::Uuid::parse_str(&record_id).map_err(|_| not_found())?;
-    let sent = node.gateway.store.sent_with(record_id, version).await.map_err(|e| ServiceError::internal(&e))?;
+    let sent = node.ingest.store.sent_with(record_id, version).await.map_err(|e| ServiceError::internal(&e))?;
     if !sent.iter().any(|(_, _, receiver)| *receiver == member) {
         tracing::warn!(peer = %member, %record_id, version, "evidence asked for a record not sent to the peer");
         return Err(not_found());
@@ -192,7 +213,7 @@ async fn events(
         ServiceError::bad_request("bad_query", format!("查询参数错误：{e}"), format!("bad query parameters: {e}"))
     })?;
     let parked =
-        node.gateway.store.parked_after(&member, q.after, EVENTS_PAGE).await.map_err(|e| ServiceError::internal(&e))?;
+        node.ingest.store.parked_after(&member, q.after, EVENTS_PAGE).await.map_err(|e| ServiceError::internal(&e))?;
     // The bodies are JSON already: written out as they are.
     let mut out = String::from("{\"envelopes\":[");
     for (i, p) in parked.iter().enumerate() {
@@ -238,11 +259,11 @@ async fn receipts(
         }
     };
     let waiting =
-        node.gateway.store.parked_receipt_in(&member, &digest, text).await.map_err(|e| ServiceError::internal(&e))?;
+        node.ingest.store.parked_receipt_in(&member, &digest, text).await.map_err(|e| ServiceError::internal(&e))?;
     if !waiting {
         return Err(ServiceError::not_found("等待该回执的信封", "an envelope waiting for this receipt"));
     }
-    node.gateway.pull_acks.notify_waiters();
+    node.pull_acks.notify_waiters();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -21,47 +21,16 @@ use uuid::Uuid;
 use crate::config::Limits;
 use crate::error::ServiceError;
 
-/// Everything the API handlers share.
+/// The push path's state: what checking and storing a batch needs, and nothing more. The
+/// interchange, the adapters' transports and the jobs push through it too.
 #[derive(Debug)]
-pub struct Gateway {
+pub struct Ingest {
     pub member_id: String,
     pub validator: RecordValidator,
     pub calendar: WorkingCalendar,
-    pub store: Store,
+    /// Shared with the services that read what the push path stores (evaluations, SLA views).
+    pub store: Arc<Store>,
     pub limits: Limits,
-    /// The registry this node's federation endpoint holds, once it has one (for `/metrics`).
-    pub federation: std::sync::OnceLock<FederationView>,
-    /// How each relay destination is doing (for operators: `/api/v1/outbox`, `/metrics`).
-    pub relay_status: crate::relay::StatusBoard,
-    /// Woken when a child returns a receipt for a parked envelope (pull mode).
-    pub pull_acks: tokio::sync::Notify,
-    /// The platform adapters this node runs, once verified against the registry.
-    pub adapters: std::sync::OnceLock<Vec<Arc<crate::adapters::Loaded>>>,
-    /// Monthly-report imports: uploads, feedback workbooks and their progress.
-    pub imports: crate::adapters::imports::Imports,
-    /// Who reports monthly to this node, and by when.
-    pub reporting: crate::config::ReportingConfig,
-    /// Who may use the dashboard.
-    pub dashboard: crate::dashboard::Access,
-    /// Queue backlogs sampled over the last day, for the dashboard's chart.
-    pub queue_history: crate::dashboard::History,
-    /// How far the background SLA tracker reaches (scheduled views follow it).
-    pub sla_background: crate::sla::Background,
-    /// Partner agreements and the client for evaluation pulls, once the federation identity
-    /// is loaded.
-    pub evaluations: std::sync::OnceLock<Arc<crate::evaluations::Partners>>,
-    /// Cache and timeout of evaluation pulls (`[evaluations]`).
-    pub evaluation_settings: crate::config::EvaluationsConfig,
-}
-
-/// What the department-side API may see of the federation state.
-#[derive(Debug, Clone)]
-pub struct FederationView {
-    pub registry: Arc<std::sync::RwLock<gateway_core::interchange::registry::Registry>>,
-    /// How long an expired registry is still used before federation traffic is refused.
-    pub grace: time::Duration,
-    /// When this node's mutual-TLS certificate expires.
-    pub certificate_expires: Option<time::OffsetDateTime>,
 }
 
 /// A checked item that holds a record on its way to the store.
@@ -145,7 +114,7 @@ pub struct BatchResult {
 /// A record (or relayed item) that passed validation, or why it did not.
 pub type Checked<T = Incoming> = Result<T, Vec<FieldError>>;
 
-impl Gateway {
+impl Ingest {
     /// Handles one pushed batch (the raw request body).
     pub async fn push(self: &Arc<Self>, body: bytes::Bytes, now: OffsetDateTime) -> Result<BatchResult, ServiceError> {
         let this = Arc::clone(self);

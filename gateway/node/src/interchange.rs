@@ -24,7 +24,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::error::{ErrorKind, ServiceError};
-use crate::ingest::Gateway;
+use crate::ingest::Ingest;
 use gateway_core::date::today_in_china;
 
 /// How far an envelope's `created_at` may be from our clock.
@@ -94,10 +94,12 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-/// Everything a federation node needs.
+/// This node's federation identity: who it is, the registry it trusts (replaced when a newer
+/// one is adopted), its signing key and the mutual-TLS client it calls peers with. Loaded once
+/// at start-up; the interchange, evaluation pulls, SLA tracking, metrics and alerts share it.
 #[derive(Debug, Clone)]
-pub struct Node {
-    pub gateway: Arc<Gateway>,
+pub struct Identity {
+    pub member_id: String,
     pub registry: Arc<RwLock<Registry>>,
     pub signer: Arc<Signer>,
     /// How long an expired registry is still used (loudly) before traffic is refused.
@@ -106,6 +108,24 @@ pub struct Node {
     pub client: reqwest::Client,
     /// Configured federation URLs that replace the registry's endpoints (`[federation.peers]`).
     pub peers: Arc<std::collections::BTreeMap<String, String>>,
+    /// When this node's mutual-TLS certificate expires.
+    pub certificate_expires: Option<OffsetDateTime>,
+}
+
+impl Identity {
+    /// A copy of the registry in force.
+    pub fn registry_now(&self) -> Result<Registry, ServiceError> {
+        self.registry.read().map(|r| r.clone()).map_err(|_| ServiceError::internal(&"registry lock poisoned"))
+    }
+}
+
+/// The node's side of the interchange: its identity, and the push path received items take.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub identity: Identity,
+    pub ingest: Arc<Ingest>,
+    /// Woken when a child returns a receipt for a parked envelope (pull mode).
+    pub pull_acks: Arc<tokio::sync::Notify>,
 }
 
 /// What a registry refresh did.
@@ -117,7 +137,7 @@ pub enum Refresh {
 
 impl Node {
     pub fn member_id(&self) -> &str {
-        &self.gateway.member_id
+        &self.identity.member_id
     }
 
     /// Fetches the parent's registry over mutual TLS and adopts it if it is signed by a root
@@ -125,14 +145,14 @@ impl Node {
     /// leaves the held one in place.
     pub async fn refresh_registry(&self, parent_url: &str, now: OffsetDateTime) -> anyhow::Result<Refresh> {
         let url = format!("{}/federation/v1/registry", parent_url.trim_end_matches('/'));
-        let resp = self.client.get(&url).send().await?;
+        let resp = self.identity.client.get(&url).send().await?;
         anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
         let jws: Jws = resp.json().await?;
         let (held, trusted) = {
-            let r = self.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?;
+            let r = self.identity.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?;
             (r.body.version, r.trusted_roots().to_vec())
         };
-        let (fresh, _) = Registry::verify(&jws, &trusted, Some(held), now, self.registry_grace)?;
+        let (fresh, _) = Registry::verify(&jws, &trusted, Some(held), now, self.identity.registry_grace)?;
         if fresh.body.version == held {
             return Ok(Refresh::Unchanged { version: held });
         }
@@ -143,27 +163,23 @@ impl Node {
             self.member_id()
         );
         let to = fresh.body.version;
-        *self.registry.write().map_err(|_| anyhow::anyhow!("registry lock poisoned"))? = fresh;
+        *self.identity.registry.write().map_err(|_| anyhow::anyhow!("registry lock poisoned"))? = fresh;
         tracing::info!(from = held, to, "registry updated from the parent");
         Ok(Refresh::Updated { from: held, to })
     }
 
     /// The parent's federation endpoint.
     pub fn parent_endpoint(&self) -> Option<String> {
-        let parent = self.registry.read().ok()?.member(self.member_id())?.parent.clone()?;
+        let parent = self.identity.registry.read().ok()?.member(self.member_id())?.parent.clone()?;
         self.endpoint_of(&parent)
     }
 
     /// A member's federation base URL: the configured override, else the registry's.
     pub fn endpoint_of(&self, member: &str) -> Option<String> {
-        if let Some(url) = self.peers.get(member) {
+        if let Some(url) = self.identity.peers.get(member) {
             return Some(url.clone());
         }
-        self.registry.read().ok()?.member(member).map(|m| m.endpoint.clone())
-    }
-
-    fn registry(&self) -> Result<Registry, ServiceError> {
-        self.registry.read().map(|r| r.clone()).map_err(|_| ServiceError::internal(&"registry lock poisoned"))
+        self.identity.registry.read().ok()?.member(member).map(|m| m.endpoint.clone())
     }
 
     /// Handles `POST /federation/v1/envelopes` from the authenticated member `peer`. Answers
@@ -171,8 +187,8 @@ impl Node {
     pub async fn receive(&self, peer: &str, body: bytes::Bytes, now: OffsetDateTime) -> Result<String, ServiceError> {
         // Parsing, hashing, the signature and every record's validation are CPU work: one
         // blocking task, items in parallel, as on the push path, so request I/O keeps flowing.
-        let registry = self.registry()?;
-        let gw = Arc::clone(&self.gateway);
+        let registry = self.identity.registry_now()?;
+        let gw = Arc::clone(&self.ingest);
         let peer = peer.to_owned();
         let today = today_in_china(now);
         let checked = tokio::task::spawn_blocking(move || {
@@ -182,7 +198,7 @@ impl Node {
         .await
         .map_err(|e| ServiceError::internal(&e))??;
         let CheckedEnvelope { envelope: envelope_jws, header, digest, item_hashes, items: mut checked } = checked;
-        self.gateway.require_targets(&mut checked).await?;
+        self.ingest.require_targets(&mut checked).await?;
 
         let mut errors = Vec::with_capacity(checked.len());
         let mut relayed = Vec::with_capacity(checked.len());
@@ -211,7 +227,7 @@ impl Node {
             item_hashes: item_hashes.iter().map(Sha256Digest::to_hex).collect(),
             items: relayed,
         };
-        let signer = Arc::clone(&self.signer);
+        let signer = Arc::clone(&self.identity.signer);
         let (envelope_id, digest, sender, receiver) =
             (h.envelope_id.clone(), digest.to_hex(), h.sender.clone(), h.receiver.clone());
         let make_receipt = move |outcomes: &[Option<RelayedOutcome>]| {
@@ -245,7 +261,7 @@ impl Node {
             serde_json::to_string(&receipt::sign_receipt(&body, &signer.key, &signer.kid)).unwrap_or_default()
         };
         let stored = self
-            .gateway
+            .ingest
             .store
             .store_envelope(stored_env, Box::new(make_receipt))
             .await
@@ -297,7 +313,7 @@ impl Node {
         let relayed: Vec<(Uuid, i64)> =
             records.iter().filter(|r| r.origin != me).map(|r| (r.record_id, r.version)).collect();
         let mut arrivals =
-            if relayed.is_empty() { HashMap::new() } else { self.gateway.store.arrivals(&relayed).await? };
+            if relayed.is_empty() { HashMap::new() } else { self.ingest.store.arrivals(&relayed).await? };
         let records: Vec<(StoredRecord, Option<ArrivalOf>)> =
             records.iter().map(|r| (r.clone(), arrivals.remove(&(r.record_id, r.version)))).collect();
         self.prepare_forwarding(receiver, &records, now).await
@@ -323,8 +339,14 @@ impl Node {
         let envelope_id = Uuid::now_v7().to_string();
         let seq = now.unix_timestamp_nanos() as u64 / 1_000_000;
         let to = Addressing { envelope_id: &envelope_id, sender: &me, receiver, seq, created_at: now };
-        let (jws, body) =
-            envelope::seal_text(&to, &items, &origin_proofs, &item_hashes, &self.signer.key, &self.signer.kid);
+        let (jws, body) = envelope::seal_text(
+            &to,
+            &items,
+            &origin_proofs,
+            &item_hashes,
+            &self.identity.signer.key,
+            &self.identity.signer.kid,
+        );
         Ok(Prepared {
             body: body.into(),
             record: EnvelopeIn {
@@ -368,7 +390,7 @@ impl Node {
                 continue;
             }
             if !envelopes.contains_key(&arrival.envelope_digest) {
-                let stored = self.gateway.store.envelope(&arrival.envelope_digest).await?.ok_or_else(|| {
+                let stored = self.ingest.store.envelope(&arrival.envelope_digest).await?.ok_or_else(|| {
                     anyhow::anyhow!("arrival envelope {} of record {} is missing", arrival.envelope_digest, r.record_id)
                 })?;
                 let leaves: Vec<Sha256Digest> = stored.item_hashes.iter().map(|h| merkle::leaf_hash(&h.0)).collect();
@@ -396,7 +418,7 @@ impl Node {
     /// Posts a prepared envelope, verifies the receipt against what was sent, and stores both.
     pub async fn deliver(&self, url: &str, p: &Prepared) -> anyhow::Result<ReceiptBody> {
         let (body, receipt_text) = self.post(url, p, None).await?;
-        self.gateway.store.store_sent(&p.record, &receipt_text, &p.carried).await?;
+        self.ingest.store.store_sent(&p.record, &receipt_text, &p.carried).await?;
         Ok(body)
     }
 
@@ -410,6 +432,7 @@ impl Node {
     ) -> Result<(ReceiptBody, String), DeliveryError> {
         let receiver = &p.record.receiver;
         let mut request = self
+            .identity
             .client
             .post(format!("{}/federation/v1/envelopes", url.trim_end_matches('/')))
             .header("content-type", "application/json")
@@ -445,14 +468,14 @@ impl Node {
     ) -> Result<(ReceiptBody, String), DeliveryError> {
         let receiver = &p.record.receiver;
         let digest = p.record.digest.to_hex();
-        let store = &self.gateway.store;
+        let store = &self.ingest.store;
         let transient = |e: anyhow::Error| DeliveryError::Transient(e.context(format!("parking for {receiver}")));
         let body = std::str::from_utf8(&p.body).map_err(|e| transient(e.into()))?;
         let at = format_time(OffsetDateTime::now_utc());
         store.park(receiver, &digest, body, &at).await.map_err(|e| transient(e.into()))?;
         let deadline = tokio::time::Instant::now() + timeout;
         let answer = loop {
-            let acked = self.gateway.pull_acks.notified();
+            let acked = self.pull_acks.notified();
             match store.parked_receipt(&digest).await {
                 Ok(Some(text)) => break Ok(text),
                 Ok(None) => {}
@@ -496,7 +519,8 @@ impl Node {
             receiver,
             item_hashes: &p.item_hashes,
         };
-        let registry = self.registry().map_err(|_| transient(anyhow::anyhow!("registry lock poisoned")))?;
+        let registry =
+            self.identity.registry_now().map_err(|_| transient(anyhow::anyhow!("registry lock poisoned")))?;
         // A receipt that does not verify proves nothing: send again (the receiver answers
         // `duplicate` for what it already holds) rather than record an unproven delivery.
         let body = receipt::verify_receipt(&receipt_jws, &sent, &registry).map_err(|e| transient(e.into()))?;
@@ -555,7 +579,7 @@ struct CheckedEnvelope {
 /// Parses an envelope body, checks it is the TLS peer's, opens it (signature, addressing,
 /// clock, Merkle root, origin proofs, subtree) and validates every item like a pushed record.
 fn open_and_check(
-    gw: &Gateway,
+    gw: &Ingest,
     peer: &str,
     body: &[u8],
     at: &Receiving<'_>,
@@ -685,7 +709,7 @@ fn open_and_check(
 /// Validates one item's content like a pushed record, and checks that the origin stored it
 /// normalised (its hash must not change here, or signatures would break).
 fn check_item(
-    gw: &Gateway,
+    gw: &Ingest,
     o: OpenedItem,
     canonical_content: Option<String>,
     origin_proof: Option<OriginRef>,

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -462,10 +461,9 @@ async fn export_evidence(
         .federation
         .as_ref()
         .context("evidence export needs the node's federation identity (--member or [federation])")?;
-    let gateway = server::build_gateway(config).await?;
-    let node = server::federation_node(&config.member_id, fed, gateway)?;
+    let node = server::open_node(config, fed).await?;
     let bundle = node.export_evidence(record_id, version).await;
-    node.gateway.store.close().await;
+    node.ingest.store.close().await;
     bundle
 }
 
@@ -544,76 +542,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let gateway = server::build_gateway(&config).await?;
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, member_id = %config.member_id, data_dir = %config.data_dir.display(), "credit-gateway listening");
-    let federation = match &config.federation {
-        Some(fed) => Some(server::bind_federation(&config, fed, Arc::clone(&gateway)).await?),
-        None => None,
-    };
-    // Adapters are verified against the registry in force: no registry, no adapters.
-    let adapters = match (&federation, config.adapters.is_empty()) {
-        (_, true) => Vec::new(),
-        (Some(f), false) => {
-            let registry = f.node().registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
-            credit_gateway::adapters::load_all(&config.adapters, &registry, &config.member_id)?
-        }
-        (None, false) => anyhow::bail!(
-            "[[adapters]] needs the federation registry to verify their signed manifests; configure [federation] or --member"
-        ),
-    };
-    let _ = gateway.adapters.set(adapters.clone());
+    let node = server::start(config, shutdown_signal()).await?;
     // Plain lines on stdout: scripts and tests wait for them to learn the bound ports.
-    if let Some(f) = &federation {
-        println!("credit-gateway federation listening on https://{}", f.addr);
+    if let Some(addr) = node.federation {
+        println!("credit-gateway federation listening on https://{addr}");
     }
-    println!("credit-gateway listening on http://{addr}");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let stopped_signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    // Forwarding starts with the federation identity: records flow to the parent, events to
-    // the children, and public records to the publication sink.
-    let relay = match &federation {
-        Some(f) if config.relay.enabled => {
-            Some(credit_gateway::relay::Relay::start(f.node().clone(), config.relay.clone()))
-        }
-        _ => None,
-    };
-    // 前置库 collectors, inbox watchers and service pullers.
-    let collectors = credit_gateway::adapters::start_ingest(&gateway, &adapters, &config.data_dir, &stopped);
-    let federation_task = federation.map(|f| tokio::spawn(f.serve(stopped_signal(stopped.clone()))));
-    let expiries = tokio::spawn(credit_gateway::jobs::expiry::run_loop(Arc::clone(&gateway)));
-    let sampler = tokio::spawn(credit_gateway::dashboard::sample_loop(Arc::clone(&gateway)));
-    let tracker =
-        tokio::spawn(credit_gateway::sla::track_loop(Arc::clone(&gateway), std::time::Duration::from_secs(10)));
-    let alerts = credit_gateway::alerts::Alerter::new(Arc::clone(&gateway), &config.alerts, &config.data_dir)?
-        .map(|a| tokio::spawn(a.run(stopped_signal(stopped.clone()))));
-    let api = server::run(listener, gateway, stopped_signal(stopped));
-    let signal = async {
-        shutdown_signal().await;
-        // Senders stop before the store closes; stopping mid-delivery is safe (resent later).
-        if let Some(relay) = relay {
-            relay.stop().await;
-        }
-        let _ = stop.send(true);
-    };
-    let (result, ()) = tokio::join!(api, signal);
-    expiries.abort();
-    sampler.abort();
-    tracker.abort();
-    if let Some(task) = alerts {
-        let _ = task.await;
-    }
-    for c in collectors {
-        let _ = c.await;
-    }
-    if let Some(task) = federation_task {
-        task.await??;
-    }
-    result
+    println!("credit-gateway listening on http://{}", node.api);
+    node.stopped().await
 }
 
 async fn shutdown_signal() {
@@ -632,7 +567,6 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { () = ctrl_c => {}, () = term => {} }
-    tracing::info!("shutting down");
 }
 
 fn init_logging(format: LogFormat) {

@@ -11,7 +11,7 @@ use gateway_core::reporting::Period;
 use gateway_store::{MonthCounts, StoreError};
 use serde::Serialize;
 
-use crate::ingest::Gateway;
+use crate::config::ReportingConfig;
 
 /// A rejection rule and how often it struck.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -59,12 +59,16 @@ pub struct QualityView {
 }
 
 /// The quality of `period` for every department that submitted or is registered.
-pub async fn view(gw: &Gateway, period: Period) -> Result<QualityView, StoreError> {
+pub async fn view(
+    store: &gateway_store::Store,
+    cfg: &ReportingConfig,
+    period: Period,
+) -> Result<QualityView, StoreError> {
     let period = period.to_string();
-    let month = gw.store.quality_month(&period).await?;
-    let target = gw.reporting.quality_target;
+    let month = store.quality_month(&period).await?;
+    let target = cfg.quality_target;
     let registered: BTreeMap<String, &str> =
-        gw.reporting.departments.iter().map(|d| (normalize_code(&d.uscc), d.name.as_str())).collect();
+        cfg.departments.iter().map(|d| (normalize_code(&d.uscc), d.name.as_str())).collect();
     let mut counts: BTreeMap<String, MonthCounts> = month.departments;
     for (uscc, name) in &registered {
         let c = counts.entry(uscc.clone()).or_default();

@@ -12,7 +12,8 @@ use gateway_store::{RecordQuery, StoreError};
 use serde::Serialize;
 use time::Date;
 
-use crate::ingest::Gateway;
+use crate::config::ReportingConfig;
+use crate::ingest::Ingest;
 
 /// One department's report for the period.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -48,11 +49,15 @@ pub struct ReportingView {
 }
 
 /// The reporting status of `period` as of `today`.
-pub async fn view(gw: &Gateway, period: Period, today: Date) -> Result<ReportingView, StoreError> {
-    let cfg = &gw.reporting;
+pub async fn view(
+    ingest: &Ingest,
+    cfg: &ReportingConfig,
+    period: Period,
+    today: Date,
+) -> Result<ReportingView, StoreError> {
     let rule = ReportingRule { due_day: cfg.due_day, roll_to_working_day: cfg.roll_to_working_day };
-    let due = due_date(&gw.calendar, period, rule).ok();
-    let submitted = submissions(gw, &period.to_string()).await?;
+    let due = due_date(&ingest.calendar, period, rule).ok();
+    let submitted = submissions(&ingest.store, &period.to_string()).await?;
     let mut departments: Vec<DepartmentReport> = cfg
         .departments
         .iter()
@@ -87,13 +92,13 @@ struct Submission {
     record_id: String,
 }
 
-async fn submissions(gw: &Gateway, period: &str) -> Result<BTreeMap<String, Submission>, StoreError> {
+async fn submissions(store: &gateway_store::Store, period: &str) -> Result<BTreeMap<String, Submission>, StoreError> {
     let mut out: BTreeMap<String, Submission> = BTreeMap::new();
     let mut after = 0;
     loop {
         let query =
             RecordQuery { record_type: Some(RecordType::MonthlyReport), after, limit: 1000, ..Default::default() };
-        let rows = gw.store.query(&query).await?;
+        let rows = store.query(&query).await?;
         let Some(last) = rows.last() else { break };
         after = last.seq;
         for r in rows {

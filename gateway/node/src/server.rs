@@ -1,16 +1,31 @@
-//! Starting a node: open the store, load calendars, bind, serve until shut down.
+//! Starting a node: the one way `serve`, `demo`, the benchmarks and the tests bring a node up.
+//!
+//! [`start`] makes each layer's state once, in this order, and never fills anything in later:
+//! the push path (calendar, validator, store) → the federation identity (registry verified
+//! against the anchor, signing key, mutual-TLS client, partner agreements) → the adapters
+//! (verified against that registry) → the relay's routes → SLA tracking → the application
+//! state. Then it binds both listeners and starts every task: the API, the federation
+//! endpoint and its registry refresh, the relay's senders, the adapters' collectors, the
+//! publicity-expiry job, the SLA tracker, the dashboard's sampler and the alerts.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use gateway_core::calendar::{WorkingCalendar, YearCalendar};
+use gateway_core::interchange::registry::{Freshness, Registry, RootKey};
 use gateway_core::record::{RecordValidator, ValidationPolicy};
 use gateway_store::Store;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::ingest::Gateway;
+use crate::app::App;
+use crate::config::{Config, FederationConfig};
+use crate::evaluations::Partners;
+use crate::ingest::Ingest;
+use crate::interchange::{Identity, Node};
+use crate::relay::{Relay, RelayState, Routes, StatusBoard};
+use crate::sla::Sla;
 
 /// Loads the built-in calendars, then every `*.toml` in `dir` (an operator adds a year by
 /// dropping a file there; a file for a built-in year replaces it).
@@ -50,91 +65,26 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     }
 }
 
-/// Builds the shared gateway state from a configuration.
-pub async fn build_gateway(config: &Config) -> anyhow::Result<Arc<Gateway>> {
+/// The push path of `config`: its calendar (built-in years and the operator's files), its
+/// validator and its store.
+pub async fn open_ingest(config: &Config) -> anyhow::Result<Arc<Ingest>> {
     let calendar = load_calendar(&config.calendar_dir())?;
     let validator =
         RecordValidator::new(&ValidationPolicy { uscc_allow_list: config.validation.uscc_allow_list.clone() })?;
     let store = open_store(config).await?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let dashboard = crate::dashboard::Access::load(&config.dashboard.operators, &config.data_dir)?;
-    Ok(Arc::new(Gateway {
+    Ok(Arc::new(Ingest {
         member_id: config.member_id.clone(),
         validator,
         calendar,
-        store,
+        store: Arc::new(store),
         limits: config.limits.clone(),
-        federation: std::sync::OnceLock::new(),
-        relay_status: crate::relay::StatusBoard::default(),
-        pull_acks: tokio::sync::Notify::new(),
-        adapters: std::sync::OnceLock::new(),
-        imports: crate::adapters::imports::Imports::new(config.data_dir.join("imports")),
-        reporting: config.reporting.clone(),
-        dashboard,
-        queue_history: crate::dashboard::History::default(),
-        sla_background: crate::sla::Background::default(),
-        evaluations: std::sync::OnceLock::new(),
-        evaluation_settings: config.evaluations.clone(),
     }))
-}
-
-/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn run(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let app = crate::api::router(Arc::clone(&gateway));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-    gateway.store.close().await;
-    Ok(())
-}
-
-/// A bound, ready federation endpoint.
-pub struct FederationEndpoint {
-    pub addr: std::net::SocketAddr,
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    node: crate::interchange::Node,
-    refresh_every: std::time::Duration,
-}
-
-impl std::fmt::Debug for FederationEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FederationEndpoint({})", self.addr)
-    }
-}
-
-impl FederationEndpoint {
-    /// The node this endpoint serves (shares its registry).
-    pub fn node(&self) -> &crate::interchange::Node {
-        &self.node
-    }
-
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let registry = Arc::clone(&self.node.registry);
-        let refresh = tokio::spawn(crate::federation::refresh_loop(
-            self.node.clone(),
-            self.refresh_every,
-            std::future::pending(),
-        ));
-        let app = crate::federation::router(self.node);
-        let served = crate::tls::serve(self.listener, self.tls, registry, app, shutdown).await;
-        refresh.abort();
-        served
-    }
 }
 
 /// Loads the federation identity of `member_id`: the registry (verified against the anchor;
 /// refused if bad, warned about in its grace period), the signing key, and the mutual-TLS
 /// client it calls peers with.
-pub fn federation_node(
-    member_id: &str,
-    fed: &crate::config::FederationConfig,
-    gateway: Arc<Gateway>,
-) -> anyhow::Result<crate::interchange::Node> {
-    use gateway_core::interchange::registry::{Freshness, Registry, RootKey};
+pub fn load_identity(member_id: &str, fed: &FederationConfig) -> anyhow::Result<Identity> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let jws: gateway_core::jws::Jws = serde_json::from_slice(&read(&fed.registry)?).context("registry file")?;
     let anchor: Vec<RootKey> = serde_json::from_slice(&read(&fed.anchor)?).context("anchor file")?;
@@ -148,54 +98,204 @@ pub fn federation_node(
         anyhow::bail!("member {member_id} is not in the registry");
     }
     let (key, kid) = crate::pki::SigningKeyFile::load(&fed.signing_key)?;
-    let signer = Arc::new(crate::interchange::Signer { key, kid });
     let files = crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key };
     let client = reqwest::Client::builder().tls_backend_preconfigured(crate::tls::client_config(&files)?).build()?;
-    let agreements = crate::evaluations::load_agreements(member_id, &fed.agreements, &registry)?;
-    let registry = Arc::new(std::sync::RwLock::new(registry));
-    let settings = &gateway.evaluation_settings;
-    let _ = gateway.evaluations.set(Arc::new(crate::evaluations::Partners {
+    Ok(Identity {
         member_id: member_id.to_owned(),
-        agreements,
-        registry: Arc::clone(&registry),
-        signer: Arc::clone(&signer),
-        client: client.clone(),
-        peers: Arc::new(fed.peers.clone()),
-        cache_ttl: time::Duration::seconds(i64::try_from(settings.cache_ttl_secs).unwrap_or(i64::MAX)),
-        timeout: std::time::Duration::from_secs(settings.timeout_secs.max(1)),
-        verified: std::sync::Mutex::new(None),
-    }));
-    // The first federation identity of a gateway is the one its metrics report.
-    let certificate_expires = certificate_expiry(&fed.cert);
-    let _ = gateway.federation.set(crate::ingest::FederationView {
-        registry: Arc::clone(&registry),
-        grace,
-        certificate_expires,
-    });
-    Ok(crate::interchange::Node {
-        gateway,
-        registry,
-        signer,
+        registry: Arc::new(std::sync::RwLock::new(registry)),
+        signer: Arc::new(crate::interchange::Signer { key, kid }),
         registry_grace: grace,
         client,
         peers: Arc::new(fed.peers.clone()),
+        certificate_expires: certificate_expiry(&fed.cert),
     })
 }
 
-/// Loads the federation identity and TLS configuration and binds the federation port.
-pub async fn bind_federation(
+/// Evaluation recognition under `identity`: the partner agreements the node holds (checked
+/// against the registry) and the `[evaluations]` settings.
+pub fn load_partners(
     config: &Config,
-    fed: &crate::config::FederationConfig,
-    gateway: Arc<Gateway>,
-) -> anyhow::Result<FederationEndpoint> {
-    let node = federation_node(&config.member_id, fed, gateway)?;
-    let files = crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key };
-    let tls = crate::tls::server_config(&files)?;
-    let refresh_every = std::time::Duration::from_secs(fed.registry_refresh_secs.max(1));
-    let listener = TcpListener::bind(fed.listen).await.with_context(|| format!("binding {}", fed.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "federation endpoint (mTLS) ready");
-    Ok(FederationEndpoint { addr, listener, tls, node, refresh_every })
+    fed: &FederationConfig,
+    identity: &Identity,
+    store: Arc<Store>,
+) -> anyhow::Result<Partners> {
+    let registry = identity.registry_now().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let agreements = crate::evaluations::load_agreements(&identity.member_id, &fed.agreements, &registry)?;
+    let settings = &config.evaluations;
+    Ok(Partners {
+        identity: identity.clone(),
+        store,
+        agreements,
+        cache_ttl: time::Duration::seconds(i64::try_from(settings.cache_ttl_secs).unwrap_or(i64::MAX)),
+        timeout: std::time::Duration::from_secs(settings.timeout_secs.max(1)),
+        verified: std::sync::Mutex::new(None),
+    })
+}
+
+/// The interchange side of a node on its own, without listeners or tasks: for one-off
+/// commands (`evidence export`) that read the store and may ask peers.
+pub async fn open_node(config: &Config, fed: &FederationConfig) -> anyhow::Result<Node> {
+    let ingest = open_ingest(config).await?;
+    let identity = load_identity(&config.member_id, fed)?;
+    Ok(Node { identity, ingest, pull_acks: Arc::new(tokio::sync::Notify::new()) })
+}
+
+/// A node started by [`start`]. It runs until the `shutdown` given to [`start`] resolves;
+/// [`Running::stopped`] then waits until every task has stopped and the store is closed.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the API listens.
+    pub api: std::net::SocketAddr,
+    /// Where the federation endpoint (mutual TLS) listens, when the node has one.
+    pub federation: Option<std::net::SocketAddr>,
+    /// The node's state, for the demo, benchmarks and tests to look into.
+    pub app: App,
+    supervisor: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Waits until the node has stopped (after `shutdown`), and says how its API ended.
+    pub async fn stopped(self) -> anyhow::Result<()> {
+        self.supervisor.await.context("the node's supervisor task failed")?
+    }
+}
+
+/// Starts a node of `config`: makes its state in order, binds its listeners, starts every
+/// task, and returns once it serves. It stops when `shutdown` resolves: the relay's senders
+/// first (stopping mid-delivery is safe, the rest is resent), then the listeners drain, the
+/// background tasks end and the store closes.
+pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Running> {
+    let ingest = open_ingest(&config).await?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let identity = match &config.federation {
+        Some(fed) => Some(load_identity(&config.member_id, fed)?),
+        None => None,
+    };
+    let registry = identity.as_ref().map(Identity::registry_now).transpose().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Adapters are verified against the registry in force: no registry, no adapters.
+    let adapters: Arc<[Arc<crate::adapters::Loaded>]> = match (&registry, config.adapters.is_empty()) {
+        (_, true) => Arc::from(Vec::new()),
+        (Some(registry), false) => crate::adapters::load_all(&config.adapters, registry, &config.member_id)?.into(),
+        (None, false) => anyhow::bail!(
+            "[[adapters]] needs the federation registry to verify their signed manifests; configure [federation] or --member"
+        ),
+    };
+    let routes = Arc::new(Routes::new(&config.member_id, registry.as_ref(), &adapters, &config.relay));
+    let relay_state = RelayState { routes: Arc::clone(&routes), status: StatusBoard::default() };
+    let sla = Arc::new(Sla::new(Arc::clone(&ingest), routes, identity.clone()));
+    let node = identity.map(|identity| Node {
+        identity,
+        ingest: Arc::clone(&ingest),
+        pull_acks: Arc::new(tokio::sync::Notify::new()),
+    });
+    let partners = match (&node, &config.federation) {
+        (Some(node), Some(fed)) => {
+            Some(Arc::new(load_partners(&config, fed, &node.identity, Arc::clone(&ingest.store))?))
+        }
+        _ => None,
+    };
+    let board = Arc::new(crate::dashboard::Board {
+        access: crate::dashboard::Access::load(&config.dashboard.operators, &config.data_dir)?,
+        history: crate::dashboard::History::default(),
+    });
+    let app = App {
+        ingest: Arc::clone(&ingest),
+        relay: relay_state,
+        sla: Arc::clone(&sla),
+        reporting: Arc::new(config.reporting.clone()),
+        imports: Arc::new(crate::adapters::imports::Imports::new(config.data_dir.join("imports"))),
+        adapters: Arc::clone(&adapters),
+        dashboard: Arc::clone(&board),
+        federation: node.clone(),
+        evaluations: partners.clone(),
+    };
+
+    // Both listeners are bound before any task starts: a port in use fails the start.
+    let api_listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let api = api_listener.local_addr()?;
+    let federation = match (&node, &partners, &config.federation) {
+        (Some(node), Some(partners), Some(fed)) => {
+            let files = crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key };
+            let tls = crate::tls::server_config(&files)?;
+            let listener = TcpListener::bind(fed.listen).await.with_context(|| format!("binding {}", fed.listen))?;
+            let addr = listener.local_addr()?;
+            let refresh_every = std::time::Duration::from_secs(fed.registry_refresh_secs.max(1));
+            let endpoint = crate::federation::Federation { node: node.clone(), partners: Arc::clone(partners) };
+            Some((addr, listener, tls, endpoint, refresh_every))
+        }
+        _ => None,
+    };
+    tracing::info!(%api, member_id = %config.member_id, data_dir = %config.data_dir.display(), "credit-gateway listening");
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let when_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    // Forwarding starts with the federation identity: records flow to the parent, events to
+    // the children, public records to the publication sink and the platforms' adapters.
+    let relay = match &node {
+        Some(node) if config.relay.enabled => Some(Relay::start(node.clone(), &app.relay, config.relay.clone())),
+        _ => None,
+    };
+    let federation_addr = federation.as_ref().map(|f| f.0);
+    let federation_task = federation.map(|(addr, listener, tls, endpoint, refresh_every)| {
+        tracing::info!(%addr, "federation endpoint (mutual TLS) ready");
+        let refresh = tokio::spawn(crate::federation::refresh_loop(
+            endpoint.node.clone(),
+            refresh_every,
+            when_stopped(stopped.clone()),
+        ));
+        let registry = Arc::clone(&endpoint.node.identity.registry);
+        let router = crate::federation::router(endpoint);
+        let served = tokio::spawn(crate::tls::serve(listener, tls, registry, router, when_stopped(stopped.clone())));
+        (served, refresh)
+    });
+    // 前置库 collectors, inbox watchers and service pullers.
+    let collectors = crate::adapters::start_ingest(&ingest, &adapters, &config.data_dir, &stopped);
+    // Background jobs that hold nothing across a stop: aborted when the node stops.
+    let mut background = vec![
+        tokio::spawn(crate::jobs::expiry::run_loop(Arc::clone(&ingest))),
+        tokio::spawn(crate::dashboard::sample_loop(Arc::clone(&board), Arc::clone(&ingest))),
+    ];
+    if config.sla.tracking_interval_secs > 0 {
+        let every = std::time::Duration::from_secs(config.sla.tracking_interval_secs);
+        background.push(tokio::spawn(crate::sla::track_loop(Arc::clone(&sla), every)));
+    }
+    let alerts = crate::alerts::Alerter::new(app.clone(), &config.alerts, &config.data_dir)?
+        .map(|a| tokio::spawn(a.run(when_stopped(stopped.clone()))));
+    let api_task = tokio::spawn({
+        let router = crate::api::router(app.clone());
+        let stopping = when_stopped(stopped.clone());
+        async move { axum::serve(api_listener, router).with_graceful_shutdown(stopping).await }
+    });
+
+    let supervisor = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        // Senders stop before the store closes; stopping mid-delivery is safe (resent later).
+        if let Some(relay) = relay {
+            relay.stop().await;
+        }
+        let _ = stop.send(true);
+        let served = api_task.await.context("the API task failed")?;
+        for task in background {
+            task.abort();
+        }
+        if let Some(task) = alerts {
+            let _ = task.await;
+        }
+        for c in collectors {
+            let _ = c.await;
+        }
+        if let Some((served, refresh)) = federation_task {
+            let _ = refresh.await;
+            served.await.context("the federation task failed")??;
+        }
+        ingest.store.close().await;
+        served.context("the API server failed")
+    });
+    Ok(Running { api, federation: federation_addr, app, supervisor })
 }
 
 /// The `notAfter` of the first certificate in a PEM file (`None` if it cannot be read: the TLS

@@ -8,6 +8,7 @@
 //! see [`Background`]), then reads a deadline range of the tracking index.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use gateway_core::date::parse_date;
 use gateway_core::sla::{SlaPolicy, SlaState, state, working_days_between};
@@ -16,7 +17,9 @@ use gateway_store::sla::{SlaRows, SlaScope, SlaWindow};
 use serde::Serialize;
 use time::Date;
 
-use crate::ingest::Gateway;
+use crate::ingest::Ingest;
+use crate::interchange::Identity;
+use crate::relay::{Destination, Link, PUBLICATION, Routes};
 
 /// One record's SLA at the destination.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -95,75 +98,88 @@ impl<'a> SlaQuery<'a> {
     }
 }
 
-/// The destinations whose SLA a node watches: its parent (the hop up), its children (credit
-/// repairs must reach every holder within 3 working days), the publication sink once its sender
-/// runs, and every platform it delivers to through an adapter.
-pub fn destinations(gw: &Gateway) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(f) = gw.federation.get()
-        && let Ok(registry) = f.registry.read()
-    {
-        out.extend(registry.member(&gw.member_id).and_then(|m| m.parent.clone()));
-        out.extend(
-            registry
-                .body
-                .members
-                .iter()
-                .filter(|m| m.parent.as_deref() == Some(&gw.member_id))
-                .map(|m| m.member_id.clone()),
-        );
-    }
-    if gw.relay_status.snapshot().contains_key(crate::relay::PUBLICATION) {
-        out.push(crate::relay::PUBLICATION.to_owned());
-    }
-    // As in the relay's destinations: a 前置库 (database mode) adapter only ingests.
-    for a in gw.adapters.get().into_iter().flatten().filter(|a| {
-        let m = &a.adapter.manifest;
-        m.platform.direction.delivers() && m.transport.mode != gateway_core::adapter::Mode::Database
-    }) {
-        out.push(crate::relay::adapter_destination(a.id()));
-    }
-    out
+/// What SLA views and the background tracker work from: the push path's store and calendar,
+/// the relay's destinations and what each takes, the registry (a child's subtree), and how far
+/// the tracker reaches.
+#[derive(Debug)]
+pub struct Sla {
+    pub ingest: Arc<Ingest>,
+    pub routes: Arc<Routes>,
+    /// The federation identity, when the node has one.
+    pub identity: Option<Identity>,
+    pub background: Background,
 }
 
-/// What `destination` takes under the default routes: only public records are published (by
-/// the sink or a platform, of the types its manifest maps); a peer also takes 政务共享 records;
-/// a child only repairs, about records of its subtree, that did not come up from it.
-pub fn scope(gw: &Gateway, destination: &str) -> SlaScope {
-    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    if destination == crate::relay::PUBLICATION {
-        return SlaScope { disclosures: strings(&["public"]), ..SlaScope::default() };
+impl Sla {
+    pub fn new(ingest: Arc<Ingest>, routes: Arc<Routes>, identity: Option<Identity>) -> Self {
+        Self { ingest, routes, identity, background: Background::default() }
     }
-    if let Some(platform) = destination.strip_prefix("adapter:") {
-        let types = gw
-            .adapters
-            .get()
+
+    /// The destinations whose SLA this node watches: every destination of the relay (the
+    /// parent, the children — repairs must reach every holder within 3 working days —, the
+    /// publication sink, and every platform delivered to through an adapter).
+    pub fn destinations(&self) -> Vec<String> {
+        self.routes.destinations().iter().map(|d| d.name.clone()).collect()
+    }
+
+    /// Whether `destination` is one this node watches (views of any other name are refused,
+    /// so that no request makes the node track a destination it never sends to). The
+    /// publication sink is always watched: it is the default view, and a node whose sink is
+    /// not configured shows what it has not published.
+    pub fn watched(&self, destination: &str) -> bool {
+        destination == PUBLICATION || self.routes.get(destination).is_some()
+    }
+
+    /// What `destination` takes, as the relay's routes say: the record types and disclosure
+    /// scopes its rules let through (configured `[[relay.routes]]` first, then the defaults);
+    /// a child only events, about records of its subtree that did not come up from it; the
+    /// parent an event only if its target went there.
+    pub fn scope(&self, destination: &str) -> SlaScope {
+        // A name this node does not send to (the sink when none is configured; the API refuses
+        // other names) is judged as a destination of its kind would be under the rules.
+        let unlisted;
+        let dest = match self.routes.get(destination) {
+            Some(dest) => dest,
+            None => {
+                let link = match destination {
+                    PUBLICATION => Link::Publication,
+                    d if d.starts_with("adapter:") => Link::Adapter,
+                    _ => Link::Parent,
+                };
+                unlisted = Destination::new(destination, link);
+                &unlisted
+            }
+        };
+        let child = dest.link == Link::Child;
+        let takes = self
+            .routes
+            .takes(dest)
             .into_iter()
-            .flatten()
-            .find(|a| a.id() == platform)
-            .map(|a| a.adapter.datasets.iter().map(|d| d.record_type.as_str().to_owned()).collect::<Vec<_>>());
-        return SlaScope { disclosures: strings(&["public"]), types, ..SlaScope::default() };
+            .filter(|(t, _)| !child || t.is_event())
+            .map(|(t, scopes)| (t.as_str().to_owned(), scopes.into_iter().map(str::to_owned).collect()))
+            .collect();
+        let mut scope = SlaScope { takes, ..SlaScope::default() };
+        match dest.link {
+            Link::Parent => scope.sent_targets_only = true,
+            Link::Child => {
+                let registry = self.identity.as_ref().and_then(|i| i.registry.read().ok().map(|r| r.clone()));
+                scope.subtree = Some(
+                    registry
+                        .iter()
+                        .flat_map(|r| {
+                            r.body
+                                .members
+                                .iter()
+                                .filter(|m| r.is_ancestor_or_self(destination, &m.member_id))
+                                .map(|m| m.member_id.clone())
+                        })
+                        .collect(),
+                );
+            }
+            Link::Publication | Link::Adapter => {}
+        }
+        scope
     }
-    let peer = SlaScope { disclosures: strings(&["public", "gov_shared"]), ..SlaScope::default() };
-    let Some(registry) = gw.federation.get().and_then(|f| f.registry.read().ok()) else { return peer };
-    let is_child = registry.member(destination).is_some_and(|m| m.parent.as_deref() == Some(gw.member_id.as_str()));
-    if !is_child {
-        return SlaScope { sent_targets_only: true, ..peer };
-    }
-    let subtree = registry
-        .body
-        .members
-        .iter()
-        .filter(|m| registry.is_ancestor_or_self(destination, &m.member_id))
-        .map(|m| m.member_id.clone())
-        .collect();
-    SlaScope { types: Some(vec!["repair".to_owned()]), subtree: Some(subtree), ..peer }
-}
-
-/// Whether `destination` is one this node watches (views of any other name are refused, so that
-/// no request makes the node track a destination it never sends to).
-pub fn watched(gw: &Gateway, destination: &str) -> bool {
-    destination == crate::relay::PUBLICATION || destinations(gw).iter().any(|d| d == destination)
 }
 
 /// How long the background catch-up leaves a record its destination has not settled untracked.
@@ -189,11 +205,11 @@ pub struct Background {
 impl Background {
     /// How far to track `destination`: what it has settled (its outbox cursor) or what was
     /// stored a grace period ago, whichever is further; `None` (everything) while no tracker runs.
-    pub async fn until(&self, gw: &Gateway, destination: &str) -> Result<Option<i64>, StoreError> {
+    pub async fn until(&self, store: &gateway_store::Store, destination: &str) -> Result<Option<i64>, StoreError> {
         let Some(settled_or) = *self.settled_or.lock().unwrap_or_else(std::sync::PoisonError::into_inner) else {
             return Ok(None);
         };
-        Ok(Some(settled_or.max(gw.store.outbox_position(destination).await?)))
+        Ok(Some(settled_or.max(store.outbox_position(destination).await?)))
     }
 
     /// Records that the tracker now takes each destination to `settled_or` or its cursor.
@@ -203,30 +219,31 @@ impl Background {
 }
 
 /// Brings every watched destination's tracking as far as [`Background::until`] says.
-pub async fn track_all(gw: &Gateway) -> Result<u64, StoreError> {
+pub async fn track_all(sla: &Sla) -> Result<u64, StoreError> {
+    let store = &sla.ingest.store;
     let mut added = 0;
-    for d in destinations(gw) {
-        let until = gw.sla_background.until(gw, &d).await?;
-        added += gw.store.track_sla(&d, &scope(gw, &d), until).await?;
+    for d in sla.destinations() {
+        let until = sla.background.until(store, &d).await?;
+        added += store.track_sla(&d, &sla.scope(&d), until).await?;
     }
     Ok(added)
 }
 
 /// Tracks records every `every` until the process ends: those settled at their destination,
 /// and those stored at least [`UNSETTLED_GRACE`] ago.
-pub async fn track_loop(gw: std::sync::Arc<Gateway>, every: std::time::Duration) {
+pub async fn track_loop(sla: Arc<Sla>, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut grace = GraceCutoff::default();
     loop {
         tick.tick().await;
-        match gw.store.last_seq().await {
+        match sla.ingest.store.last_seq().await {
             // Timed after the read (a tick's own time is when it was due, maybe long before).
             Ok(seq) => grace.observe(tokio::time::Instant::now(), seq),
             Err(e) => tracing::warn!(error = %e, "SLA tracking could not read the store; retrying"),
         }
-        gw.sla_background.set(grace.cutoff);
-        if let Err(e) = track_all(&gw).await {
+        sla.background.set(grace.cutoff);
+        if let Err(e) = track_all(&sla).await {
             tracing::warn!(error = %e, "SLA tracking failed; retrying");
         }
     }
@@ -253,15 +270,16 @@ impl GraceCutoff {
 }
 
 /// The SLA of records due from `since` to the at-risk horizon at the destination, as of `today`.
-pub async fn view(gw: &Gateway, q: &SlaQuery<'_>) -> Result<SlaView, StoreError> {
+pub async fn view(sla: &Sla, q: &SlaQuery<'_>) -> Result<SlaView, StoreError> {
+    let (store, calendar) = (&sla.ingest.store, &sla.ingest.calendar);
     use gateway_core::date::format_date;
     let today = q.today;
-    let horizon = format_date(horizon(gw, today, q.policy));
+    let horizon = format_date(horizon(calendar, today, q.policy));
     let since = q.since.unwrap_or(today - time::Duration::days(LOOKBACK_DAYS));
     let since_text = format_date(since);
     let today_text = format_date(today);
-    let until = if q.scheduled { gw.sla_background.until(gw, q.destination).await? } else { None };
-    gw.store.track_sla(q.destination, &scope(gw, q.destination), until).await?;
+    let until = if q.scheduled { sla.background.until(store, q.destination).await? } else { None };
+    store.track_sla(q.destination, &sla.scope(q.destination), until).await?;
     let window = SlaWindow {
         destination: q.destination,
         since: &since_text,
@@ -269,7 +287,7 @@ pub async fn view(gw: &Gateway, q: &SlaQuery<'_>) -> Result<SlaView, StoreError>
         department: q.department,
         record_type: q.record_type,
     };
-    let c = gw.store.sla_counts(&window, &today_text).await?;
+    let c = store.sla_counts(&window, &today_text).await?;
     let counts = BTreeMap::from([
         ("on_time".to_owned(), c.on_time),
         ("at_risk".to_owned(), c.at_risk),
@@ -281,12 +299,12 @@ pub async fn view(gw: &Gateway, q: &SlaQuery<'_>) -> Result<SlaView, StoreError>
         (_, true) => SlaRows::Problems,
         _ => SlaRows::All,
     };
-    let rows = gw.store.sla_rows(&window, rows, q.newest_first, q.limit).await?;
+    let rows = store.sla_rows(&window, rows, q.newest_first, q.limit).await?;
     let mut records = Vec::new();
     for r in rows {
         let Some(deadline) = parse_date(&r.deadline) else { continue };
         let published_on = r.published_at.as_deref().and_then(gateway_core::date::china_date_of);
-        let s = state(&gw.calendar, Ok(deadline), published_on, today, q.policy);
+        let s = state(calendar, Ok(deadline), published_on, today, q.policy);
         let problem = matches!(s, SlaState::AtRisk | SlaState::Breached);
         if q.only.is_none_or(|o| o == s) && (problem || !q.problems) {
             records.push(SlaRecord {
@@ -313,11 +331,11 @@ pub async fn view(gw: &Gateway, q: &SlaQuery<'_>) -> Result<SlaView, StoreError>
 
 /// The last day whose deadline is at risk today: a record due later still has more than the
 /// margin of working days left. Past the loaded calendar, the last known day.
-fn horizon(gw: &Gateway, today: Date, policy: SlaPolicy) -> Date {
+fn horizon(calendar: &gateway_core::calendar::WorkingCalendar, today: Date, policy: SlaPolicy) -> Date {
     let mut day = today;
     for _ in 0..60 {
         let Some(next) = day.next_day() else { break };
-        match working_days_between(&gw.calendar, today, next) {
+        match working_days_between(calendar, today, next) {
             Ok(n) if n <= policy.at_risk_working_days => day = next,
             _ => break,
         }

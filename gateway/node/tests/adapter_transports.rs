@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use credit_gateway::adapters::{AdapterBinding, Loaded, deliver, files, load_all, service};
-use credit_gateway::ingest::Gateway;
+use credit_gateway::ingest::Ingest;
 use gateway_core::canonical::Sha256Digest;
 use gateway_core::crypto::Alg;
 use serde_json::{Value, json};
@@ -24,15 +24,15 @@ fn samples(id: &str, dataset: &str, side: &str) -> Vec<Value> {
 
 /// A node's gateway with `binding` loaded and verified against a fresh dev registry (the PKI
 /// lives in the returned directory).
-async fn node(root: &Path, member: &str, binding: AdapterBinding) -> (tempfile::TempDir, Arc<Gateway>, Arc<Loaded>) {
+async fn node(root: &Path, member: &str, binding: AdapterBinding) -> (tempfile::TempDir, Arc<Ingest>, Arc<Loaded>) {
     let (pki_dir, pki_keep) = testkit::demo_pki(Alg::EdDsa);
     let (_, node) = testkit::start_federation_node(&pki_keep, member, &root.join(member)).await;
     let id = binding.manifest.parent().and_then(|p| p.file_name()).expect("id").to_string_lossy().into_owned();
     let binding =
         AdapterBinding { signature: Some(credit_gateway::pki::adapter_signature_file(&pki_keep, &id)), ..binding };
-    let registry = node.registry.read().expect("registry").clone();
+    let registry = node.identity.registry.read().expect("registry").clone();
     let loaded = load_all(&[binding], &registry, member).expect("adapter loads");
-    (pki_dir, Arc::clone(&node.gateway), Arc::clone(&loaded[0]))
+    (pki_dir, Arc::clone(&node.ingest), Arc::clone(&loaded[0]))
 }
 
 fn binding(id: &str) -> AdapterBinding {

@@ -1,17 +1,15 @@
 //! The push API through the real router (no socket): per-record outcomes, bad input, limits.
 
-use std::sync::Arc;
-
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
+use credit_gateway::app::App;
 use credit_gateway::bench::synthetic_records;
 use credit_gateway::config::{Config, Limits};
-use credit_gateway::ingest::Gateway;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-async fn call(gw: &Arc<Gateway>, req: Request<Body>) -> (StatusCode, Value) {
-    let resp = credit_gateway::api::router(Arc::clone(gw)).oneshot(req).await.expect("infallible");
+async fn call(gw: &App, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = credit_gateway::api::router(gw.clone()).oneshot(req).await.expect("infallible");
     let status = resp.status();
     let bytes = to_bytes(resp.into_body(), usize::MAX).await.expect("body");
     (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())))
@@ -92,7 +90,7 @@ async fn a_batch_with_bad_records_keeps_the_good_ones() {
         (answer["received"].as_u64(), answer["accepted"].as_u64(), answer["rejected"].as_u64()),
         (Some(1000), Some(990), Some(10))
     );
-    assert_eq!(gw.store.count().await.expect("count"), 990);
+    assert_eq!(gw.ingest.store.count().await.expect("count"), 990);
     let outcomes = answer["outcomes"].as_array().expect("outcomes");
     for (i, o) in outcomes.iter().enumerate() {
         assert_eq!(o["index"], i);
@@ -128,7 +126,7 @@ async fn a_batch_with_bad_records_keeps_the_good_ones() {
             assert_eq!((&b["status"], &b["record_id"]), (&json!("duplicate"), &a["record_id"]));
         }
     }
-    assert_eq!(gw.store.count().await.expect("count"), 990);
+    assert_eq!(gw.ingest.store.count().await.expect("count"), 990);
 }
 
 #[tokio::test]
@@ -191,11 +189,10 @@ async fn identity_numbers_are_masked_in_answers() {
 async fn bad_requests_get_documented_4xx_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config {
-        data_dir: dir.path().to_owned(),
         limits: Limits { max_batch_records: 3, max_body_bytes: 4096, ..Limits::default() },
-        ..Config::default()
+        ..testkit::config(dir.path())
     };
-    let gw = credit_gateway::server::build_gateway(&config).await.expect("gateway");
+    let gw = testkit::start(config).await.app;
     let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
         (push("[{\"a\":"), StatusCode::BAD_REQUEST, "malformed_json"),
         (push("{\"record_type\":\"admin_license\"}"), StatusCode::BAD_REQUEST, "not_an_array"),
@@ -300,7 +297,7 @@ async fn health_readiness_and_openapi() {
         (status, body["error"]["code"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("federation_not_configured"))
     );
-    let resp = credit_gateway::api::router(Arc::clone(&gw)).oneshot(get("/api/v1/docs")).await.expect("docs");
+    let resp = credit_gateway::api::router(gw.clone()).oneshot(get("/api/v1/docs")).await.expect("docs");
     let html = String::from_utf8(to_bytes(resp.into_body(), usize::MAX).await.expect("body").to_vec()).expect("utf-8");
     assert!(html.contains("/api/v1/openapi.json") && !html.contains("https://"), "docs page must be self-contained");
 }

@@ -17,9 +17,9 @@ const CITY: &str = "cn-370300";
 
 async fn own_records(node: &credit_gateway::interchange::Node, n: usize, seed: u64) -> Vec<StoredRecord> {
     let body = serde_json::to_vec(&synthetic_records(n, seed)).expect("json");
-    let answer = node.gateway.push(body.into(), OffsetDateTime::now_utc()).await.expect("push");
+    let answer = node.ingest.push(body.into(), OffsetDateTime::now_utc()).await.expect("push");
     assert_eq!(answer.accepted, n);
-    testkit::all_records(&node.gateway.store, 5_000).await
+    testkit::all_records(&node.ingest.store, 5_000).await
 }
 
 async fn run(alg: Alg) {
@@ -33,18 +33,18 @@ async fn run(alg: Alg) {
     let receipt = district.send(CITY, &url, &records, OffsetDateTime::now_utc()).await.expect("sent, receipt verified");
     assert_eq!(receipt.outcomes.len(), 1000);
     assert!(receipt.outcomes.iter().all(|o| o.status == "accepted"), "{:?}", &receipt.outcomes[..2]);
-    assert_eq!(city.gateway.store.count().await.expect("count"), 1000);
+    assert_eq!(city.ingest.store.count().await.expect("count"), 1000);
     let digest = gateway_core::canonical::Sha256Digest::from_hex(&receipt.envelope_digest).expect("digest");
-    assert!(district.gateway.store.receipt_of(&digest).await.expect("query").is_some(), "sender stored the receipt");
+    assert!(district.ingest.store.receipt_of(&digest).await.expect("query").is_some(), "sender stored the receipt");
     // The city keeps the origin's identity of each record.
     let first = &records[0];
-    let at_city = city.gateway.store.versions(first.record_id).await.expect("read");
+    let at_city = city.ingest.store.versions(first.record_id).await.expect("read");
     assert_eq!((at_city[0].origin.as_str(), at_city[0].content_hash.as_str()), (DISTRICT, first.content_hash.as_str()));
 
     // The same records in a new envelope: duplicates, nothing stored twice.
     let again = district.send(CITY, &url, &records[..10], OffsetDateTime::now_utc()).await.expect("sent");
     assert!(again.outcomes.iter().all(|o| o.status == "duplicate"));
-    assert_eq!(city.gateway.store.count().await.expect("count"), 1000);
+    assert_eq!(city.ingest.store.count().await.expect("count"), 1000);
 
     let post = |env: &Value| client.post(format!("{url}/federation/v1/envelopes")).json(env).send();
     let items = |records: &[StoredRecord]| -> Vec<Outgoing> {
@@ -87,7 +87,7 @@ async fn run(alg: Alg) {
     let resp = post(&tampered).await.expect("post");
     assert_eq!(resp.status(), 400);
     // (Every record above was already held, so the count never moved.)
-    assert_eq!(city.gateway.store.count().await.expect("count"), 1000);
+    assert_eq!(city.ingest.store.count().await.expect("count"), 1000);
 
     // Signed by a key the registry does not hold for this kid, or by an unregistered kid.
     for kid in [key.1.clone(), format!("{DISTRICT}#rogue")] {
@@ -147,7 +147,7 @@ async fn run(alg: Alg) {
     assert_eq!(body["error"]["code"], "item_refused");
     assert!(body["error"]["message_en"].as_str().is_some_and(|m| m.contains("subtree")), "{body}");
     // None of these changed what the city holds.
-    assert_eq!(city.gateway.store.count().await.expect("count"), 1000);
+    assert_eq!(city.ingest.store.count().await.expect("count"), 1000);
 
     // An origin that did not normalise an identifier (a padded USCC): that item is rejected,
     // its neighbour accepted. (The receiver cannot normalise it: the signed hash would break.)
@@ -172,7 +172,7 @@ async fn run(alg: Alg) {
     assert_eq!(body["outcomes"][0]["status"], "rejected");
     assert_eq!(body["outcomes"][0]["errors"][0]["rule"], "item.not_normalised");
     assert_eq!(body["outcomes"][1]["status"], "accepted");
-    assert_eq!(city.gateway.store.count().await.expect("count"), 1001);
+    assert_eq!(city.ingest.store.count().await.expect("count"), 1001);
 
     // Held and new records in one envelope: the first try to insert them all is undone, then
     // each is judged; the new ones are stored once, after what was there, in envelope order.
@@ -182,7 +182,7 @@ async fn run(alg: Alg) {
     let answer = district.send(CITY, &url, &mixed, OffsetDateTime::now_utc()).await.expect("sent");
     let statuses: Vec<&str> = answer.outcomes.iter().map(|o| o.status.as_str()).collect();
     assert_eq!(statuses, [["duplicate"; 5], ["accepted"; 5]].concat());
-    let at_city = testkit::all_records(&city.gateway.store, 5_000).await;
+    let at_city = testkit::all_records(&city.ingest.store, 5_000).await;
     assert_eq!(at_city.len(), 1006);
     let last: Vec<_> = at_city[1001..].iter().map(|r| r.record_id).collect();
     assert_eq!(last, new.iter().map(|r| r.record_id).collect::<Vec<_>>());

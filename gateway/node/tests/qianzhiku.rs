@@ -257,7 +257,7 @@ async fn small_collection(url: &str) {
         database_url: Some(url.to_owned()),
         poll_interval_ms: 50,
     };
-    let registry = node.registry.read().expect("registry").clone();
+    let registry = node.identity.registry.read().expect("registry").clone();
     let loaded = credit_gateway::adapters::load_all(&[binding], &registry, MEMBER).expect("loads");
     let ds = loaded[0].adapter.dataset("CF").expect("CF");
     let q = |name: &str| if mysql { format!("`{name}`") } else { format!("\"{name}\"") };
@@ -300,7 +300,7 @@ async fn small_collection(url: &str) {
     let collector = credit_gateway::adapters::database::Collector::connect(&loaded[0]).await.expect("connect");
     let mut collected = 0;
     loop {
-        let n = collector.round(&node.gateway).await.expect("round");
+        let n = collector.round(&node.ingest).await.expect("round");
         if n == 0 {
             break;
         }
@@ -310,5 +310,5 @@ async fn small_collection(url: &str) {
     let sql = format!("SELECT COUNT(*) FROM {} WHERE {} = 'accepted'", q("GW_FEEDBACK"), q("STATUS"));
     let fed: i64 = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await.expect("count").get(0);
     assert_eq!(fed, rows.len() as i64);
-    assert_eq!(node.gateway.store.count().await.expect("count"), rows.len() as i64);
+    assert_eq!(node.ingest.store.count().await.expect("count"), rows.len() as i64);
 }

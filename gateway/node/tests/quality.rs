@@ -3,17 +3,17 @@
 //! (the workbook is read back with calamine, as a spreadsheet program would).
 
 use std::io::Cursor;
-use std::sync::Arc;
 
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
 use calamine::{Reader, Xlsx};
+use credit_gateway::app::App;
 use credit_gateway::bench::synthetic_records;
 use serde_json::Value;
 use tower::ServiceExt;
 
-async fn call(gw: &Arc<credit_gateway::ingest::Gateway>, req: Request<Body>) -> (StatusCode, String, Vec<u8>) {
-    let resp = credit_gateway::api::router(Arc::clone(gw)).oneshot(req).await.expect("infallible");
+async fn call(gw: &App, req: Request<Body>) -> (StatusCode, String, Vec<u8>) {
+    let resp = credit_gateway::api::router(gw.clone()).oneshot(req).await.expect("infallible");
     let status = resp.status();
     let kind = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     (status, kind, to_bytes(resp.into_body(), usize::MAX).await.expect("body").to_vec())

@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 
 /// A registry like the held one, with another version and expiry, signed by `key`.
 fn variant(node: &Node, version: u64, expires_at: OffsetDateTime, key: &SigningKey, kid: &str) -> Jws {
-    let mut body: RegistryBody = node.registry.read().expect("lock").body.clone();
+    let mut body: RegistryBody = node.identity.registry.read().expect("lock").body.clone();
     body.version = version;
     body.expires_at = format_time(expires_at);
     jws::sign(REGISTRY_TYP, kid, &serde_json::to_value(&body).expect("json"), key)
@@ -22,9 +22,9 @@ fn variant(node: &Node, version: u64, expires_at: OffsetDateTime, key: &SigningK
 
 /// Makes `node` serve `jws` (verified as of `at`, as an operator would load it).
 fn serve(node: &Node, jws: &Jws, at: OffsetDateTime) {
-    let roots = node.registry.read().expect("lock").body.roots.clone();
+    let roots = node.identity.registry.read().expect("lock").body.roots.clone();
     let (registry, _) = Registry::verify(jws, &roots, None, at, Duration::days(7)).expect("valid when loaded");
-    *node.registry.write().expect("lock") = registry;
+    *node.identity.registry.write().expect("lock") = registry;
 }
 
 fn root(pki_dir: &Path) -> (SigningKey, String) {
@@ -42,12 +42,12 @@ async fn refresh_adopts_newer_and_refuses_the_rest() {
     let url = format!("https://localhost:{city_port}");
     let client = testkit::federation_client(&pki_dir, "cn-370306");
     let now = OffsetDateTime::now_utc();
-    let version = |n: &Node| n.registry.read().expect("lock").body.version;
+    let version = |n: &Node| n.identity.registry.read().expect("lock").body.version;
 
     assert_eq!(district.refresh_registry(&url, now).await.expect("refresh"), Refresh::Unchanged { version: 1 });
 
     let (root_key, root_kid) = root(&pki_dir);
-    let v1 = city.registry.read().expect("lock").jws.clone();
+    let v1 = city.identity.registry.read().expect("lock").jws.clone();
     serve(&city, &variant(&city, 2, now + Duration::days(30), &root_key, &root_kid), now);
     assert_eq!(district.refresh_registry(&url, now).await.expect("refresh"), Refresh::Updated { from: 1, to: 2 });
 
@@ -60,8 +60,8 @@ async fn refresh_adopts_newer_and_refuses_the_rest() {
     // Signed by a key that is not a federation root (here: a member's signing key, under the root's kid).
     let member_key = SigningKey::from_secret(Alg::EdDsa, &[42; 32]).expect("key");
     let forged = variant(&city, 3, now + Duration::days(30), &member_key, &root_kid);
-    let held = city.registry.read().expect("lock").clone();
-    *city.registry.write().expect("lock") = Registry { jws: forged, ..held };
+    let held = city.identity.registry.read().expect("lock").clone();
+    *city.identity.registry.write().expect("lock") = Registry { jws: forged, ..held };
     let err = district.refresh_registry(&url, now).await.unwrap_err();
     assert!(err.to_string().contains("signature"), "{err}");
     assert_eq!(version(&district), 2);
@@ -80,10 +80,10 @@ async fn refresh_adopts_newer_and_refuses_the_rest() {
 }
 
 /// Reads one gauge from `GET /metrics` of the node's department API.
-async fn gauge(node: &Node, name: &str) -> f64 {
+async fn gauge(node: &testkit::Running, name: &str) -> f64 {
     use tower::ServiceExt;
     let req = axum::http::Request::get("/metrics").body(axum::body::Body::empty()).expect("request");
-    let resp = credit_gateway::api::router(std::sync::Arc::clone(&node.gateway)).oneshot(req).await.expect("answer");
+    let resp = credit_gateway::api::router(node.app.clone()).oneshot(req).await.expect("answer");
     assert_eq!(resp.status(), 200);
     let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
     let text = String::from_utf8(body.to_vec()).expect("utf-8");
@@ -97,24 +97,25 @@ async fn an_expired_registry_shows_in_the_metrics_through_and_after_its_grace() 
     let dir = tempfile::tempdir().expect("tempdir");
     let pki_dir = dir.path().join("pki");
     pki::init(&InitOptions::dev(&pki_dir)).expect("certs init");
-    let (city_port, city) = testkit::start_federation_node(&pki_dir, "cn-370300", &dir.path().join("city")).await;
+    let running = testkit::federation_node(&pki_dir, "cn-370300", &dir.path().join("city"), &[], |_| {}).await;
+    let (city_port, city) = (running.federation_port.expect("port"), running.node());
     let url = format!("https://localhost:{city_port}/federation/v1/registry");
     let client = testkit::federation_client(&pki_dir, "cn-370306");
     let now = OffsetDateTime::now_utc();
-    assert_eq!(gauge(&city, "credit_gateway_registry_version").await, 1.0);
-    assert_eq!(gauge(&city, "credit_gateway_registry_expired").await, 0.0);
-    assert!(gauge(&city, "credit_gateway_registry_seconds_to_expiry").await > 0.0);
+    assert_eq!(gauge(&running, "credit_gateway_registry_version").await, 1.0);
+    assert_eq!(gauge(&running, "credit_gateway_registry_expired").await, 0.0);
+    assert!(gauge(&running, "credit_gateway_registry_seconds_to_expiry").await > 0.0);
 
     // Expired two days ago, grace seven: still serving, and the metric says so.
     let (root_key, root_kid) = root(&pki_dir);
     serve(&city, &variant(&city, 2, now - Duration::days(2), &root_key, &root_kid), now - Duration::days(3));
     assert_eq!(client.get(&url).send().await.expect("TLS ok").status(), 200);
-    assert_eq!(gauge(&city, "credit_gateway_registry_expired").await, 1.0);
-    assert_eq!(gauge(&city, "credit_gateway_federation_refusing").await, 0.0);
-    assert!(gauge(&city, "credit_gateway_registry_seconds_to_expiry").await < -86_400.0);
+    assert_eq!(gauge(&running, "credit_gateway_registry_expired").await, 1.0);
+    assert_eq!(gauge(&running, "credit_gateway_federation_refusing").await, 0.0);
+    assert!(gauge(&running, "credit_gateway_registry_seconds_to_expiry").await < -86_400.0);
 
     // Ten days ago: past the grace, traffic refused, and the metric says that too.
     serve(&city, &variant(&city, 3, now - Duration::days(10), &root_key, &root_kid), now - Duration::days(11));
     assert_eq!(client.get(&url).send().await.expect("TLS ok").status(), 503);
-    assert_eq!(gauge(&city, "credit_gateway_federation_refusing").await, 1.0);
+    assert_eq!(gauge(&running, "credit_gateway_federation_refusing").await, 1.0);
 }

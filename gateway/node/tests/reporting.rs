@@ -2,8 +2,6 @@
 //! zero report, reported late, or have not reported by the due date (the 10th, rolled to the
 //! next working day), and a department reporting without being registered.
 
-use std::sync::Arc;
-
 use credit_gateway::config::{Config, Department, ReportingConfig};
 use gateway_core::reporting::{Period, ReportingStatus};
 use serde_json::json;
@@ -33,14 +31,14 @@ async fn who_reported_who_filed_a_zero_report_who_is_late_and_who_is_overdue() {
         ("淄博市周村区应急管理局", "11370306MB28554715"),
     ];
     let config = Config {
-        data_dir: dir.path().to_owned(),
         reporting: ReportingConfig {
             departments: departments.iter().map(|(n, u)| Department { name: (*n).into(), uscc: (*u).into() }).collect(),
             ..ReportingConfig::default()
         },
-        ..Config::default()
+        ..testkit::config(dir.path())
     };
-    let gw = credit_gateway::server::build_gateway(&config).await.expect("gateway");
+    let node = testkit::start(config).await;
+    let gw = &node.app;
     let records = vec![
         report(departments[0].0, departments[0].1, "2026-10-09", 12, 3),
         report(departments[1].0, departments[1].1, "2026-10-10", 0, 0),
@@ -49,6 +47,7 @@ async fn who_reported_who_filed_a_zero_report_who_is_late_and_who_is_overdue() {
         report("淄博市周村区行政审批服务局", "11370306MB28554702", "2026-10-08", 342, 0),
     ];
     let answer = gw
+        .ingest
         .push(serde_json::to_vec(&records).expect("json").into(), time::OffsetDateTime::now_utc())
         .await
         .expect("push");
@@ -56,13 +55,15 @@ async fn who_reported_who_filed_a_zero_report_who_is_late_and_who_is_overdue() {
 
     let period = Period::parse("2026-09").expect("period");
     // 2026-10-10 is a 调休 Saturday: a working day, so reports are due that day.
-    let on_due_day = credit_gateway::reporting::view(&gw, period, date!(2026 - 10 - 10)).await.expect("view");
+    let on_due_day =
+        credit_gateway::reporting::view(&gw.ingest, &gw.reporting, period, date!(2026 - 10 - 10)).await.expect("view");
     assert_eq!(on_due_day.due_date.as_deref(), Some("2026-10-10"));
     let status = |v: &credit_gateway::reporting::ReportingView, uscc: &str| {
         v.departments.iter().find(|d| d.department_uscc == uscc).map(|d| d.status).expect("listed")
     };
     assert_eq!(status(&on_due_day, departments[3].1), ReportingStatus::Pending);
-    let after = credit_gateway::reporting::view(&gw, period, date!(2026 - 10 - 13)).await.expect("view");
+    let after =
+        credit_gateway::reporting::view(&gw.ingest, &gw.reporting, period, date!(2026 - 10 - 13)).await.expect("view");
     assert_eq!(status(&after, departments[0].1), ReportingStatus::Reported);
     assert_eq!(status(&after, departments[1].1), ReportingStatus::ZeroReport);
     assert_eq!(status(&after, departments[2].1), ReportingStatus::Late);
@@ -73,9 +74,7 @@ async fn who_reported_who_filed_a_zero_report_who_is_late_and_who_is_overdue() {
     assert_eq!(after.counts.get("overdue"), Some(&1));
 
     // The same through the API.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let api = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(credit_gateway::server::run(listener, Arc::clone(&gw), std::future::pending()));
+    let api = &node.api;
     let client = reqwest::Client::new();
     let view: serde_json::Value = client
         .get(format!("{api}/api/v1/reporting?period=2026-09"))

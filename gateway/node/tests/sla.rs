@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use credit_gateway::bench::synthetic_records;
-use credit_gateway::ingest::{BatchResult, Gateway};
+use credit_gateway::ingest::{BatchResult, Ingest};
 use credit_gateway::sla::SlaQuery;
 use gateway_core::sla::SlaState;
 use gateway_store::Settlement;
@@ -28,7 +28,7 @@ fn base_penalty(seed: u64) -> Value {
 }
 
 /// Pushes a penalty decided on each of `decided` into `gw`, now.
-async fn push_penalties(gw: &Arc<Gateway>, seed: u64, decided: &[&str]) -> BatchResult {
+async fn push_penalties(gw: &Arc<Ingest>, seed: u64, decided: &[&str]) -> BatchResult {
     let base = base_penalty(seed);
     let records: Vec<Value> = decided.iter().zip(1..).map(|(d, n)| penalty(&base, d, n)).collect();
     gw.push(serde_json::to_vec(&records).expect("json").into(), time::OffsetDateTime::now_utc()).await.expect("push")
@@ -38,11 +38,12 @@ async fn push_penalties(gw: &Arc<Gateway>, seed: u64, decided: &[&str]) -> Batch
 async fn states_follow_the_deadline_on_the_official_calendar() {
     credit_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tmp");
-    let gw = testkit::gateway(dir.path()).await;
+    let node = testkit::start(testkit::config(dir.path())).await;
+    let gw = node.app.clone();
     // Deadlines: 09-21 → 10-08 (across 中秋 and 国庆); 09-28 → 10-13; 09-30 → 10-15 (10-10 is a
     // 调休 working Saturday); 10-12 → 10-21.
     let decided = ["2026-09-21", "2026-09-21", "2026-09-28", "2026-09-28", "2026-09-30", "2026-10-12"];
-    let answer = push_penalties(&gw, 77, &decided).await;
+    let answer = push_penalties(&gw.ingest, 77, &decided).await;
     assert_eq!(answer.accepted, decided.len(), "{:?}", answer.outcomes);
     let deadlines: Vec<_> = answer.outcomes.iter().map(|o| o.publicity_deadline.clone().expect("deadline")).collect();
     assert_eq!(deadlines, ["2026-10-08", "2026-10-08", "2026-10-13", "2026-10-13", "2026-10-15", "2026-10-21"]);
@@ -50,7 +51,7 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
 
     // The publication sink published the first on time (10-08, Beijing), the second a day
     // late, and the third on 10-12; the rest not yet.
-    let queued = gw.store.queued_after(0, 100).await.expect("queue");
+    let queued = gw.ingest.store.queued_after(0, 100).await.expect("queue");
     let seq_of = |id: &str| queued.iter().find(|q| q.record_id.to_string() == id).expect("queued").clone();
     for (id, at) in [
         (&ids[0], "2026-10-08T01:00:00.000Z"),
@@ -63,11 +64,11 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
             at: at.into(),
             ..Settlement::default()
         };
-        gw.store.settle("publication", s).await.expect("settle");
+        gw.ingest.store.settle("publication", s).await.expect("settle");
     }
 
     let view = credit_gateway::sla::view(
-        &gw,
+        &gw.sla,
         &SlaQuery { since: None, only: None, limit: 100, ..SlaQuery::new("publication", date!(2026 - 10 - 13)) },
     )
     .await
@@ -82,7 +83,7 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
 
     // Two days on, the unpublished ones have missed their deadline.
     let later = credit_gateway::sla::view(
-        &gw,
+        &gw.sla,
         &SlaQuery {
             since: None,
             only: Some(SlaState::Breached),
@@ -99,7 +100,7 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
     }
     // Another destination has published nothing: at that destination, all of them are late.
     let zibo = credit_gateway::sla::view(
-        &gw,
+        &gw.sla,
         &SlaQuery {
             since: None,
             only: None,
@@ -112,7 +113,7 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
     assert_eq!(zibo.counts.get("breached"), Some(&5));
     // A month on, deadlines more than 31 days back are history: not read unless asked for.
     let month_on = credit_gateway::sla::view(
-        &gw,
+        &gw.sla,
         &SlaQuery { since: None, only: None, limit: 100, ..SlaQuery::new("publication", date!(2026 - 11 - 20)) },
     )
     .await
@@ -120,7 +121,7 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
     let recent: Vec<&str> = month_on.records.iter().map(|r| r.record_id.as_str()).collect();
     assert_eq!(recent, [ids[5].as_str()], "only the one due 10-21 is within the window");
     let asked = credit_gateway::sla::view(
-        &gw,
+        &gw.sla,
         &SlaQuery {
             since: Some(date!(2026 - 10 - 01)),
             only: Some(SlaState::Breached),
@@ -133,9 +134,7 @@ async fn states_follow_the_deadline_on_the_official_calendar() {
     assert_eq!(asked.records.len(), 4, "the unpublished three and the late one");
 
     // The API answers with today's view and refuses an unknown state.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let api = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(credit_gateway::server::run(listener, Arc::clone(&gw), std::future::pending()));
+    let api = &node.api;
     let client = reqwest::Client::new();
     let body: Value =
         client.get(format!("{api}/api/v1/sla?state=breached")).send().await.expect("get").json().await.expect("json");
@@ -153,9 +152,9 @@ async fn scheduled_views_follow_the_background_tracker() {
     let dir = tempfile::tempdir().expect("tmp");
     let gw = testkit::gateway(dir.path()).await;
     // All due 10-13.
-    let answer = push_penalties(&gw, 78, &["2026-09-28"; 4]).await;
+    let answer = push_penalties(&gw.ingest, 78, &["2026-09-28"; 4]).await;
     assert_eq!(answer.accepted, 4, "{:?}", answer.outcomes);
-    let queued = gw.store.queued_after(0, 100).await.expect("queue");
+    let queued = gw.ingest.store.queued_after(0, 100).await.expect("queue");
     // The sink published the first on time, and its cursor passed it.
     let first = &queued[0];
     let s = Settlement {
@@ -164,7 +163,7 @@ async fn scheduled_views_follow_the_background_tracker() {
         at: "2026-10-09T01:00:00.000Z".into(),
         ..Settlement::default()
     };
-    gw.store.settle("publication", s).await.expect("settle");
+    gw.ingest.store.settle("publication", s).await.expect("settle");
     let query = |scheduled| SlaQuery {
         since: Some(date!(2026 - 10 - 01)),
         scheduled,
@@ -174,15 +173,15 @@ async fn scheduled_views_follow_the_background_tracker() {
         ["on_time", "at_risk", "breached"].map(|s| view.counts.get(s).copied().unwrap_or_default())
     };
     // The tracker runs, and nothing was stored a grace period ago: only the settled one.
-    gw.sla_background.set(0);
-    let view = credit_gateway::sla::view(&gw, &query(true)).await.expect("view");
+    gw.sla.background.set(0);
+    let view = credit_gateway::sla::view(&gw.sla, &query(true)).await.expect("view");
     assert_eq!(counts(view), [1, 0, 0]);
     // A grace period on, the next two are old enough, unsettled as they are.
-    gw.sla_background.set(queued[2].seq);
-    let view = credit_gateway::sla::view(&gw, &query(true)).await.expect("view");
+    gw.sla.background.set(queued[2].seq);
+    let view = credit_gateway::sla::view(&gw.sla, &query(true)).await.expect("view");
     assert_eq!(counts(view), [1, 2, 0]);
     // The API's view tracks the fourth too.
-    let view = credit_gateway::sla::view(&gw, &query(false)).await.expect("view");
+    let view = credit_gateway::sla::view(&gw.sla, &query(false)).await.expect("view");
     assert_eq!(counts(view), [1, 3, 0]);
 }
 
@@ -193,13 +192,6 @@ async fn scheduled_views_follow_the_background_tracker() {
 async fn metrics_pass_the_prometheus_text_parser() {
     use std::io::Write;
     let (tmp, pki) = testkit::demo_pki(gateway_core::crypto::Alg::EdDsa);
-    let configure = |c: &mut credit_gateway::config::Config| {
-        c.reporting.departments = vec![credit_gateway::config::Department {
-            name: "淄博市周村区市场监督管理局".into(),
-            uscc: "11370306MB28501648".into(),
-        }];
-    };
-    let (_, node) = testkit::start_federation_node_with(&pki, "cn-000000", &tmp.path().join("n"), &[], configure).await;
     let binding = credit_gateway::adapters::AdapterBinding {
         manifest: testkit::repo_dir().join("adapters/xinyong-zhongguo/manifest.toml"),
         signature: Some(credit_gateway::pki::adapter_signature_file(&pki, "xinyong-zhongguo")),
@@ -209,20 +201,21 @@ async fn metrics_pass_the_prometheus_text_parser() {
         database_url: None,
         poll_interval_ms: 1_000,
     };
-    let registry = node.registry.read().expect("registry").clone();
-    node.gateway
-        .adapters
-        .set(credit_gateway::adapters::load_all(&[binding], &registry, "cn-000000").expect("loads"))
-        .expect("set");
+    let configure = |c: &mut credit_gateway::config::Config| {
+        c.reporting.departments = vec![credit_gateway::config::Department {
+            name: "淄博市周村区市场监督管理局".into(),
+            uscc: "11370306MB28501648".into(),
+        }];
+        c.adapters = vec![binding];
+    };
+    let node = testkit::federation_node(&pki, "cn-000000", &tmp.path().join("n"), &[], configure).await;
     let records = synthetic_records(20, 5);
-    node.gateway
+    node.app
+        .ingest
         .push(serde_json::to_vec(&records).expect("json").into(), time::OffsetDateTime::now_utc())
         .await
         .expect("push");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let api = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(credit_gateway::server::run(listener, Arc::clone(&node.gateway), std::future::pending()));
-    let text = reqwest::get(format!("{api}/metrics")).await.expect("get").text().await.expect("text");
+    let text = reqwest::get(format!("{}/metrics", node.api)).await.expect("get").text().await.expect("text");
     for series in [
         "credit_gateway_sla_records{destination=\"adapter:xinyong-zhongguo\",state=\"at_risk\"}",
         "credit_gateway_departments{status=\"overdue\"}",
@@ -261,25 +254,78 @@ async fn a_repair_is_due_three_working_days_after_its_decision() {
     let mut penalty = penalty(&base_penalty(78), "2026-09-01", 99);
     penalty["disclosure_scope"] = "public".into();
     let now = time::OffsetDateTime::now_utc();
-    let answer = gw.push(serde_json::to_vec(&[penalty]).expect("json").into(), now).await.expect("push");
+    let answer = gw.ingest.push(serde_json::to_vec(&[penalty]).expect("json").into(), now).await.expect("push");
     let target = answer.outcomes[0].record_id.expect("stored").to_string();
     let mut repair: Value =
         serde_json::from_str(include_str!("../../../schemas/repair/valid/penalty_full_repair_2026.json"))
             .expect("sample");
-    repair["target_origin"] = gw.member_id.clone().into();
+    repair["target_origin"] = gw.ingest.member_id.clone().into();
     repair["target_record_id"] = target.into();
     repair["target_version"] = 1.into();
     repair["decided_on"] = "2026-09-30".into();
     repair["disclosure_scope"] = "public".into();
-    let answer = gw.push(serde_json::to_vec(&[repair]).expect("json").into(), now).await.expect("push");
+    let answer = gw.ingest.push(serde_json::to_vec(&[repair]).expect("json").into(), now).await.expect("push");
     assert_eq!(answer.accepted, 1, "{:?}", answer.outcomes);
     assert_eq!(answer.outcomes[0].publicity_deadline.as_deref(), Some("2026-10-10"));
     let repair_id = answer.outcomes[0].record_id.expect("stored").to_string();
     let state_on = async |today| {
         let q = SlaQuery { since: Some(date!(2026 - 09 - 01)), ..SlaQuery::new("publication", today) };
-        let view = credit_gateway::sla::view(&gw, &q).await.expect("view");
+        let view = credit_gateway::sla::view(&gw.sla, &q).await.expect("view");
         view.records.iter().find(|r| r.record_id == repair_id).map(|r| r.state)
     };
     assert_eq!(state_on(date!(2026 - 10 - 09)).await, Some(SlaState::AtRisk));
     assert_eq!(state_on(date!(2026 - 10 - 12)).await, Some(SlaState::Breached));
+}
+
+/// SLA tracking follows the relay's routes, the configured `[[relay.routes]]` included: at a
+/// city that keeps its licences from the parent and publishes 政务共享 records too, the hop up
+/// tracks no licence and the sink tracks the 政务共享 records as well as the public ones.
+/// (Before the relay's one list of destinations, SLA tracking restated the default routes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sla_tracking_follows_the_configured_routes() {
+    use credit_gateway::config::{RouteAction, RouteRule};
+    let (tmp, pki) = testkit::demo_pki(gateway_core::crypto::Alg::EdDsa);
+    let dir = tmp.path().join("city");
+    let publication = dir.join("publication");
+    let node = testkit::federation_node(&pki, "cn-370300", &dir, &[], |c| {
+        c.relay.publication_dir = Some(publication);
+        c.relay.routes = vec![
+            RouteRule {
+                destination: "parent".into(),
+                record_types: vec!["admin_license".into()],
+                disclosure: vec![],
+                action: RouteAction::Skip,
+            },
+            RouteRule {
+                destination: "publication".into(),
+                record_types: vec![],
+                disclosure: vec!["gov_shared".into()],
+                action: RouteAction::Send,
+            },
+        ];
+    })
+    .await;
+    let mut records = synthetic_records(40, 9);
+    for r in records.iter_mut().step_by(2) {
+        r["disclosure_scope"] = "gov_shared".into();
+    }
+    let licences = records.iter().filter(|r| r["record_type"] == "admin_license").count();
+    let answer = node
+        .app
+        .ingest
+        .push(serde_json::to_vec(&records).expect("json").into(), time::OffsetDateTime::now_utc())
+        .await
+        .expect("push");
+    assert_eq!(answer.accepted, records.len(), "{:?}", answer.outcomes.iter().find(|o| !o.errors.is_empty()));
+
+    let today = gateway_core::date::today_in_china(time::OffsetDateTime::now_utc());
+    let tracked = async |destination| {
+        let q = SlaQuery { since: Some(date!(2020 - 01 - 01)), limit: 1, ..SlaQuery::new(destination, today) };
+        let view = credit_gateway::sla::view(&node.app.sla, &q).await.expect("view");
+        view.counts.values().sum::<i64>() as usize
+    };
+    assert_eq!(tracked("cn-370000").await, records.len() - licences, "the parent is sent no licence");
+    assert_eq!(tracked("publication").await, records.len(), "the sink publishes 政务共享 records too");
+    // The relay reads the same list: both are destinations it sends to.
+    assert!(node.app.sla.watched("cn-370000") && node.app.relay.routes.get("publication").is_some());
 }

@@ -22,15 +22,14 @@ pub struct SlaRow {
     pub published_at: Option<String>,
 }
 
-/// What a destination takes, for the catch-up: the routing defaults as a filter.
+/// What a destination takes, for the catch-up: the relay's routing rules as a filter.
 #[derive(Debug, Clone, Default)]
 pub struct SlaScope {
-    /// Disclosure scopes it takes.
-    pub disclosures: Vec<String>,
-    /// Record types it takes (a platform its manifest's, a child only repairs); `None`: all.
-    pub types: Option<Vec<String>>,
+    /// Each record type it takes, with the disclosure scopes it takes of that type (from the
+    /// relay's routes: its configured rules, then the defaults). Nothing listed: nothing taken.
+    pub takes: Vec<(String, Vec<String>)>,
     /// Only events about records from these origins, taken from elsewhere (a child is sent
-    /// the repairs about records of its subtree, never those that came up from it).
+    /// the events about records of its subtree, never those that came up from it).
     pub subtree: Option<Vec<String>>,
     /// Events count only when their target was sent there (the parent).
     pub sent_targets_only: bool,
@@ -77,6 +76,30 @@ pub struct SlaCounts {
 const CATCH_UP_STEP: i64 = 5_000;
 /// Delivered late: at or after the end of the deadline day in Beijing (16:00 UTC).
 const LATE: &str = "delivered_at >= deadline || 'T16:00:00'";
+
+/// `AND` the (record type, disclosure) pairs a destination takes.
+fn push_takes<DB: sqlx::Database>(qb: &mut QueryBuilder<DB>, takes: &[(String, Vec<String>)])
+where
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    if takes.is_empty() {
+        qb.push(" AND 1 = 0");
+        return;
+    }
+    qb.push(" AND (");
+    for (i, (record_type, disclosures)) in takes.iter().enumerate() {
+        if i > 0 {
+            qb.push(" OR ");
+        }
+        qb.push("(r.record_type = ").push_bind(record_type.as_str()).push(" AND r.disclosure IN (");
+        let mut list = qb.separated(", ");
+        for d in disclosures {
+            list.push_bind(d.as_str());
+        }
+        qb.push("))");
+    }
+    qb.push(")");
+}
 
 fn push_window<DB: sqlx::Database>(qb: &mut QueryBuilder<DB>, w: &SlaWindow<'_>)
 where
@@ -153,20 +176,8 @@ impl Store {
                             " AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.digest = r.envelope_digest AND e.sender = ",
                         )
                         .push_bind(destination)
-                        .push(") AND r.disclosure IN (");
-                    let mut list = qb.separated(", ");
-                    for d in &scope.disclosures {
-                        list.push_bind(d.as_str());
-                    }
-                    qb.push(")");
-                    if let Some(types) = &scope.types {
-                        qb.push(" AND r.record_type IN (");
-                        let mut list = qb.separated(", ");
-                        for t in types {
-                            list.push_bind(t.as_str());
-                        }
-                        qb.push(")");
-                    }
+                        .push(")");
+                    push_takes(&mut qb, &scope.takes);
                     if scope.sent_targets_only {
                         // The relay sends an event up only if its target went there. Judged
                         // when the event is tracked: one tracked before its target was sent

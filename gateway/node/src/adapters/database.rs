@@ -21,7 +21,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Row as _};
 use time::OffsetDateTime;
 
 use super::Loaded;
-use crate::ingest::{Gateway, RecordOutcome, Status};
+use crate::ingest::{Ingest, RecordOutcome, Status};
 
 /// Rows taken per round and dataset.
 const ROUND_ROWS: i64 = 500;
@@ -65,7 +65,7 @@ impl Dialect {
 
 /// Collects one database-mode adapter until `stop` fires (connecting again while the 前置库 is
 /// unreachable).
-pub async fn run(gateway: Arc<Gateway>, loaded: Arc<Loaded>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(gateway: Arc<Ingest>, loaded: Arc<Loaded>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut collector: Option<Collector> = None;
     while !*stop.borrow() {
         if collector.is_none() {
@@ -139,7 +139,7 @@ impl Collector {
     }
 
     /// One round over every dataset. Returns how many rows were collected.
-    pub async fn round(&self, gateway: &Arc<Gateway>) -> anyhow::Result<usize> {
+    pub async fn round(&self, gateway: &Arc<Ingest>) -> anyhow::Result<usize> {
         let mut collected = 0;
         for ds in &self.loaded.adapter.datasets {
             collected += self.collect(gateway, ds).await.with_context(|| format!("dataset {}", ds.spec.name))?;
@@ -147,7 +147,7 @@ impl Collector {
         Ok(collected)
     }
 
-    async fn collect(&self, gateway: &Arc<Gateway>, ds: &Arc<Dataset>) -> anyhow::Result<usize> {
+    async fn collect(&self, gateway: &Arc<Ingest>, ds: &Arc<Dataset>) -> anyhow::Result<usize> {
         let d = self.dialect;
         let s = self.settings();
         let table = d.ident(&ds.spec.name)?;

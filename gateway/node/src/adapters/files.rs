@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::Loaded;
-use crate::ingest::{Gateway, RecordOutcome};
+use crate::ingest::{Ingest, RecordOutcome};
 
 /// How long an unreadable ZIP may still be in the making before it is refused as corrupt.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -30,7 +30,7 @@ const SETTLE: Duration = Duration::from_secs(60);
 const CHUNK_ROWS: usize = 2_000;
 
 /// Watches one file-mode adapter's inbox until `stop` fires.
-pub async fn run(gateway: Arc<Gateway>, loaded: Arc<Loaded>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(gateway: Arc<Ingest>, loaded: Arc<Loaded>, mut stop: tokio::sync::watch::Receiver<bool>) {
     while !*stop.borrow() {
         let busy = super::busy(&loaded, "inbox round", collect(&gateway, &loaded).await);
         super::pause(&loaded, busy, &mut stop).await;
@@ -38,7 +38,7 @@ pub async fn run(gateway: Arc<Gateway>, loaded: Arc<Loaded>, mut stop: tokio::sy
 }
 
 /// One pass over the inbox. Returns how many packages were settled.
-pub async fn collect(gateway: &Arc<Gateway>, loaded: &Arc<Loaded>) -> anyhow::Result<usize> {
+pub async fn collect(gateway: &Arc<Ingest>, loaded: &Arc<Loaded>) -> anyhow::Result<usize> {
     let inbox = loaded.binding.inbox.as_deref().context("no inbox folder")?;
     let mut packages: Vec<PathBuf> = std::fs::read_dir(inbox)
         .with_context(|| format!("reading {}", inbox.display()))?
@@ -162,7 +162,7 @@ fn parse_rows(ds: &Dataset, format: PackageFormat, bytes: &[u8]) -> anyhow::Resu
 }
 
 /// Stores a package's rows; returns its result document.
-async fn store(gateway: &Arc<Gateway>, platform: &str, p: &Package) -> anyhow::Result<Value> {
+async fn store(gateway: &Arc<Ingest>, platform: &str, p: &Package) -> anyhow::Result<Value> {
     let mut outcomes: Vec<RecordOutcome> = Vec::with_capacity(p.rows.len());
     for chunk in p.rows.chunks(CHUNK_ROWS) {
         let result = gateway

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::Loaded;
 use super::xlsx::{ImportRequest, ImportSummary, Progress};
-use crate::ingest::Gateway;
+use crate::ingest::Ingest;
 
 /// Where an import is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -82,7 +82,7 @@ impl Imports {
     }
 
     /// Starts importing a saved upload.
-    pub fn start(&self, id: Uuid, gateway: Arc<Gateway>, adapter: Arc<Loaded>, req: ImportRequest) {
+    pub fn start(&self, id: Uuid, gateway: Arc<Ingest>, adapter: Arc<Loaded>, req: ImportRequest) {
         let job = Arc::new(Job { progress: Progress::default(), outcome: Mutex::new(None) });
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.insert(id, Arc::clone(&job));

@@ -160,7 +160,7 @@ pub async fn pause(loaded: &Loaded, busy: bool, stop: &mut tokio::sync::watch::R
 /// Starts the ingest side of every adapter that ingests: a collector per 前置库, a watcher per
 /// inbox, a puller per service interface. They stop when `stop` turns true.
 pub fn start_ingest(
-    gateway: &Arc<crate::ingest::Gateway>,
+    gateway: &Arc<crate::ingest::Ingest>,
     adapters: &[Arc<Loaded>],
     data_dir: &Path,
     stop: &tokio::sync::watch::Receiver<bool>,

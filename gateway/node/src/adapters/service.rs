@@ -16,11 +16,11 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::Loaded;
-use crate::ingest::Gateway;
+use crate::ingest::Ingest;
 
 /// Pulls one service-mode adapter until `stop` fires.
 pub async fn run(
-    gateway: Arc<Gateway>,
+    gateway: Arc<Ingest>,
     loaded: Arc<Loaded>,
     state_dir: PathBuf,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -33,7 +33,7 @@ pub async fn run(
 
 /// One page of every dataset. Returns how many rows were stored.
 pub async fn pull_once(
-    gateway: &Arc<Gateway>,
+    gateway: &Arc<Ingest>,
     loaded: &Arc<Loaded>,
     state_dir: &std::path::Path,
 ) -> anyhow::Result<usize> {
@@ -46,7 +46,7 @@ pub async fn pull_once(
 }
 
 async fn pull_page(
-    gateway: &Arc<Gateway>,
+    gateway: &Arc<Ingest>,
     loaded: &Loaded,
     ds: &Arc<Dataset>,
     state_dir: &std::path::Path,

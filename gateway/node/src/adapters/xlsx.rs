@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::ingest::{BatchResult, Gateway, RecordOutcome, Status};
+use crate::ingest::{BatchResult, Ingest, RecordOutcome, Status};
 
 /// Rows stored per round trip to the store.
 const CHUNK_ROWS: usize = 2_000;
@@ -86,7 +86,7 @@ pub struct ImportSummary {
 /// Imports `input` through `adapter`, writes the annotated workbook to `output`. Blocking: run it
 /// on a blocking thread; `rt` runs the store calls.
 pub fn import(
-    gateway: &Arc<Gateway>,
+    gateway: &Arc<Ingest>,
     adapter: &Adapter,
     input: &Path,
     output: &Path,
@@ -225,7 +225,7 @@ impl SheetCopy<'_> {
         r: u32,
         cells: Vec<(u16, Value)>,
         width: u32,
-        gateway: &Arc<Gateway>,
+        gateway: &Arc<Ingest>,
         rt: &tokio::runtime::Handle,
         progress: &Progress,
     ) -> anyhow::Result<()> {
@@ -260,12 +260,7 @@ impl SheetCopy<'_> {
         Ok(())
     }
 
-    fn flush(
-        &mut self,
-        gateway: &Arc<Gateway>,
-        rt: &tokio::runtime::Handle,
-        progress: &Progress,
-    ) -> anyhow::Result<()> {
+    fn flush(&mut self, gateway: &Arc<Ingest>, rt: &tokio::runtime::Handle, progress: &Progress) -> anyhow::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }

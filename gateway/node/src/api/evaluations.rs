@@ -13,10 +13,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ErrorBody, ErrorKind, ServiceError};
 use crate::evaluations::{DeskAnswer, Partners};
-use crate::ingest::Gateway;
+use crate::ingest::Ingest;
 
-fn partners(gw: &Gateway) -> Result<&Arc<Partners>, ServiceError> {
-    gw.evaluations.get().ok_or_else(|| {
+fn partners(evaluations: &Option<Arc<Partners>>) -> Result<&Arc<Partners>, ServiceError> {
+    evaluations.as_ref().ok_or_else(|| {
         ServiceError::new(
             ErrorKind::Unavailable,
             "federation_not_configured",
@@ -51,22 +51,16 @@ pub(super) struct SingleParams {
     )
 )]
 pub(super) async fn single(
-    State(gw): State<Arc<Gateway>>,
+    State(evaluations): State<Option<Arc<Partners>>>,
     Path(uscc): Path<String>,
     params: Result<Query<SingleParams>, QueryRejection>,
 ) -> Result<Json<DeskAnswer>, ServiceError> {
     let Query(p) = params.map_err(crate::api::error::bad_query)?;
-    let partners = partners(&gw)?;
-    let answer = crate::evaluations::lookup(
-        &gw,
-        partners,
-        &p.from,
-        &[uscc],
-        officer(p.officer)?,
-        time::OffsetDateTime::now_utc(),
-    )
-    .await
-    .map_err(crate::evaluations::path_subject_error)?;
+    let partners = partners(&evaluations)?;
+    let answer =
+        crate::evaluations::lookup(partners, &p.from, &[uscc], officer(p.officer)?, time::OffsetDateTime::now_utc())
+            .await
+            .map_err(crate::evaluations::path_subject_error)?;
     Ok(Json(answer))
 }
 
@@ -94,13 +88,12 @@ pub(super) struct LookupBody {
     )
 )]
 pub(super) async fn lookup(
-    State(gw): State<Arc<Gateway>>,
+    State(evaluations): State<Option<Arc<Partners>>>,
     body: axum::body::Bytes,
 ) -> Result<Json<DeskAnswer>, ServiceError> {
     let b: LookupBody = ServiceError::strict_body(&body)?;
-    let partners = partners(&gw)?;
+    let partners = partners(&evaluations)?;
     let answer = crate::evaluations::lookup(
-        &gw,
         partners,
         &b.from,
         &b.subjects,
@@ -147,7 +140,7 @@ pub(super) struct AuditParams {
     responses((status = 200, body = Vec<Pull>), (status = 400, body = ErrorBody))
 )]
 pub(super) async fn audit(
-    State(gw): State<Arc<Gateway>>,
+    State(ingest): State<Arc<Ingest>>,
     params: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Json<Vec<Pull>>, ServiceError> {
     let Query(p) = params.map_err(crate::api::error::bad_query)?;
@@ -176,7 +169,8 @@ pub(super) async fn audit(
         }
     };
     let limit = super::page_limit(p.limit)?;
-    let pulls = gw.store.pulls(p.direction.as_deref(), &since, limit).await.map_err(|e| ServiceError::internal(&e))?;
+    let pulls =
+        ingest.store.pulls(p.direction.as_deref(), &since, limit).await.map_err(|e| ServiceError::internal(&e))?;
     Ok(Json(pulls))
 }
 
@@ -194,9 +188,9 @@ pub(super) async fn audit(
     )
 )]
 pub(super) async fn evidence(
-    State(gw): State<Arc<Gateway>>,
+    State(evaluations): State<Option<Arc<Partners>>>,
     Path(answer_id): Path<String>,
 ) -> Result<Json<gateway_core::interchange::evaluation::AnswerEvidence>, ServiceError> {
-    let partners = partners(&gw)?;
-    Ok(Json(crate::evaluations::answer_evidence(&gw, partners, &answer_id).await?))
+    let partners = partners(&evaluations)?;
+    Ok(Json(crate::evaluations::answer_evidence(partners, &answer_id).await?))
 }

@@ -20,7 +20,7 @@ use super::{ErrorBody, ErrorKind, ServiceError};
 use crate::adapters::Loaded;
 use crate::adapters::imports::ImportStatus;
 use crate::adapters::xlsx::ImportRequest;
-use crate::ingest::Gateway;
+use crate::app::App;
 
 pub(crate) const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
@@ -55,16 +55,16 @@ pub struct ImportParams {
     )
 )]
 pub(super) async fn upload(
-    State(gw): State<Arc<Gateway>>,
+    State(app): State<App>,
     params: Result<Query<ImportParams>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ServiceError> {
     let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let req = request(p.unit, &p.unit_uscc, p.period)?;
-    let adapter = intake_adapter(&gw, p.adapter.as_deref())?;
-    let id = gw.imports.create().map_err(|e| ServiceError::internal(&e))?;
-    let path = gw.imports.upload_path(id);
-    let limit = gw.limits.max_import_bytes;
+    let adapter = intake_adapter(&app, p.adapter.as_deref())?;
+    let id = app.imports.create().map_err(|e| ServiceError::internal(&e))?;
+    let path = app.imports.upload_path(id);
+    let limit = app.ingest.limits.max_import_bytes;
     let mut file = tokio::fs::File::create(&path).await.map_err(|e| ServiceError::internal(&e))?;
     let mut stream = body.into_data_stream();
     let mut written = 0usize;
@@ -93,8 +93,8 @@ pub(super) async fn upload(
             "the upload is not an Excel workbook (.xlsx)",
         ));
     }
-    gw.imports.start(id, Arc::clone(&gw), adapter, req);
-    let status = gw.imports.status(id).ok_or_else(|| ServiceError::internal(&"import vanished"))?;
+    app.imports.start(id, Arc::clone(&app.ingest), adapter, req);
+    let status = app.imports.status(id).ok_or_else(|| ServiceError::internal(&"import vanished"))?;
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, format!("/api/v1/imports/{id}"))], Json(status)).into_response())
 }
 
@@ -106,12 +106,9 @@ pub(super) async fn upload(
     params(("id" = String, Path, description = "Import id")),
     responses((status = 200, body = ImportStatus), (status = 404, body = ErrorBody))
 )]
-pub(super) async fn status(
-    State(gw): State<Arc<Gateway>>,
-    Path(id): Path<String>,
-) -> Result<Json<ImportStatus>, ServiceError> {
+pub(super) async fn status(State(app): State<App>, Path(id): Path<String>) -> Result<Json<ImportStatus>, ServiceError> {
     let id = import_id(&id)?;
-    gw.imports.status(id).map(Json).ok_or_else(|| ServiceError::not_found("该导入", "import"))
+    app.imports.status(id).map(Json).ok_or_else(|| ServiceError::not_found("该导入", "import"))
 }
 
 /// The department's workbook back: every sheet with a 问题数据反馈 column, and a 汇总 sheet.
@@ -122,16 +119,16 @@ pub(super) async fn status(
     params(("id" = String, Path, description = "Import id")),
     responses((status = 200, description = "Annotated workbook"), (status = 404, body = ErrorBody))
 )]
-pub(super) async fn feedback(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Response, ServiceError> {
+pub(super) async fn feedback(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ServiceError> {
     let id = import_id(&id)?;
-    let done = gw.imports.status(id).is_some_and(|s| s.state == crate::adapters::imports::ImportState::Done);
+    let done = app.imports.status(id).is_some_and(|s| s.state == crate::adapters::imports::ImportState::Done);
     if !done {
         return Err(ServiceError::not_found(
             "该导入的反馈工作簿（导入可能尚未完成）",
             "feedback workbook (the import may still run)",
         ));
     }
-    let bytes = tokio::fs::read(gw.imports.feedback_path(id)).await.map_err(|_| {
+    let bytes = tokio::fs::read(app.imports.feedback_path(id)).await.map_err(|_| {
         ServiceError::not_found(
             "该导入的反馈工作簿（导入可能尚未完成）",
             "feedback workbook (the import may still run)",
@@ -147,8 +144,8 @@ pub(super) async fn feedback(State(gw): State<Arc<Gateway>>, Path(id): Path<Stri
     tag = "imports",
     responses((status = 200, description = "Template workbook"), (status = 404, body = ErrorBody))
 )]
-pub(super) async fn template(State(gw): State<Arc<Gateway>>) -> Result<Response, ServiceError> {
-    let adapter = intake_adapter(&gw, None)?;
+pub(super) async fn template(State(app): State<App>) -> Result<Response, ServiceError> {
+    let adapter = intake_adapter(&app, None)?;
     let bytes =
         crate::adapters::xlsx::template(&adapter.adapter).map_err(|e| ServiceError::internal(&format!("{e:#}")))?;
     Ok(xlsx_response(bytes, "monthly-report-template.xlsx"))
@@ -198,12 +195,10 @@ pub fn request(unit: String, unit_uscc: &str, period: Option<String>) -> Result<
 }
 
 /// The adapter monthly reports go through: named, or the only one with report sheets.
-fn intake_adapter(gw: &Gateway, name: Option<&str>) -> Result<Arc<Loaded>, ServiceError> {
-    let candidates: Vec<&Arc<Loaded>> = gw
+fn intake_adapter(app: &App, name: Option<&str>) -> Result<Arc<Loaded>, ServiceError> {
+    let candidates: Vec<&Arc<Loaded>> = app
         .adapters
-        .get()
-        .into_iter()
-        .flatten()
+        .iter()
         .filter(|l| l.adapter.manifest.platform.direction.ingests())
         .filter(|l| l.adapter.datasets.iter().any(|d| d.spec.sheet.is_some()))
         .filter(|l| name.is_none_or(|n| n == l.id()))

@@ -4,14 +4,13 @@
 //! this is where an alert rule sees it before traffic stops).
 
 use std::fmt::Write;
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use time::OffsetDateTime;
 
-use crate::ingest::Gateway;
+use crate::app::App;
 
 /// What the store contributes to the metrics.
 #[derive(Debug, Default)]
@@ -30,8 +29,8 @@ const SLA_STATES: [&str; 3] = ["on_time", "at_risk", "breached"];
 const REPORTING_STATUSES: [&str; 5] = ["reported", "zero_report", "late", "overdue", "pending"];
 
 /// Gathers the figures `render` shows. A store that does not answer leaves its figures out.
-pub async fn figures(gw: &Gateway, now: OffsetDateTime) -> StoreFigures {
-    let (records, queues) = match (gw.store.count().await, gw.store.queue_stats().await) {
+pub async fn figures(app: &App, now: OffsetDateTime) -> StoreFigures {
+    let (records, queues) = match (app.ingest.store.count().await, app.ingest.store.queue_stats().await) {
         (Ok(records), Ok(queues)) => (Some(records), queues),
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "metrics: store figures unavailable");
@@ -40,18 +39,18 @@ pub async fn figures(gw: &Gateway, now: OffsetDateTime) -> StoreFigures {
     };
     let today = gateway_core::date::today_in_china(now);
     let mut sla = Vec::new();
-    for d in crate::sla::destinations(gw) {
+    for d in app.sla.destinations() {
         let q = crate::sla::SlaQuery { limit: 1, scheduled: true, ..crate::sla::SlaQuery::new(&d, today) };
-        match crate::sla::view(gw, &q).await {
+        match crate::sla::view(&app.sla, &q).await {
             Ok(v) => sla.push((d, v.counts)),
             Err(e) => tracing::warn!(error = %e, destination = %d, "metrics: SLA figures unavailable"),
         }
     }
-    let reporting = if gw.reporting.departments.is_empty() {
+    let reporting = if app.reporting.departments.is_empty() {
         None
     } else {
         let period = gateway_core::reporting::Period::before(today);
-        crate::reporting::view(gw, period, today).await.ok().map(|v| {
+        crate::reporting::view(&app.ingest, &app.reporting, period, today).await.ok().map(|v| {
             v.departments.iter().filter(|d| d.registered).fold(std::collections::BTreeMap::new(), |mut m, d| {
                 *m.entry(d.status.as_str().to_owned()).or_insert(0) += 1;
                 m
@@ -62,7 +61,7 @@ pub async fn figures(gw: &Gateway, now: OffsetDateTime) -> StoreFigures {
 }
 
 /// Renders the metrics at `now`.
-pub fn render(gw: &Gateway, figures: &StoreFigures, now: OffsetDateTime) -> String {
+pub fn render(app: &App, figures: &StoreFigures, now: OffsetDateTime) -> String {
     let mut out = String::new();
     let mut per_destination = |name: &str, help: &str, value: &dyn Fn(&gateway_store::QueueStats) -> i64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -119,7 +118,7 @@ pub fn render(gw: &Gateway, figures: &StoreFigures, now: OffsetDateTime) -> Stri
             records as f64,
         );
     }
-    let Some(fed) = gw.federation.get() else { return out };
+    let Some(fed) = app.identity() else { return out };
     if let Some(not_after) = fed.certificate_expires {
         gauge(
             "credit_gateway_certificate_days_to_expiry",
@@ -129,7 +128,7 @@ pub fn render(gw: &Gateway, figures: &StoreFigures, now: OffsetDateTime) -> Stri
     }
     let Ok(registry) = fed.registry.read().map(|r| r.clone()) else { return out };
     let expires = registry.expires_at.unix_timestamp() as f64;
-    let past_grace = registry.freshness(now, fed.grace).is_err();
+    let past_grace = registry.freshness(now, fed.registry_grace).is_err();
     gauge("credit_gateway_registry_version", "Version of the federation registry held.", registry.body.version as f64);
     gauge("credit_gateway_registry_expires_timestamp_seconds", "When the held registry expires (Unix time).", expires);
     gauge(
@@ -140,7 +139,7 @@ pub fn render(gw: &Gateway, figures: &StoreFigures, now: OffsetDateTime) -> Stri
     gauge(
         "credit_gateway_registry_grace_seconds",
         "Grace period after expiry before federation traffic is refused.",
-        fed.grace.whole_seconds() as f64,
+        fed.registry_grace.whole_seconds() as f64,
     );
     gauge(
         "credit_gateway_registry_expired",
@@ -155,11 +154,11 @@ pub fn render(gw: &Gateway, figures: &StoreFigures, now: OffsetDateTime) -> Stri
     out
 }
 
-pub(super) async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
+pub(super) async fn metrics(State(app): State<App>) -> impl IntoResponse {
     // A store that does not answer leaves its figures out; the registry gauges still render.
     let now = OffsetDateTime::now_utc();
-    let figures = figures(&gw, now).await;
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&gw, &figures, now))
+    let figures = figures(&app, now).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&app, &figures, now))
 }
 
 /// Seconds from an RFC 3339 timestamp to `now` (0 if unreadable or in the future).

@@ -31,14 +31,17 @@ use uuid::Uuid;
 pub use error::{ErrorBody, ErrorKind, ServiceError};
 use gateway_store::{RecordQuery, StoredRecord};
 
-use crate::ingest::{BatchResult, Gateway};
+use crate::app::App;
+use crate::config::ReportingConfig;
+use crate::ingest::{BatchResult, Ingest};
+use crate::sla::Sla;
 
 /// Default and largest page of `GET /api/v1/records`.
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
 
 /// The whole HTTP application; `serve` binds it, tests call it directly.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+pub fn router(app: App) -> Router {
     Router::new()
         .route("/api/v1/records", post(push_records).get(query_records))
         .route("/api/v1/records/{id}", get(get_record))
@@ -76,7 +79,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         })
         .layer(CatchPanicLayer::custom(|_| ServiceError::internal(&"handler panicked").into_response()))
         .layer(TraceLayer::new_for_http())
-        .with_state(gateway)
+        .with_state(app)
 }
 
 /// Push a batch of records (JSON array). Answers 200 with one outcome per record, in order,
@@ -95,7 +98,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     )
 )]
 async fn push_records(
-    State(gw): State<Arc<Gateway>>,
+    State(ingest): State<Arc<Ingest>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<BatchResult>, ServiceError> {
@@ -107,14 +110,14 @@ async fn push_records(
     if !is_json {
         return Err(ServiceError::unsupported_media_type());
     }
-    let limit = gw.limits.max_body_bytes;
+    let limit = ingest.limits.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ServiceError::payload_too_large(limit));
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ServiceError::payload_too_large(limit))?;
-    gw.push(bytes, OffsetDateTime::now_utc()).await.map(Json)
+    ingest.push(bytes, OffsetDateTime::now_utc()).await.map(Json)
 }
 
 /// `GET /api/v1/reporting` parameters.
@@ -135,13 +138,14 @@ pub struct ReportingParams {
     responses((status = 200, body = crate::reporting::ReportingView), (status = 400, body = ErrorBody))
 )]
 async fn reporting_status(
-    State(gw): State<Arc<Gateway>>,
+    State(ingest): State<Arc<Ingest>>,
+    State(reporting): State<Arc<ReportingConfig>>,
     params: Result<Query<ReportingParams>, QueryRejection>,
 ) -> Result<Json<crate::reporting::ReportingView>, ServiceError> {
     let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let period = period_param(p.period.as_deref(), today)?;
-    crate::reporting::view(&gw, period, today).await.map(Json).map_err(|e| ServiceError::internal(&e))
+    crate::reporting::view(&ingest, &reporting, period, today).await.map(Json).map_err(|e| ServiceError::internal(&e))
 }
 
 /// A `period` parameter (`YYYY-MM`); absent means last month as of `today`.
@@ -191,7 +195,7 @@ pub struct SlaParams {
     responses((status = 200, body = crate::sla::SlaView), (status = 400, body = ErrorBody))
 )]
 async fn sla_status(
-    State(gw): State<Arc<Gateway>>,
+    State(sla): State<Arc<Sla>>,
     params: Result<Query<SlaParams>, QueryRejection>,
 ) -> Result<Json<crate::sla::SlaView>, ServiceError> {
     use gateway_core::sla::SlaState;
@@ -220,8 +224,8 @@ async fn sla_status(
     };
     let limit = p.limit.unwrap_or(500).clamp(1, 5_000);
     let destination = p.destination.unwrap_or_else(|| crate::relay::PUBLICATION.to_owned());
-    if !crate::sla::watched(&gw, &destination) {
-        let known = crate::sla::destinations(&gw).join(", ");
+    if !sla.watched(&destination) {
+        let known = sla.destinations().join(", ");
         return Err(ServiceError::bad_request(
             "sla.destination",
             format!("本节点不向 {destination:?} 投递；可选：publication、{known}"),
@@ -238,7 +242,7 @@ async fn sla_status(
         limit,
         ..crate::sla::SlaQuery::new(&destination, today)
     };
-    crate::sla::view(&gw, &q).await.map(Json).map_err(|e| ServiceError::internal(&e))
+    crate::sla::view(&sla, &q).await.map(Json).map_err(|e| ServiceError::internal(&e))
 }
 
 /// A record version as the API shows it. Identity numbers are masked.
@@ -302,11 +306,11 @@ pub struct RecordVersions {
     )
 )]
 async fn get_record(
-    State(gw): State<Arc<Gateway>>,
+    State(ingest): State<Arc<Ingest>>,
     Path(id): Path<String>,
 ) -> Result<Json<RecordVersions>, ServiceError> {
     let record_id = parse_record_id(&id)?;
-    let versions = gw.store.versions(record_id).await.map_err(|e| ServiceError::internal(&e))?;
+    let versions = ingest.store.versions(record_id).await.map_err(|e| ServiceError::internal(&e))?;
     if versions.is_empty() {
         return Err(ServiceError::not_found("该记录", "record"));
     }
@@ -353,7 +357,7 @@ pub struct RecordPage {
     responses((status = 200, body = RecordPage), (status = 400, body = ErrorBody))
 )]
 async fn query_records(
-    State(gw): State<Arc<Gateway>>,
+    State(ingest): State<Arc<Ingest>>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<RecordPage>, ServiceError> {
     let Query(p) = params.map_err(crate::api::error::bad_query)?;
@@ -384,7 +388,7 @@ async fn query_records(
         after: p.after.unwrap_or(0),
         limit: limit + 1,
     };
-    let mut rows = gw.store.query(&q).await.map_err(|e| ServiceError::internal(&e))?;
+    let mut rows = ingest.store.query(&q).await.map_err(|e| ServiceError::internal(&e))?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_after = if more { rows.last().map(|r| r.seq) } else { None };
@@ -427,8 +431,8 @@ async fn healthz() -> Json<Health> {
 
 /// Readiness: the store answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
-async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    match gw.store.ping().await {
+async fn readyz(State(ingest): State<Arc<Ingest>>) -> Response {
+    match ingest.store.ping().await {
         Ok(()) => Json(Health { status: "ready" }).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "store not ready");

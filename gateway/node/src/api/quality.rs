@@ -1,7 +1,5 @@
 //! Data-quality ratios per department and month, as JSON and as CSV / XLSX exports.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -10,13 +8,10 @@ use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 
 use super::{ErrorBody, ReportingParams, ServiceError, period_param};
-use crate::ingest::Gateway;
+use crate::app::App;
 use crate::quality::QualityView;
 
-async fn load(
-    gw: &Gateway,
-    params: Result<Query<ReportingParams>, QueryRejection>,
-) -> Result<QualityView, ServiceError> {
+async fn load(app: &App, params: Result<Query<ReportingParams>, QueryRejection>) -> Result<QualityView, ServiceError> {
     let Query(p) = params.map_err(crate::api::error::bad_query)?;
     // The current month by default: quality is watched while the month runs.
     let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
@@ -24,7 +19,7 @@ async fn load(
         None => gateway_core::reporting::Period::of(today),
         given => period_param(given, today)?,
     };
-    crate::quality::view(gw, period).await.map_err(|e| ServiceError::internal(&e))
+    crate::quality::view(&app.ingest.store, &app.reporting, period).await.map_err(|e| ServiceError::internal(&e))
 }
 
 /// Quality per department for a month (default: this month): 有效入库率, 完整率, 及时率, 迟报 and
@@ -37,10 +32,10 @@ async fn load(
     responses((status = 200, body = QualityView), (status = 400, body = ErrorBody))
 )]
 pub async fn json(
-    State(gw): State<Arc<Gateway>>,
+    State(app): State<App>,
     params: Result<Query<ReportingParams>, QueryRejection>,
 ) -> Result<Json<QualityView>, ServiceError> {
-    load(&gw, params).await.map(Json)
+    load(&app, params).await.map(Json)
 }
 
 /// The quality table as CSV (UTF-8 with BOM).
@@ -52,10 +47,10 @@ pub async fn json(
     responses((status = 200, content_type = "text/csv"), (status = 400, body = ErrorBody))
 )]
 pub async fn csv(
-    State(gw): State<Arc<Gateway>>,
+    State(app): State<App>,
     params: Result<Query<ReportingParams>, QueryRejection>,
 ) -> Result<Response, ServiceError> {
-    let view = load(&gw, params).await?;
+    let view = load(&app, params).await?;
     let bytes = crate::quality::to_csv(&view).map_err(|e| ServiceError::internal(&e))?;
     Ok(attachment("text/csv; charset=utf-8", &format!("quality-{}.csv", view.period), bytes))
 }
@@ -72,10 +67,10 @@ pub async fn csv(
     )
 )]
 pub async fn xlsx(
-    State(gw): State<Arc<Gateway>>,
+    State(app): State<App>,
     params: Result<Query<ReportingParams>, QueryRejection>,
 ) -> Result<Response, ServiceError> {
-    let view = load(&gw, params).await?;
+    let view = load(&app, params).await?;
     let bytes = crate::quality::to_xlsx(&view).map_err(|e| ServiceError::internal(&e))?;
     Ok(attachment(super::imports::XLSX, &format!("quality-{}.xlsx", view.period), bytes))
 }

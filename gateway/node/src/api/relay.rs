@@ -12,7 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{ErrorBody, ServiceError};
-use crate::ingest::Gateway;
+use crate::ingest::Ingest;
+use crate::relay::RelayState;
 
 /// A record's delivery trail at this node: received and stored, every hop onward with the
 /// receiver's signed acknowledgement, publication, dead letters, lifecycle events and state.
@@ -23,9 +24,12 @@ use crate::ingest::Gateway;
     params(("id" = String, Path, description = "Record id (UUID)")),
     responses((status = 200, body = Trail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
-pub(super) async fn trail(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Json<Trail>, ServiceError> {
+pub(super) async fn trail(
+    State(ingest): State<Arc<Ingest>>,
+    Path(id): Path<String>,
+) -> Result<Json<Trail>, ServiceError> {
     let id = super::parse_record_id(&id)?;
-    match gw.store.trail(id).await.map_err(|e| ServiceError::internal(&e))? {
+    match ingest.store.trail(id).await.map_err(|e| ServiceError::internal(&e))? {
         Some(t) => Ok(Json(t)),
         None => Err(ServiceError::not_found("该记录", "record")),
     }
@@ -44,11 +48,14 @@ pub struct OutboxEntry {
 /// Every destination's queue (cursor, records waiting after it, dead letters) and its
 /// sender's state (consecutive failures, last error, last success).
 #[utoipa::path(get, path = "/api/v1/outbox", tag = "relay", responses((status = 200, body = Vec<OutboxEntry>)))]
-pub(super) async fn outbox(State(gw): State<Arc<Gateway>>) -> Result<Json<Vec<OutboxEntry>>, ServiceError> {
-    let mut queues = gw.store.queue_stats().await.map_err(|e| ServiceError::internal(&e))?;
-    let mut status = gw.relay_status.snapshot();
+pub(super) async fn outbox(
+    State(ingest): State<Arc<Ingest>>,
+    State(relay): State<RelayState>,
+) -> Result<Json<Vec<OutboxEntry>>, ServiceError> {
+    let mut queues = ingest.store.queue_stats().await.map_err(|e| ServiceError::internal(&e))?;
+    let mut status = relay.status.snapshot();
     // A destination that has not settled anything yet has no cursor row: list it too.
-    let last = gw.store.last_seq().await.map_err(|e| ServiceError::internal(&e))?;
+    let last = ingest.store.last_seq().await.map_err(|e| ServiceError::internal(&e))?;
     for name in status.keys() {
         if !queues.iter().any(|q| &q.destination == name) {
             queues.push(QueueStats {
@@ -83,12 +90,12 @@ pub(super) struct DeadLetterParams {
     responses((status = 200, body = Vec<DeadLetterRow>), (status = 400, body = ErrorBody))
 )]
 pub(super) async fn dead_letters(
-    State(gw): State<Arc<Gateway>>,
+    State(ingest): State<Arc<Ingest>>,
     params: Result<Query<DeadLetterParams>, QueryRejection>,
 ) -> Result<Json<Vec<DeadLetterRow>>, ServiceError> {
     let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let limit = super::page_limit(p.limit)?;
-    gw.store.dead_letters(p.destination.as_deref(), limit).await.map(Json).map_err(|e| ServiceError::internal(&e))
+    ingest.store.dead_letters(p.destination.as_deref(), limit).await.map(Json).map_err(|e| ServiceError::internal(&e))
 }
 
 /// What to resend.
@@ -116,14 +123,14 @@ pub struct ResendAnswer {
     responses((status = 200, body = ResendAnswer), (status = 400, body = ErrorBody))
 )]
 pub(super) async fn resend(
-    State(gw): State<Arc<Gateway>>,
+    State(ingest): State<Arc<Ingest>>,
     body: Result<Json<ResendRequest>, JsonRejection>,
 ) -> Result<Json<ResendAnswer>, ServiceError> {
     let Json(req) = body.map_err(|e| {
         ServiceError::bad_request("bad_request", format!("请求体错误：{e}"), format!("bad request body: {e}"))
     })?;
     let queued =
-        gw.store.request_resend(&req.destination, req.record_id).await.map_err(|e| ServiceError::internal(&e))?;
+        ingest.store.request_resend(&req.destination, req.record_id).await.map_err(|e| ServiceError::internal(&e))?;
     tracing::info!(destination = %req.destination, record_id = ?req.record_id, queued, "dead letters queued for resending");
     Ok(Json(ResendAnswer { queued }))
 }

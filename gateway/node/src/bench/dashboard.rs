@@ -91,7 +91,7 @@ pub async fn dashboard(opts: &DashboardBenchOptions) -> anyhow::Result<Dashboard
         },
         ..Config::default()
     };
-    let gw = crate::server::build_gateway(&config).await?;
+    let gw = crate::server::open_ingest(&config).await?;
     let started = Instant::now();
     fill(&gw, opts.records).await?;
     let fill_secs = started.elapsed().as_secs_f64();
@@ -101,12 +101,20 @@ pub async fn dashboard(opts: &DashboardBenchOptions) -> anyhow::Result<Dashboard
     // The SLA tracking of the sink catches up on everything at once, as after an upgrade.
     let started = Instant::now();
     let sink = crate::relay::PUBLICATION;
-    let tracked = gw.store.track_sla(sink, &crate::sla::scope(&gw, sink), None).await?;
+    let routes = Arc::new(crate::relay::Routes::new(&config.member_id, None, &[], &config.relay));
+    let scope = crate::sla::Sla::new(Arc::clone(&gw), routes, None).scope(sink);
+    let tracked = gw.store.track_sla(sink, &scope, None).await?;
     let catch_up_secs = started.elapsed().as_secs_f64();
+    gw.store.close().await;
+    drop(gw);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(crate::server::run(listener, Arc::clone(&gw), std::future::pending()));
+    // The node as `serve` runs it, on the filled store.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let node = crate::server::start(Config { listen: "127.0.0.1:0".parse()?, ..config }, async {
+        let _ = stopped.await;
+    })
+    .await?;
+    let base = format!("http://{}", node.api);
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let login = client
         .post(format!("{base}/dashboard/login"))
@@ -126,7 +134,8 @@ pub async fn dashboard(opts: &DashboardBenchOptions) -> anyhow::Result<Dashboard
     for (name, path) in PAGES {
         pages.push(time_page(&client, &base, &cookie, name, path, opts.rounds).await?);
     }
-    server.abort();
+    let _ = stop.send(());
+    node.stopped().await?;
     let report =
         DashboardReport { records, fill_secs, database_mib, tracked, catch_up_secs, rounds: opts.rounds, floor, pages };
     super::write_section(&opts.report, "## Dashboard pages", "bench dashboard", &report.to_string())?;
@@ -135,7 +144,7 @@ pub async fn dashboard(opts: &DashboardBenchOptions) -> anyhow::Result<Dashboard
 
 /// Pushes `n` records in batches, then settles the publication sink the way a healthy node
 /// would have: each batch published three days after its decision date, except one record in 33.
-async fn fill(gw: &Arc<crate::ingest::Gateway>, n: usize) -> anyhow::Result<()> {
+async fn fill(gw: &Arc<crate::ingest::Ingest>, n: usize) -> anyhow::Result<()> {
     let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let mut last_seq = 0;
     let batches = n.div_ceil(BATCH);

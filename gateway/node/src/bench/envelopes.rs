@@ -3,10 +3,9 @@
 //! rate measured in the same run.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use gateway_core::crypto::{Alg, SigningKey};
 use time::OffsetDateTime;
 
@@ -123,24 +122,29 @@ async fn signed_run(opts: &EnvelopeOptions) -> anyhow::Result<f64> {
     pki::init(&InitOptions::dev(&pki_dir))?;
     let node = |member: &str, name: &str| {
         let fed = FederationConfig::from_pki(&pki_dir, member, ([127, 0, 0, 1], 0).into());
-        let config = Config { data_dir: dir.path().join(name), member_id: member.into(), ..Config::default() };
-        (fed, config)
+        Config {
+            listen: ([127, 0, 0, 1], 0).into(),
+            data_dir: dir.path().join(name),
+            member_id: member.into(),
+            federation: Some(fed),
+            // Only the one hop is measured: the city forwards nothing.
+            relay: crate::config::RelayConfig { enabled: false, ..Default::default() },
+            ..Config::default()
+        }
     };
-    let (city_fed, city_config) = node("cn-370300", "city");
-    let city_gw = crate::server::build_gateway(&city_config).await?;
-    let endpoint = crate::server::bind_federation(&city_config, &city_fed, Arc::clone(&city_gw)).await?;
-    let url = format!("https://localhost:{}", endpoint.addr.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(endpoint.serve(async {
+    let city = crate::server::start(node("cn-370300", "city"), async {
         let _ = stopped.await;
-    }));
+    })
+    .await?;
+    let url = format!("https://localhost:{}", city.federation.context("the city's federation endpoint")?.port());
 
-    let (district_fed, district_config) = node("cn-370306", "district");
-    let district_gw = crate::server::build_gateway(&district_config).await?;
-    let district = crate::server::federation_node("cn-370306", &district_fed, district_gw)?;
+    let district_config = node("cn-370306", "district");
+    let district_fed = district_config.federation.clone().context("federation")?;
+    let district = crate::server::open_node(&district_config, &district_fed).await?;
     for chunk in synthetic_records(opts.records, 2).chunks(5_000) {
         district
-            .gateway
+            .ingest
             .push(serde_json::to_vec(chunk)?.into(), OffsetDateTime::now_utc())
             .await
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -149,7 +153,7 @@ async fn signed_run(opts: &EnvelopeOptions) -> anyhow::Result<f64> {
     let mut after = 0;
     loop {
         let page = district
-            .gateway
+            .ingest
             .store
             .query(&gateway_store::RecordQuery { after, limit: 10_000, ..Default::default() })
             .await?;
@@ -158,7 +162,7 @@ async fn signed_run(opts: &EnvelopeOptions) -> anyhow::Result<f64> {
         records.extend(page);
     }
     // The bulk load's log is folded in now, not during the timed run.
-    district.gateway.store.checkpoint().await?;
+    district.ingest.store.checkpoint().await?;
     // Envelopes are sealed before the clock starts, as the unsigned run pre-serialises its
     // bodies: what is timed is delivery, the receiver's ingest, and the receipt check.
     let now = OffsetDateTime::now_utc();
@@ -178,9 +182,9 @@ async fn signed_run(opts: &EnvelopeOptions) -> anyhow::Result<f64> {
     })
     .await?;
     let signed_rate = rate(records.len(), elapsed);
-    let stored = city_gw.store.count().await?;
+    let stored = city.app.ingest.store.count().await?;
     let _ = stop.send(());
-    server.await??;
+    city.stopped().await?;
     if stored != opts.records as i64 {
         bail!("the city stored {stored} records, expected {}", opts.records);
     }

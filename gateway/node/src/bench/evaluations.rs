@@ -70,14 +70,22 @@ pub async fn evaluations(opts: &EvaluationBenchOptions) -> anyhow::Result<Evalua
     let listen: std::net::SocketAddr = "127.0.0.1:0".parse()?;
     let fed = crate::config::FederationConfig::from_pki(&pki, "cn-370500", listen);
     let config = crate::config::Config {
+        listen,
         data_dir: dir.path().join("dongying"),
         member_id: "cn-370500".into(),
+        federation: Some(fed),
+        // Only lookups are measured: 信用东营 forwards nothing.
+        relay: crate::config::RelayConfig { enabled: false, ..Default::default() },
         ..crate::config::Config::default()
     };
-    let gw = crate::server::build_gateway(&config).await?;
-    let endpoint = crate::server::bind_federation(&config, &fed, Arc::clone(&gw)).await?;
-    let base = format!("https://{}", endpoint.addr);
-    let server = tokio::spawn(endpoint.serve(std::future::pending()));
+    let sqlite_path = config.sqlite_path();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let node = crate::server::start(config, async {
+        let _ = stopped.await;
+    })
+    .await?;
+    let base = format!("https://{}", node.federation.context("the federation endpoint")?);
+    let gw = Arc::clone(&node.app.ingest);
 
     let companies = (opts.evaluations as u64).div_ceil(2).max(1);
     let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
@@ -99,7 +107,7 @@ pub async fn evaluations(opts: &EvaluationBenchOptions) -> anyhow::Result<Evalua
     let fill_secs = started.elapsed().as_secs_f64();
     let stored = gw.store.count().await?;
     gw.store.checkpoint().await?;
-    let database_mib = std::fs::metadata(config.sqlite_path()).map(|m| m.len() as f64 / 1_048_576.0).unwrap_or(0.0);
+    let database_mib = std::fs::metadata(&sqlite_path).map(|m| m.len() as f64 / 1_048_576.0).unwrap_or(0.0);
 
     let client = partner_client(&pki)?;
     let subject = move |i: usize| uscc_in("91", "370500", spread(i as u64) % companies);
@@ -136,7 +144,8 @@ pub async fn evaluations(opts: &EvaluationBenchOptions) -> anyhow::Result<Evalua
 
     let signatures_per_sec = sign_rate();
     let audited = gw.store.pulls(Some("in"), "", 1_000_000).await?.len();
-    server.abort();
+    let _ = stop.send(());
+    node.stopped().await?;
     let report = EvaluationReport {
         stored,
         fill_secs,

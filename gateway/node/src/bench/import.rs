@@ -153,7 +153,7 @@ async fn run_phase(phase: &str, input: &Path, adapter: &Path) -> anyhow::Result<
             let dir = tempfile::tempdir()?;
             let adapter = Arc::new(crate::adapters::compile(adapter)?);
             let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
-            let gateway = crate::server::build_gateway(&config).await?;
+            let gateway = crate::server::open_ingest(&config).await?;
             let req = ImportRequest {
                 unit: "淄博市周村区市场监督管理局".into(),
                 unit_uscc: "11370306MB28501648".into(),

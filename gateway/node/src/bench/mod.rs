@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use time::macros::date;
 
 use crate::config::Config;
-use crate::ingest::Gateway;
+use crate::ingest::Ingest;
 use gateway_core::date::today_in_china;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -122,7 +122,7 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     };
 
     // Validation alone, and the rows the raw run inserts.
-    let gw = crate::server::build_gateway(&config("raw")).await?;
+    let gw = crate::server::open_ingest(&config("raw")).await?;
     let today = today_in_china(OffsetDateTime::now_utc());
     let started = Instant::now();
     let validated: Vec<Incoming> = {
@@ -144,17 +144,17 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     gw.store.close().await;
     drop(gw);
 
-    let gw = crate::server::build_gateway(&config("http")).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::run(listener, Arc::clone(&gw), async {
+    let http_config = Config { listen: "127.0.0.1:0".parse()?, ..config("http") };
+    let node = crate::server::start(http_config, async {
         let _ = stopped.await;
-    }));
-    let http_rate = http_rate(&format!("http://{addr}/api/v1/records"), bodies, opts.concurrency, opts.records).await?;
-    let stored = gw.store.count().await?;
+    })
+    .await?;
+    let http_rate =
+        http_rate(&format!("http://{}/api/v1/records", node.api), bodies, opts.concurrency, opts.records).await?;
+    let stored = node.app.ingest.store.count().await?;
     let _ = stop.send(());
-    server.await??;
+    node.stopped().await?;
     if stored != opts.records as i64 {
         bail!("HTTP run stored {stored} records, expected {}", opts.records);
     }
@@ -175,7 +175,7 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
 /// The store alone: pre-validated batches handed to `Store::ingest` by as many concurrent
 /// callers as the HTTP run has clients, so both runs can share commits the same way.
 async fn raw_store_rate(
-    gw: &Arc<Gateway>,
+    gw: &Arc<Ingest>,
     rows: Vec<Incoming>,
     batch: usize,
     concurrency: usize,

@@ -21,10 +21,17 @@ use gateway_core::sla::SlaState;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::ingest::Gateway;
+use crate::app::App;
 use html::{Nav, esc, page, ratio_cell};
 
 pub use auth::Access;
+
+/// The dashboard's own state: who may log in, and the backlog samples its overview charts.
+#[derive(Debug)]
+pub struct Board {
+    pub access: Access,
+    pub history: History,
+}
 
 /// Samples of each destination's backlog, one a minute, for the last day.
 #[derive(Debug, Default)]
@@ -34,13 +41,13 @@ const HISTORY_SAMPLES: usize = 24 * 60;
 
 impl History {
     /// Takes a sample if the last one is a minute old (or there is none).
-    pub async fn sample(&self, gw: &Gateway, now: OffsetDateTime) {
+    pub async fn sample(&self, store: &gateway_store::Store, now: OffsetDateTime) {
         let due =
             self.0.lock().map(|h| h.back().is_none_or(|(t, _)| now - *t >= time::Duration::MINUTE)).unwrap_or(false);
         if !due {
             return;
         }
-        let Ok(stats) = gw.store.queue_stats().await else { return };
+        let Ok(stats) = store.queue_stats().await else { return };
         if let Ok(mut h) = self.0.lock() {
             h.push_back((now, stats.into_iter().map(|q| (q.destination, q.backlog)).collect()));
             while h.len() > HISTORY_SAMPLES {
@@ -62,17 +69,17 @@ impl History {
 }
 
 /// Samples the queues every minute until the process ends (the overview chart's data).
-pub async fn sample_loop(gw: Arc<Gateway>) {
+pub async fn sample_loop(board: Arc<Board>, ingest: Arc<crate::ingest::Ingest>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        gw.queue_history.sample(&gw, OffsetDateTime::now_utc()).await;
+        board.history.sample(&ingest.store, OffsetDateTime::now_utc()).await;
     }
 }
 
 /// The dashboard's routes.
-pub fn router() -> Router<Arc<Gateway>> {
+pub fn router() -> Router<App> {
     Router::new()
         .route("/dashboard", get(overview))
         .route("/dashboard/login", get(login_page).post(login))
@@ -102,11 +109,11 @@ fn cookie_value(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The operator logged in with the request's cookie, if any.
-fn session(gw: &Gateway, headers: &HeaderMap) -> Option<Session> {
+fn session(app: &App, headers: &HeaderMap) -> Option<Session> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let cookie = cookie_value(headers)?;
-    let name = gw.dashboard.operator(cookie, now)?;
-    Some(Session { name, token: gw.dashboard.form_token(cookie) })
+    let name = app.dashboard.access.operator(cookie, now)?;
+    Some(Session { name, token: app.dashboard.access.form_token(cookie) })
 }
 
 fn to_login() -> Response {
@@ -146,13 +153,13 @@ fn failure(e: impl std::fmt::Display) -> Response {
     )
 }
 
-async fn login_page(State(gw): State<Arc<Gateway>>) -> Response {
-    respond(StatusCode::OK, login_form(&gw, None))
+async fn login_page(State(app): State<App>) -> Response {
+    respond(StatusCode::OK, login_form(&app, None))
 }
 
-fn login_form(gw: &Gateway, error: Option<&str>) -> String {
+fn login_form(app: &App, error: Option<&str>) -> String {
     let mut body = String::new();
-    if !gw.dashboard.has_operators() {
+    if !app.dashboard.access.has_operators() {
         body.push_str(
             "<p class=\"error\">尚未配置操作员：在配置文件中添加 <code>[[dashboard.operators]]</code>（密码散列由 \
              <code>credit-gateway operator hash-password</code> 生成）。No operators are configured.</p>",
@@ -175,13 +182,13 @@ struct LoginForm {
     password: String,
 }
 
-async fn login(State(gw): State<Arc<Gateway>>, Form(f): Form<LoginForm>) -> Response {
+async fn login(State(app): State<App>, Form(f): Form<LoginForm>) -> Response {
     // PBKDF2 is deliberately slow: it runs off the async workers, one login at a time.
     static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     let Ok(_permit) = HASHING.acquire().await else { return failure("login semaphore closed") };
-    let access = gw.dashboard.clone();
+    let board = Arc::clone(&app.dashboard);
     let user = f.username.trim().to_owned();
-    let checked = tokio::task::spawn_blocking(move || access.login(&user, &f.password).map(str::to_owned)).await;
+    let checked = tokio::task::spawn_blocking(move || board.access.login(&user, &f.password).map(str::to_owned)).await;
     let Ok(name) = checked else { return failure("login check panicked") };
     let Some(name) = name else {
         // Only the first characters of what was typed, without control characters: a password
@@ -190,7 +197,7 @@ async fn login(State(gw): State<Arc<Gateway>>, Form(f): Form<LoginForm>) -> Resp
         tracing::warn!(user = %shown, "dashboard login refused");
         return respond(
             StatusCode::UNAUTHORIZED,
-            login_form(&gw, Some("用户名或密码不正确 · wrong user name or password")),
+            login_form(&app, Some("用户名或密码不正确 · wrong user name or password")),
         );
     };
     tracing::info!(user = %name, "dashboard login");
@@ -198,7 +205,7 @@ async fn login(State(gw): State<Arc<Gateway>>, Form(f): Form<LoginForm>) -> Resp
     let cookie = format!(
         "{}={}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={}",
         auth::COOKIE,
-        gw.dashboard.session(&name, expires),
+        app.dashboard.access.session(&name, expires),
         auth::SESSION_SECS
     );
     let mut resp = Redirect::to("/dashboard").into_response();
@@ -213,9 +220,9 @@ struct TokenForm {
     token: String,
 }
 
-async fn logout(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Form(f): Form<TokenForm>) -> Response {
+async fn logout(headers: HeaderMap, State(app): State<App>, Form(f): Form<TokenForm>) -> Response {
     if let Some(c) = cookie_value(&headers)
-        && !gw.dashboard.form_token_ok(c, &f.token)
+        && !app.dashboard.access.form_token_ok(c, &f.token)
     {
         return respond(
             StatusCode::FORBIDDEN,
@@ -230,18 +237,18 @@ async fn logout(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Form(f): For
     resp
 }
 
-async fn overview(headers: HeaderMap, State(gw): State<Arc<Gateway>>) -> Response {
-    let Some(s) = session(&gw, &headers) else { return to_login() };
+async fn overview(headers: HeaderMap, State(app): State<App>) -> Response {
+    let Some(s) = session(&app, &headers) else { return to_login() };
     let now = OffsetDateTime::now_utc();
     let today = gateway_core::date::today_in_china(now);
-    gw.queue_history.sample(&gw, now).await;
+    app.dashboard.history.sample(&app.ingest.store, now).await;
     let since = today - time::Duration::days(29);
     let since_text = format_date(since);
     let (stored, queues, days, dead) = match tokio::try_join!(
-        gw.store.count(),
-        gw.store.queue_stats(),
-        gw.store.quality_days(&since_text),
-        gw.store.dead_letter_count()
+        app.ingest.store.count(),
+        app.ingest.store.queue_stats(),
+        app.ingest.store.quality_days(&since_text),
+        app.ingest.store.dead_letter_count()
     ) {
         Ok(x) => x,
         Err(e) => return failure(e),
@@ -256,7 +263,7 @@ async fn overview(headers: HeaderMap, State(gw): State<Arc<Gateway>>) -> Respons
     card("今日入库 Accepted today", accepted_today.to_string());
     card("今日退回 Rejected today", rejected_today.to_string());
     card("死信 Dead letters", dead.to_string());
-    if let Some(fed) = gw.federation.get() {
+    if let Some(fed) = app.identity() {
         if let Ok(r) = fed.registry.read() {
             let days = (r.expires_at - now).whole_days();
             card(&format!("注册表第 {} 版到期 Registry expires", r.body.version), format!("{days} 天 days"));
@@ -267,7 +274,7 @@ async fn overview(headers: HeaderMap, State(gw): State<Arc<Gateway>>) -> Respons
     }
     body.push_str("</div><h2>各去向队列 Queues per destination</h2><table id=\"queues\"><tr><th>去向 Destination</th>\
         <th>待发 Backlog</th><th>滞后 Lag</th><th>死信 Dead</th><th>本次启动后已投递 Delivered</th><th>最近成功 Last success</th><th>故障 Failing</th></tr>");
-    let status = gw.relay_status.snapshot();
+    let status = app.relay.status.snapshot();
     for q in &queues {
         let st = status.get(&q.destination);
         let lag = q.oldest_waiting.as_deref().map_or(0, |t| crate::api::metrics::lag_seconds(t, now));
@@ -301,7 +308,11 @@ async fn overview(headers: HeaderMap, State(gw): State<Arc<Gateway>>) -> Respons
         .collect();
     body.push_str(&html::bars_chart(&filled));
     body.push_str("<h2>待发队列变化 Backlog over time</h2>");
-    body.push_str(&html::lines_chart("backlog-chart", "每分钟采样 sampled each minute", &gw.queue_history.series()));
+    body.push_str(&html::lines_chart(
+        "backlog-chart",
+        "每分钟采样 sampled each minute",
+        &app.dashboard.history.series(),
+    ));
     operator_page(&s, "概览 Overview", Nav::Overview, &body)
 }
 
@@ -332,16 +343,16 @@ fn state_label(s: SlaState) -> &'static str {
     }
 }
 
-async fn sla(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<SlaFilter>) -> Response {
-    let Some(s) = session(&gw, &headers) else { return to_login() };
+async fn sla(headers: HeaderMap, State(app): State<App>, Query(f): Query<SlaFilter>) -> Response {
+    let Some(s) = session(&app, &headers) else { return to_login() };
     let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
-    let mut destinations = crate::sla::destinations(&gw);
+    let mut destinations = app.sla.destinations();
     if destinations.is_empty() {
         destinations.push(crate::relay::PUBLICATION.to_owned());
     }
     let destination = f
         .destination
-        .filter(|d| destinations.contains(d) || crate::sla::watched(&gw, d))
+        .filter(|d| destinations.contains(d) || app.sla.watched(d))
         .unwrap_or_else(|| destinations[0].clone());
     let department =
         f.department.as_deref().map(str::trim).filter(|d| !d.is_empty()).map(gateway_core::ident::normalize_code);
@@ -353,7 +364,7 @@ async fn sla(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query
         limit: 500,
         ..crate::sla::SlaQuery::new(&destination, today)
     };
-    let view = match crate::sla::view(&gw, &q).await {
+    let view = match crate::sla::view(&app.sla, &q).await {
         Ok(v) => v,
         Err(e) => return failure(e),
     };
@@ -423,11 +434,11 @@ impl PeriodFilter {
     }
 }
 
-async fn reporting(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<PeriodFilter>) -> Response {
-    let Some(s) = session(&gw, &headers) else { return to_login() };
+async fn reporting(headers: HeaderMap, State(app): State<App>, Query(f): Query<PeriodFilter>) -> Response {
+    let Some(s) = session(&app, &headers) else { return to_login() };
     let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let period = f.chosen(gateway_core::reporting::Period::before(today));
-    let view = match crate::reporting::view(&gw, period, today).await {
+    let view = match crate::reporting::view(&app.ingest, &app.reporting, period, today).await {
         Ok(v) => v,
         Err(e) => return failure(e),
     };
@@ -467,9 +478,9 @@ async fn reporting(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f):
 
 /// The evaluation pulls' audit log (信用评价结果互认): partners asking this node and this
 /// node's desk asking partners, newest first.
-async fn evaluation_pulls(headers: HeaderMap, State(gw): State<Arc<Gateway>>) -> Response {
-    let Some(s) = session(&gw, &headers) else { return to_login() };
-    let pulls = match gw.store.pulls(None, "", 200).await {
+async fn evaluation_pulls(headers: HeaderMap, State(app): State<App>) -> Response {
+    let Some(s) = session(&app, &headers) else { return to_login() };
+    let pulls = match app.ingest.store.pulls(None, "", 200).await {
         Ok(p) => p,
         Err(e) => return failure(e),
     };
@@ -514,11 +525,11 @@ fn period_form(action: &str, period: &str) -> String {
     )
 }
 
-async fn quality(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<PeriodFilter>) -> Response {
-    let Some(s) = session(&gw, &headers) else { return to_login() };
+async fn quality(headers: HeaderMap, State(app): State<App>, Query(f): Query<PeriodFilter>) -> Response {
+    let Some(s) = session(&app, &headers) else { return to_login() };
     let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let period = f.chosen(gateway_core::reporting::Period::of(today));
-    let view = match crate::quality::view(&gw, period).await {
+    let view = match crate::quality::view(&app.ingest.store, &app.reporting, period).await {
         Ok(v) => v,
         Err(e) => return failure(e),
     };
@@ -566,10 +577,10 @@ struct DeadFilter {
     resent: Option<String>,
 }
 
-async fn dead_letters(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Query(f): Query<DeadFilter>) -> Response {
-    let Some(s) = session(&gw, &headers) else { return to_login() };
+async fn dead_letters(headers: HeaderMap, State(app): State<App>, Query(f): Query<DeadFilter>) -> Response {
+    let Some(s) = session(&app, &headers) else { return to_login() };
     let destination = f.destination.as_deref().filter(|d| !d.is_empty());
-    let rows = match gw.store.dead_letters(destination, 500).await {
+    let rows = match app.ingest.store.dead_letters(destination, 500).await {
         Ok(r) => r,
         Err(e) => return failure(e),
     };
@@ -627,10 +638,10 @@ struct ResendForm {
     token: String,
 }
 
-async fn resend(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Form(f): Form<ResendForm>) -> Response {
-    let Some(s) = session(&gw, &headers) else { return to_login() };
+async fn resend(headers: HeaderMap, State(app): State<App>, Form(f): Form<ResendForm>) -> Response {
+    let Some(s) = session(&app, &headers) else { return to_login() };
     let cookie = cookie_value(&headers).unwrap_or_default();
-    if !gw.dashboard.form_token_ok(cookie, &f.token) {
+    if !app.dashboard.access.form_token_ok(cookie, &f.token) {
         return respond(
             StatusCode::FORBIDDEN,
             page(
@@ -652,7 +663,7 @@ async fn resend(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Form(f): For
             ),
         );
     };
-    match gw.store.request_resend(&f.destination, Some(id)).await {
+    match app.ingest.store.request_resend(&f.destination, Some(id)).await {
         Ok(n) => {
             tracing::info!(operator = %s.name, destination = %f.destination, record_id = %id, letters = n, "resend requested");
             Redirect::to(&format!("/dashboard/dead-letters?resent={id}")).into_response()
@@ -661,15 +672,15 @@ async fn resend(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Form(f): For
     }
 }
 
-async fn trail(headers: HeaderMap, State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
-    let Some(s) = session(&gw, &headers) else { return to_login() };
+async fn trail(headers: HeaderMap, State(app): State<App>, Path(id): Path<String>) -> Response {
+    let Some(s) = session(&app, &headers) else { return to_login() };
     let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
         return respond(
             StatusCode::BAD_REQUEST,
             page("无效请求 Bad request", Nav::None, Some((&s.name, &s.token)), ""),
         );
     };
-    match gw.store.trail(uuid).await {
+    match app.ingest.store.trail(uuid).await {
         Ok(Some(t)) => {
             let json = serde_json::to_string_pretty(&t).unwrap_or_default();
             let body = format!(

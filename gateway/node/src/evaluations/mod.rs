@@ -9,9 +9,9 @@
 //! is not covered; `gov_shared` results only to members registered as `government`;
 //! `authorized_query` results never. Withdrawn and repaired results are not answered.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use anyhow::Context;
 use gateway_core::canonical::{Sha256Digest, parse_strict};
@@ -24,26 +24,24 @@ use gateway_core::interchange::evaluation::{
 use gateway_core::interchange::registry::Registry;
 use gateway_core::interchange::{format_time, parse_time};
 use gateway_core::jws::Jws;
+use gateway_store::Store;
 use gateway_store::evaluations::{CachedAnswer, HeldEvaluation, Pull};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
 use crate::error::{ErrorKind, ServiceError};
-use crate::ingest::Gateway;
-use crate::interchange::Signer;
+use crate::interchange::Identity;
 
 pub mod cli;
 
 /// What a node needs to answer and to ask partners: the agreements it is a party to, its
 /// registry, its signing key and its mutual-TLS client.
 pub struct Partners {
-    pub member_id: String,
+    /// This node's federation identity (registry, signing key, mutual-TLS client).
+    pub identity: Identity,
+    pub store: Arc<Store>,
     pub agreements: Vec<SignedAgreement>,
-    pub registry: Arc<RwLock<Registry>>,
-    pub signer: Arc<Signer>,
-    pub client: reqwest::Client,
-    pub peers: Arc<BTreeMap<String, String>>,
     pub cache_ttl: time::Duration,
     pub timeout: std::time::Duration,
     /// Each agreement's signature check under the registry held (by its digest): verified
@@ -56,7 +54,7 @@ type Verified = (Sha256Digest, Vec<Result<Sha256Digest, AgreementError>>);
 
 impl std::fmt::Debug for Partners {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Partners({}, {} agreements)", self.member_id, self.agreements.len())
+        write!(f, "Partners({}, {} agreements)", self.identity.member_id, self.agreements.len())
     }
 }
 
@@ -93,10 +91,6 @@ pub fn load_agreements(member: &str, files: &[PathBuf], registry: &Registry) -> 
 }
 
 impl Partners {
-    fn registry(&self) -> Result<Registry, ServiceError> {
-        self.registry.read().map(|r| r.clone()).map_err(|_| ServiceError::internal(&"registry lock poisoned"))
-    }
-
     /// Whether each agreement is in force on `today` under `registry`, in the order held.
     fn judged(&self, registry: &Registry, today: Date) -> Vec<Result<Sha256Digest, AgreementError>> {
         let mut cache = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -123,7 +117,7 @@ impl Partners {
         let mut ok = Vec::new();
         let mut why = Vec::new();
         for (a, judged) in self.agreements.iter().zip(self.judged(registry, today)) {
-            if !(a.agreement.covers(other) && a.agreement.covers(&self.member_id)) {
+            if !(a.agreement.covers(other) && a.agreement.covers(&self.identity.member_id)) {
                 continue;
             }
             match judged {
@@ -181,7 +175,6 @@ pub fn path_subject_error(e: ServiceError) -> ServiceError {
 /// text, after the pull is in the audit log. A member without an agreement in force with this
 /// node gets 403 with the reason (and that refusal is logged too).
 pub async fn answer(
-    gw: &Gateway,
     partners: &Partners,
     asker: &str,
     raw_subjects: &[String],
@@ -192,7 +185,7 @@ pub async fn answer(
         direction: "in".into(),
         at: format_time(now),
         asker: asker.to_owned(),
-        answerer: partners.member_id.clone(),
+        answerer: partners.identity.member_id.clone(),
         officer: None,
         subjects: subjects.to_vec(),
         outcome: outcome.into(),
@@ -205,7 +198,8 @@ pub async fn answer(
         Err(e) => {
             // Logged without the codes asked: they are not valid, and may not be codes at all.
             let reason = format!("{} subjects asked: {}", raw_subjects.len(), e.body.error.message_en);
-            gw.store
+            partners
+                .store
                 .record_pull(pull(&[], "refused", Some(reason), None))
                 .await
                 .map_err(|e| ServiceError::internal(&e))?;
@@ -214,7 +208,8 @@ pub async fn answer(
     };
     let today = today_in_china(now);
     let (in_force, government) = {
-        let registry = partners.registry.read().map_err(|_| ServiceError::internal(&"registry lock poisoned"))?;
+        let registry =
+            partners.identity.registry.read().map_err(|_| ServiceError::internal(&"registry lock poisoned"))?;
         let government = registry.member(asker).is_some_and(|m| m.roles.iter().any(|r| r == "government"));
         (partners.in_force_with(&registry, asker, today), government)
     };
@@ -222,12 +217,13 @@ pub async fn answer(
         Ok(a) => a,
         Err(why) => {
             let reason = if why.is_empty() {
-                format!("no partner agreement between {} and {asker}", partners.member_id)
+                format!("no partner agreement between {} and {asker}", partners.identity.member_id)
             } else {
                 format!("no partner agreement in force: {}", why.join("; "))
             };
             tracing::warn!(peer = %asker, %reason, "evaluation pull refused");
-            gw.store
+            partners
+                .store
                 .record_pull(pull(&subjects, "refused", Some(reason.clone()), None))
                 .await
                 .map_err(|e| ServiceError::internal(&e))?;
@@ -239,11 +235,11 @@ pub async fn answer(
             ));
         }
     };
-    let held = gw.store.evaluations_of(&subjects).await.map_err(|e| ServiceError::internal(&e))?;
-    let signer = Arc::clone(&partners.signer);
+    let held = partners.store.evaluations_of(&subjects).await.map_err(|e| ServiceError::internal(&e))?;
+    let signer = Arc::clone(&partners.identity.signer);
     let body = AnswerBody {
         answer_id: uuid::Uuid::now_v7().to_string(),
-        answerer: partners.member_id.clone(),
+        answerer: partners.identity.member_id.clone(),
         asker: asker.to_owned(),
         answered_at: format_time(now),
         as_of: format_date(today),
@@ -271,7 +267,8 @@ pub async fn answer(
     } else {
         build()
     };
-    gw.store
+    partners
+        .store
         .record_pull(pull(&subjects, "answered", None, Some((&answer_id, text.clone()))))
         .await
         .map_err(|e| ServiceError::internal(&e))?;
@@ -448,7 +445,6 @@ pub fn resolve_partner(registry: &Registry, from: &str) -> Result<(String, Strin
 /// they are, the rest asked now; if the partner cannot be reached, older cached answers marked
 /// stale. Verdicts are judged again here, on today's date, under this node's agreements.
 pub async fn lookup(
-    gw: &Gateway,
     partners: &Partners,
     from: &str,
     raw_subjects: &[String],
@@ -456,9 +452,9 @@ pub async fn lookup(
     now: OffsetDateTime,
 ) -> Result<DeskAnswer, ServiceError> {
     let subjects = checked_subjects(raw_subjects, "/subjects")?;
-    let registry = partners.registry()?;
+    let registry = partners.identity.registry_now()?;
     let (partner, partner_name) = resolve_partner(&registry, from)?;
-    if partner == partners.member_id {
+    if partner == partners.identity.member_id {
         return Err(ServiceError::bad_request(
             "evaluation.partner",
             "不能向本平台自身查询互认评价",
@@ -473,7 +469,7 @@ pub async fn lookup(
         Ok(agreements) => agreements,
         Err(why) => {
             let reason = if why.is_empty() {
-                format!("no partner agreement between {} and {partner}", partners.member_id)
+                format!("no partner agreement between {} and {partner}", partners.identity.member_id)
             } else {
                 format!("no partner agreement in force: {}", why.join("; "))
             };
@@ -485,7 +481,7 @@ pub async fn lookup(
             ));
         }
     };
-    let cached = gw.store.cached_answers(&partner, &subjects).await.map_err(|e| ServiceError::internal(&e))?;
+    let cached = partners.store.cached_answers(&partner, &subjects).await.map_err(|e| ServiceError::internal(&e))?;
     let mut cached: HashMap<String, CachedAnswer> = cached.into_iter().map(|c| (c.subject_uscc.clone(), c)).collect();
     let age = |c: &CachedAnswer| parse_time(&c.fetched_at).map_or(i64::MAX, |t| (now - t).whole_seconds());
     let fresh = |c: &CachedAnswer| age(c) < partners.cache_ttl.whole_seconds();
@@ -495,7 +491,7 @@ pub async fn lookup(
         pull_id: uuid::Uuid::now_v7().to_string(),
         direction: "out".into(),
         at: format_time(now),
-        asker: partners.member_id.clone(),
+        asker: partners.identity.member_id.clone(),
         answerer: partner.clone(),
         officer: officer.clone(),
         subjects: asked,
@@ -520,11 +516,12 @@ pub async fn lookup(
                         entry: serde_json::to_string(s).unwrap_or_default(),
                     })
                     .collect();
-                gw.store
+                partners
+                    .store
                     .record_pull(audit("answered", to_ask.clone(), None, Some((body.answer_id.clone(), text))))
                     .await
                     .map_err(|e| ServiceError::internal(&e))?;
-                gw.store.cache_answers(&partner, &rows).await.map_err(|e| ServiceError::internal(&e))?;
+                partners.store.cache_answers(&partner, &rows).await.map_err(|e| ServiceError::internal(&e))?;
                 for s in body.subjects {
                     live.insert(s.subject_uscc.clone(), (body.answer_id.clone(), s));
                 }
@@ -534,7 +531,8 @@ pub async fn lookup(
             }
             Err(PullError::Refused(e)) => {
                 let reason = e.body.error.message_en.clone();
-                gw.store
+                partners
+                    .store
                     .record_pull(audit("refused", to_ask, Some(reason), None))
                     .await
                     .map_err(|e| ServiceError::internal(&e))?;
@@ -542,7 +540,8 @@ pub async fn lookup(
             }
             Err(PullError::Failed(why)) => {
                 tracing::warn!(%partner, error = %why, "evaluation pull failed; serving cached answers");
-                gw.store
+                partners
+                    .store
                     .record_pull(audit("failed", to_ask.clone(), Some(why.clone()), None))
                     .await
                     .map_err(|e| ServiceError::internal(&e))?;
@@ -561,7 +560,8 @@ pub async fn lookup(
     let served_from_cache: Vec<String> = subjects.iter().filter(|s| cached.contains_key(*s)).cloned().collect();
     if !served_from_cache.is_empty() {
         let outcome = if partner_error.is_some() { "stale" } else { "cache" };
-        gw.store
+        partners
+            .store
             .record_pull(audit(outcome, served_from_cache, None, None))
             .await
             .map_err(|e| ServiceError::internal(&e))?;
@@ -636,6 +636,7 @@ async fn pull(
     now: OffsetDateTime,
 ) -> Result<(AnswerBody, String), PullError> {
     let base = partners
+        .identity
         .peers
         .get(partner)
         .cloned()
@@ -643,6 +644,7 @@ async fn pull(
         .ok_or_else(|| PullError::Failed(format!("{partner} has no endpoint")))?;
     let url = format!("{}/federation/v1/evaluations/lookup", base.trim_end_matches('/'));
     let resp = partners
+        .identity
         .client
         .post(&url)
         .timeout(partners.timeout)
@@ -671,7 +673,7 @@ async fn pull(
         return Err(PullError::Failed(format!("{url} answered {status}")));
     }
     let jws: Jws = serde_json::from_str(&text).map_err(|e| PullError::Failed(format!("answer is not a JWS: {e}")))?;
-    let body = evaluation::verify_answer(&jws, registry, Some((partner, &partners.member_id)))
+    let body = evaluation::verify_answer(&jws, registry, Some((partner, &partners.identity.member_id)))
         .map_err(|e| PullError::Failed(format!("answer refused: {e}")))?;
     if !body.subjects.iter().map(|s| &s.subject_uscc).eq(subjects.iter()) {
         return Err(PullError::Failed("answer does not answer the subjects asked, in order".into()));
@@ -700,16 +702,12 @@ async fn pull(
 
 /// The evidence bundle of an answer this node sent or received: the answer, the registry held
 /// now, and this node's copies of the agreements it names.
-pub async fn answer_evidence(
-    gw: &Gateway,
-    partners: &Partners,
-    answer_id: &str,
-) -> Result<AnswerEvidence, ServiceError> {
+pub async fn answer_evidence(partners: &Partners, answer_id: &str) -> Result<AnswerEvidence, ServiceError> {
     let not_found = || ServiceError::not_found("该互认查询答复", "an evaluation answer with this id");
     let text =
-        gw.store.pulled_answer(answer_id).await.map_err(|e| ServiceError::internal(&e))?.ok_or_else(not_found)?;
+        partners.store.pulled_answer(answer_id).await.map_err(|e| ServiceError::internal(&e))?.ok_or_else(not_found)?;
     let answer: Jws = serde_json::from_str(&text).map_err(|e| ServiceError::internal(&e))?;
-    let registry = partners.registry()?;
+    let registry = partners.identity.registry_now()?;
     let body = evaluation::verify_answer(&answer, &registry, None).map_err(|e| {
         ServiceError::new(
             ErrorKind::Conflict,

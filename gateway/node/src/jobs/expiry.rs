@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use time::{Date, OffsetDateTime};
 
 use crate::error::ServiceError;
-use crate::ingest::Gateway;
+use crate::ingest::Ingest;
 
 /// How often the loop runs a pass.
 pub const EVERY: Duration = Duration::from_secs(3600);
@@ -25,7 +25,7 @@ const PAGE: i64 = 2_000;
 
 /// One pass at `now`: raises `publicity_expired` for every penalty of this node whose
 /// publicity ended before today (Beijing). Returns how many events were stored.
-pub async fn run_once(gw: &Arc<Gateway>, now: OffsetDateTime) -> Result<usize, ServiceError> {
+pub async fn run_once(gw: &Arc<Ingest>, now: OffsetDateTime) -> Result<usize, ServiceError> {
     let today = today_in_china(now);
     // Nothing decided in the last three months (the shortest period) can have expired.
     let decided_by = format_date(today - time::Duration::days(89));
@@ -56,7 +56,7 @@ pub async fn run_once(gw: &Arc<Gateway>, now: OffsetDateTime) -> Result<usize, S
 }
 
 /// Runs a pass every [`EVERY`] until the task is dropped.
-pub async fn run_loop(gw: Arc<Gateway>) {
+pub async fn run_loop(gw: Arc<Ingest>) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -101,7 +101,7 @@ fn expiry_event(record: &StoredRecord, today: Date) -> Result<Option<Value>, Ser
 }
 
 /// Pushes one batch of events; returns how many were stored.
-async fn push(gw: &Arc<Gateway>, events: &[Value], now: OffsetDateTime) -> Result<usize, ServiceError> {
+async fn push(gw: &Arc<Ingest>, events: &[Value], now: OffsetDateTime) -> Result<usize, ServiceError> {
     let body = serde_json::to_vec(events).map_err(|e| ServiceError::internal(&e))?;
     let result = gw.push(body.into(), now).await?;
     if result.rejected > 0 {

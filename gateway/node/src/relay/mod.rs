@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::config::RelayConfig;
 use crate::interchange::{DeliveryError, Node};
-pub use routing::{Destination, Link, PUBLICATION, Router, adapter_destination};
+pub use routing::{Destination, Link, PUBLICATION, Router, Routes, adapter_destination};
 
 /// Most records scanned per query when looking for what a destination takes.
 const SCAN_CHUNK: i64 = 2_000;
@@ -87,6 +87,16 @@ impl StatusBoard {
     }
 }
 
+/// What the relay shares with the rest of the node: the destinations it sends to (and what
+/// each takes), and how each is doing. SLA tracking, `/metrics`, alerts and the dashboard read
+/// both; made at start-up whether or not this process runs the senders (a replica with
+/// `relay.enabled = false` still watches the SLAs of the destinations its peer replica serves).
+#[derive(Debug, Clone)]
+pub struct RelayState {
+    pub routes: Arc<Routes>,
+    pub status: StatusBoard,
+}
+
 /// The running senders of one node.
 #[derive(Debug)]
 pub struct Relay {
@@ -94,48 +104,19 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// The destinations of `node` under `config`: its parent, its children, and the
-    /// publication sink when one is configured.
-    pub fn destinations(node: &Node, config: &RelayConfig) -> Vec<Destination> {
-        let mut out = Vec::new();
-        if let Ok(registry) = node.registry.read() {
-            let me = node.member_id();
-            if let Some(parent) = registry.member(me).and_then(|m| m.parent.clone()) {
-                out.push(Destination::new(parent, Link::Parent));
-            }
-            for m in registry.body.members.iter().filter(|m| m.parent.as_deref() == Some(me)) {
-                let pull = config.pull_children.contains(&m.member_id);
-                out.push(Destination { pull, ..Destination::new(m.member_id.clone(), Link::Child) });
-            }
-        }
-        if config.publication_dir.is_some() {
-            out.push(Destination::new(PUBLICATION, Link::Publication));
-        }
-        // Platforms this node delivers to through their adapters (database mode only ingests).
-        for loaded in node.gateway.adapters.get().into_iter().flatten() {
-            let m = &loaded.adapter.manifest;
-            if m.platform.direction.delivers() && m.transport.mode != gateway_core::adapter::Mode::Database {
-                out.push(Destination {
-                    record_types: loaded.adapter.datasets.iter().map(|d| d.record_type.as_str().to_owned()).collect(),
-                    ..Destination::new(adapter_destination(loaded.id()), Link::Adapter)
-                });
-            }
-        }
-        out
-    }
-
     /// Starts one sender per destination. They run until the relay is dropped or aborted;
     /// stopping one at any point is safe (it is the same as a crash).
-    pub fn start(node: Node, config: RelayConfig) -> Self {
-        Self::start_with_clock(node, config, Arc::new(clock::RealClock))
+    pub fn start(node: Node, state: &RelayState, config: RelayConfig) -> Self {
+        Self::start_with_clock(node, state, config, Arc::new(clock::RealClock))
     }
 
     /// [`Relay::start`] with retry waits taken from `clock` (a [`clock::ManualClock`] turns
     /// days of outage into seconds).
-    pub fn start_with_clock(node: Node, config: RelayConfig, clock: Arc<dyn clock::Clock>) -> Self {
-        let shared = Arc::new(Shared { router: Router::new(&config.routes), node, config, clock });
+    pub fn start_with_clock(node: Node, state: &RelayState, config: RelayConfig, clock: Arc<dyn clock::Clock>) -> Self {
+        let shared =
+            Arc::new(Shared { routes: Arc::clone(&state.routes), status: state.status.clone(), node, config, clock });
         let mut tasks = JoinSet::new();
-        for dest in Self::destinations(&shared.node, &shared.config) {
+        for dest in shared.routes.destinations().to_vec() {
             tracing::info!(destination = %dest.name, link = ?dest.link, pull = dest.pull, "relay sender started");
             tasks.spawn(Arc::clone(&shared).run(dest));
         }
@@ -153,7 +134,8 @@ impl Relay {
 
 struct Shared {
     node: Node,
-    router: Router,
+    routes: Arc<Routes>,
+    status: StatusBoard,
     config: RelayConfig,
     /// Where retry waits come from.
     clock: Arc<dyn clock::Clock>,
@@ -219,19 +201,19 @@ enum Attempt {
 
 impl Shared {
     async fn run(self: Arc<Self>, dest: Destination) {
-        let board = self.node.gateway.relay_status.clone();
+        let board = self.status.clone();
         board.update(&dest.name, |_| {});
         if dest.pull {
             // Envelopes parked by an earlier run are sealed anew from the queue.
-            if let Err(e) = self.node.gateway.store.unpark(&dest.name, None).await {
+            if let Err(e) = self.node.ingest.store.unpark(&dest.name, None).await {
                 tracing::warn!(destination = %dest.name, error = %e, "could not clear parked envelopes");
             }
         }
-        let mut commits = self.node.gateway.store.watch_commits();
+        let mut commits = self.node.ingest.store.watch_commits();
         let mut limit = self.config.batch_max;
         let mut failures: u32 = 0;
         let mut position = loop {
-            match self.node.gateway.store.outbox_position(&dest.name).await {
+            match self.node.ingest.store.outbox_position(&dest.name).await {
                 Ok(p) => break p,
                 Err(e) => {
                     tracing::error!(destination = %dest.name, error = %e, "relay cannot read its cursor; retrying");
@@ -345,7 +327,7 @@ impl Shared {
     /// record (a version and its correction, a record and an event about it): if the receiver
     /// rejected the first, the second must wait behind it, not arrive beside it.
     async fn next_batch(&self, dest: &Destination, position: i64, limit: usize) -> anyhow::Result<Batch> {
-        let store = &self.node.gateway.store;
+        let store = &self.node.ingest.store;
         let resend = store.resend_queue(&dest.name, limit as i64).await?;
         if !resend.is_empty() {
             // A resent event whose record is still dead (not asked for) waits again.
@@ -354,7 +336,8 @@ impl Shared {
             return Ok(Batch { items: isolate(items), held, resend: true, ..Batch::default() });
         }
         let mut blocked: HashSet<String> = store.blocked_records(&dest.name).await?;
-        let registry = self.node.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
+        let registry =
+            self.node.identity.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?.clone();
         let mut batch = Batch::default();
         let mut in_batch: HashSet<String> = HashSet::new();
         let mut after = position;
@@ -380,7 +363,7 @@ impl Shared {
                     stopped = true;
                     break 'scan;
                 }
-                if !self.router.sends(dest, &row, &registry) {
+                if !self.routes.router().sends(dest, &row, &registry) {
                     after = row.seq;
                     continue;
                 }
@@ -434,7 +417,7 @@ impl Shared {
 
     /// Delivers one batch and settles it. `attempt` counts this try.
     async fn deliver(&self, dest: &Destination, batch: &Batch, attempt: u32) -> Attempt {
-        let store = &self.node.gateway.store;
+        let store = &self.node.ingest.store;
         let now = time::OffsetDateTime::now_utc();
         let at = gateway_core::date::format_timestamp(now);
         let mut dead = held_letters(&batch.held, attempt);
@@ -495,7 +478,7 @@ impl Shared {
             .node
             .endpoint_of(&dest.name)
             .ok_or_else(|| transient(anyhow::anyhow!("{} has no federation endpoint", dest.name)))?;
-        let records = self.node.gateway.store.records_to_forward(seqs).await.map_err(|e| transient(e.into()))?;
+        let records = self.node.ingest.store.records_to_forward(seqs).await.map_err(|e| transient(e.into()))?;
         let prepared = self.node.prepare_forwarding(&dest.name, &records, now).await.map_err(transient)?;
         let timeout = Duration::from_secs(self.config.timeout_secs);
         let answer = if dest.pull {
@@ -526,7 +509,7 @@ impl Shared {
         let Some(dir) = &self.config.publication_dir else {
             return Err(Failure::Transient(anyhow::anyhow!("no publication directory configured")));
         };
-        let records = self.node.gateway.store.records_by_seq(seqs).await.map_err(|e| Failure::Transient(e.into()))?;
+        let records = self.node.ingest.store.records_by_seq(seqs).await.map_err(|e| Failure::Transient(e.into()))?;
         let published = publication::write(dir, &records, now).map_err(Failure::Transient)?;
         Ok(Sent { sent: None, carried: Vec::new(), dead: Vec::new(), published })
     }
@@ -543,15 +526,10 @@ impl Shared {
     ) -> Result<Sent, Failure> {
         let transient = |e: anyhow::Error| Failure::Transient(e);
         let loaded = self
-            .node
-            .gateway
-            .adapters
-            .get()
-            .into_iter()
-            .flatten()
-            .find(|l| adapter_destination(l.id()) == dest.name)
+            .routes
+            .adapter(&dest.name)
             .ok_or_else(|| transient(anyhow::anyhow!("adapter {} is not loaded", dest.name)))?;
-        let records = self.node.gateway.store.records_by_seq(seqs).await.map_err(|e| transient(e.into()))?;
+        let records = self.node.ingest.store.records_by_seq(seqs).await.map_err(|e| transient(e.into()))?;
         let outcome = crate::adapters::deliver::deliver(loaded, &records, now).await;
         match outcome {
             Ok(d) => {
@@ -580,7 +558,7 @@ impl Shared {
             at: gateway_core::date::format_timestamp(time::OffsetDateTime::now_utc()),
             ..Settlement::default()
         };
-        self.node.gateway.store.settle(&dest.name, s).await
+        self.node.ingest.store.settle(&dest.name, s).await
     }
 
     /// Dead-letters every record of a batch with one reason. Returns whether it was recorded.
@@ -599,7 +577,7 @@ impl Shared {
             at: gateway_core::date::format_timestamp(time::OffsetDateTime::now_utc()),
             ..Settlement::default()
         };
-        match self.node.gateway.store.settle(&dest.name, s).await {
+        match self.node.ingest.store.settle(&dest.name, s).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(destination = %dest.name, error = %e, "could not record dead letters; will retry");

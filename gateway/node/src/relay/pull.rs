@@ -26,7 +26,8 @@ struct Collected<'a> {
 
 /// Collects from the parent until the task is stopped.
 pub(super) async fn collect_from_parent(node: Node, config: RelayConfig) {
-    let Some(parent) = node.registry.read().ok().and_then(|r| r.member(node.member_id())?.parent.clone()) else {
+    let Some(parent) = node.identity.registry.read().ok().and_then(|r| r.member(node.member_id())?.parent.clone())
+    else {
         tracing::warn!("pull_from_parent is set but this node has no parent");
         return;
     };
@@ -49,7 +50,7 @@ pub(super) async fn collect_from_parent(node: Node, config: RelayConfig) {
 async fn collect_once(node: &Node, parent: &str, after: i64) -> anyhow::Result<Option<i64>> {
     let url = node.endpoint_of(parent).ok_or_else(|| anyhow::anyhow!("{parent} has no federation endpoint"))?;
     let base = url.trim_end_matches('/');
-    let resp = node.client.get(format!("{base}/federation/v1/events?after={after}")).send().await?;
+    let resp = node.identity.client.get(format!("{base}/federation/v1/events?after={after}")).send().await?;
     anyhow::ensure!(resp.status().is_success(), "{parent} answered {}", resp.status());
     let text = resp.text().await?;
     let page: Page<'_> = serde_json::from_str(&text)?;
@@ -73,6 +74,7 @@ async fn collect_once(node: &Node, parent: &str, after: i64) -> anyhow::Result<O
             }
         };
         let resp = node
+            .identity
             .client
             .post(format!("{base}/federation/v1/receipts"))
             .header("content-type", "application/json")

@@ -2,11 +2,13 @@
 //! where it came from; only lifecycle events go down, and only into the subtree that holds
 //! their target), then the configured rules, then the defaults.
 
+use std::sync::Arc;
+
 use gateway_core::interchange::registry::Registry;
 use gateway_core::record::RecordType;
 use gateway_store::QueuedRecord;
 
-use crate::config::{RouteAction, RouteRule};
+use crate::config::{RelayConfig, RouteAction, RouteRule};
 
 /// Where a node sends records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,9 +88,6 @@ impl Router {
         if record.arrived_from.as_deref() == Some(dest.name.as_str()) {
             return false;
         }
-        if !dest.record_types.is_empty() && !dest.record_types.contains(&record.record_type) {
-            return false;
-        }
         if dest.link == Link::Child {
             let is_event = record.record_type.parse::<RecordType>().is_ok_and(RecordType::is_event);
             let in_subtree =
@@ -97,14 +96,24 @@ impl Router {
                 return false;
             }
         }
-        match self.rules.iter().find(|r| matches(r, dest, record)) {
+        self.takes(dest, &record.record_type, record.disclosure.as_deref())
+    }
+
+    /// Whether `dest` takes records of `record_type` and `disclosure` by its record types and the
+    /// rules alone (configured, then the defaults). Where a record came from, and for a child
+    /// whether it is an event about its subtree, are judged by [`Router::sends`] on top.
+    pub fn takes(&self, dest: &Destination, record_type: &str, disclosure: Option<&str>) -> bool {
+        if !dest.record_types.is_empty() && !dest.record_types.iter().any(|t| t == record_type) {
+            return false;
+        }
+        match self.rules.iter().find(|r| matches(r, dest, record_type, disclosure)) {
             Some(rule) => rule.action == RouteAction::Send,
             None => true,
         }
     }
 }
 
-fn matches(rule: &RouteRule, dest: &Destination, record: &QueuedRecord) -> bool {
+fn matches(rule: &RouteRule, dest: &Destination, record_type: &str, disclosure: Option<&str>) -> bool {
     let destination = match rule.destination.as_str() {
         "parent" => dest.link == Link::Parent,
         "children" => dest.link == Link::Child,
@@ -113,9 +122,91 @@ fn matches(rule: &RouteRule, dest: &Destination, record: &QueuedRecord) -> bool 
     };
     let listed =
         |list: &[String], value: Option<&str>| list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v));
-    destination
-        && listed(&rule.record_types, Some(&record.record_type))
-        && listed(&rule.disclosure, record.disclosure.as_deref())
+    destination && listed(&rule.record_types, Some(record_type)) && listed(&rule.disclosure, disclosure)
+}
+
+/// The disclosure scopes a record can have (`disclosure_scope`).
+pub const DISCLOSURES: [&str; 3] = ["public", "gov_shared", "authorized_query"];
+
+/// Every destination of one node and the rules that say what each takes. Made once at start-up
+/// from the registry in force, the adapters the node runs and `[relay]`: the relay's senders,
+/// SLA tracking, the dashboard and `/metrics` all read this one list.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    destinations: Vec<Destination>,
+    router: Router,
+    /// The adapters behind the `adapter:<platform>` destinations.
+    adapters: Vec<Arc<crate::adapters::Loaded>>,
+}
+
+impl Routes {
+    /// The destinations of `member` under `registry`: its parent, its children (in pull mode if
+    /// `[relay] pull_children` names them), the publication sink when one is configured, and
+    /// every platform it delivers to through an adapter (a 前置库, database-mode, adapter only
+    /// ingests). Without a registry a node has no federation and relays nothing.
+    pub fn new(
+        member: &str,
+        registry: Option<&Registry>,
+        adapters: &[Arc<crate::adapters::Loaded>],
+        config: &RelayConfig,
+    ) -> Self {
+        let router = Router::new(&config.routes);
+        let Some(registry) = registry else { return Self { destinations: Vec::new(), router, adapters: Vec::new() } };
+        let mut destinations = Vec::new();
+        let mut delivering = Vec::new();
+        if let Some(parent) = registry.member(member).and_then(|m| m.parent.clone()) {
+            destinations.push(Destination::new(parent, Link::Parent));
+        }
+        for m in registry.body.members.iter().filter(|m| m.parent.as_deref() == Some(member)) {
+            let pull = config.pull_children.contains(&m.member_id);
+            destinations.push(Destination { pull, ..Destination::new(m.member_id.clone(), Link::Child) });
+        }
+        if config.publication_dir.is_some() {
+            destinations.push(Destination::new(PUBLICATION, Link::Publication));
+        }
+        for loaded in adapters {
+            let m = &loaded.adapter.manifest;
+            if m.platform.direction.delivers() && m.transport.mode != gateway_core::adapter::Mode::Database {
+                destinations.push(Destination {
+                    record_types: loaded.adapter.datasets.iter().map(|d| d.record_type.as_str().to_owned()).collect(),
+                    ..Destination::new(adapter_destination(loaded.id()), Link::Adapter)
+                });
+                delivering.push(Arc::clone(loaded));
+            }
+        }
+        Self { destinations, router, adapters: delivering }
+    }
+
+    /// The adapter behind the destination `adapter:<platform>`.
+    pub fn adapter(&self, destination: &str) -> Option<&Arc<crate::adapters::Loaded>> {
+        self.adapters.iter().find(|l| adapter_destination(l.id()) == destination)
+    }
+
+    pub fn destinations(&self) -> &[Destination] {
+        &self.destinations
+    }
+
+    /// The destination called `name`, if this node sends there.
+    pub fn get(&self, name: &str) -> Option<&Destination> {
+        self.destinations.iter().find(|d| d.name == name)
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// What `dest` takes by the rules, as (record type, the disclosure scopes it takes of that
+    /// type), for the types it takes at all.
+    pub fn takes(&self, dest: &Destination) -> Vec<(RecordType, Vec<&'static str>)> {
+        RecordType::ALL
+            .into_iter()
+            .filter_map(|t| {
+                let scopes: Vec<&'static str> =
+                    DISCLOSURES.into_iter().filter(|d| self.router.takes(dest, t.as_str(), Some(d))).collect();
+                (!scopes.is_empty()).then_some((t, scopes))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
