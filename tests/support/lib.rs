@@ -42,14 +42,16 @@ pub async fn sqlite_store(dir: &Path) -> Store {
 }
 
 /// The configuration of an in-process test node: SQLite in `dir`, the API on a free loopback
-/// port, no relay and no background SLA tracker (views track everything, and tests that
-/// want either switch it on).
+/// port; no relay, no background SLA tracker (views track everything) and no publicity-expiry
+/// job (its first pass, on the wall clock, would race the test's own pushes). A test that
+/// wants one switches it on.
 pub fn config(dir: &Path) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.to_owned(),
         relay: credit_gateway::config::RelayConfig { enabled: false, ..Default::default() },
         sla: credit_gateway::config::SlaConfig { tracking_interval_secs: 0 },
+        publicity: credit_gateway::config::PublicityConfig { expiry_interval_secs: 0 },
         ..Config::default()
     }
 }

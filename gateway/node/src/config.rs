@@ -51,6 +51,23 @@ pub struct Config {
     pub evaluations: EvaluationsConfig,
     /// SLA tracking in the background.
     pub sla: SlaConfig,
+    /// The publicity-expiry job.
+    pub publicity: PublicityConfig,
+}
+
+/// `[publicity]`: the job that raises `publicity_expired` for this node's penalties.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublicityConfig {
+    /// How often, in seconds, the node looks for penalties whose publicity has ended (the first
+    /// look at start-up). Default 3,600. `0` runs no job: no `publicity_expired` is raised here.
+    pub expiry_interval_secs: u64,
+}
+
+impl Default for PublicityConfig {
+    fn default() -> Self {
+        Self { expiry_interval_secs: 3_600 }
+    }
 }
 
 /// `[sla]`: the background SLA tracker.
@@ -59,7 +76,8 @@ pub struct Config {
 pub struct SlaConfig {
     /// How often the tracker adds what was stored and settled to the SLA index, in seconds.
     /// Default 10. `0` runs no tracker: every view, `/metrics` and the alerts then track
-    /// everything stored before they read (a node whose SLAs another replica tracks, tests).
+    /// everything stored before they read, records still in flight included (which costs index
+    /// writes on a busy node: meant for tests and one-off runs).
     pub tracking_interval_secs: u64,
 }
 
@@ -369,6 +387,7 @@ impl Default for Config {
             dashboard: DashboardConfig::default(),
             evaluations: EvaluationsConfig::default(),
             sla: SlaConfig::default(),
+            publicity: PublicityConfig::default(),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use crate::config::{Config, FederationConfig, RelayConfig};
+use crate::config::{AlertsConfig, Config, FederationConfig, RelayConfig};
 use crate::pki::DEMO_FEDERATION;
 
 /// Options of `credit-gateway demo`.
@@ -59,6 +59,11 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
         name: "admin".into(),
         password_hash: crate::dashboard::auth::hash_password(&password, crate::dashboard::auth::ITERATIONS)?,
     };
+    let alerts = AlertsConfig {
+        webhook_url: Some(alert_inbox(&opts.data_dir).await?),
+        check_interval_secs: 15,
+        ..AlertsConfig::default()
+    };
     let mut nodes = Vec::new();
     for (i, demo) in DEMO_FEDERATION.iter().filter(|n| n.in_demo).enumerate() {
         let data_dir = opts.data_dir.join(demo.member_id);
@@ -76,6 +81,7 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
             },
             dashboard: crate::config::DashboardConfig { operators: vec![operator.clone()] },
             adapters: demo_adapters(opts, demo.member_id),
+            alerts: alerts.clone(),
             ..Config::default()
         };
         // The same start as `serve`: relay, SLA tracker, alerts, expiry job, sampler.
@@ -102,6 +108,37 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
         }
     }
     scenario.map(|_| ())
+}
+
+/// Where the demo's nodes send their alerts: a receiver on loopback that appends each one as it
+/// came (signed; the keys are in each node's `alerts.key`) to `<data-dir>/alerts.jsonl`. A real
+/// deployment points `[alerts] webhook_url` at its own monitoring.
+async fn alert_inbox(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("alerts.jsonl");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the demo's alert inbox")?;
+    let url = format!("http://{}/alerts", listener.local_addr()?);
+    let inbox = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let path = path.clone();
+            async move {
+                use std::io::Write;
+                let appended = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|mut file| file.write_all(&[body.as_ref(), b"\n"].concat()));
+                match appended {
+                    Ok(()) => axum::http::StatusCode::NO_CONTENT,
+                    Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, inbox).await;
+    });
+    Ok(url)
 }
 
 /// 周村区 takes departments' monthly workbooks through its intake adapter, when the dev PKI
@@ -308,6 +345,7 @@ fn print_guide(nodes: &[RunningNode], t: &Targets, password: &str) {
     println!("  trail of the corrected record at 信用中国: {national}/api/v1/records/{}/trail", t.corrected);
     println!("  trail of the disputed record at 信用中国:  {national}/api/v1/records/{}/trail", t.disputed);
     println!("  publication files: <data-dir>/<member>/publication/*.jsonl");
+    println!("  alerts of every node (signed webhooks, checked every 15 s): <data-dir>/alerts.jsonl");
     if let (Some(city), Some(dongying)) = (nodes.get(1), nodes.get(4)) {
         println!(
             "  evaluations of a 东营 company, asked at 信用淄博: credit-gateway evaluation lookup {} --from 信用东营 --url {}\n    \

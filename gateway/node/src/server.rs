@@ -228,6 +228,9 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
     };
     tracing::info!(%api, member_id = %config.member_id, data_dir = %config.data_dir.display(), "credit-gateway listening");
 
+    // Everything that can still fail is done before the first task starts.
+    let alerter = crate::alerts::Alerter::new(app.clone(), &config.alerts, &config.data_dir)?;
+
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let when_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -238,32 +241,33 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         Some(node) if config.relay.enabled => Some(Relay::start(node.clone(), &app.relay, config.relay.clone())),
         _ => None,
     };
+    // Tasks that hold nothing across a stop: aborted when the node stops (the registry refresh
+    // may be waiting on a parent that does not answer).
+    let mut background = Vec::new();
     let federation_addr = federation.as_ref().map(|f| f.0);
     let federation_task = federation.map(|(addr, listener, tls, endpoint, refresh_every)| {
         tracing::info!(%addr, "federation endpoint (mutual TLS) ready");
-        let refresh = tokio::spawn(crate::federation::refresh_loop(
+        background.push(tokio::spawn(crate::federation::refresh_loop(
             endpoint.node.clone(),
             refresh_every,
-            when_stopped(stopped.clone()),
-        ));
+            std::future::pending(),
+        )));
         let registry = Arc::clone(&endpoint.node.identity.registry);
         let router = crate::federation::router(endpoint);
-        let served = tokio::spawn(crate::tls::serve(listener, tls, registry, router, when_stopped(stopped.clone())));
-        (served, refresh)
+        tokio::spawn(crate::tls::serve(listener, tls, registry, router, when_stopped(stopped.clone())))
     });
     // 前置库 collectors, inbox watchers and service pullers.
     let collectors = crate::adapters::start_ingest(&ingest, &adapters, &config.data_dir, &stopped);
-    // Background jobs that hold nothing across a stop: aborted when the node stops.
-    let mut background = vec![
-        tokio::spawn(crate::jobs::expiry::run_loop(Arc::clone(&ingest))),
-        tokio::spawn(crate::dashboard::sample_loop(Arc::clone(&board), Arc::clone(&ingest))),
-    ];
+    if config.publicity.expiry_interval_secs > 0 {
+        let every = std::time::Duration::from_secs(config.publicity.expiry_interval_secs);
+        background.push(tokio::spawn(crate::jobs::expiry::run_loop(Arc::clone(&ingest), every)));
+    }
     if config.sla.tracking_interval_secs > 0 {
         let every = std::time::Duration::from_secs(config.sla.tracking_interval_secs);
         background.push(tokio::spawn(crate::sla::track_loop(Arc::clone(&sla), every)));
     }
-    let alerts = crate::alerts::Alerter::new(app.clone(), &config.alerts, &config.data_dir)?
-        .map(|a| tokio::spawn(a.run(when_stopped(stopped.clone()))));
+    background.push(tokio::spawn(crate::dashboard::sample_loop(Arc::clone(&board), Arc::clone(&ingest))));
+    let alerts = alerter.map(|a| tokio::spawn(a.run(when_stopped(stopped.clone()))));
     let api_task = tokio::spawn({
         let router = crate::api::router(app.clone());
         let stopping = when_stopped(stopped.clone());
@@ -278,7 +282,7 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
             relay.stop().await;
         }
         let _ = stop.send(true);
-        let served = api_task.await.context("the API task failed")?;
+        let api = api_task.await;
         for task in background {
             task.abort();
         }
@@ -288,12 +292,14 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         for c in collectors {
             let _ = c.await;
         }
-        if let Some((served, refresh)) = federation_task {
-            let _ = refresh.await;
-            served.await.context("the federation task failed")??;
-        }
+        let federation = match federation_task {
+            Some(task) => task.await.map_err(anyhow::Error::from).and_then(|served| served),
+            None => Ok(()),
+        };
+        // Closed whatever the listeners' ends were: the last commits are folded in.
         ingest.store.close().await;
-        served.context("the API server failed")
+        api.context("the API task failed")?.context("the API server failed")?;
+        federation.context("the federation endpoint failed")
     });
     Ok(Running { api, federation: federation_addr, app, supervisor })
 }

@@ -219,14 +219,26 @@ impl Background {
 }
 
 /// Brings every watched destination's tracking as far as [`Background::until`] says.
+/// A destination that fails is logged and the others are still tracked; the first error is
+/// returned after all were tried.
 pub async fn track_all(sla: &Sla) -> Result<u64, StoreError> {
     let store = &sla.ingest.store;
     let mut added = 0;
+    let mut failed = None;
     for d in sla.destinations() {
-        let until = sla.background.until(store, &d).await?;
-        added += store.track_sla(&d, &sla.scope(&d), until).await?;
+        let tracked = match sla.background.until(store, &d).await {
+            Ok(until) => store.track_sla(&d, &sla.scope(&d), until).await,
+            Err(e) => Err(e),
+        };
+        match tracked {
+            Ok(n) => added += n,
+            Err(e) => {
+                tracing::warn!(destination = %d, error = %e, "SLA tracking failed for one destination");
+                failed.get_or_insert(e);
+            }
+        }
     }
-    Ok(added)
+    failed.map_or(Ok(added), Err)
 }
 
 /// Tracks records every `every` until the process ends: those settled at their destination,

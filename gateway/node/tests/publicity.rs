@@ -17,7 +17,7 @@ fn example(name: &str) -> Value {
 #[tokio::test]
 async fn ended_publicity_periods_raise_one_expiry_each() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = testkit::gateway(dir.path()).await.ingest;
+    let gw = credit_gateway::server::open_ingest(&testkit::config(dir.path())).await.expect("push path");
     // Ended: its own end date 2025-09-18. Running: decided in 2026 under the 2026 rules (a
     // general penalty is published for a year).
     let ended = example("legal_entity_food_fine_confiscation.json");
@@ -58,7 +58,7 @@ async fn ended_publicity_periods_raise_one_expiry_each() {
 async fn one_pass_expires_twenty_thousand_pending_penalties() {
     const PENDING: usize = 20_000;
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = testkit::gateway(dir.path()).await.ingest;
+    let gw = credit_gateway::server::open_ingest(&testkit::config(dir.path())).await.expect("push path");
     // Penalties decided in March–May 2026 whose own publicity ended on 2026-08-31; licences in
     // between are no candidates.
     let mut records = synthetic_records(PENDING * 4 / 3 + 4, 7);

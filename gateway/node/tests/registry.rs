@@ -119,3 +119,50 @@ async fn an_expired_registry_shows_in_the_metrics_through_and_after_its_grace() 
     assert_eq!(client.get(&url).send().await.expect("TLS ok").status(), 503);
     assert_eq!(gauge(&running, "credit_gateway_federation_refusing").await, 1.0);
 }
+
+/// A node stops promptly while its registry refresh waits on a parent that accepted the
+/// connection and never answers (the refresh is aborted, not awaited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stops_while_a_refresh_hangs_on_its_parent() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    credit_gateway::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki_dir = dir.path().join("pki");
+    pki::init(&InitOptions::dev(&pki_dir)).expect("certs init");
+    let parent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let parent_port = parent.local_addr().expect("addr").port();
+    let reached = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&reached);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = parent.accept().await {
+            seen.store(true, Ordering::SeqCst);
+            held.push(socket); // open, and never a byte back
+        }
+    });
+    let mut fed =
+        credit_gateway::config::FederationConfig::from_pki(&pki_dir, "cn-370306", "127.0.0.1:0".parse().expect("addr"));
+    fed.peers = [("cn-370300".to_owned(), format!("https://localhost:{parent_port}"))].into();
+    fed.registry_refresh_secs = 1;
+    let config = credit_gateway::config::Config {
+        member_id: "cn-370306".into(),
+        federation: Some(fed),
+        ..testkit::config(&dir.path().join("district"))
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let node = credit_gateway::server::start(config, async {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("starts");
+    testkit::eventually("a refresh hanging on the parent", std::time::Duration::from_secs(30), async || {
+        reached.load(Ordering::SeqCst)
+    })
+    .await;
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), node.stopped())
+        .await
+        .expect("the node stops within 10 s")
+        .expect("and stops cleanly");
+}

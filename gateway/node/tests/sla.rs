@@ -326,6 +326,4 @@ async fn sla_tracking_follows_the_configured_routes() {
     };
     assert_eq!(tracked("cn-370000").await, records.len() - licences, "the parent is sent no licence");
     assert_eq!(tracked("publication").await, records.len(), "the sink publishes 政务共享 records too");
-    // The relay reads the same list: both are destinations it sends to.
-    assert!(node.app.sla.watched("cn-370000") && node.app.relay.routes.get("publication").is_some());
 }

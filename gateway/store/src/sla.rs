@@ -191,7 +191,11 @@ impl Store {
                         .push_bind(destination)
                         .push("))");
                     }
-                    if let Some(origins) = &scope.subtree {
+                    if scope.subtree.as_ref().is_some_and(Vec::is_empty) {
+                        // No subtree (the child left the registry): nothing goes there, and
+                        // `IN ()` is no SQL on PostgreSQL.
+                        qb.push(" AND 1 = 0");
+                    } else if let Some(origins) = &scope.subtree {
                         for (clause, close) in [(" AND r.target_origin IN (", ")"), (" AND r.origin NOT IN (", ")")] {
                             qb.push(clause);
                             let mut list = qb.separated(", ");

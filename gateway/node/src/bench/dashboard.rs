@@ -89,6 +89,9 @@ pub async fn dashboard(opts: &DashboardBenchOptions) -> anyhow::Result<Dashboard
             departments: units.iter().map(|(n, u)| Department { name: (*n).into(), uscc: (*u).into() }).collect(),
             ..ReportingConfig::default()
         },
+        // The pages are timed on the store as filled: no background job changes it meanwhile.
+        sla: crate::config::SlaConfig { tracking_interval_secs: 0 },
+        publicity: crate::config::PublicityConfig { expiry_interval_secs: 0 },
         ..Config::default()
     };
     let gw = crate::server::open_ingest(&config).await?;

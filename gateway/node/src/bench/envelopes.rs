@@ -127,8 +127,10 @@ async fn signed_run(opts: &EnvelopeOptions) -> anyhow::Result<f64> {
             data_dir: dir.path().join(name),
             member_id: member.into(),
             federation: Some(fed),
-            // Only the one hop is measured: the city forwards nothing.
+            // Only the one hop is measured: the city forwards nothing and runs no background job.
             relay: crate::config::RelayConfig { enabled: false, ..Default::default() },
+            sla: crate::config::SlaConfig { tracking_interval_secs: 0 },
+            publicity: crate::config::PublicityConfig { expiry_interval_secs: 0 },
             ..Config::default()
         }
     };

@@ -74,8 +74,10 @@ pub async fn evaluations(opts: &EvaluationBenchOptions) -> anyhow::Result<Evalua
         data_dir: dir.path().join("dongying"),
         member_id: "cn-370500".into(),
         federation: Some(fed),
-        // Only lookups are measured: 信用东营 forwards nothing.
+        // Only lookups are measured: 信用东营 forwards nothing and runs no background job.
         relay: crate::config::RelayConfig { enabled: false, ..Default::default() },
+        sla: crate::config::SlaConfig { tracking_interval_secs: 0 },
+        publicity: crate::config::PublicityConfig { expiry_interval_secs: 0 },
         ..crate::config::Config::default()
     };
     let sqlite_path = config.sqlite_path();

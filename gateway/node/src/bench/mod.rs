@@ -113,6 +113,9 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     let dir = tempfile::tempdir()?;
     let config = |name: &str| Config {
         data_dir: dir.path().join(name),
+        // Only the push path is measured (before `server::start`, the bench ran the API alone).
+        sla: crate::config::SlaConfig { tracking_interval_secs: 0 },
+        publicity: crate::config::PublicityConfig { expiry_interval_secs: 0 },
         limits: crate::config::Limits {
             max_batch_records: opts.batch.max(5_000),
             max_body_bytes: 64 << 20,

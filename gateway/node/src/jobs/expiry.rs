@@ -18,8 +18,6 @@ use time::{Date, OffsetDateTime};
 use crate::error::ServiceError;
 use crate::ingest::Ingest;
 
-/// How often the loop runs a pass.
-pub const EVERY: Duration = Duration::from_secs(3600);
 /// Candidates read per query.
 const PAGE: i64 = 2_000;
 
@@ -42,7 +40,13 @@ pub async fn run_once(gw: &Arc<Ingest>, now: OffsetDateTime) -> Result<usize, Se
         let Some(last) = page.last() else { break };
         after = last.seq;
         for record in &page {
-            pending.extend(expiry_event(record, today)?);
+            match expiry_event(record, today) {
+                Ok(event) => pending.extend(event),
+                // One stored record that cannot be read must not stop the others expiring.
+                Err(e) => {
+                    tracing::error!(record_id = %record.record_id, error = %e, "publicity expiry skipped a record")
+                }
+            }
         }
         while pending.len() >= batch {
             let events: Vec<Value> = pending.drain(..batch).collect();
@@ -55,9 +59,9 @@ pub async fn run_once(gw: &Arc<Ingest>, now: OffsetDateTime) -> Result<usize, Se
     Ok(raised)
 }
 
-/// Runs a pass every [`EVERY`] until the task is dropped.
-pub async fn run_loop(gw: Arc<Ingest>) {
-    let mut tick = tokio::time::interval(EVERY);
+/// Runs a pass every `every` (the first at once) until the task is dropped.
+pub async fn run_loop(gw: Arc<Ingest>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

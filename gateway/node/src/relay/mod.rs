@@ -104,8 +104,11 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts one sender per destination. They run until the relay is dropped or aborted;
-    /// stopping one at any point is safe (it is the same as a crash).
+    /// Starts one sender per destination of `state.routes`. They run until the relay is dropped
+    /// or aborted; stopping one at any point is safe (it is the same as a crash). `config` gives
+    /// the senders' timing and the sink's directory: it must be the `[relay]` the routes were
+    /// made from (`server::start` passes both from one config; tests that restart a relay pass
+    /// the same section again).
     pub fn start(node: Node, state: &RelayState, config: RelayConfig) -> Self {
         Self::start_with_clock(node, state, config, Arc::new(clock::RealClock))
     }

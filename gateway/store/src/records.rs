@@ -1,0 +1,500 @@
+//! Records: what a validated record is on its way in and once stored, the push path's group
+//! commit (`ingest`: the natural-key lookup decides accepted, duplicate or next version; quality
+//! counters and lifecycle effects in the same transaction), and reading records back. The
+//! multi-row insert macros here are shared with the envelope path (`envelopes.rs`).
+
+use std::collections::HashMap;
+
+use gateway_core::canonical::Sha256Digest;
+use gateway_core::date::format_date;
+use gateway_core::record::{RecordType, ValidRecord};
+use sqlx::{QueryBuilder, Row};
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+use super::{Backend, INSERT_CHUNK, LOOKUP_CHUNK, OriginRef, QualityCounts, Store, StoreError, Waiting, all_inserted};
+
+/// Inserts `NewRow`s into `records` inside the transaction `$tx`, in multi-row statements
+/// written with `$skip` (from [`Store::skip_held`]).
+macro_rules! insert_rows {
+    // Every row must go in: a row a constraint refuses fails the transaction.
+    ($tx:ident, $skip:expr, $rows:expr) => {
+        for chunk in $rows.chunks(INSERT_CHUNK) {
+            let inserted = insert_rows!(@statement chunk, $skip).build().execute(&mut *$tx).await?.rows_affected();
+            all_inserted(inserted, chunk.len(), || "new records".to_owned())?;
+        }
+    };
+    // Rows whose unique keys are already held are skipped; evaluates to the number inserted.
+    ($tx:ident, $skip:expr, $rows:expr, skip_held) => {{
+        let mut inserted = 0u64;
+        for chunk in $rows.chunks(INSERT_CHUNK) {
+            inserted += insert_rows!(@statement chunk, $skip).build().execute(&mut *$tx).await?.rows_affected();
+        }
+        inserted
+    }};
+    (@statement $chunk:ident, $skip:expr) => {{
+            let (verb, tail) = $skip;
+            let mut qb = QueryBuilder::new(format!(
+                "{verb} records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
+                     subject_uscc, clock_start, deadline, received_at, content, envelope_digest, leaf_index, \
+                     disclosure, target_origin, target_record_id, target_version, intake, department_uscc) "
+            ));
+            qb.push_values($chunk, |mut b, row| {
+                let r = &row.incoming.record;
+                b.push_bind(row.record_id.to_string())
+                    .push_bind(row.version)
+                    .push_bind(row.origin)
+                    .push_bind(r.record_type.as_str())
+                    .push_bind(r.natural_key.to_hex())
+                    .push_bind(short(&r.natural_key))
+                    .push_bind(short(&r.content_hash))
+                    .push_bind(r.content_hash.to_hex())
+                    .push_bind(r.subject_uscc.as_deref())
+                    .push_bind(r.clock_start.map(format_date))
+                    .push_bind(row.incoming.deadline.map(format_date))
+                    .push_bind(row.received_at)
+                    .push_bind(r.canonical_content.as_str())
+                    .push_bind(row.arrival.map(|a| a.envelope_digest))
+                    .push_bind(row.arrival.map(|a| a.leaf_index))
+                    .push_bind(r.disclosure.as_str())
+                    .push_bind(r.target.as_ref().map(|t| t.origin.as_str()))
+                    .push_bind(r.target.as_ref().map(|t| t.record_id.as_str()))
+                    .push_bind(r.target.as_ref().map(|t| t.version))
+                    .push_bind(row.incoming.intake.as_deref())
+                    .push_bind(Some(r.quality.department_uscc.as_str()).filter(|d| !d.is_empty()));
+            });
+            qb.push(tail);
+            qb
+    }};
+}
+
+/// Applies the lifecycle events among `$rows` (`NewRow`s just inserted, in order) to
+/// `record_states` inside the transaction `$tx`, so an event and its effect commit together.
+/// An event decided before the one that set the state (by `decided_on`, then event id) is kept
+/// but changes nothing: every node converges on the latest decision whatever the arrival order.
+macro_rules! apply_events {
+    ($tx:ident, $rows:expr) => {
+        for row in $rows {
+            let Some(target) = &row.incoming.record.target else { continue };
+            let t = &target.transition;
+            let event = row.record_id.to_string();
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO record_states (record_id, state, sanctions_suspended, corrected_by, last_event, \
+                 last_event_type, decided_on, updated_at) ",
+            );
+            qb.push_values([()], |mut b, ()| {
+                b.push_bind(target.record_id.as_str())
+                    .push_bind(t.state.unwrap_or(gateway_core::lifecycle::RecordState::Active).as_str())
+                    .push_bind(i64::from(t.sanctions_suspended))
+                    .push_bind(t.replaces_content.then(|| event.clone()))
+                    .push_bind(event.as_str())
+                    .push_bind(row.incoming.record.record_type.as_str())
+                    .push_bind(target.decided_on.as_str())
+                    .push_bind(row.received_at);
+            });
+            // A plain correction changes the content, not the state.
+            let keep_state = if t.state.is_none() { "record_states.state" } else { "excluded.state" };
+            let keep_suspension =
+                if t.state.is_none() { "record_states.sanctions_suspended" } else { "excluded.sanctions_suspended" };
+            qb.push(format!(
+                " ON CONFLICT (record_id) DO UPDATE SET state = {keep_state}, sanctions_suspended = {keep_suspension}, \
+                 corrected_by = COALESCE(excluded.corrected_by, record_states.corrected_by), \
+                 last_event = excluded.last_event, last_event_type = excluded.last_event_type, \
+                 decided_on = excluded.decided_on, updated_at = excluded.updated_at \
+                 WHERE excluded.decided_on > record_states.decided_on OR (excluded.decided_on = record_states.decided_on \
+                 AND excluded.last_event > record_states.last_event)"
+            ));
+            qb.build().execute(&mut *$tx).await?;
+        }
+    };
+}
+
+/// Writes the origin proofs of the relayed rows among `$rows` (`NewRow`s just inserted) inside
+/// the transaction `$tx`: each origin envelope once (it may be held already), then each row's
+/// proof in it.
+macro_rules! insert_origin_proofs {
+    ($tx:ident, $skip:expr, $rows:expr) => {
+        let (verb, tail) = $skip;
+        let proofs: Vec<(&NewRow<'_>, &OriginRef)> =
+            $rows.iter().filter_map(|r| Some((r, r.arrival?.origin?))).collect();
+        let mut seen = std::collections::HashSet::new();
+        let envelopes: Vec<&OriginRef> =
+            proofs.iter().map(|(_, o)| *o).filter(|o| seen.insert(o.envelope_digest.as_str())).collect();
+        for chunk in envelopes.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::new(format!("{verb} origin_envelopes (digest, envelope) "));
+            qb.push_values(chunk, |mut b, o| {
+                b.push_bind(o.envelope_digest.as_str()).push_bind(&*o.envelope);
+            });
+            qb.push(tail);
+            qb.build().execute(&mut *$tx).await?;
+        }
+        for chunk in proofs.chunks(INSERT_CHUNK) {
+            let mut qb =
+                QueryBuilder::new(format!("{verb} origin_proofs (record_id, version, origin_envelope, proof) "));
+            qb.push_values(chunk, |mut b, (row, o)| {
+                b.push_bind(row.record_id.to_string())
+                    .push_bind(row.version)
+                    .push_bind(o.envelope_digest.as_str())
+                    .push_bind(o.proof.as_str());
+            });
+            qb.push(tail);
+            qb.build().execute(&mut *$tx).await?;
+        }
+    };
+}
+
+/// A validated record on its way into the store.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub record: ValidRecord,
+    /// The publicity deadline, when the type has one and the calendar knows it.
+    pub deadline: Option<Date>,
+    /// The platform adapter it came in through (`adapter:<platform>`), if any.
+    pub intake: Option<String>,
+}
+
+/// What the store did with one incoming record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// A new record: a fresh record id, version 1.
+    Accepted { record_id: Uuid, version: i64 },
+    /// The same content was already stored under this id and version.
+    Duplicate { record_id: Uuid, version: i64 },
+    /// Same natural key, other content: stored as the next version of the record.
+    NewVersion { record_id: Uuid, version: i64 },
+}
+
+/// One stored version of a record.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub seq: i64,
+    pub record_id: Uuid,
+    pub version: i64,
+    pub origin: String,
+    pub record_type: String,
+    pub content_hash: String,
+    pub deadline: Option<String>,
+    pub received_at: String,
+    /// Canonical JSON of the content.
+    pub content: String,
+}
+
+/// Filters of `GET /api/v1/records`.
+#[derive(Debug, Clone, Default)]
+pub struct RecordQuery {
+    pub subject_uscc: Option<String>,
+    pub record_type: Option<RecordType>,
+    /// Decision (or listing) date from, inclusive.
+    pub from: Option<Date>,
+    /// Decision (or listing) date to, inclusive.
+    pub to: Option<Date>,
+    /// Continue after this `seq` (the previous page's `next_after`).
+    pub after: i64,
+    pub limit: i64,
+}
+
+/// The columns [`stored_record`] reads, in its order.
+macro_rules! record_columns {
+    () => {
+        "seq, record_id, version, origin, record_type, content_hash, deadline, received_at, content"
+    };
+}
+pub(crate) const SELECT_COLUMNS: &str = concat!("SELECT ", record_columns!(), " FROM records");
+/// A relayed record's origin proof as JSON (`{"envelope": …, "proof": …}`, interchange-v1 §5),
+/// rebuilt from `origin_proofs` and `origin_envelopes`, or as kept in the row before migration
+/// 0012; NULL for a record that came straight from its origin or was pushed here.
+macro_rules! origin_proof_sql {
+    () => {
+        "COALESCE(records.origin_proof, (SELECT '{\"envelope\":' || o.envelope || ',\"proof\":' || p.proof || '}' \
+         FROM origin_proofs p JOIN origin_envelopes o ON o.digest = p.origin_envelope \
+         WHERE p.record_id = records.record_id AND p.version = records.version))"
+    };
+}
+pub(crate) use origin_proof_sql;
+/// [`SELECT_COLUMNS`] and where the record arrived from another node: what forwarding it needs.
+pub(crate) const FORWARD_COLUMNS: &str =
+    concat!("SELECT ", record_columns!(), ", envelope_digest, leaf_index, ", origin_proof_sql!(), " FROM records");
+
+struct Known {
+    record_id: Uuid,
+    max_version: i64,
+    /// content hash → version
+    versions: HashMap<Sha256Digest, i64>,
+}
+
+impl StoredRecord {
+    /// SHA-256(JCS(item)) of interchange-v1 §2: what signatures cover. Derived from the stored
+    /// row on demand rather than kept, so the write path does not pay for it.
+    pub fn item_hash(&self) -> Sha256Digest {
+        let item = gateway_core::canonical::item_canonical(
+            &self.origin,
+            &self.record_id.to_string(),
+            self.version,
+            &self.record_type,
+            &self.content,
+        );
+        Sha256Digest::of(item.as_bytes())
+    }
+}
+
+impl Store {
+    /// Stores a batch and says, per record and in order, what happened. Returns only after
+    /// the transaction holding the batch has committed. Within the batch (and the group it is
+    /// committed with), a later record with the natural key of an earlier one is judged against
+    /// it (duplicate or next version), exactly as if it had come in a later batch.
+    pub async fn ingest(
+        &self,
+        origin: &str,
+        incoming: Vec<Incoming>,
+        received_at: OffsetDateTime,
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.ingest_counted(origin, incoming, QualityCounts::default(), received_at).await
+    }
+
+    /// [`Store::ingest`], adding `quality` (what the batch's rejected records say about their
+    /// departments' data) to the quality counters in the same transaction, with what the stored
+    /// records add (see `stored_quality`).
+    pub async fn ingest_counted(
+        &self,
+        origin: &str,
+        incoming: Vec<Incoming>,
+        quality: QualityCounts,
+        received_at: OffsetDateTime,
+    ) -> Result<Vec<Stored>, StoreError> {
+        if incoming.is_empty() && quality.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let received_at = gateway_core::date::format_timestamp(received_at);
+        self.lock_waiting().push(Waiting { origin: origin.to_owned(), incoming, quality, received_at, reply });
+        {
+            let _guard = self.write_lock.lock().await;
+            let group = std::mem::take(&mut *self.lock_waiting());
+            if !group.is_empty() {
+                let all: Vec<(&str, &str, &Incoming)> = group
+                    .iter()
+                    .flat_map(|w| w.incoming.iter().map(move |i| (w.origin.as_str(), w.received_at.as_str(), i)))
+                    .collect();
+                let mut quality = QualityCounts::default();
+                for w in &group {
+                    quality.merge(&w.quality);
+                }
+                let result = self.commit_group(&all, &quality).await;
+                if result.is_ok() {
+                    self.committed();
+                }
+                drop(all);
+                let mut outcomes = result.as_ref().map(|o| o.iter().copied()).map_err(ToString::to_string);
+                for w in group {
+                    let answer = match &mut outcomes {
+                        Ok(o) => Ok(o.by_ref().take(w.incoming.len()).collect()),
+                        Err(e) => Err(e.clone()),
+                    };
+                    let _ = w.reply.send(answer);
+                }
+            }
+        }
+        // Our batch was committed by us or by the holder of the lock before us.
+        match answer.await {
+            Ok(result) => result.map_err(StoreError::GroupCommit),
+            Err(_) => Err(StoreError::GroupCommit("the committing task was cancelled".into())),
+        }
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        // The list stays consistent even if a holder panicked: pushes and takes are atomic.
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One transaction for a group of records (origin, received_at, record), in order.
+    async fn commit_group(
+        &self,
+        incoming: &[(&str, &str, &Incoming)],
+        quality: &QualityCounts,
+    ) -> Result<Vec<Stored>, StoreError> {
+        dispatch!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if matches!(self.backend, Backend::Postgres(_)) {
+                // Replicas sharing one database serialise their ingest the same way.
+                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+            }
+            let mut keys: Vec<i64> = incoming.iter().map(|(_, _, i)| short(&i.record.natural_key)).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let mut known: HashMap<Sha256Digest, Known> = HashMap::new();
+            for chunk in keys.chunks(LOOKUP_CHUNK) {
+                let mut qb = QueryBuilder::new("SELECT natural_key, record_id, version, content_hash FROM records WHERE nk IN (");
+                let mut list = qb.separated(", ");
+                for key in chunk {
+                    list.push_bind(*key);
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(&mut *tx).await? {
+                    let key = parse_digest(&row.try_get::<String, _>(0)?)?;
+                    let record_id = parse_uuid(&row.try_get::<String, _>(1)?)?;
+                    let version: i64 = row.try_get(2)?;
+                    let entry = known.entry(key).or_insert_with(|| Known { record_id, max_version: 0, versions: HashMap::new() });
+                    entry.max_version = entry.max_version.max(version);
+                    entry.versions.insert(parse_digest(&row.try_get::<String, _>(3)?)?, version);
+                }
+            }
+            let (outcomes, rows) = decide(incoming, &mut known);
+            insert_rows!(tx, self.skip_held(), rows);
+            apply_events!(tx, &rows);
+            let mut quality = quality.clone();
+            stored_quality(&rows, &mut quality);
+            crate::quality::add_quality!(tx, &quality);
+            tx.commit().await?;
+            Ok(outcomes)
+        })
+    }
+
+    /// All stored versions of a record, oldest first.
+    pub async fn versions(&self, record_id: Uuid) -> Result<Vec<StoredRecord>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(SELECT_COLUMNS);
+            qb.push(" WHERE record_id = ").push_bind(record_id.to_string()).push(" ORDER BY version");
+            qb.build().fetch_all(pool).await?.iter().map(stored_record).collect()
+        })
+    }
+
+    /// One page of records matching `q`, in arrival order.
+    pub async fn query(&self, q: &RecordQuery) -> Result<Vec<StoredRecord>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(SELECT_COLUMNS);
+            qb.push(" WHERE seq > ").push_bind(q.after);
+            if let Some(uscc) = &q.subject_uscc {
+                qb.push(" AND subject_uscc = ").push_bind(uscc.clone());
+            }
+            if let Some(t) = q.record_type {
+                qb.push(" AND record_type = ").push_bind(t.as_str());
+            }
+            if let Some(from) = q.from {
+                qb.push(" AND clock_start >= ").push_bind(format_date(from));
+            }
+            if let Some(to) = q.to {
+                qb.push(" AND clock_start <= ").push_bind(format_date(to));
+            }
+            qb.push(" ORDER BY seq LIMIT ").push_bind(q.limit);
+            qb.build().fetch_all(pool).await?.iter().map(stored_record).collect()
+        })
+    }
+
+    /// Number of stored record versions.
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        dispatch!(self, pool => Ok(sqlx::query("SELECT COUNT(*) FROM records").fetch_one(pool).await?.try_get::<i64, _>(0)?))
+    }
+}
+
+pub(crate) struct NewRow<'a> {
+    pub(crate) origin: &'a str,
+    pub(crate) received_at: &'a str,
+    pub(crate) incoming: &'a Incoming,
+    pub(crate) record_id: Uuid,
+    pub(crate) version: i64,
+    /// Set when the record came in an envelope from another node.
+    pub(crate) arrival: Option<Arrival<'a>>,
+}
+
+/// The envelope a record arrived in, and its place there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrival<'a> {
+    pub(crate) envelope_digest: &'a str,
+    pub(crate) leaf_index: i64,
+    /// For a relayed record, its origin proof (written to `origin_proofs` by
+    /// `insert_origin_proofs!`).
+    pub(crate) origin: Option<&'a OriginRef>,
+}
+
+/// Decides each record's fate against what is stored (`known`) and what came earlier in the
+/// batch, and lists the rows to insert. Pure, so the rule lives in one place.
+fn decide<'a>(
+    incoming: &[(&'a str, &'a str, &'a Incoming)],
+    known: &mut HashMap<Sha256Digest, Known>,
+) -> (Vec<Stored>, Vec<NewRow<'a>>) {
+    let mut outcomes = Vec::with_capacity(incoming.len());
+    let mut rows = Vec::with_capacity(incoming.len());
+    for &(origin, received_at, inc) in incoming {
+        let (key, hash) = (inc.record.natural_key, inc.record.content_hash);
+        let outcome = match known.get_mut(&key) {
+            Some(k) => match k.versions.get(&hash) {
+                Some(&version) => Stored::Duplicate { record_id: k.record_id, version },
+                None => {
+                    k.max_version += 1;
+                    k.versions.insert(hash, k.max_version);
+                    Stored::NewVersion { record_id: k.record_id, version: k.max_version }
+                }
+            },
+            None => {
+                let record_id = Uuid::now_v7();
+                known.insert(key, Known { record_id, max_version: 1, versions: HashMap::from([(hash, 1)]) });
+                Stored::Accepted { record_id, version: 1 }
+            }
+        };
+        if let Stored::Accepted { record_id, version } | Stored::NewVersion { record_id, version } = outcome {
+            rows.push(NewRow { origin, received_at, incoming: inc, record_id, version, arrival: None });
+        }
+        outcomes.push(outcome);
+    }
+    (outcomes, rows)
+}
+
+/// What the records a group stores add to the quality counters: each one that is new or a new
+/// version (a duplicate was counted when it first came) is a submission accepted, with its
+/// fields, and a late report if it arrived after its deadline. The node's own
+/// `publicity_expired` events are bookkeeping, not a department's submission.
+fn stored_quality(rows: &[NewRow<'_>], counts: &mut QualityCounts) {
+    for row in rows {
+        let r = &row.incoming.record;
+        if r.record_type == RecordType::PublicityExpired {
+            continue;
+        }
+        let Some(day) = gateway_core::date::china_date_of(row.received_at) else { continue };
+        let day_text = format_date(day);
+        let q = &r.quality;
+        let m = counts.month(&q.department_uscc, &q.department_name, &day_text[..7]);
+        m.submitted += 1;
+        m.accepted += 1;
+        m.fields_filled += i64::from(q.filled);
+        m.fields_expected += i64::from(q.expected);
+        if row.incoming.deadline.is_some_and(|d| d < day) {
+            m.reported_late += 1;
+        }
+        counts.days.entry(day_text).or_default().0 += 1;
+    }
+}
+
+/// The first 8 bytes of a digest as an integer: the compact index key.
+pub(crate) fn short(d: &Sha256Digest) -> i64 {
+    let mut b = [0; 8];
+    b.copy_from_slice(&d.0[..8]);
+    i64::from_be_bytes(b)
+}
+
+pub(crate) fn parse_digest(s: &str) -> Result<Sha256Digest, StoreError> {
+    Sha256Digest::from_hex(s).ok_or_else(|| StoreError::Corrupt(format!("{s:?} is not a SHA-256 hex digest")))
+}
+
+pub(crate) fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|_| StoreError::Corrupt(format!("record_id {s:?} is not a UUID")))
+}
+
+pub(crate) fn stored_record<R: Row>(row: &R) -> Result<StoredRecord, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(StoredRecord {
+        seq: row.try_get(0)?,
+        record_id: parse_uuid(&row.try_get::<String, _>(1)?)?,
+        version: row.try_get(2)?,
+        origin: row.try_get(3)?,
+        record_type: row.try_get(4)?,
+        content_hash: row.try_get(5)?,
+        deadline: row.try_get(6)?,
+        received_at: row.try_get(7)?,
+        content: row.try_get(8)?,
+    })
+}
