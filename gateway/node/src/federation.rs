@@ -101,18 +101,15 @@ async fn require_current_registry(State(node): State<Node>, request: Request, ne
     }
 }
 
-/// Refreshes the registry from the parent every `every`, until `shutdown`.
-pub async fn refresh_loop(node: Node, every: std::time::Duration, shutdown: impl Future<Output = ()>) {
+/// Refreshes the registry from the parent every `every`, until the task is aborted (it holds
+/// nothing across a stop, and a refresh may wait on a parent that does not answer).
+pub async fn refresh_loop(node: Node, every: std::time::Duration) {
     let Some(parent) = node.parent_endpoint() else { return };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate; the registry was just loaded
-    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = &mut shutdown => return,
-        }
+        tick.tick().await;
         match node.refresh_registry(&parent, time::OffsetDateTime::now_utc()).await {
             Ok(r) => tracing::debug!(?r, "registry refresh"),
             Err(e) => tracing::warn!(error = %e, %parent, "registry refresh failed; keeping the held registry"),

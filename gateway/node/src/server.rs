@@ -247,11 +247,7 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let federation_addr = federation.as_ref().map(|f| f.0);
     let federation_task = federation.map(|(addr, listener, tls, endpoint, refresh_every)| {
         tracing::info!(%addr, "federation endpoint (mutual TLS) ready");
-        background.push(tokio::spawn(crate::federation::refresh_loop(
-            endpoint.node.clone(),
-            refresh_every,
-            std::future::pending(),
-        )));
+        background.push(tokio::spawn(crate::federation::refresh_loop(endpoint.node.clone(), refresh_every)));
         let registry = Arc::clone(&endpoint.node.identity.registry);
         let router = crate::federation::router(endpoint);
         tokio::spawn(crate::tls::serve(listener, tls, registry, router, when_stopped(stopped.clone())))
