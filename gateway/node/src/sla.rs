@@ -162,19 +162,15 @@ impl Sla {
         match dest.link {
             Link::Parent => scope.sent_targets_only = true,
             Link::Child => {
-                let registry = self.identity.as_ref().and_then(|i| i.registry.read().ok().map(|r| r.clone()));
-                scope.subtree = Some(
-                    registry
+                let subtree = self.identity.as_ref().and_then(|i| i.registry.read().ok()).map(|r| {
+                    r.body
+                        .members
                         .iter()
-                        .flat_map(|r| {
-                            r.body
-                                .members
-                                .iter()
-                                .filter(|m| r.is_ancestor_or_self(destination, &m.member_id))
-                                .map(|m| m.member_id.clone())
-                        })
-                        .collect(),
-                );
+                        .filter(|m| r.is_ancestor_or_self(destination, &m.member_id))
+                        .map(|m| m.member_id.clone())
+                        .collect()
+                });
+                scope.subtree = Some(subtree.unwrap_or_default());
             }
             Link::Publication | Link::Adapter => {}
         }
