@@ -122,12 +122,12 @@ async fn alert_inbox(dir: &std::path::Path) -> anyhow::Result<String> {
         axum::routing::post(move |body: axum::body::Bytes| {
             let path = path.clone();
             async move {
-                use std::io::Write;
-                let appended = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .and_then(|mut file| file.write_all(&[body.as_ref(), b"\n"].concat()));
+                use tokio::io::AsyncWriteExt;
+                let line = [body.as_ref(), b"\n"].concat();
+                let appended = match tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await {
+                    Ok(mut file) => file.write_all(&line).await,
+                    Err(e) => Err(e),
+                };
                 match appended {
                     Ok(()) => axum::http::StatusCode::NO_CONTENT,
                     Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR,

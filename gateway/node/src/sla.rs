@@ -141,22 +141,17 @@ impl Sla {
         let dest = match self.routes.get(destination) {
             Some(dest) => dest,
             None => {
-                let link = match destination {
-                    PUBLICATION => Link::Publication,
-                    d if d.starts_with("adapter:") => Link::Adapter,
-                    _ => Link::Parent,
-                };
-                unlisted = Destination::new(destination, link);
+                unlisted = Destination::unlisted(destination);
                 &unlisted
             }
         };
         let child = dest.link == Link::Child;
+        let strings = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
         let takes = self
             .routes
-            .takes(dest)
+            .takes(dest, |t| !child || t.is_event())
             .into_iter()
-            .filter(|(t, _)| !child || t.is_event())
-            .map(|(t, scopes)| (t.as_str().to_owned(), scopes.into_iter().map(str::to_owned).collect()))
+            .map(|(types, scopes)| (strings(types.iter().map(|t| t.as_str()).collect()), strings(scopes)))
             .collect();
         let mut scope = SlaScope { takes, ..SlaScope::default() };
         match dest.link {

@@ -142,7 +142,7 @@ async fn sla_rows_read_records_due_by_a_horizon_with_their_publication(store: St
     };
     let scopes = || vec!["public".to_owned(), "gov_shared".to_owned(), "authorized_query".to_owned()];
     let every = SlaScope {
-        takes: RecordType::ALL.iter().map(|t| (t.as_str().to_owned(), scopes())).collect(),
+        takes: vec![(RecordType::ALL.iter().map(|t| t.as_str().to_owned()).collect(), scopes())],
         ..SlaScope::default()
     };
     // Tracking catches up on what was stored (up to a `seq` when asked), with the publication

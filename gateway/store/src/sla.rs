@@ -25,9 +25,10 @@ pub struct SlaRow {
 /// What a destination takes, for the catch-up: the relay's routing rules as a filter.
 #[derive(Debug, Clone, Default)]
 pub struct SlaScope {
-    /// Each record type it takes, with the disclosure scopes it takes of that type (from the
-    /// relay's routes: its configured rules, then the defaults). Nothing listed: nothing taken.
-    pub takes: Vec<(String, Vec<String>)>,
+    /// What it takes, as groups of record types with the disclosure scopes it takes of them
+    /// (from the relay's routes: its configured rules, then the defaults). Nothing listed:
+    /// nothing taken.
+    pub takes: Vec<(Vec<String>, Vec<String>)>,
     /// Only events about records from these origins, taken from elsewhere (a child is sent
     /// the events about records of its subtree, never those that came up from it).
     pub subtree: Option<Vec<String>>,
@@ -77,8 +78,8 @@ const CATCH_UP_STEP: i64 = 5_000;
 /// Delivered late: at or after the end of the deadline day in Beijing (16:00 UTC).
 const LATE: &str = "delivered_at >= deadline || 'T16:00:00'";
 
-/// `AND` the (record type, disclosure) pairs a destination takes.
-fn push_takes<DB: sqlx::Database>(qb: &mut QueryBuilder<DB>, takes: &[(String, Vec<String>)])
+/// `AND` the record types and disclosure scopes a destination takes.
+fn push_takes<DB: sqlx::Database>(qb: &mut QueryBuilder<DB>, takes: &[(Vec<String>, Vec<String>)])
 where
     for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
 {
@@ -87,16 +88,21 @@ where
         return;
     }
     qb.push(" AND (");
-    for (i, (record_type, disclosures)) in takes.iter().enumerate() {
+    for (i, (record_types, disclosures)) in takes.iter().enumerate() {
         if i > 0 {
             qb.push(" OR ");
         }
-        qb.push("(r.record_type = ").push_bind(record_type.as_str()).push(" AND r.disclosure IN (");
-        let mut list = qb.separated(", ");
-        for d in disclosures {
-            list.push_bind(d.as_str());
+        for (j, (column, values)) in
+            [("r.record_type", record_types), ("r.disclosure", disclosures)].into_iter().enumerate()
+        {
+            qb.push(if j == 0 { "(" } else { " AND " }).push(column).push(" IN (");
+            let mut list = qb.separated(", ");
+            for v in values {
+                list.push_bind(v.as_str());
+            }
+            qb.push(")");
         }
-        qb.push("))");
+        qb.push(")");
     }
     qb.push(")");
 }

@@ -40,15 +40,29 @@ impl Destination {
     pub fn new(name: impl Into<String>, link: Link) -> Self {
         Self { name: name.into(), link, pull: false, record_types: Vec::new() }
     }
+
+    /// A destination this node does not send to, as its name says it would be: the sink, a
+    /// platform's adapter, else a peer reached as the parent is (SLA views of such names).
+    pub fn unlisted(name: &str) -> Self {
+        let link = match name {
+            PUBLICATION => Link::Publication,
+            n if n.starts_with(ADAPTER_PREFIX) => Link::Adapter,
+            _ => Link::Parent,
+        };
+        Self::new(name, link)
+    }
 }
 
 /// The name of the local publication sink as a destination (defined by the store, which
 /// counts the sink's publications).
 pub use gateway_store::PUBLICATION;
 
+/// The prefix of a delivering adapter's destination name.
+const ADAPTER_PREFIX: &str = "adapter:";
+
 /// The destination name of a delivering adapter.
 pub fn adapter_destination(platform: &str) -> String {
-    format!("adapter:{platform}")
+    format!("{ADAPTER_PREFIX}{platform}")
 }
 
 /// The built-in rules, after the configured ones: `authorized_query` records stay at the node
@@ -195,17 +209,27 @@ impl Routes {
         &self.router
     }
 
-    /// What `dest` takes by the rules, as (record type, the disclosure scopes it takes of that
-    /// type), for the types it takes at all.
-    pub fn takes(&self, dest: &Destination) -> Vec<(RecordType, Vec<&'static str>)> {
-        RecordType::ALL
-            .into_iter()
-            .filter_map(|t| {
-                let scopes: Vec<&'static str> =
-                    DISCLOSURES.into_iter().filter(|d| self.router.takes(dest, t.as_str(), Some(d))).collect();
-                (!scopes.is_empty()).then_some((t, scopes))
-            })
-            .collect()
+    /// What `dest` takes by the rules, as groups of record types that take the same disclosure
+    /// scopes (one group when the rules do not tell types apart, as the defaults do not).
+    /// `keep` selects the types considered.
+    pub fn takes(
+        &self,
+        dest: &Destination,
+        keep: impl Fn(RecordType) -> bool,
+    ) -> Vec<(Vec<RecordType>, Vec<&'static str>)> {
+        let mut groups: Vec<(Vec<RecordType>, Vec<&'static str>)> = Vec::new();
+        for t in RecordType::ALL.into_iter().filter(|t| keep(*t)) {
+            let scopes: Vec<&'static str> =
+                DISCLOSURES.into_iter().filter(|d| self.router.takes(dest, t.as_str(), Some(d))).collect();
+            if scopes.is_empty() {
+                continue;
+            }
+            match groups.iter_mut().find(|(_, s)| *s == scopes) {
+                Some((types, _)) => types.push(t),
+                None => groups.push((vec![t], scopes)),
+            }
+        }
+        groups
     }
 }
 
@@ -291,5 +315,30 @@ mod tests {
         let parent = dest("cn-370000", Link::Parent);
         assert!(!router.sends(&parent, &record("admin_license", "public", None, None), &registry));
         assert!(router.sends(&parent, &record("admin_penalty", "public", None, None), &registry));
+    }
+
+    #[test]
+    fn what_a_destination_takes_comes_in_groups_of_types_with_the_same_scopes() {
+        let parent = dest("cn-370000", Link::Parent);
+        let all = |_| true;
+        let defaults = Routes { destinations: vec![parent.clone()], router: Router::new(&[]), adapters: Vec::new() };
+        let groups = defaults.takes(&parent, all);
+        assert_eq!(groups.len(), 1, "the defaults treat every type alike: {groups:?}");
+        assert_eq!(groups[0].0.len(), RecordType::ALL.len());
+        assert_eq!(groups[0].1, ["public", "gov_shared"]);
+
+        let skip_licences = RouteRule {
+            destination: "parent".into(),
+            record_types: vec!["admin_license".into()],
+            disclosure: vec!["gov_shared".into()],
+            action: RouteAction::Skip,
+        };
+        let routes = Routes { router: Router::new(&[skip_licences]), ..defaults };
+        let groups = routes.takes(&parent, all);
+        let licences = groups.iter().find(|(types, _)| types.contains(&RecordType::AdminLicense)).expect("listed");
+        assert_eq!((licences.0.len(), licences.1.as_slice()), (1, ["public"].as_slice()));
+        assert!(routes.takes(&parent, |t| t.is_event()).iter().all(|(types, _)| types.iter().all(|t| t.is_event())));
+        assert_eq!(Destination::unlisted("adapter:xinyong-zibo").link, Link::Adapter);
+        assert_eq!(Destination::unlisted(PUBLICATION).link, Link::Publication);
     }
 }
