@@ -33,6 +33,7 @@ fn binding(pki: &Path, id: &str) -> AdapterBinding {
         outbox: None,
         database_url: None,
         poll_interval_ms: 100,
+        units: Vec::new(),
     }
 }
 

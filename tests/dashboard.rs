@@ -163,7 +163,9 @@ async fn an_operator_reads_sla_and_quality_and_resends_a_dead_letter() {
     let dir = tempfile::tempdir().expect("tmp");
     let hash = credit_gateway::dashboard::auth::hash_password(PASSWORD, 1_000).expect("hash");
     let config = Config {
-        dashboard: DashboardConfig { operators: vec![Operator { name: "ops".into(), password_hash: hash }] },
+        dashboard: DashboardConfig {
+            operators: vec![Operator { name: "ops".into(), password_hash: hash, role: None }],
+        },
         ..testkit::config(dir.path())
     };
     let node = testkit::start(config).await;

@@ -75,6 +75,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     let operator = credit_gateway::config::Operator {
         name: "ops".into(),
         password_hash: credit_gateway::dashboard::auth::hash_password("operator password", 1_000).expect("hash"),
+        role: None,
     };
     let zibo = testkit::federation_node(&pki, ZIBO, &dir.path().join("zibo"), &peers, |c| {
         c.dashboard.operators = vec![operator];
@@ -370,6 +371,56 @@ fn assert_schema(name: &str, doc: &Value) {
 }
 
 /// GETs `url` and reads the JSON answer, whatever its status.
+/// With authentication on, a desk lookup is made by an authenticated desk officer: the
+/// officer's name (not one the desk types in) is what both nodes' logs keep, and an operator
+/// may not look anything up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_lookups_carry_the_authenticated_officer_into_both_audit_logs() {
+    let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
+    let now = OffsetDateTime::now_utc();
+    let today = gateway_core::date::today_in_china(now);
+    let (dongying_port, dongying) = testkit::start_federation_node(&pki, DONGYING, &dir.path().join("dongying")).await;
+    let body = serde_json::to_vec(&dongying_evaluations(today)).expect("test setup");
+    dongying.ingest.push(body.into(), now).await.expect("push evaluations");
+    let peers = [(DONGYING, format!("https://127.0.0.1:{dongying_port}"))];
+    let zibo = testkit::federation_node(&pki, ZIBO, &dir.path().join("zibo"), &peers, |c| c.auth.required = true).await;
+    let desk_unit = credit_gateway::bench::uscc_in("11", "370300", 1);
+    const OFFICER: &str = "张三（信用淄博窗口）";
+    let officer = testkit::issue_key(&zibo.app, "desk_officer", OFFICER, Some(&desk_unit)).await;
+    let operator = testkit::issue_key(&zibo.app, "operator", "值班员", None).await;
+    let client = reqwest::Client::new();
+    let s0 = subject(0);
+    let url = format!("{}/api/v1/evaluations/{s0}?from=信用东营&officer=冒名者", zibo.api);
+    assert_eq!(client.get(&url).send().await.expect("request").status(), 401);
+    assert_eq!(client.get(&url).bearer_auth(&operator).send().await.expect("request").status(), 403);
+    let resp = client.get(&url).bearer_auth(&officer).send().await.expect("request");
+    assert_eq!(resp.status(), 200);
+
+    let out = zibo.app.ingest.store.pulls(Some("out"), "", 10).await.expect("pulls");
+    assert_eq!(out.iter().map(|p| p.officer.as_deref()).collect::<Vec<_>>(), [Some(OFFICER)]);
+    let incoming = dongying.ingest.store.pulls(Some("in"), "", 10).await.expect("pulls");
+    assert_eq!(
+        incoming.iter().map(|p| (p.asker.as_str(), p.officer.as_deref())).collect::<Vec<_>>(),
+        [(ZIBO, Some(OFFICER))]
+    );
+
+    let asked = zibo.app.ingest.store.audit_entries(0, 100).await.expect("audit");
+    let lookup = asked
+        .iter()
+        .find(|e| e.event.action == "GET /api/v1/evaluations/{uscc}" && e.event.status == 200)
+        .expect("the lookup in 信用淄博's audit log");
+    assert_eq!((lookup.event.principal.as_str(), lookup.event.role.as_str()), (OFFICER, "desk_officer"));
+    assert!(lookup.event.detail.contains(DONGYING), "{}", lookup.event.detail);
+    let answered = dongying.ingest.store.audit_entries(0, 100).await.expect("audit");
+    let pull =
+        answered.iter().find(|e| e.event.action == "federation.evaluation_pull").expect("the pull in 信用东营's log");
+    assert_eq!((pull.event.principal.as_str(), pull.event.status), (ZIBO, 200));
+    assert!(pull.event.detail.contains(OFFICER), "{}", pull.event.detail);
+    for store in [&zibo.app.ingest.store, &dongying.ingest.store] {
+        assert!(store.verify_audit().await.expect("verify").problems.is_empty());
+    }
+}
+
 async fn get_json(client: &reqwest::Client, url: String) -> Value {
     client.get(url).send().await.expect("request").json().await.expect("JSON answer")
 }

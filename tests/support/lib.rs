@@ -334,3 +334,75 @@ pub fn gateway_bin() -> PathBuf {
     })
     .clone()
 }
+
+/// Issues a credential straight into a node's store (as `credential issue` does) and returns
+/// its API key. `unit` is required for departments and desk officers.
+pub async fn issue_key(app: &App, role: &str, name: &str, unit: Option<&str>) -> String {
+    let req = credit_gateway::auth::IssueRequest {
+        principal: name.into(),
+        role: Some(credit_gateway::auth::Role::parse(role).expect("role")),
+        unit_uscc: unit.map(str::to_owned),
+        ..Default::default()
+    };
+    let issued = credit_gateway::auth::credentials::issue(&app.ingest.store, req, time::OffsetDateTime::now_utc())
+        .await
+        .expect("issue a credential");
+    issued.api_key.expect("an API key")
+}
+
+/// A CA for the API's HTTPS listener and its departments' client certificates, with the
+/// server's certificate, in `dir`.
+#[allow(missing_debug_implementations)] // the issuer holds a private key
+pub struct ApiPki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    dir: PathBuf,
+}
+
+impl ApiPki {
+    pub fn new(dir: &Path) -> Self {
+        credit_gateway::tls::install_crypto_provider();
+        std::fs::create_dir_all(dir).expect("pki dir");
+        let (issuer, ca_pem, _) = credit_gateway::pki::new_ca("Test API client CA").expect("ca");
+        let (cert_pem, key_pem, _) = credit_gateway::pki::issue_tls_cert(&issuer, "api-server").expect("server cert");
+        let (ca, cert, key) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+        std::fs::write(&ca, ca_pem).expect("write");
+        std::fs::write(&cert, cert_pem).expect("write");
+        std::fs::write(&key, key_pem).expect("write");
+        Self { ca, cert, key, issuer, dir: dir.to_owned() }
+    }
+
+    /// `[api_tls]` for a node: HTTPS with client certificates under this CA.
+    pub fn config(&self) -> credit_gateway::config::ApiTlsConfig {
+        credit_gateway::config::ApiTlsConfig {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: Some(self.ca.clone()),
+        }
+    }
+
+    /// A client certificate (PEM) and a client that presents it.
+    pub fn client(&self, name: &str) -> (Vec<u8>, reqwest::Client) {
+        let (cert_pem, key_pem, _) = credit_gateway::pki::issue_tls_cert(&self.issuer, name).expect("client cert");
+        let (cert, key) = (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}.key")));
+        std::fs::write(&cert, &cert_pem).expect("write");
+        std::fs::write(&key, key_pem).expect("write");
+        let tls =
+            credit_gateway::tls::client_config(&credit_gateway::tls::TlsFiles { ca: &self.ca, cert: &cert, key: &key })
+                .expect("client tls");
+        (cert_pem.into_bytes(), reqwest::Client::builder().tls_backend_preconfigured(tls).build().expect("client"))
+    }
+
+    /// A client that trusts the server but presents no certificate.
+    pub fn anonymous_client(&self) -> reqwest::Client {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in rustls_pki_types::CertificateDer::pem_file_iter(&self.ca).expect("ca") {
+            roots.add(ca.expect("ca")).expect("add ca");
+        }
+        let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        reqwest::Client::builder().tls_backend_preconfigured(tls).build().expect("client")
+    }
+}

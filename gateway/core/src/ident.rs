@@ -119,9 +119,43 @@ pub fn mask_id_number(id: &str) -> String {
     format!("{head}{}{tail}", "*".repeat(chars.len() - 10))
 }
 
+/// Masks every identity number in free text (a request path, a query, an audit detail): each
+/// run of 18 letters and digits that passes the GB 11643 check, and each run of 15 digits (the
+/// old card), keeps only its first six and last four characters.
+pub fn mask_id_numbers_in_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let is_id = (run.len() == 18 && check_resident_id(run).is_ok())
+            || (run.len() == 15 && run.bytes().all(|b| b.is_ascii_digit()));
+        out.push_str(&if is_id { mask_id_number(run) } else { std::mem::take(run) });
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_numbers_in_text_are_masked() {
+        let text = "/api/v1/records?party=11010519491231002X&uscc=91440300708461136T&old=110105491231002";
+        assert_eq!(
+            mask_id_numbers_in_text(text),
+            "/api/v1/records?party=110105********002X&uscc=91440300708461136T&old=110105*****1002"
+        );
+        assert_eq!(mask_id_numbers_in_text("无证件号"), "无证件号");
+    }
 
     #[test]
     fn uscc_vectors_from_domain_md() {

@@ -40,6 +40,8 @@ pub struct App {
     pub federation: Option<Node>,
     /// Evaluation recognition (信用评价结果互认), when the node has a federation identity.
     pub evaluations: Option<Arc<Partners>>,
+    /// Who may call what: credentials, the route table, rate limits, the audit log.
+    pub gate: Arc<crate::api::access::Gate>,
 }
 
 impl App {

@@ -53,6 +53,47 @@ pub struct Config {
     pub sla: SlaConfig,
     /// The publicity-expiry job.
     pub publicity: PublicityConfig,
+    /// Who may call the department API, and how fast.
+    pub auth: AuthConfig,
+    /// HTTPS on the department API, with client certificates under the operator's CA.
+    pub api_tls: Option<ApiTlsConfig>,
+}
+
+/// `[auth]`: credentials on the department API (see `docs/operations.md`, "Access").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Every call but the public ones (health, OpenAPI, docs, dashboard login) needs an API
+    /// key, a registered client certificate or a dashboard login. Off is allowed only on
+    /// loopback outside production mode. Default false.
+    pub required: bool,
+    /// Calls per second a principal may make on average (0 = unlimited). Default 200.
+    pub rate_per_second: f64,
+    /// Calls a principal may make at once. Default 400.
+    pub burst: u32,
+    /// Failed logins and wrong keys a source address may make per minute. Default 10.
+    pub failures_per_minute: u32,
+    /// Failed attempts a source address may make at once before it must wait. Default 10.
+    pub failure_burst: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { required: false, rate_per_second: 200.0, burst: 400, failures_per_minute: 10, failure_burst: 10 }
+    }
+}
+
+/// `[api_tls]`: the department API over HTTPS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTlsConfig {
+    /// The API's certificate chain and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA of the departments' client certificates (the 前置机 habit). A client that presents
+    /// one is authenticated by it when it is registered (`credential issue --certificate`);
+    /// clients without one may still use an API key.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// `[publicity]`: the job that raises `publicity_expired` for this node's penalties.
@@ -148,6 +189,9 @@ pub struct DashboardConfig {
 pub struct Operator {
     pub name: String,
     pub password_hash: String,
+    /// `operator` (default), `auditor` (read-only pages) or `admin`.
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 /// Monthly reporting (月报) at a district node (see `docs/operations.md`).
@@ -388,6 +432,8 @@ impl Default for Config {
             evaluations: EvaluationsConfig::default(),
             sla: SlaConfig::default(),
             publicity: PublicityConfig::default(),
+            auth: AuthConfig::default(),
+            api_tls: None,
         }
     }
 }
@@ -416,6 +462,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("CREDIT_GATEWAY_MAX_BODY_BYTES", "limits.max_body_bytes"),
     ("CREDIT_GATEWAY_SQLITE_SYNCHRONOUS", "sqlite.synchronous"),
     ("CREDIT_GATEWAY_MODE", "mode"),
+    ("CREDIT_GATEWAY_AUTH_REQUIRED", "auth.required"),
 ];
 
 /// Command-line overrides (the highest layer).
@@ -510,13 +557,35 @@ impl Config {
                 }
             }
         }
+        for op in &self.dashboard.operators {
+            if let Some(role) = &op.role
+                && !matches!(role.as_str(), "operator" | "auditor" | "admin")
+            {
+                bail!("dashboard operator {:?}: role must be operator, auditor or admin, not {role:?}", op.name);
+            }
+        }
+        if !self.auth.required && (self.mode == Mode::Production || !self.listen.ip().is_loopback()) {
+            let why = if self.mode == Mode::Production {
+                "mode = production".to_owned()
+            } else {
+                format!("the API would listen on {}, beyond this machine", self.listen)
+            };
+            bail!(
+                "refusing to start without authentication: {why}.\n\
+                 未配置身份认证，拒绝启动：\n\
+                 \x20 1. issue credentials / 签发凭据:  credential issue --role department --name <单位名称> --unit <统一社会信用代码>\n\
+                 \x20 2. require them / 启用认证:     [auth] required = true   (or CREDIT_GATEWAY_AUTH_REQUIRED=true)\n\
+                 \x20 3. beyond loopback, serve HTTPS / 非本机访问须启用 HTTPS: [api_tls] cert, key, client_ca\n\
+                 For local development listen on 127.0.0.1 (the default). See docs/operations.md, \"Access\"."
+            );
+        }
         if self.mode == Mode::Production {
             if self.federation.is_none() {
                 bail!("mode = production needs [federation] with mutual TLS; refusing to start without TLS");
             }
-            if !self.listen.ip().is_loopback() {
+            if !self.listen.ip().is_loopback() && self.api_tls.is_none() {
                 bail!(
-                    "mode = production: the department API at {} is plain HTTP; bind it to loopback behind a TLS proxy",
+                    "mode = production: the department API at {} would be plain HTTP; configure [api_tls] or bind it to loopback behind a TLS proxy",
                     self.listen
                 );
             }
@@ -543,6 +612,9 @@ fn env_value(key: &str, raw: &str) -> toml::Value {
     match key {
         "limits.max_batch_records" | "limits.max_body_bytes" => {
             raw.parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(raw.into()))
+        }
+        "auth.required" => {
+            raw.parse::<bool>().map(toml::Value::Boolean).unwrap_or_else(|_| toml::Value::String(raw.into()))
         }
         _ => toml::Value::String(raw.into()),
     }
@@ -593,13 +665,30 @@ mod tests {
 
     #[test]
     fn production_refuses_to_run_without_tls() {
-        let err = Config::load(&Overrides::default(), &env(&[("CREDIT_GATEWAY_MODE", "production")])).unwrap_err();
+        let prod = env(&[("CREDIT_GATEWAY_MODE", "production"), ("CREDIT_GATEWAY_AUTH_REQUIRED", "true")]);
+        let err = Config::load(&Overrides::default(), &prod).unwrap_err();
         assert!(err.to_string().contains("without TLS"), "{err}");
         let o = Overrides { member: Some("cn-370300".into()), ..Default::default() };
-        let c = Config::load(&o, &env(&[("CREDIT_GATEWAY_MODE", "production")])).expect("federation configured");
+        let c = Config::load(&o, &prod).expect("federation configured");
         assert_eq!(c.federation.expect("federation").listen.port(), 8442);
         let o = Overrides { listen: Some("0.0.0.0:8080".parse().expect("addr")), ..o };
-        assert!(Config::load(&o, &env(&[("CREDIT_GATEWAY_MODE", "production")])).is_err());
+        let err = Config::load(&o, &prod).unwrap_err();
+        assert!(err.to_string().contains("[api_tls]"), "{err}");
+    }
+
+    #[test]
+    fn no_authentication_beyond_loopback_or_in_production() {
+        let o = Overrides { listen: Some("0.0.0.0:8080".parse().expect("addr")), ..Default::default() };
+        let err = Config::load(&o, &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("refusing to start without authentication") && err.contains("0.0.0.0:8080"), "{err}");
+        assert!(err.contains("credential issue") && err.contains("[auth] required = true"), "{err}");
+        assert!(err.contains("拒绝启动"), "{err}");
+        let c = Config::load(&o, &env(&[("CREDIT_GATEWAY_AUTH_REQUIRED", "true")])).expect("with authentication");
+        assert!(c.auth.required);
+        let member = Overrides { member: Some("cn-370300".into()), ..Default::default() };
+        let err = Config::load(&member, &env(&[("CREDIT_GATEWAY_MODE", "production")])).unwrap_err();
+        assert!(err.to_string().contains("mode = production"), "{err}");
+        assert!(Config::load(&Overrides::default(), &env(&[])).is_ok(), "loopback development needs nothing");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use crate::auth::{IssueRequest, Role, grants};
 use crate::config::{AlertsConfig, Config, FederationConfig, RelayConfig};
 use crate::pki::DEMO_FEDERATION;
 
@@ -58,6 +59,7 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
     let operator = crate::config::Operator {
         name: "admin".into(),
         password_hash: crate::dashboard::auth::hash_password(&password, crate::dashboard::auth::ITERATIONS)?,
+        role: None,
     };
     let alerts = AlertsConfig {
         webhook_url: Some(alert_inbox(&opts.data_dir).await?),
@@ -82,6 +84,8 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
             dashboard: crate::config::DashboardConfig { operators: vec![operator.clone()] },
             adapters: demo_adapters(opts, demo.member_id),
             alerts: alerts.clone(),
+            // As in production: every call needs a credential (made below, printed at the end).
+            auth: crate::config::AuthConfig { required: true, ..Default::default() },
             ..Config::default()
         };
         // The same start as `serve`: relay, SLA tracker, alerts, expiry job, sampler.
@@ -92,9 +96,10 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
     }
     println!("演示联盟已启动 · demo federation running (data in {})", opts.data_dir.display());
 
-    let scenario = scenario(opts, &nodes).await;
+    let keys = demo_credentials(&nodes).await?;
+    let scenario = scenario(opts, &nodes, &keys).await;
     match &scenario {
-        Ok(targets) => print_guide(&nodes, targets, &password),
+        Ok(targets) => print_guide(&nodes, targets, &password, &keys),
         Err(e) => eprintln!("demo scenario failed: {e:#}"),
     }
     if scenario.is_ok() {
@@ -108,6 +113,41 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
         }
     }
     scenario.map(|_| ())
+}
+
+/// The demo's API keys, per node (in the order of the nodes): the platform's credit office
+/// (信用办), a department that reports for every unit of its platform; an operator; and at
+/// 信用淄博 a desk officer for evaluation lookups.
+struct DemoKeys {
+    office: Vec<String>,
+    operator: Vec<String>,
+    desk: String,
+}
+
+async fn demo_credentials(nodes: &[RunningNode]) -> anyhow::Result<DemoKeys> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut keys = DemoKeys { office: Vec::new(), operator: Vec::new(), desk: String::new() };
+    for n in nodes {
+        let region = n.member.trim_start_matches("cn-");
+        let issue = async |role: Role, name: String, grants: Vec<String>| -> anyhow::Result<String> {
+            let req = IssueRequest {
+                principal: name,
+                role: Some(role),
+                unit_uscc: (role != Role::Operator).then(|| crate::bench::uscc_in("11", region, 0)),
+                grants,
+                expires_in_days: Some(7),
+                ..IssueRequest::default()
+            };
+            let issued = crate::auth::credentials::issue(n.store(), req, now).await?;
+            issued.api_key.context("an API key")
+        };
+        keys.office.push(issue(Role::Department, format!("{}信用办", n.name), vec![grants::ALL_UNITS.into()]).await?);
+        keys.operator.push(issue(Role::Operator, format!("{}值班员", n.name), Vec::new()).await?);
+        if n.member == "cn-370300" {
+            keys.desk = issue(Role::DeskOfficer, "信用淄博窗口 张三".into(), Vec::new()).await?;
+        }
+    }
+    Ok(keys)
 }
 
 /// Where the demo's nodes send their alerts: a receiver on loopback that appends each one as it
@@ -165,6 +205,7 @@ fn demo_adapters(opts: &DemoOptions, member: &str) -> Vec<crate::adapters::Adapt
         outbox: None,
         database_url: None,
         poll_interval_ms: 5_000,
+        units: Vec::new(),
     }]
 }
 
@@ -195,14 +236,17 @@ struct Targets {
     disputed: String,
 }
 
-async fn scenario(opts: &DemoOptions, nodes: &[RunningNode]) -> anyhow::Result<Targets> {
+async fn scenario(opts: &DemoOptions, nodes: &[RunningNode], keys: &DemoKeys) -> anyhow::Result<Targets> {
     let client = reqwest::Client::new();
+    let [district_key, city_key, _, national_key, dongying_key] = &keys.office[..] else {
+        anyhow::bail!("the demo federation has five nodes")
+    };
     let [district, city, _, national, dongying] = nodes else { anyhow::bail!("the demo federation has five nodes") };
     let mut records = crate::bench::synthetic_records(opts.records, 2026);
     records.push(example(include_str!("../../../schemas/monthly_report/valid/regular_market_supervision.json"))?);
     let mut outcomes = Vec::new();
     for batch in records.chunks(500) {
-        let answer = post(&client, &district.api, batch).await?;
+        let answer = post(&client, &district.api, district_key, batch).await?;
         outcomes.extend(answer["outcomes"].as_array().cloned().unwrap_or_default());
     }
     let accepted = outcomes.iter().filter(|o| o["status"] == "accepted").count();
@@ -238,16 +282,16 @@ async fn scenario(opts: &DemoOptions, nodes: &[RunningNode]) -> anyhow::Result<T
     let mut correction =
         aim(include_str!("../../../schemas/correction/valid/penalty_violation_facts.json"), &targets.corrected)?;
     correction["replacement"] = replacement;
-    post(&client, &district.api, &[correction]).await?;
+    post(&client, &district.api, district_key, &[correction]).await?;
     // 信用修复 at 信用中国 (the national acceptance window): publicity stops everywhere.
     let repair =
         aim(include_str!("../../../schemas/repair/valid/national_window_tax_penalty.json"), &targets.repaired)?;
-    post(&client, &national.api, &[repair]).await?;
+    post(&client, &national.api, national_key, &[repair]).await?;
     // 异议 at 信用淄博: disputed everywhere, sanctions suspended while it is verified.
     let mut objection =
         aim(include_str!("../../../schemas/objection_opened/valid/provincial_list_suspended.json"), &targets.disputed)?;
     objection["sanctions_suspended"] = json!(true);
-    post(&client, &city.api, &[objection]).await?;
+    post(&client, &city.api, city_key, &[objection]).await?;
     println!("raised: 更正 correction at 周村区, 信用修复 repair at 信用中国, 异议 objection at 信用淄博 …");
 
     let chain = &nodes[..4];
@@ -282,19 +326,26 @@ async fn scenario(opts: &DemoOptions, nodes: &[RunningNode]) -> anyhow::Result<T
         }
         println!("{:<10} {:>8}  {:<10} {:<10} {:<10} {}", n.member, count, states[0], states[1], states[2], n.name);
     }
-    recognition(&client, city, dongying).await?;
+    recognition(&client, city, dongying, dongying_key, &keys.desk).await?;
     Ok(targets)
 }
 
 /// 信用东营 loads credit evaluations; 信用淄博's desk looks three companies up there under
 /// their signed agreement (信用评价结果互认) and prints the verdicts.
-async fn recognition(client: &reqwest::Client, city: &RunningNode, dongying: &RunningNode) -> anyhow::Result<()> {
+async fn recognition(
+    client: &reqwest::Client,
+    city: &RunningNode,
+    dongying: &RunningNode,
+    dongying_key: &str,
+    desk_key: &str,
+) -> anyhow::Result<()> {
     let today = gateway_core::date::today_in_china(time::OffsetDateTime::now_utc());
-    post(client, &dongying.api, &crate::bench::synthetic_evaluations(0..20, today)).await?;
+    post(client, &dongying.api, dongying_key, &crate::bench::synthetic_evaluations(0..20, today)).await?;
     let subjects: Vec<String> = (0..5).map(|k| crate::bench::uscc_in("91", "370500", k)).collect();
     let resp = client
         .post(format!("{}/api/v1/evaluations/lookup", city.api))
-        .json(&json!({"from": dongying.member, "subjects": subjects, "officer": "demo"}))
+        .bearer_auth(desk_key)
+        .json(&json!({"from": dongying.member, "subjects": subjects}))
         .send()
         .await?;
     let status = resp.status();
@@ -323,11 +374,22 @@ async fn recognition(client: &reqwest::Client, city: &RunningNode, dongying: &Ru
     Ok(())
 }
 
-fn print_guide(nodes: &[RunningNode], t: &Targets, password: &str) {
+fn print_guide(nodes: &[RunningNode], t: &Targets, password: &str, keys: &DemoKeys) {
     println!("\n在哪里看 · where to look:");
     for n in nodes {
         println!("  {} API {}  {}", n.member, n.api, n.name);
     }
+    println!("\nAPI 密钥（本次运行，7 天有效）· API keys of this run (send as Authorization: Bearer <key>):");
+    for (i, n) in nodes.iter().enumerate() {
+        println!("  {} {} 信用办 department (all units): {}", n.member, n.name, keys.office[i]);
+        println!("  {} {} operator:                      {}", n.member, n.name, keys.operator[i]);
+    }
+    println!("  cn-370300 信用淄博 desk officer:          {}", keys.desk);
+    println!(
+        "  e.g. curl -H 'Authorization: Bearer {}' {}/api/v1/outbox\n  CLI: export CREDIT_GATEWAY_API_KEY=<key> before `outbox`, `import`, `evaluation`\n",
+        keys.operator.first().map_or("", String::as_str),
+        nodes.first().map_or("", |n| n.api.as_str())
+    );
     println!(
         "  dashboard on every node: <API>/dashboard — operator admin, password {password} (this run only)\n    \
          e.g. {}/dashboard (信用淄博: SLA, quality, dead letters)",
@@ -348,7 +410,8 @@ fn print_guide(nodes: &[RunningNode], t: &Targets, password: &str) {
     println!("  alerts of every node (signed webhooks, checked every 15 s): <data-dir>/alerts.jsonl");
     if let (Some(city), Some(dongying)) = (nodes.get(1), nodes.get(4)) {
         println!(
-            "  evaluations of a 东营 company, asked at 信用淄博: credit-gateway evaluation lookup {} --from 信用东营 --url {}\n    \
+            "  evaluations of a 东营 company, asked at 信用淄博 (with the desk officer's key in CREDIT_GATEWAY_API_KEY):\n    \
+             credit-gateway evaluation lookup {} --from 信用东营 --url {}\n    \
              audit log: {}/api/v1/evaluations/audit (asker) and {}/api/v1/evaluations/audit (answerer)",
             crate::bench::uscc_in("91", "370500", 1),
             city.api,
@@ -375,8 +438,8 @@ fn aim(text: &str, target: &str) -> anyhow::Result<Value> {
     Ok(v)
 }
 
-async fn post(client: &reqwest::Client, api: &str, records: &[Value]) -> anyhow::Result<Value> {
-    let resp = client.post(format!("{api}/api/v1/records")).json(records).send().await?;
+async fn post(client: &reqwest::Client, api: &str, key: &str, records: &[Value]) -> anyhow::Result<Value> {
+    let resp = client.post(format!("{api}/api/v1/records")).bearer_auth(key).json(records).send().await?;
     let status = resp.status();
     let answer: Value = resp.json().await?;
     anyhow::ensure!(status.is_success(), "{api} answered {status}: {answer}");

@@ -13,6 +13,8 @@ use utoipa::ToSchema;
 pub enum ErrorKind {
     /// The request is malformed or breaks a rule (400).
     BadRequest,
+    /// No credential, or one that is unknown, revoked or expired (401).
+    Unauthorized,
     /// The caller may not do this (403).
     Forbidden,
     /// What the request names does not exist here (404).
@@ -25,6 +27,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The body is not of a type the route takes (415).
     UnsupportedMediaType,
+    /// Too many calls or failed attempts; try again later (429).
+    TooManyRequests,
     /// A fault here, logged; the client may retry (500).
     Internal,
     /// A partner or peer answered with an error or not at all (502).
@@ -38,12 +42,14 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
             Self::BadRequest => 400,
+            Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
+            Self::TooManyRequests => 429,
             Self::Internal => 500,
             Self::BadGateway => 502,
             Self::Unavailable => 503,

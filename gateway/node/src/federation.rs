@@ -140,7 +140,7 @@ async fn evaluations_single(
     Extension(peer): Extension<Peer>,
     axum::extract::Path(uscc): axum::extract::Path<String>,
 ) -> Result<Response, ServiceError> {
-    answer_pull(&partners, peer, &[uscc]).await.map_err(crate::evaluations::path_subject_error)
+    answer_pull(&partners, peer, &[uscc], None).await.map_err(crate::evaluations::path_subject_error)
 }
 
 /// A partner's bulk pull: `{"subjects": [up to 1,000 USCCs]}`.
@@ -150,12 +150,36 @@ async fn evaluations_lookup(
     body: axum::body::Bytes,
 ) -> Result<Response, ServiceError> {
     let request: crate::evaluations::LookupRequest = ServiceError::strict_body(&body)?;
-    answer_pull(&partners, peer, &request.subjects).await
+    answer_pull(&partners, peer, &request.subjects, request.officer.as_deref()).await
 }
 
-async fn answer_pull(partners: &Partners, peer: Peer, subjects: &[String]) -> Result<Response, ServiceError> {
+/// Answers a pull, and writes it to this node's audit log too: which member asked, for which
+/// of its officers, about how many subjects, and how it ended.
+async fn answer_pull(
+    partners: &Partners,
+    peer: Peer,
+    subjects: &[String],
+    officer: Option<&str>,
+) -> Result<Response, ServiceError> {
     let Peer::Member(member) = peer else { return Err(ServiceError::internal(&"unpinned peer passed the guard")) };
-    let text = crate::evaluations::answer(partners, &member, subjects, time::OffsetDateTime::now_utc()).await?;
+    let now = time::OffsetDateTime::now_utc();
+    let answered = crate::evaluations::answer(partners, &member, officer, subjects, now).await;
+    let status = answered.as_ref().map_or_else(|e| e.kind.status(), |_| 200);
+    let officer: String = officer.unwrap_or("-").chars().filter(|c| !c.is_control()).take(100).collect();
+    let event = gateway_store::audit::AuditEvent {
+        at: gateway_core::interchange::format_time(now),
+        principal: member.clone(),
+        role: "federation_member".into(),
+        action: "federation.evaluation_pull".into(),
+        target: "/federation/v1/evaluations".into(),
+        status: i64::from(status),
+        outcome: if status == 200 { "ok" } else { "rejected" }.into(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+        source: member,
+        detail: format!("officer {officer} subjects {}", subjects.len()),
+    };
+    partners.store.audit(event).await.map_err(|e| ServiceError::internal(&e))?;
+    let text = answered?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 

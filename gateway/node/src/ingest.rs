@@ -18,6 +18,7 @@ use time::{Date, OffsetDateTime};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth::UnitScope;
 use crate::config::Limits;
 use crate::error::ServiceError;
 
@@ -115,25 +116,39 @@ pub struct BatchResult {
 pub type Checked<T = Incoming> = Result<T, Vec<FieldError>>;
 
 impl Ingest {
-    /// Handles one pushed batch (the raw request body).
+    /// Handles one batch (the raw request body) that the node itself sends: its jobs, the
+    /// benchmarks. Callers from outside go through [`Ingest::push_as`].
     pub async fn push(self: &Arc<Self>, body: bytes::Bytes, now: OffsetDateTime) -> Result<BatchResult, ServiceError> {
+        self.push_as(body, now, &UnitScope::Any).await
+    }
+
+    /// Handles one pushed batch for a caller who may report for the units of `scope`: a record
+    /// of another unit is rejected (`auth.unit_not_allowed`), and the rest are kept.
+    pub async fn push_as(
+        self: &Arc<Self>,
+        body: bytes::Bytes,
+        now: OffsetDateTime,
+        scope: &UnitScope,
+    ) -> Result<BatchResult, ServiceError> {
         let this = Arc::clone(self);
         let today = today_in_china(now);
         let checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
             .await
             .map_err(|e| ServiceError::internal(&e))??;
-        self.store_checked(checked, now).await
+        self.store_checked(checked, now, scope).await
     }
 
     /// Handles rows that came through a platform adapter: each is checked against the platform
     /// schema, translated, then checked and stored like a pushed record. Errors about a field
     /// that came from a column name the column too, so the platform's people can find it.
+    /// The adapter acts for the units of `scope` (its configured units, or the uploader's).
     pub async fn push_rows(
         self: &Arc<Self>,
         platform: &str,
         dataset: Arc<gateway_core::adapter::Dataset>,
         rows: Vec<gateway_core::adapter::Row>,
         now: OffsetDateTime,
+        scope: &UnitScope,
     ) -> Result<BatchResult, ServiceError> {
         let intake = crate::relay::adapter_destination(platform);
         let this = Arc::clone(self);
@@ -159,7 +174,7 @@ impl Ingest {
         })
         .await
         .map_err(|e| ServiceError::internal(&e))?;
-        self.store_checked(checked, now).await
+        self.store_checked(checked, now, scope).await
     }
 
     /// Stores the records that passed, then answers for every one, in order. Every record, with
@@ -168,9 +183,11 @@ impl Ingest {
         self: &Arc<Self>,
         observed: Vec<(Checked, Observation)>,
         now: OffsetDateTime,
+        scope: &UnitScope,
     ) -> Result<BatchResult, ServiceError> {
         let (mut checked, observations): (Vec<Checked>, Vec<Observation>) = observed.into_iter().unzip();
-        self.require_targets(&mut checked).await?;
+        require_units(&mut checked, scope);
+        self.require_targets(&mut checked, scope).await?;
         let quality = quality_counts(&checked, &observations, today_in_china(now));
         // The records move into the store; their outcomes need only these few facts.
         let mut incoming = Vec::with_capacity(checked.len());
@@ -245,9 +262,12 @@ impl Ingest {
 
     /// Refuses lifecycle events about records not held here (with that origin): an event can
     /// change the state only of a record this node has.
+    /// With a `scope` that is not [`UnitScope::Any`], the record an event is about must be of
+    /// a unit the caller may act for: a department withdraws or corrects only its own.
     pub async fn require_targets<T: CarriesRecord>(
         &self,
         items: &mut [Result<T, Vec<FieldError>>],
+        scope: &UnitScope,
     ) -> Result<(), ServiceError> {
         let mut events: Vec<(&mut Checked<T>, (String, String))> = Vec::new();
         for item in items.iter_mut() {
@@ -265,16 +285,27 @@ impl Ingest {
         let keys: Vec<(String, String)> = events.iter().map(|(_, k)| k.clone()).collect();
         let held = self.store.held_records(&keys).await.map_err(|e| ServiceError::internal(&e))?;
         for (item, key) in events {
-            if !held.contains(&key) {
-                *item = Err(vec![FieldError::new(
-                    "/target_record_id",
-                    "event.target_unknown",
-                    format!("本节点没有来源为 {} 的记录 {}，不能对其登记事件", key.0, key.1),
-                    format!(
-                        "this node holds no record {} from {}; an event must be about a record held here",
-                        key.1, key.0
-                    ),
-                )]);
+            match held.get(&key) {
+                None => {
+                    *item = Err(vec![FieldError::new(
+                        "/target_record_id",
+                        "event.target_unknown",
+                        format!("本节点没有来源为 {} 的记录 {}，不能对其登记事件", key.0, key.1),
+                        format!(
+                            "this node holds no record {} from {}; an event must be about a record held here",
+                            key.1, key.0
+                        ),
+                    )]);
+                }
+                Some(department) if !scope.allows(department) => {
+                    *item = Err(vec![FieldError::new(
+                        "/target_record_id",
+                        UNIT_NOT_ALLOWED,
+                        format!("记录 {} 属于单位 {department}，您无权对其登记事件", key.1),
+                        format!("record {} belongs to unit {department}; you may not raise events about it", key.1),
+                    )]);
+                }
+                Some(_) => {}
             }
         }
         Ok(())
@@ -326,6 +357,32 @@ impl RecordOutcome {
             publicity_deadline: summary.publicity_deadline,
             deadline_status: summary.deadline_status,
             errors: Vec::new(),
+        }
+    }
+}
+
+/// The rule a record breaks when it names a unit its sender may not report for.
+pub const UNIT_NOT_ALLOWED: &str = "auth.unit_not_allowed";
+
+/// Rejects the checked records whose department (数据来源单位, or the reporting department)
+/// is not one `scope` allows, at that field's pointer.
+fn require_units<T: CarriesRecord>(items: &mut [Result<T, Vec<FieldError>>], scope: &UnitScope) {
+    if *scope == UnitScope::Any {
+        return;
+    }
+    for item in items.iter_mut() {
+        let Ok(t) = item else { continue };
+        let department = &t.incoming().record.quality.department_uscc;
+        if !scope.allows(department) {
+            let shown = if department.is_empty() { "（未填写）" } else { department.as_str() };
+            *item = Err(vec![FieldError::new(
+                "/source_unit_uscc",
+                UNIT_NOT_ALLOWED,
+                format!("您无权为单位 {shown} 报送数据：数据来源单位须是本单位或已授权代报的单位"),
+                format!(
+                    "you may not report for unit {department:?}: the source unit must be your own or one you are allowed to report for"
+                ),
+            )]);
         }
     }
 }

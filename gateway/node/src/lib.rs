@@ -5,6 +5,7 @@ pub mod adapters;
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod dashboard;

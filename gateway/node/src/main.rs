@@ -86,10 +86,64 @@ enum Command {
         #[command(subcommand)]
         command: TemplateCommand,
     },
+    /// Credentials of the API's principals (API keys, client certificates), on this host.
+    Credential {
+        #[command(subcommand)]
+        command: CredentialCommand,
+    },
+    /// The hash-chained audit log: verify it, export it.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Dashboard operator accounts.
     Operator {
         #[command(subcommand)]
         command: OperatorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CredentialCommand {
+    /// Issue an API key (printed once, alone on standard output) or register a client
+    /// certificate for a principal.
+    Issue {
+        #[command(flatten)]
+        options: credit_gateway::auth::cli::IssueOptions,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// List credentials: role, unit, state, last use (never secrets).
+    List {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Revoke a credential (refused from the next call on).
+    Revoke {
+        /// The credential id (see `credential list`).
+        id: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the chain; exit 1 and name every entry deleted, altered or out of place.
+    Verify {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Write the entries as JSON lines (with their chain fields).
+    Export {
+        /// Only entries after this seq.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// File to write (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        node: NodeArgs,
     },
 }
 
@@ -277,6 +331,8 @@ enum CertsCommand {
 enum BenchCommand {
     /// Ingest through the HTTP API into SQLite, beside the raw store ceiling.
     Ingest(bench::IngestOptions),
+    /// Ingest with authentication (API key, client certificate) vs without.
+    Access(bench::AccessBenchOptions),
     /// Signed-envelope ingest over mutual TLS, beside raw Ed25519 verification and unsigned ingest.
     Envelopes(bench::EnvelopeOptions),
     /// Four nodes over mutual TLS: bulk load and steady-rate latency from district to national,
@@ -398,6 +454,34 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Adapter { command: AdapterCommand::Hash { manifest } } => {
             println!("{}", credit_gateway::adapters::cli::hash(&manifest)?);
         }
+        Command::Credential { command } => {
+            use credit_gateway::auth::cli;
+            init_logging_at(LogFormat::Text, "warn");
+            match command {
+                CredentialCommand::Issue { options, node } => {
+                    let config = node.load(None, None)?;
+                    runtime()?.block_on(cli::issue(&config, options))?;
+                }
+                CredentialCommand::List { node } => runtime()?.block_on(cli::list(&node.load(None, None)?))?,
+                CredentialCommand::Revoke { id, node } => {
+                    runtime()?.block_on(cli::revoke(&node.load(None, None)?, &id))?
+                }
+            }
+        }
+        Command::Audit { command } => {
+            use credit_gateway::auth::cli;
+            init_logging_at(LogFormat::Text, "warn");
+            match command {
+                AuditCommand::Verify { node } => {
+                    if !runtime()?.block_on(cli::verify(&node.load(None, None)?))? {
+                        return Ok(std::process::ExitCode::from(1));
+                    }
+                }
+                AuditCommand::Export { after, out, node } => {
+                    runtime()?.block_on(cli::export(&node.load(None, None)?, after, out))?;
+                }
+            }
+        }
         Command::Operator { command: OperatorCommand::HashPassword { iterations } } => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
@@ -443,6 +527,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let report = runtime()?.block_on(bench::envelopes(&opts))?;
             println!("{report}");
         }
+        Command::Bench { command: BenchCommand::Access(opts) } => {
+            init_logging_at(LogFormat::Text, "error");
+            let report = runtime()?.block_on(bench::access(&opts))?;
+            println!("{report}");
+        }
         Command::Bench { command: BenchCommand::Ingest(opts) } => {
             init_logging(LogFormat::Text);
             let report = runtime()?.block_on(bench::ingest(&opts))?;
@@ -469,7 +558,7 @@ async fn export_evidence(
 
 /// Runs an `outbox` command against a node's API; returns the answer, pretty-printed.
 async fn outbox(command: OutboxCommand) -> anyhow::Result<String> {
-    let client = reqwest::Client::new();
+    let client = credit_gateway::auth::cli::api_client()?;
     let request = match &command {
         OutboxCommand::Status { url } => client.get(format!("{}/api/v1/outbox", url.trim_end_matches('/'))),
         OutboxCommand::DeadLetters { destination, url } => {

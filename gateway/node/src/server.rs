@@ -140,6 +140,30 @@ pub async fn open_node(config: &Config, fed: &FederationConfig) -> anyhow::Resul
     Ok(Node { identity, ingest, pull_acks: Arc::new(tokio::sync::Notify::new()) })
 }
 
+/// The access layer of `config`'s API: its credentials are in the store; with authentication
+/// off (loopback development only, checked when the configuration loaded) it says so, once.
+pub async fn open_gate(config: &Config, ingest: &Arc<Ingest>) -> anyhow::Result<crate::api::access::Gate> {
+    let store = Arc::clone(&ingest.store);
+    if config.auth.required {
+        let usable = store.credentials().await?.iter().filter(|c| c.revoked_at.is_none()).count();
+        if usable == 0 && config.dashboard.operators.is_empty() {
+            tracing::warn!(
+                "authentication is required but no credential is issued yet: every call will get 401; \
+                 issue one with `credential issue` (docs/operations.md, \"Access\")"
+            );
+        }
+    } else {
+        tracing::warn!(
+            listen = %config.listen,
+            "AUTHENTICATION IS OFF: every caller on this machine acts as the development principal and may do \
+             everything; set [auth] required = true before opening the port (docs/operations.md, \"Access\")"
+        );
+    }
+    let auth = crate::auth::Authenticator::new(config.auth.required, Arc::clone(&store));
+    let (_, table) = crate::api::routes().into_parts();
+    Ok(crate::api::access::Gate::new(auth, store, &config.auth, &table))
+}
+
 /// A node started by [`start`]. It runs until the `shutdown` given to [`start`] resolves;
 /// [`Running::stopped`] then waits until every task has stopped and the store is closed.
 #[derive(Debug)]
@@ -199,7 +223,9 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         access: crate::dashboard::Access::load(&config.dashboard.operators, &config.data_dir)?,
         history: crate::dashboard::History::default(),
     });
+    let gate = Arc::new(open_gate(&config, &ingest).await?);
     let app = App {
+        gate,
         ingest: Arc::clone(&ingest),
         relay: relay_state,
         sla: Arc::clone(&sla),
@@ -211,6 +237,10 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         evaluations: partners.clone(),
     };
 
+    let api_tls = match &config.api_tls {
+        Some(t) => Some(crate::tls::api_server_config(&t.cert, &t.key, t.client_ca.as_deref())?),
+        None => None,
+    };
     // Both listeners are bound before any task starts: a port in use fails the start.
     let api_listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let api = api_listener.local_addr()?;
@@ -226,7 +256,8 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         }
         _ => None,
     };
-    tracing::info!(%api, member_id = %config.member_id, data_dir = %config.data_dir.display(), "credit-gateway listening");
+    let scheme = if api_tls.is_some() { "https" } else { "http" };
+    tracing::info!(%api, %scheme, member_id = %config.member_id, data_dir = %config.data_dir.display(), "credit-gateway listening");
 
     // Everything that can still fail is done before the first task starts.
     let alerter = crate::alerts::Alerter::new(app.clone(), &config.alerts, &config.data_dir)?;
@@ -267,7 +298,15 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let api_task = tokio::spawn({
         let router = crate::api::router(app.clone());
         let stopping = when_stopped(stopped.clone());
-        async move { axum::serve(api_listener, router).with_graceful_shutdown(stopping).await }
+        async move {
+            match api_tls {
+                Some(tls) => crate::tls::serve_api(api_listener, tls, router, stopping).await,
+                None => axum::serve(api_listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                    .with_graceful_shutdown(stopping)
+                    .await
+                    .map_err(anyhow::Error::from),
+            }
+        }
     });
 
     let supervisor = tokio::spawn(async move {

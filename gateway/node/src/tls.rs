@@ -1,4 +1,4 @@
-//! Mutual TLS between nodes (rustls, ring provider only).
+//! TLS (rustls, ring provider only): mutual TLS between nodes, and HTTPS on the department API.
 //!
 //! The handshake requires a client certificate that chains to the federation CA. After it,
 //! the certificate must be the one pinned for its member in the registry
@@ -99,6 +99,79 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tag: Tagger = Arc::new(move |cert: Option<&[u8]>, remote: SocketAddr| {
+        let Some(cert) = cert else { anyhow::bail!("no client certificate") };
+        let peer = {
+            let registry = registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?;
+            identify(cert, &registry)
+        };
+        match &peer {
+            Peer::Member(member) => tracing::debug!(%remote, %member, "federation peer authenticated"),
+            Peer::Unpinned { cert_sha256 } => {
+                tracing::warn!(%remote, %cert_sha256, "federation peer presented a certificate no member has pinned")
+            }
+        }
+        let mut ext = axum::http::Extensions::new();
+        ext.insert(peer);
+        Ok(ext)
+    });
+    accept_loop(listener, tls, app, shutdown, "federation", tag).await
+}
+
+/// The department API over HTTPS: a client certificate is optional (API keys work too); when
+/// one is presented it must chain to `client_ca`, and its SHA-256 reaches the access layer.
+pub fn api_server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<Arc<ServerConfig>> {
+    install_crypto_provider();
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    let builder = ServerConfig::builder();
+    let mut config = match client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
+                roots.add(c?)?;
+            }
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build()?;
+            builder.with_client_cert_verifier(verifier).with_single_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth().with_single_cert(chain, key)?,
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves the department API over HTTPS until `shutdown` resolves.
+pub async fn serve_api(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tag: Tagger = Arc::new(|cert: Option<&[u8]>, remote: SocketAddr| {
+        let mut ext = axum::http::Extensions::new();
+        ext.insert(axum::extract::ConnectInfo(remote));
+        if let Some(cert) = cert {
+            ext.insert(crate::api::access::ClientCert(Sha256Digest::of(cert).to_hex()));
+        }
+        Ok(ext)
+    });
+    accept_loop(listener, tls, app, shutdown, "API", tag).await
+}
+
+/// Says what a connection's requests carry, from its client certificate (if any) and address;
+/// an error ends the connection.
+type Tagger = Arc<dyn Fn(Option<&[u8]>, SocketAddr) -> anyhow::Result<axum::http::Extensions> + Send + Sync>;
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    what: &'static str,
+    tag: Tagger,
+) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -115,11 +188,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
-        let (acceptor, registry, app) = (acceptor.clone(), Arc::clone(&registry), app.clone());
+        let (acceptor, tag, app) = (acceptor.clone(), Arc::clone(&tag), app.clone());
         connections.spawn(async move {
             let _slot = slot;
-            if let Err(e) = serve_connection(tcp, remote, acceptor, registry, app).await {
-                tracing::info!(%remote, error = %e, "federation connection ended with an error");
+            if let Err(e) = serve_connection(tcp, remote, acceptor, tag, app).await {
+                tracing::info!(%remote, error = %e, "{what} connection ended with an error");
             }
         });
         while connections.try_join_next().is_some() {}
@@ -132,7 +205,7 @@ async fn serve_connection(
     tcp: tokio::net::TcpStream,
     remote: SocketAddr,
     acceptor: TlsAcceptor,
-    registry: Arc<RwLock<Registry>>,
+    tag: Tagger,
     app: Router,
 ) -> anyhow::Result<()> {
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
@@ -140,19 +213,9 @@ async fn serve_connection(
         .context("TLS handshake timed out")?
         .context("TLS handshake failed")?;
     let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
-    let Some(cert) = cert else { anyhow::bail!("no client certificate") };
-    let peer = {
-        let registry = registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?;
-        identify(&cert, &registry)
-    };
-    match &peer {
-        Peer::Member(member) => tracing::debug!(%remote, %member, "federation peer authenticated"),
-        Peer::Unpinned { cert_sha256 } => {
-            tracing::warn!(%remote, %cert_sha256, "federation peer presented a certificate no member has pinned")
-        }
-    }
+    let extensions = tag(cert.as_deref(), remote)?;
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(peer.clone());
+        req.extensions_mut().extend(extensions.clone());
         app.clone().oneshot(req)
     });
     Builder::new(TokioExecutor::new())

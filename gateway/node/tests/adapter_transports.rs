@@ -44,6 +44,7 @@ fn binding(id: &str) -> AdapterBinding {
         outbox: None,
         database_url: None,
         poll_interval_ms: 50,
+        units: Vec::new(),
     }
 }
 
@@ -166,7 +167,13 @@ async fn an_xlsx_package_written_for_a_platform_reads_back_through_its_adapter()
     // Seed the store through the adapter itself (JSON rows), then deliver and read back as XLSX.
     let ds = Arc::clone(loaded.adapter.dataset("XK").expect("XK"));
     let first = gateway
-        .push_rows(loaded.id(), ds, serde_json::from_slice(&data).expect("rows"), time::OffsetDateTime::now_utc())
+        .push_rows(
+            loaded.id(),
+            ds,
+            serde_json::from_slice(&data).expect("rows"),
+            time::OffsetDateTime::now_utc(),
+            &loaded.scope(),
+        )
         .await
         .expect("push");
     assert_eq!(first.accepted, rows.len());

@@ -256,6 +256,7 @@ async fn small_collection(url: &str) {
         outbox: None,
         database_url: Some(url.to_owned()),
         poll_interval_ms: 50,
+        units: Vec::new(),
     };
     let registry = node.identity.registry.read().expect("registry").clone();
     let loaded = credit_gateway::adapters::load_all(&[binding], &registry, MEMBER).expect("loads");

@@ -200,6 +200,7 @@ async fn metrics_pass_the_prometheus_text_parser() {
         outbox: None,
         database_url: None,
         poll_interval_ms: 1_000,
+        units: Vec::new(),
     };
     let configure = |c: &mut credit_gateway::config::Config| {
         c.reporting.departments = vec![credit_gateway::config::Department {

@@ -81,6 +81,8 @@ pub struct Store {
     /// The audit log's writer task (started on first use): it commits the evaluation pulls
     /// waiting for it together.
     audit: std::sync::OnceLock<evaluations::AuditWriter>,
+    /// The hash-chained audit log's writer task (started on first use).
+    chain: std::sync::OnceLock<audit::ChainWriter>,
     /// SQLite's background WAL checkpointer, stopped with the store.
     checkpointer: Option<tokio::task::AbortHandle>,
 }
@@ -170,7 +172,9 @@ fn all_inserted(inserted: u64, expected: usize, what: impl FnOnce() -> String) -
 
 #[macro_use]
 mod records;
+pub mod access;
 mod alerts;
+pub mod audit;
 mod envelopes;
 pub mod evaluations;
 mod outbox;
@@ -235,6 +239,7 @@ impl Store {
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
             commits: tokio::sync::watch::Sender::new(0),
             audit: std::sync::OnceLock::new(),
+            chain: std::sync::OnceLock::new(),
             checkpointer,
         })
     }
@@ -260,6 +265,7 @@ impl Store {
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
             commits: tokio::sync::watch::Sender::new(0),
             audit: std::sync::OnceLock::new(),
+            chain: std::sync::OnceLock::new(),
             checkpointer: None,
         })
     }

@@ -3,7 +3,7 @@
 //! cursor are written in one transaction, so a crash at any point resends (the receiver's
 //! duplicate detection absorbs it) and never skips.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
@@ -194,20 +194,26 @@ impl Store {
         Ok(found)
     }
 
-    /// Which of these `(origin, record_id)` are held here: a lifecycle event is taken only
-    /// about a record this node holds.
-    pub async fn held_records(&self, keys: &[(String, String)]) -> Result<HashSet<(String, String)>, StoreError> {
-        let mut found = HashSet::new();
+    /// Which of these `(origin, record_id)` are held here, with the department answerable for
+    /// each (empty when none is named): a lifecycle event is taken only about a record this
+    /// node holds, from a caller who may act for that department.
+    pub async fn held_records(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<HashMap<(String, String), String>, StoreError> {
+        let mut found = HashMap::new();
         dispatch!(self, pool => {
             for chunk in keys.chunks(super::LOOKUP_CHUNK) {
-                let mut qb = QueryBuilder::new("SELECT DISTINCT origin, record_id FROM records WHERE record_id IN (");
+                let mut qb = QueryBuilder::new(
+                    "SELECT origin, record_id, MAX(COALESCE(department_uscc, '')) FROM records WHERE record_id IN (",
+                );
                 let mut list = qb.separated(", ");
                 for (_, id) in chunk {
                     list.push_bind(id.as_str());
                 }
-                qb.push(")");
+                qb.push(") GROUP BY origin, record_id");
                 for row in qb.build().fetch_all(pool).await? {
-                    found.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+                    found.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?), row.try_get::<String, _>(2)?);
                 }
             }
         });

@@ -191,6 +191,8 @@ pub struct RecordQuery {
     /// Continue after this `seq` (the previous page's `next_after`).
     pub after: i64,
     pub limit: i64,
+    /// Only records of these departments (数据来源单位); `None` = every department.
+    pub departments: Option<Vec<String>>,
 }
 
 /// The columns [`stored_record`] reads, in its order.
@@ -374,6 +376,13 @@ impl Store {
             }
             if let Some(to) = q.to {
                 qb.push(" AND clock_start <= ").push_bind(format_date(to));
+            }
+            if let Some(departments) = &q.departments {
+                qb.push(" AND department_uscc IN ('' ");
+                for d in departments {
+                    qb.push(", ").push_bind(d.clone());
+                }
+                qb.push(")");
             }
             qb.push(" ORDER BY seq LIMIT ").push_bind(q.limit);
             qb.build().fetch_all(pool).await?.iter().map(stored_record).collect()

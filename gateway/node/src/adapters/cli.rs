@@ -136,7 +136,7 @@ pub struct ImportOptions {
 
 /// `import`: uploads the workbook, shows progress, saves the annotated workbook back.
 pub async fn import(opts: &ImportOptions) -> anyhow::Result<Value> {
-    let client = reqwest::Client::new();
+    let client = crate::auth::cli::api_client()?;
     let bytes = tokio::fs::read(&opts.file).await.with_context(|| format!("reading {}", opts.file.display()))?;
     let mut query = vec![("unit", opts.unit.clone()), ("unit_uscc", opts.unit_uscc.clone())];
     query.extend(opts.period.clone().map(|p| ("period", p)));

@@ -49,7 +49,7 @@ pub async fn collect(gateway: &Arc<Ingest>, loaded: &Arc<Loaded>) -> anyhow::Res
     let mut settled = 0;
     for path in packages {
         let result = match read_package(loaded, &path) {
-            Ok(Some(package)) => store(gateway, loaded.id(), &package).await?,
+            Ok(Some(package)) => store(gateway, loaded, &package).await?,
             Ok(None) => continue,
             Err(refusal) => json!({"status": "refused", "reason": format!("{refusal:#}")}),
         };
@@ -162,11 +162,12 @@ fn parse_rows(ds: &Dataset, format: PackageFormat, bytes: &[u8]) -> anyhow::Resu
 }
 
 /// Stores a package's rows; returns its result document.
-async fn store(gateway: &Arc<Ingest>, platform: &str, p: &Package) -> anyhow::Result<Value> {
+async fn store(gateway: &Arc<Ingest>, loaded: &Loaded, p: &Package) -> anyhow::Result<Value> {
+    let (platform, scope) = (loaded.id(), loaded.scope());
     let mut outcomes: Vec<RecordOutcome> = Vec::with_capacity(p.rows.len());
     for chunk in p.rows.chunks(CHUNK_ROWS) {
         let result = gateway
-            .push_rows(platform, Arc::clone(&p.dataset), chunk.to_vec(), OffsetDateTime::now_utc())
+            .push_rows(platform, Arc::clone(&p.dataset), chunk.to_vec(), OffsetDateTime::now_utc(), &scope)
             .await
             .map_err(|e| anyhow::anyhow!("storing rows: {e:?}"))?;
         let base = outcomes.len();

@@ -62,11 +62,20 @@ impl Imports {
         Self { dir, jobs: Mutex::new(HashMap::new()) }
     }
 
-    /// A new import's folder; the caller saves the upload to [`Imports::upload_path`].
-    pub fn create(&self) -> std::io::Result<Uuid> {
+    /// A new import's folder, noting the reporting unit (only callers who may act for it see
+    /// the import); the caller saves the upload to [`Imports::upload_path`].
+    pub fn create(&self, unit_uscc: &str) -> std::io::Result<Uuid> {
         let id = Uuid::now_v7();
-        std::fs::create_dir_all(self.dir.join(id.to_string()))?;
+        let dir = self.dir.join(id.to_string());
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("unit"), unit_uscc)?;
         Ok(id)
+    }
+
+    /// The unit an import reports for (`None` for an unknown id, or one made before units
+    /// were noted).
+    pub fn unit_of(&self, id: Uuid) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(id.to_string()).join("unit")).ok().map(|u| u.trim().to_owned())
     }
 
     pub fn upload_path(&self, id: Uuid) -> PathBuf {

@@ -47,6 +47,10 @@ pub struct AdapterBinding {
     /// How often ingest transports look for new rows or packages, in milliseconds. Default 5,000.
     #[serde(default = "default_poll")]
     pub poll_interval_ms: u64,
+    /// The units (USCCs) the platform's transport may report for, as a department's
+    /// credential would. Empty: any unit (logged as a warning at start; refused in production).
+    #[serde(default)]
+    pub units: Vec<String>,
 }
 
 fn default_poll() -> u64 {
@@ -71,6 +75,17 @@ pub struct Loaded {
 impl Loaded {
     pub fn id(&self) -> &str {
         self.adapter.id()
+    }
+
+    /// The units this adapter's transport acts for.
+    pub fn scope(&self) -> crate::auth::UnitScope {
+        if self.binding.units.is_empty() {
+            crate::auth::UnitScope::Any
+        } else {
+            crate::auth::UnitScope::Only(
+                self.binding.units.iter().map(|u| gateway_core::ident::normalize_code(u)).collect(),
+            )
+        }
     }
 }
 

@@ -39,6 +39,8 @@ pub struct ImportRequest {
     pub unit_uscc: String,
     /// `YYYY-MM`.
     pub period: String,
+    /// The units the uploader may report for: rows of other units are rejected.
+    pub scope: crate::auth::UnitScope,
 }
 
 /// How far an import is (read by the status endpoint and the CLI's progress bar).
@@ -130,6 +132,7 @@ pub fn import(
         let mut sheet = SheetCopy {
             ws,
             platform: adapter.id().to_owned(),
+            scope: &req.scope,
             red: &red,
             bold: &bold,
             dataset,
@@ -175,8 +178,9 @@ pub fn import(
     let zero_report = licenses == 0 && penalties == 0;
     let monthly = monthly_report(adapter, req, licenses, penalties, OffsetDateTime::now_utc());
     let body = serde_json::to_vec(&[monthly])?;
-    let stored =
-        rt.block_on(gateway.push(body.into(), OffsetDateTime::now_utc())).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let stored = rt
+        .block_on(gateway.push_as(body.into(), OffsetDateTime::now_utc(), &req.scope))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let monthly_report = stored.outcomes.into_iter().next().context("no outcome for the monthly report")?;
     let summary = ImportSummary {
         unit: req.unit.clone(),
@@ -210,6 +214,8 @@ type PendingRow = (u32, Vec<(u16, Value)>, Row);
 struct SheetCopy<'a> {
     ws: &'a mut Worksheet,
     platform: String,
+    /// The uploader's units.
+    scope: &'a crate::auth::UnitScope,
     red: &'a Format,
     bold: &'a Format,
     dataset: Option<Arc<Dataset>>,
@@ -277,7 +283,13 @@ impl SheetCopy<'_> {
             Some(ds) => {
                 let rows = pending.iter().map(|(_, _, row)| row.clone()).collect();
                 let result = rt
-                    .block_on(gateway.push_rows(&self.platform, Arc::clone(ds), rows, OffsetDateTime::now_utc()))
+                    .block_on(gateway.push_rows(
+                        &self.platform,
+                        Arc::clone(ds),
+                        rows,
+                        OffsetDateTime::now_utc(),
+                        self.scope,
+                    ))
                     .map_err(|e| anyhow::anyhow!("storing rows: {e:?}"))?;
                 self.count(&result);
                 result.outcomes.iter().map(feedback).collect()

@@ -7,11 +7,13 @@ pub const PAGE: &str = r#"<!doctype html>
 body{font-family:system-ui,"Noto Sans CJK SC",sans-serif;margin:2rem;max-width:70rem;color:#1d2430}
 h1{font-size:1.5rem} .op{border:1px solid #ccd3dd;border-radius:6px;margin:1rem 0;padding:.6rem 1rem}
 .m{display:inline-block;min-width:4rem;font-weight:700;text-transform:uppercase}
-.get{color:#0a6b2f}.post{color:#8a4b00} code,pre{background:#f3f5f8;border-radius:4px;padding:.1rem .3rem}
+.sec{color:#5a3d8a;font-size:.9rem;margin:.2rem 0} .get{color:#0a6b2f}.post{color:#8a4b00} code,pre{background:#f3f5f8;border-radius:4px;padding:.1rem .3rem}
 pre{padding:.6rem;overflow:auto;max-height:24rem} details{margin:.3rem 0}
 </style></head><body>
 <h1>信用信息交换网关 API · Credit Gateway API</h1>
 <p>OpenAPI 3.1: <a href="/api/v1/openapi.json">/api/v1/openapi.json</a></p>
+<p>认证 Authentication: <code>Authorization: Bearer cgk_…</code> (API key, <code>credential issue</code>), a registered client
+certificate on the HTTPS listener, or a dashboard login. Each operation names the permission it needs and the roles that hold it.</p>
 <div id="ops">Loading…</div>
 <script>
 fetch('/api/v1/openapi.json').then(r=>r.json()).then(doc=>{
@@ -22,6 +24,8 @@ fetch('/api/v1/openapi.json').then(r=>r.json()).then(doc=>{
       const box=el('div','op'); const h=el('div');
       h.append(el('span','m '+method,method),el('code','',path),el('span','',' — '+(op.summary||'')));
       box.append(h); if(op.description) box.append(el('p','',op.description));
+      const perm=op['x-permission'];
+      box.append(el('div','sec', perm ? `权限 Permission: ${perm} — 角色 roles: ${(op['x-roles']||[]).join(', ')} — 认证 auth: ${(op.security||[]).map(o=>Object.keys(o).join('+')).join(' | ')}` : '公开 Public: no credential needed'));
       for(const p of (op.parameters||[])) box.append(el('div','',`参数 ${p.name} (${p.in})${p.required?' *':''}: ${p.description||''}`));
       for(const [code,resp] of Object.entries(op.responses||{})){
         const d=el('details'); d.append(el('summary','',`${code} ${resp.description||''}`));

@@ -4,14 +4,17 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use gateway_store::evaluations::Pull;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
+use super::access::AuditDetail;
 use super::{ErrorBody, ErrorKind, ServiceError};
+use crate::auth::{Principal, Role};
 use crate::evaluations::{DeskAnswer, Partners};
 use crate::ingest::Ingest;
 
@@ -32,7 +35,8 @@ fn partners(evaluations: &Option<Arc<Partners>>) -> Result<&Arc<Partners>, Servi
 pub(super) struct SingleParams {
     /// The partner: member id (`cn-370500`) or registry name (`信用东营`).
     from: String,
-    /// Who at the desk asks (kept in the audit log).
+    /// Only without authentication (loopback development): who at the desk asks. Otherwise
+    /// the audit logs of both nodes carry the authenticated principal.
     officer: Option<String>,
 }
 
@@ -52,16 +56,23 @@ pub(super) struct SingleParams {
 )]
 pub(super) async fn single(
     State(evaluations): State<Option<Arc<Partners>>>,
+    Extension(principal): Extension<Principal>,
     Path(uscc): Path<String>,
     params: Result<Query<SingleParams>, QueryRejection>,
-) -> Result<Json<DeskAnswer>, ServiceError> {
+) -> Result<Response, ServiceError> {
     let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let partners = partners(&evaluations)?;
-    let answer =
-        crate::evaluations::lookup(partners, &p.from, &[uscc], officer(p.officer)?, time::OffsetDateTime::now_utc())
-            .await
-            .map_err(crate::evaluations::path_subject_error)?;
-    Ok(Json(answer))
+    let officer = officer(&principal, p.officer)?;
+    let answer = crate::evaluations::lookup(partners, &p.from, &[uscc], officer, time::OffsetDateTime::now_utc())
+        .await
+        .map_err(crate::evaluations::path_subject_error)?;
+    Ok(answered(answer))
+}
+
+/// The answer, and for the audit log the partner and how many subjects were looked up.
+fn answered(answer: DeskAnswer) -> Response {
+    let detail = format!("partner {} subjects {}", answer.partner, answer.subjects.len());
+    (Extension(AuditDetail(detail)), Json(answer)).into_response()
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -89,23 +100,24 @@ pub(super) struct LookupBody {
 )]
 pub(super) async fn lookup(
     State(evaluations): State<Option<Arc<Partners>>>,
+    Extension(principal): Extension<Principal>,
     body: axum::body::Bytes,
-) -> Result<Json<DeskAnswer>, ServiceError> {
+) -> Result<Response, ServiceError> {
     let b: LookupBody = ServiceError::strict_body(&body)?;
     let partners = partners(&evaluations)?;
-    let answer = crate::evaluations::lookup(
-        partners,
-        &b.from,
-        &b.subjects,
-        officer(b.officer)?,
-        time::OffsetDateTime::now_utc(),
-    )
-    .await?;
-    Ok(Json(answer))
+    let officer = officer(&principal, b.officer)?;
+    let answer =
+        crate::evaluations::lookup(partners, &b.from, &b.subjects, officer, time::OffsetDateTime::now_utc()).await?;
+    Ok(answered(answer))
 }
 
-fn officer(o: Option<String>) -> Result<Option<String>, ServiceError> {
-    match o {
+/// Who asks, for both nodes' audit logs: the authenticated principal. Only without
+/// authentication (loopback development) does the desk's self-declared name stand in.
+fn officer(principal: &Principal, declared: Option<String>) -> Result<Option<String>, ServiceError> {
+    if principal.role != Role::Development {
+        return Ok(Some(principal.name.clone()));
+    }
+    match declared {
         Some(name) if name.chars().count() > 64 || name.chars().any(char::is_control) => {
             Err(ServiceError::bad_request(
                 "evaluation.officer",

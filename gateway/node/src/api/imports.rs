@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use gateway_core::ident::{check_uscc, normalize_code};
 use serde::Deserialize;
@@ -21,6 +21,7 @@ use crate::adapters::Loaded;
 use crate::adapters::imports::ImportStatus;
 use crate::adapters::xlsx::ImportRequest;
 use crate::app::App;
+use crate::auth::Principal;
 
 pub(crate) const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
@@ -56,13 +57,14 @@ pub struct ImportParams {
 )]
 pub(super) async fn upload(
     State(app): State<App>,
+    Extension(principal): Extension<Principal>,
     params: Result<Query<ImportParams>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ServiceError> {
     let Query(p) = params.map_err(crate::api::error::bad_query)?;
-    let req = request(p.unit, &p.unit_uscc, p.period)?;
+    let req = request(p.unit, &p.unit_uscc, p.period, &principal)?;
     let adapter = intake_adapter(&app, p.adapter.as_deref())?;
-    let id = app.imports.create().map_err(|e| ServiceError::internal(&e))?;
+    let id = app.imports.create(&req.unit_uscc).map_err(|e| ServiceError::internal(&e))?;
     let path = app.imports.upload_path(id);
     let limit = app.ingest.limits.max_import_bytes;
     let mut file = tokio::fs::File::create(&path).await.map_err(|e| ServiceError::internal(&e))?;
@@ -106,9 +108,24 @@ pub(super) async fn upload(
     params(("id" = String, Path, description = "Import id")),
     responses((status = 200, body = ImportStatus), (status = 404, body = ErrorBody))
 )]
-pub(super) async fn status(State(app): State<App>, Path(id): Path<String>) -> Result<Json<ImportStatus>, ServiceError> {
-    let id = import_id(&id)?;
+pub(super) async fn status(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<ImportStatus>, ServiceError> {
+    let id = visible_import(&app, &principal, &id)?;
     app.imports.status(id).map(Json).ok_or_else(|| ServiceError::not_found("该导入", "import"))
+}
+
+/// An import id from the path, if the caller may see that import (one of its units'); an
+/// import of another unit is "not found", as if it did not exist.
+fn visible_import(app: &App, principal: &Principal, id: &str) -> Result<Uuid, ServiceError> {
+    let id = import_id(id)?;
+    match app.imports.unit_of(id) {
+        Some(unit) if principal.units().allows(&unit) => Ok(id),
+        None if principal.units() == crate::auth::UnitScope::Any => Ok(id),
+        _ => Err(ServiceError::not_found("该导入", "import")),
+    }
 }
 
 /// The department's workbook back: every sheet with a 问题数据反馈 column, and a 汇总 sheet.
@@ -119,8 +136,12 @@ pub(super) async fn status(State(app): State<App>, Path(id): Path<String>) -> Re
     params(("id" = String, Path, description = "Import id")),
     responses((status = 200, description = "Annotated workbook"), (status = 404, body = ErrorBody))
 )]
-pub(super) async fn feedback(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ServiceError> {
-    let id = import_id(&id)?;
+pub(super) async fn feedback(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ServiceError> {
+    let id = visible_import(&app, &principal, &id)?;
     let done = app.imports.status(id).is_some_and(|s| s.state == crate::adapters::imports::ImportState::Done);
     if !done {
         return Err(ServiceError::not_found(
@@ -174,7 +195,13 @@ fn import_id(s: &str) -> Result<Uuid, ServiceError> {
 }
 
 /// Checks the reporting unit, its USCC and the period.
-pub fn request(unit: String, unit_uscc: &str, period: Option<String>) -> Result<ImportRequest, ServiceError> {
+/// The uploader must be allowed to report for the unit (`auth.unit_not_allowed`).
+pub fn request(
+    unit: String,
+    unit_uscc: &str,
+    period: Option<String>,
+    principal: &Principal,
+) -> Result<ImportRequest, ServiceError> {
     let unit = unit.trim().to_owned();
     if unit.is_empty() {
         return Err(ServiceError::bad_request("unit.required", "请填写报送单位名称", "the reporting unit is required")
@@ -189,9 +216,19 @@ pub fn request(unit: String, unit_uscc: &str, period: Option<String>) -> Result<
         )
         .with_pointer("/unit_uscc")
     })?;
+    let scope = principal.units();
+    if !scope.allows(&uscc) {
+        return Err(ServiceError::new(
+            ErrorKind::Forbidden,
+            crate::ingest::UNIT_NOT_ALLOWED,
+            format!("{} 无权为单位 {uscc} 报送月报", principal.name),
+            format!("{} may not report for unit {uscc}", principal.name),
+        )
+        .with_pointer("/unit_uscc"));
+    }
     let today = gateway_core::date::today_in_china(time::OffsetDateTime::now_utc());
     let period = super::period_param(period.as_deref(), today)?.to_string();
-    Ok(ImportRequest { unit, unit_uscc: uscc, period })
+    Ok(ImportRequest { unit, unit_uscc: uscc, period, scope })
 }
 
 /// The adapter monthly reports go through: named, or the only one with report sheets.

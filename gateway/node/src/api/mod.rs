@@ -1,6 +1,8 @@
 //! The department-facing HTTP API (axum): push, read and query records, health, and the
 //! OpenAPI document generated from these handlers.
 
+pub mod access;
+mod audit;
 mod docs;
 pub mod error;
 mod evaluations;
@@ -16,11 +18,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use gateway_core::date::parse_date;
 use gateway_core::ident::normalize_code;
-use gateway_core::record::{RecordType, mask_identity_numbers};
+use gateway_core::record::{Disclosure, RecordType, mask_identity_numbers};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -32,42 +33,59 @@ pub use error::{ErrorBody, ErrorKind, ServiceError};
 use gateway_store::{RecordQuery, StoredRecord};
 
 use crate::app::App;
+use crate::auth::{Permission, Principal, UnitScope};
 use crate::config::ReportingConfig;
 use crate::ingest::{BatchResult, Ingest};
 use crate::sla::Sla;
+use access::{AuditDetail, Guarded, Rule};
 
 /// Default and largest page of `GET /api/v1/records`.
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
 
-/// The whole HTTP application; `serve` binds it, tests call it directly.
+/// Every route of the API and the dashboard, each with the permission it needs.
+pub fn routes() -> Guarded<App> {
+    use Permission as P;
+    let needs = Rule::Needs;
+    Guarded::default()
+        .post("/api/v1/records", push_records, needs(P::RecordsPush))
+        .get("/api/v1/records", query_records, needs(P::RecordsRead))
+        .get("/api/v1/records/{id}", get_record, needs(P::RecordsRead))
+        .get("/api/v1/records/{id}/trail", relay::trail, needs(P::RecordsRead))
+        .get("/api/v1/outbox", relay::outbox, needs(P::RelayRead))
+        .get("/api/v1/dead-letters", relay::dead_letters, needs(P::RelayRead))
+        .post("/api/v1/dead-letters/resend", relay::resend, needs(P::RelayResend))
+        .post("/api/v1/imports", imports::upload, needs(P::ImportsUpload))
+        .get("/api/v1/imports/{id}", imports::status, needs(P::ImportsRead))
+        .get("/api/v1/imports/{id}/feedback.xlsx", imports::feedback, needs(P::ImportsRead))
+        .get("/api/v1/templates/monthly-report.xlsx", imports::template, needs(P::ImportsUpload))
+        .get("/api/v1/reporting", reporting_status, needs(P::ReportingRead))
+        .get("/api/v1/sla", sla_status, needs(P::SlaRead))
+        .get("/api/v1/quality", quality::json, needs(P::QualityRead))
+        .get("/api/v1/quality.csv", quality::csv, needs(P::QualityRead))
+        .get("/api/v1/quality.xlsx", quality::xlsx, needs(P::QualityRead))
+        .post("/api/v1/evaluations/lookup", evaluations::lookup, needs(P::EvaluationsLookup))
+        .get("/api/v1/evaluations/audit", evaluations::audit, needs(P::EvaluationsAudit))
+        .get("/api/v1/evaluations/answers/{answer_id}/evidence", evaluations::evidence, needs(P::EvaluationsEvidence))
+        .get("/api/v1/evaluations/{uscc}", evaluations::single, needs(P::EvaluationsLookup))
+        .get("/api/v1/audit", audit::entries, needs(P::AuditRead))
+        .get("/api/v1/audit/verify", audit::verify, needs(P::AuditRead))
+        .get("/api/v1/credentials", audit::credentials, needs(P::CredentialsManage))
+        .post("/api/v1/credentials", audit::issue, needs(P::CredentialsManage))
+        .post("/api/v1/credentials/{id}/revoke", audit::revoke, needs(P::CredentialsManage))
+        .get("/api/v1/openapi.json", openapi_json, Rule::Public)
+        .get("/api/v1/docs", || async { Html(docs::PAGE) }, Rule::Public)
+        .get("/healthz", healthz, Rule::Public)
+        .get("/readyz", readyz, Rule::Public)
+        .get("/metrics", metrics::metrics, needs(P::Metrics))
+        .merge(crate::dashboard::routes())
+}
+
+/// The whole HTTP application; `serve` binds it, tests call it directly. Every route passes
+/// the access layer ([`access::guard`]).
 pub fn router(app: App) -> Router {
-    Router::new()
-        .route("/api/v1/records", post(push_records).get(query_records))
-        .route("/api/v1/records/{id}", get(get_record))
-        .route("/api/v1/records/{id}/trail", get(relay::trail))
-        .route("/api/v1/outbox", get(relay::outbox))
-        .route("/api/v1/dead-letters", get(relay::dead_letters))
-        .route("/api/v1/dead-letters/resend", post(relay::resend))
-        .route("/api/v1/imports", post(imports::upload))
-        .route("/api/v1/imports/{id}", get(imports::status))
-        .route("/api/v1/imports/{id}/feedback.xlsx", get(imports::feedback))
-        .route("/api/v1/templates/monthly-report.xlsx", get(imports::template))
-        .route("/api/v1/reporting", get(reporting_status))
-        .route("/api/v1/sla", get(sla_status))
-        .route("/api/v1/quality", get(quality::json))
-        .route("/api/v1/quality.csv", get(quality::csv))
-        .route("/api/v1/quality.xlsx", get(quality::xlsx))
-        .route("/api/v1/evaluations/lookup", post(evaluations::lookup))
-        .route("/api/v1/evaluations/audit", get(evaluations::audit))
-        .route("/api/v1/evaluations/answers/{answer_id}/evidence", get(evaluations::evidence))
-        .route("/api/v1/evaluations/{uscc}", get(evaluations::single))
-        .route("/api/v1/openapi.json", get(openapi_json))
-        .route("/api/v1/docs", get(|| async { Html(docs::PAGE) }))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::metrics))
-        .merge(crate::dashboard::router())
+    let (routes, _) = routes().into_parts();
+    routes
         .fallback(|| async { ServiceError::not_found("该路径", "path") })
         .method_not_allowed_fallback(|| async {
             ServiceError::new(
@@ -77,6 +95,7 @@ pub fn router(app: App) -> Router {
                 "method not allowed on this path",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), access::guard))
         .layer(CatchPanicLayer::custom(|_| ServiceError::internal(&"handler panicked").into_response()))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
@@ -99,9 +118,10 @@ pub fn router(app: App) -> Router {
 )]
 async fn push_records(
     State(ingest): State<Arc<Ingest>>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<BatchResult>, ServiceError> {
+) -> Result<Response, ServiceError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -117,7 +137,12 @@ async fn push_records(
         return Err(ServiceError::payload_too_large(limit));
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ServiceError::payload_too_large(limit))?;
-    ingest.push(bytes, OffsetDateTime::now_utc()).await.map(Json)
+    let result = ingest.push_as(bytes, OffsetDateTime::now_utc(), &principal.units()).await?;
+    let detail = format!(
+        "received {} accepted {} new_version {} duplicate {} rejected {}",
+        result.received, result.accepted, result.new_version, result.duplicate, result.rejected
+    );
+    Ok((Extension(AuditDetail(detail)), Json(result)).into_response())
 }
 
 /// `GET /api/v1/reporting` parameters.
@@ -140,12 +165,23 @@ pub struct ReportingParams {
 async fn reporting_status(
     State(ingest): State<Arc<Ingest>>,
     State(reporting): State<Arc<ReportingConfig>>,
+    Extension(principal): Extension<Principal>,
     params: Result<Query<ReportingParams>, QueryRejection>,
 ) -> Result<Json<crate::reporting::ReportingView>, ServiceError> {
     let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let period = period_param(p.period.as_deref(), today)?;
-    crate::reporting::view(&ingest, &reporting, period, today).await.map(Json).map_err(|e| ServiceError::internal(&e))
+    let mut view =
+        crate::reporting::view(&ingest, &reporting, period, today).await.map_err(|e| ServiceError::internal(&e))?;
+    // A department sees its own line; the counts are then of that line.
+    if let UnitScope::Only(units) = principal.units() {
+        view.departments.retain(|d| units.contains(&d.department_uscc));
+        view.counts.clear();
+        for d in &view.departments {
+            *view.counts.entry(d.status.as_str().to_owned()).or_default() += 1;
+        }
+    }
+    Ok(Json(view))
 }
 
 /// A `period` parameter (`YYYY-MM`); absent means last month as of `today`.
@@ -307,15 +343,43 @@ pub struct RecordVersions {
 )]
 async fn get_record(
     State(ingest): State<Arc<Ingest>>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<RecordVersions>, ServiceError> {
     let record_id = parse_record_id(&id)?;
-    let versions = ingest.store.versions(record_id).await.map_err(|e| ServiceError::internal(&e))?;
-    if versions.is_empty() {
-        return Err(ServiceError::not_found("该记录", "record"));
-    }
+    let versions = visible_versions(&ingest, &principal, record_id).await?;
     let versions = versions.into_iter().map(RecordView::try_from).collect::<Result<_, _>>()?;
     Ok(Json(RecordVersions { record_id, versions }))
+}
+
+/// Every version of a record, if `principal` may see it: a record of another unit, or an
+/// `authorized_query` one without the grant, is "not found" as if it did not exist.
+pub(crate) async fn visible_versions(
+    ingest: &Ingest,
+    principal: &Principal,
+    record_id: Uuid,
+) -> Result<Vec<StoredRecord>, ServiceError> {
+    let versions = ingest.store.versions(record_id).await.map_err(|e| ServiceError::internal(&e))?;
+    match versions.last() {
+        Some(current) if may_see(principal, current) => Ok(versions),
+        _ => Err(ServiceError::not_found("该记录", "record")),
+    }
+}
+
+/// Whether `principal` may see a stored record: by its department and its disclosure scope.
+pub(crate) fn may_see(principal: &Principal, r: &StoredRecord) -> bool {
+    if principal.role == crate::auth::Role::Development {
+        return true;
+    }
+    let Ok(content) = serde_json::from_str::<serde_json::Value>(&r.content) else { return false };
+    let department =
+        gateway_core::quality::department_of(&content).map(|(uscc, _)| gateway_core::ident::normalize_code(uscc));
+    let disclosure = content
+        .get("disclosure_scope")
+        .and_then(serde_json::Value::as_str)
+        .and_then(Disclosure::parse)
+        .unwrap_or(Disclosure::Public);
+    principal.may_see(department.as_deref(), disclosure)
 }
 
 /// Filters for listing records.
@@ -358,6 +422,7 @@ pub struct RecordPage {
 )]
 async fn query_records(
     State(ingest): State<Arc<Ingest>>,
+    Extension(principal): Extension<Principal>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<RecordPage>, ServiceError> {
     let Query(p) = params.map_err(crate::api::error::bad_query)?;
@@ -387,12 +452,18 @@ async fn query_records(
         to: date("to", &p.to)?,
         after: p.after.unwrap_or(0),
         limit: limit + 1,
+        departments: match principal.units() {
+            UnitScope::Any => None,
+            UnitScope::Only(units) => Some(units),
+        },
     };
     let mut rows = ingest.store.query(&q).await.map_err(|e| ServiceError::internal(&e))?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_after = if more { rows.last().map(|r| r.seq) } else { None };
-    let items = rows.into_iter().map(RecordView::try_from).collect::<Result<_, _>>()?;
+    // What the caller may not see is left out; a page may then be shorter than `limit`.
+    let items =
+        rows.into_iter().filter(|r| may_see(&principal, r)).map(RecordView::try_from).collect::<Result<_, _>>()?;
     Ok(Json(RecordPage { items, next_after }))
 }
 
@@ -445,12 +516,13 @@ async fn readyz(State(ingest): State<Arc<Ingest>>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Credit Gateway API (信用信息交换网关)", description = "Department-facing API of a Credit Gateway node."),
-    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status, sla_status, quality::json, quality::csv, quality::xlsx, evaluations::single, evaluations::lookup, evaluations::audit, evaluations::evidence),
+    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status, sla_status, quality::json, quality::csv, quality::xlsx, evaluations::single, evaluations::lookup, evaluations::audit, evaluations::evidence, audit::entries, audit::verify, audit::credentials, audit::issue, audit::revoke),
     tags(
         (name = "records", description = "双公示 and other credit records, and lifecycle events about them"),
         (name = "relay", description = "Delivery trail, queues and dead letters"),
         (name = "imports", description = "Departments' monthly Excel reports (月报) through the intake adapter, reporting status and data quality"),
         (name = "evaluations", description = "Partner cities' credit evaluations (信用评价结果互认): desk lookups, the pulls' audit log, answer evidence"),
+        (name = "access", description = "The audit log (auditors) and credentials (admins)"),
         (name = "operations", description = "Health")
     )
 )]
@@ -474,7 +546,46 @@ pub fn openapi_document() -> serde_json::Value {
         RecordType::ALL.iter().map(|t| serde_json::json!({"$ref": format!("#/components/schemas/{t}")})).collect();
     doc["paths"]["/api/v1/records"]["post"]["requestBody"]["content"]["application/json"]["schema"] =
         serde_json::json!({"type": "array", "items": {"oneOf": refs}});
+    declare_security(&mut doc);
     doc
+}
+
+/// The security schemes, and on every operation the permission it needs (from the same table
+/// the access layer enforces): `security`, `x-permission`, `x-roles`.
+fn declare_security(doc: &mut serde_json::Value) {
+    doc["components"]["securitySchemes"] = serde_json::json!({
+        "apiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "cgk_…",
+            "description": "API key issued by `credential issue` (also accepted as `X-API-Key`)"},
+        "clientCertificate": {"type": "mutualTLS",
+            "description": "A client certificate under the operator's client CA, registered with `credential issue --certificate`"},
+        "dashboardSession": {"type": "apiKey", "in": "cookie", "name": crate::dashboard::auth::COOKIE,
+            "description": "A dashboard login (operators, auditors, admins)"}
+    });
+    for d in routes().table() {
+        let method = d.method.as_str().to_ascii_lowercase();
+        let Some(op) = doc["paths"].get_mut(d.path).and_then(|item| item.get_mut(&method)) else { continue };
+        match d.rule {
+            Rule::Public => op["security"] = serde_json::json!([]),
+            Rule::Needs(p) => {
+                let roles: Vec<&str> = p.roles().iter().map(|r| r.as_str()).collect();
+                op["security"] =
+                    serde_json::json!([{"apiKey": []}, {"clientCertificate": []}, {"dashboardSession": []}]);
+                op["x-permission"] = serde_json::json!(p.as_str());
+                op["x-roles"] = serde_json::json!(roles);
+                let error =
+                    serde_json::json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+                let responses = &mut op["responses"];
+                let mut add = |code: &str, description: String| {
+                    if responses.get(code).is_none() {
+                        responses[code] = serde_json::json!({"description": description, "content": error.clone()});
+                    }
+                };
+                add("401", "No credential, or an unknown, revoked or expired one".into());
+                add("403", format!("The caller lacks `{}` (roles: {})", p.as_str(), roles.join(", ")));
+                add("429", "Too many calls or failed attempts; see Retry-After".into());
+            }
+        }
+    }
 }
 
 async fn openapi_json() -> Json<serde_json::Value> {

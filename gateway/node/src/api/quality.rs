@@ -1,17 +1,41 @@
 //! Data-quality ratios per department and month, as JSON and as CSV / XLSX exports.
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use time::OffsetDateTime;
 
 use super::{ErrorBody, ReportingParams, ServiceError, period_param};
 use crate::app::App;
+use crate::auth::{Principal, UnitScope};
 use crate::quality::QualityView;
 
-async fn load(app: &App, params: Result<Query<ReportingParams>, QueryRejection>) -> Result<QualityView, ServiceError> {
+/// The quality view as `principal` may see it: a department sees its own rows, and the month's
+/// reasons as its own rows count them.
+async fn load(
+    app: &App,
+    principal: &Principal,
+    params: Result<Query<ReportingParams>, QueryRejection>,
+) -> Result<QualityView, ServiceError> {
+    let mut view = load_all(app, params).await?;
+    if let UnitScope::Only(units) = principal.units() {
+        view.departments.retain(|d| units.contains(&d.department_uscc));
+        let mut reasons: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        for r in view.departments.iter().flat_map(|d| &d.reasons) {
+            *reasons.entry(r.rule.clone()).or_default() += r.count;
+        }
+        view.reasons = reasons.into_iter().map(|(rule, count)| crate::quality::ReasonCount { rule, count }).collect();
+        view.reasons.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.rule.cmp(&b.rule)));
+    }
+    Ok(view)
+}
+
+async fn load_all(
+    app: &App,
+    params: Result<Query<ReportingParams>, QueryRejection>,
+) -> Result<QualityView, ServiceError> {
     let Query(p) = params.map_err(crate::api::error::bad_query)?;
     // The current month by default: quality is watched while the month runs.
     let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
@@ -33,9 +57,10 @@ async fn load(app: &App, params: Result<Query<ReportingParams>, QueryRejection>)
 )]
 pub async fn json(
     State(app): State<App>,
+    Extension(principal): Extension<Principal>,
     params: Result<Query<ReportingParams>, QueryRejection>,
 ) -> Result<Json<QualityView>, ServiceError> {
-    load(&app, params).await.map(Json)
+    load(&app, &principal, params).await.map(Json)
 }
 
 /// The quality table as CSV (UTF-8 with BOM).
@@ -48,9 +73,10 @@ pub async fn json(
 )]
 pub async fn csv(
     State(app): State<App>,
+    Extension(principal): Extension<Principal>,
     params: Result<Query<ReportingParams>, QueryRejection>,
 ) -> Result<Response, ServiceError> {
-    let view = load(&app, params).await?;
+    let view = load(&app, &principal, params).await?;
     let bytes = crate::quality::to_csv(&view).map_err(|e| ServiceError::internal(&e))?;
     Ok(attachment("text/csv; charset=utf-8", &format!("quality-{}.csv", view.period), bytes))
 }
@@ -68,9 +94,10 @@ pub async fn csv(
 )]
 pub async fn xlsx(
     State(app): State<App>,
+    Extension(principal): Extension<Principal>,
     params: Result<Query<ReportingParams>, QueryRejection>,
 ) -> Result<Response, ServiceError> {
-    let view = load(&app, params).await?;
+    let view = load(&app, &principal, params).await?;
     let bytes = crate::quality::to_xlsx(&view).map_err(|e| ServiceError::internal(&e))?;
     Ok(attachment(super::imports::XLSX, &format!("quality-{}.xlsx", view.period), bytes))
 }

@@ -3,15 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use gateway_store::{DeadLetterRow, QueueStats, Trail};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{ErrorBody, ServiceError};
+use crate::auth::Principal;
 use crate::ingest::Ingest;
 use crate::relay::RelayState;
 
@@ -26,9 +27,11 @@ use crate::relay::RelayState;
 )]
 pub(super) async fn trail(
     State(ingest): State<Arc<Ingest>>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Trail>, ServiceError> {
     let id = super::parse_record_id(&id)?;
+    super::visible_versions(&ingest, &principal, id).await?;
     match ingest.store.trail(id).await.map_err(|e| ServiceError::internal(&e))? {
         Some(t) => Ok(Json(t)),
         None => Err(ServiceError::not_found("该记录", "record")),

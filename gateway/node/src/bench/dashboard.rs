@@ -83,6 +83,7 @@ pub async fn dashboard(opts: &DashboardBenchOptions) -> anyhow::Result<Dashboard
             operators: vec![Operator {
                 name: "bench".into(),
                 password_hash: crate::dashboard::auth::hash_password(password, 1_000)?,
+                role: None,
             }],
         },
         reporting: ReportingConfig {

@@ -133,7 +133,7 @@ pub async fn evaluations(opts: &EvaluationBenchOptions) -> anyhow::Result<Evalua
         let started = Instant::now();
         let resp = client
             .post(format!("{base}/federation/v1/evaluations/lookup"))
-            .json(&crate::evaluations::LookupRequest { subjects })
+            .json(&crate::evaluations::LookupRequest { subjects, officer: None })
             .send()
             .await?;
         anyhow::ensure!(resp.status().is_success(), "bulk lookup: {}", resp.status());

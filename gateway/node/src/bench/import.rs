@@ -158,6 +158,7 @@ async fn run_phase(phase: &str, input: &Path, adapter: &Path) -> anyhow::Result<
                 unit: "淄博市周村区市场监督管理局".into(),
                 unit_uscc: "11370306MB28501648".into(),
                 period: "2026-10".into(),
+                scope: crate::auth::UnitScope::Any,
             };
             let started = Instant::now();
             let summary = tokio::task::spawn_blocking({

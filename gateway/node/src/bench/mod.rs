@@ -1,11 +1,13 @@
 //! `credit-gateway bench ingest`: records/s through the real HTTP API into SQLite, beside the
 //! raw ceiling of the same store measured in the same run, written to `docs/benchmarks.md`.
 
+mod access;
 mod dashboard;
 mod envelopes;
 mod evaluations;
 mod import;
 mod relay;
+pub use access::{AccessBenchOptions, AccessReport, access};
 pub use dashboard::{DashboardBenchOptions, DashboardReport, dashboard};
 pub use envelopes::{EnvelopeOptions, EnvelopeReport, envelopes};
 pub use evaluations::{EvaluationBenchOptions, EvaluationReport, evaluations};
@@ -177,7 +179,7 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
 
 /// The store alone: pre-validated batches handed to `Store::ingest` by as many concurrent
 /// callers as the HTTP run has clients, so both runs can share commits the same way.
-async fn raw_store_rate(
+pub(crate) async fn raw_store_rate(
     gw: &Arc<Ingest>,
     rows: Vec<Incoming>,
     batch: usize,

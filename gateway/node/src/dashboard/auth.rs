@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ring::{hmac, pbkdf2};
 
+use crate::auth::Role;
 use crate::config::Operator;
 
 /// The session cookie's name.
@@ -104,6 +105,13 @@ impl Access {
         (expires.parse::<i64>().ok()? > now && self.operators.iter().any(|o| o.name == name)).then_some(name)
     }
 
+    /// [`Access::operator`] with the account's role (`operator` unless configured otherwise).
+    pub fn operator_role(&self, cookie: &str, now: i64) -> Option<(String, Role)> {
+        let name = self.operator(cookie, now)?;
+        let role = self.operators.iter().find(|o| o.name == name).map(|o| Role::of_login(o.role.as_deref()))?;
+        Some((name, role))
+    }
+
     /// The form token of a session: forms carry it, posts must echo it.
     pub fn form_token(&self, cookie: &str) -> String {
         hex::encode(hmac::sign(&self.key, format!("form|{cookie}").as_bytes()).as_ref())
@@ -125,13 +133,14 @@ mod tests {
         assert!(!verify_password(&hash, "wrong"));
         assert!(!verify_password("pbkdf2-sha256$1000$bad", "x"));
         let dir = tempfile::tempdir().expect("tmp");
-        let ops = vec![Operator { name: "ops".into(), password_hash: hash }];
+        let ops = vec![Operator { name: "ops".into(), password_hash: hash, role: None }];
         let access = Access::load(&ops, dir.path()).expect("access");
         assert_eq!(access.login("ops", "正确的密码"), Some("ops"));
         assert_eq!(access.login("ops", "wrong"), None);
         assert_eq!(access.login("nobody", "正确的密码"), None);
         let cookie = access.session("ops", 2_000);
         assert_eq!(access.operator(&cookie, 1_000).as_deref(), Some("ops"));
+        assert_eq!(access.operator_role(&cookie, 1_000), Some(("ops".to_owned(), Role::Operator)));
         assert_eq!(access.operator(&cookie, 2_000), None, "expired");
         let forged = cookie.replacen("ops", "xyz", 1);
         assert_eq!(access.operator(&forged.replace(&B64.encode("ops"), &B64.encode("root")), 1_000), None);
@@ -141,7 +150,7 @@ mod tests {
         // The same key after a restart: sessions survive.
         let again = Access::load(&ops, dir.path()).expect("access");
         assert_eq!(again.operator(&cookie, 1_000).as_deref(), Some("ops"));
-        let bad = vec![Operator { name: "x".into(), password_hash: "plain".into() }];
+        let bad = vec![Operator { name: "x".into(), password_hash: "plain".into(), role: None }];
         assert!(Access::load(&bad, dir.path()).is_err());
     }
 }

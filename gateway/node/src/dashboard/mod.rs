@@ -10,18 +10,19 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::Form;
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::{Extension, Form};
+
 use gateway_core::date::format_date;
 use gateway_core::sla::SlaState;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use crate::api::access::{Guarded, Rule, Source};
 use crate::app::App;
+use crate::auth::Permission;
 use html::{Nav, esc, page, ratio_cell};
 
 pub use auth::Access;
@@ -78,19 +79,21 @@ pub async fn sample_loop(board: Arc<Board>, ingest: Arc<crate::ingest::Ingest>) 
     }
 }
 
-/// The dashboard's routes.
-pub fn router() -> Router<App> {
-    Router::new()
-        .route("/dashboard", get(overview))
-        .route("/dashboard/login", get(login_page).post(login))
-        .route("/dashboard/logout", post(logout))
-        .route("/dashboard/sla", get(sla))
-        .route("/dashboard/reporting", get(reporting))
-        .route("/dashboard/quality", get(quality))
-        .route("/dashboard/dead-letters", get(dead_letters))
-        .route("/dashboard/dead-letters/resend", post(resend))
-        .route("/dashboard/trail/{id}", get(trail))
-        .route("/dashboard/evaluations", get(evaluation_pulls))
+/// The dashboard's routes and what each needs (pages: an operator's or auditor's login).
+pub fn routes() -> Guarded<App> {
+    let view = Rule::Needs(Permission::Dashboard);
+    Guarded::default()
+        .get("/dashboard", overview, view)
+        .get("/dashboard/login", login_page, Rule::Public)
+        .post("/dashboard/login", login, Rule::Public)
+        .post("/dashboard/logout", logout, Rule::Public)
+        .get("/dashboard/sla", sla, view)
+        .get("/dashboard/reporting", reporting, view)
+        .get("/dashboard/quality", quality, view)
+        .get("/dashboard/dead-letters", dead_letters, view)
+        .post("/dashboard/dead-letters/resend", resend, Rule::Needs(Permission::RelayResend))
+        .get("/dashboard/trail/{id}", trail, view)
+        .get("/dashboard/evaluations", evaluation_pulls, view)
 }
 
 /// A logged-in operator: the name and the cookie value (forms carry a token derived from it).
@@ -99,7 +102,7 @@ struct Session {
     token: String,
 }
 
-fn cookie_value(headers: &HeaderMap) -> Option<&str> {
+pub fn cookie_value(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -182,19 +185,66 @@ struct LoginForm {
     password: String,
 }
 
-async fn login(State(app): State<App>, Form(f): Form<LoginForm>) -> Response {
-    // PBKDF2 is deliberately slow: it runs off the async workers, one login at a time.
-    static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+/// Logins a source address may have in flight: a flood of wrong logins from one address
+/// holds one hashing slot, and a right login from elsewhere never queues behind it.
+static LOGGING_IN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Frees a source's login slot when its check ends, however it ends.
+struct InFlight(String);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut v) = LOGGING_IN.lock() {
+            v.retain(|s| *s != self.0);
+        }
+    }
+}
+
+async fn login(
+    State(app): State<App>,
+    Extension(Source(source)): Extension<Source>,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    // Failed logins are limited per source address before any hashing: no password can be
+    // guessed at line speed.
+    if let Err(wait) = app.gate.may_attempt(&source) {
+        let secs = wait.as_secs().max(1);
+        let mut resp = respond(
+            StatusCode::TOO_MANY_REQUESTS,
+            login_form(
+                &app,
+                Some(&format!("失败次数过多，请 {secs} 秒后再试 · too many failed logins; retry in {secs} s")),
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    let _slot = {
+        let Ok(mut busy) = LOGGING_IN.lock() else { return failure("login lock poisoned") };
+        if busy.contains(&source) {
+            return respond(
+                StatusCode::TOO_MANY_REQUESTS,
+                login_form(&app, Some("上一次登录仍在校验 · a login from this address is still being checked")),
+            );
+        }
+        busy.push(source.clone());
+        InFlight(source.clone())
+    };
+    // PBKDF2 is deliberately slow: it runs off the async workers, two at a time (the cores).
+    static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
     let Ok(_permit) = HASHING.acquire().await else { return failure("login semaphore closed") };
     let board = Arc::clone(&app.dashboard);
     let user = f.username.trim().to_owned();
     let checked = tokio::task::spawn_blocking(move || board.access.login(&user, &f.password).map(str::to_owned)).await;
     let Ok(name) = checked else { return failure("login check panicked") };
     let Some(name) = name else {
+        app.gate.failed_attempt(&source);
         // Only the first characters of what was typed, without control characters: a password
         // typed into the user field must not land whole in the log.
         let shown: String = f.username.trim().chars().filter(|c| !c.is_control()).take(32).collect();
-        tracing::warn!(user = %shown, "dashboard login refused");
+        tracing::warn!(user = %shown, %source, "dashboard login refused");
         return respond(
             StatusCode::UNAUTHORIZED,
             login_form(&app, Some("用户名或密码不正确 · wrong user name or password")),

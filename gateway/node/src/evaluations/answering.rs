@@ -24,6 +24,7 @@ use crate::error::{ErrorKind, ServiceError};
 pub async fn answer(
     partners: &Partners,
     asker: &str,
+    officer: Option<&str>,
     raw_subjects: &[String],
     now: OffsetDateTime,
 ) -> Result<String, ServiceError> {
@@ -33,7 +34,9 @@ pub async fn answer(
         at: format_time(now),
         asker: asker.to_owned(),
         answerer: partners.identity.member_id.clone(),
-        officer: None,
+        // As the asking member's node says (it authenticated the officer; this node
+        // authenticated the member).
+        officer: officer.map(|o| o.chars().filter(|c| !c.is_control()).take(100).collect()),
         subjects: subjects.to_vec(),
         outcome: outcome.into(),
         reason,

@@ -51,7 +51,7 @@ pub enum EvaluationCommand {
 
 /// Runs one command; returns what to print.
 pub async fn run(command: EvaluationCommand) -> anyhow::Result<String> {
-    let client = reqwest::Client::new();
+    let client = crate::auth::cli::api_client()?;
     let base = |url: &str| url.trim_end_matches('/').to_owned();
     let request = match &command {
         EvaluationCommand::Lookup { subjects, from, officer, url, .. } => {

@@ -145,7 +145,7 @@ pub async fn lookup(
     let mut live: HashMap<String, (String, SubjectAnswer)> = HashMap::new();
     let mut partner_error = None;
     if !to_ask.is_empty() {
-        match pull(partners, &registry, &partner, &in_force, &to_ask, now).await {
+        match pull(partners, &registry, &partner, &in_force, &to_ask, officer.as_deref(), now).await {
             Ok((body, text)) => {
                 let rows: Vec<CachedAnswer> = body
                     .subjects
@@ -275,6 +275,7 @@ async fn pull(
     partner: &str,
     in_force: &[(AgreementBody, String)],
     subjects: &[String],
+    officer: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<(AnswerBody, String), PullError> {
     let base = partners
@@ -290,7 +291,7 @@ async fn pull(
         .client
         .post(&url)
         .timeout(partners.timeout)
-        .json(&LookupRequest { subjects: subjects.to_vec() })
+        .json(&LookupRequest { subjects: subjects.to_vec(), officer: officer.map(str::to_owned) })
         .send()
         .await
         .map_err(|e| PullError::Failed(format!("{url}: {e}")))?;

@@ -63,6 +63,10 @@ impl std::fmt::Debug for Partners {
 #[serde(deny_unknown_fields)]
 pub struct LookupRequest {
     pub subjects: Vec<String>,
+    /// The desk officer who asks, as the asking node authenticated them (absent from older
+    /// nodes): the answering node keeps it in its audit log beside the member that asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub officer: Option<String>,
 }
 
 /// Reads the agreement files; keeps those `member` is a party to. A file that cannot be read

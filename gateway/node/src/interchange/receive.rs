@@ -85,7 +85,8 @@ impl Node {
         .await
         .map_err(|e| ServiceError::internal(&e))??;
         let CheckedEnvelope { envelope: envelope_jws, header, digest, item_hashes, items: mut checked } = checked;
-        self.ingest.require_targets(&mut checked).await?;
+        // Relayed events come from a member authenticated by mTLS, for whatever unit.
+        self.ingest.require_targets(&mut checked, &crate::auth::UnitScope::Any).await?;
 
         let mut errors = Vec::with_capacity(checked.len());
         let mut relayed = Vec::with_capacity(checked.len());
