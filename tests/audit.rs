@@ -23,21 +23,16 @@ fn event(n: usize) -> AuditEvent {
     }
 }
 
-/// Appends `n` entries at once (they share group commits).
-async fn append(store: &Store, n: usize) {
-    let writes: Vec<_> = (1..=n).map(|i| store.audit(event(i))).collect();
-    for seq in futures_join(writes).await {
-        seq.expect("append");
+/// Appends `n` entries at once, from concurrent tasks (they share group commits).
+async fn append(store: &std::sync::Arc<Store>, n: usize) {
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 1..=n {
+        let store = std::sync::Arc::clone(store);
+        writes.spawn(async move { store.audit(event(i)).await });
     }
-}
-
-async fn futures_join<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut out = Vec::new();
-    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    for h in handles {
-        out.push(h.await);
-    }
-    out
+    let mut seqs: Vec<i64> = writes.join_all().await.into_iter().map(|r| r.expect("append")).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=n as i64).collect::<Vec<_>>(), "every entry got its own place in the chain");
 }
 
 /// Runs `credit-gateway audit verify` against a node's store; returns (success, stdout).
@@ -76,7 +71,7 @@ fn assert_named(text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_deleted_and_edited_entries_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = testkit::sqlite_store(dir.path()).await;
+    let store = std::sync::Arc::new(testkit::sqlite_store(dir.path()).await);
     append(&store, 12).await;
     let check = store.verify_audit().await.expect("verify");
     assert_eq!((check.entries, check.problems.len()), (12, 0));
@@ -96,6 +91,7 @@ async fn verify_names_deleted_and_edited_entries_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_deleted_and_edited_entries_on_postgres() {
     let (store, schema) = testkit::postgres_store().await;
+    let store = std::sync::Arc::new(store);
     append(&store, 12).await;
     store.close().await;
     let url = format!("{}?options=-c%20search_path%3D{schema}", testkit::postgres_url());

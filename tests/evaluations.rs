@@ -370,7 +370,6 @@ fn assert_schema(name: &str, doc: &Value) {
     assert!(errors.is_empty(), "{name}: {errors:#?}");
 }
 
-/// GETs `url` and reads the JSON answer, whatever its status.
 /// With authentication on, a desk lookup is made by an authenticated desk officer: the
 /// officer's name (not one the desk types in) is what both nodes' logs keep, and an operator
 /// may not look anything up.
@@ -421,6 +420,7 @@ async fn desk_lookups_carry_the_authenticated_officer_into_both_audit_logs() {
     }
 }
 
+/// GETs `url` and reads the JSON answer, whatever its status.
 async fn get_json(client: &reqwest::Client, url: String) -> Value {
     client.get(url).send().await.expect("request").json().await.expect("JSON answer")
 }

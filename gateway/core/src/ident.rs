@@ -119,16 +119,21 @@ pub fn mask_id_number(id: &str) -> String {
     format!("{head}{}{tail}", "*".repeat(chars.len() - 10))
 }
 
-/// Masks every identity number in free text (a request path, a query, an audit detail): each
-/// run of 18 letters and digits that passes the GB 11643 check, and each run of 15 digits (the
-/// old card), keeps only its first six and last four characters.
+/// Masks every identity number in free text (a request path, a query, an audit detail),
+/// erring towards masking: percent-escapes are decoded first, then each run of 18 letters and
+/// digits that is 17 digits and a digit or `X`/`x` with a plausible birth date (whether or not
+/// its check character is right: a mistyped number is still someone's), and each run of 15
+/// digits (the old card), keeps only its first six and last four characters.
 pub fn mask_id_numbers_in_text(text: &str) -> String {
+    let text = percent_decoded(text);
     let mut out = String::with_capacity(text.len());
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
-        let is_id = (run.len() == 18 && check_resident_id(run).is_ok())
-            || (run.len() == 15 && run.bytes().all(|b| b.is_ascii_digit()));
-        out.push_str(&if is_id { mask_id_number(run) } else { std::mem::take(run) });
+        if looks_like_id_number(run) {
+            out.push_str(&mask_id_number(run));
+        } else {
+            out.push_str(run);
+        }
         run.clear();
     };
     for c in text.chars() {
@@ -143,6 +148,44 @@ pub fn mask_id_numbers_in_text(text: &str) -> String {
     out
 }
 
+fn looks_like_id_number(run: &str) -> bool {
+    let b = run.as_bytes();
+    match b.len() {
+        15 => b.iter().all(u8::is_ascii_digit),
+        18 => {
+            b[..17].iter().all(u8::is_ascii_digit)
+                && (b[17].is_ascii_digit() || b[17] == b'X' || b[17] == b'x')
+                && birth_date(&run[6..14]).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// `%XX` escapes decoded (invalid UTF-8 replaced), so that an escaped character cannot hide
+/// the digits around it.
+fn percent_decoded(text: &str) -> String {
+    if !text.contains('%') {
+        return text.to_owned();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +198,10 @@ mod tests {
             "/api/v1/records?party=110105********002X&uscc=91440300708461136T&old=110105*****1002"
         );
         assert_eq!(mask_id_numbers_in_text("无证件号"), "无证件号");
+        // Lower-case x, a wrong check character, a percent-escape right before the number.
+        assert_eq!(mask_id_numbers_in_text("/e/11010519491231002x"), "/e/110105********002x");
+        assert_eq!(mask_id_numbers_in_text("id=110105194912310021"), "id=110105********0021");
+        assert_eq!(mask_id_numbers_in_text("q=%E5%BC%A011010519491231002X"), "q=张110105********002X");
     }
 
     #[test]

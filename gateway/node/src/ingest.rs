@@ -187,6 +187,7 @@ impl Ingest {
     ) -> Result<BatchResult, ServiceError> {
         let (mut checked, observations): (Vec<Checked>, Vec<Observation>) = observed.into_iter().unzip();
         require_units(&mut checked, scope);
+        self.require_own_records(&mut checked, scope).await?;
         self.require_targets(&mut checked, scope).await?;
         let quality = quality_counts(&checked, &observations, today_in_china(now));
         // The records move into the store; their outcomes need only these few facts.
@@ -258,6 +259,36 @@ impl Ingest {
                 Err(errors) => (Err(errors), self.validator.observe_json(raw.get().as_bytes())),
             })
             .collect())
+    }
+
+    /// With a `scope` that is not [`UnitScope::Any`], a record that would be a new version of
+    /// one held here (same natural key) must be of a unit the caller may act for: a department
+    /// never adds a version to another unit's record, whatever its own fields say.
+    async fn require_own_records(&self, items: &mut [Checked], scope: &UnitScope) -> Result<(), ServiceError> {
+        if *scope == UnitScope::Any {
+            return Ok(());
+        }
+        let keys: Vec<_> = items.iter().filter_map(|i| i.as_ref().ok().map(|inc| inc.record.natural_key)).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let held = self.store.departments_of(&keys).await.map_err(|e| ServiceError::internal(&e))?;
+        for item in items.iter_mut() {
+            let Ok(inc) = item else { continue };
+            if let Some(department) = held.get(&inc.record.natural_key.to_hex())
+                && !scope.allows(department)
+            {
+                *item = Err(vec![FieldError::new(
+                    "/source_unit_uscc",
+                    UNIT_NOT_ALLOWED,
+                    format!("本节点已有单位 {department} 报送的同一决定，您无权报送其新版本"),
+                    format!(
+                        "this decision is held here as unit {department}'s record; you may not send a new version of it"
+                    ),
+                )]);
+            }
+        }
+        Ok(())
     }
 
     /// Refuses lifecycle events about records not held here (with that origin): an event can

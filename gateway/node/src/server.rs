@@ -205,6 +205,18 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
             "[[adapters]] needs the federation registry to verify their signed manifests; configure [federation] or --member"
         ),
     };
+    // An adapter that brings records in acts for the units of its binding, as a department's
+    // credential would; one bound to none may report for any unit, which production refuses.
+    for a in adapters.iter().filter(|a| a.adapter.manifest.platform.direction.ingests() && a.binding.units.is_empty()) {
+        if config.mode == crate::config::Mode::Production {
+            anyhow::bail!(
+                "mode = production: adapter {} brings records in but names no `units` it may report for; \
+                 set [[adapters]] units = [\"<USCC>\", …]",
+                a.id()
+            );
+        }
+        tracing::warn!(platform = a.id(), "adapter names no `units`: it may report records of any unit");
+    }
     let routes = Arc::new(Routes::new(&config.member_id, registry.as_ref(), &adapters, &config.relay));
     let relay_state = RelayState { routes: Arc::clone(&routes), status: StatusBoard::default() };
     let sla = Arc::new(Sla::new(Arc::clone(&ingest), routes, identity.clone()));

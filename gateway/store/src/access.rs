@@ -63,8 +63,6 @@ impl Store {
     /// Keeps a new credential. Fails if its secret (or certificate) is registered already.
     pub async fn add_credential(&self, c: &Credential) -> Result<(), StoreError> {
         let list = |v: &[String]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
-        // Every write of this process to SQLite goes under the store's write lock: an ingest
-        // transaction must not find the database changed between its read and its write.
         let _serialised = self.write_lock.lock().await;
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new(format!("INSERT INTO credentials ({COLUMNS}) "));
@@ -109,8 +107,6 @@ impl Store {
     /// Revokes a credential at `at`. Returns whether there was one (already revoked ones keep
     /// their first revocation time).
     pub async fn revoke_credential(&self, credential_id: &str, at: &str) -> Result<bool, StoreError> {
-        // Every write of this process to SQLite goes under the store's write lock: an ingest
-        // transaction must not find the database changed between its read and its write.
         let _serialised = self.write_lock.lock().await;
         dispatch!(self, pool => {
             let found = sqlx::query("SELECT 1 FROM credentials WHERE credential_id = $1")
@@ -129,8 +125,6 @@ impl Store {
 
     /// Notes when credentials were last used.
     pub async fn touch_credentials(&self, used: &[(String, String)]) -> Result<(), StoreError> {
-        // Every write of this process to SQLite goes under the store's write lock: an ingest
-        // transaction must not find the database changed between its read and its write.
         let _serialised = self.write_lock.lock().await;
         dispatch!(self, pool => {
             for (id, at) in used {

@@ -114,13 +114,18 @@ impl ChainWriter {
             let mut batch = Vec::new();
             while waiting.recv_many(&mut batch, BATCH).await > 0 {
                 let (events, replies): (Vec<AuditEvent>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
-                let appended = {
+                let mut appended = Err(StoreError::GroupCommit("not tried".into()));
+                // One retry: a busy database or a lost connection should not cost the entries.
+                for _ in 0..2 {
                     let _serialised = match backend {
                         Backend::Sqlite(_) => Some(write_lock.lock().await),
                         Backend::Postgres(_) => None,
                     };
-                    append(&backend, &events).await
-                };
+                    appended = append(&backend, &events).await;
+                    if appended.is_ok() {
+                        break;
+                    }
+                }
                 match appended {
                     Ok(first) => {
                         for (i, r) in replies.into_iter().enumerate() {
@@ -128,7 +133,7 @@ impl ChainWriter {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, entries = events.len(), "audit log write failed; the calls are refused");
+                        tracing::error!(error = %e, entries = events.len(), "AUDIT LOG WRITE FAILED after a retry: these entries are not in the log");
                         for r in replies {
                             let _ = r.send(Err(e.to_string()));
                         }
@@ -198,6 +203,9 @@ async fn append(backend: &Backend, events: &[AuditEvent]) -> Result<i64, StoreEr
         }
         Backend::Postgres(pool) => {
             let mut tx = pool.begin().await?;
+            // READ COMMITTED whatever the database's default: the head is read after the lock is
+            // held, and must see the last holder's commit (a snapshot taken before would not).
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(&mut *tx).await?;
             sqlx::query("SELECT pg_advisory_xact_lock(7302)").execute(&mut *tx).await?;
             let first = insert_after_head!(tx, events);
             tx.commit().await?;
@@ -265,9 +273,12 @@ impl Store {
     pub async fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
         let mut check = AuditCheck { entries: 0, head: None, problems: Vec::new() };
         let (mut last_seq, mut last_hash) = (0_i64, GENESIS.to_owned());
+        // Rows with a seq below 1 are read too (they are out of place).
+        let mut after = i64::MIN;
         loop {
-            let page = self.audit_entries(last_seq, PAGE).await?;
+            let page = self.audit_entries(after, PAGE).await?;
             let Some(end) = page.last().map(|e| e.seq) else { break };
+            let full = page.len() as i64 == PAGE;
             for e in page {
                 check.entries += 1;
                 let mut problem = |seq: i64, problem: String| {
@@ -275,6 +286,10 @@ impl Store {
                         check.problems.push(AuditProblem { seq, problem });
                     }
                 };
+                if e.seq < 1 {
+                    problem(e.seq, format!("entry {} is out of place: entries start at 1", e.seq));
+                    continue;
+                }
                 if e.seq != last_seq + 1 {
                     let missing = if e.seq == last_seq + 2 {
                         format!("entry {} is missing (deleted)", last_seq + 1)
@@ -297,8 +312,11 @@ impl Store {
                 last_seq = e.seq;
                 last_hash = e.hash;
             }
-            check.head = Some((last_seq, last_hash.clone()));
-            if end != last_seq {
+            if last_seq > 0 {
+                check.head = Some((last_seq, last_hash.clone()));
+            }
+            after = end;
+            if !full {
                 break;
             }
         }

@@ -389,6 +389,31 @@ impl Store {
         })
     }
 
+    /// The department of the first stored version of each record with one of these natural
+    /// keys (by hex), where one is held: a caller may add versions only to its own units' records.
+    pub async fn departments_of(&self, natural_keys: &[Sha256Digest]) -> Result<HashMap<String, String>, StoreError> {
+        let mut first: HashMap<String, (i64, String)> = HashMap::new();
+        dispatch!(self, pool => {
+            for chunk in natural_keys.chunks(LOOKUP_CHUNK) {
+                let mut qb =
+                    QueryBuilder::new("SELECT natural_key, seq, COALESCE(department_uscc, '') FROM records WHERE nk IN (");
+                let mut list = qb.separated(", ");
+                for k in chunk {
+                    list.push_bind(short(k));
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(pool).await? {
+                    let (key, seq, department): (String, i64, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                    let slot = first.entry(key).or_insert((i64::MAX, String::new()));
+                    if seq < slot.0 {
+                        *slot = (seq, department);
+                    }
+                }
+            }
+        });
+        Ok(first.into_iter().map(|(k, (_, d))| (k, d)).collect())
+    }
+
     /// Number of stored record versions.
     pub async fn count(&self) -> Result<i64, StoreError> {
         dispatch!(self, pool => Ok(sqlx::query("SELECT COUNT(*) FROM records").fetch_one(pool).await?.try_get::<i64, _>(0)?))

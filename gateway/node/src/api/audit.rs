@@ -200,14 +200,7 @@ pub(super) async fn issue(
         crate::auth::credentials::issue(&ingest.store, req, time::OffsetDateTime::now_utc()).await.map_err(|e| {
             ServiceError::bad_request("credential.invalid", format!("无法签发凭据：{e}"), format!("cannot issue: {e}"))
         })?;
-    let detail = format!(
-        "issued {} {} for {} ({}) by {}",
-        issued.credential.kind,
-        issued.credential.credential_id,
-        issued.credential.principal,
-        issued.credential.role,
-        admin.name
-    );
+    let detail = format!("{} by {}", crate::auth::credentials::describe(&issued.credential), admin.name);
     let view = IssuedView { credential: issued.credential.into(), api_key: issued.api_key };
     Ok((Extension(AuditDetail(detail)), Json(view)).into_response())
 }

@@ -104,13 +104,7 @@ pub async fn issue(config: &Config, opts: IssueOptions) -> anyhow::Result<()> {
     };
     let issued = super::credentials::issue(&store, req, OffsetDateTime::now_utc()).await?;
     let c = &issued.credential;
-    audit_cli(
-        &store,
-        "credential.issue",
-        &c.credential_id,
-        format!("issued {} for {} ({})", c.kind, c.principal, c.role),
-    )
-    .await?;
+    audit_cli(&store, "credential.issue", &c.credential_id, super::credentials::describe(c)).await?;
     store.close().await;
     eprintln!(
         "issued {} {} for {} ({}{}){}",

@@ -113,6 +113,22 @@ pub async fn issue(store: &Store, req: IssueRequest, now: OffsetDateTime) -> any
     Ok(Issued { credential, api_key })
 }
 
+/// What an audit entry says about a credential issued: everything it allows, never its secret.
+pub fn describe(c: &Credential) -> String {
+    format!(
+        "issued {} {} for {} ({}), unit {}, category {}, reports for [{}], grants [{}], expires {}",
+        c.kind,
+        c.credential_id,
+        c.principal,
+        c.role,
+        c.unit_uscc.as_deref().unwrap_or("-"),
+        c.category.as_deref().unwrap_or("-"),
+        c.report_for.join(", "),
+        c.grants.join(", "),
+        c.expires_at.as_deref().unwrap_or("never")
+    )
+}
+
 /// Why a credential was turned away (401).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {

@@ -67,7 +67,7 @@ impl Role {
             Role::Department => {
                 matches!(p, RecordsPush | RecordsRead | ImportsUpload | ImportsRead | ReportingRead | QualityRead)
             }
-            Role::DeskOfficer => matches!(p, EvaluationsLookup | EvaluationsAudit | EvaluationsEvidence),
+            Role::DeskOfficer => matches!(p, EvaluationsLookup | EvaluationsEvidence),
             Role::Operator => matches!(
                 p,
                 RecordsRead
@@ -93,7 +93,8 @@ impl Role {
                     | AuditRead
                     | Dashboard
             ),
-            Role::Admin => matches!(p, CredentialsManage | AuditRead),
+            // Who manages credentials does not also read the log of what was done with them.
+            Role::Admin => matches!(p, CredentialsManage),
         }
     }
 }
@@ -274,11 +275,10 @@ impl Principal {
     /// principal's units, and `authorized_query` records only with that grant or to their own
     /// department.
     pub fn may_see(&self, department: Option<&str>, disclosure: Disclosure) -> bool {
-        let own = department.is_some_and(|d| self.units().allows(d) && self.units() != UnitScope::Any);
-        let in_scope = match self.units() {
-            UnitScope::Any => true,
-            UnitScope::Only(_) => own,
-        };
+        let units = self.units();
+        // "Own": one of the units a department or desk officer is held to.
+        let own = matches!(units, UnitScope::Only(_)) && department.is_some_and(|d| units.allows(d));
+        let in_scope = units == UnitScope::Any || own;
         in_scope && (disclosure != Disclosure::AuthorizedQuery || own || self.has_grant(grants::AUTHORIZED_QUERY))
     }
 }

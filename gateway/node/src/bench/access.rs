@@ -15,8 +15,8 @@ use crate::config::Config;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AccessBenchOptions {
-    /// Records per run.
-    #[arg(long, default_value_t = 50_000)]
+    /// Records per run (runs much shorter than a few seconds are mostly noise).
+    #[arg(long, default_value_t = 200_000)]
     pub records: usize,
     /// Records per batch.
     #[arg(long, default_value_t = 1_000)]
@@ -25,7 +25,7 @@ pub struct AccessBenchOptions {
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
     /// Runs of each way (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Markdown report to (re)write; `-` to skip.
     #[arg(long, default_value = "docs/benchmarks.md")]

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 
 use crate::api::access::{Guarded, Rule, Source};
 use crate::app::App;
-use crate::auth::Permission;
+use crate::auth::{Permission, Principal};
 use html::{Nav, esc, page, ratio_cell};
 
 pub use auth::Access;
@@ -253,7 +253,7 @@ async fn login(
     tracing::info!(user = %name, "dashboard login");
     let expires = OffsetDateTime::now_utc().unix_timestamp() + auth::SESSION_SECS;
     let cookie = format!(
-        "{}={}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
         auth::COOKIE,
         app.dashboard.access.session(&name, expires),
         auth::SESSION_SECS
@@ -280,7 +280,7 @@ async fn logout(headers: HeaderMap, State(app): State<App>, Form(f): Form<TokenF
         );
     }
     let mut resp = Redirect::to("/dashboard/login").into_response();
-    let clear = format!("{}=; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=0", auth::COOKIE);
+    let clear = format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", auth::COOKIE);
     if let Ok(v) = HeaderValue::from_str(&clear) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -722,7 +722,12 @@ async fn resend(headers: HeaderMap, State(app): State<App>, Form(f): Form<Resend
     }
 }
 
-async fn trail(headers: HeaderMap, State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn trail(
+    headers: HeaderMap,
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     let Some(s) = session(&app, &headers) else { return to_login() };
     let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
         return respond(
@@ -730,6 +735,10 @@ async fn trail(headers: HeaderMap, State(app): State<App>, Path(id): Path<String
             page("无效请求 Bad request", Nav::None, Some((&s.name, &s.token)), ""),
         );
     };
+    // The same rule as the API's trail: an `authorized_query` record needs the grant.
+    if crate::api::visible_versions(&app.ingest, &principal, uuid).await.is_err() {
+        return respond(StatusCode::NOT_FOUND, page("未找到 Not found", Nav::None, Some((&s.name, &s.token)), ""));
+    }
     match app.ingest.store.trail(uuid).await {
         Ok(Some(t)) => {
             let json = serde_json::to_string_pretty(&t).unwrap_or_default();
