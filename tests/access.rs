@@ -535,6 +535,19 @@ async fn a_flood_of_wrong_logins_is_limited_per_address_and_the_right_one_gets_i
     assert!(answers.iter().all(|s| *s == 401 || *s == 429), "{answers:?}");
     assert!(checked <= 10, "at most the failure burst is checked: {answers:?}");
     assert!(answers.contains(&429), "{answers:?}");
+    // Logins are in the audit log, refused ones too (those answered 429 are not).
+    let logins: Vec<_> = node
+        .app
+        .ingest
+        .store
+        .audit_entries(0, 1_000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.event.action == "POST /dashboard/login")
+        .collect();
+    assert!(logins.iter().any(|e| (e.event.status, e.event.role.as_str()) == (303, "operator")));
+    assert_eq!(logins.iter().filter(|e| e.event.status == 401).count(), checked);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,7 +189,7 @@ pub struct DashboardConfig {
 pub struct Operator {
     pub name: String,
     pub password_hash: String,
-    /// `operator` (default), `auditor` (read-only pages) or `admin`.
+    /// `operator` (default) or `auditor` (read-only pages). Admins use credentials.
     #[serde(default)]
     pub role: Option<String>,
 }
@@ -559,9 +559,9 @@ impl Config {
         }
         for op in &self.dashboard.operators {
             if let Some(role) = &op.role
-                && !matches!(role.as_str(), "operator" | "auditor" | "admin")
+                && !matches!(role.as_str(), "operator" | "auditor")
             {
-                bail!("dashboard operator {:?}: role must be operator, auditor or admin, not {role:?}", op.name);
+                bail!("dashboard operator {:?}: role must be operator or auditor, not {role:?}", op.name);
             }
         }
         if !self.auth.required && (self.mode == Mode::Production || !self.listen.ip().is_loopback()) {

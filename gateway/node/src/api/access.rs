@@ -205,9 +205,9 @@ impl Presented {
 
 /// Who the request's credential names: an API key, a registered client certificate, or (where
 /// `cookie_allowed`) a dashboard login; `Ok(None)` when it carries none. A valid credential
-/// always passes; a wrong one counts against its source address, which, once out of
-/// attempts, gets 429 without a look (so behind a proxy one client's wrong keys never lock
-/// out the others' right ones).
+/// always passes (so behind a proxy one client's wrong keys never lock out the others' right
+/// ones); a wrong one counts against its source address, which, once out of attempts, gets
+/// 429 instead of 401.
 async fn authenticate(
     gate: &Gate,
     app: &crate::app::App,
@@ -340,6 +340,11 @@ pub async fn guard(State(app): State<crate::app::App>, mut req: Request, next: N
     let principal = match authenticated {
         Ok(Some(p)) => p,
         Ok(None) if !gate.auth.required => Principal::development(),
+        Ok(None) if matched.starts_with("/dashboard") && (method == Method::GET || method == Method::HEAD) => {
+            // A browser sent to the login page: nothing read, nothing done, nothing to count.
+            return finish(&gate, unauthorized(&matched, &method), audit(None, 303, String::new()), &request_id, false)
+                .await;
+        }
         Ok(None) => {
             // Calls without a credential count as failed attempts: a source cannot fill the
             // audit log with them at line speed.

@@ -569,8 +569,12 @@ fn declare_security(doc: &mut serde_json::Value) {
             Rule::Public => op["security"] = serde_json::json!([]),
             Rule::Needs(p) => {
                 let roles: Vec<&str> = p.roles().iter().map(|r| r.as_str()).collect();
-                op["security"] =
-                    serde_json::json!([{"apiKey": []}, {"clientCertificate": []}, {"dashboardSession": []}]);
+                // The dashboard's login stands for a credential on reads and its own forms only.
+                op["security"] = if d.method == axum::http::Method::GET || d.path.starts_with("/dashboard") {
+                    serde_json::json!([{"apiKey": []}, {"clientCertificate": []}, {"dashboardSession": []}])
+                } else {
+                    serde_json::json!([{"apiKey": []}, {"clientCertificate": []}])
+                };
                 op["x-permission"] = serde_json::json!(p.as_str());
                 op["x-roles"] = serde_json::json!(roles);
                 let error =

@@ -239,7 +239,7 @@ impl Principal {
         }
     }
 
-    /// An operator, auditor or admin logged in to the dashboard.
+    /// An operator or auditor logged in to the dashboard.
     pub fn dashboard_login(name: &str, role: Role) -> Self {
         Self {
             name: name.to_owned(),

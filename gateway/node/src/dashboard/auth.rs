@@ -108,8 +108,13 @@ impl Access {
     /// [`Access::operator`] with the account's role (`operator` unless configured otherwise).
     pub fn operator_role(&self, cookie: &str, now: i64) -> Option<(String, Role)> {
         let name = self.operator(cookie, now)?;
-        let role = self.operators.iter().find(|o| o.name == name).map(|o| Role::of_login(o.role.as_deref()))?;
+        let role = self.role_of(&name)?;
         Some((name, role))
+    }
+
+    /// The role of a configured account.
+    pub fn role_of(&self, name: &str) -> Option<Role> {
+        self.operators.iter().find(|o| o.name == name).map(|o| Role::of_login(o.role.as_deref()))
     }
 
     /// The form token of a session: forms carry it, posts must echo it.

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 
 use crate::api::access::{Guarded, Rule, Source};
 use crate::app::App;
-use crate::auth::{Permission, Principal};
+use crate::auth::{Permission, Principal, Role};
 use html::{Nav, esc, page, ratio_cell};
 
 pub use auth::Access;
@@ -200,6 +200,27 @@ impl Drop for InFlight {
     }
 }
 
+/// Writes a login (or a refused one) to the audit log. Refusals beyond the per-address limit
+/// are answered 429 before this, so a flood cannot fill the log.
+async fn audit_login(app: &App, user: &str, source: &str, status: u16) {
+    let role = app.dashboard.access.role_of(user).filter(|_| status == 303);
+    let event = gateway_store::audit::AuditEvent {
+        at: gateway_core::interchange::format_time(OffsetDateTime::now_utc()),
+        principal: user.to_owned(),
+        role: role.map_or("none", Role::as_str).into(),
+        action: "POST /dashboard/login".into(),
+        target: "/dashboard/login".into(),
+        status: i64::from(status),
+        outcome: if status == 303 { "ok" } else { "denied" }.into(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+        source: source.to_owned(),
+        detail: String::new(),
+    };
+    if let Err(e) = app.ingest.store.audit(event).await {
+        tracing::error!(error = %e, "AUDIT LOG WRITE FAILED for a dashboard login");
+    }
+}
+
 async fn login(
     State(app): State<App>,
     Extension(Source(source)): Extension<Source>,
@@ -245,12 +266,14 @@ async fn login(
         // typed into the user field must not land whole in the log.
         let shown: String = f.username.trim().chars().filter(|c| !c.is_control()).take(32).collect();
         tracing::warn!(user = %shown, %source, "dashboard login refused");
+        audit_login(&app, &shown, &source, 401).await;
         return respond(
             StatusCode::UNAUTHORIZED,
             login_form(&app, Some("用户名或密码不正确 · wrong user name or password")),
         );
     };
     tracing::info!(user = %name, "dashboard login");
+    audit_login(&app, &name, &source, 303).await;
     let expires = OffsetDateTime::now_utc().unix_timestamp() + auth::SESSION_SECS;
     let cookie = format!(
         "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
