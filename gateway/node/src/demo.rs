@@ -384,7 +384,7 @@ fn print_guide(nodes: &[RunningNode], t: &Targets, password: &str, keys: &DemoKe
         println!("  {} {} 信用办 department (all units): {}", n.member, n.name, keys.office[i]);
         println!("  {} {} operator:                      {}", n.member, n.name, keys.operator[i]);
     }
-    println!("  cn-370300 信用淄博 desk officer:          {}", keys.desk);
+    println!("  cn-370300 信用淄博 desk officer:                  {}", keys.desk);
     println!(
         "  e.g. curl -H 'Authorization: Bearer {}' {}/api/v1/outbox\n  CLI: export CREDIT_GATEWAY_API_KEY=<key> before `outbox`, `import`, `evaluation`\n",
         keys.operator.first().map_or("", String::as_str),
