@@ -272,6 +272,7 @@ pub fn demo_pki(alg: gateway_core::crypto::Alg) -> (tempfile::TempDir, std::path
     let opts = credit_gateway::pki::InitOptions {
         alg: alg.as_str().into(),
         adapters: repo_dir().join("adapters"),
+        measures: repo_dir().join("measures"),
         ..credit_gateway::pki::InitOptions::dev(&pki_dir)
     };
     credit_gateway::pki::init(&opts).expect("certs init");

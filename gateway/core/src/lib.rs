@@ -12,6 +12,7 @@ pub mod ident;
 pub mod interchange;
 pub mod jws;
 pub mod lifecycle;
+pub mod measures;
 pub mod merkle;
 pub mod publicity;
 pub mod quality;

@@ -143,6 +143,7 @@ fn registry(approved: &[(&str, String)]) -> Registry {
             .iter()
             .map(|(p, h)| AdapterEntry { platform: (*p).into(), manifest_sha256: h.clone() })
             .collect(),
+        measures: vec![],
     };
     let jws = jws::sign(
         gateway_core::interchange::registry::REGISTRY_TYP,

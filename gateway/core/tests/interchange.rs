@@ -96,6 +96,7 @@ fn registry_body(alg: Alg, version: u64, root: &SigningKey) -> RegistryBody {
         members,
         agreements: vec![],
         adapters: vec![],
+        measures: vec![],
     }
 }
 

@@ -42,6 +42,8 @@ pub struct App {
     pub evaluations: Option<Arc<Partners>>,
     /// Who may call what: credentials, the route table, rate limits, the audit log.
     pub gate: Arc<crate::api::access::Gate>,
+    /// The signed measures catalogue (联合奖惩措施清单) this node applies, when configured.
+    pub measures: Option<Arc<gateway_core::measures::Catalogue>>,
 }
 
 impl App {

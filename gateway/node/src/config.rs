@@ -57,6 +57,19 @@ pub struct Config {
     pub auth: AuthConfig,
     /// HTTPS on the department API, with client certificates under the operator's CA.
     pub api_tls: Option<ApiTlsConfig>,
+    /// The joint reward-and-punishment measures catalogue this node applies.
+    pub measures: MeasuresConfig,
+}
+
+/// `[measures]`: the signed measures catalogue (联合奖惩措施清单), verified at start-up against
+/// the registry in force; a catalogue that does not verify stops the start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeasuresConfig {
+    /// The catalogue file (e.g. `measures/demo.toml`); unset: this node applies no measures.
+    pub catalogue: Option<PathBuf>,
+    /// Its root signature; default: the catalogue's path with the extension `.sig`.
+    pub signature: Option<PathBuf>,
 }
 
 /// `[auth]`: credentials on the department API (see `docs/operations.md`, "Access").
@@ -434,6 +447,7 @@ impl Default for Config {
             publicity: PublicityConfig::default(),
             auth: AuthConfig::default(),
             api_tls: None,
+            measures: MeasuresConfig::default(),
         }
     }
 }

@@ -86,6 +86,7 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
             alerts: alerts.clone(),
             // As in production: every call needs a credential (made below, printed at the end).
             auth: crate::config::AuthConfig { required: true, ..Default::default() },
+            measures: demo_measures(opts, i == 0),
             ..Config::default()
         };
         // The same start as `serve`: relay, SLA tracker, alerts, expiry job, sampler.
@@ -183,6 +184,24 @@ async fn alert_inbox(dir: &std::path::Path) -> anyhow::Result<String> {
 
 /// 周村区 takes departments' monthly workbooks through its intake adapter, when the dev PKI
 /// has signed it (a PKI made before adapters existed has not: `certs init --force` renews it).
+/// The demo catalogue of joint reward-and-punishment measures, signed by `certs init`, when
+/// both are there (an older PKI has no signature: say so once, at the first node).
+fn demo_measures(opts: &DemoOptions, first: bool) -> crate::config::MeasuresConfig {
+    const DEMO: &str = "cn-credit-measures-demo";
+    let catalogue = std::path::Path::new("measures").join("demo.toml");
+    let signature = crate::pki::catalogue_signature_file(&opts.pki, DEMO);
+    if !catalogue.exists() || !signature.exists() {
+        if first && catalogue.exists() {
+            eprintln!(
+                "note: {} has no signed measures catalogue; run `credit-gateway certs init --force` for 联合奖惩",
+                opts.pki.display()
+            );
+        }
+        return crate::config::MeasuresConfig::default();
+    }
+    crate::config::MeasuresConfig { catalogue: Some(catalogue), signature: Some(signature) }
+}
+
 fn demo_adapters(opts: &DemoOptions, member: &str) -> Vec<crate::adapters::AdapterBinding> {
     const INTAKE: &str = "zhoucun-district";
     let manifest = std::path::Path::new("adapters").join(INTAKE).join("manifest.toml");

@@ -17,6 +17,7 @@ pub mod federation;
 pub mod ingest;
 pub mod interchange;
 pub mod jobs;
+pub mod joint;
 pub mod pki;
 pub mod quality;
 pub mod relay;

@@ -86,6 +86,12 @@ enum Command {
         #[command(subcommand)]
         command: TemplateCommand,
     },
+    /// The joint reward-and-punishment measures catalogue (联合奖惩措施清单): conformance
+    /// check, sign, print the registry entry.
+    Measures {
+        #[command(subcommand)]
+        command: MeasuresCommand,
+    },
     /// Credentials of the API's principals (API keys, client certificates), on this host.
     Credential {
         #[command(subcommand)]
@@ -101,6 +107,24 @@ enum Command {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum MeasuresCommand {
+    /// Run the conformance check on catalogues (default: measures/*.toml). Exits 1 if any fails.
+    Check { files: Vec<PathBuf> },
+    /// Sign a reviewed catalogue as the federation root (writes `<catalogue>.sig` beside it).
+    Sign {
+        catalogue: PathBuf,
+        /// The root's signing key file.
+        #[arg(long, default_value = "certs/dev/root-signing.key.json")]
+        root_key: PathBuf,
+        /// Signature file to write.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the registry `measures` entry that approves a catalogue.
+    Hash { catalogue: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -454,6 +478,20 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Adapter { command: AdapterCommand::Hash { manifest } } => {
             println!("{}", credit_gateway::adapters::cli::hash(&manifest)?);
         }
+        Command::Measures { command } => {
+            use credit_gateway::joint::cli;
+            match command {
+                MeasuresCommand::Check { files } => {
+                    if !cli::check(&files)? {
+                        return Ok(std::process::ExitCode::from(1));
+                    }
+                }
+                MeasuresCommand::Sign { catalogue, root_key, out } => {
+                    cli::sign(&catalogue, &root_key, out.as_deref())?;
+                }
+                MeasuresCommand::Hash { catalogue } => println!("{}", cli::hash(&catalogue)?),
+            }
+        }
         Command::Credential { command } => {
             use credit_gateway::auth::cli;
             init_logging_at(LogFormat::Text, "warn");
@@ -580,7 +618,7 @@ async fn outbox(command: OutboxCommand) -> anyhow::Result<String> {
     let resp = request.send().await.context("the node's API did not answer (is it running? see --url)")?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.context("the node's answer is not JSON")?;
-    anyhow::ensure!(status.is_success(), "{status}: {body}");
+    anyhow::ensure!(status.is_success(), "{status}: {body}{}", credit_gateway::auth::cli::credential_hint(status));
     Ok(serde_json::to_string_pretty(&body)?)
 }
 

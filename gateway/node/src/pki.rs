@@ -221,13 +221,57 @@ pub struct InitOptions {
     /// `<dir>/<platform>/manifest.toml` (signatures go to `<out>/adapters/<platform>.sig`).
     #[arg(long, default_value = "adapters")]
     pub adapters: PathBuf,
+    /// Measures catalogues to sign with the dev root and approve in the dev registry: every
+    /// `<dir>/*.toml` (signatures go to `<out>/measures/<catalogue id>.sig`).
+    #[arg(long, default_value = "measures")]
+    pub measures: PathBuf,
 }
 
 impl InitOptions {
     /// A fresh Ed25519 dev PKI in `out`, approving the manifests under `adapters/`.
     pub fn dev(out: impl Into<PathBuf>) -> Self {
-        Self { out: out.into(), force: false, alg: "EdDSA".into(), adapters: PathBuf::from("adapters") }
+        Self {
+            out: out.into(),
+            force: false,
+            alg: "EdDSA".into(),
+            adapters: PathBuf::from("adapters"),
+            measures: PathBuf::from("measures"),
+        }
     }
+}
+
+/// The signature file `certs init` writes for a measures catalogue.
+pub fn catalogue_signature_file(pki_dir: &Path, catalogue_id: &str) -> PathBuf {
+    pki_dir.join("measures").join(format!("{catalogue_id}.sig"))
+}
+
+/// Signs every catalogue under `dir` as the root; returns the registry's approvals.
+fn sign_catalogues(
+    dir: &Path,
+    out: &Path,
+    root: &SigningKey,
+    root_kid: &str,
+    now: OffsetDateTime,
+) -> anyhow::Result<Vec<gateway_core::interchange::registry::MeasuresEntry>> {
+    let mut approved = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(approved) };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    std::fs::create_dir_all(out.join("measures"))?;
+    for file in files {
+        let bytes = std::fs::read(&file)?;
+        let catalogue = gateway_core::measures::Catalogue::parse(&bytes).with_context(|| file.display().to_string())?;
+        let sig = gateway_core::measures::sign(&catalogue, &format_time(now), root_kid, root);
+        std::fs::write(catalogue_signature_file(out, &catalogue.heading.id), serde_json::to_string_pretty(&sig)?)?;
+        approved.push(gateway_core::interchange::registry::MeasuresEntry {
+            catalogue: catalogue.heading.id.clone(),
+            catalogue_sha256: catalogue.sha256.to_hex(),
+        });
+    }
+    Ok(approved)
 }
 
 /// The signature file `certs init` writes for a platform's manifest.
@@ -382,6 +426,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<()> {
             "digest": agreement.agreement.digest().to_hex(),
         })],
         adapters: sign_adapters(&opts.adapters, out, &root, root_kid, now)?,
+        measures: sign_catalogues(&opts.measures, out, &root, root_kid, now)?,
     };
     let registry = jws::sign(REGISTRY_TYP, root_kid, &serde_json::to_value(&body)?, &root);
     std::fs::write(registry_file(out), serde_json::to_string_pretty(&registry)?)?;

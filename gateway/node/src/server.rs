@@ -140,6 +140,39 @@ pub async fn open_node(config: &Config, fed: &FederationConfig) -> anyhow::Resul
     Ok(Node { identity, ingest, pull_acks: Arc::new(tokio::sync::Notify::new()) })
 }
 
+/// Reads the measures catalogue at `path`, checks it (conformance) and verifies that a root of
+/// `registry` signed exactly these bytes and the registry approves them. Any failure stops the
+/// start: a node never applies measures nobody approved.
+pub fn load_catalogue(
+    path: &Path,
+    settings: &crate::config::MeasuresConfig,
+    registry: &Registry,
+) -> anyhow::Result<gateway_core::measures::Catalogue> {
+    use gateway_core::measures::{Catalogue, CatalogueError};
+    let bytes = std::fs::read(path).with_context(|| format!("reading measures catalogue {}", path.display()))?;
+    let catalogue = Catalogue::parse(&bytes).with_context(|| format!("measures catalogue {}", path.display()))?;
+    let sig_path = settings.signature.clone().unwrap_or_else(|| path.with_extension("sig"));
+    let signature = match std::fs::read(&sig_path) {
+        Ok(bytes) => serde_json::from_slice::<gateway_core::jws::Jws>(&bytes)
+            .map_err(|e| CatalogueError::SignatureForm(format!("{}: {e}", sig_path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(CatalogueError::Unsigned(sig_path.display().to_string()))
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", sig_path.display())),
+    };
+    signature
+        .and_then(|sig| gateway_core::measures::verify_signature(&catalogue, &sig, registry))
+        .with_context(|| format!("measures catalogue {} refused", path.display()))?;
+    tracing::info!(
+        catalogue = %catalogue.heading.id,
+        version = %catalogue.heading.version,
+        measures = catalogue.measures.len(),
+        sha256 = %catalogue.sha256.to_hex(),
+        "measures catalogue loaded"
+    );
+    Ok(catalogue)
+}
+
 /// The access layer of `config`'s API: its credentials are in the store; with authentication
 /// off (loopback development only, checked when the configuration loaded) it says so, once.
 pub async fn open_gate(config: &Config, ingest: &Arc<Ingest>) -> anyhow::Result<crate::api::access::Gate> {
@@ -217,6 +250,13 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         }
         tracing::warn!(platform = a.id(), "adapter names no `units`: it may report records of any unit");
     }
+    let measures = match (&config.measures.catalogue, &registry) {
+        (None, _) => None,
+        (Some(path), Some(registry)) => Some(Arc::new(load_catalogue(path, &config.measures, registry)?)),
+        (Some(_), None) => anyhow::bail!(
+            "[measures] needs the federation registry to verify the catalogue's signature; configure [federation] or --member"
+        ),
+    };
     let routes = Arc::new(Routes::new(&config.member_id, registry.as_ref(), &adapters, &config.relay));
     let relay_state = RelayState { routes: Arc::clone(&routes), status: StatusBoard::default() };
     let sla = Arc::new(Sla::new(Arc::clone(&ingest), routes, identity.clone()));
@@ -247,6 +287,7 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         dashboard: Arc::clone(&board),
         federation: node.clone(),
         evaluations: partners.clone(),
+        measures,
     };
 
     let api_tls = match &config.api_tls {

@@ -25,6 +25,11 @@ pub struct RegistryBody {
     pub members: Vec<Member>,
     pub agreements: Vec<Value>,
     pub adapters: Vec<AdapterEntry>,
+    /// Measures catalogues in force (联合奖惩措施清单, by hash). An addition to interchange-v1 §7
+    /// (ADR 0007): absent from older registries, and left out when empty so that nodes that
+    /// do not know it still read registries without catalogues.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measures: Vec<MeasuresEntry>,
 }
 
 /// A federation root key.
@@ -81,6 +86,14 @@ pub struct MemberKey {
 pub struct AdapterEntry {
     pub platform: String,
     pub manifest_sha256: String,
+}
+
+/// An approved measures catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasuresEntry {
+    pub catalogue: String,
+    pub catalogue_sha256: String,
 }
 
 /// Why a registry was refused.

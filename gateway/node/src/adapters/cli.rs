@@ -153,7 +153,11 @@ pub async fn import(opts: &ImportOptions) -> anyhow::Result<Value> {
         .with_context(|| format!("uploading to {api}"))?;
     let status = resp.status();
     let answer: Value = resp.json().await.context("reading the node's answer")?;
-    anyhow::ensure!(status.is_success(), "the node refused the workbook ({status}): {answer}");
+    anyhow::ensure!(
+        status.is_success(),
+        "the node refused the workbook ({status}): {answer}{}",
+        crate::auth::cli::credential_hint(status)
+    );
     let id = answer["import_id"].as_str().context("no import id")?.to_owned();
     let done = loop {
         let s: Value = client.get(format!("{api}/api/v1/imports/{id}")).send().await?.json().await?;

@@ -31,6 +31,15 @@ pub fn api_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().default_headers(headers).build()?)
 }
 
+/// What to add to an API command's error when the node turned its credential away.
+pub fn credential_hint(status: reqwest::StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "\nhint: set CREDIT_GATEWAY_API_KEY to an API key of this node (`credential issue`) · 请设置 API 密钥",
+        403 => "\nhint: the key in CREDIT_GATEWAY_API_KEY is of a role that may not do this · 该密钥的角色无此权限",
+        _ => "",
+    }
+}
+
 /// `credential issue`'s options.
 #[derive(Debug, clap::Args)]
 pub struct IssueOptions {

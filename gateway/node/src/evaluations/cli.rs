@@ -79,9 +79,10 @@ pub async fn run(command: EvaluationCommand) -> anyhow::Result<String> {
     if !status.is_success() {
         let e = &body["error"];
         anyhow::bail!(
-            "{status}: {}\n{}",
+            "{status}: {}\n{}{}",
             e["message_zh"].as_str().unwrap_or(""),
-            e["message_en"].as_str().unwrap_or("")
+            e["message_en"].as_str().unwrap_or(""),
+            crate::auth::cli::credential_hint(status)
         );
     }
     match command {
