@@ -187,7 +187,6 @@ impl Ingest {
     ) -> Result<BatchResult, ServiceError> {
         let (mut checked, observations): (Vec<Checked>, Vec<Observation>) = observed.into_iter().unzip();
         require_units(&mut checked, scope);
-        self.require_own_records(&mut checked, scope).await?;
         self.require_targets(&mut checked, scope).await?;
         let quality = quality_counts(&checked, &observations, today_in_china(now));
         // The records move into the store; their outcomes need only these few facts.
@@ -202,9 +201,15 @@ impl Ingest {
                 })
             })
             .collect();
+        // A department never adds a version to another unit's record, whatever its own fields
+        // say: the store judges that against the record's first version, in its transaction.
+        let owners = match scope {
+            UnitScope::Any => None,
+            UnitScope::Only(units) => Some(units.clone()),
+        };
         let mut stored = self
             .store
-            .ingest_counted(&self.member_id, incoming, quality, now)
+            .ingest_scoped(&self.member_id, owners, incoming, quality, now)
             .await
             .map_err(|e| ServiceError::internal(&e))?
             .into_iter();
@@ -220,6 +225,17 @@ impl Ingest {
             let outcome = match verdict {
                 Err(errors) => RecordOutcome::rejected(index, errors),
                 Ok(summary) => match stored.next() {
+                    Some(Stored::OtherDepartment { record_id }) => RecordOutcome::rejected(
+                        index,
+                        vec![FieldError::new(
+                            "/source_unit_uscc",
+                            UNIT_NOT_ALLOWED,
+                            format!("本节点已有另一单位报送的同一决定（记录 {record_id}），您无权报送其新版本"),
+                            format!(
+                                "this decision is held here as another unit's record ({record_id}); you may not send a version of it"
+                            ),
+                        )],
+                    ),
                     Some(s) => RecordOutcome::stored(index, s, summary),
                     None => return Err(ServiceError::internal(&"store returned fewer outcomes than records")),
                 },
@@ -259,36 +275,6 @@ impl Ingest {
                 Err(errors) => (Err(errors), self.validator.observe_json(raw.get().as_bytes())),
             })
             .collect())
-    }
-
-    /// With a `scope` that is not [`UnitScope::Any`], a record that would be a new version of
-    /// one held here (same natural key) must be of a unit the caller may act for: a department
-    /// never adds a version to another unit's record, whatever its own fields say.
-    async fn require_own_records(&self, items: &mut [Checked], scope: &UnitScope) -> Result<(), ServiceError> {
-        if *scope == UnitScope::Any {
-            return Ok(());
-        }
-        let keys: Vec<_> = items.iter().filter_map(|i| i.as_ref().ok().map(|inc| inc.record.natural_key)).collect();
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let held = self.store.departments_of(&keys).await.map_err(|e| ServiceError::internal(&e))?;
-        for item in items.iter_mut() {
-            let Ok(inc) = item else { continue };
-            if let Some(department) = held.get(&inc.record.natural_key.to_hex())
-                && !scope.allows(department)
-            {
-                *item = Err(vec![FieldError::new(
-                    "/source_unit_uscc",
-                    UNIT_NOT_ALLOWED,
-                    format!("本节点已有单位 {department} 报送的同一决定，您无权报送其新版本"),
-                    format!(
-                        "this decision is held here as unit {department}'s record; you may not send a new version of it"
-                    ),
-                )]);
-            }
-        }
-        Ok(())
     }
 
     /// Refuses lifecycle events about records not held here (with that origin): an event can
@@ -378,6 +364,8 @@ impl RecordOutcome {
             Stored::Accepted { record_id, version } => (Status::Accepted, record_id, version),
             Stored::Duplicate { record_id, version } => (Status::Duplicate, record_id, version),
             Stored::NewVersion { record_id, version } => (Status::NewVersion, record_id, version),
+            // Answered as a rejection before this is reached (`store_checked`).
+            Stored::OtherDepartment { record_id } => (Status::Rejected, record_id, 0),
         };
         Self {
             index,

@@ -46,6 +46,7 @@ macro_rules! store_suite {
 store_suite!(
     new_records_get_ids_and_resubmissions_are_duplicates,
     changed_content_is_a_new_version_and_both_are_kept,
+    a_department_never_adds_a_version_to_another_departments_record,
     a_batch_sees_its_own_earlier_records,
     queries_filter_and_page,
     concurrent_batches_share_commits_without_double_inserts,
@@ -359,6 +360,24 @@ async fn changed_content_is_a_new_version_and_both_are_kept(store: Store) {
     assert_eq!(versions[1].content, changed[0].record.canonical_content);
 }
 
+async fn a_department_never_adds_a_version_to_another_departments_record(store: Store) {
+    let records = synthetic_records(1, 41);
+    let owner = records[0]["source_unit_uscc"].as_str().expect("unit").to_owned();
+    let now = OffsetDateTime::now_utc();
+    let out = store.ingest("cn-370306", prepare(&records), now).await.expect("ingest");
+    let Stored::Accepted { record_id, .. } = out[0] else { panic!("{:?}", out[0]) };
+    let mut changed = records[0].clone();
+    changed["penalty_content"] = serde_json::json!("另一单位送来的新版本");
+    let other = Some(vec!["11370306004217500P".to_owned()]);
+    let q = || gateway_store::QualityCounts::default();
+    let refused = store.ingest_scoped("cn-370306", other, prepare(&[changed.clone()]), q(), now).await.expect("ingest");
+    assert_eq!(refused, vec![Stored::OtherDepartment { record_id }]);
+    let same =
+        store.ingest_scoped("cn-370306", Some(vec![owner]), prepare(&[changed]), q(), now).await.expect("ingest");
+    assert_eq!(same, vec![Stored::NewVersion { record_id, version: 2 }]);
+    assert_eq!(store.versions(record_id).await.expect("versions").len(), 2);
+}
+
 async fn a_batch_sees_its_own_earlier_records(store: Store) {
     let mut records = synthetic_records(2, 3);
     records[1] = records[0].clone();
@@ -426,7 +445,7 @@ async fn concurrent_batches_share_commits_without_double_inserts(store: Store) {
                     (record_id, version)
                 }
                 Stored::Duplicate { record_id, version } => (record_id, version),
-                Stored::NewVersion { .. } => panic!("unchanged content became a new version"),
+                other => panic!("unchanged content became {other:?}"),
             };
             assert_eq!(version, 1);
             let previous = ids.insert(caller * 25 + k, id);

@@ -97,6 +97,9 @@ impl Drop for Store {
 
 struct Waiting {
     origin: String,
+    /// The departments the sender may act for (`None`: any): a record that would be a new
+    /// version of another department's record is refused.
+    scope: Option<Vec<String>>,
     incoming: Vec<Incoming>,
     quality: QualityCounts,
     received_at: String,

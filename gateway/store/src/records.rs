@@ -162,6 +162,9 @@ pub enum Stored {
     Duplicate { record_id: Uuid, version: i64 },
     /// Same natural key, other content: stored as the next version of the record.
     NewVersion { record_id: Uuid, version: i64 },
+    /// Not stored: the decision is held as the record of a department the sender may not act
+    /// for (see [`Store::ingest_scoped`]).
+    OtherDepartment { record_id: Uuid },
 }
 
 /// One stored version of a record.
@@ -219,6 +222,8 @@ pub(crate) const FORWARD_COLUMNS: &str =
 
 struct Known {
     record_id: Uuid,
+    /// The department of the first version: the record's owner.
+    owner: (i64, String),
     max_version: i64,
     /// content hash → version
     versions: HashMap<Sha256Digest, i64>,
@@ -263,19 +268,41 @@ impl Store {
         quality: QualityCounts,
         received_at: OffsetDateTime,
     ) -> Result<Vec<Stored>, StoreError> {
+        self.ingest_scoped(origin, None, incoming, quality, received_at).await
+    }
+
+    /// [`Store::ingest_counted`] for a sender who may act only for the departments of `scope`
+    /// (`None`: any): a record that would be a new version (or duplicate) of a record whose
+    /// first version is another department's is not stored but answered
+    /// [`Stored::OtherDepartment`], judged in the transaction that stores the rest.
+    pub async fn ingest_scoped(
+        &self,
+        origin: &str,
+        scope: Option<Vec<String>>,
+        incoming: Vec<Incoming>,
+        quality: QualityCounts,
+        received_at: OffsetDateTime,
+    ) -> Result<Vec<Stored>, StoreError> {
         if incoming.is_empty() && quality.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let received_at = gateway_core::date::format_timestamp(received_at);
-        self.lock_waiting().push(Waiting { origin: origin.to_owned(), incoming, quality, received_at, reply });
+        self.lock_waiting().push(Waiting { origin: origin.to_owned(), scope, incoming, quality, received_at, reply });
         {
             let _guard = self.write_lock.lock().await;
             let group = std::mem::take(&mut *self.lock_waiting());
             if !group.is_empty() {
-                let all: Vec<(&str, &str, &Incoming)> = group
+                let all: Vec<Pending<'_>> = group
                     .iter()
-                    .flat_map(|w| w.incoming.iter().map(move |i| (w.origin.as_str(), w.received_at.as_str(), i)))
+                    .flat_map(|w| {
+                        w.incoming.iter().map(move |i| Pending {
+                            origin: w.origin.as_str(),
+                            received_at: w.received_at.as_str(),
+                            scope: w.scope.as_deref(),
+                            incoming: i,
+                        })
+                    })
                     .collect();
                 let mut quality = QualityCounts::default();
                 for w in &group {
@@ -309,23 +336,21 @@ impl Store {
     }
 
     /// One transaction for a group of records (origin, received_at, record), in order.
-    async fn commit_group(
-        &self,
-        incoming: &[(&str, &str, &Incoming)],
-        quality: &QualityCounts,
-    ) -> Result<Vec<Stored>, StoreError> {
+    async fn commit_group(&self, incoming: &[Pending<'_>], quality: &QualityCounts) -> Result<Vec<Stored>, StoreError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
             if matches!(self.backend, Backend::Postgres(_)) {
                 // Replicas sharing one database serialise their ingest the same way.
                 sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
             }
-            let mut keys: Vec<i64> = incoming.iter().map(|(_, _, i)| short(&i.record.natural_key)).collect();
+            let mut keys: Vec<i64> = incoming.iter().map(|p| short(&p.incoming.record.natural_key)).collect();
             keys.sort_unstable();
             keys.dedup();
             let mut known: HashMap<Sha256Digest, Known> = HashMap::new();
             for chunk in keys.chunks(LOOKUP_CHUNK) {
-                let mut qb = QueryBuilder::new("SELECT natural_key, record_id, version, content_hash FROM records WHERE nk IN (");
+                let mut qb = QueryBuilder::new(
+                    "SELECT natural_key, record_id, version, content_hash, COALESCE(department_uscc, '') FROM records WHERE nk IN (",
+                );
                 let mut list = qb.separated(", ");
                 for key in chunk {
                     list.push_bind(*key);
@@ -335,8 +360,17 @@ impl Store {
                     let key = parse_digest(&row.try_get::<String, _>(0)?)?;
                     let record_id = parse_uuid(&row.try_get::<String, _>(1)?)?;
                     let version: i64 = row.try_get(2)?;
-                    let entry = known.entry(key).or_insert_with(|| Known { record_id, max_version: 0, versions: HashMap::new() });
+                    let department: String = row.try_get(4)?;
+                    let entry = known.entry(key).or_insert_with(|| Known {
+                        record_id,
+                        owner: (i64::MAX, String::new()),
+                        max_version: 0,
+                        versions: HashMap::new(),
+                    });
                     entry.max_version = entry.max_version.max(version);
+                    if version < entry.owner.0 {
+                        entry.owner = (version, department);
+                    }
                     entry.versions.insert(parse_digest(&row.try_get::<String, _>(3)?)?, version);
                 }
             }
@@ -389,31 +423,6 @@ impl Store {
         })
     }
 
-    /// The department of the first stored version of each record with one of these natural
-    /// keys (by hex), where one is held: a caller may add versions only to its own units' records.
-    pub async fn departments_of(&self, natural_keys: &[Sha256Digest]) -> Result<HashMap<String, String>, StoreError> {
-        let mut first: HashMap<String, (i64, String)> = HashMap::new();
-        dispatch!(self, pool => {
-            for chunk in natural_keys.chunks(LOOKUP_CHUNK) {
-                let mut qb =
-                    QueryBuilder::new("SELECT natural_key, seq, COALESCE(department_uscc, '') FROM records WHERE nk IN (");
-                let mut list = qb.separated(", ");
-                for k in chunk {
-                    list.push_bind(short(k));
-                }
-                qb.push(")");
-                for row in qb.build().fetch_all(pool).await? {
-                    let (key, seq, department): (String, i64, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-                    let slot = first.entry(key).or_insert((i64::MAX, String::new()));
-                    if seq < slot.0 {
-                        *slot = (seq, department);
-                    }
-                }
-            }
-        });
-        Ok(first.into_iter().map(|(k, (_, d))| (k, d)).collect())
-    }
-
     /// Number of stored record versions.
     pub async fn count(&self) -> Result<i64, StoreError> {
         dispatch!(self, pool => Ok(sqlx::query("SELECT COUNT(*) FROM records").fetch_one(pool).await?.try_get::<i64, _>(0)?))
@@ -440,17 +449,26 @@ pub(crate) struct Arrival<'a> {
     pub(crate) origin: Option<&'a OriginRef>,
 }
 
+/// A record waiting in a group commit: who sent it, when, for which departments.
+struct Pending<'a> {
+    origin: &'a str,
+    received_at: &'a str,
+    scope: Option<&'a [String]>,
+    incoming: &'a Incoming,
+}
+
 /// Decides each record's fate against what is stored (`known`) and what came earlier in the
 /// batch, and lists the rows to insert. Pure, so the rule lives in one place.
-fn decide<'a>(
-    incoming: &[(&'a str, &'a str, &'a Incoming)],
-    known: &mut HashMap<Sha256Digest, Known>,
-) -> (Vec<Stored>, Vec<NewRow<'a>>) {
+fn decide<'a>(incoming: &[Pending<'a>], known: &mut HashMap<Sha256Digest, Known>) -> (Vec<Stored>, Vec<NewRow<'a>>) {
     let mut outcomes = Vec::with_capacity(incoming.len());
     let mut rows = Vec::with_capacity(incoming.len());
-    for &(origin, received_at, inc) in incoming {
+    for p in incoming {
+        let (origin, received_at, inc) = (p.origin, p.received_at, p.incoming);
         let (key, hash) = (inc.record.natural_key, inc.record.content_hash);
         let outcome = match known.get_mut(&key) {
+            Some(k) if p.scope.is_some_and(|units| !units.contains(&k.owner.1)) => {
+                Stored::OtherDepartment { record_id: k.record_id }
+            }
             Some(k) => match k.versions.get(&hash) {
                 Some(&version) => Stored::Duplicate { record_id: k.record_id, version },
                 None => {
@@ -461,7 +479,8 @@ fn decide<'a>(
             },
             None => {
                 let record_id = Uuid::now_v7();
-                known.insert(key, Known { record_id, max_version: 1, versions: HashMap::from([(hash, 1)]) });
+                let owner = (1, inc.record.quality.department_uscc.clone());
+                known.insert(key, Known { record_id, owner, max_version: 1, versions: HashMap::from([(hash, 1)]) });
                 Stored::Accepted { record_id, version: 1 }
             }
         };
