@@ -243,6 +243,7 @@ const MATRIX: &[(&str, &str, [bool; 5])] = &[
     ("GET", "/api/v1/evaluations/audit", [false, false, true, true, false]),
     ("GET", "/api/v1/evaluations/answers/{answer_id}/evidence", [false, true, false, true, false]),
     ("GET", "/api/v1/evaluations/{uscc}", [false, true, false, false, false]),
+    ("GET", "/api/v1/cases", [true, false, true, true, false]),
     ("GET", "/api/v1/audit", [false, false, false, true, false]),
     ("GET", "/api/v1/audit/verify", [false, false, false, true, false]),
     ("GET", "/api/v1/credentials", [false, false, false, false, true]),

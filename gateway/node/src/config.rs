@@ -63,13 +63,22 @@ pub struct Config {
 
 /// `[measures]`: the signed measures catalogue (联合奖惩措施清单), verified at start-up against
 /// the registry in force; a catalogue that does not verify stops the start.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MeasuresConfig {
     /// The catalogue file (e.g. `measures/demo.toml`); unset: this node applies no measures.
     pub catalogue: Option<PathBuf>,
     /// Its root signature; default: the catalogue's path with the extension `.sig`.
     pub signature: Option<PathBuf>,
+    /// How often the node opens cases for the list entries it stored (seconds; 0 = never: for
+    /// tests, which run a pass themselves). Default 5.
+    pub opening_interval_secs: u64,
+}
+
+impl Default for MeasuresConfig {
+    fn default() -> Self {
+        Self { catalogue: None, signature: None, opening_interval_secs: 5 }
+    }
 }
 
 /// `[auth]`: credentials on the department API (see `docs/operations.md`, "Access").

@@ -199,7 +199,11 @@ fn demo_measures(opts: &DemoOptions, first: bool) -> crate::config::MeasuresConf
         }
         return crate::config::MeasuresConfig::default();
     }
-    crate::config::MeasuresConfig { catalogue: Some(catalogue), signature: Some(signature) }
+    crate::config::MeasuresConfig {
+        catalogue: Some(catalogue),
+        signature: Some(signature),
+        ..crate::config::MeasuresConfig::default()
+    }
 }
 
 fn demo_adapters(opts: &DemoOptions, member: &str) -> Vec<crate::adapters::AdapterBinding> {

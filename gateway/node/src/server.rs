@@ -347,6 +347,16 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         background.push(tokio::spawn(crate::sla::track_loop(Arc::clone(&sla), every)));
     }
     background.push(tokio::spawn(crate::dashboard::sample_loop(Arc::clone(&board), Arc::clone(&ingest))));
+    if let Some(catalogue) = &app.measures
+        && config.measures.opening_interval_secs > 0
+    {
+        let every = std::time::Duration::from_secs(config.measures.opening_interval_secs);
+        background.push(tokio::spawn(crate::joint::opener::run_loop(
+            Arc::clone(&ingest),
+            Arc::clone(catalogue),
+            every,
+        )));
+    }
     let alerts = alerter.map(|a| tokio::spawn(a.run(when_stopped(stopped.clone()))));
     let api_task = tokio::spawn({
         let router = crate::api::router(app.clone());

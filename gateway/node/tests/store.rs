@@ -47,6 +47,7 @@ store_suite!(
     new_records_get_ids_and_resubmissions_are_duplicates,
     changed_content_is_a_new_version_and_both_are_kept,
     a_department_never_adds_a_version_to_another_departments_record,
+    joint_cases_open_once_per_subject_measure_and_department,
     a_batch_sees_its_own_earlier_records,
     queries_filter_and_page,
     concurrent_batches_share_commits_without_double_inserts,
@@ -376,6 +377,48 @@ async fn a_department_never_adds_a_version_to_another_departments_record(store: 
         store.ingest_scoped("cn-370306", Some(vec![owner]), prepare(&[changed]), q(), now).await.expect("ingest");
     assert_eq!(same, vec![Stored::NewVersion { record_id, version: 2 }]);
     assert_eq!(store.versions(record_id).await.expect("versions").len(), 2);
+}
+
+async fn joint_cases_open_once_per_subject_measure_and_department(store: Store) {
+    use gateway_store::cases::NewCase;
+    let case = |n: u32, subject: &str, measure: &str, department: &str| NewCase {
+        case_id: format!("case-{n:03}"),
+        subject_key: subject.into(),
+        subject_name: "淄博周村某商贸有限公司".into(),
+        measure_id: measure.into(),
+        catalogue: "cn-credit-measures-demo".into(),
+        department_uscc: department.into(),
+        entry_origin: "cn-000000".into(),
+        entry_record_id: "0190a5b2-0000-7000-8000-000000000001".into(),
+        list_type: "black".into(),
+        opened_at: "2026-12-07T08:00:00.000Z".into(),
+        response_due: Some("2026-12-14".into()),
+        feedback_due: None,
+    };
+    let (finance, market) = ("11370300MB0000001A", "11370300MB0000002B");
+    let first = [
+        case(1, "91370303MA3C8Q2X1Y", "restrict-government-procurement", finance),
+        case(2, "91370303MA3C8Q2X1Y", "strict-market-inspection", market),
+    ];
+    assert_eq!(store.joint_cursor().await.expect("cursor"), 0);
+    assert_eq!(store.open_cases(&first, Some(17)).await.expect("open"), 2);
+    assert_eq!(store.joint_cursor().await.expect("cursor"), 17);
+    // The same entry again (re-sent, relayed twice, imported again), under new case ids, with
+    // one case that is new: only that one opens.
+    let again = [
+        case(3, "91370303MA3C8Q2X1Y", "restrict-government-procurement", finance),
+        case(4, "91370303MA3C8Q2X1Y", "strict-market-inspection", market),
+        case(5, "91370303MA3C8Q2X1Y", "strict-market-inspection", finance),
+    ];
+    assert_eq!(store.open_cases(&again, None).await.expect("open"), 1);
+    let of_finance = store.cases(Some(finance), None, "", 100).await.expect("cases");
+    assert_eq!(of_finance.iter().map(|c| c.case.case_id.as_str()).collect::<Vec<_>>(), ["case-001", "case-005"]);
+    assert!(of_finance.iter().all(|c| c.state == "opened" && c.case.department_uscc == finance));
+    assert_eq!(of_finance[0].case.response_due.as_deref(), Some("2026-12-14"));
+    let all = store.cases(None, Some("opened"), "", 100).await.expect("cases");
+    assert_eq!(all.len(), 3);
+    let page = store.cases(None, None, "case-001", 1).await.expect("cases");
+    assert_eq!(page.iter().map(|c| c.case.case_id.as_str()).collect::<Vec<_>>(), ["case-002"]);
 }
 
 async fn a_batch_sees_its_own_earlier_records(store: Store) {

@@ -178,6 +178,7 @@ mod records;
 pub mod access;
 mod alerts;
 pub mod audit;
+pub mod cases;
 mod envelopes;
 pub mod evaluations;
 mod outbox;

@@ -3,6 +3,7 @@
 
 pub mod access;
 mod audit;
+mod cases;
 mod docs;
 pub mod error;
 mod evaluations;
@@ -68,6 +69,7 @@ pub fn routes() -> Guarded<App> {
         .get("/api/v1/evaluations/audit", evaluations::audit, needs(P::EvaluationsAudit))
         .get("/api/v1/evaluations/answers/{answer_id}/evidence", evaluations::evidence, needs(P::EvaluationsEvidence))
         .get("/api/v1/evaluations/{uscc}", evaluations::single, needs(P::EvaluationsLookup))
+        .get("/api/v1/cases", cases::list, needs(P::CasesRead))
         .get("/api/v1/audit", audit::entries, needs(P::AuditRead))
         .get("/api/v1/audit/verify", audit::verify, needs(P::AuditRead))
         .get("/api/v1/credentials", audit::credentials, needs(P::CredentialsManage))
@@ -517,13 +519,14 @@ async fn readyz(State(ingest): State<Arc<Ingest>>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Credit Gateway API (信用信息交换网关)", description = "Department-facing API of a Credit Gateway node."),
-    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status, sla_status, quality::json, quality::csv, quality::xlsx, evaluations::single, evaluations::lookup, evaluations::audit, evaluations::evidence, audit::entries, audit::verify, audit::credentials, audit::issue, audit::revoke),
+    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status, sla_status, quality::json, quality::csv, quality::xlsx, evaluations::single, evaluations::lookup, evaluations::audit, evaluations::evidence, audit::entries, audit::verify, audit::credentials, audit::issue, audit::revoke, cases::list),
     tags(
         (name = "records", description = "双公示 and other credit records, and lifecycle events about them"),
         (name = "relay", description = "Delivery trail, queues and dead letters"),
         (name = "imports", description = "Departments' monthly Excel reports (月报) through the intake adapter, reporting status and data quality"),
         (name = "evaluations", description = "Partner cities' credit evaluations (信用评价结果互认): desk lookups, the pulls' audit log, answer evidence"),
         (name = "access", description = "The audit log (auditors) and credentials (admins)"),
+        (name = "joint", description = "Joint reward and punishment (联合奖惩): the cases a list entry opens at implementing departments"),
         (name = "operations", description = "Health")
     )
 )]

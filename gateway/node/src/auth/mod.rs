@@ -65,7 +65,10 @@ impl Role {
         match self {
             Role::Development => true,
             Role::Department => {
-                matches!(p, RecordsPush | RecordsRead | ImportsUpload | ImportsRead | ReportingRead | QualityRead)
+                matches!(
+                    p,
+                    RecordsPush | RecordsRead | ImportsUpload | ImportsRead | ReportingRead | QualityRead | CasesRead
+                )
             }
             Role::DeskOfficer => matches!(p, EvaluationsLookup | EvaluationsEvidence),
             Role::Operator => matches!(
@@ -78,6 +81,7 @@ impl Role {
                     | RelayRead
                     | RelayResend
                     | EvaluationsAudit
+                    | CasesRead
                     | Metrics
                     | Dashboard
             ),
@@ -91,6 +95,7 @@ impl Role {
                     | EvaluationsAudit
                     | EvaluationsEvidence
                     | AuditRead
+                    | CasesRead
                     | Dashboard
             ),
             // Who manages credentials does not also read the log of what was done with them.
@@ -124,12 +129,13 @@ pub enum Permission {
     EvaluationsEvidence,
     AuditRead,
     CredentialsManage,
+    CasesRead,
     Metrics,
     Dashboard,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 17] = [
         Permission::RecordsPush,
         Permission::RecordsRead,
         Permission::ImportsUpload,
@@ -144,6 +150,7 @@ impl Permission {
         Permission::EvaluationsEvidence,
         Permission::AuditRead,
         Permission::CredentialsManage,
+        Permission::CasesRead,
         Permission::Metrics,
         Permission::Dashboard,
     ];
@@ -165,6 +172,7 @@ impl Permission {
             Permission::EvaluationsEvidence => "evaluations.evidence",
             Permission::AuditRead => "audit.read",
             Permission::CredentialsManage => "credentials.manage",
+            Permission::CasesRead => "cases.read",
             Permission::Metrics => "metrics",
             Permission::Dashboard => "dashboard",
         }

@@ -1,0 +1,137 @@
+//! 发起: opening cases. A pass reads the list entries stored after its cursor (pushed,
+//! imported or relayed alike), and for each active entry opens one case per measure the
+//! catalogue starts for it and per implementing department: the registered department
+//! principals (#23) of the measure's category. The cases and the moved cursor commit together,
+//! and a case already held (same subject × measure × department) is not opened again, so a
+//! pass can be repeated after a crash and an entry that comes again opens nothing new.
+
+use std::sync::Arc;
+
+use gateway_core::canonical::Sha256Digest;
+use gateway_core::date::{format_date, today_in_china};
+use gateway_core::interchange::{format_time, parse_time};
+use gateway_core::measures::Catalogue;
+use gateway_core::record::RecordType;
+use gateway_store::cases::NewCase;
+use gateway_store::{RecordQuery, StoredRecord};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::ingest::Ingest;
+
+/// List entries read per step of a pass.
+const PAGE: i64 = 1_000;
+
+/// What one list entry says about its subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// USCC, or SHA-256 (hex) of a natural person's normalised identity number.
+    pub subject_key: String,
+    pub subject_name: String,
+    pub list_type: String,
+    pub domain: String,
+}
+
+/// The subject of an active list entry, or `None` (not a list entry, removed, no subject).
+pub fn listed(content: &Value) -> Option<Listed> {
+    let text = |k: &str| content.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+    if text("status") == Some("removed") {
+        return None;
+    }
+    let subject_key = match (text("party_uscc"), text("party_id_no")) {
+        (Some(uscc), _) => gateway_core::ident::normalize_code(uscc),
+        (None, Some(id)) => Sha256Digest::of(gateway_core::ident::normalize_code(id).as_bytes()).to_hex(),
+        (None, None) => return None,
+    };
+    Some(Listed {
+        subject_key,
+        subject_name: text("party_name")?.to_owned(),
+        list_type: text("list_type")?.to_owned(),
+        domain: text("domain").unwrap_or("").to_owned(),
+    })
+}
+
+/// The cases one stored list entry opens, given the departments of each category.
+pub fn plan(
+    record: &StoredRecord,
+    catalogue: &Catalogue,
+    departments_of: &dyn Fn(&str) -> Vec<String>,
+    calendar: &gateway_core::calendar::WorkingCalendar,
+    now: OffsetDateTime,
+) -> Vec<NewCase> {
+    let Ok(content) = serde_json::from_str::<Value>(&record.content) else { return Vec::new() };
+    let Some(entry) = listed(&content) else { return Vec::new() };
+    let today = today_in_china(now);
+    let mut cases = Vec::new();
+    for measure in catalogue.started_by(&entry.list_type, &entry.domain) {
+        let response_due = calendar.add_working_days(today, measure.response_days).ok();
+        let feedback_due =
+            response_due.and_then(|d| calendar.add_working_days(d, measure.feedback_days).ok()).map(format_date);
+        for department in departments_of(&measure.implementing_category) {
+            cases.push(NewCase {
+                case_id: uuid::Uuid::now_v7().to_string(),
+                subject_key: entry.subject_key.clone(),
+                subject_name: entry.subject_name.clone(),
+                measure_id: measure.id.clone(),
+                catalogue: catalogue.heading.id.clone(),
+                department_uscc: department,
+                entry_origin: record.origin.clone(),
+                entry_record_id: record.record_id.to_string(),
+                list_type: entry.list_type.clone(),
+                opened_at: format_time(now),
+                response_due: response_due.map(format_date),
+                feedback_due: feedback_due.clone(),
+            });
+        }
+    }
+    cases
+}
+
+/// One pass: every list entry stored after the cursor. Returns the cases opened.
+pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDateTime) -> anyhow::Result<u64> {
+    let store = &ingest.store;
+    // The implementing departments: active department credentials, by category.
+    let credentials = store.credentials().await?;
+    let departments_of = |category: &str| -> Vec<String> {
+        let mut units: Vec<String> = credentials
+            .iter()
+            .filter(|c| c.role == "department" && c.category.as_deref() == Some(category) && c.revoked_at.is_none())
+            .filter(|c| c.expires_at.as_deref().and_then(parse_time).is_none_or(|t| t > now))
+            .filter_map(|c| c.unit_uscc.clone())
+            .collect();
+        units.sort();
+        units.dedup();
+        units
+    };
+    let mut opened = 0;
+    let mut after = store.joint_cursor().await?;
+    loop {
+        let q =
+            RecordQuery { record_type: Some(RecordType::CreditListEntry), after, limit: PAGE, ..Default::default() };
+        let page = store.query(&q).await?;
+        let Some(last) = page.last().map(|r| r.seq) else { break };
+        let cases: Vec<NewCase> =
+            page.iter().flat_map(|r| plan(r, catalogue, &departments_of, &ingest.calendar, now)).collect();
+        opened += store.open_cases(&cases, Some(last)).await?;
+        after = last;
+        if (page.len() as i64) < PAGE {
+            break;
+        }
+    }
+    if opened > 0 {
+        tracing::info!(opened, "joint reward-and-punishment cases opened");
+    }
+    Ok(opened)
+}
+
+/// Runs a pass every `every` until the task is aborted; a failed pass is logged and retried.
+pub async fn run_loop(ingest: Arc<Ingest>, catalogue: Arc<Catalogue>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = run_once(&ingest, &catalogue, OffsetDateTime::now_utc()).await {
+            tracing::warn!(error = %format!("{e:#}"), "opening joint cases failed; retrying");
+        }
+    }
+}
