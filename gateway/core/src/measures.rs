@@ -232,17 +232,14 @@ pub fn sign(catalogue: &Catalogue, signed_at: &str, kid: &str, key: &crate::cryp
 /// Checks that `catalogue` is exactly what a root of `registry` signed, and that the registry
 /// approves its hash.
 pub fn verify_signature(catalogue: &Catalogue, signature: &Jws, registry: &Registry) -> Result<(), CatalogueError> {
-    let decoded =
-        signature.decode(CATALOGUE_SIGNATURE_TYP).map_err(|e| CatalogueError::SignatureForm(e.to_string()))?;
-    let root = registry
-        .trusted_roots()
-        .iter()
-        .find(|r| r.kid == decoded.header.kid)
-        .ok_or_else(|| CatalogueError::UntrustedSigner { kid: decoded.header.kid.clone() })?;
-    let key = root.public_key().map_err(|_| CatalogueError::BadSignature)?;
-    decoded.verify(&key).map_err(|_| CatalogueError::BadSignature)?;
+    use crate::interchange::registry::RootSignatureError as R;
+    let body = registry.root_signed_body(signature, CATALOGUE_SIGNATURE_TYP).map_err(|e| match e {
+        R::Form(e) => CatalogueError::SignatureForm(e),
+        R::UntrustedSigner { kid } => CatalogueError::UntrustedSigner { kid },
+        R::BadSignature => CatalogueError::BadSignature,
+    })?;
     let body: CatalogueSignature =
-        serde_json::from_value(decoded.body).map_err(|e| CatalogueError::SignatureForm(e.to_string()))?;
+        serde_json::from_value(body).map_err(|e| CatalogueError::SignatureForm(e.to_string()))?;
     if !catalogue.sha256.is_hex_of(&body.catalogue_sha256) {
         return Err(CatalogueError::Tampered { actual: catalogue.sha256.to_hex(), signed: body.catalogue_sha256 });
     }

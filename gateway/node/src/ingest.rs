@@ -225,17 +225,6 @@ impl Ingest {
             let outcome = match verdict {
                 Err(errors) => RecordOutcome::rejected(index, errors),
                 Ok(summary) => match stored.next() {
-                    Some(Stored::OtherDepartment { record_id }) => RecordOutcome::rejected(
-                        index,
-                        vec![FieldError::new(
-                            "/source_unit_uscc",
-                            UNIT_NOT_ALLOWED,
-                            format!("本节点已有另一单位报送的同一决定（记录 {record_id}），您无权报送其新版本"),
-                            format!(
-                                "this decision is held here as another unit's record ({record_id}); you may not send a version of it"
-                            ),
-                        )],
-                    ),
                     Some(s) => RecordOutcome::stored(index, s, summary),
                     None => return Err(ServiceError::internal(&"store returned fewer outcomes than records")),
                 },
@@ -364,8 +353,19 @@ impl RecordOutcome {
             Stored::Accepted { record_id, version } => (Status::Accepted, record_id, version),
             Stored::Duplicate { record_id, version } => (Status::Duplicate, record_id, version),
             Stored::NewVersion { record_id, version } => (Status::NewVersion, record_id, version),
-            // Answered as a rejection before this is reached (`store_checked`).
-            Stored::OtherDepartment { record_id } => (Status::Rejected, record_id, 0),
+            Stored::OtherDepartment { record_id } => {
+                return Self::rejected(
+                    index,
+                    vec![FieldError::new(
+                        "/source_unit_uscc",
+                        UNIT_NOT_ALLOWED,
+                        format!("本节点已有另一单位报送的同一决定（记录 {record_id}），您无权报送其新版本"),
+                        format!(
+                            "this decision is held here as another unit's record ({record_id}); you may not send a version of it"
+                        ),
+                    )],
+                );
+            }
         };
         Self {
             index,

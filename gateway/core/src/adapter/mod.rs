@@ -162,16 +162,14 @@ pub fn sign_manifest(text: &[u8], platform: &str, signed_at: &str, kid: &str, ke
 /// Checks that `adapter` is exactly what a root of `registry` signed in `signature`, and that the
 /// registry approves its hash for its platform.
 pub fn verify_signature(adapter: &Adapter, signature: &Jws, registry: &Registry) -> Result<(), AdapterError> {
-    let decoded = signature.decode(MANIFEST_SIGNATURE_TYP).map_err(|e| AdapterError::SignatureForm(e.to_string()))?;
-    let root = registry
-        .trusted_roots()
-        .iter()
-        .find(|r| r.kid == decoded.header.kid)
-        .ok_or_else(|| AdapterError::UntrustedSigner { kid: decoded.header.kid.clone() })?;
-    let key = root.public_key().map_err(|_| AdapterError::BadSignature)?;
-    decoded.verify(&key).map_err(|_| AdapterError::BadSignature)?;
+    use crate::interchange::registry::RootSignatureError as R;
+    let body = registry.root_signed_body(signature, MANIFEST_SIGNATURE_TYP).map_err(|e| match e {
+        R::Form(e) => AdapterError::SignatureForm(e),
+        R::UntrustedSigner { kid } => AdapterError::UntrustedSigner { kid },
+        R::BadSignature => AdapterError::BadSignature,
+    })?;
     let body: ManifestSignature =
-        serde_json::from_value(decoded.body).map_err(|e| AdapterError::SignatureForm(e.to_string()))?;
+        serde_json::from_value(body).map_err(|e| AdapterError::SignatureForm(e.to_string()))?;
     if !adapter.sha256.is_hex_of(&body.manifest_sha256) {
         return Err(AdapterError::Tampered { actual: adapter.sha256.to_hex(), signed: body.manifest_sha256 });
     }

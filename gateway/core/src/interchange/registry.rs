@@ -96,6 +96,18 @@ pub struct MeasuresEntry {
     pub catalogue_sha256: String,
 }
 
+/// Why a document said to be signed by a federation root was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSignatureError {
+    /// Not a JWS of the expected type.
+    Form(String),
+    /// Signed by a key that is not a root of the registry.
+    UntrustedSigner {
+        kid: String,
+    },
+    BadSignature,
+}
+
 /// Why a registry was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -214,6 +226,20 @@ impl Registry {
     /// The root keys a successor registry may be signed by: this registry's roots.
     pub fn trusted_roots(&self) -> &[RootKey] {
         &self.body.roots
+    }
+
+    /// The body of `jws` (of type `typ`), once a root of this registry is shown to have signed
+    /// it: what root-signed documents (adapter manifests, measures catalogues) are checked by.
+    pub fn root_signed_body(&self, jws: &Jws, typ: &str) -> Result<Value, RootSignatureError> {
+        let decoded = jws.decode(typ).map_err(|e| RootSignatureError::Form(e.to_string()))?;
+        let root = self
+            .trusted_roots()
+            .iter()
+            .find(|r| r.kid == decoded.header.kid)
+            .ok_or_else(|| RootSignatureError::UntrustedSigner { kid: decoded.header.kid.clone() })?;
+        let key = root.public_key().map_err(|_| RootSignatureError::BadSignature)?;
+        decoded.verify(&key).map_err(|_| RootSignatureError::BadSignature)?;
+        Ok(decoded.body)
     }
 
     fn check_consistency(&self) -> Result<(), RegistryError> {

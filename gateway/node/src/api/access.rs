@@ -101,10 +101,6 @@ impl<S: Clone + Send + Sync + 'static> Guarded<S> {
 #[derive(Debug, Clone)]
 pub struct AuditDetail(pub String);
 
-/// The id of a request: in the audit log, the response's `x-request-id` and the logs.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
 /// The address a request came from, for every route (the dashboard's login limits by it).
 #[derive(Debug, Clone)]
 pub struct Source(pub String);
@@ -124,8 +120,6 @@ pub struct Gate {
     /// Failed logins and wrong keys per source address.
     pub failures: RateLimiter,
     rules: HashMap<(Method, &'static str), Rule>,
-    /// Paths some method of which is declared (an undeclared method gets 405, not 403).
-    paths: std::collections::HashSet<&'static str>,
 }
 
 impl Gate {
@@ -136,7 +130,6 @@ impl Gate {
             calls: RateLimiter::new(config.rate_per_second, config.burst),
             failures: RateLimiter::new(f64::from(config.failures_per_minute) / 60.0, config.failure_burst),
             rules: table.iter().map(|d| ((d.method.clone(), d.path), d.rule)).collect(),
-            paths: table.iter().map(|d| d.path).collect(),
         }
     }
 
@@ -164,14 +157,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-/// How a call was turned away before its handler ran.
-fn refusal(kind: ErrorKind, code: &'static str, zh: String, en: String) -> ServiceError {
-    ServiceError::new(kind, code, zh, en)
-}
-
 fn too_many(wait: std::time::Duration, zh: &str, en: &str) -> Response {
     let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let mut resp = refusal(
+    let mut resp = ServiceError::new(
         ErrorKind::TooManyRequests,
         "auth.rate_limited",
         format!("{zh}，请 {secs} 秒后再试"),
@@ -237,7 +225,7 @@ async fn authenticate(
             gate.failed_attempt(source);
             tracing::warn!(%source, code = denied.code(), "credential refused");
             let (zh, en) = denied.messages();
-            Err(refusal(ErrorKind::Unauthorized, denied.code(), zh.into(), en.into()).into_response())
+            Err(ServiceError::new(ErrorKind::Unauthorized, denied.code(), zh, en).into_response())
         }
     }
 }
@@ -246,12 +234,11 @@ fn unauthorized(path: &str, method: &Method) -> Response {
     if path.starts_with("/dashboard") && method == Method::GET {
         return Redirect::to("/dashboard/login").into_response();
     }
-    let mut resp = refusal(
+    let mut resp = ServiceError::new(
         ErrorKind::Unauthorized,
         "auth.required",
-        "需要身份认证：请携带 API 密钥（Authorization: Bearer cgk_…）或已登记的客户端证书".into(),
-        "authentication required: send an API key (Authorization: Bearer cgk_…) or a registered client certificate"
-            .into(),
+        "需要身份认证：请携带 API 密钥（Authorization: Bearer cgk_…）或已登记的客户端证书",
+        "authentication required: send an API key (Authorization: Bearer cgk_…) or a registered client certificate",
     )
     .into_response();
     resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"credit-gateway\""));
@@ -260,7 +247,7 @@ fn unauthorized(path: &str, method: &Method) -> Response {
 
 fn forbidden(principal: &Principal, p: Permission) -> Response {
     let roles: Vec<&str> = p.roles().iter().map(|r| r.as_str()).collect();
-    refusal(
+    ServiceError::new(
         ErrorKind::Forbidden,
         "auth.forbidden",
         format!(
@@ -298,14 +285,14 @@ pub async fn guard(State(app): State<crate::app::App>, mut req: Request, next: N
         Some(Rule::Public) => return next.run(req).await,
         Some(Rule::Needs(p)) => p,
         // Another method of a declared path: the method router answers 405.
-        None if gate.paths.contains(matched.as_str()) => return next.run(req).await,
+        None if gate.rules.keys().any(|(_, path)| *path == matched) => return next.run(req).await,
         None => {
             tracing::error!(%method, path = %matched, "route without a declared permission refused");
-            return refusal(
+            return ServiceError::new(
                 ErrorKind::Forbidden,
                 "auth.undeclared_route",
-                "该路径未声明访问权限，已拒绝".into(),
-                "this route declares no permission and is refused".into(),
+                "该路径未声明访问权限，已拒绝",
+                "this route declares no permission and is refused",
             )
             .into_response();
         }
@@ -383,7 +370,6 @@ pub async fn guard(State(app): State<crate::app::App>, mut req: Request, next: N
         return finish(&gate, resp, audit(Some(&principal), 429, String::new()), &request_id, false).await;
     }
     req.extensions_mut().insert(principal.clone());
-    req.extensions_mut().insert(RequestId(request_id.clone()));
     let resp = next.run(req).await;
     let detail = resp.extensions().get::<AuditDetail>().map(|d| d.0.clone()).unwrap_or_default();
     let event = audit(Some(&principal), resp.status().as_u16(), detail);

@@ -69,7 +69,7 @@ pub(super) async fn list(
     }
     let department = match principal.role {
         // A department answers as its unit: the cases opened for it, never another's.
-        Role::Department | Role::DeskOfficer => Some(
+        Role::Department => Some(
             principal.unit_uscc.clone().ok_or_else(|| ServiceError::not_found("本单位的案件", "cases of your unit"))?,
         ),
         _ => p.department.as_deref().map(gateway_core::ident::normalize_code),

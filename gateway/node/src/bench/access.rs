@@ -149,21 +149,13 @@ async fn run(
 ) -> anyhow::Result<f64> {
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.to_owned(),
-        sla: crate::config::SlaConfig { tracking_interval_secs: 0 },
-        publicity: crate::config::PublicityConfig { expiry_interval_secs: 0 },
-        limits: crate::config::Limits {
-            max_batch_records: opts.batch.max(5_000),
-            max_body_bytes: 64 << 20,
-            ..crate::config::Limits::default()
-        },
         auth: crate::config::AuthConfig {
             required: way != Way::Off,
             rate_per_second: 0.0,
             ..crate::config::AuthConfig::default()
         },
         api_tls: (way == Way::ClientCert).then(|| pki.server.clone()),
-        ..Config::default()
+        ..super::push_only_config(dir, opts.batch)
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let node = crate::server::start(config, async {

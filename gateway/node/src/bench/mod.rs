@@ -113,18 +113,7 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
         texts.chunks(opts.batch).map(|c| bytes::Bytes::from(format!("[{}]", c.join(",")))).collect();
 
     let dir = tempfile::tempdir()?;
-    let config = |name: &str| Config {
-        data_dir: dir.path().join(name),
-        // Only the push path is measured (before `server::start`, the bench ran the API alone).
-        sla: crate::config::SlaConfig { tracking_interval_secs: 0 },
-        publicity: crate::config::PublicityConfig { expiry_interval_secs: 0 },
-        limits: crate::config::Limits {
-            max_batch_records: opts.batch.max(5_000),
-            max_body_bytes: 64 << 20,
-            ..crate::config::Limits::default()
-        },
-        ..Config::default()
-    };
+    let config = |name: &str| push_only_config(&dir.path().join(name), opts.batch);
 
     // Validation alone, and the rows the raw run inserts.
     let gw = crate::server::open_ingest(&config("raw")).await?;
@@ -175,6 +164,22 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     };
     write_section(&opts.report, "## Ingest (foundation)", "bench ingest", &report.to_string())?;
     Ok(report)
+}
+
+/// A node for measuring the push path alone, with batches of `batch` records: no SLA tracker,
+/// no expiry job (before `server::start`, the benchmarks ran the API alone).
+pub(crate) fn push_only_config(data_dir: &std::path::Path, batch: usize) -> Config {
+    Config {
+        data_dir: data_dir.to_owned(),
+        sla: crate::config::SlaConfig { tracking_interval_secs: 0 },
+        publicity: crate::config::PublicityConfig { expiry_interval_secs: 0 },
+        limits: crate::config::Limits {
+            max_batch_records: batch.max(5_000),
+            max_body_bytes: 64 << 20,
+            ..crate::config::Limits::default()
+        },
+        ..Config::default()
+    }
 }
 
 /// The store alone: pre-validated batches handed to `Store::ingest` by as many concurrent

@@ -5,6 +5,7 @@
 //! and a case already held (same subject × measure × department) is not opened again, so a
 //! pass can be repeated after a crash and an entry that comes again opens nothing new.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use gateway_core::canonical::Sha256Digest;
@@ -51,11 +52,14 @@ pub fn listed(content: &Value) -> Option<Listed> {
     })
 }
 
+/// The implementing departments of each category: the units of active department credentials.
+pub type Departments = HashMap<String, BTreeSet<String>>;
+
 /// The cases one stored list entry opens, given the departments of each category.
 pub fn plan(
     record: &StoredRecord,
     catalogue: &Catalogue,
-    departments_of: &dyn Fn(&str) -> Vec<String>,
+    departments: &Departments,
     calendar: &gateway_core::calendar::WorkingCalendar,
     now: OffsetDateTime,
 ) -> Vec<NewCase> {
@@ -67,14 +71,14 @@ pub fn plan(
         let response_due = calendar.add_working_days(today, measure.response_days).ok();
         let feedback_due =
             response_due.and_then(|d| calendar.add_working_days(d, measure.feedback_days).ok()).map(format_date);
-        for department in departments_of(&measure.implementing_category) {
+        for department in departments.get(&measure.implementing_category).into_iter().flatten() {
             cases.push(NewCase {
                 case_id: uuid::Uuid::now_v7().to_string(),
                 subject_key: entry.subject_key.clone(),
                 subject_name: entry.subject_name.clone(),
                 measure_id: measure.id.clone(),
                 catalogue: catalogue.heading.id.clone(),
-                department_uscc: department,
+                department_uscc: department.clone(),
                 entry_origin: record.origin.clone(),
                 entry_record_id: record.record_id.to_string(),
                 list_type: entry.list_type.clone(),
@@ -90,19 +94,14 @@ pub fn plan(
 /// One pass: every list entry stored after the cursor. Returns the cases opened.
 pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDateTime) -> anyhow::Result<u64> {
     let store = &ingest.store;
-    // The implementing departments: active department credentials, by category.
-    let credentials = store.credentials().await?;
-    let departments_of = |category: &str| -> Vec<String> {
-        let mut units: Vec<String> = credentials
-            .iter()
-            .filter(|c| c.role == "department" && c.category.as_deref() == Some(category) && c.revoked_at.is_none())
-            .filter(|c| c.expires_at.as_deref().and_then(parse_time).is_none_or(|t| t > now))
-            .filter_map(|c| c.unit_uscc.clone())
-            .collect();
-        units.sort();
-        units.dedup();
-        units
-    };
+    // The implementing departments, once a pass: active department credentials, by category.
+    let mut departments = Departments::new();
+    for c in store.credentials().await? {
+        let active = c.revoked_at.is_none() && c.expires_at.as_deref().and_then(parse_time).is_none_or(|t| t > now);
+        if let (true, "department", Some(category), Some(unit)) = (active, c.role.as_str(), c.category, c.unit_uscc) {
+            departments.entry(category).or_default().insert(unit);
+        }
+    }
     let mut opened = 0;
     let mut after = store.joint_cursor().await?;
     loop {
@@ -111,7 +110,7 @@ pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDa
         let page = store.query(&q).await?;
         let Some(last) = page.last().map(|r| r.seq) else { break };
         let cases: Vec<NewCase> =
-            page.iter().flat_map(|r| plan(r, catalogue, &departments_of, &ingest.calendar, now)).collect();
+            page.iter().flat_map(|r| plan(r, catalogue, &departments, &ingest.calendar, now)).collect();
         opened += store.open_cases(&cases, Some(last)).await?;
         after = last;
         if (page.len() as i64) < PAGE {
