@@ -74,49 +74,27 @@ async fn a_signed_catalogue_loads_and_a_tampered_one_stops_the_start() {
     assert!(err.contains("conformance"), "{err}");
 }
 
-/// 发起: a black-list entry pushed at 信用淄博 opens one case per measure it starts and per
-/// implementing department (the department principals of the measure's category); each
-/// department reads only its own; the entry sent again, or a new version of it, opens nothing
-/// more; a removed entry opens nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_black_list_entry_opens_cases_at_the_implementing_departments() {
-    use credit_gateway::auth::{IssueRequest, Role, grants};
-    let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
-    let shipped = testkit::repo_dir().join("measures/demo.toml");
-    let signature = credit_gateway::pki::catalogue_signature_file(&pki, "cn-credit-measures-demo");
-    let mut config = catalogue_config(&pki, dir.path(), shipped, signature);
-    config.auth.required = true;
-    let node = testkit::start(config).await;
-    let app = &node.app;
-    let now = time::OffsetDateTime::now_utc();
-    let issue = async |role: Role, name: &str, unit: Option<String>, category: Option<&str>, grants: Vec<String>| {
-        let req = IssueRequest {
-            principal: name.into(),
-            role: Some(role),
-            unit_uscc: unit,
-            category: category.map(str::to_owned),
-            grants,
-            ..IssueRequest::default()
-        };
-        credit_gateway::auth::credentials::issue(&app.ingest.store, req, now)
-            .await
-            .expect("issue")
-            .api_key
-            .expect("key")
-    };
-    let unit = |k: u64| credit_gateway::bench::uscc_in("11", "370300", k);
-    let office = issue(Role::Department, "信用淄博信用办", Some(unit(0)), None, vec![grants::ALL_UNITS.into()]).await;
-    let finance = issue(Role::Department, "淄博市财政局", Some(unit(1)), Some("finance"), Vec::new()).await;
-    let market =
-        issue(Role::Department, "淄博市市场监督管理局", Some(unit(2)), Some("market_regulation"), Vec::new()).await;
-    let _housing =
-        issue(Role::Department, "淄博市住房和城乡建设局", Some(unit(3)), Some("housing_construction"), Vec::new())
-            .await;
-    let _tax = issue(Role::Department, "国家税务总局淄博市税务局", Some(unit(4)), Some("taxation"), Vec::new()).await;
-    let operator = issue(Role::Operator, "值班员", None, None, Vec::new()).await;
+/// A node of 信用淄博 with the demo catalogue, authentication on, and the keys of its 信用办
+/// (reports for every unit), four implementing departments and an operator.
+struct Zibo {
+    _dir: tempfile::TempDir,
+    node: testkit::Running,
+    client: reqwest::Client,
+    office: String,
+    finance: String,
+    market: String,
+    housing: String,
+    operator: String,
+}
 
-    // An active 政府采购 black-list entry: procurement (finance), bidding (housing) and
-    // inspection (market) apply; the tax measure is for 税务 entries only.
+/// The department unit `k` of 淄博.
+fn unit(k: u64) -> String {
+    credit_gateway::bench::uscc_in("11", "370300", k)
+}
+
+/// An active 政府采购 black-list entry: procurement (finance), bidding (housing) and
+/// inspection (market) apply; the tax measure is for 税务 entries only.
+fn black_list_entry() -> serde_json::Value {
     let mut entry: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             testkit::repo_dir().join("schemas/credit_list_entry/valid/black_procurement_removed.json"),
@@ -129,35 +107,106 @@ async fn a_black_list_entry_opens_cases_at_the_implementing_departments() {
     obj.remove("removal_reason");
     obj.insert("status".into(), "active".into());
     obj.insert("valid_until".into(), "2099-12-31".into());
-    let client = reqwest::Client::new();
-    let push = async |records: &[serde_json::Value]| {
-        let resp = client
-            .post(format!("{}/api/v1/records", node.api))
-            .bearer_auth(&office)
+    entry
+}
+
+impl Zibo {
+    async fn start() -> Self {
+        use credit_gateway::auth::{IssueRequest, Role, grants};
+        let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
+        let shipped = testkit::repo_dir().join("measures/demo.toml");
+        let signature = credit_gateway::pki::catalogue_signature_file(&pki, "cn-credit-measures-demo");
+        let mut config = catalogue_config(&pki, dir.path(), shipped, signature);
+        config.auth.required = true;
+        let node = testkit::start(config).await;
+        let now = time::OffsetDateTime::now_utc();
+        let store = &node.app.ingest.store;
+        let issue =
+            async |role: Role, name: &str, unit: Option<String>, category: Option<&str>, grants: Vec<String>| {
+                let req = IssueRequest {
+                    principal: name.into(),
+                    role: Some(role),
+                    unit_uscc: unit,
+                    category: category.map(str::to_owned),
+                    grants,
+                    ..IssueRequest::default()
+                };
+                credit_gateway::auth::credentials::issue(store, req, now).await.expect("issue").api_key.expect("key")
+            };
+        let office =
+            issue(Role::Department, "信用淄博信用办", Some(unit(0)), None, vec![grants::ALL_UNITS.into()]).await;
+        let finance = issue(Role::Department, "淄博市财政局", Some(unit(1)), Some("finance"), Vec::new()).await;
+        let market =
+            issue(Role::Department, "淄博市市场监督管理局", Some(unit(2)), Some("market_regulation"), Vec::new()).await;
+        let housing =
+            issue(Role::Department, "淄博市住房和城乡建设局", Some(unit(3)), Some("housing_construction"), Vec::new())
+                .await;
+        let _tax =
+            issue(Role::Department, "国家税务总局淄博市税务局", Some(unit(4)), Some("taxation"), Vec::new()).await;
+        let operator = issue(Role::Operator, "值班员", None, None, Vec::new()).await;
+        Self { _dir: dir, node, client: reqwest::Client::new(), office, finance, market, housing, operator }
+    }
+
+    /// Pushes records as the 信用办; every one must be accepted.
+    async fn push(&self, records: &[serde_json::Value]) -> serde_json::Value {
+        let resp = self
+            .client
+            .post(format!("{}/api/v1/records", self.node.api))
+            .bearer_auth(&self.office)
             .json(records)
             .send()
             .await
             .expect("push");
         let body: serde_json::Value = resp.json().await.expect("json");
         assert_eq!(body["rejected"], 0, "{body}");
-    };
-    push(std::slice::from_ref(&entry)).await;
-    let catalogue = app.measures.as_ref().expect("catalogue");
-    assert_eq!(credit_gateway::joint::opener::run_once(&app.ingest, catalogue, now).await.expect("open"), 3);
+        body
+    }
 
-    let cases = async |key: &str| -> Vec<serde_json::Value> {
-        let page: serde_json::Value = client
-            .get(format!("{}/api/v1/cases", node.api))
+    /// One pass of the opener at `now`; returns the cases opened.
+    async fn open(&self, now: time::OffsetDateTime) -> u64 {
+        let app = &self.node.app;
+        let catalogue = app.measures.as_ref().expect("catalogue");
+        credit_gateway::joint::opener::run_once(&app.ingest, catalogue, now).await.expect("open")
+    }
+
+    async fn get(&self, key: &str, path: &str) -> (u16, serde_json::Value) {
+        let resp = self.client.get(format!("{}{path}", self.node.api)).bearer_auth(key).send().await.expect("get");
+        (resp.status().as_u16(), resp.json().await.unwrap_or_default())
+    }
+
+    async fn post(&self, key: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.node.api))
             .bearer_auth(key)
+            .json(&body)
             .send()
             .await
-            .expect("cases")
-            .json()
-            .await
-            .expect("json");
+            .expect("post");
+        (resp.status().as_u16(), resp.json().await.unwrap_or_default())
+    }
+
+    async fn cases(&self, key: &str, query: &str) -> Vec<serde_json::Value> {
+        let (status, page) = self.get(key, &format!("/api/v1/cases{query}")).await;
+        assert_eq!(status, 200, "{page}");
         page["cases"].as_array().cloned().unwrap_or_default()
-    };
-    let own = cases(&finance).await;
+    }
+}
+
+/// 发起: a black-list entry pushed at 信用淄博 opens one case per measure it starts and per
+/// implementing department (the department principals of the measure's category); each
+/// department reads only its own; the entry sent again, or a new version of it, opens nothing
+/// more; a removed entry opens nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_list_entry_opens_cases_at_the_implementing_departments() {
+    let z = Zibo::start().await;
+    let app = &z.node.app;
+    let now = time::OffsetDateTime::now_utc();
+    let mut entry = black_list_entry();
+    z.push(std::slice::from_ref(&entry)).await;
+    assert_eq!(z.open(now).await, 3);
+
+    let own = z.cases(&z.finance, "").await;
     assert_eq!(own.len(), 1, "{own:?}");
     assert_eq!(own[0]["measure_id"], "restrict-government-procurement");
     assert_eq!(
@@ -174,17 +223,17 @@ async fn a_black_list_entry_opens_cases_at_the_implementing_departments() {
     let as_json =
         |d: Option<time::Date>| d.map(gateway_core::date::format_date).map_or(serde_json::Value::Null, Into::into);
     assert_eq!((&own[0]["response_due"], &own[0]["feedback_due"]), (&as_json(respond_by), &as_json(feed_back_by)));
-    let theirs = cases(&market).await;
+    let theirs = z.cases(&z.market, "").await;
     assert_eq!(
         theirs.iter().map(|c| c["measure_id"].as_str().expect("id")).collect::<Vec<_>>(),
         ["strict-market-inspection"]
     );
-    assert_eq!(cases(&operator).await.len(), 3);
+    assert_eq!(z.cases(&z.operator, "").await.len(), 3);
 
     // Sent again, and as a new version: no second case. A removed entry opens nothing.
-    push(std::slice::from_ref(&entry)).await;
+    z.push(std::slice::from_ref(&entry)).await;
     entry["listing_reason"] = "在政府采购活动中提供虚假材料谋取中标（更正后的表述）。".into();
-    push(std::slice::from_ref(&entry)).await;
+    z.push(std::slice::from_ref(&entry)).await;
     let mut removed: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             testkit::repo_dir().join("schemas/credit_list_entry/valid/black_procurement_removed.json"),
@@ -193,7 +242,196 @@ async fn a_black_list_entry_opens_cases_at_the_implementing_departments() {
     )
     .expect("json");
     removed["party_uscc"] = credit_gateway::bench::uscc_in("91", "370306", 99).into();
-    push(&[removed]).await;
-    assert_eq!(credit_gateway::joint::opener::run_once(&app.ingest, catalogue, now).await.expect("open"), 0);
-    assert_eq!(cases(&operator).await.len(), 3);
+    z.push(&[removed]).await;
+    assert_eq!(z.open(now).await, 0);
+    assert_eq!(z.cases(&z.operator, "").await.len(), 3);
+}
+
+/// 核查 → 响应 → 反馈 → 解除 at one node, through the API and the cases workbook: each
+/// department answers only its own cases, each answer in the state that takes it, with the
+/// evidence its measure asks for; the loop is counted; a repair of the entry asks every
+/// department that had a case to lift the measure, and their acknowledgements are tracked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn departments_answer_their_cases_and_a_repair_lifts_the_measures() {
+    let z = Zibo::start().await;
+    let now = time::OffsetDateTime::now_utc();
+    let stored = z.push(&[black_list_entry()]).await;
+    let entry_id = stored["outcomes"][0]["record_id"].as_str().expect("record id").to_owned();
+    assert_eq!(z.open(now).await, 3);
+    let case_of = async |key: &str| z.cases(key, "").await[0]["case_id"].as_str().expect("case id").to_owned();
+    let (procurement, inspection, bidding) =
+        (case_of(&z.finance).await, case_of(&z.market).await, case_of(&z.housing).await);
+
+    // 信用核查 before a procurement decision: the finance bureau's measure is in force.
+    let (status, check) = z
+        .post(
+            &z.finance,
+            "/api/v1/checks",
+            serde_json::json!({"uscc": "91370306MA3P6H1L2M", "matter_code": "370300-ZFCG-0001", "area_code": "370300"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{check}");
+    assert_eq!(check["measures"].as_array().map(Vec::len), Some(1), "{check}");
+    assert_eq!(check["measures"][0]["measure_id"], "restrict-government-procurement");
+    assert_eq!(check["measures"][0]["title"], "依法限制参加政府采购活动");
+    let check_id = check["check_id"].as_str().expect("check id").to_owned();
+    let (status, err) = z
+        .post(&z.finance, "/api/v1/checks", serde_json::json!({"uscc": "91370306MA3P6H1L2X", "matter_code": "x"}))
+        .await;
+    assert_eq!((status, err["error"]["pointer"].as_str()), (400, Some("/uscc")), "{err}");
+    // A person is checked by identity number, matched by hash and shown masked.
+    let (status, person) = z
+        .post(
+            &z.finance,
+            "/api/v1/checks",
+            serde_json::json!({"id_no": "11010519491231002X", "matter_code": "370300-ZFCG-0001"}),
+        )
+        .await;
+    assert_eq!((status, person["subject"].as_str()), (200, Some("110105********002X")), "{person}");
+
+    // 响应: another unit's case is not found; an answer twice is a conflict.
+    let path = |id: &str, what: &str| format!("/api/v1/cases/{id}/{what}");
+    let (status, _) =
+        z.post(&z.market, &path(&procurement, "response"), serde_json::json!({"answer": "accepted"})).await;
+    assert_eq!(status, 404);
+    let (status, case) =
+        z.post(&z.finance, &path(&procurement, "response"), serde_json::json!({"answer": "accepted"})).await;
+    assert_eq!((status, case["state"].as_str()), (200, Some("accepted")), "{case}");
+    let (status, err) =
+        z.post(&z.finance, &path(&procurement, "response"), serde_json::json!({"answer": "accepted"})).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (409, Some("cases.state")), "{err}");
+    let (status, err) =
+        z.post(&z.market, &path(&inspection, "response"), serde_json::json!({"answer": "not_applicable"})).await;
+    assert_eq!((status, err["error"]["pointer"].as_str()), (400, Some("/reason")), "{err}");
+    let (status, _) =
+        z.post(&z.operator, &path(&inspection, "response"), serde_json::json!({"answer": "accepted"})).await;
+    assert_eq!(status, 403, "operators oversee; departments answer");
+
+    // 反馈: procurement needs evidence (document number or attachment hash); it names the check.
+    let today = gateway_core::date::format_date(gateway_core::date::today_in_china(now));
+    let mut feedback =
+        serde_json::json!({"executed_on": today, "action_taken": "拒绝其参加本次政府采购", "check_id": check_id});
+    let (status, err) = z.post(&z.finance, &path(&procurement, "feedback"), feedback.clone()).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str(), err["error"]["pointer"].as_str()),
+        (400, Some("cases.evidence"), Some("/document_no")),
+        "{err}"
+    );
+    feedback["document_no"] = "淄财采〔2026〕12号".into();
+    let (status, case) = z.post(&z.finance, &path(&procurement, "feedback"), feedback).await;
+    assert_eq!(
+        (status, case["state"].as_str(), case["check_id"].as_str()),
+        (200, Some("executed"), Some(check_id.as_str())),
+        "{case}"
+    );
+
+    // The housing bureau answers through its workbook: one good row, one with a date in the
+    // future and one naming a case that is not its own: the good row is kept.
+    let resp =
+        z.client.get(format!("{}/api/v1/cases.xlsx", z.node.api)).bearer_auth(&z.housing).send().await.expect("get");
+    assert_eq!(resp.status().as_u16(), 200);
+    let downloaded = resp.bytes().await.expect("bytes");
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(tmp.path().join("cases.xlsx"), &downloaded).expect("write");
+    let rows = credit_gateway::adapters::xlsx::read_sheet(&tmp.path().join("cases.xlsx"), "案件答复").expect("read");
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0]["案件编号"].as_str(), rows[0]["当前状态"].as_str()), (bidding.as_str(), "待响应"));
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let ws = book.add_worksheet();
+    ws.set_name("案件答复").expect("name");
+    let head = ["案件编号", "答复", "实施日期", "执行内容", "文书号"];
+    let lines = [
+        [bidding.as_str(), "已实施", today.as_str(), "暂停其投标资格", "淄建招〔2026〕3号"],
+        [bidding.as_str(), "已实施", "2099-01-01", "暂停其投标资格", "淄建招〔2026〕4号"],
+        [procurement.as_str(), "予以实施", "", "", ""],
+    ];
+    for (c, h) in head.iter().enumerate() {
+        ws.write_string(0, c as u16, *h).expect("cell");
+    }
+    for (r, line) in lines.iter().enumerate() {
+        for (c, v) in line.iter().enumerate() {
+            ws.write_string(r as u32 + 1, c as u16, *v).expect("cell");
+        }
+    }
+    let upload = book.save_to_buffer().expect("xlsx");
+    let resp = z
+        .client
+        .post(format!("{}/api/v1/cases.xlsx", z.node.api))
+        .bearer_auth(&z.housing)
+        .body(upload)
+        .send()
+        .await
+        .expect("upload");
+    let outcome: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!((outcome["stored"].as_u64(), outcome["rejected"].as_u64()), (Some(1), Some(2)), "{outcome}");
+    assert_eq!(outcome["rows"][0]["row"], 2);
+    // The second row finds the case executed already (409); the third is not its case (404).
+    assert_eq!(outcome["rows"][1]["error"]["code"], "cases.future_date", "{outcome}");
+    assert_eq!(outcome["rows"][1]["error"]["pointer"], "/实施日期", "{outcome}");
+    assert_eq!(outcome["rows"][2]["error"]["code"], "not_found", "{outcome}");
+
+    // The loop as the operator sees it.
+    let (status, counts) = z.get(&z.operator, "/api/v1/cases/loop").await;
+    assert_eq!(status, 200);
+    let of = |u: u64| {
+        counts
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["department_uscc"] == unit(u).as_str())
+            .cloned()
+            .expect("row")
+    };
+    assert_eq!(
+        (of(1)["responded"].as_i64(), of(1)["fed_back"].as_i64(), of(1)["feedback_rate"].as_f64()),
+        (Some(1), Some(1), Some(1.0))
+    );
+    assert_eq!((of(2)["responded"].as_i64(), of(2)["response_rate"].as_f64()), (Some(0), Some(0.0)));
+    assert_eq!(of(3)["fed_back"].as_i64(), Some(1));
+    let metrics = z
+        .client
+        .get(format!("{}/metrics", z.node.api))
+        .bearer_auth(&z.operator)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(&format!("credit_gateway_joint_cases{{department=\"{}\",stage=\"fed_back\"}} 1", unit(1))),
+        "{metrics}"
+    );
+
+    // 信用修复 of the entry: every case whose measure may be in force is to be lifted.
+    let mut repair: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(testkit::repo_dir().join("schemas/repair/valid/provincial_list_early_exit.json"))
+            .expect("example"),
+    )
+    .expect("json");
+    repair["target_record_id"] = entry_id.into();
+    repair["target_origin"] = "cn-370300".into();
+    repair["target_version"] = 1.into();
+    repair["decided_on"] = today.clone().into();
+    z.push(&[repair]).await;
+    z.open(now).await;
+    let lifting = z.cases(&z.operator, "?state=lifting").await;
+    assert_eq!(lifting.len(), 3, "{lifting:?}");
+    assert!(lifting.iter().all(|c| c["lift_reason"] == "repaired"), "{lifting:?}");
+    let (_, check) = z
+        .post(
+            &z.finance,
+            "/api/v1/checks",
+            serde_json::json!({"uscc": "91370306MA3P6H1L2M", "matter_code": "370300-ZFCG-0002"}),
+        )
+        .await;
+    assert_eq!(check["measures"], serde_json::json!([]), "no measure in force after the repair");
+    let (status, case) = z.post(&z.finance, &path(&procurement, "lifted"), serde_json::json!({})).await;
+    assert_eq!((status, case["state"].as_str()), (200, Some("lifted")), "{case}");
+    assert!(case["lifted_at"].is_string());
+    let (_, counts) = z.get(&z.finance, "/api/v1/cases/loop").await;
+    assert_eq!(counts.as_array().map(Vec::len), Some(1), "a department counts its own");
+    assert_eq!((counts[0]["lifted"].as_i64(), counts[0]["lifting"].as_i64()), (Some(1), Some(0)));
+    let (_, counts) = z.get(&z.operator, "/api/v1/cases/loop").await;
+    assert_eq!(counts.as_array().expect("rows").iter().map(|r| r["lifting"].as_i64().unwrap_or(0)).sum::<i64>(), 2);
 }

@@ -201,6 +201,11 @@ impl Catalogue {
         Ok(Self { heading: file.catalogue, measures: file.measures, sha256: Sha256Digest::of(bytes) })
     }
 
+    /// The measure with this id.
+    pub fn measure(&self, id: &str) -> Option<&Measure> {
+        self.measures.iter().find(|m| m.id == id)
+    }
+
     /// The measures a list entry of `list_type` in `domain` starts.
     pub fn started_by<'a>(&'a self, list_type: &'a str, domain: &'a str) -> impl Iterator<Item = &'a Measure> + 'a {
         self.measures.iter().filter(move |m| {

@@ -30,7 +30,7 @@ const MAX_PAGES: i64 = 20;
 #[derive(Debug, Clone, Serialize)]
 pub struct Alert {
     /// `sla.at_risk`, `sla.breached`, `destination.failing`, `department.overdue`,
-    /// `certificate.expiring`, `registry.expiring`.
+    /// `cases.overdue`, `certificate.expiring`, `registry.expiring`.
     pub kind: &'static str,
     pub member_id: String,
     pub raised_at: String,
@@ -114,6 +114,7 @@ impl Alerter {
         let mut alerts = self.sla_alerts(now).await?;
         alerts.extend(self.destination_alerts(now));
         alerts.extend(self.department_alerts(now).await?);
+        alerts.extend(self.case_alerts(now).await?);
         alerts.extend(self.expiry_alerts(now));
         let mut delivered = Vec::new();
         for alert in alerts {
@@ -301,6 +302,47 @@ impl Alerter {
             format!("{period} 月报逾期未报送：{}", names.join("、")),
             format!("{} departments are overdue with their {period} report", overdue.len()),
             json!({ "period": period.to_string(), "due_date": view.due_date, "departments": overdue }),
+            keys,
+        )])
+    }
+
+    /// Joint cases newly past their response or feedback due date (联合奖惩 响应/反馈 逾期),
+    /// each case and stage alerted once.
+    async fn case_alerts(&self, now: OffsetDateTime) -> anyhow::Result<Vec<Alert>> {
+        const LOOK_AT: i64 = RECORDS_PER_ALERT * MAX_PAGES;
+        let today = gateway_core::date::format_date(gateway_core::date::today_in_china(now));
+        let overdue = self.app.ingest.store.overdue_cases(&today, None, None, LOOK_AT).await?;
+        let key = |c: &gateway_store::cases::Case| {
+            let stage = if c.state == "opened" { "response" } else { "feedback" };
+            format!("cases.overdue:{stage}:{}", c.case.case_id)
+        };
+        let keys: Vec<String> = overdue.iter().map(key).collect();
+        let sent = self.app.ingest.store.alerts_sent(&keys).await?;
+        let fresh: Vec<_> =
+            overdue.into_iter().filter(|c| !sent.contains(&key(c))).take(RECORDS_PER_ALERT as usize).collect();
+        if fresh.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = fresh.iter().map(key).collect();
+        let departments: std::collections::BTreeSet<&str> =
+            fresh.iter().map(|c| c.case.department_uscc.as_str()).collect();
+        let (n, d) = (fresh.len(), departments.len());
+        let cases: Vec<Value> = fresh
+            .iter()
+            .map(|c| {
+                json!({ "case_id": c.case.case_id, "department_uscc": c.case.department_uscc,
+                        "measure_id": c.case.measure_id, "state": c.state,
+                        "response_due": c.case.response_due, "feedback_due": c.case.feedback_due })
+            })
+            .collect();
+        Ok(vec![self.alert(
+            "cases.overdue",
+            now,
+            format!("联合奖惩：{d} 个部门的 {n} 件案件逾期未响应或未反馈"),
+            format!(
+                "joint reward and punishment: {n} cases of {d} departments are overdue with their response or feedback"
+            ),
+            json!({ "today": today, "cases": cases }),
             keys,
         )])
     }

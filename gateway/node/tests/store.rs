@@ -48,6 +48,7 @@ store_suite!(
     changed_content_is_a_new_version_and_both_are_kept,
     a_department_never_adds_a_version_to_another_departments_record,
     joint_cases_open_once_per_subject_measure_and_department,
+    joint_cases_are_answered_counted_and_lifted,
     a_batch_sees_its_own_earlier_records,
     queries_filter_and_page,
     concurrent_batches_share_commits_without_double_inserts,
@@ -394,6 +395,7 @@ async fn joint_cases_open_once_per_subject_measure_and_department(store: Store) 
         opened_at: "2026-12-07T08:00:00.000Z".into(),
         response_due: Some("2026-12-14".into()),
         feedback_due: None,
+        valid_until: None,
     };
     let (finance, market) = ("11370300MB0000001A", "11370300MB0000002B");
     let first = [
@@ -401,7 +403,7 @@ async fn joint_cases_open_once_per_subject_measure_and_department(store: Store) 
         case(2, "91370303MA3C8Q2X1Y", "strict-market-inspection", market),
     ];
     assert_eq!(store.joint_cursor().await.expect("cursor"), 0);
-    assert_eq!(store.open_cases(&first, Some(17)).await.expect("open"), 2);
+    assert_eq!(store.open_cases(&first, &[], "2026-12-07T08:00:00.000Z", Some(17)).await.expect("open"), 2);
     assert_eq!(store.joint_cursor().await.expect("cursor"), 17);
     // The same entry again (re-sent, relayed twice, imported again), under new case ids, with
     // one case that is new: only that one opens.
@@ -410,7 +412,7 @@ async fn joint_cases_open_once_per_subject_measure_and_department(store: Store) 
         case(4, "91370303MA3C8Q2X1Y", "strict-market-inspection", market),
         case(5, "91370303MA3C8Q2X1Y", "strict-market-inspection", finance),
     ];
-    assert_eq!(store.open_cases(&again, None).await.expect("open"), 1);
+    assert_eq!(store.open_cases(&again, &[], "2026-12-07T08:00:00.000Z", None).await.expect("open"), 1);
     let of_finance = store.cases(Some(finance), None, "", 100).await.expect("cases");
     assert_eq!(of_finance.iter().map(|c| c.case.case_id.as_str()).collect::<Vec<_>>(), ["case-001", "case-005"]);
     assert!(of_finance.iter().all(|c| c.state == "opened" && c.case.department_uscc == finance));
@@ -419,6 +421,104 @@ async fn joint_cases_open_once_per_subject_measure_and_department(store: Store) 
     assert_eq!(all.len(), 3);
     let page = store.cases(None, None, "case-001", 1).await.expect("cases");
     assert_eq!(page.iter().map(|c| c.case.case_id.as_str()).collect::<Vec<_>>(), ["case-002"]);
+}
+
+/// 响应 → 反馈 → 解除 in the store: answers only in the states that take them and only by the
+/// case's department; overdue cases by due date; the loop counted per department and month;
+/// lifting when the entry is removed or its 有效期至 passes, then acknowledged.
+async fn joint_cases_are_answered_counted_and_lifted(store: Store) {
+    use gateway_store::cases::{Answer, Answered, Feedback, NewCase};
+    let (finance, market) = ("11370300MB0000001A", "11370300MB0000002B");
+    let case = |n: u32, department: &str, entry: &str, valid_until: Option<&str>| NewCase {
+        case_id: format!("case-{n:03}"),
+        subject_key: "91370303MA3C8Q2X1Y".into(),
+        subject_name: "淄博周村某商贸有限公司".into(),
+        measure_id: format!("measure-{n}"),
+        catalogue: "cn-credit-measures-demo".into(),
+        department_uscc: department.into(),
+        entry_origin: "cn-000000".into(),
+        entry_record_id: entry.into(),
+        list_type: "black".into(),
+        opened_at: "2026-11-20T08:00:00.000Z".into(),
+        response_due: Some("2026-11-27".into()),
+        feedback_due: Some("2026-12-11".into()),
+        valid_until: valid_until.map(Into::into),
+    };
+    let (entry_a, entry_b) = ("0190a5b2-0000-7000-8000-00000000000a", "0190a5b2-0000-7000-8000-00000000000b");
+    let cases = [
+        case(1, finance, entry_a, None),
+        case(2, finance, entry_a, None),
+        case(3, market, entry_a, None),
+        case(4, market, entry_b, Some("2026-11-28")),
+    ];
+    let at = "2026-11-20T08:00:00.000Z";
+    assert_eq!(store.open_cases(&cases, &[], at, None).await.expect("open"), 4);
+
+    let answer = async |id: &str, dept: &str, a: &Answer| {
+        store.answer_case(id, Some(dept), a, "cred-1", "2026-11-24T09:00:00.000Z").await.expect("answer")
+    };
+    let Answered::Done(c) = answer("case-001", finance, &Answer::Accepted).await else { panic!("accept") };
+    assert_eq!((c.state.as_str(), c.answers.responded_by.as_deref()), ("accepted", Some("cred-1")));
+    // Another unit's case is not found; an answer twice is a conflict naming the state.
+    assert_eq!(answer("case-002", market, &Answer::Accepted).await, Answered::NotFound);
+    let Answered::Conflict(c) = answer("case-001", finance, &Answer::Accepted).await else { panic!("twice") };
+    assert_eq!(c.state, "accepted");
+    let na = Answer::NotApplicable { reason: "该主体无政府采购活动".into() };
+    let Answered::Done(c) = answer("case-003", market, &na).await else { panic!("not applicable") };
+    assert_eq!((c.state.as_str(), c.answers.reason.as_deref()), ("not_applicable", Some("该主体无政府采购活动")));
+    let feedback = Feedback {
+        executed_on: "2026-11-25".into(),
+        action_taken: "限制参加政府采购活动".into(),
+        effect: Some("已拒绝其投标".into()),
+        document_no: Some("淄财采〔2026〕12号".into()),
+        attachment_sha256: None,
+        check_id: Some("chk-1".into()),
+    };
+    let Answered::Done(c) = answer("case-001", finance, &Answer::Executed(feedback.clone())).await else {
+        panic!("feedback")
+    };
+    assert_eq!((c.state.as_str(), c.answers.feedback.as_ref()), ("executed", Some(&feedback)));
+    assert!(matches!(answer("case-003", market, &Answer::Executed(feedback.clone())).await, Answered::Conflict(_)));
+
+    // On 2026-11-30: case-002 (opened, due 11-27) is overdue; case-004 too; 001 and 003 not.
+    let overdue = store.overdue_cases("2026-11-30", None, None, 100).await.expect("overdue");
+    assert_eq!(overdue.iter().map(|c| c.case.case_id.as_str()).collect::<Vec<_>>(), ["case-002", "case-004"]);
+    let of_market = store.overdue_cases("2026-11-30", Some(market), Some("2026-11"), 100).await.expect("overdue");
+    assert_eq!(of_market.len(), 1);
+    let counts = store.case_loop("2026-11-30").await.expect("loop");
+    let f = counts.iter().find(|c| c.department_uscc == finance).expect("finance");
+    assert_eq!((f.month.as_str(), f.opened, f.responded, f.fed_back, f.response_overdue), ("2026-11", 2, 1, 1, 1));
+    let m = counts.iter().find(|c| c.department_uscc == market).expect("market");
+    assert_eq!((m.opened, m.responded, m.not_applicable, m.response_overdue), (2, 1, 1, 1));
+
+    // The check sees the measures in force.
+    let held = store.subject_cases("91370303MA3C8Q2X1Y", Some(finance)).await.expect("check");
+    assert_eq!(held.len(), 2);
+
+    // Entry A removed: its cases in force lift (not the not-applicable one); entry B expires.
+    store.open_cases(&[], &[entry_a.to_owned()], "2026-11-30T08:00:00.000Z", None).await.expect("removed");
+    assert_eq!(store.lift_ended_cases("2026-11-30", "2026-11-30T08:00:00.000Z").await.expect("expiry"), 1);
+    let states: Vec<(String, String, Option<String>)> = store
+        .cases(None, None, "", 100)
+        .await
+        .expect("cases")
+        .into_iter()
+        .map(|c| (c.case.case_id, c.state, c.answers.lift_reason))
+        .collect();
+    let lifting = |id: &str, why: &str| (id.to_owned(), "lifting".to_owned(), Some(why.to_owned()));
+    assert_eq!(
+        states,
+        [
+            lifting("case-001", "removed"),
+            lifting("case-002", "removed"),
+            ("case-003".into(), "not_applicable".into(), None),
+            lifting("case-004", "expired"),
+        ]
+    );
+    assert!(store.subject_cases("91370303MA3C8Q2X1Y", None).await.expect("check").is_empty());
+    let Answered::Done(c) = answer("case-001", finance, &Answer::LiftAcknowledged).await else { panic!("ack") };
+    assert_eq!((c.state.as_str(), c.answers.lifted_at.is_some()), ("lifted", true));
+    assert_eq!(store.case_loop("2026-11-30").await.expect("loop").iter().map(|c| c.lifted).sum::<i64>(), 1);
 }
 
 async fn a_batch_sees_its_own_earlier_records(store: Store) {

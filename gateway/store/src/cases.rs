@@ -25,19 +25,137 @@ pub struct NewCase {
     pub opened_at: String,
     pub response_due: Option<String>,
     pub feedback_due: Option<String>,
+    /// The list entry's 有效期至: the case is lifted once it has passed.
+    pub valid_until: Option<String>,
 }
 
-/// A stored case and its state.
+/// A stored case, its state and its answers so far.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Case {
     #[serde(flatten)]
     pub case: NewCase,
+    /// `opened`, `accepted`, `not_applicable`, `executed`, `lifting` or `lifted`.
     pub state: String,
+    #[serde(flatten)]
+    pub answers: Answers,
 }
 
+/// What the department answered, and the lifting of the measure.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Answers {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub responded_at: Option<String>,
+    /// The credential that answered (its id, never the key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub responded_by: Option<String>,
+    /// Why the measure does not apply (`not_applicable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(flatten)]
+    pub feedback: Option<Feedback>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fed_back_at: Option<String>,
+    /// `repaired`, `withdrawn`, `removed` or `expired`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lift_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lift_requested_at: Option<String>,
+    /// When the department acknowledged the lifting (解除).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifted_at: Option<String>,
+}
+
+/// 反馈: what the department did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Feedback {
+    /// The day the measure was applied (YYYY-MM-DD).
+    pub executed_on: String,
+    /// 执行内容.
+    pub action_taken: String,
+    /// 成效.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
+    /// The number of the department's decision or notice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_no: Option<String>,
+    /// SHA-256 (hex) of an attachment kept by the department.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment_sha256: Option<String>,
+    /// The point-of-decision check (信用核查) the measure was applied after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_id: Option<String>,
+}
+
+/// An answer of the implementing department to one of its cases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 响应: the measure applies and will be applied.
+    Accepted,
+    /// 响应: the measure does not apply to this subject, and why.
+    NotApplicable { reason: String },
+    /// 反馈: the measure was applied (answering an opened case accepts it too).
+    Executed(Feedback),
+    /// The lifting (解除) is acknowledged: the measure is no longer applied.
+    LiftAcknowledged,
+}
+
+impl Answer {
+    /// The states the answer may be given in, and the state it leaves.
+    fn transition(&self) -> (&'static [&'static str], &'static str) {
+        match self {
+            Answer::Accepted => (&["opened"], "accepted"),
+            Answer::NotApplicable { .. } => (&["opened"], "not_applicable"),
+            Answer::Executed(_) => (&["opened", "accepted"], "executed"),
+            Answer::LiftAcknowledged => (&["lifting"], "lifted"),
+        }
+    }
+}
+
+/// What became of an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answered {
+    /// Stored; the case as it is now.
+    Done(Box<Case>),
+    /// No such case of this department.
+    NotFound,
+    /// The case is in a state the answer cannot be given in (answered already, lifted, …).
+    Conflict(Box<Case>),
+}
+
+/// States in which a measure may be in force, and must be lifted when the entry ends (the
+/// lifting statements spell them out too).
+pub const IN_FORCE: [&str; 3] = ["opened", "accepted", "executed"];
+
+/// The loop of one department in one month (of opening): 发起 → 响应 → 反馈 → 解除.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LoopCounts {
+    pub department_uscc: String,
+    /// YYYY-MM of `opened_at`.
+    pub month: String,
+    pub opened: i64,
+    /// Answered at all (accepted, not applicable, or executed).
+    pub responded: i64,
+    pub not_applicable: i64,
+    /// Fed back (executed).
+    pub fed_back: i64,
+    /// Opened and past the response due date.
+    pub response_overdue: i64,
+    /// Accepted and past the feedback due date.
+    pub feedback_overdue: i64,
+    /// Lifting asked, not yet acknowledged.
+    pub lifting: i64,
+    pub lifted: i64,
+}
+
+/// The columns a new case fills, in `NewCase` order, then its state.
+const NEW_COLUMNS: &str = "case_id, subject_key, subject_name, measure_id, catalogue, department_uscc, entry_origin, \
+                           entry_record_id, list_type, opened_at, response_due, feedback_due, valid_until, state";
+/// Every column read, in `case()` order.
 const COLUMNS: &str = "case_id, subject_key, subject_name, measure_id, catalogue, department_uscc, entry_origin, \
-                       entry_record_id, list_type, opened_at, response_due, feedback_due, state";
-/// 13 columns: 2,000 rows stay under SQLite's bound-parameter limit.
+                       entry_record_id, list_type, opened_at, response_due, feedback_due, valid_until, state, \
+                       responded_at, responded_by, reason, executed_on, action_taken, effect, document_no, \
+                       attachment_sha256, check_id, fed_back_at, lift_reason, lift_requested_at, lifted_at";
+/// 14 columns: 2,000 rows stay under SQLite's bound-parameter limit.
 const CHUNK: usize = 2_000;
 
 fn case<R: Row>(row: &R) -> Result<Case, StoreError>
@@ -60,23 +178,51 @@ where
             opened_at: row.try_get(9)?,
             response_due: row.try_get(10)?,
             feedback_due: row.try_get(11)?,
+            valid_until: row.try_get(12)?,
         },
-        state: row.try_get(12)?,
+        state: row.try_get(13)?,
+        answers: Answers {
+            responded_at: row.try_get(14)?,
+            responded_by: row.try_get(15)?,
+            reason: row.try_get(16)?,
+            feedback: match row.try_get::<Option<String>, _>(17)? {
+                None => None,
+                Some(executed_on) => Some(Feedback {
+                    executed_on,
+                    action_taken: row.try_get::<Option<String>, _>(18)?.unwrap_or_default(),
+                    effect: row.try_get(19)?,
+                    document_no: row.try_get(20)?,
+                    attachment_sha256: row.try_get(21)?,
+                    check_id: row.try_get(22)?,
+                }),
+            },
+            fed_back_at: row.try_get(23)?,
+            lift_reason: row.try_get(24)?,
+            lift_requested_at: row.try_get(25)?,
+            lifted_at: row.try_get(26)?,
+        },
     })
 }
 
 impl Store {
-    /// Opens the cases not held yet (by subject × measure × department), in one transaction;
-    /// returns how many were opened. With `read_up_to`, the opener's cursor moves there in the
-    /// same transaction.
-    pub async fn open_cases(&self, cases: &[NewCase], read_up_to: Option<i64>) -> Result<u64, StoreError> {
+    /// Opens the cases not held yet (by subject × measure × department), then asks for the
+    /// lifting of the cases of `removed` list entries (record ids), in one transaction; returns
+    /// how many were opened. With `read_up_to`, the opener's cursor moves there in the same
+    /// transaction.
+    pub async fn open_cases(
+        &self,
+        cases: &[NewCase],
+        removed: &[String],
+        at: &str,
+        read_up_to: Option<i64>,
+    ) -> Result<u64, StoreError> {
         let _serialised = self.write_lock.lock().await;
         let (verb, tail) = self.skip_held();
         let mut opened = 0;
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
             for chunk in cases.chunks(CHUNK) {
-                let mut qb = QueryBuilder::new(format!("{verb} joint_cases ({COLUMNS}) "));
+                let mut qb = QueryBuilder::new(format!("{verb} joint_cases ({NEW_COLUMNS}) "));
                 qb.push_values(chunk, |mut b, c| {
                     b.push_bind(c.case_id.as_str())
                         .push_bind(c.subject_key.as_str())
@@ -90,10 +236,22 @@ impl Store {
                         .push_bind(c.opened_at.as_str())
                         .push_bind(c.response_due.as_deref())
                         .push_bind(c.feedback_due.as_deref())
+                        .push_bind(c.valid_until.as_deref())
                         .push_bind("opened");
                 });
                 qb.push(tail);
                 opened += qb.build().execute(&mut *tx).await?.rows_affected();
+            }
+            for chunk in removed.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new("UPDATE joint_cases SET state = 'lifting', lift_reason = 'removed', ");
+                qb.push("lift_requested_at = ").push_bind(at);
+                qb.push(format!(" WHERE state IN ('{}') AND entry_record_id IN (", IN_FORCE.join("', '")));
+                let mut ids = qb.separated(", ");
+                for id in chunk {
+                    ids.push_bind(id.as_str());
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
             }
             if let Some(seq) = read_up_to {
                 sqlx::query(
@@ -138,6 +296,179 @@ impl Store {
             qb.push(" ORDER BY case_id LIMIT ").push_bind(limit);
             let rows = qb.build().fetch_all(pool).await?;
             rows.iter().map(case).collect()
+        })
+    }
+}
+
+impl Store {
+    /// Asks for the lifting (解除) of every case whose list entry has ended: repaired or
+    /// withdrawn (by a lifecycle event held here), or past its 有效期至 (`today`, YYYY-MM-DD).
+    /// Returns how many cases turned `lifting`.
+    pub async fn lift_ended_cases(&self, today: &str, at: &str) -> Result<u64, StoreError> {
+        let _serialised = self.write_lock.lock().await;
+        dispatch!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let ended = sqlx::query(
+                "UPDATE joint_cases SET state = 'lifting', lift_requested_at = $1, lift_reason = \
+                 (SELECT s.state FROM record_states s WHERE s.record_id = joint_cases.entry_record_id) \
+                 WHERE state IN ('opened', 'accepted', 'executed') AND entry_record_id IN \
+                 (SELECT record_id FROM record_states WHERE state IN ('repaired', 'withdrawn', 'expired'))",
+            )
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let expired = sqlx::query(
+                "UPDATE joint_cases SET state = 'lifting', lift_requested_at = $1, lift_reason = 'expired' \
+                 WHERE state IN ('opened', 'accepted', 'executed') AND valid_until < $2",
+            )
+            .bind(at)
+            .bind(today)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(ended + expired)
+        })
+    }
+
+    /// Stores a department's answer to its case, if the case is in a state that takes it.
+    /// `department` is the answering unit (`None`: any, for development principals); `by`
+    /// the credential id that answered.
+    pub async fn answer_case(
+        &self,
+        case_id: &str,
+        department: Option<&str>,
+        answer: &Answer,
+        by: &str,
+        at: &str,
+    ) -> Result<Answered, StoreError> {
+        let (from, to) = answer.transition();
+        let _serialised = self.write_lock.lock().await;
+        let changed = dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new("UPDATE joint_cases SET state = ");
+            qb.push_bind(to);
+            match answer {
+                Answer::Accepted | Answer::NotApplicable { .. } => {
+                    qb.push(", responded_at = ").push_bind(at).push(", responded_by = ").push_bind(by);
+                    if let Answer::NotApplicable { reason } = answer {
+                        qb.push(", reason = ").push_bind(reason.as_str());
+                    }
+                }
+                Answer::Executed(f) => {
+                    // Feedback on an opened case is its response too.
+                    qb.push(", responded_at = COALESCE(responded_at, ").push_bind(at).push(")");
+                    qb.push(", responded_by = COALESCE(responded_by, ").push_bind(by).push(")");
+                    qb.push(", executed_on = ").push_bind(f.executed_on.as_str());
+                    qb.push(", action_taken = ").push_bind(f.action_taken.as_str());
+                    qb.push(", effect = ").push_bind(f.effect.as_deref());
+                    qb.push(", document_no = ").push_bind(f.document_no.as_deref());
+                    qb.push(", attachment_sha256 = ").push_bind(f.attachment_sha256.as_deref());
+                    qb.push(", check_id = ").push_bind(f.check_id.as_deref());
+                    qb.push(", fed_back_at = ").push_bind(at);
+                }
+                Answer::LiftAcknowledged => {
+                    qb.push(", lifted_at = ").push_bind(at);
+                }
+            }
+            qb.push(" WHERE case_id = ").push_bind(case_id);
+            if let Some(d) = department {
+                qb.push(" AND department_uscc = ").push_bind(d);
+            }
+            qb.push(format!(" AND state IN ('{}')", from.join("', '")));
+            qb.build().execute(pool).await?.rows_affected()
+        });
+        drop(_serialised);
+        let Some(case) = self.case(case_id, department).await? else { return Ok(Answered::NotFound) };
+        Ok(if changed == 1 { Answered::Done(Box::new(case)) } else { Answered::Conflict(Box::new(case)) })
+    }
+
+    /// One case, if it belongs to `department` (`None`: any department's).
+    pub async fn case(&self, case_id: &str, department: Option<&str>) -> Result<Option<Case>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM joint_cases WHERE case_id = "));
+            qb.push_bind(case_id);
+            if let Some(d) = department {
+                qb.push(" AND department_uscc = ").push_bind(d);
+            }
+            qb.build().fetch_optional(pool).await?.as_ref().map(case).transpose()
+        })
+    }
+
+    /// The cases of one subject whose measure may be in force (opened, accepted, executed),
+    /// at one department (`None`: at every department): what a point-of-decision check answers.
+    pub async fn subject_cases(&self, subject_key: &str, department: Option<&str>) -> Result<Vec<Case>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM joint_cases WHERE subject_key = "));
+            qb.push_bind(subject_key);
+            if let Some(d) = department {
+                qb.push(" AND department_uscc = ").push_bind(d);
+            }
+            qb.push(format!(" AND state IN ('{}') ORDER BY measure_id, department_uscc", IN_FORCE.join("', '")));
+            let rows = qb.build().fetch_all(pool).await?;
+            rows.iter().map(case).collect()
+        })
+    }
+
+    /// Cases past a due date on `today` (YYYY-MM-DD): opened and not responded to by
+    /// `response_due`, or accepted and not fed back by `feedback_due`; of one department or of
+    /// all, optionally of one month of opening (YYYY-MM), oldest due first, at most `limit`.
+    pub async fn overdue_cases(
+        &self,
+        today: &str,
+        department: Option<&str>,
+        month: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Case>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM joint_cases WHERE ((state = 'opened' AND response_due < "));
+            qb.push_bind(today).push(") OR (state = 'accepted' AND feedback_due < ").push_bind(today).push("))");
+            if let Some(d) = department {
+                qb.push(" AND department_uscc = ").push_bind(d);
+            }
+            if let Some(m) = month {
+                qb.push(" AND substr(opened_at, 1, 7) = ").push_bind(m);
+            }
+            qb.push(" ORDER BY COALESCE(CASE WHEN state = 'opened' THEN response_due ELSE feedback_due END, ''), case_id LIMIT ");
+            qb.push_bind(limit);
+            let rows = qb.build().fetch_all(pool).await?;
+            rows.iter().map(case).collect()
+        })
+    }
+
+    /// The loop per department and month of opening, as it stands on `today` (YYYY-MM-DD).
+    pub async fn case_loop(&self, today: &str) -> Result<Vec<LoopCounts>, StoreError> {
+        dispatch!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT department_uscc, substr(opened_at, 1, 7) AS month, COUNT(*), \
+                 SUM(CASE WHEN responded_at IS NOT NULL THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN reason IS NOT NULL THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN fed_back_at IS NOT NULL THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN state = 'opened' AND response_due < $1 THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN state = 'accepted' AND feedback_due < $1 THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN state = 'lifting' THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN state = 'lifted' THEN 1 ELSE 0 END) \
+                 FROM joint_cases GROUP BY department_uscc, substr(opened_at, 1, 7) ORDER BY 2, 1",
+            )
+            .bind(today)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(LoopCounts {
+                        department_uscc: r.try_get(0)?,
+                        month: r.try_get(1)?,
+                        opened: r.try_get(2)?,
+                        responded: r.try_get(3)?,
+                        not_applicable: r.try_get(4)?,
+                        fed_back: r.try_get(5)?,
+                        response_overdue: r.try_get(6)?,
+                        feedback_overdue: r.try_get(7)?,
+                        lifting: r.try_get(8)?,
+                        lifted: r.try_get(9)?,
+                    })
+                })
+                .collect()
         })
     }
 }

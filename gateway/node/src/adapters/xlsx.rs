@@ -378,7 +378,7 @@ fn cell_value(v: &DataRef<'_>) -> Value {
 }
 
 /// An Excel serial date (1900 date system) as `YYYY-MM-DD`.
-fn excel_date(serial: f64) -> Option<String> {
+pub(crate) fn excel_date(serial: f64) -> Option<String> {
     // Excel's dates run from 1900-01-01 (1) to 9999-12-31 (2958465).
     if !(1.0..2_958_466.0).contains(&serial) {
         return None;

@@ -22,7 +22,12 @@ pub struct StoreFigures {
     pub sla: Vec<(String, std::collections::BTreeMap<String, i64>)>,
     /// Registered departments in each reporting status for last month (none configured: empty).
     pub reporting: Option<std::collections::BTreeMap<String, usize>>,
+    /// The joint reward-and-punishment loop per department and month (no catalogue: none).
+    pub cases: Option<Vec<crate::joint::LoopRow>>,
 }
+
+/// Months of the loop shown as rates (the most recent), so series stay bounded.
+const LOOP_MONTHS: usize = 12;
 
 /// The SLA states and reporting statuses always shown (0 when none), so series do not vanish.
 const SLA_STATES: [&str; 3] = ["on_time", "at_risk", "breached"];
@@ -57,7 +62,17 @@ pub async fn figures(app: &App, now: OffsetDateTime) -> StoreFigures {
             })
         })
     };
-    StoreFigures { records, queues, sla, reporting }
+    let cases = match &app.measures {
+        None => None,
+        Some(_) => match crate::joint::loop_rows(&app.ingest, now).await {
+            Ok(rows) => Some(rows),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: joint case figures unavailable");
+                None
+            }
+        },
+    };
+    StoreFigures { records, queues, sla, reporting, cases }
 }
 
 /// Renders the metrics at `now`.
@@ -107,6 +122,9 @@ pub fn render(app: &App, figures: &StoreFigures, now: OffsetDateTime) -> String 
             let _ = writeln!(out, "{name}{{status=\"{status}\"}} {}", counts.get(status).copied().unwrap_or(0));
         }
     }
+    if let Some(rows) = &figures.cases {
+        render_loop(&mut out, rows);
+    }
     let mut gauge = |name: &str, help: &str, value: f64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     };
@@ -152,6 +170,66 @@ pub fn render(app: &App, figures: &StoreFigures, now: OffsetDateTime) -> String 
         f64::from(u8::from(past_grace)),
     );
     out
+}
+
+/// The loop's counts per department (all months) and its rates per department and month.
+fn render_loop(out: &mut String, rows: &[crate::joint::LoopRow]) {
+    use std::collections::BTreeMap;
+    let mut totals: BTreeMap<&str, [i64; 8]> = BTreeMap::new();
+    for r in rows {
+        let c = &r.counts;
+        let t = totals.entry(c.department_uscc.as_str()).or_default();
+        let add = [
+            c.opened,
+            c.responded,
+            c.not_applicable,
+            c.fed_back,
+            c.response_overdue,
+            c.feedback_overdue,
+            c.lifting,
+            c.lifted,
+        ];
+        for (t, a) in t.iter_mut().zip(add) {
+            *t += a;
+        }
+    }
+    const STAGES: [&str; 8] = [
+        "opened",
+        "responded",
+        "not_applicable",
+        "fed_back",
+        "response_overdue",
+        "feedback_overdue",
+        "lifting",
+        "lifted",
+    ];
+    let name = "credit_gateway_joint_cases";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Joint reward-and-punishment cases per implementing department, by stage of the loop (发起 opened, 响应 responded, 反馈 fed_back, overdue, 解除 lifting/lifted).\n# TYPE {name} gauge"
+    );
+    for (department, counts) in &totals {
+        for (stage, n) in STAGES.iter().zip(counts) {
+            let _ = writeln!(out, "{name}{{department=\"{department}\",stage=\"{stage}\"}} {n}");
+        }
+    }
+    let mut months: Vec<&str> = rows.iter().map(|r| r.counts.month.as_str()).collect();
+    months.sort_unstable();
+    months.dedup();
+    let recent = &months[months.len().saturating_sub(LOOP_MONTHS)..];
+    for (name, help, rate) in [
+        ("credit_gateway_joint_response_rate", "Share of the month's cases responded to (响应率)", 0),
+        ("credit_gateway_joint_feedback_rate", "Share of the month's applicable cases fed back (反馈率)", 1),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}, per department and month of opening.\n# TYPE {name} gauge");
+        for r in rows.iter().filter(|r| recent.contains(&r.counts.month.as_str())) {
+            let value = if rate == 0 { r.response_rate } else { r.feedback_rate };
+            if let Some(v) = value {
+                let (d, m) = (&r.counts.department_uscc, &r.counts.month);
+                let _ = writeln!(out, "{name}{{department=\"{d}\",month=\"{m}\"}} {v}");
+            }
+        }
+    }
 }
 
 pub(super) async fn metrics(State(app): State<App>) -> impl IntoResponse {

@@ -70,6 +70,14 @@ pub fn routes() -> Guarded<App> {
         .get("/api/v1/evaluations/answers/{answer_id}/evidence", evaluations::evidence, needs(P::EvaluationsEvidence))
         .get("/api/v1/evaluations/{uscc}", evaluations::single, needs(P::EvaluationsLookup))
         .get("/api/v1/cases", cases::list, needs(P::CasesRead))
+        .get("/api/v1/cases/overdue", cases::overdue, needs(P::CasesRead))
+        .get("/api/v1/cases/loop", cases::loop_counts, needs(P::CasesRead))
+        .get("/api/v1/cases.xlsx", cases::workbook, needs(P::CasesAnswer))
+        .post("/api/v1/cases.xlsx", cases::upload_workbook, needs(P::CasesAnswer))
+        .post("/api/v1/cases/{id}/response", cases::respond, needs(P::CasesAnswer))
+        .post("/api/v1/cases/{id}/feedback", cases::feed_back, needs(P::CasesAnswer))
+        .post("/api/v1/cases/{id}/lifted", cases::acknowledge_lifting, needs(P::CasesAnswer))
+        .post("/api/v1/checks", cases::check, needs(P::ChecksQuery))
         .get("/api/v1/audit", audit::entries, needs(P::AuditRead))
         .get("/api/v1/audit/verify", audit::verify, needs(P::AuditRead))
         .get("/api/v1/credentials", audit::credentials, needs(P::CredentialsManage))
@@ -516,7 +524,7 @@ async fn readyz(State(ingest): State<Arc<Ingest>>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Credit Gateway API (信用信息交换网关)", description = "Department-facing API of a Credit Gateway node."),
-    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status, sla_status, quality::json, quality::csv, quality::xlsx, evaluations::single, evaluations::lookup, evaluations::audit, evaluations::evidence, audit::entries, audit::verify, audit::credentials, audit::issue, audit::revoke, cases::list),
+    paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status, sla_status, quality::json, quality::csv, quality::xlsx, evaluations::single, evaluations::lookup, evaluations::audit, evaluations::evidence, audit::entries, audit::verify, audit::credentials, audit::issue, audit::revoke, cases::list, cases::overdue, cases::loop_counts, cases::workbook, cases::upload_workbook, cases::respond, cases::feed_back, cases::acknowledge_lifting, cases::check),
     tags(
         (name = "records", description = "双公示 and other credit records, and lifecycle events about them"),
         (name = "relay", description = "Delivery trail, queues and dead letters"),

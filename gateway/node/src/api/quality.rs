@@ -102,7 +102,7 @@ pub async fn xlsx(
     Ok(attachment(super::imports::XLSX, &format!("quality-{}.xlsx", view.period), bytes))
 }
 
-fn attachment(content_type: &str, name: &str, bytes: Vec<u8>) -> Response {
+pub(super) fn attachment(content_type: &str, name: &str, bytes: Vec<u8>) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type.to_owned()),

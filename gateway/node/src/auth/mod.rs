@@ -67,7 +67,15 @@ impl Role {
             Role::Department => {
                 matches!(
                     p,
-                    RecordsPush | RecordsRead | ImportsUpload | ImportsRead | ReportingRead | QualityRead | CasesRead
+                    RecordsPush
+                        | RecordsRead
+                        | ImportsUpload
+                        | ImportsRead
+                        | ReportingRead
+                        | QualityRead
+                        | CasesRead
+                        | CasesAnswer
+                        | ChecksQuery
                 )
             }
             Role::DeskOfficer => matches!(p, EvaluationsLookup | EvaluationsEvidence),
@@ -130,12 +138,16 @@ pub enum Permission {
     AuditRead,
     CredentialsManage,
     CasesRead,
+    /// Answering one's own unit's cases (响应, 反馈, 解除 acknowledged).
+    CasesAnswer,
+    /// The point-of-decision check (信用核查) of one's own unit's measures.
+    ChecksQuery,
     Metrics,
     Dashboard,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 17] = [
+    pub const ALL: [Permission; 19] = [
         Permission::RecordsPush,
         Permission::RecordsRead,
         Permission::ImportsUpload,
@@ -151,6 +163,8 @@ impl Permission {
         Permission::AuditRead,
         Permission::CredentialsManage,
         Permission::CasesRead,
+        Permission::CasesAnswer,
+        Permission::ChecksQuery,
         Permission::Metrics,
         Permission::Dashboard,
     ];
@@ -173,6 +187,8 @@ impl Permission {
             Permission::AuditRead => "audit.read",
             Permission::CredentialsManage => "credentials.manage",
             Permission::CasesRead => "cases.read",
+            Permission::CasesAnswer => "cases.answer",
+            Permission::ChecksQuery => "checks.query",
             Permission::Metrics => "metrics",
             Permission::Dashboard => "dashboard",
         }

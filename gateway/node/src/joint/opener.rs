@@ -31,12 +31,19 @@ pub struct Listed {
     pub subject_name: String,
     pub list_type: String,
     pub domain: String,
+    /// 有效期至 (YYYY-MM-DD).
+    pub valid_until: Option<String>,
+}
+
+/// Whether a list entry's version says the subject was removed from the list (移出).
+pub fn removed(content: &Value) -> bool {
+    content.get("status").and_then(Value::as_str) == Some("removed")
 }
 
 /// The subject of an active list entry, or `None` (not a list entry, removed, no subject).
 pub fn listed(content: &Value) -> Option<Listed> {
     let text = |k: &str| content.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
-    if text("status") == Some("removed") {
+    if removed(content) {
         return None;
     }
     let subject_key = match (text("party_uscc"), text("party_id_no")) {
@@ -49,22 +56,24 @@ pub fn listed(content: &Value) -> Option<Listed> {
         subject_name: text("party_name")?.to_owned(),
         list_type: text("list_type")?.to_owned(),
         domain: text("domain").unwrap_or("").to_owned(),
+        valid_until: text("valid_until").map(str::to_owned),
     })
 }
 
 /// The implementing departments of each category: the units of active department credentials.
 pub type Departments = HashMap<String, BTreeSet<String>>;
 
-/// The cases one stored list entry opens, given the departments of each category.
+/// The cases one stored list entry (its content parsed) opens, given the departments of each
+/// category.
 pub fn plan(
     record: &StoredRecord,
+    content: &Value,
     catalogue: &Catalogue,
     departments: &Departments,
     calendar: &gateway_core::calendar::WorkingCalendar,
     now: OffsetDateTime,
 ) -> Vec<NewCase> {
-    let Ok(content) = serde_json::from_str::<Value>(&record.content) else { return Vec::new() };
-    let Some(entry) = listed(&content) else { return Vec::new() };
+    let Some(entry) = listed(content) else { return Vec::new() };
     let today = today_in_china(now);
     let mut cases = Vec::new();
     for measure in catalogue.started_by(&entry.list_type, &entry.domain) {
@@ -85,13 +94,16 @@ pub fn plan(
                 opened_at: format_time(now),
                 response_due: response_due.map(format_date),
                 feedback_due: feedback_due.clone(),
+                valid_until: entry.valid_until.clone(),
             });
         }
     }
     cases
 }
 
-/// One pass: every list entry stored after the cursor. Returns the cases opened.
+/// One pass: opens the cases of every list entry stored after the cursor, and asks for the
+/// lifting (解除) of the cases whose entry has ended (removed, repaired, withdrawn, past its
+/// 有效期至). Returns the cases opened.
 pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDateTime) -> anyhow::Result<u64> {
     let store = &ingest.store;
     // The implementing departments, once a pass: active department credentials, by category.
@@ -109,16 +121,24 @@ pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDa
             RecordQuery { record_type: Some(RecordType::CreditListEntry), after, limit: PAGE, ..Default::default() };
         let page = store.query(&q).await?;
         let Some(last) = page.last().map(|r| r.seq) else { break };
-        let cases: Vec<NewCase> =
-            page.iter().flat_map(|r| plan(r, catalogue, &departments, &ingest.calendar, now)).collect();
-        opened += store.open_cases(&cases, Some(last)).await?;
+        let (mut cases, mut removed) = (Vec::new(), Vec::new());
+        for record in &page {
+            let Ok(content) = serde_json::from_str::<Value>(&record.content) else { continue };
+            if self::removed(&content) {
+                removed.push(record.record_id.to_string());
+            } else {
+                cases.extend(plan(record, &content, catalogue, &departments, &ingest.calendar, now));
+            }
+        }
+        opened += store.open_cases(&cases, &removed, &format_time(now), Some(last)).await?;
         after = last;
         if (page.len() as i64) < PAGE {
             break;
         }
     }
-    if opened > 0 {
-        tracing::info!(opened, "joint reward-and-punishment cases opened");
+    let lifting = store.lift_ended_cases(&format_date(today_in_china(now)), &format_time(now)).await?;
+    if opened > 0 || lifting > 0 {
+        tracing::info!(opened, lifting, "joint reward-and-punishment cases opened and lifted");
     }
     Ok(opened)
 }

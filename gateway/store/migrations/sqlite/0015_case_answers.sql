@@ -1,0 +1,24 @@
+-- The answers of joint cases (联合奖惩 响应 → 反馈 → 解除, #24; ADR 0007). A case moves
+-- opened → accepted | not_applicable, accepted → executed, and any case with a measure to lift
+-- (opened, accepted, executed) → lifting → lifted once the department acknowledges.
+-- The list entry's 有效期至: the case is lifted when it passes.
+ALTER TABLE joint_cases ADD COLUMN valid_until TEXT;
+-- 响应: when, by which credential, and the reason of a not_applicable answer.
+ALTER TABLE joint_cases ADD COLUMN responded_at TEXT;
+ALTER TABLE joint_cases ADD COLUMN responded_by TEXT;
+ALTER TABLE joint_cases ADD COLUMN reason TEXT;
+-- 反馈: the date executed, the action taken (执行内容), its effect (成效), the document
+-- number, the SHA-256 of an attachment, and the point-of-decision check it follows from.
+ALTER TABLE joint_cases ADD COLUMN executed_on TEXT;
+ALTER TABLE joint_cases ADD COLUMN action_taken TEXT;
+ALTER TABLE joint_cases ADD COLUMN effect TEXT;
+ALTER TABLE joint_cases ADD COLUMN document_no TEXT;
+ALTER TABLE joint_cases ADD COLUMN attachment_sha256 TEXT;
+ALTER TABLE joint_cases ADD COLUMN check_id TEXT;
+ALTER TABLE joint_cases ADD COLUMN fed_back_at TEXT;
+-- 解除: why (repaired, withdrawn, removed, expired), when asked, and when acknowledged.
+ALTER TABLE joint_cases ADD COLUMN lift_reason TEXT;
+ALTER TABLE joint_cases ADD COLUMN lift_requested_at TEXT;
+ALTER TABLE joint_cases ADD COLUMN lifted_at TEXT;
+-- Overdue responses and feedback, and the loop per month.
+CREATE INDEX joint_cases_state_due ON joint_cases (state, response_due);
