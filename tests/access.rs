@@ -266,6 +266,7 @@ const MATRIX: &[(&str, &str, [bool; 5])] = &[
     ("POST", "/dashboard/dead-letters/resend", [false, false, true, false, false]),
     ("GET", "/dashboard/trail/{id}", [false, false, true, true, false]),
     ("GET", "/dashboard/evaluations", [false, false, true, true, false]),
+    ("GET", "/dashboard/cases", [false, false, true, true, false]),
 ];
 const PUBLIC: &[(&str, &str)] = &[
     ("GET", "/api/v1/openapi.json"),

@@ -199,6 +199,10 @@ async fn an_operator_reads_sla_and_quality_and_resends_a_dead_letter() {
     };
     gw.store.settle("cn-370300", s).await.expect("dead letter");
 
+    // 联合奖惩 on the injected clock: a black-list entry whose cases were opened 30 days ago
+    // is overdue with its response today; the alert is raised once.
+    let overdue_case = open_overdue_case(&node).await;
+
     let site = node.api.clone();
 
     let browser = Browser::start().await;
@@ -245,5 +249,79 @@ async fn an_operator_reads_sla_and_quality_and_resends_a_dead_letter() {
     assert_eq!(letters[0].state, "resend", "the click queued the resend in the store");
     let shot = browser.screenshot("dead-letters").await;
     assert!(std::fs::metadata(shot).expect("saved").len() > 1000);
+
+    browser.go(&format!("{site}/dashboard/cases")).await;
+    let overdue = browser.text(&browser.find("#cases-overdue").await).await;
+    assert_eq!(overdue, "1", "one case overdue");
+    let row = browser.find(&format!("#overdue-table tr[data-case='{overdue_case}']")).await;
+    let text = browser.text(&row).await;
+    // This node has no catalogue configured: the measure shows by its id.
+    assert!(text.contains("响应 response") && text.contains("restrict-government-procurement"), "{text}");
+    let late = browser.text(&browser.find("#loop-table tr[data-department] td.bad").await).await;
+    assert_eq!(late, "1", "the department's late response in the loop table");
+    let shot = browser.screenshot("cases").await;
+    assert!(std::fs::metadata(shot).expect("saved").len() > 1000);
     browser.close().await;
+}
+
+/// Opens the cases of a black-list entry as if 30 days ago (the opener's injected clock), at
+/// the one finance department registered, then checks alerts: on the day of opening nothing is
+/// overdue; today the response is, and the alert names the case once. Returns the case id.
+async fn open_overdue_case(node: &testkit::Running) -> String {
+    let app = &node.app;
+    let catalogue = gateway_core::measures::Catalogue::parse(
+        &std::fs::read(testkit::repo_dir().join("measures/demo.toml")).expect("read"),
+    )
+    .expect("catalogue");
+    let finance = credit_gateway::bench::uscc_in("11", "370300", 1);
+    let req = credit_gateway::auth::IssueRequest {
+        principal: "淄博市财政局（审批系统）".into(),
+        role: Some(credit_gateway::auth::Role::Department),
+        unit_uscc: Some(finance.clone()),
+        category: Some("finance".into()),
+        ..Default::default()
+    };
+    credit_gateway::auth::credentials::issue(&app.ingest.store, req, OffsetDateTime::now_utc()).await.expect("issue");
+    let mut entry: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            testkit::repo_dir().join("schemas/credit_list_entry/valid/black_procurement_removed.json"),
+        )
+        .expect("example"),
+    )
+    .expect("json");
+    let obj = entry.as_object_mut().expect("object");
+    obj.remove("removed_on");
+    obj.remove("removal_reason");
+    obj.insert("status".into(), "active".into());
+    obj.insert("valid_until".into(), "2099-12-31".into());
+    // Listed today: on time at the SLA page, whatever the cases' clock.
+    let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
+    obj.insert("listed_on".into(), gateway_core::date::format_date(today).into());
+    let answer = app
+        .ingest
+        .push(serde_json::to_vec(&[entry]).expect("json").into(), OffsetDateTime::now_utc())
+        .await
+        .expect("push");
+    assert_eq!(answer.accepted, 1, "{:?}", answer.outcomes);
+    let then = OffsetDateTime::now_utc() - time::Duration::days(30);
+    assert_eq!(credit_gateway::joint::opener::run_once(&app.ingest, &catalogue, then).await.expect("open"), 1);
+
+    let (url, received) = testkit::webhook().await;
+    let alerts = credit_gateway::config::AlertsConfig { webhook_url: Some(url), ..Default::default() };
+    let dir = tempfile::tempdir().expect("tmp");
+    let alerter =
+        credit_gateway::alerts::Alerter::new(app.clone(), &alerts, dir.path()).expect("alerter").expect("configured");
+    let kinds = |received: &testkit::Received| -> Vec<Value> {
+        received.lock().expect("lock").drain(..).map(|(_, body)| serde_json::from_slice(&body).expect("json")).collect()
+    };
+    alerter.check(then).await.expect("check");
+    assert!(kinds(&received).iter().all(|a| a["kind"] != "cases.overdue"), "not overdue on the day it opened");
+    alerter.check(OffsetDateTime::now_utc()).await.expect("check");
+    let raised: Vec<Value> = kinds(&received).into_iter().filter(|a| a["kind"] == "cases.overdue").collect();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    let case_id = raised[0]["details"]["cases"][0]["case_id"].as_str().expect("case").to_owned();
+    assert_eq!(raised[0]["details"]["cases"][0]["department_uscc"], finance.as_str());
+    alerter.check(OffsetDateTime::now_utc()).await.expect("check");
+    assert!(kinds(&received).iter().all(|a| a["kind"] != "cases.overdue"), "raised once");
+    case_id
 }

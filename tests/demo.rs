@@ -15,6 +15,8 @@ fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
         .arg(dir.path().join("pki"))
         .arg("--data-dir")
         .arg(dir.path().join("data"))
+        // As a newcomer runs it: from the checkout, where `measures/` is.
+        .current_dir(testkit::repo_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -41,6 +43,14 @@ fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
     }
     let _ = done.send(());
     watchdog.join().expect("watchdog");
+    // One joint-punishment loop at 信用淄博: opened at three departments, answered, lifted by
+    // the repair and acknowledged by the finance bureau.
+    let case = |measure: &str| lines.iter().find(|l| l.trim_start().starts_with(measure)).cloned().unwrap_or_default();
+    assert!(case("restrict-government-procurement").contains("lifted"), "{lines:#?}");
+    assert!(case("strict-market-inspection").contains("not_applicable"), "{lines:#?}");
+    assert!(
+        case("restrict-public-bidding").contains("lifting") && case("restrict-public-bidding").contains("repaired")
+    );
     let rows: Vec<&String> = lines.iter().filter(|l| l.starts_with("cn-") && !l.contains("records")).collect();
     for member in ["cn-370306", "cn-370300", "cn-370000", "cn-000000"] {
         let row =

@@ -5,11 +5,8 @@
 //! `breached`, and each fires its signed webhook exactly once. Restarting 信用山东 delivers them,
 //! and the hop's SLA shows when.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use credit_gateway::alerts::{Alerter, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use credit_gateway::bench::synthetic_records;
 use credit_gateway::config::{AlertsConfig, RelayConfig};
@@ -23,27 +20,7 @@ use time::macros::date;
 const CITY: &str = "cn-370300";
 const PROVINCE: &str = "cn-370000";
 
-type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
-
-/// A webhook receiver on loopback that keeps what it is sent.
-async fn webhook() -> (String, Received) {
-    let received: Received = Arc::default();
-    let keep = Arc::clone(&received);
-    let app = axum::Router::new().route(
-        "/alerts",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let keep = Arc::clone(&keep);
-            async move {
-                keep.lock().expect("lock").push((headers, body));
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, received)
-}
+use testkit::{Received, webhook};
 
 fn penalty(base: &Value, n: u32) -> Value {
     let mut r = base.clone();

@@ -407,3 +407,26 @@ impl ApiPki {
         reqwest::Client::builder().tls_backend_preconfigured(tls).build().expect("client")
     }
 }
+
+/// What a webhook receiver was sent: each request's headers and body.
+pub type Received = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, bytes::Bytes)>>>;
+
+/// A webhook receiver on loopback that keeps what it is sent (alerts); returns its URL.
+pub async fn webhook() -> (String, Received) {
+    let received: Received = Arc::default();
+    let keep = Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
+            let keep = Arc::clone(&keep);
+            async move {
+                keep.lock().expect("lock").push((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}

@@ -350,7 +350,128 @@ async fn scenario(opts: &DemoOptions, nodes: &[RunningNode], keys: &DemoKeys) ->
         println!("{:<10} {:>8}  {:<10} {:<10} {:<10} {}", n.member, count, states[0], states[1], states[2], n.name);
     }
     recognition(&client, city, dongying, dongying_key, &keys.desk).await?;
+    if city.running.app.measures.is_some() {
+        joint_loop(&client, city, city_key).await?;
+    }
     Ok(targets)
+}
+
+/// 联合奖惩 at 信用淄博, one loop end to end: a black-list entry opens cases at three
+/// departments; the finance bureau checks the subject before a procurement decision (信用核查),
+/// accepts and feeds back naming the check; the market bureau answers not applicable; then a
+/// 信用修复 of the entry asks every department to lift its measure, and the finance bureau
+/// acknowledges. Prints each case as it ends.
+async fn joint_loop(client: &reqwest::Client, city: &RunningNode, office_key: &str) -> anyhow::Result<()> {
+    use crate::auth::{IssueRequest, Role};
+    let now = time::OffsetDateTime::now_utc();
+    let mut department = Vec::new();
+    for (k, name, category) in [
+        (1, "淄博市财政局", "finance"),
+        (2, "淄博市市场监督管理局", "market_regulation"),
+        (3, "淄博市住房和城乡建设局", "housing_construction"),
+    ] {
+        let req = IssueRequest {
+            principal: name.into(),
+            role: Some(Role::Department),
+            unit_uscc: Some(crate::bench::uscc_in("11", "370300", k)),
+            category: Some(category.into()),
+            expires_in_days: Some(7),
+            ..IssueRequest::default()
+        };
+        let issued = crate::auth::credentials::issue(city.store(), req, now).await?;
+        department.push(issued.api_key.context("an API key")?);
+    }
+    let mut entry = example(include_str!("../../../schemas/credit_list_entry/valid/black_procurement_removed.json"))?;
+    let obj = entry.as_object_mut().context("object")?;
+    obj.remove("removed_on");
+    obj.remove("removal_reason");
+    obj.insert("status".into(), json!("active"));
+    obj.insert("listed_on".into(), json!(gateway_core::date::format_date(gateway_core::date::today_in_china(now))));
+    obj.insert("valid_until".into(), json!("2099-12-31"));
+    let answer = post(client, &city.api, office_key, &[entry]).await?;
+    let entry_id = answer["outcomes"][0]["record_id"].as_str().context("entry id")?.to_owned();
+    println!(
+        "
+联合奖惩 · joint punishment at 信用淄博: 黑名单 entry {entry_id} listed …"
+    );
+
+    let call = async |key: &str, path: &str, body: Option<Value>| -> anyhow::Result<Value> {
+        let url = format!("{}{path}", city.api);
+        let req = match body {
+            Some(b) => client.post(url).json(&b),
+            None => client.get(url),
+        };
+        let resp = req.bearer_auth(key).send().await?;
+        let status = resp.status();
+        let answer: Value = resp.json().await?;
+        anyhow::ensure!(status.is_success(), "{path} answered {status}: {answer}");
+        Ok(answer)
+    };
+    let mut cases = Vec::new();
+    wait_for("the cases to open (发起)", async || {
+        cases.clear();
+        for key in &department {
+            if let Ok(page) = call(key, "/api/v1/cases", None).await {
+                cases.extend(page["cases"].as_array().cloned().unwrap_or_default());
+            }
+        }
+        cases.len() == 3
+    })
+    .await?;
+    let case_id = |measure: &str| {
+        cases.iter().find(|c| c["measure_id"] == measure).and_then(|c| c["case_id"].as_str()).map(str::to_owned)
+    };
+    let procurement = case_id("restrict-government-procurement").context("procurement case")?;
+    let inspection = case_id("strict-market-inspection").context("inspection case")?;
+    let check = call(
+        &department[0],
+        "/api/v1/checks",
+        Some(json!({"uscc": "91370306MA3P6H1L2M", "matter_code": "370300-ZFCG-0001", "area_code": "370300"})),
+    )
+    .await?;
+    let check_id = check["check_id"].as_str().unwrap_or_default().to_owned();
+    println!(
+        "  信用核查 check {check_id}: {} measure(s) for 淄博市财政局",
+        check["measures"].as_array().map_or(0, Vec::len)
+    );
+    call(&department[0], &format!("/api/v1/cases/{procurement}/response"), Some(json!({"answer": "accepted"}))).await?;
+    let today = gateway_core::date::format_date(gateway_core::date::today_in_china(now));
+    let feedback = json!({"executed_on": today, "action_taken": "拒绝其参加本次政府采购", "document_no": "淄财采〔2026〕12号", "check_id": check_id});
+    call(&department[0], &format!("/api/v1/cases/{procurement}/feedback"), Some(feedback)).await?;
+    let not_applicable = json!({"answer": "not_applicable", "reason": "该主体不在本局监管范围内"});
+    call(&department[1], &format!("/api/v1/cases/{inspection}/response"), Some(not_applicable)).await?;
+    println!(
+        "  响应/反馈: finance accepted and fed back; market regulation: not applicable; housing: not yet answered"
+    );
+
+    // 信用修复 of the entry at 信用淄博: every measure that may be in force is to be lifted.
+    let mut repair = example(include_str!("../../../schemas/repair/valid/provincial_list_early_exit.json"))?;
+    repair["target_origin"] = json!("cn-370300");
+    repair["target_record_id"] = json!(entry_id);
+    repair["target_version"] = json!(1);
+    repair["decided_on"] = json!(today);
+    post(client, &city.api, office_key, &[repair]).await?;
+    wait_for("the lifting (解除) to be asked", async || {
+        call(&department[0], "/api/v1/cases?state=lifting", None)
+            .await
+            .is_ok_and(|p| p["cases"].as_array().is_some_and(|c| !c.is_empty()))
+    })
+    .await?;
+    call(&department[0], &format!("/api/v1/cases/{procurement}/lifted"), Some(json!({}))).await?;
+    println!("  信用修复 → 解除: lifting asked of every department with a measure in force; finance acknowledged\n");
+    println!("  {:<34} {:<22} {:<16} lift", "measure", "department", "state");
+    for key in &department {
+        for c in call(key, "/api/v1/cases", None).await?["cases"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "  {:<34} {:<22} {:<16} {}",
+                c["measure_id"].as_str().unwrap_or(""),
+                c["department_uscc"].as_str().unwrap_or(""),
+                c["state"].as_str().unwrap_or(""),
+                c["lift_reason"].as_str().unwrap_or("—"),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// 信用东营 loads credit evaluations; 信用淄博's desk looks three companies up there under

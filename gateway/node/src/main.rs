@@ -368,6 +368,8 @@ enum BenchCommand {
     Dashboard(bench::DashboardBenchOptions),
     /// Partner evaluation lookups over mTLS with a million evaluations stored.
     Evaluations(bench::EvaluationBenchOptions),
+    /// Joint cases: opening 100,000 entries × 5 measures, then checks with 1,000,000 cases stored.
+    Joint(bench::JointBenchOptions),
 }
 
 fn main() -> std::process::ExitCode {
@@ -548,6 +550,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Bench { command: BenchCommand::Dashboard(opts) } => {
             init_logging(LogFormat::Text);
             let report = runtime()?.block_on(bench::dashboard(&opts))?;
+            println!("{report}");
+        }
+        Command::Bench { command: BenchCommand::Joint(opts) } => {
+            init_logging(LogFormat::Text);
+            let report = runtime()?.block_on(bench::joint(&opts))?;
             println!("{report}");
         }
         Command::Bench { command: BenchCommand::Evaluations(opts) } => {

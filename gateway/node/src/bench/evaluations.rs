@@ -115,12 +115,12 @@ pub async fn evaluations(opts: &EvaluationBenchOptions) -> anyhow::Result<Evalua
     let subject = move |i: usize| uscc_in("91", "370500", spread(i as u64) % companies);
     let lookup = |offset: usize| {
         let base = base.clone();
-        move |i: usize| format!("{base}/federation/v1/evaluations/{}", subject(i + offset))
+        move |c: &reqwest::Client, i: usize| c.get(format!("{base}/federation/v1/evaluations/{}", subject(i + offset)))
     };
     // Warm up: connections, and the pages of the index the lookups touch first.
     run_load(&client, opts.concurrency, opts.concurrency * 4, lookup(0)).await?;
     let registry = format!("{base}/federation/v1/registry");
-    let floor = run_load(&client, opts.concurrency, opts.requests, move |_| registry.clone())
+    let floor = run_load(&client, opts.concurrency, opts.requests, move |c, _| c.get(&registry))
         .await?
         .named("floor: GET /federation/v1/registry (mTLS, no store, no signature)");
     let single = run_load(&client, opts.concurrency, opts.requests, lookup(7_919))
@@ -177,19 +177,19 @@ fn spread(i: u64) -> u64 {
     i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
 }
 
-/// `total` GETs of `url(i)`, `concurrency` in flight at once; each must answer 200.
-async fn run_load(
+/// `total` requests `request(client, i)`, `concurrency` in flight at once; each must answer 200.
+pub(super) async fn run_load(
     client: &reqwest::Client,
     concurrency: usize,
     total: usize,
-    url: impl Fn(usize) -> String + Send + Sync + 'static,
+    request: impl Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
 ) -> anyhow::Result<Load> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let url = Arc::new(url);
+    let request = Arc::new(request);
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
-        let (client, next, url) = (client.clone(), Arc::clone(&next), Arc::clone(&url));
+        let (client, next, request) = (client.clone(), Arc::clone(&next), Arc::clone(&request));
         workers.spawn(async move {
             let mut ms = Vec::new();
             loop {
@@ -198,8 +198,13 @@ async fn run_load(
                     return Ok::<Vec<f64>, anyhow::Error>(ms);
                 }
                 let t = Instant::now();
-                let resp = client.get(url(i)).send().await?;
-                anyhow::ensure!(resp.status().is_success(), "{}: {}", url(i), resp.status());
+                let resp = request(&client, i).send().await?;
+                let status = resp.status();
+                anyhow::ensure!(
+                    status.is_success(),
+                    "request {i}: {status}: {}",
+                    resp.text().await.unwrap_or_default()
+                );
                 resp.bytes().await?;
                 ms.push(t.elapsed().as_secs_f64() * 1000.0);
             }
@@ -213,7 +218,7 @@ async fn run_load(
 }
 
 impl Load {
-    fn from_ms(what: &'static str, mut ms: Vec<f64>, secs: f64) -> Load {
+    pub(super) fn from_ms(what: &'static str, mut ms: Vec<f64>, secs: f64) -> Load {
         ms.sort_by(f64::total_cmp);
         let at = |q: f64| ms.get(((ms.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(0.0);
         Load {
@@ -226,7 +231,7 @@ impl Load {
         }
     }
 
-    fn named(self, what: &'static str) -> Load {
+    pub(super) fn named(self, what: &'static str) -> Load {
         Load { what, ..self }
     }
 }

@@ -6,12 +6,14 @@ mod dashboard;
 mod envelopes;
 mod evaluations;
 mod import;
+mod joint;
 mod relay;
 pub use access::{AccessBenchOptions, AccessReport, access};
 pub use dashboard::{DashboardBenchOptions, DashboardReport, dashboard};
 pub use envelopes::{EnvelopeOptions, EnvelopeReport, envelopes};
 pub use evaluations::{EvaluationBenchOptions, EvaluationReport, evaluations};
 pub use import::{ImportBenchOptions, ImportReport, import, import_phase};
+pub use joint::{JointBenchOptions, JointReport, joint};
 pub use relay::{RelayOptions, RelayReport, relay};
 
 use std::fmt;

@@ -28,16 +28,18 @@ pub enum Nav {
     Quality,
     DeadLetters,
     Evaluations,
+    Cases,
     None,
 }
 
-const NAV: [(Nav, &str, &str); 6] = [
+const NAV: [(Nav, &str, &str); 7] = [
     (Nav::Overview, "/dashboard", "概览 Overview"),
     (Nav::Sla, "/dashboard/sla", "公示时限 SLA"),
     (Nav::Reporting, "/dashboard/reporting", "月报 Reporting"),
     (Nav::Quality, "/dashboard/quality", "数据质量 Quality"),
     (Nav::DeadLetters, "/dashboard/dead-letters", "死信 Dead letters"),
     (Nav::Evaluations, "/dashboard/evaluations", "评价互认 Evaluations"),
+    (Nav::Cases, "/dashboard/cases", "联合奖惩 Joint cases"),
 ];
 
 const STYLE: &str = "body{font-family:'PingFang SC','Microsoft YaHei','Noto Sans CJK SC',sans-serif;margin:0;color:#1f2933;background:#f5f7fa}\

@@ -94,6 +94,7 @@ pub fn routes() -> Guarded<App> {
         .post("/dashboard/dead-letters/resend", resend, Rule::Needs(Permission::RelayResend))
         .get("/dashboard/trail/{id}", trail, view)
         .get("/dashboard/evaluations", evaluation_pulls, view)
+        .get("/dashboard/cases", cases, view)
 }
 
 /// A logged-in operator: the name and the cookie value (forms carry a token derived from it).
@@ -588,6 +589,106 @@ async fn evaluation_pulls(headers: HeaderMap, State(app): State<App>) -> Respons
     }
     body.push_str("</table>");
     operator_page(&s, "评价互认查询记录 Evaluation pulls", Nav::Evaluations, &body)
+}
+
+/// Most overdue cases listed on the page (the 督办清单 export has them all).
+const OVERDUE_SHOWN: i64 = 200;
+
+/// 联合奖惩: the loop per department and month (发起 → 响应 → 反馈 → 解除) and the overdue
+/// cases, oldest due first.
+async fn cases(headers: HeaderMap, State(app): State<App>) -> Response {
+    let Some(s) = session(&app, &headers) else { return to_login() };
+    let now = OffsetDateTime::now_utc();
+    let today = gateway_core::date::format_date(gateway_core::date::today_in_china(now));
+    let (rows, overdue) = match tokio::try_join!(
+        crate::joint::loop_rows(&app.ingest, now),
+        app.ingest.store.overdue_cases(&today, None, None, OVERDUE_SHOWN)
+    ) {
+        Ok(v) => v,
+        Err(e) => return failure(e),
+    };
+    let total = |f: fn(&gateway_store::cases::LoopCounts) -> i64| rows.iter().map(|r| f(&r.counts)).sum::<i64>();
+    let mut body = String::new();
+    if app.measures.is_none() {
+        body.push_str(
+            "<p class=\"muted\">本节点未配置联合奖惩措施清单（[measures] catalogue）。\
+             This node has no measures catalogue configured.</p>",
+        );
+    }
+    let overdue_total = total(|c| c.response_overdue + c.feedback_overdue);
+    let _ = write!(
+        body,
+        "<div class=\"cards\"><div class=\"card\">发起 Opened<b id=\"cases-opened\">{}</b></div>\
+         <div class=\"card\">已响应 Responded<b>{}</b></div><div class=\"card\">已反馈 Fed back<b>{}</b></div>\
+         <div class=\"card\">逾期 Overdue<b id=\"cases-overdue\" class=\"{}\">{overdue_total}</b></div>\
+         <div class=\"card\">待解除 Lifting<b>{}</b></div></div>",
+        total(|c| c.opened),
+        total(|c| c.responded),
+        total(|c| c.fed_back),
+        if overdue_total > 0 { "bad" } else { "ok" },
+        total(|c| c.lifting),
+    );
+    body.push_str(
+        "<h2>闭环 · The loop per department and month</h2><table id=\"loop-table\"><tr><th>实施部门 Department</th>\
+         <th>月份 Month</th><th>发起 Opened</th><th>响应 Responded</th><th>响应率 Rate</th><th>不适用 N/A</th>\
+         <th>反馈 Fed back</th><th>反馈率 Rate</th><th>响应逾期 Late response</th><th>反馈逾期 Late feedback</th>\
+         <th>待解除 Lifting</th><th>已解除 Lifted</th></tr>",
+    );
+    let rate =
+        |r: Option<f64>| r.map_or("<td class=\"muted\">—</td>".to_owned(), |r| format!("<td>{:.1}%</td>", r * 100.0));
+    for r in &rows {
+        let c = &r.counts;
+        let late = |n: i64| if n > 0 { format!("<td class=\"bad\">{n}</td>") } else { "<td>0</td>".to_owned() };
+        let _ = write!(
+            body,
+            "<tr data-department=\"{d}\"><td>{d}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td>{}{}{}<td>{}</td><td>{}</td></tr>",
+            esc(&c.month),
+            c.opened,
+            c.responded,
+            rate(r.response_rate),
+            c.not_applicable,
+            c.fed_back,
+            rate(r.feedback_rate),
+            late(c.response_overdue),
+            late(c.feedback_overdue),
+            c.lifting,
+            c.lifted,
+            d = esc(&c.department_uscc),
+        );
+    }
+    body.push_str("</table>");
+    let _ = write!(
+        body,
+        "<h2>督办 · Overdue cases (oldest due first; the 督办清单 workbook: <code>GET /api/v1/cases/overdue?format=xlsx</code>)</h2>\
+         <table id=\"overdue-table\"><tr><th>实施部门 Department</th><th>逾期环节 Stage</th><th>期限 Due</th>\
+         <th>措施 Measure</th><th>主体 Subject</th><th>名单 List</th><th>发起 Opened</th><th>案件 Case</th></tr>"
+    );
+    for c in &overdue {
+        let (stage, due) = if c.state == "opened" {
+            ("响应 response", c.case.response_due.as_deref())
+        } else {
+            ("反馈 feedback", c.case.feedback_due.as_deref())
+        };
+        let measure = app
+            .measures
+            .as_deref()
+            .and_then(|m| m.measure(&c.case.measure_id))
+            .map_or(c.case.measure_id.as_str(), |m| m.title.as_str());
+        let _ = write!(
+            body,
+            "<tr data-case=\"{}\"><td>{}</td><td class=\"bad\">{stage}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td></tr>",
+            esc(&c.case.case_id),
+            esc(&c.case.department_uscc),
+            esc(due.unwrap_or("—")),
+            esc(measure),
+            esc(&c.case.subject_name),
+            esc(&c.case.list_type),
+            esc(&c.case.opened_at),
+            esc(&c.case.case_id),
+        );
+    }
+    body.push_str("</table>");
+    operator_page(&s, "联合奖惩 Joint reward and punishment", Nav::Cases, &body)
 }
 
 fn period_form(action: &str, period: &str) -> String {
