@@ -288,6 +288,14 @@ async fn departments_answer_their_cases_and_a_repair_lifts_the_measures() {
         )
         .await;
     assert_eq!((status, person["subject"].as_str()), (200, Some("110105********002X")), "{person}");
+    let (status, err) = z
+        .post(
+            &z.finance,
+            "/api/v1/checks",
+            serde_json::json!({"id_no": "1101051949123100é", "matter_code": "370300-ZFCG-0001"}),
+        )
+        .await;
+    assert_eq!((status, err["error"]["pointer"].as_str()), (400, Some("/id_no")), "{err}");
 
     // 响应: another unit's case is not found; an answer twice is a conflict.
     let path = |id: &str, what: &str| format!("/api/v1/cases/{id}/{what}");
@@ -369,6 +377,24 @@ async fn departments_answer_their_cases_and_a_repair_lifts_the_measures() {
     assert_eq!(outcome["rows"][1]["error"]["code"], "cases.future_date", "{outcome}");
     assert_eq!(outcome["rows"][1]["error"]["pointer"], "/实施日期", "{outcome}");
     assert_eq!(outcome["rows"][2]["error"]["code"], "not_found", "{outcome}");
+    // A sheet claiming a million rows is refused while it is read, not expanded into a grid.
+    let mut huge = rust_xlsxwriter::Workbook::new();
+    let ws = huge.add_worksheet();
+    ws.set_name("案件答复").expect("name");
+    ws.write_string(0, 0, "案件编号").expect("cell");
+    ws.write_string(0, 1, "答复").expect("cell");
+    ws.write_string(1_048_575, 16_383, "已解除").expect("cell");
+    let resp = z
+        .client
+        .post(format!("{}/api/v1/cases.xlsx", z.node.api))
+        .bearer_auth(&z.housing)
+        .body(huge.save_to_buffer().expect("xlsx"))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(resp.status().as_u16(), 400);
+    let err: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(err["error"]["code"], "cases.workbook", "{err}");
 
     // The loop as the operator sees it.
     let (status, counts) = z.get(&z.operator, "/api/v1/cases/loop").await;

@@ -311,7 +311,8 @@ impl Alerter {
     async fn case_alerts(&self, now: OffsetDateTime) -> anyhow::Result<Vec<Alert>> {
         const LOOK_AT: i64 = RECORDS_PER_ALERT * MAX_PAGES;
         let today = gateway_core::date::format_date(gateway_core::date::today_in_china(now));
-        let overdue = self.app.ingest.store.overdue_cases(&today, None, None, LOOK_AT).await?;
+        // What has just turned overdue first: cases alerted already stay behind them.
+        let overdue = self.app.ingest.store.overdue_cases(&today, None, None, true, LOOK_AT).await?;
         let key = |c: &gateway_store::cases::Case| {
             let stage = if c.state == "opened" { "response" } else { "feedback" };
             format!("cases.overdue:{stage}:{}", c.case.case_id)

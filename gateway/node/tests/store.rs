@@ -393,6 +393,7 @@ async fn joint_cases_open_once_per_subject_measure_and_department(store: Store) 
         entry_record_id: "0190a5b2-0000-7000-8000-000000000001".into(),
         list_type: "black".into(),
         opened_at: "2026-12-07T08:00:00.000Z".into(),
+        opened_on: "2026-12-07".into(),
         response_due: Some("2026-12-14".into()),
         feedback_due: None,
         valid_until: None,
@@ -440,6 +441,7 @@ async fn joint_cases_are_answered_counted_and_lifted(store: Store) {
         entry_record_id: entry.into(),
         list_type: "black".into(),
         opened_at: "2026-11-20T08:00:00.000Z".into(),
+        opened_on: "2026-11-20".into(),
         response_due: Some("2026-11-27".into()),
         feedback_due: Some("2026-12-11".into()),
         valid_until: valid_until.map(Into::into),
@@ -481,9 +483,10 @@ async fn joint_cases_are_answered_counted_and_lifted(store: Store) {
     assert!(matches!(answer("case-003", market, &Answer::Executed(feedback.clone())).await, Answered::Conflict(_)));
 
     // On 2026-11-30: case-002 (opened, due 11-27) is overdue; case-004 too; 001 and 003 not.
-    let overdue = store.overdue_cases("2026-11-30", None, None, 100).await.expect("overdue");
+    let overdue = store.overdue_cases("2026-11-30", None, None, false, 100).await.expect("overdue");
     assert_eq!(overdue.iter().map(|c| c.case.case_id.as_str()).collect::<Vec<_>>(), ["case-002", "case-004"]);
-    let of_market = store.overdue_cases("2026-11-30", Some(market), Some("2026-11"), 100).await.expect("overdue");
+    let of_market =
+        store.overdue_cases("2026-11-30", Some(market), Some("2026-11"), false, 100).await.expect("overdue");
     assert_eq!(of_market.len(), 1);
     let counts = store.case_loop("2026-11-30").await.expect("loop");
     let f = counts.iter().find(|c| c.department_uscc == finance).expect("finance");
@@ -519,6 +522,22 @@ async fn joint_cases_are_answered_counted_and_lifted(store: Store) {
     let Answered::Done(c) = answer("case-001", finance, &Answer::LiftAcknowledged).await else { panic!("ack") };
     assert_eq!((c.state.as_str(), c.answers.lifted_at.is_some()), ("lifted", true));
     assert_eq!(store.case_loop("2026-11-30").await.expect("loop").iter().map(|c| c.lifted).sum::<i64>(), 1);
+
+    // The subject listed again: new cases open beside the lifted and the lifting ones; the
+    // standing not-applicable answer holds.
+    let entry_c = "0190a5b2-0000-7000-8000-00000000000c";
+    let relisted = [
+        NewCase { case_id: "case-101".into(), ..case(1, finance, entry_c, None) },
+        NewCase { case_id: "case-102".into(), ..case(2, finance, entry_c, None) },
+        NewCase { case_id: "case-103".into(), ..case(3, market, entry_c, None) },
+    ];
+    assert_eq!(store.open_cases(&relisted, &[], "2026-12-01T08:00:00.000Z", None).await.expect("relisted"), 2);
+    assert_eq!(store.subject_cases("91370303MA3C8Q2X1Y", Some(finance)).await.expect("check").len(), 2);
+    // Overdue on 2026-12-31: newest due first for alerts, oldest first for the 督办清单.
+    let oldest = store.overdue_cases("2026-12-31", None, None, false, 1).await.expect("overdue");
+    let newest = store.overdue_cases("2026-12-31", None, None, true, 1).await.expect("overdue");
+    assert_eq!((oldest.len(), newest.len()), (1, 1));
+    assert!(oldest[0].case.case_id < newest[0].case.case_id, "{oldest:?} {newest:?}");
 }
 
 async fn a_batch_sees_its_own_earlier_records(store: Store) {

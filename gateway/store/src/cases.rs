@@ -1,6 +1,8 @@
-//! Joint reward-and-punishment cases (migration 0014; ADR 0007): one per subject × measure ×
-//! implementing department. Opening is idempotent: a list entry that comes again opens no
-//! second case. The node decides which cases a list entry opens; the store keeps them.
+//! Joint reward-and-punishment cases (migrations 0014–0015; ADR 0007): one per subject ×
+//! measure × implementing department while it stands (opened, accepted, executed, not
+//! applicable). Opening is idempotent: a list entry that comes again opens no second case; once
+//! a case is lifting or lifted, a new listing opens a new one. The node decides which cases a
+//! list entry opens; the store keeps them and their answers.
 //!
 //! Every write here holds the store's write lock, as every writer of this process does.
 
@@ -12,7 +14,10 @@ use super::{Backend, Store, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NewCase {
     pub case_id: String,
-    /// USCC, or SHA-256 (hex) of a natural person's normalised identity number.
+    /// USCC, or SHA-256 (hex) of a natural person's normalised identity number. Shown only
+    /// when it is a USCC: the hash of an identity number could be reversed by trying every
+    /// number, so it never leaves the node (`null` in answers).
+    #[serde(serialize_with = "uscc_only")]
     pub subject_key: String,
     pub subject_name: String,
     pub measure_id: String,
@@ -23,10 +28,21 @@ pub struct NewCase {
     pub entry_record_id: String,
     pub list_type: String,
     pub opened_at: String,
+    /// The day of opening in China (YYYY-MM-DD): the month the loop counts the case in.
+    pub opened_on: String,
     pub response_due: Option<String>,
     pub feedback_due: Option<String>,
     /// The list entry's 有效期至: the case is lifted once it has passed.
     pub valid_until: Option<String>,
+}
+
+/// Whether a subject key is a USCC (18 characters), not the hash of an identity number.
+pub fn is_uscc(subject_key: &str) -> bool {
+    subject_key.len() == 18
+}
+
+fn uscc_only<S: serde::Serializer>(key: &str, s: S) -> Result<S::Ok, S::Error> {
+    if is_uscc(key) { s.serialize_str(key) } else { s.serialize_none() }
 }
 
 /// A stored case, its state and its answers so far.
@@ -130,7 +146,7 @@ pub const IN_FORCE: [&str; 3] = ["opened", "accepted", "executed"];
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LoopCounts {
     pub department_uscc: String,
-    /// YYYY-MM of `opened_at`.
+    /// YYYY-MM of `opened_on` (China time).
     pub month: String,
     pub opened: i64,
     /// Answered at all (accepted, not applicable, or executed).
@@ -149,13 +165,14 @@ pub struct LoopCounts {
 
 /// The columns a new case fills, in `NewCase` order, then its state.
 const NEW_COLUMNS: &str = "case_id, subject_key, subject_name, measure_id, catalogue, department_uscc, entry_origin, \
-                           entry_record_id, list_type, opened_at, response_due, feedback_due, valid_until, state";
+                           entry_record_id, list_type, opened_at, opened_on, response_due, feedback_due, valid_until, \
+                           state";
 /// Every column read, in `case()` order.
 const COLUMNS: &str = "case_id, subject_key, subject_name, measure_id, catalogue, department_uscc, entry_origin, \
-                       entry_record_id, list_type, opened_at, response_due, feedback_due, valid_until, state, \
+                       entry_record_id, list_type, opened_at, opened_on, response_due, feedback_due, valid_until, state, \
                        responded_at, responded_by, reason, executed_on, action_taken, effect, document_no, \
                        attachment_sha256, check_id, fed_back_at, lift_reason, lift_requested_at, lifted_at";
-/// 14 columns: 2,000 rows stay under SQLite's bound-parameter limit.
+/// 15 columns: 2,000 rows stay under SQLite's bound-parameter limit.
 const CHUNK: usize = 2_000;
 
 fn case<R: Row>(row: &R) -> Result<Case, StoreError>
@@ -176,30 +193,31 @@ where
             entry_record_id: row.try_get(7)?,
             list_type: row.try_get(8)?,
             opened_at: row.try_get(9)?,
-            response_due: row.try_get(10)?,
-            feedback_due: row.try_get(11)?,
-            valid_until: row.try_get(12)?,
+            opened_on: row.try_get(10)?,
+            response_due: row.try_get(11)?,
+            feedback_due: row.try_get(12)?,
+            valid_until: row.try_get(13)?,
         },
-        state: row.try_get(13)?,
+        state: row.try_get(14)?,
         answers: Answers {
-            responded_at: row.try_get(14)?,
-            responded_by: row.try_get(15)?,
-            reason: row.try_get(16)?,
-            feedback: match row.try_get::<Option<String>, _>(17)? {
+            responded_at: row.try_get(15)?,
+            responded_by: row.try_get(16)?,
+            reason: row.try_get(17)?,
+            feedback: match row.try_get::<Option<String>, _>(18)? {
                 None => None,
                 Some(executed_on) => Some(Feedback {
                     executed_on,
-                    action_taken: row.try_get::<Option<String>, _>(18)?.unwrap_or_default(),
-                    effect: row.try_get(19)?,
-                    document_no: row.try_get(20)?,
-                    attachment_sha256: row.try_get(21)?,
-                    check_id: row.try_get(22)?,
+                    action_taken: row.try_get::<Option<String>, _>(19)?.unwrap_or_default(),
+                    effect: row.try_get(20)?,
+                    document_no: row.try_get(21)?,
+                    attachment_sha256: row.try_get(22)?,
+                    check_id: row.try_get(23)?,
                 }),
             },
-            fed_back_at: row.try_get(23)?,
-            lift_reason: row.try_get(24)?,
-            lift_requested_at: row.try_get(25)?,
-            lifted_at: row.try_get(26)?,
+            fed_back_at: row.try_get(24)?,
+            lift_reason: row.try_get(25)?,
+            lift_requested_at: row.try_get(26)?,
+            lifted_at: row.try_get(27)?,
         },
     })
 }
@@ -234,6 +252,7 @@ impl Store {
                         .push_bind(c.entry_record_id.as_str())
                         .push_bind(c.list_type.as_str())
                         .push_bind(c.opened_at.as_str())
+                        .push_bind(c.opened_on.as_str())
                         .push_bind(c.response_due.as_deref())
                         .push_bind(c.feedback_due.as_deref())
                         .push_bind(c.valid_until.as_deref())
@@ -301,9 +320,9 @@ impl Store {
 }
 
 impl Store {
-    /// Asks for the lifting (解除) of every case whose list entry has ended: repaired or
-    /// withdrawn (by a lifecycle event held here), or past its 有效期至 (`today`, YYYY-MM-DD).
-    /// Returns how many cases turned `lifting`.
+    /// Asks for the lifting (解除) of every case whose list entry has ended: repaired, withdrawn
+    /// or expired (公示期满) by a lifecycle event held here (the reason is that state), or past
+    /// its 有效期至 (`today`, YYYY-MM-DD; reason `expired`). Returns how many turned `lifting`.
     pub async fn lift_ended_cases(&self, today: &str, at: &str) -> Result<u64, StoreError> {
         let _serialised = self.write_lock.lock().await;
         dispatch!(self, pool => {
@@ -375,12 +394,18 @@ impl Store {
             if let Some(d) = department {
                 qb.push(" AND department_uscc = ").push_bind(d);
             }
-            qb.push(format!(" AND state IN ('{}')", from.join("', '")));
-            qb.build().execute(pool).await?.rows_affected()
+            qb.push(format!(" AND state IN ('{}') RETURNING {COLUMNS}", from.join("', '")));
+            qb.build().fetch_optional(pool).await?.as_ref().map(case).transpose()?
         });
         drop(_serialised);
-        let Some(case) = self.case(case_id, department).await? else { return Ok(Answered::NotFound) };
-        Ok(if changed == 1 { Answered::Done(Box::new(case)) } else { Answered::Conflict(Box::new(case)) })
+        if let Some(done) = changed {
+            return Ok(Answered::Done(Box::new(done)));
+        }
+        // Not taken: no such case of this department, or one in another state.
+        Ok(match self.case(case_id, department).await? {
+            None => Answered::NotFound,
+            Some(held) => Answered::Conflict(Box::new(held)),
+        })
     }
 
     /// One case, if it belongs to `department` (`None`: any department's).
@@ -395,8 +420,10 @@ impl Store {
         })
     }
 
-    /// The cases of one subject whose measure may be in force (opened, accepted, executed),
-    /// at one department (`None`: at every department): what a point-of-decision check answers.
+    /// The cases of one subject whose measure is in force (opened, accepted, executed), at one
+    /// department (`None`: at every department): what a point-of-decision check answers. A case
+    /// whose entry has ended (repaired, withdrawn, expired) or whose sanctions are suspended
+    /// while an objection is verified is left out at once, before the opener's next pass.
     pub async fn subject_cases(&self, subject_key: &str, department: Option<&str>) -> Result<Vec<Case>, StoreError> {
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM joint_cases WHERE subject_key = "));
@@ -404,7 +431,12 @@ impl Store {
             if let Some(d) = department {
                 qb.push(" AND department_uscc = ").push_bind(d);
             }
-            qb.push(format!(" AND state IN ('{}') ORDER BY measure_id, department_uscc", IN_FORCE.join("', '")));
+            qb.push(format!(" AND state IN ('{}')", IN_FORCE.join("', '")));
+            qb.push(
+                " AND NOT EXISTS (SELECT 1 FROM record_states s WHERE s.record_id = joint_cases.entry_record_id \
+                 AND (s.sanctions_suspended <> 0 OR s.state IN ('repaired', 'withdrawn', 'expired'))) \
+                 ORDER BY measure_id, department_uscc",
+            );
             let rows = qb.build().fetch_all(pool).await?;
             rows.iter().map(case).collect()
         })
@@ -412,12 +444,14 @@ impl Store {
 
     /// Cases past a due date on `today` (YYYY-MM-DD): opened and not responded to by
     /// `response_due`, or accepted and not fed back by `feedback_due`; of one department or of
-    /// all, optionally of one month of opening (YYYY-MM), oldest due first, at most `limit`.
+    /// all, optionally of one month of opening (YYYY-MM), oldest due first (or, with
+    /// `newest_first`, what has just turned overdue first), at most `limit`.
     pub async fn overdue_cases(
         &self,
         today: &str,
         department: Option<&str>,
         month: Option<&str>,
+        newest_first: bool,
         limit: i64,
     ) -> Result<Vec<Case>, StoreError> {
         dispatch!(self, pool => {
@@ -427,9 +461,13 @@ impl Store {
                 qb.push(" AND department_uscc = ").push_bind(d);
             }
             if let Some(m) = month {
-                qb.push(" AND substr(opened_at, 1, 7) = ").push_bind(m);
+                qb.push(" AND substr(opened_on, 1, 7) = ").push_bind(m);
             }
-            qb.push(" ORDER BY COALESCE(CASE WHEN state = 'opened' THEN response_due ELSE feedback_due END, ''), case_id LIMIT ");
+            let order = if newest_first { "DESC" } else { "ASC" };
+            qb.push(format!(
+                " ORDER BY COALESCE(CASE WHEN state = 'opened' THEN response_due ELSE feedback_due END, '') {order}, \
+                 case_id {order} LIMIT "
+            ));
             qb.push_bind(limit);
             let rows = qb.build().fetch_all(pool).await?;
             rows.iter().map(case).collect()
@@ -440,7 +478,7 @@ impl Store {
     pub async fn case_loop(&self, today: &str) -> Result<Vec<LoopCounts>, StoreError> {
         dispatch!(self, pool => {
             let rows = sqlx::query(
-                "SELECT department_uscc, substr(opened_at, 1, 7) AS month, COUNT(*), \
+                "SELECT department_uscc, substr(opened_on, 1, 7) AS month, COUNT(*), \
                  SUM(CASE WHEN responded_at IS NOT NULL THEN 1 ELSE 0 END), \
                  SUM(CASE WHEN reason IS NOT NULL THEN 1 ELSE 0 END), \
                  SUM(CASE WHEN fed_back_at IS NOT NULL THEN 1 ELSE 0 END), \
@@ -448,7 +486,7 @@ impl Store {
                  SUM(CASE WHEN state = 'accepted' AND feedback_due < $1 THEN 1 ELSE 0 END), \
                  SUM(CASE WHEN state = 'lifting' THEN 1 ELSE 0 END), \
                  SUM(CASE WHEN state = 'lifted' THEN 1 ELSE 0 END) \
-                 FROM joint_cases GROUP BY department_uscc, substr(opened_at, 1, 7) ORDER BY 2, 1",
+                 FROM joint_cases GROUP BY department_uscc, substr(opened_on, 1, 7) ORDER BY 2, 1",
             )
             .bind(today)
             .fetch_all(pool)

@@ -232,7 +232,7 @@ pub(super) async fn overdue(
     let cases = app
         .ingest
         .store
-        .overdue_cases(&today, department.as_deref(), p.month.as_deref(), OVERDUE_LIMIT)
+        .overdue_cases(&today, department.as_deref(), p.month.as_deref(), false, OVERDUE_LIMIT)
         .await
         .map_err(|e| ServiceError::internal(&e))?;
     if !xlsx {
@@ -349,7 +349,7 @@ pub(super) async fn upload_workbook(
     body: axum::body::Body,
 ) -> Result<Response, ServiceError> {
     answers::answering_unit(&principal)?;
-    let limit = app.ingest.limits.max_import_bytes;
+    let limit = workbook::MAX_UPLOAD_BYTES.min(app.ingest.limits.max_import_bytes);
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ServiceError::payload_too_large(limit))?;
     let rows = workbook::answer_rows(&bytes, workbook::MAX_ROWS).map_err(|m| {
         ServiceError::bad_request(

@@ -52,6 +52,8 @@ pub struct JointReport {
     pub floor: Load,
     pub checks: Load,
     pub with_measures: usize,
+    /// One reading of the loop's counts (what `/metrics` and the dashboard page do per call).
+    pub loop_ms: f64,
 }
 
 /// Five measures a black-list entry starts, one per department category.
@@ -172,7 +174,9 @@ pub async fn joint(opts: &JointBenchOptions) -> anyhow::Result<JointReport> {
     fill(&gw, entries..subjects).await?;
     crate::joint::opener::run_once(&gw, &catalogue, now).await?;
     gw.store.checkpoint().await?;
+    let started = Instant::now();
     let stored_cases = gw.store.case_loop("2000-01-01").await?.iter().map(|r| r.opened).sum();
+    let loop_ms = started.elapsed().as_secs_f64() * 1000.0;
     let database_mib = std::fs::metadata(&sqlite_path).map(|m| m.len() as f64 / 1_048_576.0).unwrap_or(0.0);
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
@@ -217,6 +221,7 @@ pub async fn joint(opts: &JointBenchOptions) -> anyhow::Result<JointReport> {
         floor,
         checks,
         with_measures,
+        loop_ms,
     };
     super::write_section(&opts.report, "## Joint reward and punishment", "bench joint", &report.to_string())?;
     Ok(report)
@@ -283,10 +288,14 @@ impl fmt::Display for JointReport {
         writeln!(
             f,
             "\n{} clients in flight; subjects spread over twice the listed ones ({} of a sample of 1,000 have a \
-             measure at the asking department). Checks ran at {:.0} % of the ceiling's rate.",
+             measure at the asking department). Checks ran at {:.0} % of the ceiling's rate.\n\n\
+             Reading the loop's counts per department and month over all {} cases (what `/metrics`, \
+             `GET /api/v1/cases/loop` and the dashboard page do on each call) took {:.0} ms.",
             self.concurrency,
             self.with_measures,
-            100.0 * self.checks.per_sec / self.floor.per_sec.max(1e-9)
+            100.0 * self.checks.per_sec / self.floor.per_sec.max(1e-9),
+            self.stored_cases,
+            self.loop_ms
         )
     }
 }

@@ -602,7 +602,7 @@ async fn cases(headers: HeaderMap, State(app): State<App>) -> Response {
     let today = gateway_core::date::format_date(gateway_core::date::today_in_china(now));
     let (rows, overdue) = match tokio::try_join!(
         crate::joint::loop_rows(&app.ingest, now),
-        app.ingest.store.overdue_cases(&today, None, None, OVERDUE_SHOWN)
+        app.ingest.store.overdue_cases(&today, None, None, false, OVERDUE_SHOWN)
     ) {
         Ok(v) => v,
         Err(e) => return failure(e),

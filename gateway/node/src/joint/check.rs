@@ -87,7 +87,9 @@ fn subject(body: &CheckBody) -> Result<(String, String), ServiceError> {
         }
         (None, Some(id)) => {
             let id = normalize_code(id);
-            let resident = matches!(id.len(), 15 | 18) && id[..id.len() - 1].bytes().all(|b| b.is_ascii_digit());
+            let resident = id.is_ascii()
+                && matches!(id.len(), 15 | 18)
+                && id.bytes().take(id.len() - 1).all(|b| b.is_ascii_digit());
             let well_formed = if resident {
                 check_resident_id(&id).is_ok()
             } else {

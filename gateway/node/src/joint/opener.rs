@@ -92,6 +92,7 @@ pub fn plan(
                 entry_record_id: record.record_id.to_string(),
                 list_type: entry.list_type.clone(),
                 opened_at: format_time(now),
+                opened_on: format_date(today),
                 response_due: response_due.map(format_date),
                 feedback_due: feedback_due.clone(),
                 valid_until: entry.valid_until.clone(),

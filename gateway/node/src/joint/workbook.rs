@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 
-use calamine::{Data, Reader, Xlsx};
+use calamine::{DataRef, Reader, Xlsx};
 use gateway_core::measures::Catalogue;
 use gateway_store::cases::Case;
 use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
@@ -16,6 +16,13 @@ use utoipa::ToSchema;
 
 /// Most cases in one cases workbook, and most answered rows taken from one upload.
 pub const MAX_ROWS: usize = 5_000;
+/// Largest upload of a cases workbook: 5,000 filled rows take well under 2 MiB.
+pub const MAX_UPLOAD_BYTES: usize = 8 << 20;
+/// Rows read from an upload (answered or not) and columns kept, whatever the sheet claims.
+const MAX_SHEET_ROWS: u32 = 2 * MAX_ROWS as u32;
+const MAX_COLUMNS: u32 = 64;
+/// Longest cell taken from an upload (characters); longer ones are cut before any use.
+const MAX_CELL_CHARS: usize = 600;
 /// The sheet of the cases workbook.
 pub const CASES_SHEET: &str = "案件答复";
 /// Its columns: what the gateway fills in, then what the department answers.
@@ -160,52 +167,67 @@ pub struct AnswerRow {
     pub cells: BTreeMap<String, String>,
 }
 
-/// The rows of an uploaded cases workbook that carry an answer, at most `max_rows` of them
-/// (counted while reading). Errors name what is wrong with the workbook itself.
+/// The rows of an uploaded cases workbook that carry an answer, at most `max_rows` of them.
+/// The sheet is read cell by cell (never as a grid its dimensions could make huge), and rows,
+/// columns and cell lengths are bounded while reading. Errors name what is wrong with the
+/// workbook itself.
 pub fn answer_rows(bytes: &[u8], max_rows: usize) -> Result<Vec<AnswerRow>, String> {
     let mut book = Xlsx::new(Cursor::new(bytes)).map_err(|e| format!("not a readable .xlsx workbook: {e}"))?;
-    let range = book
-        .worksheet_range(CASES_SHEET)
+    let mut reader = book
+        .worksheet_cells_reader(CASES_SHEET)
         .map_err(|_| format!("the workbook has no sheet {CASES_SHEET} (download it from GET /api/v1/cases.xlsx)"))?;
-    let mut rows = range.rows();
-    let header: Vec<String> = rows
-        .next()
-        .ok_or_else(|| format!("sheet {CASES_SHEET} is empty"))?
-        .iter()
-        .map(|c| c.to_string().trim().to_owned())
-        .collect();
+    let mut by_row: Vec<(u32, Vec<(u32, String)>)> = Vec::new();
+    while let Some(cell) = reader.next_cell().map_err(|e| format!("sheet {CASES_SHEET} cannot be read: {e}"))? {
+        let (r, c) = cell.get_position();
+        if r >= MAX_SHEET_ROWS {
+            return Err(format!("sheet {CASES_SHEET} has more than {MAX_SHEET_ROWS} rows; split the workbook"));
+        }
+        let text = cell_text(cell.get_value());
+        if c >= MAX_COLUMNS || text.is_empty() {
+            continue;
+        }
+        match by_row.last_mut() {
+            Some((row, cells)) if *row == r => cells.push((c, text)),
+            _ => by_row.push((r, vec![(c, text)])),
+        }
+    }
+    let mut rows = by_row.into_iter();
+    let (_, head) = rows.next().ok_or_else(|| format!("sheet {CASES_SHEET} is empty"))?;
+    let header: BTreeMap<u32, String> = head.into_iter().collect();
     for needed in ["案件编号", "答复"] {
-        if !header.iter().any(|h| h == needed) {
+        if !header.values().any(|h| h == needed) {
             return Err(format!("sheet {CASES_SHEET} has no column {needed}"));
         }
     }
     let mut out = Vec::new();
-    let start = range.start().map_or(0, |(r, _)| r);
-    for (i, cells) in rows.enumerate() {
-        let cells: BTreeMap<String, String> = header
-            .iter()
-            .zip(cells)
-            .filter(|(h, _)| !h.is_empty())
-            .map(|(h, c)| (h.clone(), cell_text(c)))
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
-        if cells.get("答复").is_none_or(|a| a.is_empty()) {
+    for (r, cells) in rows {
+        let cells: BTreeMap<String, String> =
+            cells.into_iter().filter_map(|(c, v)| header.get(&c).map(|h| (h.clone(), v))).collect();
+        if !cells.contains_key("答复") {
             continue;
         }
         if out.len() == max_rows {
             return Err(format!("more than {max_rows} answered rows; split the workbook"));
         }
-        out.push(AnswerRow { row: start + i as u32 + 2, cells });
+        // Excel numbers rows from 1.
+        out.push(AnswerRow { row: r + 1, cells });
     }
     Ok(out)
 }
 
-fn cell_text(c: &Data) -> String {
-    match c {
+/// A cell as trimmed text, cut to `MAX_CELL_CHARS`; dates as `YYYY-MM-DD`.
+fn cell_text(c: &DataRef<'_>) -> String {
+    let text = match c {
         // A date typed into 实施日期 arrives as an Excel date.
-        Data::DateTime(d) => crate::adapters::xlsx::excel_date(d.as_f64()).unwrap_or_else(|| c.to_string()),
-        other => other.to_string().trim().to_owned(),
-    }
+        DataRef::DateTime(d) => crate::adapters::xlsx::excel_date(d.as_f64()).unwrap_or_default(),
+        DataRef::DateTimeIso(s) => s.chars().take(10).collect(),
+        DataRef::String(s) => s.trim().to_owned(),
+        DataRef::SharedString(s) => s.trim().to_owned(),
+        DataRef::Int(i) => i.to_string(),
+        DataRef::Float(f) => f.to_string(),
+        DataRef::Bool(_) | DataRef::Error(_) | DataRef::DurationIso(_) | DataRef::Empty => String::new(),
+    };
+    if text.chars().count() > MAX_CELL_CHARS { text.chars().take(MAX_CELL_CHARS).collect() } else { text }
 }
 
 /// What became of one uploaded row.
@@ -235,17 +257,18 @@ pub async fn apply(
     let mut out = Vec::with_capacity(rows.len());
     for AnswerRow { row, cells } in rows {
         let get = |k: &str| cells.get(k).cloned();
-        let case_id = get("案件编号");
+        // A case id is a UUID: anything longer is refused and not echoed back.
+        let case_id = get("案件编号").filter(|id| id.len() <= 64);
         let result = async {
             let case_id = case_id.as_deref().ok_or_else(|| {
                 crate::api::ServiceError::bad_request(
-                    "cases.required",
-                    "案件编号 不能为空",
-                    "案件编号 (case id) must not be empty",
+                    "cases.case_id",
+                    "案件编号 为空或过长（应为下载的案件答复表中的编号）",
+                    "案件编号 (case id) is empty or too long (keep the id of the downloaded workbook)",
                 )
                 .with_pointer("/案件编号")
             })?;
-            let said = get("答复").unwrap_or_default();
+            let said: String = get("答复").unwrap_or_default().chars().take(20).collect();
             let answer = match ANSWERS.iter().find(|(zh, _)| *zh == said).map(|(_, a)| *a) {
                 Some(a @ ("accepted" | "not_applicable")) => {
                     answers::response(&ResponseBody { answer: a.into(), reason: get("不适用理由") })?
@@ -262,8 +285,8 @@ pub async fn apply(
                     };
                     answers::feedback(&body, &case, catalogue, gateway_core::date::today_in_china(now))?
                 }
-                Some(_) => gateway_store::cases::Answer::LiftAcknowledged,
-                None => {
+                Some("lifted") => gateway_store::cases::Answer::LiftAcknowledged,
+                _ => {
                     let choices: Vec<&str> = ANSWERS.iter().map(|(zh, _)| *zh).collect();
                     return Err(crate::api::ServiceError::bad_request(
                         "cases.answer",
