@@ -282,21 +282,8 @@ async fn open_overdue_case(node: &testkit::Running) -> String {
         ..Default::default()
     };
     credit_gateway::auth::credentials::issue(&app.ingest.store, req, OffsetDateTime::now_utc()).await.expect("issue");
-    let mut entry: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            testkit::repo_dir().join("schemas/credit_list_entry/valid/black_procurement_removed.json"),
-        )
-        .expect("example"),
-    )
-    .expect("json");
-    let obj = entry.as_object_mut().expect("object");
-    obj.remove("removed_on");
-    obj.remove("removal_reason");
-    obj.insert("status".into(), "active".into());
-    obj.insert("valid_until".into(), "2099-12-31".into());
     // Listed today: on time at the SLA page, whatever the cases' clock.
-    let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
-    obj.insert("listed_on".into(), gateway_core::date::format_date(today).into());
+    let entry = testkit::active_black_list_entry();
     let answer = app
         .ingest
         .push(serde_json::to_vec(&[entry]).expect("json").into(), OffsetDateTime::now_utc())

@@ -92,24 +92,6 @@ fn unit(k: u64) -> String {
     credit_gateway::bench::uscc_in("11", "370300", k)
 }
 
-/// An active 政府采购 black-list entry: procurement (finance), bidding (housing) and
-/// inspection (market) apply; the tax measure is for 税务 entries only.
-fn black_list_entry() -> serde_json::Value {
-    let mut entry: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            testkit::repo_dir().join("schemas/credit_list_entry/valid/black_procurement_removed.json"),
-        )
-        .expect("example"),
-    )
-    .expect("json");
-    let obj = entry.as_object_mut().expect("object");
-    obj.remove("removed_on");
-    obj.remove("removal_reason");
-    obj.insert("status".into(), "active".into());
-    obj.insert("valid_until".into(), "2099-12-31".into());
-    entry
-}
-
 impl Zibo {
     async fn start() -> Self {
         use credit_gateway::auth::{IssueRequest, Role, grants};
@@ -202,7 +184,7 @@ async fn a_black_list_entry_opens_cases_at_the_implementing_departments() {
     let z = Zibo::start().await;
     let app = &z.node.app;
     let now = time::OffsetDateTime::now_utc();
-    let mut entry = black_list_entry();
+    let mut entry = testkit::active_black_list_entry();
     z.push(std::slice::from_ref(&entry)).await;
     assert_eq!(z.open(now).await, 3);
 
@@ -255,7 +237,7 @@ async fn a_black_list_entry_opens_cases_at_the_implementing_departments() {
 async fn departments_answer_their_cases_and_a_repair_lifts_the_measures() {
     let z = Zibo::start().await;
     let now = time::OffsetDateTime::now_utc();
-    let stored = z.push(&[black_list_entry()]).await;
+    let stored = z.push(&[testkit::active_black_list_entry()]).await;
     let entry_id = stored["outcomes"][0]["record_id"].as_str().expect("record id").to_owned();
     assert_eq!(z.open(now).await, 3);
     let case_of = async |key: &str| z.cases(key, "").await[0]["case_id"].as_str().expect("case id").to_owned();

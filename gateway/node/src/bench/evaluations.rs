@@ -231,6 +231,19 @@ impl Load {
         }
     }
 
+    /// The heading of a table of loads.
+    pub(super) const TABLE_HEAD: &str =
+        "| requests | count | per second | p50 ms | p99 ms | max ms | target |\n|---|---:|---:|---:|---:|---:|---|";
+
+    /// This load as a row of that table.
+    pub(super) fn row(&self, f: &mut fmt::Formatter<'_>, target: &str) -> fmt::Result {
+        writeln!(
+            f,
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {target} |",
+            self.what, self.requests, self.per_sec, self.p50_ms, self.p99_ms, self.max_ms
+        )
+    }
+
     pub(super) fn named(self, what: &'static str) -> Load {
         Load { what, ..self }
     }
@@ -261,17 +274,8 @@ impl fmt::Display for EvaluationReport {
              log before it is answered (group commit). Subjects are spread over the whole store; release build.\n",
             self.database_mib, self.fill_secs, self.concurrency
         )?;
-        writeln!(
-            f,
-            "| requests | count | per second | p50 ms | p99 ms | max ms | target |\n|---|---:|---:|---:|---:|---:|---|"
-        )?;
-        let row = |f: &mut fmt::Formatter<'_>, l: &Load, target: String| {
-            writeln!(
-                f,
-                "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {target} |",
-                l.what, l.requests, l.per_sec, l.p50_ms, l.p99_ms, l.max_ms
-            )
-        };
+        writeln!(f, "{}", Load::TABLE_HEAD)?;
+        let row = |f: &mut fmt::Formatter<'_>, l: &Load, target: String| l.row(f, &target);
         row(f, &self.floor, "ceiling (same server and client)".into())?;
         let ok = |b: bool| if b { "✔" } else { "✘" };
         row(

@@ -264,17 +264,8 @@ impl fmt::Display for JointReport {
             "### Point-of-decision checks (信用核查) with {} cases stored (database {:.0} MiB)\n",
             self.stored_cases, self.database_mib
         )?;
-        writeln!(
-            f,
-            "| requests | count | per second | p50 ms | p99 ms | max ms | target |\n|---|---:|---:|---:|---:|---:|---|"
-        )?;
-        let row = |f: &mut fmt::Formatter<'_>, l: &Load, target: String| {
-            writeln!(
-                f,
-                "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {target} |",
-                l.what, l.requests, l.per_sec, l.p50_ms, l.p99_ms, l.max_ms
-            )
-        };
+        writeln!(f, "{}", Load::TABLE_HEAD)?;
+        let row = |f: &mut fmt::Formatter<'_>, l: &Load, target: String| l.row(f, &target);
         row(f, &self.floor, "ceiling (same server and client)".into())?;
         row(
             f,
