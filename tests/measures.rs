@@ -396,6 +396,24 @@ async fn departments_answer_their_cases_and_a_repair_lifts_the_measures() {
     );
     assert_eq!((of(2)["responded"].as_i64(), of(2)["response_rate"].as_f64()), (Some(0), Some(0.0)));
     assert_eq!(of(3)["fed_back"].as_i64(), Some(1));
+    // The month's loop is in the quality export too.
+    let resp = z
+        .client
+        .get(format!("{}/api/v1/quality.xlsx", z.node.api))
+        .bearer_auth(&z.operator)
+        .send()
+        .await
+        .expect("quality");
+    let xlsx = resp.bytes().await.expect("bytes");
+    std::fs::write(tmp.path().join("quality.xlsx"), &xlsx).expect("write");
+    let sheet =
+        credit_gateway::adapters::xlsx::read_sheet(&tmp.path().join("quality.xlsx"), "联合奖惩").expect("sheet");
+    let finance_row = sheet.iter().find(|r| r["实施部门Department"] == unit(1)).expect("finance row");
+    assert_eq!(
+        (finance_row["反馈Fedback"].as_str(), finance_row["反馈率Feedbackrate"].as_str()),
+        ("1.0", "1.0"),
+        "{sheet:?}"
+    );
     let metrics = z
         .client
         .get(format!("{}/metrics", z.node.api))

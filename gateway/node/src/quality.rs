@@ -167,9 +167,13 @@ pub fn to_csv(v: &QualityView) -> Result<Vec<u8>, csv::Error> {
     out.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-/// The view as an XLSX workbook: a sheet of departments (ratios below target in red) and a
-/// sheet of rejection reasons ranked.
-pub fn to_xlsx(v: &QualityView) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+/// The view as an XLSX workbook: a sheet of departments (ratios below target in red), a sheet
+/// of rejection reasons ranked, and, when given, a sheet of the month's joint
+/// reward-and-punishment loop per implementing department (联合奖惩).
+pub fn to_xlsx(
+    v: &QualityView,
+    joint: Option<&[crate::joint::LoopRow]>,
+) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
     use rust_xlsxwriter::{Color, Format, Workbook};
     let mut book = Workbook::new();
     let bold = Format::new().set_bold();
@@ -211,5 +215,41 @@ pub fn to_xlsx(v: &QualityView) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
         ws.write_number(i as u32 + 1, 1, r.count as f64)?;
     }
     ws.set_column_width(0, 36)?;
+    if let Some(rows) = joint {
+        let ws = book.add_worksheet();
+        ws.set_name("联合奖惩")?;
+        let head = [
+            "实施部门 Department",
+            "发起 Opened",
+            "响应 Responded",
+            "响应率 Response rate",
+            "不适用 Not applicable",
+            "反馈 Fed back",
+            "反馈率 Feedback rate",
+            "响应逾期 Late response",
+            "反馈逾期 Late feedback",
+            "待解除 Lifting",
+            "已解除 Lifted",
+        ];
+        for (c, h) in head.iter().enumerate() {
+            ws.write_string_with_format(0, c as u16, *h, &bold)?;
+        }
+        for (i, r) in rows.iter().enumerate() {
+            let (row, c) = (i as u32 + 1, &r.counts);
+            ws.write_string(row, 0, &c.department_uscc)?;
+            for (col, n) in [(1, c.opened), (2, c.responded), (4, c.not_applicable), (5, c.fed_back)]
+                .into_iter()
+                .chain([(7, c.response_overdue), (8, c.feedback_overdue), (9, c.lifting), (10, c.lifted)])
+            {
+                ws.write_number(row, col, n as f64)?;
+            }
+            for (col, rate) in [(3, r.response_rate), (6, r.feedback_rate)] {
+                if let Some(rate) = rate {
+                    ws.write_number_with_format(row, col, rate, &percent)?;
+                }
+            }
+        }
+        ws.set_column_width(0, 24)?;
+    }
     book.save_to_buffer()
 }

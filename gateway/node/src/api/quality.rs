@@ -81,7 +81,8 @@ pub async fn csv(
     Ok(attachment("text/csv; charset=utf-8", &format!("quality-{}.csv", view.period), bytes))
 }
 
-/// The quality table as an XLSX workbook (below-target ratios in red; reasons on a second sheet).
+/// The quality table as an XLSX workbook (below-target ratios in red; reasons on a second sheet;
+/// with a measures catalogue, the joint reward-and-punishment loop of the month on a third).
 #[utoipa::path(
     get,
     path = "/api/v1/quality.xlsx",
@@ -98,7 +99,20 @@ pub async fn xlsx(
     params: Result<Query<ReportingParams>, QueryRejection>,
 ) -> Result<Response, ServiceError> {
     let view = load(&app, &principal, params).await?;
-    let bytes = crate::quality::to_xlsx(&view).map_err(|e| ServiceError::internal(&e))?;
+    let joint = match &app.measures {
+        None => None,
+        Some(_) => {
+            let mut rows = crate::joint::loop_rows(&app.ingest, OffsetDateTime::now_utc())
+                .await
+                .map_err(|e| ServiceError::internal(&e))?;
+            rows.retain(|r| r.counts.month == view.period);
+            if let UnitScope::Only(units) = principal.units() {
+                rows.retain(|r| units.contains(&r.counts.department_uscc));
+            }
+            Some(rows)
+        }
+    };
+    let bytes = crate::quality::to_xlsx(&view, joint.as_deref()).map_err(|e| ServiceError::internal(&e))?;
     Ok(attachment(super::imports::XLSX, &format!("quality-{}.xlsx", view.period), bytes))
 }
 
