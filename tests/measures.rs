@@ -227,6 +227,25 @@ async fn a_black_list_entry_opens_cases_at_the_implementing_departments() {
     z.push(&[removed]).await;
     assert_eq!(z.open(now).await, 0);
     assert_eq!(z.cases(&z.operator, "").await.len(), 3);
+
+    // A second finance unit registered after the entries were read is caught up once: the
+    // standing entry (its latest version) opens its case; the removed one opens nothing.
+    let req = credit_gateway::auth::IssueRequest {
+        principal: "淄博市公共资源交易中心".into(),
+        role: Some(credit_gateway::auth::Role::Department),
+        unit_uscc: Some(unit(5)),
+        category: Some("finance".into()),
+        ..Default::default()
+    };
+    credit_gateway::auth::credentials::issue(&app.ingest.store, req, now).await.expect("issue");
+    assert_eq!(z.open(now).await, 1);
+    assert_eq!(z.open(now).await, 0);
+    let all = z.cases(&z.operator, "").await;
+    assert_eq!(all.len(), 4);
+    assert!(
+        all.iter()
+            .any(|c| c["department_uscc"] == unit(5).as_str() && c["measure_id"] == "restrict-government-procurement")
+    );
 }
 
 /// 核查 → 响应 → 反馈 → 解除 at one node, through the API and the cases workbook: each

@@ -222,7 +222,95 @@ where
     })
 }
 
+/// Inserts `$cases` (`&[NewCase]`) into `joint_cases` inside the transaction `$tx`, skipping a
+/// case whose subject × measure × department already has a standing one; evaluates to how
+/// many were inserted.
+macro_rules! insert_cases {
+    ($tx:ident, $verb:expr, $tail:expr, $cases:expr) => {{
+        let mut inserted = 0;
+        for chunk in $cases.chunks(CHUNK) {
+            let mut qb = QueryBuilder::new(format!("{} joint_cases ({NEW_COLUMNS}) ", $verb));
+            qb.push_values(chunk, |mut b, c| {
+                b.push_bind(c.case_id.as_str())
+                    .push_bind(c.subject_key.as_str())
+                    .push_bind(c.subject_name.as_str())
+                    .push_bind(c.measure_id.as_str())
+                    .push_bind(c.catalogue.as_str())
+                    .push_bind(c.department_uscc.as_str())
+                    .push_bind(c.entry_origin.as_str())
+                    .push_bind(c.entry_record_id.as_str())
+                    .push_bind(c.list_type.as_str())
+                    .push_bind(c.opened_at.as_str())
+                    .push_bind(c.opened_on.as_str())
+                    .push_bind(c.response_due.as_deref())
+                    .push_bind(c.feedback_due.as_deref())
+                    .push_bind(c.valid_until.as_deref())
+                    .push_bind("opened");
+            });
+            qb.push($tail);
+            inserted += qb.build().execute(&mut *$tx).await?.rows_affected();
+        }
+        inserted
+    }};
+}
+
 impl Store {
+    /// The implementing departments (unit, category) the opener has planned cases for.
+    pub async fn planned_departments(&self) -> Result<Vec<(String, String)>, StoreError> {
+        dispatch!(self, pool => {
+            let rows = sqlx::query("SELECT department_uscc, category FROM joint_departments").fetch_all(pool).await?;
+            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        })
+    }
+
+    /// Opens a newly registered department's catch-up cases and marks the departments planned,
+    /// in one transaction; returns how many cases were opened.
+    pub async fn plan_departments(
+        &self,
+        cases: &[NewCase],
+        departments: &[(String, String)],
+    ) -> Result<u64, StoreError> {
+        let _serialised = self.write_lock.lock().await;
+        let (verb, tail) = self.skip_held();
+        dispatch!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let opened = insert_cases!(tx, verb, tail, cases);
+            for chunk in departments.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(format!("{verb} joint_departments (department_uscc, category) "));
+                qb.push_values(chunk, |mut b, (unit, category)| {
+                    b.push_bind(unit.as_str()).push_bind(category.as_str());
+                });
+                qb.push(tail);
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(opened)
+        })
+    }
+
+    /// Which of `record_ids` have ended by a lifecycle event held here (repaired, withdrawn,
+    /// expired).
+    pub async fn ended_records(&self, record_ids: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut ended = std::collections::HashSet::new();
+        for chunk in record_ids.chunks(CHUNK) {
+            dispatch!(self, pool => {
+                let mut qb = QueryBuilder::new(
+                    "SELECT record_id FROM record_states WHERE state IN ('repaired', 'withdrawn', 'expired') \
+                     AND record_id IN (",
+                );
+                let mut ids = qb.separated(", ");
+                for id in chunk {
+                    ids.push_bind(id.as_str());
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(pool).await? {
+                    ended.insert(row.try_get::<String, _>(0)?);
+                }
+            });
+        }
+        Ok(ended)
+    }
+
     /// Opens the cases not held yet (by subject × measure × department), then asks for the
     /// lifting of the cases of `removed` list entries (record ids), in one transaction; returns
     /// how many were opened. With `read_up_to`, the opener's cursor moves there in the same
@@ -239,28 +327,7 @@ impl Store {
         let mut opened = 0;
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
-            for chunk in cases.chunks(CHUNK) {
-                let mut qb = QueryBuilder::new(format!("{verb} joint_cases ({NEW_COLUMNS}) "));
-                qb.push_values(chunk, |mut b, c| {
-                    b.push_bind(c.case_id.as_str())
-                        .push_bind(c.subject_key.as_str())
-                        .push_bind(c.subject_name.as_str())
-                        .push_bind(c.measure_id.as_str())
-                        .push_bind(c.catalogue.as_str())
-                        .push_bind(c.department_uscc.as_str())
-                        .push_bind(c.entry_origin.as_str())
-                        .push_bind(c.entry_record_id.as_str())
-                        .push_bind(c.list_type.as_str())
-                        .push_bind(c.opened_at.as_str())
-                        .push_bind(c.opened_on.as_str())
-                        .push_bind(c.response_due.as_deref())
-                        .push_bind(c.feedback_due.as_deref())
-                        .push_bind(c.valid_until.as_deref())
-                        .push_bind("opened");
-                });
-                qb.push(tail);
-                opened += qb.build().execute(&mut *tx).await?.rows_affected();
-            }
+            opened += insert_cases!(tx, verb, tail, cases);
             for chunk in removed.chunks(CHUNK) {
                 let mut qb = QueryBuilder::new("UPDATE joint_cases SET state = 'lifting', lift_reason = 'removed', ");
                 qb.push("lift_requested_at = ").push_bind(at);

@@ -3,9 +3,10 @@
 //! catalogue starts for it and per implementing department: the registered department
 //! principals (#23) of the measure's category. The cases and the moved cursor commit together,
 //! and a case already held (same subject × measure × department) is not opened again, so a
-//! pass can be repeated after a crash and an entry that comes again opens nothing new.
+//! pass can be repeated after a crash and an entry that comes again opens nothing new. A
+//! department registered after entries were read is caught up once (`catch_up`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use gateway_core::canonical::Sha256Digest;
@@ -115,7 +116,7 @@ pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDa
             departments.entry(category).or_default().insert(unit);
         }
     }
-    let mut opened = 0;
+    let mut opened = catch_up(ingest, catalogue, &departments, now).await?;
     let mut after = store.joint_cursor().await?;
     loop {
         let q =
@@ -140,6 +141,65 @@ pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDa
     let lifting = store.lift_ended_cases(&format_date(today_in_china(now)), &format_time(now)).await?;
     if opened > 0 || lifting > 0 {
         tracing::info!(opened, lifting, "joint reward-and-punishment cases opened and lifted");
+    }
+    Ok(opened)
+}
+
+/// Opens the cases of departments registered since the last pass for the entries read before
+/// it: the latest version of each entry read so far decides, and entries that have ended
+/// (removed, repaired, withdrawn, expired, past 有效期至) open nothing. The cases and the
+/// departments marked planned commit together, so each department is caught up once.
+async fn catch_up(
+    ingest: &Arc<Ingest>,
+    catalogue: &Catalogue,
+    departments: &Departments,
+    now: OffsetDateTime,
+) -> anyhow::Result<u64> {
+    let store = &ingest.store;
+    let planned: HashSet<(String, String)> = store.planned_departments().await?.into_iter().collect();
+    let new: Vec<(String, String)> = departments
+        .iter()
+        .flat_map(|(category, units)| units.iter().map(move |u| (u.clone(), category.clone())))
+        .filter(|d| !planned.contains(d))
+        .collect();
+    if new.is_empty() {
+        return Ok(0);
+    }
+    let mut only_new = Departments::new();
+    for (unit, category) in &new {
+        only_new.entry(category.clone()).or_default().insert(unit.clone());
+    }
+    let read_up_to = store.joint_cursor().await?;
+    // The cases each entry's latest version opens (none for a removed one), by record id.
+    let mut latest: HashMap<String, Vec<NewCase>> = HashMap::new();
+    let mut after = 0;
+    while after < read_up_to {
+        let q =
+            RecordQuery { record_type: Some(RecordType::CreditListEntry), after, limit: PAGE, ..Default::default() };
+        let page = store.query(&q).await?;
+        let Some(last) = page.last().map(|r| r.seq) else { break };
+        for record in page.iter().filter(|r| r.seq <= read_up_to) {
+            let Ok(content) = serde_json::from_str::<Value>(&record.content) else { continue };
+            let cases = plan(record, &content, catalogue, &only_new, &ingest.calendar, now);
+            latest.insert(record.record_id.to_string(), cases);
+        }
+        after = last;
+        if (page.len() as i64) < PAGE {
+            break;
+        }
+    }
+    let ids: Vec<String> = latest.keys().cloned().collect();
+    let ended = store.ended_records(&ids).await?;
+    let today = format_date(today_in_china(now));
+    let cases: Vec<NewCase> = latest
+        .into_iter()
+        .filter(|(id, _)| !ended.contains(id))
+        .flat_map(|(_, cases)| cases)
+        .filter(|c| c.valid_until.as_deref().is_none_or(|v| v >= today.as_str()))
+        .collect();
+    let opened = store.plan_departments(&cases, &new).await?;
+    if opened > 0 {
+        tracing::info!(opened, departments = new.len(), "joint cases opened for newly registered departments");
     }
     Ok(opened)
 }

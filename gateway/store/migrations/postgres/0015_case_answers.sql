@@ -36,3 +36,12 @@ ALTER TABLE joint_cases ADD COLUMN lift_requested_at TEXT;
 ALTER TABLE joint_cases ADD COLUMN lifted_at TEXT;
 -- Overdue responses and feedback.
 CREATE INDEX joint_cases_state_due ON joint_cases (state, response_due);
+
+-- The implementing departments (unit × category) the opener has planned cases for. A
+-- department registered later is caught up once: the entries already read that still stand
+-- open its cases.
+CREATE TABLE joint_departments (
+    department_uscc TEXT NOT NULL,
+    category        TEXT NOT NULL,
+    PRIMARY KEY (department_uscc, category)
+);

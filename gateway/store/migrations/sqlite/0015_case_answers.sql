@@ -57,3 +57,12 @@ CREATE INDEX joint_cases_department ON joint_cases (department_uscc, state);
 CREATE INDEX joint_cases_entry ON joint_cases (entry_record_id);
 -- Overdue responses and feedback.
 CREATE INDEX joint_cases_state_due ON joint_cases (state, response_due);
+
+-- The implementing departments (unit × category) the opener has planned cases for. A
+-- department registered later is caught up once: the entries already read that still stand
+-- open its cases.
+CREATE TABLE joint_departments (
+    department_uscc TEXT NOT NULL,
+    category        TEXT NOT NULL,
+    PRIMARY KEY (department_uscc, category)
+);
