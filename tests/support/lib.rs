@@ -431,19 +431,9 @@ pub async fn webhook() -> (String, Received) {
     (url, received)
 }
 
-/// An active 政府采购 black-list entry of 周村区, listed today (the shipped example of a removed
-/// one, put back in force): the demo catalogue starts procurement (finance, reach all),
-/// bidding (housing) and inspection (market) for it; the tax measure is for 税务 entries only.
+/// An active 政府采购 black-list entry of 周村区, listed today (the demo's; see
+/// `credit_gateway::demo::active_black_list_entry`).
 pub fn active_black_list_entry() -> serde_json::Value {
-    let path = repo_dir().join("schemas/credit_list_entry/valid/black_procurement_removed.json");
-    let mut entry: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("example")).expect("json");
-    let obj = entry.as_object_mut().expect("object");
-    obj.remove("removed_on");
-    obj.remove("removal_reason");
-    obj.insert("status".into(), "active".into());
-    obj.insert("valid_until".into(), "2099-12-31".into());
     let today = gateway_core::date::today_in_china(time::OffsetDateTime::now_utc());
-    obj.insert("listed_on".into(), gateway_core::date::format_date(today).into());
-    entry
+    credit_gateway::demo::active_black_list_entry(today).expect("the shipped example")
 }

@@ -381,13 +381,7 @@ async fn joint_loop(client: &reqwest::Client, city: &RunningNode, office_key: &s
         let issued = crate::auth::credentials::issue(city.store(), req, now).await?;
         department.push(issued.api_key.context("an API key")?);
     }
-    let mut entry = example(include_str!("../../../schemas/credit_list_entry/valid/black_procurement_removed.json"))?;
-    let obj = entry.as_object_mut().context("object")?;
-    obj.remove("removed_on");
-    obj.remove("removal_reason");
-    obj.insert("status".into(), json!("active"));
-    obj.insert("listed_on".into(), json!(gateway_core::date::format_date(gateway_core::date::today_in_china(now))));
-    obj.insert("valid_until".into(), json!("2099-12-31"));
+    let entry = active_black_list_entry(gateway_core::date::today_in_china(now))?;
     let answer = post(client, &city.api, office_key, &[entry]).await?;
     let entry_id = answer["outcomes"][0]["record_id"].as_str().context("entry id")?.to_owned();
     println!(
@@ -567,6 +561,20 @@ fn print_guide(nodes: &[RunningNode], t: &Targets, password: &str, keys: &DemoKe
         "  monthly Excel report into 周村区: credit-gateway template xlsx --out 月报.xlsx, fill it, then\n    \
          credit-gateway import 月报.xlsx --unit 淄博市周村区市场监督管理局 --unit-uscc 11370306MB28501648 --url {district}"
     );
+}
+
+/// The demo's 政府采购 black-list entry of 周村区, in force and listed on `today`: the shipped
+/// example of a removed entry put back. The demo catalogue starts procurement (finance),
+/// bidding (housing) and inspection (market) for it; tests use it too.
+pub fn active_black_list_entry(today: time::Date) -> anyhow::Result<Value> {
+    let mut entry = example(include_str!("../../../schemas/credit_list_entry/valid/black_procurement_removed.json"))?;
+    let obj = entry.as_object_mut().context("object")?;
+    obj.remove("removed_on");
+    obj.remove("removal_reason");
+    obj.insert("status".into(), json!("active"));
+    obj.insert("listed_on".into(), json!(gateway_core::date::format_date(today)));
+    obj.insert("valid_until".into(), json!("2099-12-31"));
+    Ok(entry)
 }
 
 fn example(text: &str) -> anyhow::Result<Value> {

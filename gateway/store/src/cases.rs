@@ -142,6 +142,22 @@ pub enum Answered {
 /// lifting statements spell them out too).
 pub const IN_FORCE: [&str; 3] = ["opened", "accepted", "executed"];
 
+impl LoopCounts {
+    /// Each stage's count, by the name `/metrics` gives it.
+    pub fn stages(&self) -> [(&'static str, i64); 8] {
+        [
+            ("opened", self.opened),
+            ("responded", self.responded),
+            ("not_applicable", self.not_applicable),
+            ("fed_back", self.fed_back),
+            ("response_overdue", self.response_overdue),
+            ("feedback_overdue", self.feedback_overdue),
+            ("lifting", self.lifting),
+            ("lifted", self.lifted),
+        ]
+    }
+}
+
 /// The loop of one department in one month (of opening): 发起 → 响应 → 反馈 → 解除.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LoopCounts {

@@ -175,41 +175,23 @@ pub fn render(app: &App, figures: &StoreFigures, now: OffsetDateTime) -> String 
 /// The loop's counts per department (all months) and its rates per department and month.
 fn render_loop(out: &mut String, rows: &[crate::joint::LoopRow]) {
     use std::collections::BTreeMap;
-    let mut totals: BTreeMap<&str, [i64; 8]> = BTreeMap::new();
+    // Totals over the months, per department and stage (in `LoopCounts::stages` order).
+    let mut totals: BTreeMap<&str, Vec<(&str, i64)>> = BTreeMap::new();
     for r in rows {
-        let c = &r.counts;
-        let t = totals.entry(c.department_uscc.as_str()).or_default();
-        let add = [
-            c.opened,
-            c.responded,
-            c.not_applicable,
-            c.fed_back,
-            c.response_overdue,
-            c.feedback_overdue,
-            c.lifting,
-            c.lifted,
-        ];
-        for (t, a) in t.iter_mut().zip(add) {
-            *t += a;
+        let stages = r.counts.stages();
+        let total =
+            totals.entry(r.counts.department_uscc.as_str()).or_insert_with(|| stages.map(|(s, _)| (s, 0)).to_vec());
+        for ((_, t), (_, n)) in total.iter_mut().zip(stages) {
+            *t += n;
         }
     }
-    const STAGES: [&str; 8] = [
-        "opened",
-        "responded",
-        "not_applicable",
-        "fed_back",
-        "response_overdue",
-        "feedback_overdue",
-        "lifting",
-        "lifted",
-    ];
     let name = "credit_gateway_joint_cases";
     let _ = writeln!(
         out,
         "# HELP {name} Joint reward-and-punishment cases per implementing department, by stage of the loop (发起 opened, 响应 responded, 反馈 fed_back, overdue, 解除 lifting/lifted).\n# TYPE {name} gauge"
     );
     for (department, counts) in &totals {
-        for (stage, n) in STAGES.iter().zip(counts) {
+        for (stage, n) in counts {
             let _ = writeln!(out, "{name}{{department=\"{department}\",stage=\"{stage}\"}} {n}");
         }
     }

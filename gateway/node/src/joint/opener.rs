@@ -64,6 +64,33 @@ pub fn listed(content: &Value) -> Option<Listed> {
 /// The implementing departments of each category: the units of active department credentials.
 pub type Departments = HashMap<String, BTreeSet<String>>;
 
+/// What every case opened in one pass shares: when it was opened, and each measure's due
+/// dates (the same for every entry of the pass, so worked out once, not per case).
+#[derive(Debug)]
+pub struct Opening {
+    opened_at: String,
+    opened_on: String,
+    /// Per measure id: the response and feedback due dates (YYYY-MM-DD), `None` where the
+    /// calendar of the year is not loaded.
+    dues: HashMap<String, (Option<String>, Option<String>)>,
+}
+
+impl Opening {
+    pub fn new(catalogue: &Catalogue, calendar: &gateway_core::calendar::WorkingCalendar, now: OffsetDateTime) -> Self {
+        let today = today_in_china(now);
+        let dues = catalogue
+            .measures
+            .iter()
+            .map(|m| {
+                let response = calendar.add_working_days(today, m.response_days).ok();
+                let feedback = response.and_then(|d| calendar.add_working_days(d, m.feedback_days).ok());
+                (m.id.clone(), (response.map(format_date), feedback.map(format_date)))
+            })
+            .collect();
+        Self { opened_at: format_time(now), opened_on: format_date(today), dues }
+    }
+}
+
 /// The cases one stored list entry (its content parsed) opens, given the departments of each
 /// category.
 pub fn plan(
@@ -71,16 +98,12 @@ pub fn plan(
     content: &Value,
     catalogue: &Catalogue,
     departments: &Departments,
-    calendar: &gateway_core::calendar::WorkingCalendar,
-    now: OffsetDateTime,
+    opening: &Opening,
 ) -> Vec<NewCase> {
     let Some(entry) = listed(content) else { return Vec::new() };
-    let today = today_in_china(now);
     let mut cases = Vec::new();
     for measure in catalogue.started_by(&entry.list_type, &entry.domain) {
-        let response_due = calendar.add_working_days(today, measure.response_days).ok();
-        let feedback_due =
-            response_due.and_then(|d| calendar.add_working_days(d, measure.feedback_days).ok()).map(format_date);
+        let (response_due, feedback_due) = opening.dues.get(&measure.id).cloned().unwrap_or_default();
         for department in departments.get(&measure.implementing_category).into_iter().flatten() {
             cases.push(NewCase {
                 case_id: uuid::Uuid::now_v7().to_string(),
@@ -92,9 +115,9 @@ pub fn plan(
                 entry_origin: record.origin.clone(),
                 entry_record_id: record.record_id.to_string(),
                 list_type: entry.list_type.clone(),
-                opened_at: format_time(now),
-                opened_on: format_date(today),
-                response_due: response_due.map(format_date),
+                opened_at: opening.opened_at.clone(),
+                opened_on: opening.opened_on.clone(),
+                response_due: response_due.clone(),
                 feedback_due: feedback_due.clone(),
                 valid_until: entry.valid_until.clone(),
             });
@@ -116,8 +139,9 @@ pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDa
             departments.entry(category).or_default().insert(unit);
         }
     }
-    let mut opened = catch_up(ingest, catalogue, &departments, now).await?;
+    let opening = Opening::new(catalogue, &ingest.calendar, now);
     let mut after = store.joint_cursor().await?;
+    let mut opened = catch_up(store, catalogue, &departments, &opening, after).await?;
     loop {
         let q =
             RecordQuery { record_type: Some(RecordType::CreditListEntry), after, limit: PAGE, ..Default::default() };
@@ -129,16 +153,16 @@ pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDa
             if self::removed(&content) {
                 removed.push(record.record_id.to_string());
             } else {
-                cases.extend(plan(record, &content, catalogue, &departments, &ingest.calendar, now));
+                cases.extend(plan(record, &content, catalogue, &departments, &opening));
             }
         }
-        opened += store.open_cases(&cases, &removed, &format_time(now), Some(last)).await?;
+        opened += store.open_cases(&cases, &removed, &opening.opened_at, Some(last)).await?;
         after = last;
         if (page.len() as i64) < PAGE {
             break;
         }
     }
-    let lifting = store.lift_ended_cases(&format_date(today_in_china(now)), &format_time(now)).await?;
+    let lifting = store.lift_ended_cases(&opening.opened_on, &opening.opened_at).await?;
     if opened > 0 || lifting > 0 {
         tracing::info!(opened, lifting, "joint reward-and-punishment cases opened and lifted");
     }
@@ -150,12 +174,12 @@ pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDa
 /// (removed, repaired, withdrawn, expired, past 有效期至) open nothing. The cases and the
 /// departments marked planned commit together, so each department is caught up once.
 async fn catch_up(
-    ingest: &Arc<Ingest>,
+    store: &gateway_store::Store,
     catalogue: &Catalogue,
     departments: &Departments,
-    now: OffsetDateTime,
+    opening: &Opening,
+    read_up_to: i64,
 ) -> anyhow::Result<u64> {
-    let store = &ingest.store;
     let planned: HashSet<(String, String)> = store.planned_departments().await?.into_iter().collect();
     let new: Vec<(String, String)> = departments
         .iter()
@@ -169,7 +193,6 @@ async fn catch_up(
     for (unit, category) in &new {
         only_new.entry(category.clone()).or_default().insert(unit.clone());
     }
-    let read_up_to = store.joint_cursor().await?;
     // The cases each entry's latest version opens (none for a removed one), by record id.
     let mut latest: HashMap<String, Vec<NewCase>> = HashMap::new();
     let mut after = 0;
@@ -180,7 +203,7 @@ async fn catch_up(
         let Some(last) = page.last().map(|r| r.seq) else { break };
         for record in page.iter().filter(|r| r.seq <= read_up_to) {
             let Ok(content) = serde_json::from_str::<Value>(&record.content) else { continue };
-            let cases = plan(record, &content, catalogue, &only_new, &ingest.calendar, now);
+            let cases = plan(record, &content, catalogue, &only_new, opening);
             latest.insert(record.record_id.to_string(), cases);
         }
         after = last;
@@ -190,12 +213,12 @@ async fn catch_up(
     }
     let ids: Vec<String> = latest.keys().cloned().collect();
     let ended = store.ended_records(&ids).await?;
-    let today = format_date(today_in_china(now));
+    let today = opening.opened_on.as_str();
     let cases: Vec<NewCase> = latest
         .into_iter()
         .filter(|(id, _)| !ended.contains(id))
         .flat_map(|(_, cases)| cases)
-        .filter(|c| c.valid_until.as_deref().is_none_or(|v| v >= today.as_str()))
+        .filter(|c| c.valid_until.as_deref().is_none_or(|v| v >= today))
         .collect();
     let opened = store.plan_departments(&cases, &new).await?;
     if opened > 0 {
