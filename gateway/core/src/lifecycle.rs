@@ -81,7 +81,8 @@ pub fn transition(t: RecordType, content: &Value) -> Option<Transition> {
         | RecordType::AdminPenalty
         | RecordType::CreditListEntry
         | RecordType::EvaluationResult
-        | RecordType::MonthlyReport => return None,
+        | RecordType::MonthlyReport
+        | RecordType::JointCaseReport => return None,
     })
 }
 

@@ -101,9 +101,44 @@ pub(crate) fn check(
             not_in_future(f, "submitted_on", today, errors);
             check_monthly_report(f, today, errors);
         }
+        RecordType::JointCaseReport => check_case_report(f, errors),
         t => {
             not_in_future(f, "decided_on", today, errors);
             check_event(t, f, errors);
+        }
+    }
+}
+
+/// A case report carries the answer fields its state needs: a reason when the measure does
+/// not apply, what was done once it was applied, and when the lifting was asked and
+/// acknowledged.
+fn check_case_report(f: &Fields<'_>, errors: &mut Vec<FieldError>) {
+    let state = f.str("state").unwrap_or_default();
+    let executed = matches!(state, "executed") || (f.has("fed_back_at") && matches!(state, "lifting" | "lifted"));
+    let mut needs: Vec<(&str, &str)> = Vec::new();
+    if matches!(state, "accepted" | "not_applicable" | "executed") {
+        needs.push(("responded_at", "响应时间"));
+    }
+    if state == "not_applicable" {
+        needs.push(("reason", "不适用理由"));
+    }
+    if executed {
+        needs.extend([("executed_on", "执行日期"), ("action_taken", "执行内容"), ("fed_back_at", "反馈时间")]);
+    }
+    if matches!(state, "lifting" | "lifted") {
+        needs.extend([("lift_reason", "解除原因"), ("lift_requested_at", "解除通知时间")]);
+    }
+    if state == "lifted" {
+        needs.push(("lifted_at", "解除确认时间"));
+    }
+    for (key, zh) in needs {
+        if !f.has(key) {
+            errors.push(FieldError::new(
+                format!("/{key}"),
+                "case_report.field_required",
+                format!("案件状态为 {state} 时必须填写{zh}（{key}）"),
+                format!("{key} is required when the case's state is {state}"),
+            ));
         }
     }
 }

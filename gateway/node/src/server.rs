@@ -257,7 +257,8 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
             "[measures] needs the federation registry to verify the catalogue's signature; configure [federation] or --member"
         ),
     };
-    let routes = Arc::new(Routes::new(&config.member_id, registry.as_ref(), &adapters, &config.relay));
+    let routes =
+        Arc::new(Routes::new(&config.member_id, registry.as_ref(), &adapters, &config.relay, measures.clone()));
     let relay_state = RelayState { routes: Arc::clone(&routes), status: StatusBoard::default() };
     let sla = Arc::new(Sla::new(Arc::clone(&ingest), routes, identity.clone()));
     let node = identity.map(|identity| Node {

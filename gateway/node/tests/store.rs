@@ -397,6 +397,7 @@ async fn joint_cases_open_once_per_subject_measure_and_department(store: Store) 
         response_due: Some("2026-12-14".into()),
         feedback_due: None,
         valid_until: None,
+        reports: false,
     };
     let (finance, market) = ("11370300MB0000001A", "11370300MB0000002B");
     let first = [
@@ -445,6 +446,8 @@ async fn joint_cases_are_answered_counted_and_lifted(store: Store) {
         response_due: Some("2026-11-27".into()),
         feedback_due: Some("2026-12-11".into()),
         valid_until: valid_until.map(Into::into),
+        // The entry came from 信用中国: the cases report upward.
+        reports: true,
     };
     let (entry_a, entry_b) = ("0190a5b2-0000-7000-8000-00000000000a", "0190a5b2-0000-7000-8000-00000000000b");
     let cases = [
@@ -538,6 +541,47 @@ async fn joint_cases_are_answered_counted_and_lifted(store: Store) {
     let newest = store.overdue_cases("2026-12-31", None, None, true, 1).await.expect("overdue");
     assert_eq!((oldest.len(), newest.len()), (1, 1));
     assert!(oldest[0].case.case_id < newest[0].case.case_id, "{oldest:?} {newest:?}");
+
+    // Reporting upward (ADR 0008): each change is reported once; a case reported in its state
+    // stays quiet until it changes again.
+    let unreported = store.unreported_cases(100).await.expect("unreported");
+    assert_eq!(unreported.len(), 6);
+    let marks: Vec<(String, String)> = unreported.iter().map(|c| (c.case.case_id.clone(), c.state.clone())).collect();
+    store.mark_reported(&marks).await.expect("mark");
+    assert!(store.unreported_cases(100).await.expect("unreported").is_empty());
+    let Answered::Done(_) = answer("case-101", finance, &Answer::Accepted).await else { panic!("accept") };
+    let unreported = store.unreported_cases(100).await.expect("unreported");
+    assert_eq!(unreported.iter().map(|c| c.case.case_id.as_str()).collect::<Vec<_>>(), ["case-101"]);
+
+    // Reports read at a node above: the highest version of each case wins, whatever the order
+    // of arrival, and the loop counts them per reporting node.
+    let report = |version: i64, state: &str| gateway_store::cases::CaseReport {
+        reporter: "cn-370306".into(),
+        case_id: "case-900".into(),
+        entry_origin: "cn-000000".into(),
+        entry_record_id: entry_c.into(),
+        measure_id: "measure-1".into(),
+        department_uscc: "11370306MB0000001A".into(),
+        state: state.into(),
+        opened_on: "2026-12-01".into(),
+        response_due: Some("2026-12-08".into()),
+        feedback_due: None,
+        responded_at: (state != "opened").then(|| "2026-12-02T08:00:00.000Z".into()),
+        not_applicable: false,
+        fed_back_at: None,
+        lift_requested_at: None,
+        lifted_at: None,
+        report_version: version,
+    };
+    store.take_case_reports(&[report(2, "accepted"), report(1, "opened")], 10).await.expect("reports");
+    store.take_case_reports(&[report(1, "opened")], 11).await.expect("a late old report");
+    assert_eq!(store.report_cursor().await.expect("cursor"), 11);
+    let rows = store.reported_loop("2026-12-31").await.expect("loop");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].reporter.as_str(), rows[0].counts.opened, rows[0].counts.responded, rows[0].counts.response_overdue),
+        ("cn-370306", 1, 1, 0)
+    );
 }
 
 async fn a_batch_sees_its_own_earlier_records(store: Store) {

@@ -34,6 +34,10 @@ pub struct NewCase {
     pub feedback_due: Option<String>,
     /// The list entry's 有效期至: the case is lifted once it has passed.
     pub valid_until: Option<String>,
+    /// Whether the case reports its changes upward (a `joint_case_report` record): it does
+    /// when the entry came from another node (ADR 0008).
+    #[serde(skip)]
+    pub reports: bool,
 }
 
 /// Whether a subject key is a USCC (18 characters), not the hash of an identity number.
@@ -179,16 +183,51 @@ pub struct LoopCounts {
     pub lifted: i64,
 }
 
-/// The columns a new case fills, in `NewCase` order, then its state.
+/// One case as the node where its department answers reported it (a `joint_case_report`
+/// record read at a node above).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseReport {
+    /// The reporting node (the record's origin).
+    pub reporter: String,
+    pub case_id: String,
+    pub entry_origin: String,
+    pub entry_record_id: String,
+    pub measure_id: String,
+    pub department_uscc: String,
+    pub state: String,
+    pub opened_on: String,
+    pub response_due: Option<String>,
+    pub feedback_due: Option<String>,
+    pub responded_at: Option<String>,
+    pub not_applicable: bool,
+    pub fed_back_at: Option<String>,
+    pub lift_requested_at: Option<String>,
+    pub lifted_at: Option<String>,
+    /// The version of the report record (at its origin): a later one is a later state.
+    pub report_version: i64,
+}
+
+/// The loop of one department of a node below, in one month.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReportedLoop {
+    /// The node where the department answers.
+    pub reporter: String,
+    #[serde(flatten)]
+    pub counts: LoopCounts,
+}
+
+/// The columns a new case fills, in `NewCase` order, then its state and what it has reported
+/// ('' before its first report, NULL for a case that reports to no one).
 const NEW_COLUMNS: &str = "case_id, subject_key, subject_name, measure_id, catalogue, department_uscc, entry_origin, \
                            entry_record_id, list_type, opened_at, opened_on, response_due, feedback_due, valid_until, \
-                           state";
+                           state, reported_state";
 /// Every column read, in `case()` order.
 const COLUMNS: &str = "case_id, subject_key, subject_name, measure_id, catalogue, department_uscc, entry_origin, \
                        entry_record_id, list_type, opened_at, opened_on, response_due, feedback_due, valid_until, state, \
                        responded_at, responded_by, reason, executed_on, action_taken, effect, document_no, \
-                       attachment_sha256, check_id, fed_back_at, lift_reason, lift_requested_at, lifted_at";
-/// 15 columns: 2,000 rows stay under SQLite's bound-parameter limit.
+                       attachment_sha256, check_id, fed_back_at, lift_reason, lift_requested_at, lifted_at, \
+                       reported_state";
+/// 16 columns: 2,000 rows stay under SQLite's bound-parameter limit.
 const CHUNK: usize = 2_000;
 
 fn case<R: Row>(row: &R) -> Result<Case, StoreError>
@@ -213,6 +252,7 @@ where
             response_due: row.try_get(11)?,
             feedback_due: row.try_get(12)?,
             valid_until: row.try_get(13)?,
+            reports: row.try_get::<Option<String>, _>(28)?.is_some(),
         },
         state: row.try_get(14)?,
         answers: Answers {
@@ -261,7 +301,8 @@ macro_rules! insert_cases {
                     .push_bind(c.response_due.as_deref())
                     .push_bind(c.feedback_due.as_deref())
                     .push_bind(c.valid_until.as_deref())
-                    .push_bind("opened");
+                    .push_bind("opened")
+                    .push_bind(c.reports.then_some(""));
             });
             qb.push($tail);
             inserted += qb.build().execute(&mut *$tx).await?.rows_affected();
@@ -587,6 +628,148 @@ impl Store {
                         feedback_overdue: r.try_get(7)?,
                         lifting: r.try_get(8)?,
                         lifted: r.try_get(9)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Cases with a change of state not yet reported upward, oldest first: those opened from
+    /// an entry that came from another node (migration 0016's partial index holds exactly
+    /// these).
+    pub async fn unreported_cases(&self, limit: i64) -> Result<Vec<Case>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT {COLUMNS} FROM joint_cases WHERE reported_state IS NOT NULL AND reported_state <> state \
+                 ORDER BY case_id LIMIT "
+            ));
+            qb.push_bind(limit);
+            qb.build().fetch_all(pool).await?.iter().map(case).collect()
+        })
+    }
+
+    /// Records that each `(case_id, state)` has been reported in that state. A case that has
+    /// changed again since stays unreported.
+    pub async fn mark_reported(&self, reported: &[(String, String)]) -> Result<(), StoreError> {
+        let _serialised = self.write_lock.lock().await;
+        dispatch!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (case_id, state) in reported {
+                sqlx::query("UPDATE joint_cases SET reported_state = $1 WHERE case_id = $2")
+                    .bind(state)
+                    .bind(case_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// How far the reader of case reports has read `records` (0 before its first pass).
+    pub async fn report_cursor(&self) -> Result<i64, StoreError> {
+        dispatch!(self, pool => {
+            let row = sqlx::query("SELECT after_seq FROM joint_cursor WHERE id = 2").fetch_optional(pool).await?;
+            Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.unwrap_or(0))
+        })
+    }
+
+    /// Keeps the latest report of each case (the highest version wins, whatever the order of arrival) and moves the reports'
+    /// cursor to `read_up_to`, in one transaction.
+    pub async fn take_case_reports(&self, reports: &[CaseReport], read_up_to: i64) -> Result<(), StoreError> {
+        // One row per case: a multi-row upsert may not touch a row twice.
+        let mut latest: std::collections::HashMap<(&str, &str), &CaseReport> = std::collections::HashMap::new();
+        for r in reports {
+            let key = (r.reporter.as_str(), r.case_id.as_str());
+            if latest.get(&key).is_none_or(|held| held.report_version < r.report_version) {
+                latest.insert(key, r);
+            }
+        }
+        let rows: Vec<&CaseReport> = latest.into_values().collect();
+        let _serialised = self.write_lock.lock().await;
+        dispatch!(self, pool => {
+            let mut tx = pool.begin().await?;
+            // 16 columns: 2,000 rows stay under SQLite's bound-parameter limit.
+            for chunk in rows.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO joint_case_reports (reporter, case_id, entry_origin, entry_record_id, measure_id, \
+                     department_uscc, state, opened_on, response_due, feedback_due, responded_at, not_applicable, \
+                     fed_back_at, lift_requested_at, lifted_at, report_version) ",
+                );
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.reporter.as_str())
+                        .push_bind(r.case_id.as_str())
+                        .push_bind(r.entry_origin.as_str())
+                        .push_bind(r.entry_record_id.as_str())
+                        .push_bind(r.measure_id.as_str())
+                        .push_bind(r.department_uscc.as_str())
+                        .push_bind(r.state.as_str())
+                        .push_bind(r.opened_on.as_str())
+                        .push_bind(r.response_due.as_deref())
+                        .push_bind(r.feedback_due.as_deref())
+                        .push_bind(r.responded_at.as_deref())
+                        .push_bind(i64::from(r.not_applicable))
+                        .push_bind(r.fed_back_at.as_deref())
+                        .push_bind(r.lift_requested_at.as_deref())
+                        .push_bind(r.lifted_at.as_deref())
+                        .push_bind(r.report_version);
+                });
+                qb.push(
+                    " ON CONFLICT (reporter, case_id) DO UPDATE SET state = excluded.state, \
+                     response_due = excluded.response_due, feedback_due = excluded.feedback_due, \
+                     responded_at = excluded.responded_at, not_applicable = excluded.not_applicable, \
+                     fed_back_at = excluded.fed_back_at, lift_requested_at = excluded.lift_requested_at, \
+                     lifted_at = excluded.lifted_at, report_version = excluded.report_version \
+                     WHERE excluded.report_version > joint_case_reports.report_version",
+                );
+                qb.build().execute(&mut *tx).await?;
+            }
+            sqlx::query(
+                "INSERT INTO joint_cursor (id, after_seq) VALUES (2, $1) \
+                 ON CONFLICT (id) DO UPDATE SET after_seq = excluded.after_seq",
+            )
+            .bind(read_up_to)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The loop of the cases reported from the nodes below, per reporting node, department
+    /// and month, as it stands on `today` (YYYY-MM-DD, China).
+    pub async fn reported_loop(&self, today: &str) -> Result<Vec<ReportedLoop>, StoreError> {
+        dispatch!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT reporter, department_uscc, substr(opened_on, 1, 7), COUNT(*), \
+                 SUM(CASE WHEN responded_at IS NOT NULL THEN 1 ELSE 0 END), SUM(not_applicable), \
+                 SUM(CASE WHEN fed_back_at IS NOT NULL THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN state = 'opened' AND response_due < $1 THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN state = 'accepted' AND feedback_due < $1 THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN state = 'lifting' THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN state = 'lifted' THEN 1 ELSE 0 END) \
+                 FROM joint_case_reports GROUP BY reporter, department_uscc, substr(opened_on, 1, 7) \
+                 ORDER BY 3, 1, 2",
+            )
+            .bind(today)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ReportedLoop {
+                        reporter: r.try_get(0)?,
+                        counts: LoopCounts {
+                            department_uscc: r.try_get(1)?,
+                            month: r.try_get(2)?,
+                            opened: r.try_get(3)?,
+                            responded: r.try_get(4)?,
+                            not_applicable: r.try_get(5)?,
+                            fed_back: r.try_get(6)?,
+                            response_overdue: r.try_get(7)?,
+                            feedback_overdue: r.try_get(8)?,
+                            lifting: r.try_get(9)?,
+                            lifted: r.try_get(10)?,
+                        },
                     })
                 })
                 .collect()

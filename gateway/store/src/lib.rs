@@ -188,7 +188,7 @@ mod trail;
 pub use envelopes::{
     ArrivalOf, EnvelopeIn, EnvelopeStored, OriginRef, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope,
 };
-pub use outbox::{DeadLetter, DeadLetterRow, Parked, QueueStats, QueuedRecord, SentEnvelope, Settlement};
+pub use outbox::{DeadLetter, DeadLetterRow, ListFacts, Parked, QueueStats, QueuedRecord, SentEnvelope, Settlement};
 pub use quality::{MonthCounts, QualityCounts, QualityMonth};
 pub(crate) use records::{
     Arrival, FORWARD_COLUMNS, NewRow, SELECT_COLUMNS, origin_proof_sql, parse_digest, parse_uuid, short, stored_record,

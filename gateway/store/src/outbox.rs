@@ -27,6 +27,36 @@ pub struct QueuedRecord {
     /// The member it arrived from; `None` for records pushed here by departments.
     /// The member that sent it, or the adapter it came in through (`adapter:<platform>`).
     pub arrived_from: Option<String>,
+    /// For a list entry, what decides which children it goes down to (ADR 0008).
+    pub listed: Option<ListFacts>,
+}
+
+/// What a list entry's routing down reads of its content: the list, the domain, and the
+/// subject's region.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListFacts {
+    pub list_type: String,
+    pub domain: String,
+    /// The administrative division of the subject: characters 3–8 of its USCC, else the
+    /// entry's `region_code` (a natural person's entry has no USCC).
+    pub subject_region: String,
+}
+
+impl ListFacts {
+    fn new(
+        list_type: Option<String>,
+        domain: Option<String>,
+        subject_uscc: Option<String>,
+        region: Option<String>,
+    ) -> Self {
+        let from_uscc =
+            subject_uscc.and_then(|u| u.get(2..8).map(str::to_owned)).filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
+        Self {
+            list_type: list_type.unwrap_or_default(),
+            domain: domain.unwrap_or_default(),
+            subject_region: from_uscc.or(region).unwrap_or_default(),
+        }
+    }
 }
 
 /// A record a destination will not take, and why.
@@ -110,8 +140,9 @@ impl Store {
         self.select_queued(after, None, limit).await
     }
 
-    /// Up to `limit` lifecycle events with `after < seq <= upto`, in `seq` order: a child's
-    /// queue, which holds nothing else, without reading every record.
+    /// Up to `limit` lifecycle events and list entries with `after < seq <= upto`, in `seq`
+    /// order: a child's queue, which holds nothing else, without reading every record
+    /// (migration 0016's partial index holds exactly these rows).
     pub async fn queued_events(&self, after: i64, upto: i64, limit: i64) -> Result<Vec<QueuedRecord>, StoreError> {
         self.select_queued(after, Some(upto), limit).await
     }
@@ -122,11 +153,13 @@ impl Store {
         events_upto: Option<i64>,
         limit: i64,
     ) -> Result<Vec<QueuedRecord>, StoreError> {
+        let columns = self.queued_columns();
         dispatch!(self, pool => {
-            let mut qb = QueryBuilder::new(QUEUED_COLUMNS);
+            let mut qb = QueryBuilder::new(columns);
             qb.push(" WHERE r.seq > ").push_bind(after);
             if let Some(upto) = events_upto {
-                qb.push(" AND r.seq <= ").push_bind(upto).push(" AND r.target_record_id IS NOT NULL");
+                qb.push(" AND r.seq <= ").push_bind(upto);
+                qb.push(" AND (r.target_record_id IS NOT NULL OR r.record_type = 'credit_list_entry')");
             }
             qb.push(" ORDER BY r.seq LIMIT ").push_bind(limit);
             qb.build().fetch_all(pool).await?.iter().map(queued_record).collect()
@@ -135,8 +168,9 @@ impl Store {
 
     /// A destination's dead letters that an operator asked to resend, oldest first.
     pub async fn resend_queue(&self, destination: &str, limit: i64) -> Result<Vec<QueuedRecord>, StoreError> {
+        let columns = self.queued_columns();
         dispatch!(self, pool => {
-            let mut qb = QueryBuilder::new(QUEUED_COLUMNS);
+            let mut qb = QueryBuilder::new(columns);
             qb.push(" JOIN dead_letters d ON d.seq = r.seq WHERE d.destination = ").push_bind(destination);
             qb.push(" AND d.state = 'resend' ORDER BY r.seq LIMIT ").push_bind(limit);
             qb.build().fetch_all(pool).await?.iter().map(queued_record).collect()
@@ -493,8 +527,32 @@ impl Store {
     }
 }
 
-const QUEUED_COLUMNS: &str = "SELECT r.seq, r.record_id, r.version, r.origin, r.record_type, r.disclosure, \
-     r.target_origin, r.target_record_id, COALESCE(e.sender, r.intake) FROM records r LEFT JOIN envelopes e ON e.digest = r.envelope_digest";
+impl Store {
+    /// What a queue reads of each record: its routing facts, and for a list entry the three
+    /// fields of its content that routing down needs (read by the database, list entries only).
+    fn queued_columns(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => {
+                "SELECT r.seq, r.record_id, r.version, r.origin, r.record_type, r.disclosure, r.target_origin, \
+                 r.target_record_id, COALESCE(e.sender, r.intake), r.record_type = 'credit_list_entry', \
+                 CASE WHEN r.record_type = 'credit_list_entry' THEN json_extract(r.content, '$.list_type') END, \
+                 CASE WHEN r.record_type = 'credit_list_entry' THEN json_extract(r.content, '$.domain') END, \
+                 r.subject_uscc, \
+                 CASE WHEN r.record_type = 'credit_list_entry' THEN json_extract(r.content, '$.region_code') END \
+                 FROM records r LEFT JOIN envelopes e ON e.digest = r.envelope_digest"
+            }
+            Backend::Postgres(_) => {
+                "SELECT r.seq, r.record_id, r.version, r.origin, r.record_type, r.disclosure, r.target_origin, \
+                 r.target_record_id, COALESCE(e.sender, r.intake), r.record_type = 'credit_list_entry', \
+                 CASE WHEN r.record_type = 'credit_list_entry' THEN r.content::jsonb ->> 'list_type' END, \
+                 CASE WHEN r.record_type = 'credit_list_entry' THEN r.content::jsonb ->> 'domain' END, \
+                 r.subject_uscc, \
+                 CASE WHEN r.record_type = 'credit_list_entry' THEN r.content::jsonb ->> 'region_code' END \
+                 FROM records r LEFT JOIN envelopes e ON e.digest = r.envelope_digest"
+            }
+        }
+    }
+}
 
 fn queued_record<R: Row>(row: &R) -> Result<QueuedRecord, StoreError>
 where
@@ -502,7 +560,11 @@ where
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
+    let listed = row.try_get::<bool, _>(9)?.then(|| -> Result<ListFacts, StoreError> {
+        Ok(ListFacts::new(row.try_get(10)?, row.try_get(11)?, row.try_get(12)?, row.try_get(13)?))
+    });
     Ok(QueuedRecord {
         seq: row.try_get(0)?,
         record_id: parse_uuid(&row.try_get::<String, _>(1)?)?,
@@ -513,6 +575,7 @@ where
         target_origin: row.try_get(6)?,
         target_record_id: row.try_get(7)?,
         arrived_from: row.try_get(8)?,
+        listed: listed.transpose()?,
     })
 }
 

@@ -42,11 +42,14 @@ pub enum RecordType {
     ObjectionResolved,
     /// 公示期满: the target's publicity period is over.
     PublicityExpired,
+    /// 联合奖惩案件反馈: one joint case's state where its department answers, sent upward
+    /// (ADR 0008). Each change of the case is a new version of one record.
+    JointCaseReport,
 }
 
 impl RecordType {
     /// Every type, in declaration order (the validator indexes its schemas by `t as usize`).
-    pub const ALL: [RecordType; 11] = [
+    pub const ALL: [RecordType; 12] = [
         Self::AdminLicense,
         Self::AdminPenalty,
         Self::CreditListEntry,
@@ -58,6 +61,7 @@ impl RecordType {
         Self::ObjectionOpened,
         Self::ObjectionResolved,
         Self::PublicityExpired,
+        Self::JointCaseReport,
     ];
 
     /// Whether this is a lifecycle event about another record (interchange-v1 §2).
@@ -86,6 +90,7 @@ impl RecordType {
             Self::ObjectionOpened => "objection_opened",
             Self::ObjectionResolved => "objection_resolved",
             Self::PublicityExpired => "publicity_expired",
+            Self::JointCaseReport => "joint_case_report",
         }
     }
 
@@ -103,6 +108,7 @@ impl RecordType {
             Self::ObjectionOpened => include_str!("../../../../schemas/objection_opened/schema.json"),
             Self::ObjectionResolved => include_str!("../../../../schemas/objection_resolved/schema.json"),
             Self::PublicityExpired => include_str!("../../../../schemas/publicity_expired/schema.json"),
+            Self::JointCaseReport => include_str!("../../../../schemas/joint_case_report/schema.json"),
         }
     }
 }

@@ -298,6 +298,17 @@ fn natural_key(t: RecordType, f: &Fields<'_>) -> Sha256Digest {
             vec![t.as_str(), s("scheme_id"), s("scheme_version"), s("subject_uscc"), s("period"), s("evaluator_uscc")]
         }
         RecordType::MonthlyReport => vec![t.as_str(), s("department_uscc"), s("period")],
+        // One case: its changes are versions. The reporting node is the record's origin.
+        RecordType::JointCaseReport => {
+            vec![
+                t.as_str(),
+                s("entry_origin"),
+                s("entry_record_id"),
+                s("measure_id"),
+                s("department_uscc"),
+                s("case_id"),
+            ]
+        }
         // One decision about one target version; an objection's opening and resolution are
         // told apart by type, two objections to one target by their id.
         _ => {

@@ -244,21 +244,49 @@ pub(super) async fn overdue(
     Ok(super::quality::attachment(super::imports::XLSX, &name, bytes))
 }
 
+/// `GET /api/v1/cases/loop` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct LoopParams {
+    /// `local` (default): this node's departments. `federation`: also the cases reported from
+    /// the nodes below, each row naming its `node` (ADR 0008).
+    scope: Option<String>,
+}
+
 /// The loop per department and month (发起 → 响应 → 反馈 → 解除), with the response and
 /// feedback rates.
 #[utoipa::path(
     get,
     path = "/api/v1/cases/loop",
     tag = "joint",
-    responses((status = 200, description = "Counts per department and month of opening", body = Object))
+    params(LoopParams),
+    responses(
+        (status = 200, description = "Counts per department and month of opening", body = Object),
+        (status = 400, body = ErrorBody),
+    )
 )]
 pub(super) async fn loop_counts(
     State(ingest): State<Arc<Ingest>>,
     Extension(principal): Extension<Principal>,
+    params: Result<Query<LoopParams>, QueryRejection>,
 ) -> Result<Json<Vec<crate::joint::LoopRow>>, ServiceError> {
+    let Query(p) = params.map_err(super::error::bad_query)?;
     let department = department_of(&principal, None)?;
-    let rows =
-        crate::joint::loop_rows(&ingest, OffsetDateTime::now_utc()).await.map_err(|e| ServiceError::internal(&e))?;
+    let now = OffsetDateTime::now_utc();
+    let rows = match p.scope.as_deref() {
+        None | Some("" | "local") => crate::joint::loop_rows(&ingest, now).await,
+        Some("federation") => crate::joint::federation_rows(&ingest, now).await,
+        Some(s) => {
+            return Err(ServiceError::bad_request(
+                "cases.scope",
+                format!("范围 {s:?} 无效，可选 local、federation"),
+                format!("scope {s:?} is not local or federation"),
+            )
+            .with_pointer("/scope"));
+        }
+    }
+    .map_err(|e| ServiceError::internal(&e))?;
     Ok(Json(rows.into_iter().filter(|r| department.as_ref().is_none_or(|d| *d == r.counts.department_uscc)).collect()))
 }
 

@@ -105,7 +105,7 @@ pub async fn dashboard(opts: &DashboardBenchOptions) -> anyhow::Result<Dashboard
     // The SLA tracking of the sink catches up on everything at once, as after an upgrade.
     let started = Instant::now();
     let sink = crate::relay::PUBLICATION;
-    let routes = Arc::new(crate::relay::Routes::new(&config.member_id, None, &[], &config.relay));
+    let routes = Arc::new(crate::relay::Routes::new(&config.member_id, None, &[], &config.relay, None));
     let scope = crate::sla::Sla::new(Arc::clone(&gw), routes, None).scope(sink);
     let tracked = gw.store.track_sla(sink, &scope, None).await?;
     let catch_up_secs = started.elapsed().as_secs_f64();

@@ -68,6 +68,8 @@ pub type Departments = HashMap<String, BTreeSet<String>>;
 /// dates (the same for every entry of the pass, so worked out once, not per case).
 #[derive(Debug)]
 pub struct Opening {
+    /// The node opening the cases: those of entries from elsewhere report upward.
+    member: String,
     opened_at: String,
     opened_on: String,
     /// Per measure id: the response and feedback due dates (YYYY-MM-DD), `None` where the
@@ -76,7 +78,12 @@ pub struct Opening {
 }
 
 impl Opening {
-    pub fn new(catalogue: &Catalogue, calendar: &gateway_core::calendar::WorkingCalendar, now: OffsetDateTime) -> Self {
+    pub fn new(
+        member: &str,
+        catalogue: &Catalogue,
+        calendar: &gateway_core::calendar::WorkingCalendar,
+        now: OffsetDateTime,
+    ) -> Self {
         let today = today_in_china(now);
         let dues = catalogue
             .measures
@@ -87,7 +94,7 @@ impl Opening {
                 (m.id.clone(), (response.map(format_date), feedback.map(format_date)))
             })
             .collect();
-        Self { opened_at: format_time(now), opened_on: format_date(today), dues }
+        Self { member: member.to_owned(), opened_at: format_time(now), opened_on: format_date(today), dues }
     }
 }
 
@@ -120,15 +127,17 @@ pub fn plan(
                 response_due: response_due.clone(),
                 feedback_due: feedback_due.clone(),
                 valid_until: entry.valid_until.clone(),
+                reports: record.origin != opening.member,
             });
         }
     }
     cases
 }
 
-/// One pass: opens the cases of every list entry stored after the cursor, and asks for the
+/// One pass: opens the cases of every list entry stored after the cursor, asks for the
 /// lifting (解除) of the cases whose entry has ended (removed, repaired, withdrawn, past its
-/// 有效期至). Returns the cases opened.
+/// 有效期至), reports the changes of cases opened from other nodes' entries upward, and reads
+/// the reports that came from below (`report`). Returns the cases opened.
 pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDateTime) -> anyhow::Result<u64> {
     let store = &ingest.store;
     // The implementing departments, once a pass: active department credentials, by category.
@@ -139,7 +148,7 @@ pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDa
             departments.entry(category).or_default().insert(unit);
         }
     }
-    let opening = Opening::new(catalogue, &ingest.calendar, now);
+    let opening = Opening::new(&ingest.member_id, catalogue, &ingest.calendar, now);
     let mut after = store.joint_cursor().await?;
     let mut opened = catch_up(store, catalogue, &departments, &opening, after).await?;
     loop {
@@ -166,6 +175,8 @@ pub async fn run_once(ingest: &Arc<Ingest>, catalogue: &Catalogue, now: OffsetDa
     if opened > 0 || lifting > 0 {
         tracing::info!(opened, lifting, "joint reward-and-punishment cases opened and lifted");
     }
+    super::report::report_cases(ingest, now).await?;
+    super::report::read_reports(store, &ingest.member_id).await?;
     Ok(opened)
 }
 

@@ -344,7 +344,8 @@ impl Shared {
         let mut batch = Batch::default();
         let mut in_batch: HashSet<String> = HashSet::new();
         let mut after = position;
-        // A child takes only lifecycle events: they are looked up directly, and the cursor
+        // A child takes only lifecycle events and list entries: they are looked up directly
+        // (migration 0016's index), and the cursor
         // then jumps to the last record stored when the lookup began (seq follows commit
         // order, so nothing at or below it can still appear).
         let events_upto = match dest.link {
@@ -405,14 +406,22 @@ impl Shared {
         {
             after = after.max(upto);
         }
-        if dest.link == Link::Parent {
-            // An event goes up only if the record it is about went up: a record kept here
-            // (e.g. `authorized_query`) is unknown above, and so are events about it.
-            let targets: Vec<String> = batch.items.iter().filter_map(|r| r.target_record_id.clone()).collect();
-            if !targets.is_empty() {
-                let sent = store.sent_to(&dest.name, &targets).await?;
-                batch.items.retain(|r| r.target_record_id.as_ref().is_none_or(|t| sent.contains(t)));
-            }
+        // An event goes up only if the record it is about went up (a record kept here, e.g.
+        // `authorized_query`, is unknown above), and down outside the child's subtree only if
+        // its record went down to it (a list entry by a measure's reach).
+        let router = self.routes.router();
+        let needs: Vec<String> = batch
+            .items
+            .iter()
+            .filter(|r| router.needs_target_sent(dest, r, &registry))
+            .filter_map(|r| r.target_record_id.clone())
+            .collect();
+        if !needs.is_empty() {
+            let sent = store.sent_to(&dest.name, &needs).await?;
+            batch.items.retain(|r| {
+                !router.needs_target_sent(dest, r, &registry)
+                    || r.target_record_id.as_ref().is_some_and(|t| sent.contains(t))
+            });
         }
         batch.position = (after > position).then_some(after);
         Ok(batch)

@@ -1,12 +1,14 @@
 //! Which stored records go to which destination. Structural rules first (nothing goes back
-//! where it came from; only lifecycle events go down, and only into the subtree that holds
-//! their target), then the configured rules, then the defaults.
+//! where it came from; down to a child go only lifecycle events about records of its subtree
+//! or sent to it, and list entries whose measures reach it), then the configured rules, then
+//! the defaults.
 
 use std::sync::Arc;
 
-use gateway_core::interchange::registry::Registry;
+use gateway_core::interchange::registry::{Level, Member, Registry};
+use gateway_core::measures::{Catalogue, Reach};
 use gateway_core::record::RecordType;
-use gateway_store::QueuedRecord;
+use gateway_store::{ListFacts, QueuedRecord};
 
 use crate::config::{RelayConfig, RouteAction, RouteRule};
 
@@ -16,7 +18,9 @@ pub enum Link {
     /// Upward: everything this node accepted that the rules allow.
     Parent,
     /// Downward: lifecycle events whose target's origin (`target_origin`, checked against the
-    /// records held here when the event was taken) is in that child's subtree.
+    /// records held here when the event was taken) is in that child's subtree, or whose
+    /// target was sent to that child; and list entries that start a measure whose reach takes
+    /// in the child (ADR 0008).
     Child,
     /// This platform's own publication system (a local sink until its adapter exists).
     Publication,
@@ -89,28 +93,60 @@ fn defaults() -> Vec<RouteRule> {
 /// The routing decision for every destination of one node.
 #[derive(Debug, Clone)]
 pub struct Router {
+    /// The node deciding.
+    member: String,
     rules: Vec<RouteRule>,
+    /// The measures this node applies: which children a list entry goes down to. Without a
+    /// catalogue no list entry goes down (the node cannot know the reach).
+    measures: Option<Arc<Catalogue>>,
 }
 
 impl Router {
-    pub fn new(configured: &[RouteRule]) -> Self {
-        Self { rules: configured.iter().cloned().chain(defaults()).collect() }
+    pub fn new(member: &str, configured: &[RouteRule], measures: Option<Arc<Catalogue>>) -> Self {
+        Self { member: member.to_owned(), rules: configured.iter().cloned().chain(defaults()).collect(), measures }
     }
 
-    /// Whether `record` goes to `dest`.
+    /// Whether `record` goes to `dest`. For an event that [`Router::needs_target_sent`] names,
+    /// the relay also checks that the event's target went to `dest`.
     pub fn sends(&self, dest: &Destination, record: &QueuedRecord, registry: &Registry) -> bool {
         if record.arrived_from.as_deref() == Some(dest.name.as_str()) {
             return false;
         }
-        if dest.link == Link::Child {
-            let is_event = record.record_type.parse::<RecordType>().is_ok_and(RecordType::is_event);
-            let in_subtree =
-                record.target_origin.as_deref().is_some_and(|origin| registry.is_ancestor_or_self(&dest.name, origin));
-            if !is_event || !in_subtree {
-                return false;
+        let from_above = !registry.is_ancestor_or_self(&self.member, &record.origin);
+        let goes = match dest.link {
+            Link::Child if is_event(record) => true,
+            Link::Child => record.listed.as_ref().is_some_and(|listed| self.reaches(dest, listed, registry)),
+            // A list entry from above is published by the platform that listed the subject.
+            Link::Publication | Link::Adapter => !(record.listed.is_some() && from_above),
+            Link::Parent => true,
+        };
+        goes && self.takes(dest, &record.record_type, record.disclosure.as_deref())
+    }
+
+    /// Whether `record`, which [`Router::sends`] to `dest`, goes only if the record it is about
+    /// was sent there too: an event goes up only about a record that went up (one kept here is
+    /// unknown above), and down to a child outside whose subtree its target originated only
+    /// about a record that went down to it.
+    pub fn needs_target_sent(&self, dest: &Destination, record: &QueuedRecord, registry: &Registry) -> bool {
+        match dest.link {
+            Link::Parent => record.target_record_id.is_some(),
+            Link::Child => {
+                is_event(record)
+                    && !record.target_origin.as_deref().is_some_and(|o| registry.is_ancestor_or_self(&dest.name, o))
             }
+            Link::Publication | Link::Adapter => false,
         }
-        self.takes(dest, &record.record_type, record.disclosure.as_deref())
+    }
+
+    /// Whether a list entry starts a measure here whose reach takes in the child `dest`: every
+    /// child for `all`, the child whose area holds the subject's region for `region`.
+    fn reaches(&self, dest: &Destination, listed: &ListFacts, registry: &Registry) -> bool {
+        let Some(catalogue) = &self.measures else { return false };
+        let child = registry.member(&dest.name);
+        catalogue.started_by(&listed.list_type, &listed.domain).any(|m| match m.reach {
+            Reach::All => true,
+            Reach::Region => child.is_some_and(|c| holds_region(c, &listed.subject_region)),
+        })
     }
 
     /// Whether `dest` takes records of `record_type` and `disclosure` by its record types and the
@@ -125,6 +161,23 @@ impl Router {
             None => true,
         }
     }
+}
+
+fn is_event(record: &QueuedRecord) -> bool {
+    record.record_type.parse::<RecordType>().is_ok_and(RecordType::is_event)
+}
+
+/// Whether a member's area holds the administrative division `region` (GB/T 2260): a
+/// province holds the codes that begin with its first two digits, a city its first four, a
+/// district its own; the national platform holds all.
+fn holds_region(member: &Member, region: &str) -> bool {
+    let digits = match member.level {
+        Level::National => 0,
+        Level::Provincial => 2,
+        Level::Municipal => 4,
+        Level::District => 6,
+    };
+    member.region_code.get(..digits).is_some_and(|prefix| region.len() == 6 && region.starts_with(prefix))
 }
 
 fn matches(rule: &RouteRule, dest: &Destination, record_type: &str, disclosure: Option<&str>) -> bool {
@@ -157,14 +210,16 @@ impl Routes {
     /// The destinations of `member` under `registry`: its parent, its children (in pull mode if
     /// `[relay] pull_children` names them), the publication sink when one is configured, and
     /// every platform it delivers to through an adapter (a 前置库, database-mode, adapter only
-    /// ingests). Without a registry a node has no federation and relays nothing.
+    /// ingests). Without a registry a node has no federation and relays nothing. `measures`
+    /// decides which list entries go down (see [`Router`]).
     pub fn new(
         member: &str,
         registry: Option<&Registry>,
         adapters: &[Arc<crate::adapters::Loaded>],
         config: &RelayConfig,
+        measures: Option<Arc<Catalogue>>,
     ) -> Self {
-        let router = Router::new(&config.routes);
+        let router = Router::new(member, &config.routes, measures);
         let Some(registry) = registry else { return Self { destinations: Vec::new(), router, adapters: Vec::new() } };
         let mut destinations = Vec::new();
         let mut delivering = Vec::new();
@@ -248,6 +303,7 @@ mod tests {
             target_origin: target_origin.map(Into::into),
             target_record_id: target_origin.map(|_| "x".into()),
             arrived_from: from.map(Into::into),
+            listed: None,
         }
     }
 
@@ -257,7 +313,7 @@ mod tests {
 
     #[test]
     fn defaults_keep_restricted_records_from_public_sinks() {
-        let router = Router::new(&[]);
+        let router = Router::new("cn-370300", &[], None);
         let registry = crate::pki::demo_registry_for_tests();
         let parent = dest("cn-370000", Link::Parent);
         let publication = dest(PUBLICATION, Link::Publication);
@@ -270,25 +326,71 @@ mod tests {
     }
 
     #[test]
-    fn events_go_down_only_into_the_subtree_holding_their_target_and_never_back() {
-        let router = Router::new(&[]);
+    fn events_go_down_into_the_subtree_holding_their_target_or_where_it_went_and_never_back() {
+        let router = Router::new("cn-370300", &[], None);
         let registry = crate::pki::demo_registry_for_tests();
         let zhoucun = dest("cn-370306", Link::Child);
         let parent = dest("cn-370000", Link::Parent);
         let repair = record("repair", "public", Some("cn-370306"), Some("cn-370000"));
         assert!(router.sends(&zhoucun, &repair, &registry));
         assert!(!router.sends(&parent, &repair, &registry), "it came from the parent");
+        assert!(!router.needs_target_sent(&zhoucun, &repair, &registry), "its target is of the subtree");
+        // About a record from elsewhere: it goes only where that record went.
         let elsewhere = record("repair", "public", Some("cn-370500"), Some("cn-370000"));
-        assert!(!router.sends(&zhoucun, &elsewhere, &registry));
+        assert!(router.sends(&zhoucun, &elsewhere, &registry));
+        assert!(router.needs_target_sent(&zhoucun, &elsewhere, &registry));
         assert!(!router.sends(&zhoucun, &record("admin_penalty", "public", None, None), &registry));
         let from_child = record("objection_opened", "public", Some("cn-370306"), Some("cn-370306"));
         assert!(!router.sends(&zhoucun, &from_child, &registry));
         assert!(router.sends(&parent, &from_child, &registry));
     }
 
+    fn list_entry(origin: &str, list_type: &str, region: &str, from: Option<&str>) -> QueuedRecord {
+        QueuedRecord {
+            origin: origin.into(),
+            listed: Some(ListFacts {
+                list_type: list_type.into(),
+                domain: "市场监管".into(),
+                subject_region: region.into(),
+            }),
+            ..record("credit_list_entry", "public", None, from)
+        }
+    }
+
+    #[test]
+    fn list_entries_go_down_where_their_measures_reach() {
+        let registry = crate::pki::demo_registry_for_tests();
+        let catalogue = Catalogue::parse(include_bytes!("../../../../measures/demo.toml")).expect("demo catalogue");
+        let shandong = Router::new("cn-370000", &[], Some(Arc::new(catalogue)));
+        let (zibo, dongying) = (dest("cn-370300", Link::Child), dest("cn-370500", Link::Child));
+        // A black-list entry starts government procurement (reach all); a 重点关注 entry only
+        // market inspection, which reaches the subject's region (周村区, in 淄博).
+        let procurement = list_entry("cn-000000", "black", "370306", Some("cn-000000"));
+        assert!(shandong.sends(&zibo, &procurement, &registry));
+        assert!(shandong.sends(&dongying, &procurement, &registry), "reach all");
+        let watched = list_entry("cn-000000", "watch", "370306", Some("cn-000000"));
+        assert!(shandong.sends(&zibo, &watched, &registry));
+        assert!(!shandong.sends(&dongying, &watched, &registry), "reach region: 东营 does not hold 370306");
+        assert!(!shandong.needs_target_sent(&zibo, &watched, &registry));
+        // Never back where it came from; not at all without a catalogue.
+        let from_zibo = list_entry("cn-370306", "black", "370306", Some("cn-370300"));
+        assert!(!shandong.sends(&zibo, &from_zibo, &registry));
+        assert!(shandong.sends(&dongying, &from_zibo, &registry));
+        let no_catalogue = Router::new("cn-370000", &[], None);
+        assert!(!no_catalogue.sends(&zibo, &procurement, &registry));
+        // A red-list entry starts the reward measure, which reaches the region only.
+        let red = list_entry("cn-000000", "red", "370306", Some("cn-000000"));
+        assert!(shandong.sends(&zibo, &red, &registry));
+        assert!(!shandong.sends(&dongying, &red, &registry));
+        // The entry from above is published by 信用中国, not again here; one of our own is.
+        let publication = dest(PUBLICATION, Link::Publication);
+        assert!(!shandong.sends(&publication, &procurement, &registry));
+        assert!(shandong.sends(&publication, &from_zibo, &registry));
+    }
+
     #[test]
     fn a_platform_adapter_takes_public_records_of_its_types_and_never_its_own_rows_back() {
-        let router = Router::new(&[]);
+        let router = Router::new("cn-370300", &[], None);
         let registry = crate::pki::demo_registry_for_tests();
         let zibo = Destination {
             record_types: vec!["admin_penalty".into()],
@@ -310,7 +412,7 @@ mod tests {
             disclosure: vec![],
             action: RouteAction::Skip,
         };
-        let router = Router::new(&[skip_licenses]);
+        let router = Router::new("cn-370300", &[skip_licenses], None);
         let registry = crate::pki::demo_registry_for_tests();
         let parent = dest("cn-370000", Link::Parent);
         assert!(!router.sends(&parent, &record("admin_license", "public", None, None), &registry));
@@ -321,7 +423,11 @@ mod tests {
     fn what_a_destination_takes_comes_in_groups_of_types_with_the_same_scopes() {
         let parent = dest("cn-370000", Link::Parent);
         let all = |_| true;
-        let defaults = Routes { destinations: vec![parent.clone()], router: Router::new(&[]), adapters: Vec::new() };
+        let defaults = Routes {
+            destinations: vec![parent.clone()],
+            router: Router::new("cn-370300", &[], None),
+            adapters: Vec::new(),
+        };
         let groups = defaults.takes(&parent, all);
         assert_eq!(groups.len(), 1, "the defaults treat every type alike: {groups:?}");
         assert_eq!(groups[0].0.len(), RecordType::ALL.len());
@@ -333,7 +439,7 @@ mod tests {
             disclosure: vec!["gov_shared".into()],
             action: RouteAction::Skip,
         };
-        let routes = Routes { router: Router::new(&[skip_licences]), ..defaults };
+        let routes = Routes { router: Router::new("cn-370300", &[skip_licences], None), ..defaults };
         let groups = routes.takes(&parent, all);
         let licences = groups.iter().find(|(types, _)| types.contains(&RecordType::AdminLicense)).expect("listed");
         assert_eq!((licences.0.len(), licences.1.as_slice()), (1, ["public"].as_slice()));
