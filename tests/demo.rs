@@ -6,11 +6,23 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The demo's process, killed if the test fails before stopping it (so no demo keeps the ports).
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("tempdir");
     let api_port = testkit::free_port().to_string();
-    let mut child = Command::new(testkit::gateway_bin())
+    let child = Command::new(testkit::gateway_bin())
         .args(["demo", "--records", "120", "--api-port", &api_port, "--pki"])
         .arg(dir.path().join("pki"))
         .arg("--data-dir")
@@ -21,6 +33,8 @@ fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn demo");
+    let mut demo = Demo(child);
+    let child = &mut demo.0;
     let stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let deadline = Instant::now() + Duration::from_secs(180);
     // A demo that stalls without printing is killed at the deadline, so the read below ends.
@@ -43,7 +57,7 @@ fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
     }
     let _ = done.send(());
     watchdog.join().expect("watchdog");
-    // One joint-punishment loop at 信用淄博: opened at three departments, answered, lifted by
+    // One joint-punishment loop: opened at three departments of 信用淄博, answered, lifted by
     // the repair and acknowledged by the finance bureau.
     let case = |measure: &str| lines.iter().find(|l| l.trim_start().starts_with(measure)).cloned().unwrap_or_default();
     assert!(case("restrict-government-procurement").contains("lifted"), "{lines:#?}");
@@ -51,6 +65,17 @@ fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
     assert!(
         case("restrict-public-bidding").contains("lifting") && case("restrict-public-bidding").contains("repaired")
     );
+    // The entry was listed at 信用中国: 信用淄博's answers came back up as case reports, and
+    // 信用中国 counted three cases there, two answered, one lifted.
+    let at = lines.iter().position(|l| l.contains("信用中国 sees the loop")).unwrap_or_else(|| panic!("{lines:#?}"));
+    let zibo: Vec<Vec<i64>> = lines[at + 2..]
+        .iter()
+        .take_while(|l| l.starts_with("  cn-"))
+        .filter(|l| l.trim_start().starts_with("cn-370300"))
+        .map(|l| l.split_whitespace().skip(2).map(|n| n.parse().expect("count")).collect())
+        .collect();
+    let sum = |k: usize| zibo.iter().map(|cells| cells[k]).sum::<i64>();
+    assert_eq!((sum(0), sum(1), sum(2), sum(4)), (3, 2, 1, 1), "opened, responded, fed back, lifted: {lines:#?}");
     let rows: Vec<&String> = lines.iter().filter(|l| l.starts_with("cn-") && !l.contains("records")).collect();
     for member in ["cn-370306", "cn-370300", "cn-370000", "cn-000000"] {
         let row =

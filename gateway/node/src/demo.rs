@@ -79,6 +79,7 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
             relay: RelayConfig {
                 publication_dir: Some(data_dir.join("publication")),
                 linger_ms: 50,
+                routes: not_running(),
                 ..RelayConfig::default()
             },
             dashboard: crate::config::DashboardConfig { operators: vec![operator.clone()] },
@@ -114,6 +115,22 @@ pub async fn run(opts: &DemoOptions, shutdown: impl Future<Output = ()>) -> anyh
         }
     }
     scenario.map(|_| ())
+}
+
+/// Rules that send nothing to the registry's members the demo does not run (河南, 辽宁 …):
+/// list entries go down to every platform by an `all` measure, and a member that is not there
+/// would only be retried for ever.
+fn not_running() -> Vec<crate::config::RouteRule> {
+    DEMO_FEDERATION
+        .iter()
+        .filter(|n| !n.in_demo)
+        .map(|n| crate::config::RouteRule {
+            destination: n.member_id.into(),
+            record_types: Vec::new(),
+            disclosure: Vec::new(),
+            action: crate::config::RouteAction::Skip,
+        })
+        .collect()
 }
 
 /// The demo's API keys, per node (in the order of the nodes): the platform's credit office
@@ -350,18 +367,26 @@ async fn scenario(opts: &DemoOptions, nodes: &[RunningNode], keys: &DemoKeys) ->
         println!("{:<10} {:>8}  {:<10} {:<10} {:<10} {}", n.member, count, states[0], states[1], states[2], n.name);
     }
     recognition(&client, city, dongying, dongying_key, &keys.desk).await?;
-    if city.running.app.measures.is_some() {
-        joint_loop(&client, city, city_key).await?;
+    if city.running.app.measures.is_some() && national.running.app.measures.is_some() {
+        let national_operator = keys.operator.get(3).context("信用中国's operator key")?;
+        joint_loop(&client, city, national, national_key, national_operator).await?;
     }
     Ok(targets)
 }
 
-/// 联合奖惩 at 信用淄博, one loop end to end: a black-list entry opens cases at three
-/// departments; the finance bureau checks the subject before a procurement decision (信用核查),
-/// accepts and feeds back naming the check; the market bureau answers not applicable; then a
-/// 信用修复 of the entry asks every department to lift its measure, and the finance bureau
-/// acknowledges. Prints each case as it ends.
-async fn joint_loop(client: &reqwest::Client, city: &RunningNode, office_key: &str) -> anyhow::Result<()> {
+/// 联合奖惩, one loop end to end across the federation: a black-list entry listed at 信用中国
+/// goes down by its measures' reach and opens cases at three departments of 信用淄博; the
+/// finance bureau checks the subject before a procurement decision (信用核查), accepts and feeds
+/// back naming the check; the market bureau answers not applicable; then a 信用修复 of the entry
+/// at 信用中国 asks every department to lift its measure, and the finance bureau acknowledges.
+/// Prints each case as it ends, then the loop as 信用中国 sees it from the reports that came up.
+async fn joint_loop(
+    client: &reqwest::Client,
+    city: &RunningNode,
+    national: &RunningNode,
+    national_office: &str,
+    national_operator: &str,
+) -> anyhow::Result<()> {
     use crate::auth::{IssueRequest, Role};
     let now = time::OffsetDateTime::now_utc();
     let mut department = Vec::new();
@@ -382,11 +407,11 @@ async fn joint_loop(client: &reqwest::Client, city: &RunningNode, office_key: &s
         department.push(issued.api_key.context("an API key")?);
     }
     let entry = active_black_list_entry(gateway_core::date::today_in_china(now))?;
-    let answer = post(client, &city.api, office_key, &[entry]).await?;
+    let answer = post(client, &national.api, national_office, &[entry]).await?;
     let entry_id = answer["outcomes"][0]["record_id"].as_str().context("entry id")?.to_owned();
     println!(
         "
-联合奖惩 · joint punishment at 信用淄博: 黑名单 entry {entry_id} listed …"
+联合奖惩 · joint punishment: 黑名单 entry {entry_id} listed at 信用中国, going down to 信用淄博 …"
     );
 
     let call = async |key: &str, path: &str, body: Option<Value>| -> anyhow::Result<Value> {
@@ -438,13 +463,14 @@ async fn joint_loop(client: &reqwest::Client, city: &RunningNode, office_key: &s
         "  响应/反馈: finance accepted and fed back; market regulation: not applicable; housing: not yet answered"
     );
 
-    // 信用修复 of the entry at 信用淄博: every measure that may be in force is to be lifted.
-    let mut repair = example(include_str!("../../../schemas/repair/valid/provincial_list_early_exit.json"))?;
-    repair["target_origin"] = json!("cn-370300");
+    // 信用修复 of the entry at 信用中国: every measure that may be in force is to be lifted, at
+    // every platform the entry reached.
+    let mut repair = example(include_str!("../../../schemas/repair/valid/national_window_tax_penalty.json"))?;
+    repair["target_origin"] = json!(national.member);
     repair["target_record_id"] = json!(entry_id);
     repair["target_version"] = json!(1);
     repair["decided_on"] = json!(today);
-    post(client, &city.api, office_key, &[repair]).await?;
+    post(client, &national.api, national_office, &[repair]).await?;
     wait_for("the lifting (解除) to be asked", async || {
         call(&department[0], "/api/v1/cases?state=lifting", None)
             .await
@@ -464,6 +490,39 @@ async fn joint_loop(client: &reqwest::Client, city: &RunningNode, office_key: &s
                 c["lift_reason"].as_str().unwrap_or("—"),
             );
         }
+    }
+
+    // The departments' answers come back up as signed case reports: 信用中国 counts the loop.
+    let url = format!("{}/api/v1/cases/loop?scope=federation", national.api);
+    let mut rows = Vec::new();
+    wait_for("信用淄博's reports at 信用中国", async || {
+        let Ok(resp) = client.get(&url).bearer_auth(national_operator).send().await else { return false };
+        rows = resp.json::<Value>().await.ok().and_then(|v| v.as_array().cloned()).unwrap_or_default();
+        let zibo = rows.iter().filter(|r| r["node"] == city.member);
+        let (mut opened, mut lifted) = (0, 0);
+        for r in zibo {
+            opened += r["opened"].as_i64().unwrap_or(0);
+            lifted += r["lifted"].as_i64().unwrap_or(0);
+        }
+        opened == 3 && lifted == 1
+    })
+    .await?;
+    println!("\n  信用中国 sees the loop (GET /api/v1/cases/loop?scope=federation):");
+    println!(
+        "  {:<10} {:<20} {:>6} {:>9} {:>8} {:>7} {:>6}",
+        "node", "department", "opened", "responded", "fed_back", "lifting", "lifted"
+    );
+    for r in &rows {
+        println!(
+            "  {:<10} {:<20} {:>6} {:>9} {:>8} {:>7} {:>6}",
+            r["node"].as_str().unwrap_or(""),
+            r["department_uscc"].as_str().unwrap_or(""),
+            r["opened"],
+            r["responded"],
+            r["fed_back"],
+            r["lifting"],
+            r["lifted"],
+        );
     }
     Ok(())
 }

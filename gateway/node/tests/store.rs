@@ -261,6 +261,20 @@ async fn the_outbox_settles_dead_letters_resends_and_trails(store: Store) {
     let places: Vec<(&str, &str)> =
         trail.versions[0].publications.iter().map(|p| (p.destination.as_str(), p.place.as_str())).collect();
     assert_eq!(places, [("publication", "publication.file"), ("adapter:xinyong-zibo", "adapter:xinyong-zibo.file")]);
+
+    // A child's queue holds list entries too (ADR 0008), with what routing them down reads of
+    // their content; other records carry none of it.
+    assert!(queued.iter().all(|q| q.listed.is_none() || q.record_type == "credit_list_entry"));
+    let before = store.last_seq().await.expect("seq");
+    let entry = credit_gateway::demo::active_black_list_entry(date!(2026 - 11 - 20)).expect("entry");
+    store.ingest("cn-000000", prepare(&[entry]), now).await.expect("ingest");
+    let down = store.queued_events(before, store.last_seq().await.expect("seq"), 10).await.expect("queue");
+    assert_eq!(down.len(), 1);
+    let facts = down[0].listed.clone().expect("list facts");
+    assert_eq!(
+        (facts.list_type.as_str(), facts.domain.as_str(), facts.subject_region.as_str()),
+        ("black", "政府采购", "370306")
+    );
 }
 
 async fn lifecycle_events_set_the_state_of_their_target(store: Store) {

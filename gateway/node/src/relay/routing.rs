@@ -112,12 +112,13 @@ impl Router {
         if record.arrived_from.as_deref() == Some(dest.name.as_str()) {
             return false;
         }
-        let from_above = !registry.is_ancestor_or_self(&self.member, &record.origin);
         let goes = match dest.link {
             Link::Child if is_event(record) => true,
             Link::Child => record.listed.as_ref().is_some_and(|listed| self.reaches(dest, listed, registry)),
             // A list entry from above is published by the platform that listed the subject.
-            Link::Publication | Link::Adapter => !(record.listed.is_some() && from_above),
+            Link::Publication | Link::Adapter => {
+                record.listed.is_none() || registry.is_ancestor_or_self(&self.member, &record.origin)
+            }
             Link::Parent => true,
         };
         goes && self.takes(dest, &record.record_type, record.disclosure.as_deref())
