@@ -130,6 +130,7 @@ async fn federation(root: &Path, pki: &Path) -> (Vec<Member>, Vec<Relay>) {
                 catalogue: Some(catalogue.clone()),
                 signature: Some(signature.clone()),
                 opening_interval_secs: 0,
+                frontdb: None,
             };
             c.auth.required = true;
         };

@@ -20,6 +20,7 @@ fn catalogue_config(
             catalogue: Some(catalogue),
             signature: Some(signature),
             opening_interval_secs: 0,
+            frontdb: None,
         },
         ..testkit::config(dir)
     }
@@ -479,4 +480,98 @@ async fn departments_answer_their_cases_and_a_repair_lifts_the_measures() {
     assert_eq!((counts[0]["lifted"].as_i64(), counts[0]["lifting"].as_i64()), (Some(1), Some(0)));
     let (_, counts) = z.get(&z.operator, "/api/v1/cases/loop").await;
     assert_eq!(counts.as_array().expect("rows").iter().map(|r| r["lifting"].as_i64().unwrap_or(0)).sum::<i64>(), 2);
+}
+
+/// The cases' 前置库 on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn departments_answer_through_a_sqlite_frontdb() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    frontdb_exchange(&format!("sqlite://{}?mode=rwc", tmp.path().join("cases.sqlite").display())).await;
+}
+
+/// And on MariaDB (`.ci/run` starts the local one; `CREDIT_GATEWAY_TEST_MYSQL` points elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn departments_answer_through_a_mariadb_frontdb() {
+    use sqlx::Connection as _;
+    let admin = std::env::var("CREDIT_GATEWAY_TEST_MYSQL").unwrap_or_else(|_| "mysql://gw:gw@127.0.0.1:3306".into());
+    sqlx::any::install_default_drivers();
+    let name = format!("cases_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("MySQL/MariaDB at {admin} is required for this test: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create db");
+    frontdb_exchange(&format!("{admin}/{name}")).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}"))).execute(&mut conn).await.expect("drop db");
+}
+
+/// Through the 前置库: the configured departments' cases are written there; their answer rows
+/// are applied as their API answers would be, each row's result written back; a row of a
+/// department not configured is refused; a row applied again after a crash is `stored`.
+async fn frontdb_exchange(url: &str) {
+    use credit_gateway::joint::frontdb::{FrontDb, Round};
+    use sqlx::{Connection as _, Row as _};
+    let z = Zibo::start().await;
+    let app = &z.node.app;
+    let catalogue = app.measures.as_ref().expect("catalogue");
+    z.push(&[testkit::active_black_list_entry()]).await;
+    let now = time::OffsetDateTime::now_utc();
+    assert_eq!(z.open(now).await, 3);
+    let config = credit_gateway::config::CasesFrontDb { url: url.into(), units: vec![unit(1), unit(2)] };
+    let db = FrontDb::connect(&config).await.expect("connect");
+    assert_eq!(db.round(&app.ingest, catalogue, now).await.expect("round"), Round { written: 2, collected: 0 });
+    assert_eq!(db.round(&app.ingest, catalogue, now).await.expect("round"), Round::default(), "nothing changed");
+
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("connect");
+    let cases = async |conn: &mut sqlx::AnyConnection| -> Vec<(String, String, String)> {
+        let sql = "SELECT CASE_ID, DEPARTMENT_USCC, STATE FROM GW_JOINT_CASES ORDER BY DEPARTMENT_USCC";
+        let rows = sqlx::query(sql).fetch_all(conn).await.expect("cases");
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+    };
+    let written = cases(&mut conn).await;
+    assert_eq!(
+        written.iter().map(|c| (c.1.clone(), c.2.as_str())).collect::<Vec<_>>(),
+        [(unit(1), "opened"), (unit(2), "opened")]
+    );
+    let (finance_case, market_case) = (written[0].0.clone(), written[1].0.clone());
+    let housing_case = z.cases(&z.housing, "").await[0]["case_id"].as_str().expect("id").to_owned();
+    for (case, unit, answer, reason) in [
+        (&finance_case, unit(1), "予以实施", None),
+        (&market_case, unit(2), "不适用", None),
+        (&housing_case, unit(3), "予以实施", None),
+        (&market_case, unit(2), "不适用", Some("该主体不在本局监管范围内")),
+    ] {
+        let reason = reason.map_or("NULL".to_owned(), |r| format!("'{r}'"));
+        let sql = format!(
+            "INSERT INTO GW_JOINT_ANSWERS (CASE_ID, DEPARTMENT_USCC, ANSWER, REASON) VALUES ('{case}', '{unit}', '{answer}', {reason})"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.expect("answer row");
+    }
+    let round = db.round(&app.ingest, catalogue, now).await.expect("round");
+    assert_eq!(round.collected, 4);
+    let results = async |conn: &mut sqlx::AnyConnection| -> Vec<(String, String)> {
+        let sql = "SELECT RESULT, CAST(MESSAGE AS CHAR) FROM GW_JOINT_ANSWERS ORDER BY ID";
+        let rows = sqlx::query(sql).fetch_all(conn).await.expect("results");
+        rows.iter().map(|r| (r.get::<String, _>(0), r.get::<Option<String>, _>(1).unwrap_or_default())).collect()
+    };
+    let got = results(&mut conn).await;
+    assert_eq!(got[0], ("stored".into(), String::new()));
+    assert!(got[1].0 == "rejected" && got[1].1.contains("/REASON"), "{got:?}");
+    assert!(got[2].0 == "rejected" && got[2].1.starts_with("auth.unit_not_allowed"), "{got:?}");
+    assert_eq!(got[3], ("stored".into(), String::new()));
+    // The answers are the cases' state at the node, and the 前置库 shows it after the next round.
+    assert_eq!(z.cases(&z.finance, "").await[0]["state"], "accepted");
+    assert_eq!(z.cases(&z.housing, "").await[0]["state"], "opened", "the housing bureau is not configured");
+    db.round(&app.ingest, catalogue, now).await.expect("round");
+    let states: Vec<String> = cases(&mut conn).await.into_iter().map(|c| c.2).collect();
+    assert_eq!(states, ["accepted", "not_applicable"]);
+
+    // Applied, but its result not written (a crash between the two databases): applied again,
+    // it is stored, and nothing changes.
+    sqlx::query("UPDATE GW_JOINT_ANSWERS SET COLLECTED_AT = NULL, RESULT = NULL WHERE ID = 1")
+        .execute(&mut conn)
+        .await
+        .expect("un-collect");
+    assert_eq!(db.round(&app.ingest, catalogue, now).await.expect("round"), Round { written: 0, collected: 1 });
+    assert_eq!(results(&mut conn).await[0], ("stored".into(), String::new()));
+    assert_eq!(z.cases(&z.finance, "").await[0]["state"], "accepted");
 }

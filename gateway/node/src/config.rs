@@ -70,15 +70,29 @@ pub struct MeasuresConfig {
     pub catalogue: Option<PathBuf>,
     /// Its root signature; default: the catalogue's path with the extension `.sig`.
     pub signature: Option<PathBuf>,
-    /// How often the node opens cases for the list entries it stored (seconds; 0 = never: for
-    /// tests, which run a pass themselves). Default 5.
+    /// How often the node opens cases for the list entries it stored, and exchanges with the
+    /// cases' 前置库 (seconds; 0 = never: for tests, which run a pass themselves). Default 5.
     pub opening_interval_secs: u64,
+    /// The cases' 前置库, for departments that answer through a staging database.
+    pub frontdb: Option<CasesFrontDb>,
 }
 
 impl Default for MeasuresConfig {
     fn default() -> Self {
-        Self { catalogue: None, signature: None, opening_interval_secs: 5 }
+        Self { catalogue: None, signature: None, opening_interval_secs: 5, frontdb: None }
     }
+}
+
+/// `[measures.frontdb]`: the 前置库 through which departments collect their cases and answer
+/// them (`joint::frontdb`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CasesFrontDb {
+    /// `mysql://…` (MariaDB), `postgres://…` or `sqlite://…`.
+    pub url: String,
+    /// The departments (统一社会信用代码) that answer through it: required, and a row naming
+    /// any other is refused.
+    pub units: Vec<String>,
 }
 
 /// `[auth]`: credentials on the department API (see `docs/operations.md`, "Access").

@@ -250,6 +250,13 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         }
         tracing::warn!(platform = a.id(), "adapter names no `units`: it may report records of any unit");
     }
+    if let Some(frontdb) = &config.measures.frontdb {
+        anyhow::ensure!(config.measures.catalogue.is_some(), "[measures.frontdb] needs [measures] catalogue");
+        anyhow::ensure!(
+            !frontdb.units.is_empty(),
+            "[measures.frontdb] names no `units`: list the departments (统一社会信用代码) that answer through it"
+        );
+    }
     let measures = match (&config.measures.catalogue, &registry) {
         (None, _) => None,
         (Some(path), Some(registry)) => Some(Arc::new(load_catalogue(path, &config.measures, registry)?)),
@@ -357,6 +364,14 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
             Arc::clone(catalogue),
             every,
         )));
+        if let Some(frontdb) = &config.measures.frontdb {
+            background.push(tokio::spawn(crate::joint::frontdb::run_loop(
+                Arc::clone(&ingest),
+                Arc::clone(catalogue),
+                frontdb.clone(),
+                every,
+            )));
+        }
     }
     let alerts = alerter.map(|a| tokio::spawn(a.run(when_stopped(stopped.clone()))));
     let api_task = tokio::spawn({

@@ -651,15 +651,17 @@ impl Store {
     /// Records that each `(case_id, state)` has been reported in that state. A case that has
     /// changed again since stays unreported.
     pub async fn mark_reported(&self, reported: &[(String, String)]) -> Result<(), StoreError> {
+        self.mark_cases("UPDATE joint_cases SET reported_state = $1 WHERE case_id = $2", reported).await
+    }
+
+    /// Runs `update` (binding a state, then a case id) for each `(case_id, state)`, in one
+    /// transaction.
+    async fn mark_cases(&self, update: &'static str, marks: &[(String, String)]) -> Result<(), StoreError> {
         let _serialised = self.write_lock.lock().await;
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
-            for (case_id, state) in reported {
-                sqlx::query("UPDATE joint_cases SET reported_state = $1 WHERE case_id = $2")
-                    .bind(state)
-                    .bind(case_id)
-                    .execute(&mut *tx)
-                    .await?;
+            for (case_id, state) in marks {
+                sqlx::query(update).bind(state).bind(case_id).execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
@@ -774,5 +776,21 @@ impl Store {
                 })
                 .collect()
         })
+    }
+
+    /// Cases of `department` whose state has changed since they were last written to the
+    /// cases' 前置库 (or never written), oldest first.
+    pub async fn unexported_cases(&self, department: &str, limit: i64) -> Result<Vec<Case>, StoreError> {
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM joint_cases WHERE department_uscc = "));
+            qb.push_bind(department);
+            qb.push(" AND (exported_state IS NULL OR exported_state <> state) ORDER BY case_id LIMIT ").push_bind(limit);
+            qb.build().fetch_all(pool).await?.iter().map(case).collect()
+        })
+    }
+
+    /// Records that each `(case_id, state)` was written to the cases' 前置库 in that state.
+    pub async fn mark_exported(&self, exported: &[(String, String)]) -> Result<(), StoreError> {
+        self.mark_cases("UPDATE joint_cases SET exported_state = $1 WHERE case_id = $2", exported).await
     }
 }

@@ -26,16 +26,16 @@ use crate::ingest::{Ingest, RecordOutcome, Status};
 /// Rows taken per round and dataset.
 const ROUND_ROWS: i64 = 500;
 
-/// SQL spelling of the three supported databases.
+/// SQL spelling of the three supported databases (the cases' 前置库, `joint::frontdb`, shares it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dialect {
+pub(crate) enum Dialect {
     Postgres,
     Sqlite,
     MySql,
 }
 
 impl Dialect {
-    fn of(url: &str) -> anyhow::Result<Self> {
+    pub(crate) fn of(url: &str) -> anyhow::Result<Self> {
         Ok(match url.split(':').next().unwrap_or_default() {
             "postgres" | "postgresql" => Self::Postgres,
             "sqlite" => Self::Sqlite,
@@ -46,7 +46,7 @@ impl Dialect {
 
     /// Quotes an identifier (names come from the signed manifest and match `^[A-Za-z_]\w*$`
     /// or a platform column name; quotes inside are refused, never escaped).
-    fn ident(self, name: &str) -> anyhow::Result<String> {
+    pub(crate) fn ident(self, name: &str) -> anyhow::Result<String> {
         anyhow::ensure!(!name.contains(['"', '`', '\0']), "identifier {name:?} contains a quote");
         Ok(match self {
             Self::MySql => format!("`{name}`"),
@@ -54,12 +54,21 @@ impl Dialect {
         })
     }
 
-    fn text(self) -> &'static str {
+    pub(crate) fn text(self) -> &'static str {
         if self == Self::MySql { "CHAR" } else { "TEXT" }
     }
 
-    fn param(self, n: usize) -> String {
+    pub(crate) fn param(self, n: usize) -> String {
         if self == Self::MySql { "?".into() } else { format!("${n}") }
+    }
+
+    /// An auto-numbered `ID` primary key column.
+    pub(crate) fn serial_id(self) -> &'static str {
+        match self {
+            Self::Postgres => "\"ID\" BIGSERIAL PRIMARY KEY",
+            Self::Sqlite => "\"ID\" INTEGER PRIMARY KEY AUTOINCREMENT",
+            Self::MySql => "`ID` BIGINT AUTO_INCREMENT PRIMARY KEY",
+        }
     }
 }
 
@@ -114,11 +123,7 @@ impl Collector {
     async fn ensure_feedback_table(&self) -> anyhow::Result<()> {
         let d = self.dialect;
         let t = d.ident(&self.settings().feedback_table)?;
-        let id = match d {
-            Dialect::Postgres => "\"ID\" BIGSERIAL PRIMARY KEY",
-            Dialect::Sqlite => "\"ID\" INTEGER PRIMARY KEY AUTOINCREMENT",
-            Dialect::MySql => "`ID` BIGINT AUTO_INCREMENT PRIMARY KEY",
-        };
+        let id = d.serial_id();
         let q = |c: &str| d.ident(c).unwrap_or_default();
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {t} ({id}, {} VARCHAR(64) NOT NULL, {} BIGINT NOT NULL, {} VARCHAR(16) NOT NULL, \

@@ -2,8 +2,9 @@
 //! - the measures catalogue's commands (`cli`; the catalogue itself is loaded and verified at
 //!   start-up by `server::load_catalogue`);
 //! - opening cases (发起, `opener`) and asking for their lifting (解除) when the entry ends;
-//! - the departments' answers (响应, 反馈, 解除 acknowledged: `answers`), as JSON or through the
-//!   cases workbook (`workbook`, which also writes the 督办清单);
+//! - the departments' answers (响应, 反馈, 解除 acknowledged: `answers`), as JSON, through the
+//!   cases workbook (`workbook`, which also writes the 督办清单) or through the 前置库
+//!   (`frontdb`);
 //! - the check at the point of decision (信用核查, `check`);
 //! - the loop's counts per department and month (below), for the API, `/metrics`, the
 //!   dashboard and alerts;
@@ -14,6 +15,7 @@
 pub mod answers;
 pub mod check;
 pub mod cli;
+pub mod frontdb;
 pub mod opener;
 pub mod report;
 pub mod workbook;

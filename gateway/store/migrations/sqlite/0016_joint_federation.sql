@@ -35,3 +35,7 @@ CREATE TABLE joint_case_reports (
     report_version        BIGINT  NOT NULL,
     PRIMARY KEY (reporter, case_id)
 );
+
+-- The state of each case last written to the cases' 前置库 (`[measures.frontdb]`), NULL before
+-- the first: a case is written again when its state has changed since.
+ALTER TABLE joint_cases ADD COLUMN exported_state TEXT;
