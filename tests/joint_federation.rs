@@ -8,11 +8,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use credit_gateway::auth::{IssueRequest, Role};
-use credit_gateway::config::{MeasuresConfig, RelayConfig};
+use credit_gateway::config::MeasuresConfig;
 use credit_gateway::interchange::Node;
 use credit_gateway::relay::Relay;
 use gateway_core::crypto::Alg;
@@ -33,16 +32,6 @@ fn departments(member: &str) -> &'static [&'static str] {
         CITY => &["finance", "housing_construction"],
         NATIONAL => &["finance"],
         _ => &[],
-    }
-}
-
-fn relay_config(data_dir: &Path) -> RelayConfig {
-    RelayConfig {
-        linger_ms: 5,
-        backoff_base_ms: 20,
-        backoff_max_ms: 200,
-        publication_dir: Some(data_dir.join("publication")),
-        ..RelayConfig::default()
     }
 }
 
@@ -120,30 +109,19 @@ impl Member {
 async fn federation(root: &Path, pki: &Path) -> (Vec<Member>, Vec<Relay>) {
     let catalogue = testkit::repo_dir().join("measures/demo.toml");
     let signature = credit_gateway::pki::catalogue_signature_file(pki, "cn-credit-measures-demo");
-    let mut running = Vec::new();
-    let mut urls = Vec::new();
-    for member in CHAIN {
-        let dir = root.join(member);
-        let configure = |c: &mut credit_gateway::config::Config| {
-            c.relay = RelayConfig { enabled: false, ..relay_config(&dir) };
-            c.measures = MeasuresConfig {
-                catalogue: Some(catalogue.clone()),
-                signature: Some(signature.clone()),
-                opening_interval_secs: 0,
-                frontdb: None,
-            };
-            c.auth.required = true;
+    let (running, _, relays) = testkit::federation(root, pki, &CHAIN, |_, c| {
+        c.measures = MeasuresConfig {
+            catalogue: Some(catalogue.clone()),
+            signature: Some(signature.clone()),
+            opening_interval_secs: 0,
+            frontdb: None,
         };
-        let node = testkit::federation_node(pki, member, &dir, &[], configure).await;
-        urls.push((member.to_owned(), format!("https://localhost:{}", node.federation_port.expect("port"))));
-        running.push((member, node));
-    }
-    let peers: Arc<std::collections::BTreeMap<String, String>> = Arc::new(urls.into_iter().collect());
-    let (mut members, mut relays) = (Vec::new(), Vec::new());
-    for (id, r) in running {
-        let mut node = r.node();
-        node.identity.peers = Arc::clone(&peers);
-        relays.push(Relay::start(node.clone(), &r.app.relay, relay_config(&root.join(id))));
+        c.auth.required = true;
+    })
+    .await;
+    let mut members = Vec::new();
+    for (id, r) in CHAIN.into_iter().zip(running) {
+        let node = r.node();
         let region = &id[3..];
         let now = OffsetDateTime::now_utc();
         let store = &r.app.ingest.store;

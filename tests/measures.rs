@@ -489,19 +489,10 @@ async fn departments_answer_through_a_sqlite_frontdb() {
     frontdb_exchange(&format!("sqlite://{}?mode=rwc", tmp.path().join("cases.sqlite").display())).await;
 }
 
-/// And on MariaDB (`.ci/run` starts the local one; `CREDIT_GATEWAY_TEST_MYSQL` points elsewhere).
+/// And on MariaDB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn departments_answer_through_a_mariadb_frontdb() {
-    use sqlx::Connection as _;
-    let admin = std::env::var("CREDIT_GATEWAY_TEST_MYSQL").unwrap_or_else(|_| "mysql://gw:gw@127.0.0.1:3306".into());
-    sqlx::any::install_default_drivers();
-    let name = format!("cases_{}", uuid::Uuid::now_v7().simple());
-    let mut conn = sqlx::AnyConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("MySQL/MariaDB at {admin} is required for this test: {e}"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create db");
-    frontdb_exchange(&format!("{admin}/{name}")).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}"))).execute(&mut conn).await.expect("drop db");
+    testkit::with_mysql_database(async |url| frontdb_exchange(url).await).await;
 }
 
 /// Through the 前置库: the configured departments' cases are written there; their answer rows

@@ -22,40 +22,10 @@ const PROVINCE: &str = "cn-370000";
 const NATIONAL: &str = "cn-000000";
 const CHAIN: [&str; 4] = [DISTRICT, CITY, PROVINCE, NATIONAL];
 
-/// Relay settings for tests: short waits so a test runs in seconds.
-fn relay_config(data_dir: &Path) -> RelayConfig {
-    RelayConfig {
-        linger_ms: 5,
-        backoff_base_ms: 20,
-        backoff_max_ms: 200,
-        publication_dir: Some(data_dir.join("publication")),
-        ..RelayConfig::default()
-    }
-}
-
-/// The four nodes of the chain, each serving mTLS and running its relay. Returned in chain
-/// order, with their relays (dropping a relay stops it) and their application states. The
-/// relays start once every node's port is known, so the tests start them themselves.
+/// The four nodes of the chain, serving mTLS with their relays running, in chain order: their
+/// federation handles, relays (dropping one stops it) and application states.
 async fn chain(root: &Path, pki: &Path) -> (Vec<Node>, Vec<Relay>, Vec<testkit::Running>) {
-    let mut running = Vec::new();
-    let mut urls = Vec::new();
-    for member in CHAIN {
-        let dir = root.join(member);
-        let configure = |c: &mut credit_gateway::config::Config| {
-            c.relay = RelayConfig { enabled: false, ..relay_config(&dir) };
-        };
-        let node = testkit::federation_node(pki, member, &dir, &[], configure).await;
-        urls.push((member.to_owned(), format!("https://localhost:{}", node.federation_port.expect("port"))));
-        running.push(node);
-    }
-    let peers: Arc<std::collections::BTreeMap<String, String>> = Arc::new(urls.into_iter().collect());
-    let (mut nodes, mut relays) = (Vec::new(), Vec::new());
-    for r in &running {
-        let mut node = r.node();
-        node.identity.peers = Arc::clone(&peers);
-        relays.push(Relay::start(node.clone(), &r.app.relay, relay_config(&root.join(node.member_id()))));
-        nodes.push(node);
-    }
+    let (running, nodes, relays) = testkit::federation(root, pki, &CHAIN, |_, _| {}).await;
     (nodes, relays, running)
 }
 
@@ -196,9 +166,13 @@ async fn records_reach_national_and_lifecycle_events_reach_every_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_child_behind_a_firewall_collects_its_events() {
     let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
-    let city_relay = RelayConfig { pull_children: vec![DISTRICT.into()], ..relay_config(&dir.path().join("city")) };
-    let district_relay =
-        RelayConfig { pull_from_parent: true, pull_interval_ms: 20, ..relay_config(&dir.path().join("district")) };
+    let city_relay =
+        RelayConfig { pull_children: vec![DISTRICT.into()], ..testkit::quick_relay(&dir.path().join("city")) };
+    let district_relay = RelayConfig {
+        pull_from_parent: true,
+        pull_interval_ms: 20,
+        ..testkit::quick_relay(&dir.path().join("district"))
+    };
     let city_app = testkit::federation_node(&pki, CITY, &dir.path().join("city"), &[], |c| {
         c.relay = RelayConfig { enabled: false, ..city_relay.clone() };
     })

@@ -250,6 +250,67 @@ pub async fn federation_node(
     start(config).await
 }
 
+/// Runs `test` with the URL of a new, empty MySQL/MariaDB database, dropped afterwards (`.ci/run`
+/// starts the local MariaDB; `CREDIT_GATEWAY_TEST_MYSQL` points elsewhere).
+pub async fn with_mysql_database(test: impl AsyncFnOnce(&str)) {
+    use sqlx::Connection as _;
+    let admin = std::env::var("CREDIT_GATEWAY_TEST_MYSQL").unwrap_or_else(|_| "mysql://gw:gw@127.0.0.1:3306".into());
+    sqlx::any::install_default_drivers();
+    let name = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("MySQL/MariaDB at {admin} is required for this test: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create db");
+    test(&format!("{admin}/{name}")).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}"))).execute(&mut conn).await.expect("drop db");
+}
+
+/// Relay settings for tests: short waits so a test runs in seconds, and a publication sink in
+/// the node's data directory.
+pub fn quick_relay(data_dir: &Path) -> credit_gateway::config::RelayConfig {
+    credit_gateway::config::RelayConfig {
+        linger_ms: 5,
+        backoff_base_ms: 20,
+        backoff_max_ms: 200,
+        publication_dir: Some(data_dir.join("publication")),
+        ..credit_gateway::config::RelayConfig::default()
+    }
+}
+
+/// `members` of the PKI at `pki_dir`, each in-process in `root/<member>` serving mutual TLS
+/// and adjusted by `configure`, with their relays ([`quick_relay`]) started once every node's
+/// address is known. Returned in the order given: the nodes, their federation handles, and
+/// their relays (dropping one stops it).
+pub async fn federation(
+    root: &Path,
+    pki_dir: &Path,
+    members: &[&str],
+    configure: impl Fn(&str, &mut Config),
+) -> (Vec<Running>, Vec<credit_gateway::interchange::Node>, Vec<credit_gateway::relay::Relay>) {
+    let mut running = Vec::new();
+    let mut urls = Vec::new();
+    for member in members {
+        let dir = root.join(member);
+        let node = federation_node(pki_dir, member, &dir, &[], |c| {
+            c.relay = credit_gateway::config::RelayConfig { enabled: false, ..quick_relay(&dir) };
+            configure(member, c);
+        })
+        .await;
+        urls.push(((*member).to_owned(), format!("https://localhost:{}", node.federation_port.expect("port"))));
+        running.push(node);
+    }
+    let peers: Arc<std::collections::BTreeMap<String, String>> = Arc::new(urls.into_iter().collect());
+    let (mut nodes, mut relays) = (Vec::new(), Vec::new());
+    for r in &running {
+        let mut node = r.node();
+        node.identity.peers = Arc::clone(&peers);
+        let config = quick_relay(&root.join(node.member_id()));
+        relays.push(credit_gateway::relay::Relay::start(node.clone(), &r.app.relay, config));
+        nodes.push(node);
+    }
+    (running, nodes, relays)
+}
+
 /// A reqwest client presenting `member`'s certificate from the PKI.
 pub fn federation_client(pki_dir: &Path, member: &str) -> reqwest::Client {
     let files = credit_gateway::pki::NodeFiles::new(pki_dir, member);

@@ -232,15 +232,7 @@ async fn a_sqlite_staging_database_is_collected_the_same_way() {
 /// points elsewhere).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mysql_staging_database_is_collected_the_same_way() {
-    let admin = std::env::var("CREDIT_GATEWAY_TEST_MYSQL").unwrap_or_else(|_| "mysql://gw:gw@127.0.0.1:3306".into());
-    sqlx::any::install_default_drivers();
-    let name = format!("qzk_{}", uuid::Uuid::now_v7().simple());
-    let mut conn = sqlx::AnyConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("MySQL/MariaDB at {admin} is required for this test: {e}"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create db");
-    small_collection(&format!("{admin}/{name}")).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}"))).execute(&mut conn).await.expect("drop db");
+    testkit::with_mysql_database(async |url| small_collection(url).await).await;
 }
 
 async fn small_collection(url: &str) {

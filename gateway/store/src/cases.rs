@@ -230,6 +230,29 @@ const COLUMNS: &str = "case_id, subject_key, subject_name, measure_id, catalogue
 /// 16 columns: 2,000 rows stay under SQLite's bound-parameter limit.
 const CHUNK: usize = 2_000;
 
+/// A loop row: department, month, then the eight counts in `LoopCounts` order, from column
+/// `first` on.
+fn loop_counts<R: Row>(row: &R, first: usize) -> Result<LoopCounts, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let n = |k: usize| row.try_get::<i64, _>(first + k);
+    Ok(LoopCounts {
+        department_uscc: row.try_get(first)?,
+        month: row.try_get(first + 1)?,
+        opened: n(2)?,
+        responded: n(3)?,
+        not_applicable: n(4)?,
+        fed_back: n(5)?,
+        response_overdue: n(6)?,
+        feedback_overdue: n(7)?,
+        lifting: n(8)?,
+        lifted: n(9)?,
+    })
+}
+
 fn case<R: Row>(row: &R) -> Result<Case, StoreError>
 where
     usize: sqlx::ColumnIndex<R>,
@@ -615,22 +638,7 @@ impl Store {
             .bind(today)
             .fetch_all(pool)
             .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(LoopCounts {
-                        department_uscc: r.try_get(0)?,
-                        month: r.try_get(1)?,
-                        opened: r.try_get(2)?,
-                        responded: r.try_get(3)?,
-                        not_applicable: r.try_get(4)?,
-                        fed_back: r.try_get(5)?,
-                        response_overdue: r.try_get(6)?,
-                        feedback_overdue: r.try_get(7)?,
-                        lifting: r.try_get(8)?,
-                        lifted: r.try_get(9)?,
-                    })
-                })
-                .collect()
+            rows.iter().map(|r| loop_counts(r, 0)).collect()
         })
     }
 
@@ -756,25 +764,7 @@ impl Store {
             .bind(today)
             .fetch_all(pool)
             .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(ReportedLoop {
-                        reporter: r.try_get(0)?,
-                        counts: LoopCounts {
-                            department_uscc: r.try_get(1)?,
-                            month: r.try_get(2)?,
-                            opened: r.try_get(3)?,
-                            responded: r.try_get(4)?,
-                            not_applicable: r.try_get(5)?,
-                            fed_back: r.try_get(6)?,
-                            response_overdue: r.try_get(7)?,
-                            feedback_overdue: r.try_get(8)?,
-                            lifting: r.try_get(9)?,
-                            lifted: r.try_get(10)?,
-                        },
-                    })
-                })
-                .collect()
+            rows.iter().map(|r| Ok(ReportedLoop { reporter: r.try_get(0)?, counts: loop_counts(r, 1)? })).collect()
         })
     }
 
