@@ -192,9 +192,15 @@ async fn a_black_list_entry_from_national_closes_its_loop_across_the_federation(
         }
     }
     // The entry went down unchanged (its origin proof is 信用中国's), and only 信用中国
-    // publishes it: the platforms below do not publish a list entry from above again.
+    // publishes it: the platforms below pass it by in their publication queues.
     for m in [district, city, province] {
-        let trail = m.node.ingest.store.trail(entry_id).await.expect("trail").expect("held");
+        let store = &m.node.ingest.store;
+        let held = store.last_seq().await.expect("seq");
+        testkit::eventually("the publication queue past the entry", Duration::from_secs(30), async || {
+            store.outbox_position("publication").await.expect("cursor") >= held
+        })
+        .await;
+        let trail = store.trail(entry_id).await.expect("trail").expect("held");
         assert_eq!(trail.versions[0].published_at, None, "{}", m.id);
     }
     testkit::eventually("信用中国 publishes its entry", Duration::from_secs(30), async || {
@@ -330,6 +336,23 @@ async fn a_black_list_entry_from_national_closes_its_loop_across_the_federation(
         let view = national.federation_loop().await;
         let lifted = |node: &str, n: i64| view.get(node).is_some_and(|c| (c["lifted"], c["lifting"]) == (n, 0));
         lifted(DISTRICT, 2) && lifted(CITY, 1) && lifted(NATIONAL, 1)
+    })
+    .await;
+
+    // An objection raised at 周村区 about 信用中国's entry goes up to 信用中国, which holds the
+    // entry, though the entry never went up from 周村区.
+    let path = testkit::repo_dir().join("schemas/objection_opened/valid/provincial_list_suspended.json");
+    let mut objection: Value = serde_json::from_slice(&std::fs::read(path).expect("example")).expect("json");
+    objection["target_origin"] = json!(NATIONAL);
+    objection["target_record_id"] = json!(entry_id.to_string());
+    objection["target_version"] = json!(1);
+    objection["decided_on"] = json!(day);
+    let body = bytes::Bytes::from(serde_json::to_vec(&[objection]).expect("json"));
+    let answer = district.node.ingest.push(body, OffsetDateTime::now_utc()).await.expect("push");
+    assert_eq!(answer.accepted, 1, "{answer:?}");
+    testkit::eventually("the objection at 信用中国", Duration::from_secs(30), async || {
+        let trail = national.node.ingest.store.trail(entry_id).await.expect("trail").expect("held");
+        trail.events.iter().any(|e| e.event_type == "objection_opened" && e.origin == DISTRICT)
     })
     .await;
     for m in &members {

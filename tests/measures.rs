@@ -556,13 +556,58 @@ async fn frontdb_exchange(url: &str) {
     let states: Vec<String> = cases(&mut conn).await.into_iter().map(|c| c.2).collect();
     assert_eq!(states, ["accepted", "not_applicable"]);
 
+    // Feedback, then a second feedback that says something else: refused, naming the state.
+    let today = gateway_core::date::format_date(gateway_core::date::today_in_china(now));
+    for action in ["拒绝其参加本次政府采购", "另一种说法"] {
+        let sql = format!(
+            "INSERT INTO GW_JOINT_ANSWERS (CASE_ID, DEPARTMENT_USCC, ANSWER, EXECUTED_ON, ACTION_TAKEN, DOCUMENT_NO) \
+             VALUES ('{finance_case}', '{}', '已实施', '{today}', '{action}', '淄财采〔2026〕12号')",
+            unit(1)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.expect("feedback row");
+    }
+    db.round(&app.ingest, catalogue, now).await.expect("round");
+    let got = results(&mut conn).await;
+    assert_eq!(got[4], ("stored".into(), String::new()));
+    assert!(got[5].0 == "rejected" && got[5].1.starts_with("cases.state"), "{got:?}");
+
     // Applied, but its result not written (a crash between the two databases): applied again,
-    // it is stored, and nothing changes.
-    sqlx::query("UPDATE GW_JOINT_ANSWERS SET COLLECTED_AT = NULL, RESULT = NULL WHERE ID = 1")
+    // the case holds that very answer, so it is stored and nothing changes.
+    sqlx::query("UPDATE GW_JOINT_ANSWERS SET COLLECTED_AT = NULL, RESULT = NULL WHERE ID IN (1, 5)")
         .execute(&mut conn)
         .await
         .expect("un-collect");
-    assert_eq!(db.round(&app.ingest, catalogue, now).await.expect("round"), Round { written: 0, collected: 1 });
-    assert_eq!(results(&mut conn).await[0], ("stored".into(), String::new()));
-    assert_eq!(z.cases(&z.finance, "").await[0]["state"], "accepted");
+    assert_eq!(db.round(&app.ingest, catalogue, now).await.expect("round").collected, 2);
+    let got = results(&mut conn).await;
+    assert_eq!((&got[0], &got[4]), (&("stored".into(), String::new()), &("stored".into(), String::new())));
+    let finance = &z.cases(&z.finance, "").await[0];
+    assert_eq!(
+        (finance["state"].as_str(), finance["action_taken"].as_str()),
+        (Some("executed"), Some("拒绝其参加本次政府采购"))
+    );
+}
+
+/// A case report is made by the gateway from its case, never taken from a caller: a department
+/// (or its office) pushing one is refused, naming the field, and the batch's good record kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_report_cannot_be_pushed() {
+    let z = Zibo::start().await;
+    let report = include_str!("../schemas/joint_case_report/valid/executed_with_evidence.json");
+    let report: serde_json::Value = serde_json::from_str(report).expect("example");
+    let resp = z
+        .client
+        .post(format!("{}/api/v1/records", z.node.api))
+        .bearer_auth(&z.office)
+        .json(&[report, testkit::active_black_list_entry()])
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!((body["rejected"].as_u64(), body["accepted"].as_u64()), (Some(1), Some(1)), "{body}");
+    let error = &body["outcomes"][0]["errors"][0];
+    assert_eq!(
+        (error["pointer"].as_str(), error["rule"].as_str()),
+        (Some("/record_type"), Some("record_type.node_made"))
+    );
 }

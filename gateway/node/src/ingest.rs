@@ -122,6 +122,22 @@ impl Ingest {
         self.push_as(body, now, &UnitScope::Any).await
     }
 
+    /// Handles a batch of records only a gateway makes (`joint_case_report`, from its cases),
+    /// which [`Ingest::push_as`] and the adapters refuse: a department cannot report its own
+    /// case as answered.
+    pub async fn push_node_made(
+        self: &Arc<Self>,
+        body: bytes::Bytes,
+        now: OffsetDateTime,
+    ) -> Result<BatchResult, ServiceError> {
+        let this = Arc::clone(self);
+        let today = today_in_china(now);
+        let checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
+            .await
+            .map_err(|e| ServiceError::internal(&e))??;
+        self.store_checked(checked, now, &UnitScope::Any).await
+    }
+
     /// Handles one pushed batch for a caller who may report for the units of `scope`: a record
     /// of another unit is rejected (`auth.unit_not_allowed`), and the rest are kept.
     pub async fn push_as(
@@ -132,9 +148,10 @@ impl Ingest {
     ) -> Result<BatchResult, ServiceError> {
         let this = Arc::clone(self);
         let today = today_in_china(now);
-        let checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
+        let mut checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
             .await
             .map_err(|e| ServiceError::internal(&e))??;
+        refuse_node_made(&mut checked);
         self.store_checked(checked, now, scope).await
     }
 
@@ -174,6 +191,8 @@ impl Ingest {
         })
         .await
         .map_err(|e| ServiceError::internal(&e))?;
+        let mut checked = checked;
+        refuse_node_made(&mut checked);
         self.store_checked(checked, now, scope).await
     }
 
@@ -431,6 +450,21 @@ impl Summary {
 /// What a batch's rejected records add to the quality counters (所属期 = the day they arrived):
 /// per department, submissions, fields filled of those expected, and each rejection's rules.
 /// The records that pass are counted by the store, as it stores them (duplicates are not).
+/// Refuses the records only a gateway makes (a `joint_case_report` is made from the case as
+/// stored, never taken from a caller).
+fn refuse_node_made(checked: &mut [(Checked, Observation)]) {
+    for (item, _) in checked.iter_mut() {
+        if item.as_ref().is_ok_and(|inc| inc.record.record_type == gateway_core::record::RecordType::JointCaseReport) {
+            *item = Err(vec![FieldError::new(
+                "/record_type",
+                "record_type.node_made",
+                "联合奖惩案件反馈（joint_case_report）由网关根据案件生成，不能报送；请通过案件答复接口答复",
+                "joint_case_report records are made by the gateway from its cases and cannot be pushed; answer the case instead",
+            )]);
+        }
+    }
+}
+
 fn quality_counts(checked: &[Checked], observations: &[Observation], today: Date) -> QualityCounts {
     let day = format_date(today);
     let period = day[..7].to_owned();

@@ -262,19 +262,27 @@ async fn the_outbox_settles_dead_letters_resends_and_trails(store: Store) {
         trail.versions[0].publications.iter().map(|p| (p.destination.as_str(), p.place.as_str())).collect();
     assert_eq!(places, [("publication", "publication.file"), ("adapter:xinyong-zibo", "adapter:xinyong-zibo.file")]);
 
-    // A child's queue holds list entries too (ADR 0008), with what routing them down reads of
-    // their content; other records carry none of it.
-    assert!(queued.iter().all(|q| q.listed.is_none() || q.record_type == "credit_list_entry"));
+    // A child's queue holds list entries too (ADR 0008), not other records, with what routing
+    // them down reads of their content: the subject's region from its USCC, or for a person
+    // from the identity number (not the listing platform's `region_code`).
     let before = store.last_seq().await.expect("seq");
     let entry = credit_gateway::demo::active_black_list_entry(date!(2026 - 11 - 20)).expect("entry");
-    store.ingest("cn-000000", prepare(&[entry]), now).await.expect("ingest");
+    let person = include_str!("../../../schemas/credit_list_entry/valid/watch_wage_arrears_natural_person.json");
+    let mut person: Value = serde_json::from_str(person).expect("example");
+    person["region_code"] = Value::from("370300");
+    let penalty = synthetic_records(1, 77).remove(0);
+    store.ingest("cn-000000", prepare(&[entry, penalty, person]), now).await.expect("ingest");
     let down = store.queued_events(before, store.last_seq().await.expect("seq"), 10).await.expect("queue");
-    assert_eq!(down.len(), 1);
-    let facts = down[0].listed.clone().expect("list facts");
-    assert_eq!(
-        (facts.list_type.as_str(), facts.domain.as_str(), facts.subject_region.as_str()),
-        ("black", "政府采购", "370306")
-    );
+    let facts: Vec<(String, String, String)> = down
+        .iter()
+        .map(|q| q.listed.clone().expect("list facts"))
+        .map(|f| (f.list_type, f.domain, f.subject_region))
+        .collect();
+    let fact = |l: &str, d: &str, r: &str| (l.to_owned(), d.to_owned(), r.to_owned());
+    assert_eq!(facts, [fact("black", "政府采购", "370306"), fact("watch", "劳动保障", "370306")]);
+    let all = store.queued_after(before, 10).await.expect("queue");
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|q| q.listed.is_some() == (q.record_type == "credit_list_entry")), "{all:?}");
 }
 
 async fn lifecycle_events_set_the_state_of_their_target(store: Store) {

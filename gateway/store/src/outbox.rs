@@ -37,8 +37,9 @@ pub struct QueuedRecord {
 pub struct ListFacts {
     pub list_type: String,
     pub domain: String,
-    /// The administrative division of the subject: characters 3–8 of its USCC, else the
-    /// entry's `region_code` (a natural person's entry has no USCC).
+    /// The administrative division of the subject: characters 3–8 of its USCC (where it was
+    /// registered); for a natural person the first six digits of a 居民身份证号码 (where it was
+    /// issued); else the entry's `region_code` (the platform that listed the subject).
     pub subject_region: String,
 }
 
@@ -47,14 +48,15 @@ impl ListFacts {
         list_type: Option<String>,
         domain: Option<String>,
         subject_uscc: Option<String>,
+        id_region: Option<String>,
         region: Option<String>,
     ) -> Self {
-        let from_uscc =
-            subject_uscc.and_then(|u| u.get(2..8).map(str::to_owned)).filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
+        let division = |code: Option<String>| code.filter(|d| d.len() == 6 && d.bytes().all(|b| b.is_ascii_digit()));
+        let from_uscc = division(subject_uscc.and_then(|u| u.get(2..8).map(str::to_owned)));
         Self {
             list_type: list_type.unwrap_or_default(),
             domain: domain.unwrap_or_default(),
-            subject_region: from_uscc.or(region).unwrap_or_default(),
+            subject_region: from_uscc.or(division(id_region)).or(region).unwrap_or_default(),
         }
     }
 }
@@ -528,8 +530,9 @@ impl Store {
 }
 
 impl Store {
-    /// What a queue reads of each record: its routing facts, and for a list entry the three
-    /// fields of its content that routing down needs (read by the database, list entries only).
+    /// What a queue reads of each record: its routing facts, and for a list entry the fields of
+    /// its content that routing down needs (read by the database, list entries only; of an
+    /// identity number only the six digits of its division).
     fn queued_columns(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite(_) => {
@@ -538,6 +541,8 @@ impl Store {
                  CASE WHEN r.record_type = 'credit_list_entry' THEN json_extract(r.content, '$.list_type') END, \
                  CASE WHEN r.record_type = 'credit_list_entry' THEN json_extract(r.content, '$.domain') END, \
                  r.subject_uscc, \
+                 CASE WHEN r.record_type = 'credit_list_entry' AND json_extract(r.content, '$.party_id_type') = '身份证' \
+                 THEN substr(json_extract(r.content, '$.party_id_no'), 1, 6) END, \
                  CASE WHEN r.record_type = 'credit_list_entry' THEN json_extract(r.content, '$.region_code') END \
                  FROM records r LEFT JOIN envelopes e ON e.digest = r.envelope_digest"
             }
@@ -547,6 +552,8 @@ impl Store {
                  CASE WHEN r.record_type = 'credit_list_entry' THEN r.content::jsonb ->> 'list_type' END, \
                  CASE WHEN r.record_type = 'credit_list_entry' THEN r.content::jsonb ->> 'domain' END, \
                  r.subject_uscc, \
+                 CASE WHEN r.record_type = 'credit_list_entry' AND r.content::jsonb ->> 'party_id_type' = '身份证' \
+                 THEN substr(r.content::jsonb ->> 'party_id_no', 1, 6) END, \
                  CASE WHEN r.record_type = 'credit_list_entry' THEN r.content::jsonb ->> 'region_code' END \
                  FROM records r LEFT JOIN envelopes e ON e.digest = r.envelope_digest"
             }
@@ -563,7 +570,7 @@ where
     for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     let listed = row.try_get::<bool, _>(9)?.then(|| -> Result<ListFacts, StoreError> {
-        Ok(ListFacts::new(row.try_get(10)?, row.try_get(11)?, row.try_get(12)?, row.try_get(13)?))
+        Ok(ListFacts::new(row.try_get(10)?, row.try_get(11)?, row.try_get(12)?, row.try_get(13)?, row.try_get(14)?))
     });
     Ok(QueuedRecord {
         seq: row.try_get(0)?,

@@ -495,11 +495,12 @@ fn decide<'a>(incoming: &[Pending<'a>], known: &mut HashMap<Sha256Digest, Known>
 /// What the records a group stores add to the quality counters: each one that is new or a new
 /// version (a duplicate was counted when it first came) is a submission accepted, with its
 /// fields, and a late report if it arrived after its deadline. The node's own
-/// `publicity_expired` events are bookkeeping, not a department's submission.
+/// `publicity_expired` events and the gateways' `joint_case_report` records are bookkeeping,
+/// not a department's submission.
 fn stored_quality(rows: &[NewRow<'_>], counts: &mut QualityCounts) {
     for row in rows {
         let r = &row.incoming.record;
-        if r.record_type == RecordType::PublicityExpired {
+        if matches!(r.record_type, RecordType::PublicityExpired | RecordType::JointCaseReport) {
             continue;
         }
         let Some(day) = gateway_core::date::china_date_of(row.received_at) else { continue };

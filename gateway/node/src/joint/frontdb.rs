@@ -110,7 +110,7 @@ impl FrontDb {
         let q = |c: &str| d.ident(c);
         let cases = format!(
             "CREATE TABLE IF NOT EXISTS {} ({} VARCHAR(64) PRIMARY KEY, {} VARCHAR(18) NOT NULL, {} VARCHAR(64) NOT NULL, \
-             {} VARCHAR(200), {} VARCHAR(200) NOT NULL, {} VARCHAR(18), {} VARCHAR(8) NOT NULL, {} VARCHAR(16) NOT NULL, \
+             {} VARCHAR(500), {} VARCHAR(500) NOT NULL, {} VARCHAR(18), {} VARCHAR(8) NOT NULL, {} VARCHAR(16) NOT NULL, \
              {} VARCHAR(10) NOT NULL, {} VARCHAR(10), {} VARCHAR(10), {} VARCHAR(16), {} VARCHAR(40) NOT NULL)",
             q(CASES)?,
             q("CASE_ID")?,
@@ -155,12 +155,16 @@ impl FrontDb {
 
     /// One round: writes the cases that changed, then collects the answers.
     pub async fn round(&self, ingest: &Ingest, catalogue: &Catalogue, now: OffsetDateTime) -> anyhow::Result<Round> {
-        let mut round = Round::default();
+        // Answers are collected even when writing cases fails (and the other way round).
+        let mut written = Ok(0);
         for unit in &self.units {
-            round.written += self.write_cases(ingest, catalogue, unit, now).await?;
+            written = match written {
+                Ok(n) => self.write_cases(ingest, catalogue, unit, now).await.map(|m| n + m),
+                failed => failed,
+            };
         }
-        round.collected = self.collect(ingest, catalogue, now).await?;
-        Ok(round)
+        let collected = self.collect(ingest, catalogue, now).await;
+        Ok(Round { written: written?, collected: collected? })
     }
 
     /// Writes the department's cases whose state changed, then marks them written here.
@@ -247,7 +251,7 @@ impl FrontDb {
         let q = |c: &str| d.ident(c);
         let mut select = format!("SELECT {}, CAST({} AS {})", q("ID")?, q("DEPARTMENT_USCC")?, d.text());
         for (column, _) in ANSWER_COLUMNS {
-            select.push_str(&format!(", CAST({} AS {})", q(column)?, d.text()));
+            select.push_str(&format!(", SUBSTR(CAST({} AS {}), 1, {MAX_CELL_CHARS})", q(column)?, d.text()));
         }
         select.push_str(&format!(
             " FROM {} WHERE {} IS NULL ORDER BY {} LIMIT {ROUND_ROWS}",
@@ -329,6 +333,7 @@ impl FrontDb {
         };
         let target = cells.get("答复").and_then(|a| ANSWERS.iter().find(|(zh, _)| zh == a)).map(|(_, s)| *s);
         let case_id = cells.get("案件编号").cloned();
+        let said = cells.clone();
         let outcome =
             super::workbook::apply(ingest, Some(catalogue), &principal, vec![AnswerRow { row: 0, cells }], now)
                 .await
@@ -336,11 +341,11 @@ impl FrontDb {
                 .context("one outcome per row")?;
         let Some(error) = outcome.error else { return Ok(("stored", None)) };
         // Applied before, but not marked collected (a crash between the two databases): the
-        // case is already where the answer leads.
+        // case already holds this very answer.
         if error.code == "cases.state"
             && let (Some(case_id), Some(target)) = (case_id, target)
             && let Some(case) = ingest.store.case(&case_id, Some(&unit)).await?
-            && case.state == target
+            && holds(&case, target, &said)
         {
             return Ok(("stored", None));
         }
@@ -351,6 +356,25 @@ impl FrontDb {
         let message =
             format!("{} {}：{} / {}", error.code, column.unwrap_or_default(), error.message_zh, error.message_en);
         Ok(("rejected", Some(message)))
+    }
+}
+
+/// Whether a case already holds the answer a row gives (`target`: the state it leads to): the
+/// same response, the same feedback, or the lifting acknowledged. An acceptance holds once the
+/// case has gone on to feedback or lifting.
+fn holds(case: &gateway_store::cases::Case, target: &str, row: &BTreeMap<String, String>) -> bool {
+    let a = &case.answers;
+    let cell = |k: &str| row.get(k).map(String::as_str);
+    match target {
+        "accepted" => a.responded_at.is_some() && a.reason.is_none(),
+        "not_applicable" => case.state == "not_applicable" && a.reason.as_deref() == cell("不适用理由"),
+        "executed" => a.feedback.as_ref().is_some_and(|f| {
+            Some(f.executed_on.as_str()) == cell("实施日期")
+                && Some(f.action_taken.as_str()) == cell("执行内容")
+                && f.document_no.as_deref() == cell("文书号")
+        }),
+        "lifted" => case.state == "lifted",
+        _ => false,
     }
 }
 

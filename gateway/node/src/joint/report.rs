@@ -76,13 +76,15 @@ pub fn report(case: &Case, member_id: &str) -> Value {
 /// Reports every case with an unreported change; returns how many were reported.
 pub async fn report_cases(ingest: &Arc<Ingest>, now: OffsetDateTime) -> anyhow::Result<u64> {
     let mut reported = 0;
+    // One batch per step, within the node's own batch limit.
+    let page = PAGE.min(i64::try_from(ingest.limits.max_batch_records).unwrap_or(PAGE)).max(1);
     loop {
-        let cases = ingest.store.unreported_cases(PAGE).await?;
+        let cases = ingest.store.unreported_cases(page).await?;
         if cases.is_empty() {
             break;
         }
         let body: Vec<Value> = cases.iter().map(|c| report(c, &ingest.member_id)).collect();
-        let result = ingest.push(bytes::Bytes::from(serde_json::to_vec(&body)?), now).await?;
+        let result = ingest.push_node_made(bytes::Bytes::from(serde_json::to_vec(&body)?), now).await?;
         let mut stored = Vec::new();
         for outcome in &result.outcomes {
             let case = &cases[outcome.index];
@@ -96,7 +98,7 @@ pub async fn report_cases(ingest: &Arc<Ingest>, now: OffsetDateTime) -> anyhow::
         }
         ingest.store.mark_reported(&stored).await?;
         reported += stored.len() as u64;
-        if stored.is_empty() || (cases.len() as i64) < PAGE {
+        if stored.is_empty() || (cases.len() as i64) < page {
             break;
         }
     }
@@ -208,7 +210,7 @@ mod tests {
             effect: None,
             document_no: Some("周住建限〔2026〕12号".into()),
             attachment_sha256: None,
-            check_id: None,
+            check_id: Some("HC-2026-01".into()),
         });
         check(&case);
         case.state = "lifted".into();

@@ -115,9 +115,12 @@ impl Router {
         let goes = match dest.link {
             Link::Child if is_event(record) => true,
             Link::Child => record.listed.as_ref().is_some_and(|listed| self.reaches(dest, listed, registry)),
-            // A list entry from above is published by the platform that listed the subject.
+            // A list entry from above, and an event about one, is published by the platform
+            // that listed the subject.
             Link::Publication | Link::Adapter => {
-                record.listed.is_none() || registry.is_ancestor_or_self(&self.member, &record.origin)
+                let from_above = |origin: &str| !registry.is_ancestor_or_self(&self.member, origin);
+                !(record.listed.is_some() && from_above(&record.origin)
+                    || is_event(record) && record.target_origin.as_deref().is_some_and(from_above))
             }
             Link::Parent => true,
         };
@@ -125,16 +128,17 @@ impl Router {
     }
 
     /// Whether `record`, which [`Router::sends`] to `dest`, goes only if the record it is about
-    /// was sent there too: an event goes up only about a record that went up (one kept here is
-    /// unknown above), and down to a child outside whose subtree its target originated only
-    /// about a record that went down to it.
+    /// was sent there too: an event goes up about a record of this subtree only if that record
+    /// went up (one kept here is unknown above), and down to a child outside whose subtree its
+    /// target originated only about a record that went down to it. An event about a record
+    /// from above (a list entry that came down) always goes up: the parent holds the record.
     pub fn needs_target_sent(&self, dest: &Destination, record: &QueuedRecord, registry: &Registry) -> bool {
+        let of_subtree = |node: &str| {
+            record.target_origin.as_deref().is_some_and(|origin| registry.is_ancestor_or_self(node, origin))
+        };
         match dest.link {
-            Link::Parent => record.target_record_id.is_some(),
-            Link::Child => {
-                is_event(record)
-                    && !record.target_origin.as_deref().is_some_and(|o| registry.is_ancestor_or_self(&dest.name, o))
-            }
+            Link::Parent => record.target_record_id.is_some() && of_subtree(&self.member),
+            Link::Child => is_event(record) && !of_subtree(&dest.name),
             Link::Publication | Link::Adapter => false,
         }
     }
@@ -344,6 +348,14 @@ mod tests {
         let from_child = record("objection_opened", "public", Some("cn-370306"), Some("cn-370306"));
         assert!(!router.sends(&zhoucun, &from_child, &registry));
         assert!(router.sends(&parent, &from_child, &registry));
+        assert!(router.needs_target_sent(&parent, &from_child, &registry), "up only if its record went up");
+        // Raised here about an entry that came down from 信用中国: up, where the entry is held,
+        // and not into this platform's publication (信用中国 publishes what it listed).
+        let about_national = record("objection_opened", "public", Some("cn-000000"), None);
+        assert!(router.sends(&parent, &about_national, &registry));
+        assert!(!router.needs_target_sent(&parent, &about_national, &registry));
+        assert!(!router.sends(&dest(PUBLICATION, Link::Publication), &about_national, &registry));
+        assert!(router.sends(&dest(PUBLICATION, Link::Publication), &from_child, &registry));
     }
 
     fn list_entry(origin: &str, list_type: &str, region: &str, from: Option<&str>) -> QueuedRecord {
