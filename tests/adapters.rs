@@ -90,6 +90,11 @@ fn workbook(path: &Path) -> (usize, usize) {
             bad["统一社会信用代码"] = "91370306MA3C4QLX1Y".into();
             bad["行政许可决定文书号"] = "周审批许〔2026〕第9999号".into();
             rows.push(bad);
+            // A row that names no department: still the importing unit's submission.
+            let mut unnamed = rows[0].clone();
+            unnamed["数据来源单位统一社会信用代码"] = Value::Null;
+            unnamed["行政许可决定文书号"] = "周审批许〔2026〕第9998号".into();
+            rows.push(unnamed);
         }
         for (r, row) in rows.iter().enumerate() {
             for (c, name) in columns.iter().enumerate() {
@@ -176,9 +181,16 @@ async fn an_excel_report_entering_zhoucun_leaves_xinyong_zhongguo_in_v2_columns(
     assert_eq!(status["state"], "done", "{status}");
     let summary = &status["summary"];
     assert_eq!(summary["rows"], licences + penalties + 1, "{summary}");
-    assert_eq!(summary["rejected"], 1, "{summary}");
+    assert_eq!(summary["rejected"], 2, "{summary}");
     assert_eq!(summary["not_exchanged"], 1, "{summary}");
-    assert_eq!(summary["accepted"], licences + penalties - 1, "{summary}");
+    assert_eq!(summary["accepted"], licences + penalties - 2, "{summary}");
+    // The row that names no department counts against the importing department's data
+    // quality, not against "（未注明）".
+    let today = gateway_core::date::format_date(gateway_core::date::today_in_china(time::OffsetDateTime::now_utc()));
+    let month = running[0].app.ingest.store.quality_month(&today[..7]).await.expect("quality");
+    assert!(!month.departments.contains_key(""), "{:?}", month.departments.keys().collect::<Vec<_>>());
+    let unit = &month.departments["11370306MB28501648"];
+    assert_eq!(unit.submitted - unit.accepted, 1, "{unit:?}");
     assert_eq!(summary["zero_report"], false);
     assert_eq!(summary["monthly_report"]["status"], "accepted", "{summary}");
 
@@ -190,10 +202,10 @@ async fn an_excel_report_entering_zhoucun_leaves_xinyong_zhongguo_in_v2_columns(
     let xk = credit_gateway::adapters::xlsx::read_sheet(&annotated, "行政许可").expect("sheet");
     assert_eq!(xk.len(), licences);
     let note = |row: &std::collections::BTreeMap<String, String>| row.get("问题数据反馈").cloned().unwrap_or_default();
-    for row in &xk[..licences - 1] {
+    for row in &xk[..licences - 2] {
         assert_eq!(note(row), "已入库", "{row:?}");
     }
-    let bad = note(&xk[licences - 1]);
+    let bad = note(&xk[licences - 2]);
     assert!(bad.starts_with("未入库") && bad.contains("uscc.check_char") && bad.contains("统一社会信用代码"), "{bad}");
     let cf = credit_gateway::adapters::xlsx::read_sheet(&annotated, "行政处罚").expect("sheet");
     assert_eq!(cf.len(), penalties);

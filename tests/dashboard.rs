@@ -1,5 +1,5 @@
 //! The dashboard in a real browser: headless Chromium (Debian's `chromium` and
-//! `chromium-driver`, installed by `.ci/run`) driven over WebDriver. It logs in as an operator,
+//! `chromium-driver`, installed by `tests/run`) driven over WebDriver. It logs in as an operator,
 //! reads the SLA and quality tables of a running node, clicks resend on a dead letter, and saves
 //! screenshots under `target/tmp/dashboard/`.
 
@@ -32,7 +32,9 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("chromedriver is required (Debian: apt-get install chromium chromium-driver; .ci/run installs it)");
+            .expect(
+                "chromedriver is required (Debian: apt-get install chromium chromium-driver; tests/run installs it)",
+            );
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         testkit::eventually("chromedriver to be ready", Duration::from_secs(30), async || {

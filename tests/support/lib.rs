@@ -250,7 +250,7 @@ pub async fn federation_node(
     start(config).await
 }
 
-/// Runs `test` with the URL of a new, empty MySQL/MariaDB database, dropped afterwards (`.ci/run`
+/// Runs `test` with the URL of a new, empty MySQL/MariaDB database, dropped afterwards (`tests/run`
 /// starts the local MariaDB; `CREDIT_GATEWAY_TEST_MYSQL` points elsewhere).
 pub async fn with_mysql_database(test: impl AsyncFnOnce(&str)) {
     use sqlx::Connection as _;

@@ -616,9 +616,12 @@ fn print_guide(nodes: &[RunningNode], t: &Targets, password: &str, keys: &DemoKe
             dongying.api
         );
     }
+    // The department the sample records come from, so its report and its records are one row
+    // of the quality page.
+    let (unit, unit_uscc) = crate::bench::SAMPLE_UNITS[0];
     println!(
         "  monthly Excel report into 周村区: credit-gateway template xlsx --out 月报.xlsx, fill it, then\n    \
-         credit-gateway import 月报.xlsx --unit 淄博市周村区市场监督管理局 --unit-uscc 11370306MB28501648 --url {district}"
+         credit-gateway import 月报.xlsx --unit {unit} --unit-uscc {unit_uscc} --url {district}"
     );
 }
 

@@ -159,6 +159,8 @@ impl Ingest {
     /// schema, translated, then checked and stored like a pushed record. Errors about a field
     /// that came from a column name the column too, so the platform's people can find it.
     /// The adapter acts for the units of `scope` (its configured units, or the uploader's).
+    /// `sender` is the unit (统一社会信用代码, name) the rows come from when a row names none
+    /// (an import's reporting unit); by default the one unit of `scope`, if it has one.
     pub async fn push_rows(
         self: &Arc<Self>,
         platform: &str,
@@ -166,6 +168,7 @@ impl Ingest {
         rows: Vec<gateway_core::adapter::Row>,
         now: OffsetDateTime,
         scope: &UnitScope,
+        sender: Option<(&str, &str)>,
     ) -> Result<BatchResult, ServiceError> {
         let intake = crate::relay::adapter_destination(platform);
         let this = Arc::clone(self);
@@ -193,6 +196,18 @@ impl Ingest {
         .map_err(|e| ServiceError::internal(&e))?;
         let mut checked = checked;
         refuse_node_made(&mut checked);
+        // A row that names no department (or one that cannot be read) is still the sender's
+        // submission: its rejection counts against that unit's data quality, not against no one.
+        let only_unit = match scope {
+            UnitScope::Only(units) if units.len() == 1 => Some((units[0].as_str(), "")),
+            _ => None,
+        };
+        if let Some((uscc, name)) = sender.or(only_unit) {
+            for (_, observed) in checked.iter_mut().filter(|(_, o)| o.department_uscc.is_empty()) {
+                observed.department_uscc = gateway_core::ident::normalize_code(uscc);
+                name.clone_into(&mut observed.department_name);
+            }
+        }
         self.store_checked(checked, now, scope).await
     }
 

@@ -349,6 +349,12 @@ enum OutboxCommand {
 enum CertsCommand {
     /// Generate a federation CA, root key, node certificates and keys, and a signed registry.
     Init(pki::InitOptions),
+    /// Days to expiry of the CA and of every node's TLS certificate in a PKI directory.
+    Status {
+        /// The PKI directory written by `certs init`.
+        #[arg(long, default_value = "certs/dev")]
+        pki: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -468,6 +474,22 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Certs { command: CertsCommand::Init(opts) } => {
             pki::init(&opts)?;
             println!("dev PKI written to {} (see certs/README.md)", opts.out.display());
+        }
+        Command::Certs { command: CertsCommand::Status { pki } } => {
+            let now = time::OffsetDateTime::now_utc();
+            println!("{:<12} {:<22} {:>9}  file", "certificate", "not after (UTC)", "days left");
+            for c in pki::cert_status(&pki)? {
+                let (when, left) = match (c.not_after, c.days_left(now)) {
+                    (Some(t), Some(d)) => (gateway_core::date::format_timestamp(t), d.to_string()),
+                    _ => ("unreadable".to_owned(), "—".to_owned()),
+                };
+                let flag = match c.days_left(now) {
+                    Some(d) if d < 0 => "  EXPIRED",
+                    Some(d) if d < 30 => "  renew soon",
+                    _ => "",
+                };
+                println!("{:<12} {:<22} {:>9}  {}{flag}", c.name, when, left, c.path.display());
+            }
         }
         Command::Adapter { command: AdapterCommand::Check { dirs } } => {
             if !credit_gateway::adapters::cli::check(&dirs)? {
@@ -595,6 +617,14 @@ async fn export_evidence(
         .federation
         .as_ref()
         .context("evidence export needs the node's federation identity (--member or [federation])")?;
+    // A read-only command: it never makes a data directory or an empty database.
+    let database = config.sqlite_path();
+    anyhow::ensure!(
+        config.postgres_url().is_some() || database.exists(),
+        "no node data at {}: pass the node's --data-dir (the demo keeps each node's under data/demo/<member>, \
+         e.g. --data-dir data/demo/cn-370300)",
+        database.display()
+    );
     let node = server::open_node(config, fed).await?;
     let bundle = node.export_evidence(record_id, version).await;
     node.ingest.store.close().await;
@@ -713,6 +743,7 @@ fn init_logging_at(format: LogFormat, default: &str) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        // Colours only on a terminal: journald and files get plain text.
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
     }
 }

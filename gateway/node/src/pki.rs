@@ -319,6 +319,61 @@ pub(crate) fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a node's TLS certificate is valid: about a year, as a production CA issues them,
+/// so that renewal and the expiry alert are exercised (`certs status` shows what is left).
+const TLS_CERT_DAYS: i64 = 365;
+/// How long the dev CA is valid.
+const CA_CERT_DAYS: i64 = 5 * 365;
+
+/// Valid from a day ago (clocks differ a little) for `days`.
+fn valid_for(params: &mut CertificateParams, days: i64) {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(days);
+}
+
+/// The `notAfter` of the first certificate in a PEM file (`None` if it cannot be read).
+pub fn certificate_expiry(path: &Path) -> Option<OffsetDateTime> {
+    let pem = std::fs::read(path).ok()?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.validity().not_after.to_datetime())
+}
+
+/// One certificate of a PKI directory and the days it has left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertStatus {
+    /// `ca`, or the member id whose TLS certificate it is.
+    pub name: String,
+    pub path: PathBuf,
+    /// `None` when the file cannot be read as a certificate.
+    pub not_after: Option<OffsetDateTime>,
+}
+
+impl CertStatus {
+    pub fn days_left(&self, now: OffsetDateTime) -> Option<i64> {
+        self.not_after.map(|t| (t - now).whole_days())
+    }
+}
+
+/// The CA and every node's TLS certificate under `pki_dir` (`certs status`), the CA first,
+/// then the members in order.
+pub fn cert_status(pki_dir: &Path) -> anyhow::Result<Vec<CertStatus>> {
+    let status = |name: String, path: PathBuf| CertStatus { name, not_after: certificate_expiry(&path), path };
+    let mut out = vec![status("ca".into(), ca_cert(pki_dir))];
+    let nodes = pki_dir.join("nodes");
+    let mut members: Vec<String> = std::fs::read_dir(&nodes)
+        .with_context(|| format!("reading {} (run `credit-gateway certs init` first)", nodes.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    members.sort();
+    for member in members {
+        let path = NodeFiles::new(pki_dir, &member).tls_cert();
+        out.push(status(member, path));
+    }
+    Ok(out)
+}
+
 /// Issues a TLS certificate for `member_id` from the CA: CN and a URI SAN carry the member id;
 /// `localhost` and 127.0.0.1 are its names on a dev machine.
 pub fn issue_tls_cert(issuer: &Issuer<'_, KeyPair>, member_id: &str) -> anyhow::Result<(String, String, Vec<u8>)> {
@@ -328,6 +383,7 @@ pub fn issue_tls_cert(issuer: &Issuer<'_, KeyPair>, member_id: &str) -> anyhow::
     params.subject_alt_names.push(SanType::URI(format!("urn:credit-gateway:member:{member_id}").try_into()?));
     params.distinguished_name.push(DnType::CommonName, member_id);
     params.distinguished_name.push(DnType::OrganizationName, "Credit Gateway dev federation");
+    valid_for(&mut params, TLS_CERT_DAYS);
     let cert = params.signed_by(&key, issuer)?;
     Ok((cert.pem(), key.serialize_pem(), cert.der().to_vec()))
 }
@@ -339,6 +395,7 @@ pub fn new_ca(name: &str) -> anyhow::Result<(Issuer<'static, KeyPair>, String, S
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    valid_for(&mut params, CA_CERT_DAYS);
     let cert = params.self_signed(&key)?;
     let key_pem = key.serialize_pem();
     Ok((Issuer::new(params, key), cert.pem(), key_pem))

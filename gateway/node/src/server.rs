@@ -107,7 +107,7 @@ pub fn load_identity(member_id: &str, fed: &FederationConfig) -> anyhow::Result<
         registry_grace: grace,
         client,
         peers: Arc::new(fed.peers.clone()),
-        certificate_expires: certificate_expiry(&fed.cert),
+        certificate_expires: crate::pki::certificate_expiry(&fed.cert),
     })
 }
 
@@ -416,13 +416,4 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         federation.context("the federation endpoint failed")
     });
     Ok(Running { api, federation: federation_addr, app, supervisor })
-}
-
-/// The `notAfter` of the first certificate in a PEM file (`None` if it cannot be read: the TLS
-/// set-up reports that case itself).
-fn certificate_expiry(path: &Path) -> Option<time::OffsetDateTime> {
-    let pem = std::fs::read(path).ok()?;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
-    let cert = pem.parse_x509().ok()?;
-    Some(cert.validity().not_after.to_datetime())
 }

@@ -173,6 +173,7 @@ async fn an_xlsx_package_written_for_a_platform_reads_back_through_its_adapter()
             serde_json::from_slice(&data).expect("rows"),
             time::OffsetDateTime::now_utc(),
             &loaded.scope(),
+            None,
         )
         .await
         .expect("push");

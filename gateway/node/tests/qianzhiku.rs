@@ -228,7 +228,7 @@ async fn a_sqlite_staging_database_is_collected_the_same_way() {
     small_collection(&url).await;
 }
 
-/// And on MySQL/MariaDB (`.ci/run` starts the local MariaDB; `CREDIT_GATEWAY_TEST_MYSQL`
+/// And on MySQL/MariaDB (`tests/run` starts the local MariaDB; `CREDIT_GATEWAY_TEST_MYSQL`
 /// points elsewhere).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mysql_staging_database_is_collected_the_same_way() {

@@ -186,7 +186,7 @@ async fn scheduled_views_follow_the_background_tracker() {
 }
 
 /// `/metrics` with the SLA and reporting gauges parses with the reference Prometheus text
-/// parser (Python `prometheus_client`, installed by `.ci/run`), and carries one series per
+/// parser (Python `prometheus_client`, installed by `tests/run`), and carries one series per
 /// state for every publishing destination and reporting status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_the_prometheus_text_parser() {

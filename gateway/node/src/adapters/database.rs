@@ -181,7 +181,7 @@ impl Collector {
             staged.push(ds.row_from_text(cells));
         }
         let result = gateway
-            .push_rows(self.loaded.id(), Arc::clone(ds), staged, OffsetDateTime::now_utc(), &self.loaded.scope())
+            .push_rows(self.loaded.id(), Arc::clone(ds), staged, OffsetDateTime::now_utc(), &self.loaded.scope(), None)
             .await
             .map_err(|e| anyhow::anyhow!("storing rows: {e:?}"))?;
         self.settle(ds, &ids, &result.outcomes).await?;

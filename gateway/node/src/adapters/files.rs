@@ -167,7 +167,7 @@ async fn store(gateway: &Arc<Ingest>, loaded: &Loaded, p: &Package) -> anyhow::R
     let mut outcomes: Vec<RecordOutcome> = Vec::with_capacity(p.rows.len());
     for chunk in p.rows.chunks(CHUNK_ROWS) {
         let result = gateway
-            .push_rows(platform, Arc::clone(&p.dataset), chunk.to_vec(), OffsetDateTime::now_utc(), &scope)
+            .push_rows(platform, Arc::clone(&p.dataset), chunk.to_vec(), OffsetDateTime::now_utc(), &scope, None)
             .await
             .map_err(|e| anyhow::anyhow!("storing rows: {e:?}"))?;
         let base = outcomes.len();

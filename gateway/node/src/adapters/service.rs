@@ -74,7 +74,7 @@ async fn pull_page(
     let count = rows.len();
     if count > 0 {
         let result = gateway
-            .push_rows(loaded.id(), Arc::clone(ds), rows, OffsetDateTime::now_utc(), &loaded.scope())
+            .push_rows(loaded.id(), Arc::clone(ds), rows, OffsetDateTime::now_utc(), &loaded.scope(), None)
             .await
             .map_err(|e| anyhow::anyhow!("storing rows: {e:?}"))?;
         tracing::info!(platform = loaded.id(), dataset = %ds.spec.name, rows = count, rejected = result.rejected, "page pulled");

@@ -133,6 +133,7 @@ pub fn import(
             ws,
             platform: adapter.id().to_owned(),
             scope: &req.scope,
+            sender: (&req.unit_uscc, &req.unit),
             red: &red,
             bold: &bold,
             dataset,
@@ -216,6 +217,8 @@ struct SheetCopy<'a> {
     platform: String,
     /// The uploader's units.
     scope: &'a crate::auth::UnitScope,
+    /// The reporting unit (统一社会信用代码, name): rows that name no department are its.
+    sender: (&'a str, &'a str),
     red: &'a Format,
     bold: &'a Format,
     dataset: Option<Arc<Dataset>>,
@@ -289,6 +292,7 @@ impl SheetCopy<'_> {
                         rows,
                         OffsetDateTime::now_utc(),
                         self.scope,
+                        Some(self.sender),
                     ))
                     .map_err(|e| anyhow::anyhow!("storing rows: {e:?}"))?;
                 self.count(&result);
@@ -483,12 +487,13 @@ pub fn template(adapter: &Adapter) -> anyhow::Result<Vec<u8>> {
                 .as_array()
                 .map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" / "))
                 .unwrap_or_default();
-            notes.push([
-                ds.spec.sheet.clone().unwrap_or_default(),
-                column.to_owned(),
-                if is_required { "必填".into() } else { "选填".into() },
-                allowed,
-            ]);
+            let field = ds.spec.fields.iter().find(|f| f.column == column).map(|f| f.field.as_str());
+            let need = match (is_required, field.and_then(required_when)) {
+                (true, _) => "必填",
+                (false, Some(when)) => when,
+                (false, None) => "选填",
+            };
+            notes.push([ds.spec.sheet.clone().unwrap_or_default(), column.to_owned(), need.into(), allowed]);
         }
     }
     for extra in ["表彰奖励", "判决仲裁", "违法违规"] {
@@ -496,14 +501,22 @@ pub fn template(adapter: &Adapter) -> anyhow::Result<Vec<u8>> {
     }
     let ws = book.add_worksheet();
     ws.set_name("填报说明")?;
+    // The scopes as this platform writes them (its code table), in the order the domain lists them.
+    let scopes = adapter.manifest.code_tables.get("disclosure_scope");
+    use gateway_core::record::Disclosure;
+    let scope_words: Vec<String> = [Disclosure::Public, Disclosure::GovShared, Disclosure::AuthorizedQuery]
+        .iter()
+        .filter_map(|s| scopes.and_then(|t| t.get(s.as_str())))
+        .map(|w| format!("“{w}”"))
+        .collect();
     let intro = [
-        "每月10日前报送上月信息；当月无信息的，提交各表为空的本工作簿即为“零信息”报送。",
-        "带 * 的列必填。日期写作 2026-10-08（也接受 2026/10/8、2026年10月8日）；证件号码、统一社会信用代码请填为文本。",
-        "多个处罚类别用分号（;）分隔。公开属性填“向全社会公开”或“由政府部门共享”。",
-        "导入后会返回本工作簿，新增“问题数据反馈”列逐行说明未入库原因，另附“汇总”表。",
+        "每月10日前报送上月信息；当月无信息的，提交各表为空的本工作簿即为“零信息”报送。".to_owned(),
+        "带 * 的列必填；“法人及非法人组织必填”“自然人必填”的列按行政相对人类别必填。日期写作 2026-10-08（也接受 2026/10/8、2026年10月8日）；证件号码、统一社会信用代码请填为文本。".to_owned(),
+        format!("多个处罚类别用分号（;）分隔。公开属性填{}之一。", scope_words.join("、")),
+        "导入后会返回本工作簿，新增“问题数据反馈”列逐行说明未入库原因，另附“汇总”表。".to_owned(),
     ];
     for (i, line) in intro.iter().enumerate() {
-        ws.write_string(i as u32, 0, *line)?;
+        ws.write_string(i as u32, 0, line)?;
     }
     let top = intro.len() as u32 + 1;
     for (c, h) in ["工作表", "列", "必填", "可选值"].iter().enumerate() {
@@ -518,6 +531,16 @@ pub fn template(adapter: &Adapter) -> anyhow::Result<Vec<u8>> {
     ws.set_column_width(1, 36)?;
     ws.set_column_width(3, 40)?;
     Ok(book.save_to_buffer()?)
+}
+
+/// When a column the schema leaves optional is required by the domain rules: by the category
+/// of the subject (`rules::check_subject`).
+fn required_when(field: &str) -> Option<&'static str> {
+    match field {
+        "party_uscc" | "legal_rep_name" => Some("法人及非法人组织必填"),
+        "party_id_type" | "party_id_no" => Some("自然人必填"),
+        _ => None,
+    }
 }
 
 /// Reads every row of every sheet of a workbook as plain values (tests, benchmarks: the raw read
@@ -576,4 +599,32 @@ pub fn read_sheet(path: &Path, sheet: &str) -> anyhow::Result<Vec<BTreeMap<Strin
         .into_iter()
         .map(|row| row.into_iter().map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 填报说明 of 周村区's template says what the rules require: 法定代表人 for 法人 rows,
+    /// 证件号码 for natural persons, and every 公开属性 value the column takes.
+    #[test]
+    fn the_template_guide_names_conditional_columns_and_every_disclosure_scope() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../adapters/zhoucun-district/manifest.toml");
+        let adapter = crate::adapters::compile(&manifest).expect("manifest");
+        let bytes = template(&adapter).expect("template");
+        let mut book = Xlsx::new(std::io::Cursor::new(bytes)).expect("xlsx");
+        let range = book.worksheet_range(GUIDE_SHEET).expect("guide sheet");
+        let rows: Vec<Vec<String>> =
+            range.rows().map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<_>>()).collect();
+        let need = |column: &str| {
+            rows.iter().find(|r| r.get(1).is_some_and(|c| c == column)).map(|r| r[2].clone()).unwrap_or_default()
+        };
+        assert_eq!(need("法定代表人"), "法人及非法人组织必填");
+        assert_eq!(need("证件号码"), "自然人必填");
+        assert_eq!(need("备注"), "选填");
+        let intro = rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>().join("\n");
+        for scope in ["向全社会公开", "由政府部门共享", "授权查询"] {
+            assert!(intro.contains(scope), "{scope} missing from {intro}");
+        }
+    }
 }

@@ -365,14 +365,18 @@ pub fn synthetic_evaluations(subjects: std::ops::Range<u64>, today: time::Date) 
     out
 }
 
+/// The 周村区 departments the synthetic records come from (name, 统一社会信用代码): the demo
+/// tells a newcomer to import a monthly report as the first one, so it shows as one department.
+pub const SAMPLE_UNITS: &[(&str, &str)] = &[
+    ("淄博市周村区市场监督管理局", "11370306MB28554702"),
+    ("淄博市周村区生态环境分局", "11370306004217500P"),
+    ("淄博市周村区应急管理局", "11370306MB28554715"),
+];
+
 /// Deterministic, realistic 行政处罚 / 行政许可 records (≈ 900 bytes of JSON each), every one
 /// valid and with its own natural key. `seed` separates runs that must not collide.
 pub fn synthetic_records(n: usize, seed: u64) -> Vec<Value> {
-    const UNITS: &[(&str, &str)] = &[
-        ("淄博市周村区市场监督管理局", "11370306MB28554702"),
-        ("淄博市周村区生态环境分局", "11370306004217500P"),
-        ("淄博市周村区应急管理局", "11370306MB28554715"),
-    ];
+    const UNITS: &[(&str, &str)] = SAMPLE_UNITS;
     const FACTS: &[&str] = &[
         "当事人在其经营场所销售的预包装食品标签不符合食品安全国家标准，经抽样检验，标签中未标注生产日期和保质期，违反了《中华人民共和国食品安全法》第六十七条的规定。",
         "当事人未按规定设置危险废物识别标志，且危险废物贮存场所未采取防扬散、防流失、防渗漏措施，违反了《中华人民共和国固体废物污染环境防治法》第七十七条的规定。",
