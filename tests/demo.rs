@@ -21,7 +21,8 @@ impl Drop for Demo {
 #[test]
 fn the_demo_shows_every_event_at_every_node_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let api_port = testkit::free_port().to_string();
+    // Five API ports in a row (周村区 … 信用东营).
+    let api_port = testkit::free_port_block(5).to_string();
     let child = Command::new(testkit::gateway_bin())
         .args(["demo", "--records", "120", "--api-port", &api_port, "--pki"])
         .arg(dir.path().join("pki"))

@@ -172,6 +172,22 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// The first of `n` consecutive loopback ports that were all free a moment ago, below the
+/// kernel's ephemeral range (32768 and up), where other tests' connections and `free_port`
+/// listeners take theirs: for a process that binds a block (the demo's nodes).
+pub fn free_port_block(n: u16) -> u16 {
+    let mut seed = [0u8; 2];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).expect("random");
+    let mut base = 20_000 + u16::from_le_bytes(seed) % 10_000;
+    loop {
+        let held: Vec<_> = (base..base + n).map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok()).collect();
+        if held.len() == usize::from(n) {
+            return base;
+        }
+        base = if base + 2 * n < 32_000 { base + n } else { 20_000 };
+    }
+}
+
 /// A gauge's value from a node's `/metrics`, if it is there.
 pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
     let text = client.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;

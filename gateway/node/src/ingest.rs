@@ -130,12 +130,7 @@ impl Ingest {
         body: bytes::Bytes,
         now: OffsetDateTime,
     ) -> Result<BatchResult, ServiceError> {
-        let this = Arc::clone(self);
-        let today = today_in_china(now);
-        let checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
-            .await
-            .map_err(|e| ServiceError::internal(&e))??;
-        self.store_checked(checked, now, &UnitScope::Any).await
+        self.push_batch(body, now, &UnitScope::Any, true).await
     }
 
     /// Handles one pushed batch for a caller who may report for the units of `scope`: a record
@@ -146,12 +141,26 @@ impl Ingest {
         now: OffsetDateTime,
         scope: &UnitScope,
     ) -> Result<BatchResult, ServiceError> {
+        self.push_batch(body, now, scope, false).await
+    }
+
+    /// Parses, checks and stores one batch; only the node's own (`node_made`) may hold records
+    /// that only a gateway makes.
+    async fn push_batch(
+        self: &Arc<Self>,
+        body: bytes::Bytes,
+        now: OffsetDateTime,
+        scope: &UnitScope,
+        node_made: bool,
+    ) -> Result<BatchResult, ServiceError> {
         let this = Arc::clone(self);
         let today = today_in_china(now);
         let mut checked = tokio::task::spawn_blocking(move || this.check_batch(&body, today))
             .await
             .map_err(|e| ServiceError::internal(&e))??;
-        refuse_node_made(&mut checked);
+        if !node_made {
+            refuse_node_made(&mut checked);
+        }
         self.store_checked(checked, now, scope).await
     }
 

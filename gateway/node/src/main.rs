@@ -34,6 +34,31 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// A consistent copy of the node's SQLite database, taken while the node serves.
+    Backup {
+        /// The file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// The database migrations this version carries: `--check` lists those the node's database
+    /// has not applied (and changes nothing); without it they are applied now (a node applies
+    /// them itself when it starts).
+    Migrate {
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Restores a backup as the database of a new data directory (never over an existing one).
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Run the demo federation on loopback (周村区 → 信用淄博 → 信用山东 → 信用中国, plus
     /// 信用东营): push sample records, raise a correction, a repair and an objection, and show
     /// each reaching every node. Runs until stopped.
@@ -475,6 +500,42 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             pki::init(&opts)?;
             println!("dev PKI written to {} (see certs/README.md)", opts.out.display());
         }
+        Command::Backup { out, node } => {
+            let config = node.load(None, None)?;
+            let db = embedded_database(&config)?;
+            let bytes = runtime()?.block_on(gateway_store::backup::copy(&db, &out))?;
+            println!("backed up {} to {} ({bytes} bytes)", db.display(), out.display());
+        }
+        Command::Migrate { check, node } => {
+            let config = node.load(None, None)?;
+            let rt = runtime()?;
+            let pending = rt.block_on(async {
+                match config.postgres_url() {
+                    Some(url) => gateway_store::migrations::pending_postgres(url).await,
+                    None => gateway_store::migrations::pending_sqlite(&config.sqlite_path()).await,
+                }
+            })?;
+            for (version, description) in &pending {
+                println!("pending  {version:04}  {description}");
+            }
+            if check {
+                println!("{} migration(s) pending", pending.len());
+            } else if !pending.is_empty() {
+                rt.block_on(async {
+                    server::open_store(&config).await?.close().await;
+                    anyhow::Ok(())
+                })?;
+                println!("{} migration(s) applied", pending.len());
+            } else {
+                println!("the database is up to date");
+            }
+        }
+        Command::Restore { from, node } => {
+            let config = node.load(None, None)?;
+            let db = embedded_database(&config)?;
+            let records = runtime()?.block_on(gateway_store::backup::restore(&from, &db))?;
+            println!("restored {} into {} ({records} records)", from.display(), db.display());
+        }
         Command::Certs { command: CertsCommand::Status { pki } } => {
             let now = time::OffsetDateTime::now_utc();
             println!("{:<12} {:<22} {:>9}  file", "certificate", "not after (UTC)", "days left");
@@ -699,6 +760,16 @@ fn evidence_summary(v: &gateway_core::interchange::evidence::Verified) -> String
         );
     }
     s
+}
+
+/// The node's SQLite database; a PostgreSQL node is backed up with PostgreSQL's tools.
+fn embedded_database(config: &Config) -> anyhow::Result<PathBuf> {
+    anyhow::ensure!(
+        config.postgres_url().is_none(),
+        "this node keeps its data in PostgreSQL: back it up and restore it with pg_dump and pg_restore \
+         (docs/operations.md, \"备份 · Backup\")"
+    );
+    Ok(config.sqlite_path())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -302,3 +302,124 @@ impl Store {
         dispatch!(self, pool => pool.close().await)
     }
 }
+
+/// Backups of an embedded (SQLite) node: a consistent copy taken while the node serves, and
+/// its restoring into a new data directory. A PostgreSQL node is backed up with the database's
+/// own tools (`docs/operations.md`).
+pub mod backup {
+    use std::path::Path;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+    use super::{SqliteSync, Store, StoreError};
+
+    /// Copies the database at `db` to `out` (which must not exist) as one consistent snapshot:
+    /// SQLite's `VACUUM INTO` reads in one transaction, so writers go on and the copy holds
+    /// every transaction committed before it began, and none after. Returns the copy's size.
+    pub async fn copy(db: &Path, out: &Path) -> Result<u64, StoreError> {
+        if out.exists() {
+            return Err(StoreError::Refused(format!("{} exists already; choose a new file", out.display())));
+        }
+        if !db.exists() {
+            return Err(StoreError::Refused(format!("no database at {}", db.display())));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(db)
+            .create_if_missing(false)
+            .busy_timeout(std::time::Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let target = out.to_str().ok_or_else(|| StoreError::Refused(format!("{} is not UTF-8", out.display())))?;
+        let copied = sqlx::query("VACUUM INTO $1").bind(target).execute(&pool).await;
+        pool.close().await;
+        copied?;
+        Ok(std::fs::metadata(out).map(|m| m.len()).unwrap_or(0))
+    }
+
+    /// Restores the copy `from` as the database `db` of a new data directory: refuses to
+    /// overwrite one, checks the copy's integrity first, and brings it to this version's
+    /// migrations. Returns the number of records it holds.
+    pub async fn restore(from: &Path, db: &Path) -> Result<i64, StoreError> {
+        if db.exists() {
+            return Err(StoreError::Refused(format!(
+                "{} exists: restore into a new data directory, never over a node's database",
+                db.display()
+            )));
+        }
+        let options = SqliteConnectOptions::new().filename(from).read_only(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await?;
+        let records: Result<i64, _> = sqlx::query_scalar("SELECT COUNT(*) FROM records").fetch_one(&pool).await;
+        pool.close().await;
+        if check != "ok" {
+            return Err(StoreError::Refused(format!("{} fails SQLite's integrity check: {check}", from.display())));
+        }
+        if records.is_err() {
+            return Err(StoreError::Refused(format!("{} is not a Credit Gateway database", from.display())));
+        }
+        if let Some(dir) = db.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Refused(format!("{}: {e}", dir.display())))?;
+        }
+        std::fs::copy(from, db).map_err(|e| StoreError::Refused(format!("copying to {}: {e}", db.display())))?;
+        let store = Store::open_sqlite(db, SqliteSync::Full).await?;
+        let count = store.count().await;
+        store.close().await;
+        count
+    }
+}
+
+/// What `credit-gateway migrate --check` reports: the migrations this version carries that a
+/// database has not applied (every store applies them when it opens).
+pub mod migrations {
+    use std::collections::HashSet;
+    use std::path::Path;
+    use std::str::FromStr;
+
+    use sqlx::migrate::{Migrate, Migrator};
+    use sqlx::postgres::PgConnectOptions;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+
+    use super::StoreError;
+
+    static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+    static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+
+    /// One migration not yet applied: its version and description.
+    pub type Pending = (i64, String);
+
+    fn pending(migrator: &Migrator, applied: &HashSet<i64>) -> Vec<Pending> {
+        migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+            .map(|m| (m.version, m.description.to_string()))
+            .collect()
+    }
+
+    /// The pending migrations of the SQLite database at `db` (which must exist: a check
+    /// creates nothing).
+    pub async fn pending_sqlite(db: &Path) -> Result<Vec<Pending>, StoreError> {
+        if !db.exists() {
+            return Err(StoreError::Refused(format!("no database at {}", db.display())));
+        }
+        let mut conn = SqliteConnectOptions::new().filename(db).read_only(true).connect().await?;
+        let applied = applied(&mut conn).await?;
+        conn.close().await?;
+        Ok(pending(&SQLITE, &applied))
+    }
+
+    /// The pending migrations of the PostgreSQL database at `url`.
+    pub async fn pending_postgres(url: &str) -> Result<Vec<Pending>, StoreError> {
+        let mut conn = PgConnectOptions::from_str(url)?.connect().await?;
+        let applied = applied(&mut conn).await?;
+        conn.close().await?;
+        Ok(pending(&POSTGRES, &applied))
+    }
+
+    /// The versions applied, none when the database has no migrations table yet.
+    async fn applied<C: Migrate>(conn: &mut C) -> Result<HashSet<i64>, StoreError> {
+        match conn.list_applied_migrations("_sqlx_migrations").await {
+            Ok(list) => Ok(list.into_iter().map(|m| m.version).collect()),
+            Err(_) => Ok(HashSet::new()),
+        }
+    }
+}
