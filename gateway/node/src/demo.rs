@@ -513,15 +513,16 @@ async fn joint_loop(
         "node", "department", "opened", "responded", "fed_back", "lifting", "lifted"
     );
     for r in &rows {
+        let n = |k: &str| r[k].as_i64().unwrap_or(0);
         println!(
             "  {:<10} {:<20} {:>6} {:>9} {:>8} {:>7} {:>6}",
             r["node"].as_str().unwrap_or(""),
             r["department_uscc"].as_str().unwrap_or(""),
-            r["opened"],
-            r["responded"],
-            r["fed_back"],
-            r["lifting"],
-            r["lifted"],
+            n("opened"),
+            n("responded"),
+            n("fed_back"),
+            n("lifting"),
+            n("lifted"),
         );
     }
     Ok(())
