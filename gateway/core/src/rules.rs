@@ -60,6 +60,9 @@ pub(crate) fn check(
     today: Date,
     errors: &mut Vec<FieldError>,
 ) {
+    for (key, value) in f.0 {
+        check_control_chars(value, &format!("/{}", crate::canonical::pointer_segment(key)), key, errors);
+    }
     for key in USCC_FIELDS {
         check_uscc_field(f, key, uscc_allow, errors);
     }
@@ -106,6 +109,41 @@ pub(crate) fn check(
             not_in_future(f, "decided_on", today, errors);
             check_event(t, f, errors);
         }
+    }
+}
+
+/// No text holds control characters (a NUL in a name is stored, shown and published as if it
+/// were part of it): none at all in names, codes and document numbers; line breaks and tabs
+/// only in free text (facts, reasons, remarks). Nested records (a correction's replacement) are
+/// walked too.
+fn check_control_chars(value: &Value, pointer: &str, key: &str, errors: &mut Vec<FieldError>) {
+    match value {
+        Value::String(s) => {
+            const NAMES_AND_CODES: [&str; 8] =
+                ["_name", "_no", "_uscc", "_code", "_id", "_unit", "_authority", "_type"];
+            let free_text = !(NAMES_AND_CODES.iter().any(|s| key.ends_with(s)) || key == "department");
+            let bad = |c: char| c.is_control() && !(free_text && matches!(c, '\n' | '\r' | '\t'));
+            if let Some(c) = s.chars().find(|c| bad(*c)) {
+                let code = format!("U+{:04X}", u32::from(c));
+                errors.push(FieldError::new(
+                    pointer,
+                    "text.control_char",
+                    format!("{key} 含有控制字符 {code}，请删除后重新报送"),
+                    format!("{key} contains the control character {code}; remove it and send again"),
+                ));
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_control_chars(item, &format!("{pointer}/{i}"), key, errors);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                check_control_chars(v, &format!("{pointer}/{}", crate::canonical::pointer_segment(k)), k, errors);
+            }
+        }
+        _ => {}
     }
 }
 
