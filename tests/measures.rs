@@ -611,3 +611,25 @@ async fn a_case_report_cannot_be_pushed() {
         (Some("/record_type"), Some("record_type.node_made"))
     );
 }
+
+/// A query parameter sent empty (`?month=`, as forms and generated clients send an unset field)
+/// counts as not given; a value that is wrong is still a 400 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_query_parameters_count_as_not_given() {
+    let z = Zibo::start().await;
+    for path in [
+        "/api/v1/cases?state=&department=",
+        "/api/v1/cases/overdue?month=&format=",
+        "/api/v1/cases/loop?scope=",
+        "/api/v1/quality?period=",
+        "/api/v1/records?type=&since=",
+        "/api/v1/sla?destination=&since=",
+    ] {
+        let (status, body) = z.get(&z.operator, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, body) = z.get(&z.operator, "/api/v1/cases/overdue?month=2026-13").await;
+    assert_eq!((status, body["error"]["pointer"].as_str()), (400, Some("/month")), "{body}");
+    let (status, body) = z.get(&z.operator, "/api/v1/records?limit=many").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_query")), "{body}");
+}

@@ -1,10 +1,10 @@
 //! The audit log for auditors (read, verify the chain) and credentials for admins (issue,
 //! list, revoke). The CLI does the same on the node's host (`credential …`, `audit …`).
 
+use crate::api::error::Params;
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use gateway_store::access::Credential;
@@ -47,9 +47,8 @@ pub(super) struct AuditPage {
 )]
 pub(super) async fn entries(
     State(ingest): State<Arc<Ingest>>,
-    params: Result<Query<EntriesParams>, QueryRejection>,
+    Params(p): Params<EntriesParams>,
 ) -> Result<Json<AuditPage>, ServiceError> {
-    let Query(p) = params.map_err(super::error::bad_query)?;
     let limit = super::page_limit(p.limit)?;
     let mut entries =
         ingest.store.audit_entries(p.after.unwrap_or(0), limit + 1).await.map_err(|e| ServiceError::internal(&e))?;

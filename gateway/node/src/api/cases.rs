@@ -3,10 +3,10 @@
 //! of decision (信用核查); operators and auditors read every department's cases, the overdue
 //! ones (督办清单) and the loop's counts.
 
+use crate::api::error::Params;
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use gateway_core::date::{format_date, today_in_china};
@@ -62,9 +62,8 @@ const STATES: [&str; 6] = ["opened", "accepted", "not_applicable", "executed", "
 pub(super) async fn list(
     State(ingest): State<Arc<Ingest>>,
     Extension(principal): Extension<Principal>,
-    params: Result<Query<CasesParams>, QueryRejection>,
+    Params(p): Params<CasesParams>,
 ) -> Result<Json<CasePage>, ServiceError> {
-    let Query(p) = params.map_err(super::error::bad_query)?;
     if let Some(s) = p.state.as_deref()
         && !STATES.contains(&s)
     {
@@ -202,9 +201,8 @@ const OVERDUE_LIMIT: i64 = 10_000;
 pub(super) async fn overdue(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
-    params: Result<Query<OverdueParams>, QueryRejection>,
+    Params(p): Params<OverdueParams>,
 ) -> Result<Response, ServiceError> {
-    let Query(p) = params.map_err(super::error::bad_query)?;
     if let Some(m) = p.month.as_deref()
         && gateway_core::reporting::Period::parse(m).is_none()
     {
@@ -269,9 +267,8 @@ pub(super) struct LoopParams {
 pub(super) async fn loop_counts(
     State(ingest): State<Arc<Ingest>>,
     Extension(principal): Extension<Principal>,
-    params: Result<Query<LoopParams>, QueryRejection>,
+    Params(p): Params<LoopParams>,
 ) -> Result<Json<Vec<crate::joint::LoopRow>>, ServiceError> {
-    let Query(p) = params.map_err(super::error::bad_query)?;
     let department = department_of(&principal, None)?;
     let now = OffsetDateTime::now_utc();
     let rows = match p.scope.as_deref() {

@@ -2,10 +2,10 @@
 //! city (through this node, which holds the mTLS identity, the agreements and the cache), review
 //! the audit log of pulls, and export an answer's evidence.
 
+use crate::api::error::Params;
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use gateway_store::evaluations::Pull;
@@ -58,9 +58,8 @@ pub(super) async fn single(
     State(evaluations): State<Option<Arc<Partners>>>,
     Extension(principal): Extension<Principal>,
     Path(uscc): Path<String>,
-    params: Result<Query<SingleParams>, QueryRejection>,
+    Params(p): Params<SingleParams>,
 ) -> Result<Response, ServiceError> {
-    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let partners = partners(&evaluations)?;
     let officer = officer(&principal, p.officer)?;
     let answer = crate::evaluations::lookup(partners, &p.from, &[uscc], officer, time::OffsetDateTime::now_utc())
@@ -153,9 +152,8 @@ pub(super) struct AuditParams {
 )]
 pub(super) async fn audit(
     State(ingest): State<Arc<Ingest>>,
-    params: Result<Query<AuditParams>, QueryRejection>,
+    Params(p): Params<AuditParams>,
 ) -> Result<Json<Vec<Pull>>, ServiceError> {
-    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     if let Some(d) = p.direction.as_deref()
         && !matches!(d, "in" | "out")
     {

@@ -1,11 +1,11 @@
 //! Monthly Excel reports through the API: upload a workbook, follow its progress, download
 //! the department's workbook back with a 问题数据反馈 column, or a blank template.
 
+use crate::api::error::Params;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -58,10 +58,9 @@ pub struct ImportParams {
 pub(super) async fn upload(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
-    params: Result<Query<ImportParams>, QueryRejection>,
+    Params(p): Params<ImportParams>,
     body: Body,
 ) -> Result<Response, ServiceError> {
-    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let req = request(p.unit, &p.unit_uscc, p.period, &principal)?;
     let adapter = intake_adapter(&app, p.adapter.as_deref())?;
     let id = app.imports.create(&req.unit_uscc).map_err(|e| ServiceError::internal(&e))?;

@@ -12,11 +12,11 @@ pub mod metrics;
 mod quality;
 mod relay;
 
+use crate::api::error::Params;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json, Router};
@@ -176,9 +176,8 @@ async fn reporting_status(
     State(ingest): State<Arc<Ingest>>,
     State(reporting): State<Arc<ReportingConfig>>,
     Extension(principal): Extension<Principal>,
-    params: Result<Query<ReportingParams>, QueryRejection>,
+    Params(p): Params<ReportingParams>,
 ) -> Result<Json<crate::reporting::ReportingView>, ServiceError> {
-    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let period = period_param(p.period.as_deref(), today)?;
     let mut view =
@@ -242,10 +241,9 @@ pub struct SlaParams {
 )]
 async fn sla_status(
     State(sla): State<Arc<Sla>>,
-    params: Result<Query<SlaParams>, QueryRejection>,
+    Params(p): Params<SlaParams>,
 ) -> Result<Json<crate::sla::SlaView>, ServiceError> {
     use gateway_core::sla::SlaState;
-    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let only = match p.state.as_deref() {
         None => None,
         Some(s) => Some(SlaState::parse(s).ok_or_else(|| {
@@ -431,9 +429,8 @@ pub struct RecordPage {
 async fn query_records(
     State(ingest): State<Arc<Ingest>>,
     Extension(principal): Extension<Principal>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    Params(p): Params<ListParams>,
 ) -> Result<Json<RecordPage>, ServiceError> {
-    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let date = |name: &str, v: &Option<String>| match v {
         None => Ok(None),
         Some(s) => parse_date(s).map(Some).ok_or_else(|| {

@@ -1,7 +1,7 @@
 //! Data-quality ratios per department and month, as JSON and as CSV / XLSX exports.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use crate::api::error::Params;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -14,12 +14,8 @@ use crate::quality::QualityView;
 
 /// The quality view as `principal` may see it: a department sees its own rows, and the month's
 /// reasons as its own rows count them.
-async fn load(
-    app: &App,
-    principal: &Principal,
-    params: Result<Query<ReportingParams>, QueryRejection>,
-) -> Result<QualityView, ServiceError> {
-    let mut view = load_all(app, params).await?;
+async fn load(app: &App, principal: &Principal, p: ReportingParams) -> Result<QualityView, ServiceError> {
+    let mut view = load_all(app, p).await?;
     if let UnitScope::Only(units) = principal.units() {
         view.departments.retain(|d| units.contains(&d.department_uscc));
         let mut reasons: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
@@ -32,11 +28,7 @@ async fn load(
     Ok(view)
 }
 
-async fn load_all(
-    app: &App,
-    params: Result<Query<ReportingParams>, QueryRejection>,
-) -> Result<QualityView, ServiceError> {
-    let Query(p) = params.map_err(crate::api::error::bad_query)?;
+async fn load_all(app: &App, p: ReportingParams) -> Result<QualityView, ServiceError> {
     // The current month by default: quality is watched while the month runs.
     let today = gateway_core::date::today_in_china(OffsetDateTime::now_utc());
     let period = match p.period.as_deref() {
@@ -58,9 +50,9 @@ async fn load_all(
 pub async fn json(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
-    params: Result<Query<ReportingParams>, QueryRejection>,
+    Params(p): Params<ReportingParams>,
 ) -> Result<Json<QualityView>, ServiceError> {
-    load(&app, &principal, params).await.map(Json)
+    load(&app, &principal, p).await.map(Json)
 }
 
 /// The quality table as CSV (UTF-8 with BOM).
@@ -74,9 +66,9 @@ pub async fn json(
 pub async fn csv(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
-    params: Result<Query<ReportingParams>, QueryRejection>,
+    Params(p): Params<ReportingParams>,
 ) -> Result<Response, ServiceError> {
-    let view = load(&app, &principal, params).await?;
+    let view = load(&app, &principal, p).await?;
     let bytes = crate::quality::to_csv(&view).map_err(|e| ServiceError::internal(&e))?;
     Ok(attachment("text/csv; charset=utf-8", &format!("quality-{}.csv", view.period), bytes))
 }
@@ -96,9 +88,9 @@ pub async fn csv(
 pub async fn xlsx(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
-    params: Result<Query<ReportingParams>, QueryRejection>,
+    Params(p): Params<ReportingParams>,
 ) -> Result<Response, ServiceError> {
-    let view = load(&app, &principal, params).await?;
+    let view = load(&app, &principal, p).await?;
     let joint = match &app.measures {
         None => None,
         Some(_) => {

@@ -1,10 +1,11 @@
 //! Operator endpoints of the relay: a record's trail and state, the queues, the dead letters
 //! and resending them.
 
+use crate::api::error::Params;
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use gateway_store::{DeadLetterRow, QueueStats, Trail};
 use serde::{Deserialize, Serialize};
@@ -94,9 +95,8 @@ pub(super) struct DeadLetterParams {
 )]
 pub(super) async fn dead_letters(
     State(ingest): State<Arc<Ingest>>,
-    params: Result<Query<DeadLetterParams>, QueryRejection>,
+    Params(p): Params<DeadLetterParams>,
 ) -> Result<Json<Vec<DeadLetterRow>>, ServiceError> {
-    let Query(p) = params.map_err(crate::api::error::bad_query)?;
     let limit = super::page_limit(p.limit)?;
     ingest.store.dead_letters(p.destination.as_deref(), limit).await.map(Json).map_err(|e| ServiceError::internal(&e))
 }
