@@ -133,12 +133,13 @@ impl ServiceError {
         )
     }
 
-    pub fn too_many_records(count: usize, limit: usize) -> Self {
+    /// A batch with more than `limit` records (found while parsing, which stops there).
+    pub fn too_many_records(limit: usize) -> Self {
         Self::new(
             ErrorKind::PayloadTooLarge,
             "too_many_records",
-            format!("一批最多 {limit} 条记录，本批 {count} 条，请拆分批次"),
-            format!("a batch holds at most {limit} records, this one has {count}; split the batch"),
+            format!("一批最多 {limit} 条记录，本批超过此数，请拆分批次"),
+            format!("a batch holds at most {limit} records, this one has more; split the batch"),
         )
     }
 

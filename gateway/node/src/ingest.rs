@@ -293,10 +293,7 @@ impl Ingest {
 
     /// Parses and validates a batch. CPU-bound: runs on the blocking pool, records in parallel.
     fn check_batch(&self, body: &[u8], today: Date) -> Result<Vec<(Checked, Observation)>, ServiceError> {
-        let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(ServiceError::from_batch_json)?;
-        if raws.len() > self.limits.max_batch_records {
-            return Err(ServiceError::too_many_records(raws.len(), self.limits.max_batch_records));
-        }
+        let raws = parse_batch(body, self.limits.max_batch_records)?;
         Ok(raws
             .par_iter()
             .map(|raw| match self.validator.check_json(raw.get().as_bytes(), today) {
@@ -474,6 +471,45 @@ impl Summary {
 /// What a batch's rejected records add to the quality counters (所属期 = the day they arrived):
 /// per department, submissions, fields filled of those expected, and each rejection's rules.
 /// The records that pass are counted by the store, as it stores them (duplicates are not).
+/// The records of a batch body (a JSON array), counted while parsing: the parser stops at the
+/// first record past `limit`, so a body of millions of tiny values (`[0,0,…]`) holds no more
+/// memory than a full batch would.
+fn parse_batch(body: &[u8], limit: usize) -> Result<Vec<&RawValue>, ServiceError> {
+    use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
+    struct Records<'c> {
+        limit: usize,
+        exceeded: &'c std::cell::Cell<bool>,
+    }
+    impl<'de> Visitor<'de> for Records<'_> {
+        type Value = Vec<&'de RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON array of records")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.limit));
+            while let Some(record) = seq.next_element::<&'de RawValue>()? {
+                if records.len() == self.limit {
+                    self.exceeded.set(true);
+                    return Err(A::Error::custom("too many records"));
+                }
+                records.push(record);
+            }
+            Ok(records)
+        }
+    }
+    let exceeded = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = de.deserialize_seq(Records { limit, exceeded: &exceeded }).and_then(|records| {
+        de.end()?;
+        Ok(records)
+    });
+    match parsed {
+        Ok(records) => Ok(records),
+        Err(_) if exceeded.get() => Err(ServiceError::too_many_records(limit)),
+        Err(e) => Err(ServiceError::from_batch_json(e)),
+    }
+}
+
 /// Refuses the records only a gateway makes (a `joint_case_report` is made from the case as
 /// stored, never taken from a caller).
 fn refuse_node_made(checked: &mut [(Checked, Observation)]) {
@@ -508,4 +544,24 @@ fn quality_counts(checked: &[Checked], observations: &[Observation], today: Date
         }
     }
     counts
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::parse_batch;
+
+    #[test]
+    fn a_batch_is_counted_while_it_is_parsed() {
+        assert_eq!(parse_batch(b"[1, {\"a\": 2}, 3]", 3).expect("three").len(), 3);
+        // A million values: refused at the first past the limit, holding no more than it.
+        let mut huge = String::from("[0");
+        huge.push_str(&",0".repeat(1_000_000));
+        huge.push(']');
+        let e = parse_batch(huge.as_bytes(), 5_000).expect_err("too many");
+        assert_eq!((e.kind.status(), e.body.error.code), (413, "too_many_records"));
+        for (body, code) in [(&b"{}"[..], "not_an_array"), (b"[1,", "malformed_json"), (b"[1] x", "malformed_json")] {
+            let e = parse_batch(body, 10).expect_err("refused");
+            assert_eq!((e.kind.status(), e.body.error.code), (400, code), "{}", String::from_utf8_lossy(body));
+        }
+    }
 }
