@@ -220,24 +220,15 @@ async fn a_black_list_entry_from_national_closes_its_loop_across_the_federation(
         )
         .await;
     let market = district.case_of("market_regulation").await;
-    let mut book = rust_xlsxwriter::Workbook::new();
-    let ws = book.add_worksheet();
-    ws.set_name("案件答复").expect("name");
-    let line = [
-        ("案件编号", market["case_id"].as_str().expect("id")),
-        ("答复", "已实施"),
-        ("实施日期", day.as_str()),
-        ("执行内容", "列为重点监管对象，提高抽查比例"),
-    ];
-    for (c, (head, value)) in line.iter().enumerate() {
-        ws.write_string(0, c as u16, *head).expect("cell");
-        ws.write_string(1, c as u16, *value).expect("cell");
-    }
+    let book = testkit::cases_workbook(
+        &["案件编号", "答复", "实施日期", "执行内容"],
+        &[&[market["case_id"].as_str().expect("id"), "已实施", day.as_str(), "列为重点监管对象，提高抽查比例"]],
+    );
     let resp = district
         .client
         .post(format!("{}/api/v1/cases.xlsx", district.running.api))
         .bearer_auth(&district.keys["market_regulation"])
-        .body(book.save_to_buffer().expect("xlsx"))
+        .body(book)
         .send()
         .await
         .expect("upload");

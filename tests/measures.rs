@@ -346,24 +346,14 @@ async fn departments_answer_their_cases_and_a_repair_lifts_the_measures() {
     let rows = credit_gateway::adapters::xlsx::read_sheet(&tmp.path().join("cases.xlsx"), "案件答复").expect("read");
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0]["案件编号"].as_str(), rows[0]["当前状态"].as_str()), (bidding.as_str(), "待响应"));
-    let mut book = rust_xlsxwriter::Workbook::new();
-    let ws = book.add_worksheet();
-    ws.set_name("案件答复").expect("name");
-    let head = ["案件编号", "答复", "实施日期", "执行内容", "文书号"];
-    let lines = [
-        [bidding.as_str(), "已实施", today.as_str(), "暂停其投标资格", "淄建招〔2026〕3号"],
-        [bidding.as_str(), "已实施", "2099-01-01", "暂停其投标资格", "淄建招〔2026〕4号"],
-        [procurement.as_str(), "予以实施", "", "", ""],
-    ];
-    for (c, h) in head.iter().enumerate() {
-        ws.write_string(0, c as u16, *h).expect("cell");
-    }
-    for (r, line) in lines.iter().enumerate() {
-        for (c, v) in line.iter().enumerate() {
-            ws.write_string(r as u32 + 1, c as u16, *v).expect("cell");
-        }
-    }
-    let upload = book.save_to_buffer().expect("xlsx");
+    let upload = testkit::cases_workbook(
+        &["案件编号", "答复", "实施日期", "执行内容", "文书号"],
+        &[
+            &[bidding.as_str(), "已实施", today.as_str(), "暂停其投标资格", "淄建招〔2026〕3号"],
+            &[bidding.as_str(), "已实施", "2099-01-01", "暂停其投标资格", "淄建招〔2026〕4号"],
+            &[procurement.as_str(), "予以实施", "", "", ""],
+        ],
+    );
     let resp = z
         .client
         .post(format!("{}/api/v1/cases.xlsx", z.node.api))

@@ -281,6 +281,23 @@ pub async fn with_mysql_database(test: impl AsyncFnOnce(&str)) {
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}"))).execute(&mut conn).await.expect("drop db");
 }
 
+/// A department's filled-in cases workbook (sheet 案件答复): `head` names the columns, each row
+/// gives their cells.
+pub fn cases_workbook(head: &[&str], rows: &[&[&str]]) -> Vec<u8> {
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let ws = book.add_worksheet();
+    ws.set_name("案件答复").expect("name");
+    for (c, h) in head.iter().enumerate() {
+        ws.write_string(0, c as u16, *h).expect("cell");
+    }
+    for (r, row) in rows.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            ws.write_string(r as u32 + 1, c as u16, *v).expect("cell");
+        }
+    }
+    book.save_to_buffer().expect("xlsx")
+}
+
 /// Relay settings for tests: short waits so a test runs in seconds, and a publication sink in
 /// the node's data directory.
 pub fn quick_relay(data_dir: &Path) -> credit_gateway::config::RelayConfig {

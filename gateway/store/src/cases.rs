@@ -183,6 +183,18 @@ pub struct LoopCounts {
     pub lifted: i64,
 }
 
+/// The readers of `records` that keep a cursor in `joint_cursor`, by row id.
+#[derive(Debug, Clone, Copy)]
+enum Cursor {
+    /// The case opener, over list entries.
+    Opener = 1,
+    /// The reader of case reports from below (`take_case_reports`).
+    Reports = 2,
+}
+
+/// Moves a cursor (binds its id, then the seq read up to), in the transaction of what it read.
+const SET_CURSOR: &str = "INSERT INTO joint_cursor (id, after_seq) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET after_seq = excluded.after_seq";
+
 /// One case as the node where its department answers reported it (a `joint_case_report`
 /// record read at a node above).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,13 +432,7 @@ impl Store {
                 qb.build().execute(&mut *tx).await?;
             }
             if let Some(seq) = read_up_to {
-                sqlx::query(
-                    "INSERT INTO joint_cursor (id, after_seq) VALUES (1, $1) \
-                     ON CONFLICT (id) DO UPDATE SET after_seq = excluded.after_seq",
-                )
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(SET_CURSOR).bind(Cursor::Opener as i64).bind(seq).execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
@@ -435,8 +441,16 @@ impl Store {
 
     /// How far the case opener has read `records` (0 before its first pass).
     pub async fn joint_cursor(&self) -> Result<i64, StoreError> {
+        self.cursor(Cursor::Opener).await
+    }
+
+    /// How far a reader of `records` has read (0 before its first pass).
+    async fn cursor(&self, cursor: Cursor) -> Result<i64, StoreError> {
         dispatch!(self, pool => {
-            let row = sqlx::query("SELECT after_seq FROM joint_cursor WHERE id = 1").fetch_optional(pool).await?;
+            let row = sqlx::query("SELECT after_seq FROM joint_cursor WHERE id = $1")
+                .bind(cursor as i64)
+                .fetch_optional(pool)
+                .await?;
             Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.unwrap_or(0))
         })
     }
@@ -678,10 +692,7 @@ impl Store {
 
     /// How far the reader of case reports has read `records` (0 before its first pass).
     pub async fn report_cursor(&self) -> Result<i64, StoreError> {
-        dispatch!(self, pool => {
-            let row = sqlx::query("SELECT after_seq FROM joint_cursor WHERE id = 2").fetch_optional(pool).await?;
-            Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.unwrap_or(0))
-        })
+        self.cursor(Cursor::Reports).await
     }
 
     /// Keeps the latest report of each case (the highest version wins, whatever the order of arrival) and moves the reports'
@@ -734,13 +745,7 @@ impl Store {
                 );
                 qb.build().execute(&mut *tx).await?;
             }
-            sqlx::query(
-                "INSERT INTO joint_cursor (id, after_seq) VALUES (2, $1) \
-                 ON CONFLICT (id) DO UPDATE SET after_seq = excluded.after_seq",
-            )
-            .bind(read_up_to)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(SET_CURSOR).bind(Cursor::Reports as i64).bind(read_up_to).execute(&mut *tx).await?;
             tx.commit().await?;
         });
         Ok(())

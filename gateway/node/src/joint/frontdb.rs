@@ -75,6 +75,73 @@ pub struct FrontDb {
     pool: AnyPool,
     dialect: Dialect,
     units: Vec<String>,
+    sql: Sql,
+}
+
+/// The statements of a round, spelled once for the 前置库's dialect.
+#[derive(Debug)]
+struct Sql {
+    /// Writes one case (binds `CASE_COLUMNS` in order), replacing its row.
+    upsert_case: String,
+    /// The oldest answer rows not yet collected: `ID`, `DEPARTMENT_USCC`, then `ANSWER_COLUMNS`.
+    uncollected: String,
+    /// Marks one answer row collected (binds the time, result, message, then its `ID`).
+    collected: String,
+}
+
+impl Sql {
+    fn new(d: Dialect) -> anyhow::Result<Self> {
+        let q = |c: &str| d.ident(c);
+        let columns: Vec<String> = CASE_COLUMNS.iter().map(|c| q(c)).collect::<anyhow::Result<_>>()?;
+        let params: Vec<String> = (1..=CASE_COLUMNS.len()).map(|n| d.param(n)).collect();
+        let updates: Vec<String> = columns[1..]
+            .iter()
+            .map(|c| match d {
+                Dialect::MySql => format!("{c} = VALUES({c})"),
+                _ => format!("{c} = excluded.{c}"),
+            })
+            .collect();
+        let upsert_case = match d {
+            Dialect::MySql => format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON DUPLICATE KEY UPDATE {}",
+                q(CASES)?,
+                columns.join(", "),
+                params.join(", "),
+                updates.join(", ")
+            ),
+            _ => format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
+                q(CASES)?,
+                columns.join(", "),
+                params.join(", "),
+                columns[0],
+                updates.join(", ")
+            ),
+        };
+        let mut uncollected = format!("SELECT {}, CAST({} AS {})", q("ID")?, q("DEPARTMENT_USCC")?, d.text());
+        for (column, _) in ANSWER_COLUMNS {
+            uncollected.push_str(&format!(", SUBSTR(CAST({} AS {}), 1, {MAX_CELL_CHARS})", q(column)?, d.text()));
+        }
+        uncollected.push_str(&format!(
+            " FROM {} WHERE {} IS NULL ORDER BY {} LIMIT {ROUND_ROWS}",
+            q(ANSWERS_TABLE)?,
+            q("COLLECTED_AT")?,
+            q("ID")?
+        ));
+        let collected = format!(
+            "UPDATE {} SET {} = {}, {} = {}, {} = {} WHERE {} = {}",
+            q(ANSWERS_TABLE)?,
+            q("COLLECTED_AT")?,
+            d.param(1),
+            q("RESULT")?,
+            d.param(2),
+            q("MESSAGE")?,
+            d.param(3),
+            q("ID")?,
+            d.param(4)
+        );
+        Ok(Self { upsert_case, uncollected, collected })
+    }
 }
 
 /// What one round did.
@@ -100,7 +167,7 @@ impl FrontDb {
             .connect(&config.url)
             .await
             .context("connecting to the cases' 前置库")?;
-        let db = Self { pool, dialect, units: config.units.clone() };
+        let db = Self { pool, dialect, units: config.units.clone(), sql: Sql::new(dialect)? };
         db.create_tables().await?;
         Ok(db)
     }
@@ -175,34 +242,6 @@ impl FrontDb {
         unit: &str,
         now: OffsetDateTime,
     ) -> anyhow::Result<usize> {
-        let d = self.dialect;
-        let q = |c: &str| d.ident(c);
-        let columns: Vec<String> = CASE_COLUMNS.iter().map(|c| q(c)).collect::<anyhow::Result<_>>()?;
-        let params: Vec<String> = (1..=CASE_COLUMNS.len()).map(|n| d.param(n)).collect();
-        let updates: Vec<String> = columns[1..]
-            .iter()
-            .map(|c| match d {
-                Dialect::MySql => format!("{c} = VALUES({c})"),
-                _ => format!("{c} = excluded.{c}"),
-            })
-            .collect();
-        let upsert = match d {
-            Dialect::MySql => format!(
-                "INSERT INTO {} ({}) VALUES ({}) ON DUPLICATE KEY UPDATE {}",
-                q(CASES)?,
-                columns.join(", "),
-                params.join(", "),
-                updates.join(", ")
-            ),
-            _ => format!(
-                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
-                q(CASES)?,
-                columns.join(", "),
-                params.join(", "),
-                columns[0],
-                updates.join(", ")
-            ),
-        };
         let at = format_time(now);
         let mut written = 0;
         loop {
@@ -215,7 +254,7 @@ impl FrontDb {
                 let c = &case.case;
                 let uscc = gateway_store::cases::is_uscc(&c.subject_key).then(|| c.subject_key.clone());
                 let title = catalogue.measure(&c.measure_id).map(|m| m.title.clone());
-                sqlx::query(AssertSqlSafe(upsert.clone()))
+                sqlx::query(AssertSqlSafe(self.sql.upsert_case.clone()))
                     .bind(c.case_id.clone())
                     .bind(c.department_uscc.clone())
                     .bind(c.measure_id.clone())
@@ -247,19 +286,7 @@ impl FrontDb {
 
     /// Applies the answer rows not yet collected and writes back what became of each.
     async fn collect(&self, ingest: &Ingest, catalogue: &Catalogue, now: OffsetDateTime) -> anyhow::Result<usize> {
-        let d = self.dialect;
-        let q = |c: &str| d.ident(c);
-        let mut select = format!("SELECT {}, CAST({} AS {})", q("ID")?, q("DEPARTMENT_USCC")?, d.text());
-        for (column, _) in ANSWER_COLUMNS {
-            select.push_str(&format!(", SUBSTR(CAST({} AS {}), 1, {MAX_CELL_CHARS})", q(column)?, d.text()));
-        }
-        select.push_str(&format!(
-            " FROM {} WHERE {} IS NULL ORDER BY {} LIMIT {ROUND_ROWS}",
-            q(ANSWERS_TABLE)?,
-            q("COLLECTED_AT")?,
-            q("ID")?
-        ));
-        let rows: Vec<AnyRow> = sqlx::query(AssertSqlSafe(select)).fetch_all(&self.pool).await?;
+        let rows: Vec<AnyRow> = sqlx::query(AssertSqlSafe(self.sql.uncollected.clone())).fetch_all(&self.pool).await?;
         let mut results = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: i64 = row.try_get(0)?;
@@ -275,22 +302,10 @@ impl FrontDb {
             }
             results.push((id, self.apply(ingest, catalogue, unit, cells, now).await?));
         }
-        let update = format!(
-            "UPDATE {} SET {} = {}, {} = {}, {} = {} WHERE {} = {}",
-            q(ANSWERS_TABLE)?,
-            q("COLLECTED_AT")?,
-            d.param(1),
-            q("RESULT")?,
-            d.param(2),
-            q("MESSAGE")?,
-            d.param(3),
-            q("ID")?,
-            d.param(4)
-        );
         let at = format_time(now);
         let mut tx = self.pool.begin().await?;
         for (id, (result, message)) in &results {
-            sqlx::query(AssertSqlSafe(update.clone()))
+            sqlx::query(AssertSqlSafe(self.sql.collected.clone()))
                 .bind(at.clone())
                 .bind(*result)
                 .bind(message.clone())

@@ -410,18 +410,17 @@ impl Shared {
         // `authorized_query`, is unknown above), and down outside the child's subtree only if
         // its record went down to it (a list entry by a measure's reach).
         let router = self.routes.router();
-        let needs: Vec<String> = batch
+        let needs: Vec<Option<&String>> = batch
             .items
             .iter()
-            .filter(|r| router.needs_target_sent(dest, r, &registry))
-            .filter_map(|r| r.target_record_id.clone())
+            .map(|r| r.target_record_id.as_ref().filter(|_| router.needs_target_sent(dest, r, &registry)))
             .collect();
-        if !needs.is_empty() {
-            let sent = store.sent_to(&dest.name, &needs).await?;
-            batch.items.retain(|r| {
-                !router.needs_target_sent(dest, r, &registry)
-                    || r.target_record_id.as_ref().is_some_and(|t| sent.contains(t))
-            });
+        let targets: Vec<String> = needs.iter().flatten().map(|t| (*t).clone()).collect();
+        if !targets.is_empty() {
+            let sent = store.sent_to(&dest.name, &targets).await?;
+            let keep: Vec<bool> = needs.iter().map(|t| t.is_none_or(|t| sent.contains(t))).collect();
+            let mut keep = keep.into_iter();
+            batch.items.retain(|_| keep.next().unwrap_or(true));
         }
         batch.position = (after > position).then_some(after);
         Ok(batch)
