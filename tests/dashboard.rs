@@ -199,6 +199,7 @@ async fn an_operator_reads_sla_and_quality_and_resends_a_dead_letter() {
         at: gateway_core::date::format_timestamp(OffsetDateTime::now_utc()),
         ..Settlement::default()
     };
+    let letter_at = s.at.clone();
     gw.store.settle("cn-370300", s).await.expect("dead letter");
 
     // 联合奖惩 on the injected clock: a black-list entry whose cases were opened 30 days ago
@@ -239,10 +240,21 @@ async fn an_operator_reads_sla_and_quality_and_resends_a_dead_letter() {
     assert_eq!(browser.attribute(&row, "data-meets-target").await, "false");
     let text = browser.text(&row).await;
     assert!(text.contains("75.0%"), "3 of 4 accepted: {text}");
+    // Nothing of the unit's was published yet: its 及时率 has no figure, not a red 0.0%.
+    let timely = browser.find(&format!("#quality-table tr[data-department='{unit}'] td:nth-child(6)")).await;
+    assert_eq!(browser.text(&timely).await, "—");
     browser.screenshot("quality").await;
 
     browser.go(&format!("{site}/dashboard/dead-letters")).await;
     assert_eq!(browser.find_all("#dead-letters tr[data-state='dead']").await.len(), 1);
+    // Times in Beijing time, as the page's footer says, like the dates on every page.
+    let letters_text = browser.text(&browser.find("#dead-letters").await).await;
+    let dead_at = time::OffsetDateTime::parse(&letter_at, &time::format_description::well_known::Rfc3339)
+        .expect("time")
+        .to_offset(time::macros::offset!(+8));
+    let shown = format!("{} {:02}:{:02}", dead_at.date(), dead_at.hour(), dead_at.minute());
+    assert!(letters_text.contains(&shown), "dead at {letter_at} shown as {shown}:\n{letters_text}");
+    assert!(browser.text(&browser.find("footer").await).await.contains("北京时间"));
     browser.click("#dead-letters button.resend").await;
     let flash = browser.text(&browser.wait_for("#flash").await[0]).await;
     assert!(flash.contains(&dead.record_id.to_string()), "{flash}");
@@ -263,6 +275,17 @@ async fn an_operator_reads_sla_and_quality_and_resends_a_dead_letter() {
     assert_eq!(late, "1", "the department's late response in the loop table");
     let shot = browser.screenshot("cases").await;
     assert!(std::fs::metadata(shot).expect("saved").len() > 1000);
+
+    // The API docs page renders the handlers' markdown: `code` as code, never the backticks.
+    browser.go(&format!("{site}/api/v1/docs")).await;
+    assert!(browser.wait_for("#ops .op p code").await.len() > 3, "inline code in the descriptions");
+    for p in browser.find_all("#ops .op p").await {
+        let text = browser.text(&p).await;
+        assert!(!text.contains('`'), "a literal backtick: {text}");
+    }
+    let docs = browser.text(&browser.find("#ops").await).await;
+    assert!(docs.contains("报送记录（批量） · Push a batch of records"), "summaries in Chinese and English");
+    browser.screenshot("api-docs").await;
     browser.close().await;
 }
 

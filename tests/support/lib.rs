@@ -80,6 +80,12 @@ pub struct Running {
 }
 
 impl Running {
+    /// What `serve` does on SIGHUP: takes up a newer registry file, new signing keys and
+    /// renewed certificates.
+    pub fn reload(&self) -> credit_gateway::server::Reloaded {
+        self._node.reloader.reload(time::OffsetDateTime::now_utc())
+    }
+
     /// The interchange side of a node with a federation identity.
     pub fn node(&self) -> credit_gateway::interchange::Node {
         self.app.federation.clone().expect("a node with a federation identity")
@@ -264,6 +270,31 @@ pub async fn federation_node(
     let mut config = Config { member_id: member.into(), federation: Some(fed), ..config(data_dir) };
     configure(&mut config);
     start(config).await
+}
+
+/// A new, empty PostgreSQL database on the test server, for a node of its own (the store
+/// suite uses schemas instead): its URL. [`drop_postgres_database`] removes it.
+pub async fn new_postgres_database() -> String {
+    use sqlx::Connection as _;
+    let admin = postgres_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for this test: {e}"));
+    let name = format!("t_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create db");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base).to_owned();
+    format!("{base}/{name}")
+}
+
+/// Drops a database made by [`new_postgres_database`], closing what is still connected to it.
+pub async fn drop_postgres_database(url: &str) {
+    use sqlx::Connection as _;
+    let name = url.rsplit('/').next().expect("database name");
+    let mut conn = sqlx::PgConnection::connect(&postgres_url()).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut conn)
+        .await
+        .expect("drop db");
 }
 
 /// Runs `test` with the URL of a new, empty MySQL/MariaDB database, dropped afterwards (`tests/run`

@@ -353,7 +353,7 @@ impl Alerter {
         let Some(fed) = self.app.identity() else { return Vec::new() };
         let window = time::Duration::days(i64::from(self.config.expiry_warning_days));
         let mut out = Vec::new();
-        if let Some(not_after) = fed.certificate_expires.filter(|t| *t - now < window) {
+        if let Some(not_after) = fed.certificate_expires().filter(|t| *t - now < window) {
             let days = (not_after - now).whole_days();
             let at = gateway_core::date::format_timestamp(not_after);
             out.push(self.alert(

@@ -380,6 +380,29 @@ enum CertsCommand {
         #[arg(long, default_value = "certs/dev")]
         pki: PathBuf,
     },
+    /// A member's new signing key: written beside its key, and published in the next
+    /// registry version from the switch time, the old key kept valid for the overlap after.
+    /// Then reload the member's node (SIGHUP) and every node that reads this registry file.
+    RotateKey {
+        #[arg(long)]
+        member: String,
+        /// Minutes until the new key signs (peers must hold the new registry by then).
+        #[arg(long, default_value_t = 60)]
+        switch_in_minutes: i64,
+        /// Days the old key stays valid after the switch.
+        #[arg(long, default_value_t = 7)]
+        overlap_days: i64,
+        #[arg(long, default_value = "certs/dev")]
+        pki: PathBuf,
+    },
+    /// A member's renewed TLS certificate from the PKI's CA, pinned in the next registry
+    /// version. Then reload (SIGHUP) the member's node and the nodes that read this registry.
+    RenewTls {
+        #[arg(long)]
+        member: String,
+        #[arg(long, default_value = "certs/dev")]
+        pki: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -551,6 +574,33 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 };
                 println!("{:<12} {:<22} {:>9}  {}{flag}", c.name, when, left, c.path.display());
             }
+        }
+        Command::Certs { command: CertsCommand::RotateKey { member, switch_in_minutes, overlap_days, pki } } => {
+            let now = time::OffsetDateTime::now_utc();
+            let switch = pki::KeySwitch {
+                at: now + time::Duration::minutes(switch_in_minutes.max(0)),
+                overlap: time::Duration::days(overlap_days.max(0)),
+            };
+            let r = pki::rotate_key(&pki, &member, switch, now)?;
+            println!(
+                "new key {} in {}; registry version {} lists it from {} (old keys valid until {})\n\
+                 next: reload (SIGHUP) {member}'s node and every node reading {}",
+                r.kid,
+                r.key_file.display(),
+                r.registry_version,
+                gateway_core::date::format_timestamp(switch.at),
+                gateway_core::date::format_timestamp(switch.at + switch.overlap),
+                pki::registry_file(&pki).display(),
+            );
+        }
+        Command::Certs { command: CertsCommand::RenewTls { member, pki } } => {
+            let (pin, version) = pki::renew_tls(&pki, &member, time::OffsetDateTime::now_utc())?;
+            println!(
+                "renewed {}; registry version {version} pins {pin}\n\
+                 next: reload (SIGHUP) {member}'s node and every node reading {}",
+                pki::NodeFiles::new(&pki, &member).tls_cert().display(),
+                pki::registry_file(&pki).display(),
+            );
         }
         Command::Adapter { command: AdapterCommand::Check { dirs } } => {
             if !credit_gateway::adapters::cli::check(&dirs)? {
@@ -777,7 +827,27 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Taken before the node starts: from then on SIGHUP reloads instead of ending the process.
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let node = server::start(config, shutdown_signal()).await?;
+    #[cfg(unix)]
+    {
+        let reloader = node.reloader.clone();
+        tokio::spawn(async move {
+            use std::io::Write as _;
+            while hangups.recv().await.is_some() {
+                let done = reloader.reload(time::OffsetDateTime::now_utc());
+                // A plain line, like the listening lines, for scripts; nobody may be reading.
+                let _ = writeln!(
+                    std::io::stdout().lock(),
+                    "credit-gateway reloaded: {} part(s) refused{}",
+                    done.errors.len(),
+                    done.errors.iter().map(|e| format!("; {e}")).collect::<String>()
+                );
+            }
+        });
+    }
     // Plain lines on stdout: scripts and tests wait for them to learn the bound ports.
     if let Some(addr) = node.federation {
         println!("credit-gateway federation listening on https://{addr}");

@@ -23,6 +23,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
+mod rotation;
+
+pub use rotation::{KeySwitch, Rotated, renew_tls, rotate_key};
+
 /// One node of the demo federation.
 #[derive(Debug, Clone, Copy)]
 pub struct DemoNode {
@@ -310,7 +314,14 @@ pub(crate) fn random_secret(rng: &SystemRandom) -> anyhow::Result<[u8; 32]> {
 }
 
 pub(crate) fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    // Created 0600: the secret is never readable by others, not even for a moment.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -97,17 +97,18 @@ pub fn load_identity(member_id: &str, fed: &FederationConfig) -> anyhow::Result<
     if registry.member(member_id).is_none() {
         anyhow::bail!("member {member_id} is not in the registry");
     }
-    let (key, kid) = crate::pki::SigningKeyFile::load(&fed.signing_key)?;
-    let files = crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key };
-    let client = reqwest::Client::builder().tls_backend_preconfigured(crate::tls::client_config(&files)?).build()?;
+    let keys = crate::interchange::Keyring::load(&fed.signing_key)?;
+    let tls = crate::tls::CertCell::load(&fed.cert, &fed.key)?;
+    let client =
+        reqwest::Client::builder().tls_backend_preconfigured(crate::tls::node_client_config(&fed.ca, &tls)?).build()?;
     Ok(Identity {
         member_id: member_id.to_owned(),
         registry: Arc::new(std::sync::RwLock::new(registry)),
-        signer: Arc::new(crate::interchange::Signer { key, kid }),
+        keys: Arc::new(keys),
+        tls,
         registry_grace: grace,
         client,
         peers: Arc::new(fed.peers.clone()),
-        certificate_expires: crate::pki::certificate_expiry(&fed.cert),
     })
 }
 
@@ -197,6 +198,64 @@ pub async fn open_gate(config: &Config, ingest: &Arc<Ingest>) -> anyhow::Result<
     Ok(crate::api::access::Gate::new(auth, store, &config.auth, &table))
 }
 
+/// What a reload (SIGHUP to `serve`) takes up while the node serves, without dropping a
+/// connection: a newer registry file, signing keys added beside the configured one, and the
+/// renewed certificates of the federation endpoint and the HTTPS API. Each part is taken up or
+/// refused on its own; a refused part keeps what the node held.
+#[derive(Debug, Clone, Default)]
+pub struct Reloader {
+    federation: Option<(Node, FederationConfig)>,
+    api_cert: Option<Arc<crate::tls::CertCell>>,
+}
+
+/// What one reload did.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// The registry held after the reload, when the node has a federation identity.
+    pub registry: Option<crate::interchange::Refresh>,
+    /// The signing keys held after the reload.
+    pub keys: Vec<String>,
+    /// SHA-256 of the federation certificate served after the reload.
+    pub federation_cert: Option<String>,
+    /// SHA-256 of the API's HTTPS certificate served after the reload.
+    pub api_cert: Option<String>,
+    /// What could not be taken up, and why.
+    pub errors: Vec<String>,
+}
+
+impl Reloader {
+    pub fn reload(&self, now: time::OffsetDateTime) -> Reloaded {
+        let mut done = Reloaded::default();
+        if let Some((node, fed)) = &self.federation {
+            match node.reload_registry(&fed.registry, now) {
+                Ok(r) => done.registry = Some(r),
+                Err(e) => done.errors.push(format!("registry {}: {e:#}", fed.registry.display())),
+            }
+            match node.identity.keys.reload() {
+                Ok(kids) => done.keys = kids,
+                Err(e) => done.errors.push(format!("signing keys: {e:#}")),
+            }
+            match node.identity.tls.reload() {
+                Ok(pin) => done.federation_cert = Some(pin),
+                Err(e) => done.errors.push(format!("federation certificate: {e:#}")),
+            }
+        }
+        if let Some(cell) = &self.api_cert {
+            match cell.reload() {
+                Ok(pin) => done.api_cert = Some(pin),
+                Err(e) => done.errors.push(format!("API certificate: {e:#}")),
+            }
+        }
+        if done.errors.is_empty() {
+            tracing::info!(registry = ?done.registry, keys = ?done.keys, federation_cert = ?done.federation_cert,
+                api_cert = ?done.api_cert, "reloaded");
+        } else {
+            tracing::error!(errors = ?done.errors, "reload: some parts were refused; the node keeps what it held for them");
+        }
+        done
+    }
+}
+
 /// A node started by [`start`]. It runs until the `shutdown` given to [`start`] resolves;
 /// [`Running::stopped`] then waits until every task has stopped and the store is closed.
 #[derive(Debug)]
@@ -207,6 +266,8 @@ pub struct Running {
     pub federation: Option<std::net::SocketAddr>,
     /// The node's state, for the demo, benchmarks and tests to look into.
     pub app: App,
+    /// Takes up renewed files while the node serves (`serve` calls it on SIGHUP).
+    pub reloader: Reloader,
     supervisor: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -299,7 +360,10 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
     };
 
     let api_tls = match &config.api_tls {
-        Some(t) => Some(crate::tls::api_server_config(&t.cert, &t.key, t.client_ca.as_deref())?),
+        Some(t) => {
+            let cell = crate::tls::CertCell::load(&t.cert, &t.key)?;
+            Some((crate::tls::api_server_config(&cell, t.client_ca.as_deref())?, cell))
+        }
         None => None,
     };
     // Both listeners are bound before any task starts: a port in use fails the start.
@@ -307,8 +371,7 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let api = api_listener.local_addr()?;
     let federation = match (&node, &partners, &config.federation) {
         (Some(node), Some(partners), Some(fed)) => {
-            let files = crate::tls::TlsFiles { ca: &fed.ca, cert: &fed.cert, key: &fed.key };
-            let tls = crate::tls::server_config(&files)?;
+            let tls = crate::tls::server_config(&fed.ca, &node.identity.tls)?;
             let listener = TcpListener::bind(fed.listen).await.with_context(|| format!("binding {}", fed.listen))?;
             let addr = listener.local_addr()?;
             let refresh_every = std::time::Duration::from_secs(fed.registry_refresh_secs.max(1));
@@ -316,6 +379,10 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
             Some((addr, listener, tls, endpoint, refresh_every))
         }
         _ => None,
+    };
+    let reloader = Reloader {
+        federation: node.clone().zip(config.federation.clone()),
+        api_cert: api_tls.as_ref().map(|(_, cell)| Arc::clone(cell)),
     };
     let scheme = if api_tls.is_some() { "https" } else { "http" };
     tracing::info!(%api, %scheme, member_id = %config.member_id, data_dir = %config.data_dir.display(), "credit-gateway listening");
@@ -379,7 +446,7 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         let stopping = when_stopped(stopped.clone());
         async move {
             match api_tls {
-                Some(tls) => crate::tls::serve_api(api_listener, tls, router, stopping).await,
+                Some((tls, _)) => crate::tls::serve_api(api_listener, tls, router, stopping).await,
                 None => axum::serve(api_listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
                     .with_graceful_shutdown(stopping)
                     .await
@@ -415,5 +482,5 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         api.context("the API task failed")?.context("the API server failed")?;
         federation.context("the federation endpoint failed")
     });
-    Ok(Running { api, federation: federation_addr, app, supervisor })
+    Ok(Running { api, federation: federation_addr, app, reloader, supervisor })
 }

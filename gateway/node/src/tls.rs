@@ -7,7 +7,7 @@
 //! request, and the attempt is logged.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -17,10 +17,13 @@ use gateway_core::canonical::Sha256Digest;
 use gateway_core::interchange::registry::Registry;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
+use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -35,7 +38,105 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// This node's TLS identity and the federation CA.
+fn load_roots(ca: &Path) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
+        roots.add(c?)?;
+    }
+    Ok(roots)
+}
+
+/// A certificate and its key, read from PEM files, which a reload replaces in place: new
+/// handshakes (served, and to peers) use the renewed certificate, connections already open
+/// keep theirs, and the node never stops listening.
+#[derive(Debug)]
+pub struct CertCell {
+    cert: PathBuf,
+    key: PathBuf,
+    held: RwLock<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    certified: Arc<CertifiedKey>,
+    expires: Option<OffsetDateTime>,
+}
+
+impl CertCell {
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Arc<Self>> {
+        let held = RwLock::new(read_certified(cert, key)?);
+        Ok(Arc::new(Self { cert: cert.to_owned(), key: key.to_owned(), held }))
+    }
+
+    /// Reads the files again; if they do not hold a usable certificate and matching key, the
+    /// held one stays and the error says why. Returns the SHA-256 of the certificate now
+    /// served (the registry's `tls_cert_sha256` pin).
+    pub fn reload(&self) -> anyhow::Result<String> {
+        let fresh = read_certified(&self.cert, &self.key)?;
+        let pin = fresh.certified.cert.first().map(|c| Sha256Digest::of(c).to_hex()).unwrap_or_default();
+        *self.held.write().map_err(|_| anyhow::anyhow!("certificate lock poisoned"))? = fresh;
+        Ok(pin)
+    }
+
+    /// When the certificate served now expires.
+    pub fn expires(&self) -> Option<OffsetDateTime> {
+        self.held.read().ok()?.expires
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        let held = self.held.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(&held.certified)
+    }
+}
+
+fn read_certified(cert: &Path, key: &Path) -> anyhow::Result<Held> {
+    install_crypto_provider();
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading {}", cert.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "{} holds no certificate", cert.display());
+    let key_der = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = CertifiedKey::from_der(chain, key_der, &provider)
+        .with_context(|| format!("{} and {} do not make a certificate and its key", cert.display(), key.display()))?;
+    Ok(Held { certified: Arc::new(certified), expires: crate::pki::certificate_expiry(cert) })
+}
+
+impl ResolvesServerCert for CertCell {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl ResolvesClientCert for CertCell {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Server side: client certificate required, chaining to the federation CA; serves the
+/// certificate `cell` holds.
+pub fn server_config(ca: &Path, cell: &Arc<CertCell>) -> anyhow::Result<Arc<ServerConfig>> {
+    install_crypto_provider();
+    let verifier = WebPkiClientVerifier::builder(Arc::new(load_roots(ca)?)).build()?;
+    let mut config =
+        ServerConfig::builder().with_client_cert_verifier(verifier).with_cert_resolver(Arc::clone(cell) as _);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Client side: presents the certificate `cell` holds, trusts only the federation CA.
+pub fn node_client_config(ca: &Path, cell: &Arc<CertCell>) -> anyhow::Result<ClientConfig> {
+    install_crypto_provider();
+    Ok(ClientConfig::builder().with_root_certificates(load_roots(ca)?).with_client_cert_resolver(Arc::clone(cell) as _))
+}
+
+/// A certificate, its key and the federation CA, for one-off clients (CLI commands, tests).
 #[derive(Debug, Clone)]
 pub struct TlsFiles<'a> {
     pub ca: &'a Path,
@@ -43,33 +144,10 @@ pub struct TlsFiles<'a> {
     pub key: &'a Path,
 }
 
-fn load(files: &TlsFiles<'_>) -> anyhow::Result<(RootCertStore, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let mut roots = RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(files.ca).with_context(|| format!("reading {}", files.ca.display()))? {
-        roots.add(ca?)?;
-    }
-    let chain = CertificateDer::pem_file_iter(files.cert)
-        .with_context(|| format!("reading {}", files.cert.display()))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(files.key).with_context(|| format!("reading {}", files.key.display()))?;
-    Ok((roots, chain, key))
-}
-
-/// Server side: client certificate required, chaining to the federation CA.
-pub fn server_config(files: &TlsFiles<'_>) -> anyhow::Result<Arc<ServerConfig>> {
-    install_crypto_provider();
-    let (roots, chain, key) = load(files)?;
-    let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).build()?;
-    let mut config = ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Client side: presents this node's certificate, trusts only the federation CA.
+/// Client side for one-off clients: presents the certificate in `files`, trusts only the
+/// federation CA.
 pub fn client_config(files: &TlsFiles<'_>) -> anyhow::Result<ClientConfig> {
-    install_crypto_provider();
-    let (roots, chain, key) = load(files)?;
-    Ok(ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(chain, key)?)
+    node_client_config(files.ca, &CertCell::load(files.cert, files.key)?)
 }
 
 /// Who is on the other end of a federation connection.
@@ -118,25 +196,19 @@ pub async fn serve(
     accept_loop(listener, tls, app, shutdown, "federation", tag).await
 }
 
-/// The department API over HTTPS: a client certificate is optional (API keys work too); when
-/// one is presented it must chain to `client_ca`, and its SHA-256 reaches the access layer.
-pub fn api_server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<Arc<ServerConfig>> {
+/// The department API over HTTPS, serving the certificate `cell` holds: a client certificate
+/// is optional (API keys work too); when one is presented it must chain to `client_ca`, and
+/// its SHA-256 reaches the access layer.
+pub fn api_server_config(cell: &Arc<CertCell>, client_ca: Option<&Path>) -> anyhow::Result<Arc<ServerConfig>> {
     install_crypto_provider();
-    let chain = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading {}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
     let builder = ServerConfig::builder();
+    let resolver = Arc::clone(cell) as Arc<dyn ResolvesServerCert>;
     let mut config = match client_ca {
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
-                roots.add(c?)?;
-            }
-            let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build()?;
-            builder.with_client_cert_verifier(verifier).with_single_cert(chain, key)?
+            let verifier = WebPkiClientVerifier::builder(Arc::new(load_roots(ca)?)).allow_unauthenticated().build()?;
+            builder.with_client_cert_verifier(verifier).with_cert_resolver(resolver)
         }
-        None => builder.with_no_client_auth().with_single_cert(chain, key)?,
+        None => builder.with_no_client_auth().with_cert_resolver(resolver),
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))

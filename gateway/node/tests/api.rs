@@ -291,6 +291,17 @@ async fn health_readiness_and_openapi() {
         assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
     assert_eq!(doc["components"]["schemas"]["admin_penalty"]["properties"]["party_name"]["title"], "行政相对人名称");
+    // Every operation is named in Chinese and English (the docs page shows the summary).
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("operations") {
+            let summary = op["summary"].as_str().unwrap_or("");
+            let (zh, en) = summary.split_once(" · ").unwrap_or(("", ""));
+            assert!(
+                zh.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)) && en.is_ascii() && !en.is_empty(),
+                "{method} {path}: summary {summary:?} must be \"中文 · English\""
+            );
+        }
+    }
     // A node without a federation identity has no partners to ask, and says so.
     let (status, body) = call(&gw, get("/api/v1/evaluations/91370306MA3DG9N45F?from=cn-370500")).await;
     assert_eq!(

@@ -19,16 +19,20 @@ certificate on the HTTPS listener, or a dashboard login. Each operation names th
 fetch('/api/v1/openapi.json').then(r=>r.json()).then(doc=>{
   const root=document.getElementById('ops'); root.textContent='';
   const el=(tag,cls,text)=>{const e=document.createElement(tag); if(cls)e.className=cls; if(text!==undefined)e.textContent=text; return e;};
+  // The descriptions are the handlers' doc comments, in markdown: paragraphs and `code`.
+  const md=(tag,text)=>{const out=el('div'); for(const para of (text||'').split(/\n\s*\n/)){
+    const p=el(tag); para.replace(/\s*\n\s*/g,' ').split('`').forEach((part,i)=>p.append(i%2?el('code','',part):document.createTextNode(part)));
+    out.append(p);} return out;};
   for(const [path,item] of Object.entries(doc.paths)){
     for(const [method,op] of Object.entries(item)){
       const box=el('div','op'); const h=el('div');
-      h.append(el('span','m '+method,method),el('code','',path),el('span','',' — '+(op.summary||'')));
-      box.append(h); if(op.description) box.append(el('p','',op.description));
+      h.append(el('span','m '+method,method),el('code','',path),el('span','',' — '),md('span',op.summary).firstChild);
+      box.append(h); if(op.description) box.append(md('p',op.description));
       const perm=op['x-permission'];
       box.append(el('div','sec', perm ? `权限 Permission: ${perm} — 角色 roles: ${(op['x-roles']||[]).join(', ')} — 认证 auth: ${(op.security||[]).map(o=>Object.keys(o).join('+')).join(' | ')}` : '公开 Public: no credential needed'));
-      for(const p of (op.parameters||[])) box.append(el('div','',`参数 ${p.name} (${p.in})${p.required?' *':''}: ${p.description||''}`));
+      for(const p of (op.parameters||[])){const d=md('span',`参数 parameter \`${p.name}\` (${p.in})${p.required?' *':''}: ${p.description||''}`); box.append(d);}
       for(const [code,resp] of Object.entries(op.responses||{})){
-        const d=el('details'); d.append(el('summary','',`${code} ${resp.description||''}`));
+        const d=el('details'); const s=el('summary','',code+' '); s.append(md('span',resp.description).firstChild); d.append(s);
         d.append(el('pre','',JSON.stringify(resp.content||{},null,2))); box.append(d);
       }
       root.append(box);

@@ -137,7 +137,7 @@ pub fn render(app: &App, figures: &StoreFigures, now: OffsetDateTime) -> String 
         );
     }
     let Some(fed) = app.identity() else { return out };
-    if let Some(not_after) = fed.certificate_expires {
+    if let Some(not_after) = fed.certificate_expires() {
         gauge(
             "credit_gateway_certificate_days_to_expiry",
             "Days until this node's mutual-TLS certificate expires.",

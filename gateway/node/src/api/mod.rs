@@ -523,13 +523,13 @@ async fn readyz(State(ingest): State<Arc<Ingest>>) -> Response {
     info(title = "Credit Gateway API (信用信息交换网关)", description = "Department-facing API of a Credit Gateway node."),
     paths(push_records, get_record, query_records, healthz, readyz, relay::trail, relay::outbox, relay::dead_letters, relay::resend, imports::upload, imports::status, imports::feedback, imports::template, reporting_status, sla_status, quality::json, quality::csv, quality::xlsx, evaluations::single, evaluations::lookup, evaluations::audit, evaluations::evidence, audit::entries, audit::verify, audit::credentials, audit::issue, audit::revoke, cases::list, cases::overdue, cases::loop_counts, cases::workbook, cases::upload_workbook, cases::respond, cases::feed_back, cases::acknowledge_lifting, cases::check),
     tags(
-        (name = "records", description = "双公示 and other credit records, and lifecycle events about them"),
-        (name = "relay", description = "Delivery trail, queues and dead letters"),
-        (name = "imports", description = "Departments' monthly Excel reports (月报) through the intake adapter, reporting status and data quality"),
-        (name = "evaluations", description = "Partner cities' credit evaluations (信用评价结果互认): desk lookups, the pulls' audit log, answer evidence"),
-        (name = "access", description = "The audit log (auditors) and credentials (admins)"),
-        (name = "joint", description = "Joint reward and punishment (联合奖惩): the cases a list entry opens at implementing departments"),
-        (name = "operations", description = "Health")
+        (name = "records", description = "双公示等信用记录及其更正、修复、异议 · Credit records and lifecycle events about them"),
+        (name = "relay", description = "投递轨迹、队列与死信 · Delivery trail, queues and dead letters"),
+        (name = "imports", description = "部门月报、报送情况与数据质量 · Departments' monthly Excel reports, reporting status and data quality"),
+        (name = "evaluations", description = "信用评价结果互认 · Partner cities' credit evaluations: desk lookups, the pulls' audit log, answer evidence"),
+        (name = "access", description = "审计日志与凭据 · The audit log (auditors) and credentials (admins)"),
+        (name = "joint", description = "联合奖惩 · Joint reward and punishment: the cases a list entry opens at implementing departments"),
+        (name = "operations", description = "运行状态 · Health")
     )
 )]
 struct ApiDoc;
@@ -553,7 +553,64 @@ pub fn openapi_document() -> serde_json::Value {
     doc["paths"]["/api/v1/records"]["post"]["requestBody"]["content"]["application/json"]["schema"] =
         serde_json::json!({"type": "array", "items": {"oneOf": refs}});
     declare_security(&mut doc);
+    name_operations(&mut doc);
     doc
+}
+
+/// Every operation's summary in Chinese and English, for the docs page and generated clients.
+/// The handler's doc comment, whose first paragraph utoipa makes the summary, becomes the
+/// whole description. A test checks that each operation has one.
+const SUMMARIES: &[(&str, &str, &str)] = &[
+    ("post", "/api/v1/records", "报送记录（批量） · Push a batch of records"),
+    ("get", "/api/v1/records", "查询记录 · List records"),
+    ("get", "/api/v1/records/{id}", "读取一条记录及其各版本 · Read one record and its versions"),
+    ("get", "/api/v1/records/{id}/trail", "投递轨迹 · A record's delivery trail"),
+    ("get", "/api/v1/outbox", "各去向队列 · Queues per destination"),
+    ("get", "/api/v1/dead-letters", "死信 · Dead letters"),
+    ("post", "/api/v1/dead-letters/resend", "重发死信 · Resend dead letters"),
+    ("post", "/api/v1/imports", "上传月报工作簿 · Upload a monthly report workbook"),
+    ("get", "/api/v1/imports/{id}", "导入进度与结果 · An import's progress and summary"),
+    ("get", "/api/v1/imports/{id}/feedback.xlsx", "问题数据反馈工作簿 · The workbook back with feedback"),
+    ("get", "/api/v1/templates/monthly-report.xlsx", "月报空白模板 · Blank monthly report template"),
+    ("get", "/api/v1/reporting", "月报报送情况 · Monthly reporting status"),
+    ("get", "/api/v1/sla", "公示时限 · Publication SLAs"),
+    ("get", "/api/v1/quality", "数据质量 · Data quality per department"),
+    ("get", "/api/v1/quality.csv", "数据质量（CSV） · Data quality as CSV"),
+    ("get", "/api/v1/quality.xlsx", "数据质量（XLSX） · Data quality as XLSX"),
+    ("get", "/api/v1/evaluations/{uscc}", "查询一家企业在协议城市的信用评价 · One company's evaluations at a partner"),
+    ("post", "/api/v1/evaluations/lookup", "批量查询协议城市的信用评价 · Many companies' evaluations at a partner"),
+    ("get", "/api/v1/evaluations/audit", "评价互认查询记录 · The evaluation pulls' audit log"),
+    ("get", "/api/v1/evaluations/answers/{answer_id}/evidence", "评价答复的证据 · Evidence of an evaluation answer"),
+    ("get", "/api/v1/audit", "审计日志 · The audit log"),
+    ("get", "/api/v1/audit/verify", "校验审计日志哈希链 · Verify the audit log's hash chain"),
+    ("get", "/api/v1/credentials", "凭据列表 · List credentials"),
+    ("post", "/api/v1/credentials", "签发凭据 · Issue a credential"),
+    ("post", "/api/v1/credentials/{id}/revoke", "吊销凭据 · Revoke a credential"),
+    ("get", "/api/v1/cases", "联合奖惩案件 · Joint reward-and-punishment cases"),
+    ("post", "/api/v1/cases/{id}/response", "响应 · Respond to a case"),
+    ("post", "/api/v1/cases/{id}/feedback", "反馈 · Feed back on a case"),
+    ("post", "/api/v1/cases/{id}/lifted", "确认解除 · Acknowledge a lifting"),
+    ("get", "/api/v1/cases/overdue", "督办清单（逾期案件） · Overdue cases"),
+    ("get", "/api/v1/cases/loop", "发起—响应—反馈闭环统计 · The loop per department and month"),
+    ("get", "/api/v1/cases.xlsx", "案件答复表 · The cases workbook"),
+    ("post", "/api/v1/cases.xlsx", "上传案件答复表 · Upload a filled-in cases workbook"),
+    ("post", "/api/v1/checks", "信用核查（应查必查） · Credit check at the point of decision"),
+    ("get", "/healthz", "存活检查 · Liveness"),
+    ("get", "/readyz", "就绪检查 · Readiness"),
+];
+
+fn name_operations(doc: &mut serde_json::Value) {
+    for (method, path, summary) in SUMMARIES {
+        if let Some(op) = doc["paths"].get_mut(*path).and_then(|item| item.get_mut(*method)) {
+            let first = op["summary"].as_str().unwrap_or_default();
+            let description = match op["description"].as_str() {
+                Some(rest) if !rest.is_empty() => format!("{first}\n\n{rest}"),
+                _ => first.to_owned(),
+            };
+            op["description"] = serde_json::json!(description);
+            op["summary"] = serde_json::json!(summary);
+        }
+    }
 }
 
 /// The security schemes, and on every operation the permission it needs (from the same table
@@ -590,9 +647,21 @@ fn declare_security(doc: &mut serde_json::Value) {
                         responses[code] = serde_json::json!({"description": description, "content": error.clone()});
                     }
                 };
-                add("401", "No credential, or an unknown, revoked or expired one".into());
-                add("403", format!("The caller lacks `{}` (roles: {})", p.as_str(), roles.join(", ")));
-                add("429", "Too many calls or failed attempts; see Retry-After".into());
+                add("401", "未认证：缺少凭据，或凭据未知、已吊销、已过期 · No credential, or an unknown, revoked or expired one".into());
+                add(
+                    "403",
+                    format!(
+                        "无权限：调用方缺少 `{}`（角色：{}） · The caller lacks `{}`",
+                        p.as_str(),
+                        roles.join(", "),
+                        p.as_str()
+                    ),
+                );
+                add(
+                    "429",
+                    "调用过于频繁，请按 Retry-After 稍后重试 · Too many calls or failed attempts; see Retry-After"
+                        .into(),
+                );
             }
         }
     }

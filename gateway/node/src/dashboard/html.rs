@@ -77,8 +77,31 @@ pub fn page(title: &str, nav: Nav, operator: Option<(&str, &str)>, body: &str) -
             esc(token)
         );
     }
-    let _ = write!(out, "</header><main><h2>{}</h2>{body}</main></body></html>", esc(title));
+    let _ = write!(
+        out,
+        "</header><main><h2>{}</h2>{body}</main>\
+         <footer class=\"muted\">时间均为北京时间（UTC+8）· All times are Beijing time (UTC+8)</footer></body></html>",
+        esc(title)
+    );
     out
+}
+
+/// A stored UTC timestamp (RFC 3339) as Beijing time, the time every page shows: the dates on
+/// these pages (today, deadlines, periods) are Beijing dates, so times must agree with them.
+/// Text that is not a timestamp is shown as it is.
+pub fn beijing(ts: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let Ok(t) = time::OffsetDateTime::parse(ts, &Rfc3339) else { return esc(ts) };
+    let t = t.to_offset(time::macros::offset!(+8));
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// A percentage, red when below `target`.
@@ -165,5 +188,13 @@ mod tests {
     #[test]
     fn escapes_markup() {
         assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+
+    #[test]
+    fn shows_stored_times_in_beijing_time() {
+        // Half past four in the afternoon UTC is half past midnight the next day in Beijing.
+        assert_eq!(beijing("2026-12-07T16:30:05.123Z"), "2026-12-08 00:30:05");
+        assert_eq!(beijing("2026-12-07T08:00:00+08:00"), "2026-12-07 08:00:00");
+        assert_eq!(beijing("<not a time>"), "&lt;not a time&gt;");
     }
 }

@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use crate::api::access::{Guarded, Rule, Source};
 use crate::app::App;
 use crate::auth::{Permission, Principal, Role};
-use html::{Nav, esc, page, ratio_cell};
+use html::{Nav, beijing, esc, page, ratio_cell};
 
 pub use auth::Access;
 
@@ -342,7 +342,7 @@ async fn overview(headers: HeaderMap, State(app): State<App>) -> Response {
             let days = (r.expires_at - now).whole_days();
             card(&format!("注册表第 {} 版到期 Registry expires", r.body.version), format!("{days} 天 days"));
         }
-        if let Some(t) = fed.certificate_expires {
+        if let Some(t) = fed.certificate_expires() {
             card("证书到期 Certificate expires", format!("{} 天 days", (t - now).whole_days()));
         }
     }
@@ -356,7 +356,7 @@ async fn overview(headers: HeaderMap, State(app): State<App>) -> Response {
             || "<td class=\"ok\">正常 ok</td>".to_owned(),
             |since| {
                 let err = st.and_then(|s| s.last_error.as_deref()).unwrap_or("");
-                format!("<td class=\"bad\">自 since {} · {}</td>", esc(since), esc(err))
+                format!("<td class=\"bad\">自 since {} · {}</td>", beijing(since), esc(err))
             },
         );
         let _ = write!(
@@ -368,7 +368,7 @@ async fn overview(headers: HeaderMap, State(app): State<App>) -> Response {
             human_secs(lag),
             q.dead,
             st.map_or(0, |s| s.delivered),
-            esc(st.and_then(|s| s.last_success_at.as_deref()).unwrap_or("—")),
+            st.and_then(|s| s.last_success_at.as_deref()).map_or_else(|| "—".to_owned(), beijing),
         );
     }
     body.push_str("</table><h2>近 30 天入库与退回 Accepted vs rejected, 30 days</h2>");
@@ -484,7 +484,7 @@ async fn sla(headers: HeaderMap, State(app): State<App>, Query(f): Query<SlaFilt
             esc(r.department_uscc.as_deref().unwrap_or("—")),
             esc(&r.origin),
             esc(&r.deadline),
-            esc(r.published_at.as_deref().unwrap_or("—")),
+            r.published_at.as_deref().map_or_else(|| "—".to_owned(), beijing),
             state_label(r.state),
             id = esc(&r.record_id),
         );
@@ -578,7 +578,7 @@ async fn evaluation_pulls(headers: HeaderMap, State(app): State<App>) -> Respons
             "<tr data-outcome=\"{}\"><td>{}</td><td>{direction}</td><td>{}</td><td>{}</td><td>{}</td><td title=\"{}\">{}</td>\
              <td>{outcome}{reason}</td><td>{}</td></tr>",
             esc(&p.outcome),
-            esc(&p.at),
+            beijing(&p.at),
             esc(&p.asker),
             esc(&p.answerer),
             esc(p.officer.as_deref().unwrap_or("—")),
@@ -683,7 +683,7 @@ async fn cases(headers: HeaderMap, State(app): State<App>) -> Response {
             esc(measure),
             esc(&c.case.subject_name),
             esc(&c.case.list_type),
-            esc(&c.case.opened_at),
+            beijing(&c.case.opened_at),
             esc(&c.case.case_id),
         );
     }
@@ -794,7 +794,7 @@ async fn dead_letters(headers: HeaderMap, State(app): State<App>, Query(f): Quer
             d.version,
             esc(reason),
             d.attempts,
-            esc(&d.dead_at),
+            beijing(&d.dead_at),
             id = esc(&d.record_id),
         );
     }

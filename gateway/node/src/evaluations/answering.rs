@@ -3,7 +3,6 @@
 //! in the audit log before the answer leaves.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use gateway_core::date::{format_date, parse_date, today_in_china};
 use gateway_core::interchange::evaluation::{
@@ -86,7 +85,7 @@ pub async fn answer(
         }
     };
     let held = partners.store.evaluations_of(&subjects).await.map_err(|e| ServiceError::internal(&e))?;
-    let signer = Arc::clone(&partners.identity.signer);
+    let signer = partners.identity.signer(now)?;
     let body = AnswerBody {
         answer_id: uuid::Uuid::now_v7().to_string(),
         answerer: partners.identity.member_id.clone(),

@@ -16,8 +16,11 @@ use crate::ingest::Ingest;
 /// How far an envelope's `created_at` may be from our clock.
 pub const CLOCK_WINDOW: Duration = Duration::minutes(5);
 
+mod keys;
 mod receive;
 mod send;
+
+pub use keys::Keyring;
 
 pub use send::{DeliveryError, Prepared, PullRefusal, Refusal};
 
@@ -34,27 +37,40 @@ impl std::fmt::Debug for Signer {
 }
 
 /// This node's federation identity: who it is, the registry it trusts (replaced when a newer
-/// one is adopted), its signing key and the mutual-TLS client it calls peers with. Loaded once
-/// at start-up; the interchange, evaluation pulls, SLA tracking, metrics and alerts share it.
+/// one is adopted), its signing keys, and its mutual-TLS certificate and the client it calls
+/// peers with. Loaded at start-up; a reload (SIGHUP) takes up a newer registry file, new key
+/// files and a renewed certificate in place. The interchange, evaluation pulls, SLA tracking,
+/// metrics and alerts share it.
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub member_id: String,
     pub registry: Arc<RwLock<Registry>>,
-    pub signer: Arc<Signer>,
+    pub keys: Arc<Keyring>,
+    /// This node's mutual-TLS certificate, served and presented to peers.
+    pub tls: Arc<crate::tls::CertCell>,
     /// How long an expired registry is still used (loudly) before traffic is refused.
     pub registry_grace: Duration,
     /// This node's mutual-TLS client for calling peers.
     pub client: reqwest::Client,
     /// Configured federation URLs that replace the registry's endpoints (`[federation.peers]`).
     pub peers: Arc<std::collections::BTreeMap<String, String>>,
-    /// When this node's mutual-TLS certificate expires.
-    pub certificate_expires: Option<OffsetDateTime>,
 }
 
 impl Identity {
     /// A copy of the registry in force.
     pub fn registry_now(&self) -> Result<Registry, ServiceError> {
         self.registry.read().map(|r| r.clone()).map_err(|_| ServiceError::internal(&"registry lock poisoned"))
+    }
+
+    /// The key this node signs with at `now` (see [`Keyring::signer`]).
+    pub fn signer(&self, now: OffsetDateTime) -> Result<Arc<Signer>, ServiceError> {
+        let registry = self.registry.read().map_err(|_| ServiceError::internal(&"registry lock poisoned"))?;
+        Ok(self.keys.signer(&registry, &self.member_id, now))
+    }
+
+    /// When this node's mutual-TLS certificate expires.
+    pub fn certificate_expires(&self) -> Option<OffsetDateTime> {
+        self.tls.expires()
     }
 }
 
@@ -87,11 +103,25 @@ impl Node {
         let resp = self.identity.client.get(&url).send().await?;
         anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
         let jws: Jws = resp.json().await?;
+        self.adopt_registry(&jws, now, "the parent")
+    }
+
+    /// Reads the registry file at `path` (an operator put a newer one there; a reload calls
+    /// this) and adopts it as [`Node::refresh_registry`] would.
+    pub fn reload_registry(&self, path: &std::path::Path, now: OffsetDateTime) -> anyhow::Result<Refresh> {
+        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let jws: Jws = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        self.adopt_registry(&jws, now, "its file")
+    }
+
+    /// Adopts `jws` if it is signed by a root of the registry held now, is not older, and
+    /// still lists this node.
+    fn adopt_registry(&self, jws: &Jws, now: OffsetDateTime, from: &str) -> anyhow::Result<Refresh> {
         let (held, trusted) = {
             let r = self.identity.registry.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?;
             (r.body.version, r.trusted_roots().to_vec())
         };
-        let (fresh, _) = Registry::verify(&jws, &trusted, Some(held), now, self.identity.registry_grace)?;
+        let (fresh, _) = Registry::verify(jws, &trusted, Some(held), now, self.identity.registry_grace)?;
         if fresh.body.version == held {
             return Ok(Refresh::Unchanged { version: held });
         }
@@ -103,7 +133,7 @@ impl Node {
         );
         let to = fresh.body.version;
         *self.identity.registry.write().map_err(|_| anyhow::anyhow!("registry lock poisoned"))? = fresh;
-        tracing::info!(from = held, to, "registry updated from the parent");
+        tracing::info!(from = held, to, "registry updated from {from}");
         Ok(Refresh::Updated { from: held, to })
     }
 

@@ -115,7 +115,7 @@ impl Node {
             item_hashes: item_hashes.iter().map(Sha256Digest::to_hex).collect(),
             items: relayed,
         };
-        let signer = Arc::clone(&self.identity.signer);
+        let signer = self.identity.signer(now)?;
         let (envelope_id, digest, sender, receiver) =
             (h.envelope_id.clone(), digest.to_hex(), h.sender.clone(), h.receiver.clone());
         let make_receipt = move |outcomes: &[Option<RelayedOutcome>]| {

@@ -80,14 +80,8 @@ impl Node {
         let envelope_id = Uuid::now_v7().to_string();
         let seq = now.unix_timestamp_nanos() as u64 / 1_000_000;
         let to = Addressing { envelope_id: &envelope_id, sender: &me, receiver, seq, created_at: now };
-        let (jws, body) = envelope::seal_text(
-            &to,
-            &items,
-            &origin_proofs,
-            &item_hashes,
-            &self.identity.signer.key,
-            &self.identity.signer.kid,
-        );
+        let signer = self.identity.signer(now)?;
+        let (jws, body) = envelope::seal_text(&to, &items, &origin_proofs, &item_hashes, &signer.key, &signer.kid);
         Ok(Prepared {
             body: body.into(),
             record: EnvelopeIn {
