@@ -12,9 +12,10 @@ use gateway_core::canonical::Sha256Digest;
 use gateway_core::interchange::envelope::Proof;
 use gateway_core::interchange::evidence::{Bundle, Hop};
 use gateway_core::interchange::receipt::{RECEIPT_TYP, ReceiptBody};
+use gateway_core::interchange::registry::Registry;
 use gateway_core::jws::Jws;
 use gateway_core::merkle;
-use gateway_store::StoredEnvelope;
+use gateway_store::{Store, StoredEnvelope};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -29,27 +30,64 @@ pub struct ArrivalHops {
     pub hops: Vec<Hop>,
 }
 
+/// How a record version reached this store.
+enum Arrival {
+    /// Pushed here, by one of this node's own departments.
+    Own,
+    /// Straight from its origin: this hop is the first.
+    FromOrigin(Hop),
+    /// Relayed: this hop, from `sender`, which holds the earlier ones.
+    Relayed { sender: String, here: Hop },
+}
+
+async fn arrival(store: &Store, record_id: Uuid, version: i64) -> anyhow::Result<Arrival> {
+    let arrivals = store.arrivals(&[(record_id, version)]).await?;
+    let Some(arrival) = arrivals.get(&(record_id, version)) else {
+        let held = store.versions(record_id).await?;
+        ensure!(held.iter().any(|r| r.version == version), "record {record_id} v{version} is not held here");
+        return Ok(Arrival::Own);
+    };
+    let envelope = store
+        .envelope(&arrival.envelope_digest)
+        .await?
+        .ok_or_else(|| anyhow!("arrival envelope {} is missing from the store", arrival.envelope_digest))?;
+    let sender = envelope.sender.clone();
+    let here = hop_of(envelope, arrival.leaf_index)?;
+    Ok(match arrival.origin_proof {
+        None => Arrival::FromOrigin(here),
+        Some(_) => Arrival::Relayed { sender, here },
+    })
+}
+
+/// The evidence bundle of a record version from `store` alone, with `registry` as the registry
+/// in force: for records pushed here or received straight from their origin (a relayed
+/// record's earlier hops are held by the node that sent it; [`Node::export_evidence`] asks it).
+/// The upgrade test uses it on a database an earlier version wrote.
+pub async fn export_held(
+    store: &Store,
+    registry: &Registry,
+    record_id: Uuid,
+    version: Option<i64>,
+) -> anyhow::Result<Bundle> {
+    assemble(store, registry, record_id, version, async |v| match arrival(store, record_id, v).await? {
+        Arrival::Own => Ok(Vec::new()),
+        Arrival::FromOrigin(hop) => Ok(vec![hop]),
+        Arrival::Relayed { sender, .. } => {
+            bail!("record {record_id} v{v} was relayed by {sender}, which holds its earlier hops")
+        }
+    })
+    .await
+}
+
 impl Node {
     /// The hops that brought a record version to this node, origin first. Empty for a record
     /// of this node's own departments.
     pub async fn arrival_hops(&self, record_id: Uuid, version: i64) -> anyhow::Result<Vec<Hop>> {
-        let store = &self.ingest.store;
-        let arrivals = store.arrivals(&[(record_id, version)]).await?;
-        let Some(arrival) = arrivals.get(&(record_id, version)) else {
-            let held = store.versions(record_id).await?;
-            ensure!(held.iter().any(|r| r.version == version), "record {record_id} v{version} is not held here");
-            return Ok(Vec::new());
+        let (sender, here) = match arrival(&self.ingest.store, record_id, version).await? {
+            Arrival::Own => return Ok(Vec::new()),
+            Arrival::FromOrigin(hop) => return Ok(vec![hop]),
+            Arrival::Relayed { sender, here } => (sender, here),
         };
-        let envelope = store
-            .envelope(&arrival.envelope_digest)
-            .await?
-            .ok_or_else(|| anyhow!("arrival envelope {} is missing from the store", arrival.envelope_digest))?;
-        let sender = envelope.sender.clone();
-        let here = hop_of(envelope, arrival.leaf_index)?;
-        if arrival.origin_proof.is_none() {
-            // Straight from the origin: this is the first hop.
-            return Ok(vec![here]);
-        }
         let url = self.endpoint_of(&sender).ok_or_else(|| anyhow!("no federation endpoint for {sender}"))?;
         let url = format!("{}/federation/v1/evidence/{record_id}/{version}", url.trim_end_matches('/'));
         let resp =
@@ -69,36 +107,48 @@ impl Node {
     /// Exports the evidence bundle of a record version (the latest held if `version` is
     /// `None`): the hops that brought it here, then the first onward hop a receiver accepted.
     pub async fn export_evidence(&self, record_id: Uuid, version: Option<i64>) -> anyhow::Result<Bundle> {
-        let store = &self.ingest.store;
-        let versions = store.versions(record_id).await?;
-        let record = match version {
-            Some(v) => versions.iter().find(|r| r.version == v),
-            None => versions.last(),
-        }
-        .ok_or_else(|| match version {
-            Some(v) => anyhow!("record {record_id} v{v} is not held here"),
-            None => anyhow!("record {record_id} is not held here"),
-        })?;
-        let content: serde_json::Value = serde_json::from_str(&record.content)?;
-        let item = json!({"origin": record.origin, "record_id": record.record_id.to_string(), "version": record.version,
-                          "record_type": record.record_type, "content": content});
-        let mut hops = self.arrival_hops(record_id, record.version).await?;
-        for (digest, leaf, _) in store.sent_with(record_id, record.version).await? {
-            let Some(envelope) = store.envelope(&digest).await? else { continue };
-            let hop = hop_of(envelope, leaf)?;
-            if accepted(&hop.receipt, &record.item_hash(), hop.proof.index) {
-                hops.push(hop);
-                break;
-            }
-        }
-        ensure!(
-            !hops.is_empty(),
-            "record {record_id} v{} was pushed here and has not been sent in an envelope yet: nothing is signed about it",
-            record.version
-        );
         let registry = self.identity.registry.read().map_err(|_| anyhow!("registry lock poisoned"))?.clone();
-        Bundle::assemble(item, hops, &registry).map_err(|e| anyhow!(e))
+        assemble(&self.ingest.store, &registry, record_id, version, async |v| self.arrival_hops(record_id, v).await)
+            .await
     }
+}
+
+/// A record version's bundle: the hops that brought it here (`arrival_hops`), then the first
+/// onward hop a receiver accepted.
+async fn assemble(
+    store: &Store,
+    registry: &Registry,
+    record_id: Uuid,
+    version: Option<i64>,
+    arrival_hops: impl AsyncFnOnce(i64) -> anyhow::Result<Vec<Hop>>,
+) -> anyhow::Result<Bundle> {
+    let versions = store.versions(record_id).await?;
+    let record = match version {
+        Some(v) => versions.iter().find(|r| r.version == v),
+        None => versions.last(),
+    }
+    .ok_or_else(|| match version {
+        Some(v) => anyhow!("record {record_id} v{v} is not held here"),
+        None => anyhow!("record {record_id} is not held here"),
+    })?;
+    let content: serde_json::Value = serde_json::from_str(&record.content)?;
+    let item = json!({"origin": record.origin, "record_id": record.record_id.to_string(), "version": record.version,
+                          "record_type": record.record_type, "content": content});
+    let mut hops = arrival_hops(record.version).await?;
+    for (digest, leaf, _) in store.sent_with(record_id, record.version).await? {
+        let Some(envelope) = store.envelope(&digest).await? else { continue };
+        let hop = hop_of(envelope, leaf)?;
+        if accepted(&hop.receipt, &record.item_hash(), hop.proof.index) {
+            hops.push(hop);
+            break;
+        }
+    }
+    ensure!(
+        !hops.is_empty(),
+        "record {record_id} v{} was pushed here and has not been sent in an envelope yet: nothing is signed about it",
+        record.version
+    );
+    Bundle::assemble(item, hops, registry).map_err(|e| anyhow!(e))
 }
 
 /// A stored envelope as the hop of the item at `leaf`: its JWS, the rebuilt proof, its receipt.
