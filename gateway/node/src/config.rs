@@ -422,6 +422,28 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest monthly-report workbook upload in bytes. Default 256 MiB.
     pub max_import_bytes: usize,
+    /// Deepest nesting of arrays and objects in a pushed record; deeper is a 400 for the whole
+    /// request (`too_deep`). Default 32 (records need about 5).
+    pub max_nesting_depth: usize,
+    /// Largest request head (request line, URL and headers) in bytes; more is answered 431.
+    /// Default 64 KiB (at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// Most open connections on the API listener; more wait in the kernel's backlog until one
+    /// closes. Default 1,024.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers, and that an open connection may sit
+    /// idle before its next request; then it is closed. Default 10.
+    pub header_read_timeout_secs: u64,
+    /// A body the node refuses without reading (413, 401, …) is still read and discarded up to
+    /// this many bytes, so that a client that writes its whole body before reading sees the
+    /// answer rather than a broken pipe; a longer one is cut off. Default 64 MiB.
+    pub discard_bytes: usize,
+}
+
+impl Limits {
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.header_read_timeout_secs.max(1))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -477,7 +499,16 @@ impl Default for Config {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_batch_records: 5_000, max_body_bytes: 16 * 1024 * 1024, max_import_bytes: 256 * 1024 * 1024 }
+        Self {
+            max_batch_records: 5_000,
+            max_body_bytes: 16 * 1024 * 1024,
+            max_import_bytes: 256 * 1024 * 1024,
+            max_nesting_depth: 32,
+            max_header_bytes: 64 * 1024,
+            max_connections: 1_024,
+            header_read_timeout_secs: 10,
+            discard_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -562,6 +593,12 @@ impl Config {
         }
         if self.limits.max_batch_records == 0 || self.limits.max_body_bytes < 1024 {
             bail!("limits.max_batch_records must be ≥ 1 and limits.max_body_bytes ≥ 1024");
+        }
+        if self.limits.max_nesting_depth < 4 || self.limits.max_connections == 0 || self.limits.max_header_bytes < 8192
+        {
+            bail!(
+                "limits.max_nesting_depth must be ≥ 4, limits.max_connections ≥ 1 and limits.max_header_bytes ≥ 8192"
+            );
         }
         if let Some(url) = self.postgres_url()
             && !url.starts_with("postgres://")

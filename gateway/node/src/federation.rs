@@ -51,6 +51,10 @@ pub fn router(federation: Federation) -> Router {
         .layer(middleware::from_fn_with_state(federation.node.clone(), require_current_registry))
         .layer(middleware::from_fn(require_member))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+        .layer(middleware::from_fn_with_state(
+            federation.node.ingest.limits.discard_bytes,
+            crate::api::drain::drain_unread_bodies,
+        ))
         .with_state(federation)
 }
 

@@ -293,6 +293,7 @@ impl Ingest {
 
     /// Parses and validates a batch. CPU-bound: runs on the blocking pool, records in parallel.
     fn check_batch(&self, body: &[u8], today: Date) -> Result<Vec<(Checked, Observation)>, ServiceError> {
+        check_nesting(body, self.limits.max_nesting_depth)?;
         let raws = parse_batch(body, self.limits.max_batch_records)?;
         Ok(raws
             .par_iter()
@@ -510,6 +511,43 @@ fn parse_batch(body: &[u8], limit: usize) -> Result<Vec<&RawValue>, ServiceError
     }
 }
 
+/// Refuses a batch whose records nest arrays and objects deeper than `max` (a record is a
+/// few levels deep): a request-level 400 naming the record, before anything is parsed. One
+/// pass over the bytes, strings skipped.
+fn check_nesting(body: &[u8], max: usize) -> Result<(), ServiceError> {
+    let (mut depth, mut record, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                // The batch's own array is level 1; a record's levels start below it.
+                if depth > max + 1 {
+                    return Err(ServiceError::bad_request(
+                        "too_deep",
+                        format!("第 {record} 条记录的数组、对象嵌套超过 {max} 层"),
+                        format!("record {record} nests arrays and objects deeper than {max} levels"),
+                    )
+                    .with_pointer(format!("/{record}")));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => record += 1,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Refuses the records only a gateway makes (a `joint_case_report` is made from the case as
 /// stored, never taken from a caller).
 fn refuse_node_made(checked: &mut [(Checked, Observation)]) {
@@ -548,7 +586,18 @@ fn quality_counts(checked: &[Checked], observations: &[Observation], today: Date
 
 #[cfg(test)]
 mod batch_tests {
-    use super::parse_batch;
+    use super::{check_nesting, parse_batch};
+
+    #[test]
+    fn deep_nesting_is_refused_for_the_whole_request_naming_the_record() {
+        let fine = br#"[{"a": [{"b": "[[[[[[[[\"]]]]"}]}, {"c": {"d": [1, 2]}}]"#;
+        check_nesting(fine, 4).expect("brackets in strings do not count");
+        let deep = format!("[{{}}, {}{}]", "[".repeat(10_000), "]".repeat(10_000));
+        let e = check_nesting(deep.as_bytes(), 32).expect_err("too deep");
+        assert_eq!((e.kind.status(), e.body.error.code), (400, "too_deep"));
+        assert_eq!(e.body.error.pointer.as_deref(), Some("/1"));
+        check_nesting(format!("[{}{}]", "[".repeat(32), "]".repeat(32)).as_bytes(), 32).expect("32 levels are fine");
+    }
 
     #[test]
     fn a_batch_is_counted_while_it_is_parsed() {

@@ -409,7 +409,8 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         background.push(tokio::spawn(crate::federation::refresh_loop(endpoint.node.clone(), refresh_every)));
         let registry = Arc::clone(&endpoint.node.identity.registry);
         let router = crate::federation::router(endpoint);
-        tokio::spawn(crate::tls::serve(listener, tls, registry, router, when_stopped(stopped.clone())))
+        let limits = crate::tls::ConnectionLimits::federation(&config.limits);
+        tokio::spawn(crate::tls::serve(listener, tls, registry, router, limits, when_stopped(stopped.clone())))
     });
     // 前置库 collectors, inbox watchers and service pullers.
     let collectors = crate::adapters::start_ingest(&ingest, &adapters, &config.data_dir, &stopped);
@@ -444,14 +445,10 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let api_task = tokio::spawn({
         let router = crate::api::router(app.clone());
         let stopping = when_stopped(stopped.clone());
+        let limits = crate::tls::ConnectionLimits::api(&config.limits);
         async move {
-            match api_tls {
-                Some((tls, _)) => crate::tls::serve_api(api_listener, tls, router, stopping).await,
-                None => axum::serve(api_listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                    .with_graceful_shutdown(stopping)
-                    .await
-                    .map_err(anyhow::Error::from),
-            }
+            let tls = api_tls.map(|(tls, _)| tls);
+            crate::tls::serve_api(api_listener, tls, router, limits, stopping).await
         }
     });
 

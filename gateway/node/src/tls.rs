@@ -15,8 +15,8 @@ use anyhow::Context;
 use axum::Router;
 use gateway_core::canonical::Sha256Digest;
 use gateway_core::interchange::registry::Registry;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -28,6 +28,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+/// How long requests in flight may take to finish once the node stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most concurrent federation connections; more wait in the kernel's backlog.
@@ -168,6 +170,33 @@ pub fn identify(cert_der: &[u8], registry: &Registry) -> Peer {
     }
 }
 
+/// What every listener bounds (docs/operations.md, "限制 · Limits").
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Most open connections; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Time to send a request's headers, and to start the next request on an idle connection.
+    pub header_read_timeout: Duration,
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2), in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl ConnectionLimits {
+    /// The API listener's, from the configured limits.
+    pub fn api(limits: &crate::config::Limits) -> Self {
+        Self {
+            max_connections: limits.max_connections,
+            header_read_timeout: limits.header_read_timeout(),
+            max_header_bytes: limits.max_header_bytes,
+        }
+    }
+
+    /// The federation listener's: its peers are a handful of registered nodes.
+    pub fn federation(limits: &crate::config::Limits) -> Self {
+        Self { max_connections: MAX_CONNECTIONS, ..Self::api(limits) }
+    }
+}
+
 /// Serves `app` over mutual TLS until `shutdown` resolves. Each connection's [`Peer`] is
 /// inserted into its requests.
 pub async fn serve(
@@ -175,6 +204,7 @@ pub async fn serve(
     tls: Arc<ServerConfig>,
     registry: Arc<RwLock<Registry>>,
     app: Router,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let tag: Tagger = Arc::new(move |cert: Option<&[u8]>, remote: SocketAddr| {
@@ -193,7 +223,7 @@ pub async fn serve(
         ext.insert(peer);
         Ok(ext)
     });
-    accept_loop(listener, tls, app, shutdown, "federation", tag).await
+    accept_loop(listener, Some(TlsAcceptor::from(tls)), app, limits, shutdown, "federation", tag).await
 }
 
 /// The department API over HTTPS, serving the certificate `cell` holds: a client certificate
@@ -214,11 +244,13 @@ pub fn api_server_config(cell: &Arc<CertCell>, client_ca: Option<&Path>) -> anyh
     Ok(Arc::new(config))
 }
 
-/// Serves the department API over HTTPS until `shutdown` resolves.
+/// Serves the department API until `shutdown` resolves: over HTTPS with `tls`, else plain
+/// HTTP/1.1 (loopback or behind a TLS-terminating proxy).
 pub async fn serve_api(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    tls: Option<Arc<ServerConfig>>,
     app: Router,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let tag: Tagger = Arc::new(|cert: Option<&[u8]>, remote: SocketAddr| {
@@ -229,7 +261,7 @@ pub async fn serve_api(
         }
         Ok(ext)
     });
-    accept_loop(listener, tls, app, shutdown, "API", tag).await
+    accept_loop(listener, tls.map(TlsAcceptor::from), app, limits, shutdown, "API", tag).await
 }
 
 /// Says what a connection's requests carry, from its client certificate (if any) and address;
@@ -238,17 +270,23 @@ type Tagger = Arc<dyn Fn(Option<&[u8]>, SocketAddr) -> anyhow::Result<axum::http
 
 async fn accept_loop(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    tls: Option<TlsAcceptor>,
     app: Router,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     what: &'static str,
     tag: Tagger,
 ) -> anyhow::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slot else { break };
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -259,39 +297,84 @@ async fn accept_loop(
             },
             () = &mut shutdown => break,
         };
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
-        let (acceptor, tag, app) = (acceptor.clone(), Arc::clone(&tag), app.clone());
+        let (tls, tag, app, watcher) = (tls.clone(), Arc::clone(&tag), app.clone(), graceful.watcher());
         connections.spawn(async move {
             let _slot = slot;
-            if let Err(e) = serve_connection(tcp, remote, acceptor, tag, app).await {
-                tracing::info!(%remote, error = %e, "{what} connection ended with an error");
+            let served = match tls {
+                Some(acceptor) => serve_tls_connection(tcp, remote, acceptor, tag, app, limits, watcher).await,
+                None => match tag(None, remote) {
+                    Ok(extensions) => serve_io(TokioIo::new(tcp), extensions, false, app, limits, watcher).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = served {
+                tracing::debug!(%remote, error = %e, "{what} connection ended with an error");
             }
         });
         while connections.try_join_next().is_some() {}
+    }
+    // Stopping: no new connections; requests in flight finish (idle connections close at
+    // once), for at most the grace period; whatever is left then is cut off.
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("{what}: connections still busy after {SHUTDOWN_GRACE:?}; closing them");
     }
     connections.shutdown().await;
     Ok(())
 }
 
-async fn serve_connection(
+async fn serve_tls_connection(
     tcp: tokio::net::TcpStream,
     remote: SocketAddr,
     acceptor: TlsAcceptor,
     tag: Tagger,
     app: Router,
+    limits: ConnectionLimits,
+    watcher: Watcher,
 ) -> anyhow::Result<()> {
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
         .context("TLS handshake timed out")?
         .context("TLS handshake failed")?;
     let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let extensions = tag(cert.as_deref(), remote)?;
+    serve_io(TokioIo::new(stream), extensions, h2, app, limits, watcher).await
+}
+
+/// Serves one connection with the protocol its TLS handshake chose (HTTP/1.1 without TLS):
+/// never guessed from the first bytes, so that a client that sends nothing, or sends its headers
+/// a byte at a time, meets the header-read timeout from its first moment.
+async fn serve_io<I>(
+    io: TokioIo<I>,
+    extensions: axum::http::Extensions,
+    h2: bool,
+    app: Router,
+    limits: ConnectionLimits,
+    watcher: Watcher,
+) -> anyhow::Result<()>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().extend(extensions.clone());
         app.clone().oneshot(req)
     });
-    Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    let served = if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(limits.header_read_timeout)
+            .keep_alive_timeout(limits.header_read_timeout);
+        watcher.watch(builder.serve_connection(io, service)).await
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_header_size(limits.max_header_bytes);
+        watcher.watch(builder.serve_connection(io, service)).await
+    };
+    served.map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -85,6 +85,7 @@ fn read_package(loaded: &Loaded, path: &Path) -> anyhow::Result<Option<Package>>
             anyhow::bail!("{name} is not a readable ZIP package: {e}");
         }
     };
+    super::unzip::check_archive(&mut zip, &name)?;
     let manifest: Value =
         serde_json::from_slice(&entry(&mut zip, "manifest.json")?).context("manifest.json is not JSON")?;
     let dataset_name = manifest["dataset"].as_str().context("manifest.json names no dataset")?;

@@ -11,6 +11,7 @@ pub mod deliver;
 pub mod files;
 pub mod imports;
 pub mod service;
+pub mod unzip;
 pub mod xlsx;
 
 use std::path::{Path, PathBuf};

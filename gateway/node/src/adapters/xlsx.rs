@@ -96,6 +96,7 @@ pub fn import(
     progress: &Progress,
     rt: &tokio::runtime::Handle,
 ) -> anyhow::Result<ImportSummary> {
+    super::unzip::check_file(input)?;
     let mut book: Xlsx<_> = calamine::open_workbook(input)
         .with_context(|| format!("{} is not a readable .xlsx workbook", input.display()))?;
     let names = book.sheet_names();
@@ -565,6 +566,7 @@ pub fn count_rows(path: &Path) -> anyhow::Result<u64> {
 /// Reads one sheet as rows keyed by its header (first non-empty row), cells converted as an
 /// import converts them (text, numbers, dates as `YYYY-MM-DD`). For packages, which are small.
 pub fn read_rows(path: &Path, sheet: &str) -> anyhow::Result<Vec<Row>> {
+    super::unzip::check_file(path)?;
     let mut book: Xlsx<_> = calamine::open_workbook(path)?;
     let mut reader =
         book.worksheet_cells_reader(sheet).with_context(|| format!("the workbook has no sheet {sheet}"))?;

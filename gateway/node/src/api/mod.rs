@@ -5,6 +5,7 @@ pub mod access;
 mod audit;
 mod cases;
 mod docs;
+pub mod drain;
 pub mod error;
 mod evaluations;
 pub mod imports;
@@ -107,6 +108,8 @@ pub fn router(app: App) -> Router {
         })
         .layer(axum::middleware::from_fn_with_state(app.clone(), access::guard))
         .layer(CatchPanicLayer::custom(|_| ServiceError::internal(&"handler panicked").into_response()))
+        .layer(axum::extract::DefaultBodyLimit::max(drain::SMALL_BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(app.ingest.limits.discard_bytes, drain::drain_unread_bodies))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
 }

@@ -172,6 +172,7 @@ pub struct AnswerRow {
 /// columns and cell lengths are bounded while reading. Errors name what is wrong with the
 /// workbook itself.
 pub fn answer_rows(bytes: &[u8], max_rows: usize) -> Result<Vec<AnswerRow>, String> {
+    crate::adapters::unzip::check_bytes(bytes, "the workbook").map_err(|e| format!("{e:#}"))?;
     let mut book = Xlsx::new(Cursor::new(bytes)).map_err(|e| format!("not a readable .xlsx workbook: {e}"))?;
     let mut reader = book
         .worksheet_cells_reader(CASES_SHEET)
