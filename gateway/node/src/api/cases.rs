@@ -47,7 +47,7 @@ pub(super) struct CasePage {
     next_after: Option<String>,
 }
 
-const STATES: [&str; 6] = ["opened", "accepted", "not_applicable", "executed", "lifting", "lifted"];
+pub(super) const STATES: [&str; 6] = ["opened", "accepted", "not_applicable", "executed", "lifting", "lifted"];
 
 /// The joint reward-and-punishment cases of a department (its own, for a department): the
 /// subject, the measure of the catalogue, the list entry that opened it, and when its response
@@ -260,7 +260,7 @@ pub(super) struct LoopParams {
     tag = "joint",
     params(LoopParams),
     responses(
-        (status = 200, description = "Counts per department and month of opening", body = Object),
+        (status = 200, description = "Counts per department and month of opening", body = Vec<Object>),
         (status = 400, body = ErrorBody),
     )
 )]

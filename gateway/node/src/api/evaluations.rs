@@ -51,7 +51,8 @@ pub(super) struct SingleParams {
         (status = 200, body = DeskAnswer),
         (status = 400, body = ErrorBody),
         (status = 403, description = "no agreement in force with the partner", body = ErrorBody),
-        (status = 502, description = "the partner is unreachable and nothing is cached", body = ErrorBody)
+        (status = 502, description = "the partner is unreachable and nothing is cached", body = ErrorBody),
+        (status = 503, description = "this node has no federation identity (federation_not_configured)", body = ErrorBody)
     )
 )]
 pub(super) async fn single(
@@ -94,7 +95,8 @@ pub(super) struct LookupBody {
         (status = 200, body = DeskAnswer),
         (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody),
-        (status = 502, body = ErrorBody)
+        (status = 502, body = ErrorBody),
+        (status = 503, description = "this node has no federation identity (federation_not_configured)", body = ErrorBody)
     )
 )]
 pub(super) async fn lookup(
@@ -194,7 +196,8 @@ pub(super) async fn audit(
     responses(
         (status = 200, description = "the evidence bundle", body = Object),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "the answer no longer verifies under the registry held", body = ErrorBody)
+        (status = 409, description = "the answer no longer verifies under the registry held", body = ErrorBody),
+        (status = 503, description = "this node has no federation identity (federation_not_configured)", body = ErrorBody)
     )
 )]
 pub(super) async fn evidence(

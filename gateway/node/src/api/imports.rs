@@ -104,8 +104,8 @@ pub(super) async fn upload(
     get,
     path = "/api/v1/imports/{id}",
     tag = "imports",
-    params(("id" = String, Path, description = "Import id")),
-    responses((status = 200, body = ImportStatus), (status = 404, body = ErrorBody))
+    params(("id" = uuid::Uuid, Path, description = "Import id (UUID)")),
+    responses((status = 200, body = ImportStatus), (status = 400, description = "Not a UUID", body = ErrorBody), (status = 404, body = ErrorBody))
 )]
 pub(super) async fn status(
     State(app): State<App>,
@@ -132,8 +132,12 @@ fn visible_import(app: &App, principal: &Principal, id: &str) -> Result<Uuid, Se
     get,
     path = "/api/v1/imports/{id}/feedback.xlsx",
     tag = "imports",
-    params(("id" = String, Path, description = "Import id")),
-    responses((status = 200, description = "Annotated workbook"), (status = 404, body = ErrorBody))
+    params(("id" = uuid::Uuid, Path, description = "Import id (UUID)")),
+    responses(
+        (status = 200, description = "Annotated workbook", content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 404, body = ErrorBody)
+    )
 )]
 pub(super) async fn feedback(
     State(app): State<App>,

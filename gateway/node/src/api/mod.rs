@@ -44,6 +44,8 @@ use access::{AuditDetail, Guarded, Rule};
 /// Default and largest page of `GET /api/v1/records`.
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
+/// Most records `GET /api/v1/sla` lists.
+const SLA_MAX_LIMIT: i64 = 5_000;
 
 /// Every route of the API and the dashboard, each with the permission it needs.
 pub fn routes() -> Guarded<App> {
@@ -269,7 +271,7 @@ async fn sla_status(
             .with_pointer("/since")
         })?),
     };
-    let limit = p.limit.unwrap_or(500).clamp(1, 5_000);
+    let limit = p.limit.unwrap_or(500).clamp(1, SLA_MAX_LIMIT);
     let destination = p.destination.unwrap_or_else(|| crate::relay::PUBLICATION.to_owned());
     if !sla.watched(&destination) {
         let known = sla.destinations().join(", ");
@@ -345,7 +347,7 @@ pub struct RecordVersions {
     get,
     path = "/api/v1/records/{id}",
     tag = "records",
-    params(("id" = String, Path, description = "Record id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Record id (UUID)")),
     responses(
         (status = 200, body = RecordVersions),
         (status = 400, description = "Not a UUID", body = ErrorBody),
@@ -555,9 +557,74 @@ pub fn openapi_document() -> serde_json::Value {
         RecordType::ALL.iter().map(|t| serde_json::json!({"$ref": format!("#/components/schemas/{t}")})).collect();
     doc["paths"]["/api/v1/records"]["post"]["requestBody"]["content"]["application/json"]["schema"] =
         serde_json::json!({"type": "array", "items": {"oneOf": refs}});
+    // Each item is checked on its own and a bad one is rejected in the answer, never the batch:
+    // the body is any array (the record schemas above say what each item must be).
+    doc["paths"]["/api/v1/records"]["post"]["requestBody"]["content"]["application/json"]["schema"] = serde_json::json!({
+        "type": "array",
+        "items": {"description": "a record or lifecycle event; see the record schemas (oneOf)", "anyOf": [{"oneOf": refs}, {}]},
+    });
     declare_security(&mut doc);
     name_operations(&mut doc);
+    constrain_parameters(&mut doc);
     doc
+}
+
+/// What the handlers check about query parameters, stated in the document too, so that clients
+/// generated from it (and schemathesis) send what the node accepts.
+fn constrain_parameters(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let Some(paths) = doc["paths"].as_object_mut() else { return };
+    for (path, item) in paths.iter_mut() {
+        let Some(operations) = item.as_object_mut() else { continue };
+        for op in operations.values_mut() {
+            // OpenAPI requires a description on every response; utoipa leaves it out when the
+            // annotation gives none.
+            if let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) {
+                for (code, response) in responses.iter_mut() {
+                    if response.get("description").is_none() {
+                        let reason = code
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                            .and_then(|c| c.canonical_reason())
+                            .unwrap_or("");
+                        response["description"] = json!(reason);
+                    }
+                }
+            }
+            let Some(parameters) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else { continue };
+            for p in parameters {
+                let name = p["name"].as_str().unwrap_or_default().to_owned();
+                let extra = match (path.as_str(), name.as_str()) {
+                    ("/api/v1/sla", "limit") => json!({"minimum": 1, "maximum": SLA_MAX_LIMIT}),
+                    (_, "limit") => json!({"minimum": 1, "maximum": MAX_PAGE}),
+                    (_, "period" | "month") => json!({"pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"}),
+                    (_, "from" | "to") | ("/api/v1/sla", "since") => json!({"format": "date"}),
+                    ("/api/v1/evaluations/audit", "since") => json!({"format": "date-time"}),
+                    ("/api/v1/sla", "state") => json!({"enum": ["on_time", "at_risk", "breached"]}),
+                    ("/api/v1/cases", "state") => json!({"enum": cases::STATES}),
+                    (_, "scope") => json!({"enum": ["local", "federation"]}),
+                    (_, "format") => json!({"enum": ["json", "xlsx"]}),
+                    (_, "direction") => json!({"enum": ["in", "out"]}),
+                    _ => continue,
+                };
+                if let (Some(schema), Some(extra)) = (p["schema"].as_object_mut(), extra.as_object()) {
+                    schema.extend(extra.clone());
+                }
+            }
+        }
+    }
+    // The 督办清单 comes as JSON or, with `format=xlsx`, as a workbook.
+    doc["paths"]["/api/v1/cases/overdue"]["get"]["responses"]["200"]["content"][imports::XLSX] =
+        json!({"schema": {"type": "string", "format": "binary"}});
+    // The workbook uploads read the bytes whatever their declared type.
+    for path in ["/api/v1/imports", "/api/v1/cases.xlsx"] {
+        let binary = json!({"schema": {"type": "string", "format": "binary"}});
+        doc["paths"][path]["post"]["requestBody"]["content"] = json!({
+            imports::XLSX: binary.clone(),
+            "application/octet-stream": binary,
+        });
+    }
 }
 
 /// Every operation's summary in Chinese and English, for the docs page and generated clients.

@@ -23,7 +23,7 @@ use crate::relay::RelayState;
     get,
     path = "/api/v1/records/{id}/trail",
     tag = "relay",
-    params(("id" = String, Path, description = "Record id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Record id (UUID)")),
     responses((status = 200, body = Trail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
 pub(super) async fn trail(
