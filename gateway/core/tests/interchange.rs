@@ -559,3 +559,17 @@ fn evidence_over_two_hops_verifies_and_names_what_fails() {
         assert!(matches!(hop_failure(&refused), (0, HopFailure::NotAccepted { .. })));
     });
 }
+
+/// Found by the envelope fuzz target: the Merkle root held (it is recomputed from the items),
+/// but an item's proof path, which `open` returned and `origin_proof` handed on, led elsewhere.
+#[test]
+fn an_item_whose_proof_path_leads_elsewhere_is_refused() {
+    for_each_suite(|fed| {
+        let mut env = send(fed, "cn-370306", "cn-370300", fresh("cn-370306", 4), now());
+        envelope::open(&env, &receiving(fed, "cn-370300")).expect("the envelope as sealed opens");
+        let first = env.items[2].proof.path[0].clone();
+        env.items[2].proof.path[0] = first.chars().rev().collect();
+        let err = envelope::open(&env, &receiving(fed, "cn-370300")).unwrap_err();
+        assert!(matches!(err, EnvelopeError::Item { index: 2, .. }), "{err}");
+    });
+}

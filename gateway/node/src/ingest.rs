@@ -293,8 +293,7 @@ impl Ingest {
 
     /// Parses and validates a batch. CPU-bound: runs on the blocking pool, records in parallel.
     fn check_batch(&self, body: &[u8], today: Date) -> Result<Vec<(Checked, Observation)>, ServiceError> {
-        check_nesting(body, self.limits.max_nesting_depth)?;
-        let raws = parse_batch(body, self.limits.max_batch_records)?;
+        let raws = parse_push_body(body, &self.limits)?;
         Ok(raws
             .par_iter()
             .map(|raw| match self.validator.check_json(raw.get().as_bytes(), today) {
@@ -509,6 +508,14 @@ fn parse_batch(body: &[u8], limit: usize) -> Result<Vec<&RawValue>, ServiceError
         Err(_) if exceeded.get() => Err(ServiceError::too_many_records(limit)),
         Err(e) => Err(ServiceError::from_batch_json(e)),
     }
+}
+
+/// The request-level checks of a push body (nesting, then the batch counted while parsing),
+/// without storing anything: the records it holds, or the error the push would answer. The
+/// parser fuzz target (`fuzz/`) drives it.
+pub fn parse_push_body<'b>(body: &'b [u8], limits: &crate::config::Limits) -> Result<Vec<&'b RawValue>, ServiceError> {
+    check_nesting(body, limits.max_nesting_depth)?;
+    parse_batch(body, limits.max_batch_records)
 }
 
 /// Refuses a batch whose records nest arrays and objects deeper than `max` (a record is a

@@ -255,16 +255,32 @@ pub struct Receiving<'a> {
     pub clock_window: Duration,
 }
 
-/// Verifies an envelope for its receiver. Replay (a seen `envelope_id`) is for the caller to
-/// check against its store, with `Opened::header`.
+/// Verifies an envelope for its receiver, each item's proof path included: every
+/// [`OpenedItem::proof`] places its item under the signed root, so [`Opened::origin_proof`]
+/// can be handed on. Replay (a seen `envelope_id`) is for the caller to check against its
+/// store, with `Opened::header`.
 pub fn open(env: &Envelope, at: &Receiving<'_>) -> Result<Opened, EnvelopeError> {
     let hashes: Vec<Sha256Digest> = env.items.iter().map(|w| canonical_hash(&w.item)).collect();
-    open_owned(env.clone(), at, &hashes)
+    let opened = open_owned(env.clone(), at, &hashes)?;
+    // open_owned checks the root from all the items; a path the sender wrote could still lead
+    // elsewhere (found by the envelope fuzz target).
+    for (index, item) in opened.items.iter().enumerate() {
+        if !verify_proof(&item.proof, &item.item_hash, &opened.header) {
+            return Err(EnvelopeError::Item {
+                index,
+                reason: "its proof path does not lead to the signed Merkle root".into(),
+            });
+        }
+    }
+    Ok(opened)
 }
 
 /// [`open`] taking the envelope by value (its items move into the result, no copies) with the
 /// item hashes (`SHA-256(JCS(item))`, in order) already computed, e.g. in parallel by the
-/// caller. A wrong hash only makes the envelope fail.
+/// caller. A wrong hash only makes the envelope fail. The Merkle root is recomputed from all the
+/// items; each item's proof path is *not* checked (only its index and size), so a caller that
+/// keeps or forwards [`OpenedItem::proof`] must rebuild it from the item hashes (the node does:
+/// `merkle::audit_path`) or use [`open`].
 pub fn open_owned(env: Envelope, at: &Receiving<'_>, item_hashes: &[Sha256Digest]) -> Result<Opened, EnvelopeError> {
     if item_hashes.len() != env.items.len() {
         return Err(EnvelopeError::CountMismatch { count: item_hashes.len() as u64, items: env.items.len() });

@@ -125,7 +125,9 @@ fn entry(zip: &mut zip::ZipArchive<std::fs::File>, name: &str) -> anyhow::Result
     Ok(bytes)
 }
 
-fn parse_rows(ds: &Dataset, format: PackageFormat, bytes: &[u8]) -> anyhow::Result<Vec<Row>> {
+/// The rows of one file of a package (JSON, CSV or XLSX), as its dataset maps them. The parser
+/// fuzz target (`fuzz/`) drives it.
+pub fn parse_rows(ds: &Dataset, format: PackageFormat, bytes: &[u8]) -> anyhow::Result<Vec<Row>> {
     match format {
         PackageFormat::Json => {
             let rows: Vec<Value> = serde_json::from_slice(bytes).context("not a JSON array of rows")?;
