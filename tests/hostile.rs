@@ -134,3 +134,34 @@ async fn idle_and_slow_connections_are_closed_after_the_timeout_and_stall_nothin
     assert!(longest < Duration::from_secs(TIMEOUT + 3), "a slowloris connection lasted {longest:?}");
     eprintln!("500 idle closed {idle_closed:?} after opening; slowloris connections lasted at most {longest:?}");
 }
+
+/// Push bodies held at once are bounded (`limits.max_body_bytes_in_flight`): while one client
+/// holds the whole budget with a body it is still sending, another push waits, then is told
+/// to come back (503 `busy` with `Retry-After`) instead of queueing for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_beyond_the_memory_budget_are_told_to_retry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = testkit::config(dir.path());
+    config.limits.max_body_bytes = 1 << 20;
+    config.limits.max_body_bytes_in_flight = 1 << 20;
+    let node = testkit::start(config).await;
+    let addr = address(&node.api);
+    let head = |len: usize| {
+        format!(
+            "POST /api/v1/records HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    // Holds the budget: a 1 MiB body of which only the start is sent.
+    let mut holder = TcpStream::connect(&addr).expect("connect");
+    holder.write_all(head(1 << 20).as_bytes()).expect("headers");
+    holder.write_all(b"[").expect("a first byte");
+    let asked = Instant::now();
+    let (status, answer) =
+        tokio::task::spawn_blocking(move || write_all_then_read(&addr, "/api/v1/records", "application/json", b"[]"))
+            .await
+            .expect("join");
+    assert!(status.starts_with("HTTP/1.1 503") && answer.contains("\"busy\""), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    assert!(asked.elapsed() >= Duration::from_secs(4), "it waited for room first: {:?}", asked.elapsed());
+    drop(holder);
+}

@@ -425,6 +425,10 @@ pub struct Limits {
     /// Deepest nesting of arrays and objects in a pushed record; deeper is a 400 for the whole
     /// request (`too_deep`). Default 32 (records need about 5).
     pub max_nesting_depth: usize,
+    /// Push bodies held in memory at once, in bytes: a push reserves its size before reading
+    /// it, and one that cannot within 5 s is answered 503 `busy` with `Retry-After`. Bounds the
+    /// node's memory under many large pushes. Default 256 MiB (at least `max_body_bytes`).
+    pub max_body_bytes_in_flight: usize,
     /// Largest request head (request line, URL and headers) in bytes; more is answered 431.
     /// Default 64 KiB (at least 8 KiB).
     pub max_header_bytes: usize,
@@ -504,6 +508,7 @@ impl Default for Limits {
             max_body_bytes: 16 * 1024 * 1024,
             max_import_bytes: 256 * 1024 * 1024,
             max_nesting_depth: 32,
+            max_body_bytes_in_flight: 256 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
             max_connections: 1_024,
             header_read_timeout_secs: 10,
@@ -593,6 +598,9 @@ impl Config {
         }
         if self.limits.max_batch_records == 0 || self.limits.max_body_bytes < 1024 {
             bail!("limits.max_batch_records must be ≥ 1 and limits.max_body_bytes ≥ 1024");
+        }
+        if self.limits.max_body_bytes_in_flight < self.limits.max_body_bytes {
+            bail!("limits.max_body_bytes_in_flight must be at least limits.max_body_bytes");
         }
         if self.limits.max_nesting_depth < 4 || self.limits.max_connections == 0 || self.limits.max_header_bytes < 8192
         {

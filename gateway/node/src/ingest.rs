@@ -32,6 +32,15 @@ pub struct Ingest {
     /// Shared with the services that read what the push path stores (evaluations, SLA views).
     pub store: Arc<Store>,
     pub limits: Limits,
+    /// The push bodies being read or parsed, in KiB (`limits.max_body_bytes_in_flight`).
+    pub bodies_in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl Ingest {
+    /// The semaphore of `limits.max_body_bytes_in_flight`, counted in KiB.
+    pub fn body_budget(limits: &Limits) -> Arc<tokio::sync::Semaphore> {
+        Arc::new(tokio::sync::Semaphore::new(limits.max_body_bytes_in_flight.div_ceil(1024)))
+    }
 }
 
 /// A checked item that holds a record on its way to the store.

@@ -424,6 +424,8 @@ enum BenchCommand {
     Evaluations(bench::EvaluationBenchOptions),
     /// Joint cases: opening 100,000 entries × 5 measures, then checks with 1,000,000 cases stored.
     Joint(bench::JointBenchOptions),
+    /// A node's RSS under 40 concurrent 16 MiB bodies, and how soon it falls back after.
+    Bodies(bench::BodiesBenchOptions),
 }
 
 fn main() -> std::process::ExitCode {
@@ -684,6 +686,10 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             init_logging(LogFormat::Text);
             let report = runtime()?.block_on(bench::dashboard(&opts))?;
             println!("{report}");
+        }
+        Command::Bench { command: BenchCommand::Bodies(opts) } => {
+            init_logging(LogFormat::Text);
+            println!("{}", bench::bodies(&opts)?);
         }
         Command::Bench { command: BenchCommand::Joint(opts) } => {
             init_logging(LogFormat::Text);

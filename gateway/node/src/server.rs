@@ -77,6 +77,7 @@ pub async fn open_ingest(config: &Config) -> anyhow::Result<Arc<Ingest>> {
         validator,
         calendar,
         store: Arc::new(store),
+        bodies_in_flight: Ingest::body_budget(&config.limits),
         limits: config.limits.clone(),
     }))
 }

@@ -44,6 +44,8 @@ use access::{AuditDetail, Guarded, Rule};
 /// Default and largest page of `GET /api/v1/records`.
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
+/// How long a push waits for room among the bodies in flight before it is answered 503.
+const BODY_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Most records `GET /api/v1/sla` lists.
 const SLA_MAX_LIMIT: i64 = 5_000;
 
@@ -129,6 +131,7 @@ pub fn router(app: App) -> Router {
         (status = 400, description = "Malformed JSON or not an array", body = ErrorBody),
         (status = 413, description = "Body or batch too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 503, description = "Busy with many large pushes (busy); see Retry-After", body = ErrorBody),
     )
 )]
 async fn push_records(
@@ -151,6 +154,22 @@ async fn push_records(
     if declared.is_some_and(|n| n > limit) {
         return Err(ServiceError::payload_too_large(limit));
     }
+    // Memory for the body is reserved before it is read (the declared size, or the limit),
+    // and held until the answer: many large pushes at once wait, then are told to come back.
+    let kib = u32::try_from(declared.unwrap_or(limit).div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    let _reserved =
+        tokio::time::timeout(BODY_BUDGET_WAIT, Arc::clone(&ingest.bodies_in_flight).acquire_many_owned(kib))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                ServiceError::new(
+                    ErrorKind::Unavailable,
+                    "busy",
+                    "网关正在处理大量报送，请稍后重试",
+                    "the gateway is busy with many large pushes; retry shortly",
+                )
+            })?;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ServiceError::payload_too_large(limit))?;
     let result = ingest.push_as(bytes, OffsetDateTime::now_utc(), &principal.units()).await?;
     let detail = format!(

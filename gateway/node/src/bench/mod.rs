@@ -2,6 +2,7 @@
 //! raw ceiling of the same store measured in the same run, written to `docs/benchmarks.md`.
 
 mod access;
+mod bodies;
 mod dashboard;
 mod envelopes;
 mod evaluations;
@@ -9,6 +10,7 @@ mod import;
 mod joint;
 mod relay;
 pub use access::{AccessBenchOptions, AccessReport, access};
+pub use bodies::{BodiesBenchOptions, BodiesReport, bodies};
 pub use dashboard::{DashboardBenchOptions, DashboardReport, dashboard};
 pub use envelopes::{EnvelopeOptions, EnvelopeReport, envelopes};
 pub use evaluations::{EvaluationBenchOptions, EvaluationReport, evaluations};
