@@ -46,7 +46,7 @@ const STYLE: &str = "body{font-family:'PingFang SC','Microsoft YaHei','Noto Sans
 header{background:#8b1a1a;color:#fff;padding:10px 24px;display:flex;align-items:center;gap:24px}\
 header h1{font-size:18px;margin:0}header nav a{color:#fde8e8;margin-right:16px;text-decoration:none}\
 header nav a.on{color:#fff;font-weight:bold;border-bottom:2px solid #fff}header form{margin-left:auto}\
-main{padding:16px 24px}h2{font-size:17px;margin:20px 0 8px}table{border-collapse:collapse;background:#fff;width:100%;margin-bottom:12px}\
+main{padding:16px 24px}footer{padding:0 24px 16px}h2{font-size:17px;margin:20px 0 8px}table{border-collapse:collapse;background:#fff;width:100%;margin-bottom:12px}\
 th,td{border:1px solid #d9e2ec;padding:5px 8px;font-size:13px;text-align:left}th{background:#eef2f7}\
 .bad{color:#b42318;font-weight:bold}.warn{color:#b54708;font-weight:bold}.ok{color:#027a48}\
 .cards{display:flex;gap:12px;flex-wrap:wrap}.card{background:#fff;border:1px solid #d9e2ec;padding:10px 14px;min-width:150px}\
