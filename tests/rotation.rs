@@ -78,6 +78,7 @@ async fn rotate_signing_key(database: impl Fn() -> Option<String>) {
     // The new key signs from now; the old one stays valid a week after.
     let now = OffsetDateTime::now_utc();
     let switch = KeySwitch { at: now, overlap: time::Duration::days(7) };
+    let version_1 = std::fs::read(pki::registry_file(&pki_dir)).expect("registry v1");
     let rotated = pki::rotate_key(&pki_dir, DISTRICT, switch, now).expect("rotate");
     assert_eq!(rotated.registry_version, 2);
     // Until a node reloads, nothing changes: the district signs with the key it had.
@@ -89,6 +90,14 @@ async fn rotate_signing_key(database: impl Fn() -> Option<String>) {
         assert_eq!(done.registry, Some(Refresh::Updated { from: 1, to: 2 }));
     }
     assert_eq!(district_node.reload().keys, [old_kid.clone(), rotated.kid.clone()]);
+    // A registry file older than the one held (a node below the root got a newer one from its
+    // parent) is no fault on reload.
+    let version_2 = std::fs::read(pki::registry_file(&pki_dir)).expect("registry v2");
+    std::fs::write(pki::registry_file(&pki_dir), &version_1).expect("an older file");
+    let done = city_node.reload();
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert_eq!(done.registry, Some(Refresh::Unchanged { version: 2 }));
+    std::fs::write(pki::registry_file(&pki_dir), version_2).expect("restore");
     let registry = city.identity.registry_now().expect("registry");
     let keys = &registry.member(DISTRICT).expect("member").keys;
     assert_eq!(keys[0].valid_to, gateway_core::interchange::format_time(switch.at + switch.overlap));

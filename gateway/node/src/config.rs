@@ -602,10 +602,13 @@ impl Config {
         if self.limits.max_body_bytes_in_flight < self.limits.max_body_bytes {
             bail!("limits.max_body_bytes_in_flight must be at least limits.max_body_bytes");
         }
-        if self.limits.max_nesting_depth < 4 || self.limits.max_connections == 0 || self.limits.max_header_bytes < 8192
+        if !(4..=100).contains(&self.limits.max_nesting_depth)
+            || self.limits.max_connections == 0
+            || self.limits.max_header_bytes < 8192
         {
             bail!(
-                "limits.max_nesting_depth must be ≥ 4, limits.max_connections ≥ 1 and limits.max_header_bytes ≥ 8192"
+                "limits.max_nesting_depth must be 4–100 (the JSON parser's own limit is 128), limits.max_connections ≥ 1 \
+                 and limits.max_header_bytes ≥ 8192"
             );
         }
         if let Some(url) = self.postgres_url()

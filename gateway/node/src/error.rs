@@ -21,6 +21,8 @@ pub enum ErrorKind {
     NotFound,
     /// The route exists, not with this method (405).
     MethodNotAllowed,
+    /// The client did not send its request in time (408).
+    RequestTimeout,
     /// It conflicts with what is held (409).
     Conflict,
     /// The request is larger than a limit (413).
@@ -46,6 +48,7 @@ impl ErrorKind {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,

@@ -315,13 +315,21 @@ pub(crate) fn random_secret(rng: &SystemRandom) -> anyhow::Result<[u8; 32]> {
 
 pub(crate) fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
+    // A new file, so it is 0600 from its creation whatever an earlier one was.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("replacing {}", path.display()));
+        }
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     // Created 0600: the secret is never readable by others, not even for a moment.
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
     file.write_all(contents.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    file.sync_all().with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -240,7 +240,10 @@ pub fn api_server_config(cell: &Arc<CertCell>, client_ca: Option<&Path>) -> anyh
         }
         None => builder.with_no_client_auth().with_cert_resolver(resolver),
     };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: anyone may connect here before authenticating, and only HTTP/1.1 has the
+    // header-read timeout that closes silent or slow connections (hyper's HTTP/2 waits for a
+    // preface and keeps an answering connection open without a bound).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -291,7 +294,9 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin on the error.
                     tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },

@@ -96,8 +96,11 @@ fn read_package(loaded: &Loaded, path: &Path) -> anyhow::Result<Option<Package>>
         .clone();
     let format = loaded.adapter.manifest.transport.file.as_ref().map_or(PackageFormat::Json, |f| f.package_format);
     let mut rows = Vec::new();
+    let mut named = std::collections::HashSet::new();
     for f in manifest["files"].as_array().context("manifest.json lists no files")? {
         let file_name = f["name"].as_str().context("a file without a name")?;
+        // Each listed once: a name listed again would be unpacked again, past the size bound.
+        anyhow::ensure!(named.insert(file_name), "manifest.json lists {file_name} more than once");
         let bytes = entry(&mut zip, file_name)?;
         let actual = Sha256Digest::of(&bytes);
         let pinned = f["sha256"].as_str().unwrap_or_default();

@@ -16,6 +16,8 @@ use http_body::{Frame, SizeHint};
 
 /// How long a refused body is read at most.
 const DISCARD_TIME: Duration = Duration::from_secs(30);
+/// Most refused bodies read at once; past it a refused body is not read (its connection closes).
+static DRAINING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
 
 /// Largest body of the routes that take a small JSON body whole (answers to cases, checks,
 /// credentials, lookups); the push, imports and workbooks have limits of their own.
@@ -25,9 +27,14 @@ pub const SMALL_BODY_LIMIT: usize = 2 << 20;
 /// `discard_bytes` bytes, once the body is dropped. A body over [`SMALL_BODY_LIMIT`], refused
 /// by axum's extractor in plain text, is answered like every other error.
 pub async fn drain_unread_bodies(State(discard_bytes): State<usize>, request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = Body::new(DrainOnDrop { inner: Some(body), ended: false, discard_bytes });
-    let response = next.run(Request::from_parts(parts, body)).await;
+    // HTTP/2 ends an unread request stream with a reset after the answer: nothing to drain.
+    let request = if request.version() <= axum::http::Version::HTTP_11 {
+        let (parts, body) = request.into_parts();
+        Request::from_parts(parts, Body::new(DrainOnDrop { inner: Some(body), ended: false, discard_bytes }))
+    } else {
+        request
+    };
+    let response = next.run(request).await;
     let is_json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -74,7 +81,9 @@ impl Drop for DrainOnDrop {
         }
         let bound = self.discard_bytes;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(slot) = DRAINING.try_acquire() else { return };
         runtime.spawn(async move {
+            let _slot = slot;
             let mut seen = 0usize;
             let reading = async {
                 while let Some(Ok(frame)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {

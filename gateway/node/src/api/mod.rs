@@ -44,6 +44,8 @@ use access::{AuditDetail, Guarded, Rule};
 /// Default and largest page of `GET /api/v1/records`.
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
+/// How long a push body may take to arrive (it holds its share of the memory budget meanwhile).
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a push waits for room among the bodies in flight before it is answered 503.
 const BODY_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Most records `GET /api/v1/sla` lists.
@@ -131,6 +133,7 @@ pub fn router(app: App) -> Router {
         (status = 400, description = "Malformed JSON or not an array", body = ErrorBody),
         (status = 413, description = "Body or batch too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within 60 s (body_timeout)", body = ErrorBody),
         (status = 503, description = "Busy with many large pushes (busy); see Retry-After", body = ErrorBody),
     )
 )]
@@ -170,7 +173,17 @@ async fn push_records(
                     "the gateway is busy with many large pushes; retry shortly",
                 )
             })?;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ServiceError::payload_too_large(limit))?;
+    let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ServiceError::new(
+                ErrorKind::RequestTimeout,
+                "body_timeout",
+                format!("请求体未在 {} 秒内传完", BODY_READ_TIMEOUT.as_secs()),
+                format!("the request body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs()),
+            )
+        })?
+        .map_err(|_| ServiceError::payload_too_large(limit))?;
     let result = ingest.push_as(bytes, OffsetDateTime::now_utc(), &principal.units()).await?;
     let detail = format!(
         "received {} accepted {} new_version {} duplicate {} rejected {}",
@@ -574,8 +587,6 @@ pub fn openapi_document() -> serde_json::Value {
     }
     let refs: Vec<_> =
         RecordType::ALL.iter().map(|t| serde_json::json!({"$ref": format!("#/components/schemas/{t}")})).collect();
-    doc["paths"]["/api/v1/records"]["post"]["requestBody"]["content"]["application/json"]["schema"] =
-        serde_json::json!({"type": "array", "items": {"oneOf": refs}});
     // Each item is checked on its own and a bad one is rejected in the answer, never the batch:
     // the body is any array (the record schemas above say what each item must be).
     doc["paths"]["/api/v1/records"]["post"]["requestBody"]["content"]["application/json"]["schema"] = serde_json::json!({

@@ -6,7 +6,7 @@
 use std::sync::{Arc, RwLock};
 
 use gateway_core::crypto::SigningKey;
-use gateway_core::interchange::registry::Registry;
+use gateway_core::interchange::registry::{Registry, RegistryError};
 use gateway_core::jws::Jws;
 use time::{Duration, OffsetDateTime};
 
@@ -111,7 +111,15 @@ impl Node {
     pub fn reload_registry(&self, path: &std::path::Path, now: OffsetDateTime) -> anyhow::Result<Refresh> {
         let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         let jws: Jws = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        self.adopt_registry(&jws, now, "its file")
+        match self.adopt_registry(&jws, now, "its file") {
+            // A node below the root has usually adopted a newer one from its parent since it
+            // started: the file being older is no fault.
+            Err(e) if matches!(e.downcast_ref(), Some(RegistryError::Rollback { .. })) => {
+                let held = self.identity.registry_now().map_err(|e| anyhow::anyhow!("{e}"))?.body.version;
+                Ok(Refresh::Unchanged { version: held })
+            }
+            other => other,
+        }
     }
 
     /// Adopts `jws` if it is signed by a root of the registry held now, is not older, and

@@ -73,6 +73,9 @@ pub fn rotate_key(pki_dir: &Path, member: &str, switch: KeySwitch, now: OffsetDa
         let secret = random_secret(&SystemRandom::new())?;
         let key = SigningKey::from_secret(alg, &secret)?;
         let cut = switch.at + switch.overlap;
+        // A key an earlier rotation scheduled for later has signed nothing yet: this rotation
+        // replaces it (left listed, it would take over again when its time came).
+        m.keys.retain(|k| parse_time(&k.valid_from).is_none_or(|from| from <= now));
         for old in &mut m.keys {
             let ends = parse_time(&old.valid_to).unwrap_or(cut);
             if parse_time(&old.valid_from).is_some_and(|from| from <= switch.at) && ends > cut {
@@ -141,16 +144,23 @@ fn amend_registry(
     Ok(body.version)
 }
 
-/// Writes `contents` to a temporary file beside `path` and renames it over `path`, so a
-/// reader sees the old file or the new one, never half of one. `secret` files are 0600.
+/// Writes `contents` to a temporary file beside `path`, syncs it and renames it over `path`,
+/// then syncs the directory: a reader sees the old file or the new one, never half of one, and
+/// after a power loss the rename holds only once the contents do. `secret` files are 0600.
 fn replace_file(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     if secret {
         super::write_secret(&tmp, contents)?;
     } else {
-        std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        std::io::Write::write_all(&mut file, contents.as_bytes())?;
+        file.sync_all()?;
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -194,6 +204,22 @@ mod tests {
         assert_eq!(signs_at(&after, switch.at + Duration::days(2)), rotated.kid, "after the overlap");
         // A node still on the old registry knows only the old key.
         assert_eq!(signs_at(&before, switch.at + Duration::minutes(1)), old);
+    }
+
+    /// A key scheduled for later is replaced by a rotation that switches sooner: left listed,
+    /// it would take over again when its time came.
+    #[test]
+    fn a_second_rotation_drops_the_key_the_first_scheduled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init(&InitOptions::dev(dir.path())).expect("certs init");
+        let (member, now) = ("cn-370306", OffsetDateTime::now_utc());
+        let later = KeySwitch { at: now + Duration::days(1), overlap: Duration::days(7) };
+        let pending = rotate_key(dir.path(), member, later, now).expect("first rotation");
+        let sooner = KeySwitch { at: now + Duration::seconds(2), overlap: Duration::days(7) };
+        let urgent = rotate_key(dir.path(), member, sooner, now + Duration::seconds(2)).expect("second rotation");
+        let kids: Vec<String> =
+            registry(dir.path()).member(member).expect("member").keys.iter().map(|k| k.kid.clone()).collect();
+        assert_eq!(kids, [format!("{member}#dev1"), urgent.kid.clone()], "{} is gone", pending.kid);
     }
 
     #[test]
