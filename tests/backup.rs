@@ -23,13 +23,6 @@ use uuid::Uuid;
 const DISTRICT: &str = "cn-370306";
 const CITY: &str = "cn-370300";
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
-}
-
 /// Which backend the city runs on, and how it is backed up and restored.
 enum Backend {
     Sqlite,
@@ -45,26 +38,30 @@ impl Backend {
                 let restored = dir.join("city-restored");
                 let mut backup = Command::new(testkit::gateway_bin());
                 backup.arg("backup").arg("--data-dir").arg(city_data).arg("--out").arg(&copy);
-                tokio::task::spawn_blocking(move || run(&mut backup)).await.expect("backup");
-                run(Command::new(testkit::gateway_bin())
-                    .arg("restore")
-                    .arg("--from")
-                    .arg(&copy)
-                    .arg("--data-dir")
-                    .arg(&restored));
+                tokio::task::spawn_blocking(move || testkit::run_ok(&mut backup)).await.expect("backup");
+                testkit::run_ok(
+                    Command::new(testkit::gateway_bin())
+                        .arg("restore")
+                        .arg("--from")
+                        .arg(&copy)
+                        .arg("--data-dir")
+                        .arg(&restored),
+                );
                 (testkit::sqlite_store(&restored).await, None)
             }
             Backend::Postgres { live } => {
                 let dump = dir.join("city.dump");
                 let mut backup = Command::new("pg_dump");
                 backup.args(["-Fc", "-d", live, "-f"]).arg(&dump);
-                tokio::task::spawn_blocking(move || run(&mut backup)).await.expect("pg_dump");
+                tokio::task::spawn_blocking(move || testkit::run_ok(&mut backup)).await.expect("pg_dump");
                 let restored = testkit::new_postgres_database().await;
-                run(Command::new("pg_restore").args(["--no-owner", "-d", &restored]).arg(&dump));
-                let check = run(Command::new(testkit::gateway_bin())
-                    .args(["migrate", "--check", "--data-dir"])
-                    .arg(dir)
-                    .env("CREDIT_GATEWAY_DATABASE_URL", &restored));
+                testkit::run_ok(Command::new("pg_restore").args(["--no-owner", "-d", &restored]).arg(&dump));
+                let check = testkit::run_ok(
+                    Command::new(testkit::gateway_bin())
+                        .args(["migrate", "--check", "--data-dir"])
+                        .arg(dir)
+                        .env("CREDIT_GATEWAY_DATABASE_URL", &restored),
+                );
                 assert!(check.contains("0 migration(s) pending"), "{check}");
                 (Store::open_postgres(&restored, None).await.expect("restored store"), Some(restored))
             }
@@ -129,10 +126,12 @@ async fn backup_while_relaying(backend: Backend) {
         if i % 100 == 0 {
             let path = dir.path().join(format!("{id}.json"));
             std::fs::write(&path, &bytes).expect("write");
-            run(Command::new("python3")
-                .arg(testkit::repo_dir().join("tools/verify_evidence.py"))
-                .arg(&path)
-                .arg(&anchor_path));
+            testkit::run_ok(
+                Command::new("python3")
+                    .arg(testkit::repo_dir().join("tools/verify_evidence.py"))
+                    .arg(&path)
+                    .arg(&anchor_path),
+            );
         }
     }
     let held = restored.count().await.expect("count");

@@ -10,13 +10,6 @@ use std::process::{Command, Stdio};
 
 const UNIT: &str = "usr/lib/systemd/system/credit-gateway.service";
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
-}
-
 /// Builds the package from the binary the tests run (no second build) into `dir`.
 fn build_deb(dir: &Path) -> PathBuf {
     let bin = testkit::gateway_bin();
@@ -29,10 +22,12 @@ fn build_deb(dir: &Path) -> PathBuf {
         probe.is_ok_and(|o| o.status.success()),
         "cargo-deb is required for the package test: cargo install cargo-deb --locked (tests/run does)"
     );
-    run(Command::new(&cargo)
-        .current_dir(testkit::repo_dir())
-        .args(["deb", "-p", "credit-gateway", "--no-build", "--fast", "--profile", profile, "--output"])
-        .arg(&deb));
+    testkit::run_ok(
+        Command::new(&cargo)
+            .current_dir(testkit::repo_dir())
+            .args(["deb", "-p", "credit-gateway", "--no-build", "--fast", "--profile", profile, "--output"])
+            .arg(&deb),
+    );
     deb
 }
 
@@ -42,9 +37,9 @@ fn the_debian_package_installs_serves_with_its_configuration_and_its_unit_checks
     let dir = tempfile::tempdir().expect("tempdir");
     let deb = build_deb(dir.path());
     let root = dir.path().join("root");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+    testkit::run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
     let control_dir = dir.path().join("DEBIAN");
-    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control_dir));
+    testkit::run_ok(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control_dir));
 
     // What dpkg will do with it.
     let control = std::fs::read_to_string(control_dir.join("control")).expect("control");
@@ -58,7 +53,7 @@ fn the_debian_package_installs_serves_with_its_configuration_and_its_unit_checks
     for script in ["postinst", "postrm", "prerm"] {
         let path = control_dir.join(script);
         if path.exists() {
-            run(Command::new("sh").arg("-n").arg(&path));
+            testkit::run_ok(Command::new("sh").arg("-n").arg(&path));
         }
     }
     for file in
@@ -100,11 +95,13 @@ fn the_debian_package_installs_serves_with_its_configuration_and_its_unit_checks
     let config = root.join("etc/credit-gateway/node.toml");
     let data = dir.path().join("data");
     let env = [("CREDIT_GATEWAY_DATA_DIR", data.to_str().expect("utf-8")), ("CREDIT_GATEWAY_LISTEN", "127.0.0.1:0")];
-    let key = run(Command::new(&bin)
-        .args(["credential", "issue", "--role", "department", "--name", "测试局", "--unit", "11370306MB28554702"])
-        .arg("--config")
-        .arg(&config)
-        .envs(env));
+    let key = testkit::run_ok(
+        Command::new(&bin)
+            .args(["credential", "issue", "--role", "department", "--name", "测试局", "--unit", "11370306MB28554702"])
+            .arg("--config")
+            .arg(&config)
+            .envs(env),
+    );
     let key = key.lines().find(|l| l.starts_with("cgk_")).expect("an API key").to_owned();
     let mut child = Command::new(&bin)
         .args(["serve", "--config"])

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use gateway_core::canonical::Sha256Digest;
 use gateway_core::crypto::{Alg, SigningKey};
-use gateway_core::interchange::registry::{MemberKey, REGISTRY_TYP, Registry, RegistryBody, RootKey};
+use gateway_core::interchange::registry::{Member, MemberKey, REGISTRY_TYP, Registry, RegistryBody, RootKey};
 use gateway_core::interchange::{format_time, parse_time};
 use gateway_core::jws::{self, Jws, b64u};
 use rcgen::{Issuer, KeyPair};
@@ -64,11 +64,7 @@ pub fn rotate_key(pki_dir: &Path, member: &str, switch: KeySwitch, now: OffsetDa
         bail!("{} already exists; rotate again in a second", key_file.display());
     }
     let version = amend_registry(pki_dir, now, |body| {
-        let m = body
-            .members
-            .iter_mut()
-            .find(|m| m.member_id == member)
-            .with_context(|| format!("member {member} is not in the registry"))?;
+        let m = member_mut(body, member)?;
         let alg: Alg = m.keys.last().map_or("EdDSA", |k| k.alg.as_str()).parse()?;
         let secret = random_secret(&SystemRandom::new())?;
         let key = SigningKey::from_secret(alg, &secret)?;
@@ -107,16 +103,19 @@ pub fn renew_tls(pki_dir: &Path, member: &str, now: OffsetDateTime) -> anyhow::R
     let (cert_pem, key_pem, der) = super::issue_tls_cert(&issuer, member)?;
     let pin = Sha256Digest::of(&der).to_hex();
     let version = amend_registry(pki_dir, now, |body| {
-        let m = body
-            .members
-            .iter_mut()
-            .find(|m| m.member_id == member)
-            .with_context(|| format!("member {member} is not in the registry"))?;
+        let m = member_mut(body, member)?;
         m.tls_cert_sha256.clone_from(&pin);
         replace_file(&files.tls_key(), &key_pem, true)?;
         replace_file(&files.tls_cert(), &cert_pem, false)
     })?;
     Ok((pin, version))
+}
+
+fn member_mut<'b>(body: &'b mut RegistryBody, member: &str) -> anyhow::Result<&'b mut Member> {
+    body.members
+        .iter_mut()
+        .find(|m| m.member_id == member)
+        .with_context(|| format!("member {member} is not in the registry"))
 }
 
 /// Reads the PKI's registry (verified against its anchor), lets `edit` change the body, and
