@@ -155,6 +155,11 @@ async fn pushes_beyond_the_memory_budget_are_told_to_retry() {
     let mut holder = TcpStream::connect(&addr).expect("connect");
     holder.write_all(head(1 << 20).as_bytes()).expect("headers");
     holder.write_all(b"[").expect("a first byte");
+    let budget = std::sync::Arc::clone(&node.app.ingest.bodies_in_flight);
+    testkit::eventually("the first push holding the budget", Duration::from_secs(10), async || {
+        budget.available_permits() == 0
+    })
+    .await;
     let asked = Instant::now();
     let (status, answer) =
         tokio::task::spawn_blocking(move || write_all_then_read(&addr, "/api/v1/records", "application/json", b"[]"))

@@ -154,12 +154,20 @@ fn served_pin(stream: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -
 
 /// `GET /federation/v1/registry` over an open HTTP/1.1 connection: the registry's version.
 async fn registry_version(stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> u64 {
+    let (status, body) = get_registry(stream).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let jws: gateway_core::jws::Jws = serde_json::from_slice(&body).expect("registry JWS");
+    let decoded = jws.decode(gateway_core::interchange::registry::REGISTRY_TYP).expect("registry");
+    decoded.body["version"].as_u64().expect("version")
+}
+
+/// `GET /federation/v1/registry` over an open HTTP/1.1 connection: status line and body.
+async fn get_registry(stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> (String, Vec<u8>) {
     stream.write_all(b"GET /federation/v1/registry HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("write");
     let mut reader = BufReader::new(stream);
     let mut length = 0;
     let mut status = String::new();
     reader.read_line(&mut status).await.expect("status line");
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     loop {
         let mut line = String::new();
         reader.read_line(&mut line).await.expect("header");
@@ -172,9 +180,7 @@ async fn registry_version(stream: &mut tokio_rustls::client::TlsStream<tokio::ne
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).await.expect("body");
-    let jws: gateway_core::jws::Jws = serde_json::from_slice(&body).expect("registry JWS");
-    let decoded = jws.decode(gateway_core::interchange::registry::REGISTRY_TYP).expect("registry");
-    decoded.body["version"].as_u64().expect("version")
+    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,6 +226,32 @@ async fn a_renewed_certificate_is_served_after_sighup_without_dropping_the_node(
     assert_eq!(resp.status(), 200);
     let health = reqwest::get(format!("{}/healthz", node.base)).await.expect("healthz");
     assert_eq!(health.status(), 200);
+
+    // 周村区's certificate renewed and re-pinned: once the city reloads, the connection 周村区
+    // opened with its old certificate is refused on its next request, not trusted for its life.
+    let out = Command::new(testkit::gateway_bin())
+        .args(["certs", "renew-tls", "--member", DISTRICT, "--pki", pki_arg])
+        .output()
+        .expect("certs renew-tls");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hup = Command::new("kill").args(["-HUP", &node.child.id().to_string()]).status().expect("kill -HUP");
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get_registry(&mut open).await;
+        if status.starts_with("HTTP/1.1 403") {
+            assert!(String::from_utf8_lossy(&body).contains("certificate_not_pinned"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the old certificate still passes: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // With its renewed certificate it gets in.
+    let renewed = connect(&pki_dir, port).await;
+    drop(renewed);
+    let fresh = testkit::federation_client(&pki_dir, DISTRICT);
+    let resp = fresh.get(format!("https://localhost:{port}/federation/v1/registry")).send().await.expect("link");
+    assert_eq!(resp.status(), 200);
 }
 
 /// The DER of the first certificate in a PEM file.

@@ -49,7 +49,7 @@ pub fn router(federation: Federation) -> Router {
         .route("/federation/v1/evaluations/{uscc}", get(evaluations_single))
         .fallback(|| async { ServiceError::not_found("该路径", "path") })
         .layer(middleware::from_fn_with_state(federation.node.clone(), require_current_registry))
-        .layer(middleware::from_fn(require_member))
+        .layer(middleware::from_fn_with_state(federation.node.clone(), require_member))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .layer(middleware::from_fn_with_state(
             federation.node.ingest.limits.discard_bytes,
@@ -58,17 +58,34 @@ pub fn router(federation: Federation) -> Router {
         .with_state(federation)
 }
 
-/// Refuses any request whose TLS peer is not a pinned member.
-async fn require_member(peer: Option<Extension<Peer>>, request: Request, next: Next) -> Response {
-    match peer.map(|Extension(p)| p) {
-        Some(Peer::Member(_)) => next.run(request).await,
-        Some(Peer::Unpinned { cert_sha256 }) => ServiceError::new(
-            ErrorKind::Forbidden,
-            "certificate_not_pinned",
-            "客户端证书未在联盟注册表中登记（证书指纹不匹配）",
-            format!("the client certificate (sha-256 {cert_sha256}) is not pinned for any member in the registry"),
-        )
-        .into_response(),
+/// Identifies the TLS peer of each request against the registry held now (see
+/// [`crate::tls::PeerPin`]) and refuses it unless the certificate is a member's pin.
+async fn require_member(
+    State(node): State<Node>,
+    pin: Option<Extension<crate::tls::PeerPin>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = match (pin, node.identity.registry.read()) {
+        (Some(Extension(pin)), Ok(registry)) => Some(crate::tls::identify_pin(&pin.0, &registry)),
+        (Some(_), Err(_)) => return ServiceError::internal(&"registry lock poisoned").into_response(),
+        (None, _) => None,
+    };
+    match peer {
+        Some(Peer::Member(member)) => {
+            request.extensions_mut().insert(Peer::Member(member));
+            next.run(request).await
+        }
+        Some(Peer::Unpinned { cert_sha256 }) => {
+            tracing::warn!(%cert_sha256, "federation peer presented a certificate no member has pinned");
+            ServiceError::new(
+                ErrorKind::Forbidden,
+                "certificate_not_pinned",
+                "客户端证书未在联盟注册表中登记（证书指纹不匹配）",
+                format!("the client certificate (sha-256 {cert_sha256}) is not pinned for any member in the registry"),
+            )
+            .into_response()
+        }
         None => ServiceError::new(
             ErrorKind::Forbidden,
             "mtls_required",

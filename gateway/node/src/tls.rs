@@ -161,12 +161,22 @@ pub enum Peer {
     Unpinned { cert_sha256: String },
 }
 
+/// The SHA-256 (hex) of the certificate a federation connection presented: its requests carry
+/// it, and each is identified against the registry held when it arrives (a registry adopted
+/// while the connection is open, re-pinning or removing a member, applies at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerPin(pub String);
+
 /// Matches a peer certificate against the pins of the registry.
 pub fn identify(cert_der: &[u8], registry: &Registry) -> Peer {
-    let pin = Sha256Digest::of(cert_der).to_hex();
+    identify_pin(&Sha256Digest::of(cert_der).to_hex(), registry)
+}
+
+/// Matches a certificate's pin against the pins of the registry.
+pub fn identify_pin(pin: &str, registry: &Registry) -> Peer {
     match registry.body.members.iter().find(|m| m.tls_cert_sha256 == pin) {
         Some(m) => Peer::Member(m.member_id.clone()),
-        None => Peer::Unpinned { cert_sha256: pin },
+        None => Peer::Unpinned { cert_sha256: pin.to_owned() },
     }
 }
 
@@ -220,7 +230,7 @@ pub async fn serve(
             }
         }
         let mut ext = axum::http::Extensions::new();
-        ext.insert(peer);
+        ext.insert(PeerPin(Sha256Digest::of(cert).to_hex()));
         Ok(ext)
     });
     accept_loop(listener, Some(TlsAcceptor::from(tls)), app, limits, shutdown, "federation", tag).await
