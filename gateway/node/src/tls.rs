@@ -1,10 +1,10 @@
 //! TLS (rustls, ring provider only): mutual TLS between nodes, and HTTPS on the department API.
 //!
-//! The handshake requires a client certificate that chains to the federation CA. After it,
-//! the certificate must be the one pinned for its member in the registry
-//! (`tls_cert_sha256`); only then does the authenticated member id reach the handlers, as the
-//! [`Peer`] request extension. A valid certificate that is not pinned gets 403 on every
-//! request, and the attempt is logged.
+//! The handshake requires a client certificate that chains to the federation CA. Each request
+//! then carries the certificate's pin ([`PeerPin`]); the federation router checks it against the
+//! registry held when the request arrives (`tls_cert_sha256`), and only then does the
+//! authenticated member id reach the handlers, as the [`Peer`] request extension. A valid
+//! certificate that is not pinned gets 403 on every request, and the attempt is logged.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
