@@ -14,7 +14,7 @@ use credit_gateway::config::Config;
 use credit_gateway::pki;
 use gateway_core::crypto::Alg;
 use gateway_core::interchange::evidence;
-use gateway_core::interchange::registry::{Registry, RootKey};
+use gateway_core::interchange::registry::Registry;
 use gateway_core::jws::Jws;
 use gateway_store::Store;
 use time::OffsetDateTime;
@@ -111,7 +111,7 @@ async fn backup_while_relaying(backend: Backend) {
     pushing.await.expect("pushes went on");
 
     let anchor_path = pki::anchor_file(&pki_dir);
-    let anchor: Vec<RootKey> = serde_json::from_slice(&std::fs::read(&anchor_path).expect("anchor")).expect("json");
+    let anchor = testkit::anchor(&pki_dir);
     let jws: Jws =
         serde_json::from_slice(&std::fs::read(pki::registry_file(&pki_dir)).expect("registry")).expect("json");
     let registry = Registry::verify_signed(&jws, &anchor).expect("registry");
@@ -126,12 +126,8 @@ async fn backup_while_relaying(backend: Backend) {
         if i % 100 == 0 {
             let path = dir.path().join(format!("{id}.json"));
             std::fs::write(&path, &bytes).expect("write");
-            testkit::run_ok(
-                Command::new("python3")
-                    .arg(testkit::repo_dir().join("tools/verify_evidence.py"))
-                    .arg(&path)
-                    .arg(&anchor_path),
-            );
+            let (code, text) = testkit::python_verify(&path, &anchor_path);
+            assert_eq!(code, 0, "the Python verifier refused {id}: {text}");
         }
     }
     let held = restored.count().await.expect("count");

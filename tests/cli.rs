@@ -6,11 +6,7 @@ use std::process::{Command, Stdio};
 
 use gateway_core::crypto::Alg;
 
-fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(testkit::gateway_bin()).args(args).output().expect("run credit-gateway");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
-}
+use testkit::cli;
 
 /// `evidence export` only reads: pointed at a data directory that does not exist, it says so
 /// and how to find the node's, and creates nothing.

@@ -251,7 +251,7 @@ async fn an_operator_reads_sla_and_quality_and_resends_a_dead_letter() {
     let letters_text = browser.text(&browser.find("#dead-letters").await).await;
     let dead_at = time::OffsetDateTime::parse(&letter_at, &time::format_description::well_known::Rfc3339)
         .expect("time")
-        .to_offset(time::macros::offset!(+8));
+        .to_offset(gateway_core::date::CHINA);
     let shown = format!("{} {:02}:{:02}", dead_at.date(), dead_at.hour(), dead_at.minute());
     assert!(letters_text.contains(&shown), "dead at {letter_at} shown as {shown}:\n{letters_text}");
     assert!(browser.text(&browser.find("footer").await).await.contains("北京时间"));

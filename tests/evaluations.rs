@@ -295,24 +295,11 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
     assert_eq!(failed.status.code(), Some(1), "{text}");
     assert!(text.contains("/agreements/0") && text.contains("not signed by"), "{text}");
     // The independent verifier (Python, `cryptography`) agrees on both.
-    let python = |file: &std::path::Path| {
-        std::process::Command::new("python3")
-            .arg(testkit::repo_dir().join("tools/verify_evidence.py"))
-            .arg(file)
-            .arg(credit_gateway::pki::anchor_file(&pki))
-            .output()
-            .expect("run python3")
-    };
-    let ok = python(&bundle_file);
-    let text = String::from_utf8_lossy(&ok.stdout);
-    assert!(
-        ok.status.success() && text.contains("ok: evaluation answer"),
-        "{text}{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let failed = python(&broken_file);
-    let text = String::from_utf8_lossy(&failed.stdout);
-    assert_eq!(failed.status.code(), Some(1), "{text}");
+    let anchor = credit_gateway::pki::anchor_file(&pki);
+    let (code, text) = testkit::python_verify(&bundle_file, &anchor);
+    assert!(code == 0 && text.contains("ok: evaluation answer"), "{text}");
+    let (code, text) = testkit::python_verify(&broken_file, &anchor);
+    assert_eq!(code, 1, "{text}");
     assert!(text.contains("/agreements/0: not signed by"), "{text}");
 
     // Revoking: the federation operator drops the agreement from the next registry. Once a node

@@ -4,41 +4,21 @@
 //! Python implementation using the `cryptography` package.
 
 use std::path::Path;
-use std::process::Command;
 
 use credit_gateway::bench::synthetic_records;
 use credit_gateway::pki;
 use gateway_core::crypto::Alg;
 use gateway_core::interchange::evidence::{self, Bundle};
-use gateway_core::interchange::registry::RootKey;
+use testkit::{anchor, cli};
 use time::OffsetDateTime;
 
 const DISTRICT: &str = "cn-370306";
 const CITY: &str = "cn-370300";
 const PROVINCE: &str = "cn-370000";
 
-fn anchor(pki_dir: &Path) -> Vec<RootKey> {
-    serde_json::from_slice(&std::fs::read(pki::anchor_file(pki_dir)).expect("anchor")).expect("json")
-}
-
-fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(testkit::gateway_bin()).args(args).output().expect("run credit-gateway");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
-}
-
-/// `python3 tools/verify_evidence.py bundle anchor`: exit code and output.
+/// The Python verifier on `bundle`, against the PKI's anchor.
 fn python_verify(bundle: &Path, pki_dir: &Path) -> (i32, String) {
-    let script = testkit::repo_dir().join("tools/verify_evidence.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(bundle)
-        .arg(pki::anchor_file(pki_dir))
-        .output()
-        .expect("python3 is required for the independent evidence check");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!text.contains("ModuleNotFoundError"), "the Python `cryptography` package is required: {text}");
-    (out.status.code().unwrap_or(-1), text)
+    testkit::python_verify(bundle, &pki::anchor_file(pki_dir))
 }
 
 async fn run(alg: Alg) {

@@ -18,16 +18,11 @@ use credit_gateway::tls::{self, TlsFiles};
 use gateway_core::canonical::Sha256Digest;
 use gateway_core::crypto::Alg;
 use gateway_core::interchange::evidence::{self, Bundle};
-use gateway_core::interchange::registry::RootKey;
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const DISTRICT: &str = "cn-370306";
 const CITY: &str = "cn-370300";
-
-fn anchor(pki_dir: &Path) -> Vec<RootKey> {
-    serde_json::from_slice(&std::fs::read(pki::anchor_file(pki_dir)).expect("anchor")).expect("json")
-}
 
 /// Pushes `n` records at the district and sends them to the city; returns the ids sent.
 async fn push_and_send(district: &Node, city: &Node, city_url: &str, seed: u64) -> Vec<uuid::Uuid> {
@@ -48,18 +43,12 @@ async fn push_and_send(district: &Node, city: &Node, city_url: &str, seed: u64) 
 async fn verified_signer(city: &Node, record: uuid::Uuid, pki_dir: &Path, scratch: &Path) -> String {
     let bundle: Bundle = city.export_evidence(record, None).await.expect("export");
     let bytes = serde_json::to_vec(&bundle).expect("json");
-    let verified = evidence::verify(&bytes, &anchor(pki_dir)).unwrap_or_else(|e| panic!("{record}: {e}"));
+    let verified = evidence::verify(&bytes, &testkit::anchor(pki_dir)).unwrap_or_else(|e| panic!("{record}: {e}"));
     assert_eq!(verified.hops.len(), 1);
     let path = scratch.join(format!("{record}.json"));
     std::fs::write(&path, &bytes).expect("write bundle");
-    let out = Command::new("python3")
-        .arg(testkit::repo_dir().join("tools/verify_evidence.py"))
-        .arg(&path)
-        .arg(pki::anchor_file(pki_dir))
-        .output()
-        .expect("python3 is required for the independent evidence check");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the Python verifier refused {record}: {text}");
+    let (code, text) = testkit::python_verify(&path, &pki::anchor_file(pki_dir));
+    assert_eq!(code, 0, "the Python verifier refused {record}: {text}");
     bundle.hops[0].envelope.unverified_kid().expect("kid")
 }
 

@@ -6,7 +6,6 @@
 //! Python one for a sample), and the node serves on the upgraded database.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use credit_gateway::config::Config;
 use gateway_core::interchange::evidence;
@@ -41,24 +40,18 @@ fn expected(backend: &str) -> Vec<Expected> {
     serde_json::from_slice(&std::fs::read(&path).expect("expected records")).expect("json")
 }
 
-fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(testkit::gateway_bin()).args(args).envs(env.iter().copied()).output().expect("run");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
-}
-
 /// `migrate --check` names the pending migrations and changes nothing (`unchanged` says how
 /// to tell); `migrate` applies them; a second `--check` finds none.
-fn migrate(args: &[&str], env: &[(&str, &str)], unchanged: impl Fn() -> bool) {
+async fn migrate(args: &[&str], env: &[(&str, &str)], unchanged: impl AsyncFnOnce() -> bool) {
     let check = [&["migrate", "--check"][..], args].concat();
-    let (code, out) = cli(&check, env);
+    let (code, out) = testkit::cli_with_env(&check, env);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(FIRST_PENDING) && out.contains("pending  0017"), "{out}");
-    assert!(unchanged(), "migrate --check changed the database");
-    let (code, out) = cli(&[&["migrate"][..], args].concat(), env);
+    assert!(unchanged().await, "migrate --check changed the database");
+    let (code, out) = testkit::cli_with_env(&[&["migrate"][..], args].concat(), env);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("migration(s) applied"), "{out}");
-    let (code, out) = cli(&check, env);
+    let (code, out) = testkit::cli_with_env(&check, env);
     assert_eq!((code, out.contains("0 migration(s) pending")), (0, true), "{out}");
 }
 
@@ -92,13 +85,8 @@ async fn check_records_and_evidence(store: &Store, expected: &[Expected], scratc
         if i % 25 == 0 || e.version == 2 {
             let path = scratch.join(format!("{}-{}.json", e.record_id, e.version));
             std::fs::write(&path, &bytes).expect("write");
-            let out = Command::new("python3")
-                .arg(testkit::repo_dir().join("tools/verify_evidence.py"))
-                .arg(&path)
-                .arg(&anchor_path)
-                .output()
-                .expect("python3 is required for the independent evidence check");
-            assert!(out.status.success(), "Python verifier: {}", String::from_utf8_lossy(&out.stdout));
+            let (code, text) = testkit::python_verify(&path, &anchor_path);
+            assert_eq!(code, 0, "the Python verifier refused {}: {text}", e.record_id);
         }
     }
 }
@@ -128,7 +116,7 @@ async fn a_sqlite_database_of_an_earlier_version_is_upgraded_with_records_and_ev
     std::fs::copy(fixture().join("city.sqlite"), &db).expect("copy the fixture");
     let original = std::fs::read(&db).expect("read");
     let data_arg = data.to_str().expect("utf-8");
-    migrate(&["--data-dir", data_arg], &[], || std::fs::read(&db).is_ok_and(|now| now == original));
+    migrate(&["--data-dir", data_arg], &[], async || std::fs::read(&db).is_ok_and(|now| now == original)).await;
 
     let store = testkit::sqlite_store(&data).await;
     let expected = expected("sqlite");
@@ -153,22 +141,7 @@ async fn a_postgres_database_of_an_earlier_version_is_upgraded_with_records_and_
     };
     assert_eq!(applied(&mut conn).await, 12);
     let env = [("CREDIT_GATEWAY_DATABASE_URL", url.as_str())];
-    let (tx, rx) = std::sync::mpsc::channel();
-    migrate(&["--data-dir", dir.path().to_str().expect("utf-8")], &env, || {
-        // Counted from a connection of its own, on a thread of its own (this is a sync check).
-        let (url, tx) = (url.clone(), tx.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            let n = rt.block_on(async {
-                let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
-                let n: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations").fetch_one(&mut c).await.expect("count");
-                n
-            });
-            tx.send(n).expect("send");
-        });
-        rx.recv().expect("count") == 12
-    });
+    migrate(&["--data-dir", dir.path().to_str().expect("utf-8")], &env, async || applied(&mut conn).await == 12).await;
     let all = std::fs::read_dir(testkit::repo_dir().join("gateway/store/migrations/postgres")).expect("dir").count();
     assert_eq!(applied(&mut conn).await, all);
     conn.close().await.expect("close");

@@ -200,6 +200,37 @@ pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> Option<
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// `credit-gateway ARGS`: its exit code and output (stdout, then stderr).
+pub fn cli(args: &[&str]) -> (i32, String) {
+    cli_with_env(args, &[])
+}
+
+/// [`cli`] with extra environment variables.
+pub fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(gateway_bin()).args(args).envs(env.iter().copied()).output().expect("run credit-gateway");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// `python3 tools/verify_evidence.py FILE ANCHOR`, the independent verifier of evidence and
+/// answer bundles: its exit code and output.
+pub fn python_verify(file: &Path, anchor: &Path) -> (i32, String) {
+    let out = Command::new("python3")
+        .arg(repo_dir().join("tools/verify_evidence.py"))
+        .arg(file)
+        .arg(anchor)
+        .output()
+        .expect("python3 is required for the independent evidence check");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("ModuleNotFoundError"), "the Python `cryptography` package is required: {text}");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The trusted federation root keys (the anchor) of the PKI at `pki_dir`.
+pub fn anchor(pki_dir: &Path) -> Vec<gateway_core::interchange::registry::RootKey> {
+    serde_json::from_slice(&std::fs::read(credit_gateway::pki::anchor_file(pki_dir)).expect("anchor")).expect("json")
+}
+
 /// Runs a command that must succeed; returns its output (stdout, then stderr).
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

@@ -92,7 +92,7 @@ pub fn page(title: &str, nav: Nav, operator: Option<(&str, &str)>, body: &str) -
 pub fn beijing(ts: &str) -> String {
     use time::format_description::well_known::Rfc3339;
     let Ok(t) = time::OffsetDateTime::parse(ts, &Rfc3339) else { return esc(ts) };
-    let t = t.to_offset(time::macros::offset!(+8));
+    let t = t.to_offset(gateway_core::date::CHINA);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
         t.year(),

@@ -75,6 +75,8 @@ impl Node {
         // Parsing, hashing, the signature and every record's validation are CPU work: one
         // blocking task, items in parallel, as on the push path, so request I/O keeps flowing.
         let registry = self.identity.registry_now()?;
+        // The receipt is signed with the key this same registry says is current.
+        let signer = self.identity.keys.signer(&registry, &self.identity.member_id, now);
         let gw = Arc::clone(&self.ingest);
         let peer = peer.to_owned();
         let today = today_in_china(now);
@@ -115,7 +117,6 @@ impl Node {
             item_hashes: item_hashes.iter().map(Sha256Digest::to_hex).collect(),
             items: relayed,
         };
-        let signer = self.identity.signer(now)?;
         let (envelope_id, digest, sender, receiver) =
             (h.envelope_id.clone(), digest.to_hex(), h.sender.clone(), h.receiver.clone());
         let make_receipt = move |outcomes: &[Option<RelayedOutcome>]| {
