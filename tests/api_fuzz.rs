@@ -54,6 +54,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_response() {
                     burst: u32::MAX,
                     failures_per_minute: u32::MAX,
                     failure_burst: u32::MAX,
+                    ..AuthConfig::default()
                 };
             }
         })

@@ -2,7 +2,8 @@
 //! - a client that writes a whole oversize or deeply nested body before reading gets the 4xx,
 //!   not a broken pipe;
 //! - 500 idle and 200 slowloris connections neither stall a normal request nor stay open past
-//!   the header-read timeout.
+//!   the header-read timeout;
+//! - one client with many requests in progress is told to come back, and the others are served.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -169,4 +170,61 @@ async fn pushes_beyond_the_memory_budget_are_told_to_retry() {
     assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
     assert!(asked.elapsed() >= Duration::from_secs(4), "it waited for room first: {:?}", asked.elapsed());
     drop(holder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_hold_more_than_its_share_of_requests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = testkit::config(dir.path());
+    config.auth.required = true;
+    config.auth.max_in_flight = 2;
+    let node = testkit::start(config).await;
+    let market = testkit::issue_key(&node.app, "department", "淄博市周村区市场监督管理局", Some("11370306MB28554702")).await;
+    let ecology = testkit::issue_key(&node.app, "department", "淄博市周村区生态环境分局", Some("11370306004217500P")).await;
+    let addr = address(&node.api);
+    // Two pushes of the market department in progress: their bodies' first byte only.
+    let hold = |key: &str| {
+        let mut stream = TcpStream::connect(&addr).expect("connect");
+        let head = format!(
+            "POST /api/v1/records HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\n\r\n["
+        );
+        stream.write_all(head.as_bytes()).expect("a held push");
+        stream
+    };
+    let mut held = [hold(&market), hold(&market)];
+    credit_gateway::tls::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let push = |key: String| {
+        let (client, url) = (client.clone(), format!("{}/api/v1/records", node.api));
+        async move {
+            let resp = client.post(url).bearer_auth(key).json(&serde_json::json!([])).send().await.expect("push");
+            let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap_or_default().to_owned());
+            (resp.status().as_u16(), retry, resp.text().await.unwrap_or_default())
+        }
+    };
+    // Once both are in progress, a third of the same client is refused at once…
+    testkit::eventually("both held pushes in progress", Duration::from_secs(10), async || {
+        push(market.clone()).await.0 == 503
+    })
+    .await;
+    let asked = Instant::now();
+    let (status, retry, body) = push(market.clone()).await;
+    assert_eq!((status, retry.as_deref()), (503, Some("1")), "{body}");
+    assert!(body.contains("\"too_many_in_flight\""), "{body}");
+    assert!(asked.elapsed() < Duration::from_secs(1), "refused without waiting: {:?}", asked.elapsed());
+    // … while another client is served.
+    assert_eq!(push(ecology.clone()).await.0, 200);
+    // The held pushes complete and are answered; their slots are free again.
+    for stream in &mut held {
+        stream.write_all(b"]").expect("the rest of the body");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).expect("the held push's answer");
+        assert_eq!(&answer, b"HTTP/1.1 200");
+    }
+    testkit::eventually("the market department served again", Duration::from_secs(10), async || {
+        push(market.clone()).await.0 == 200
+    })
+    .await;
 }

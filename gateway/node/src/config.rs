@@ -111,11 +111,22 @@ pub struct AuthConfig {
     pub failures_per_minute: u32,
     /// Failed attempts a source address may make at once before it must wait. Default 10.
     pub failure_burst: u32,
+    /// Requests a client (a principal; without authentication, a source address) may have in
+    /// progress at once; one more is answered 503 `too_many_in_flight` with `Retry-After`, so
+    /// one client cannot take every connection's worth of work (0 = unlimited). Default 32.
+    pub max_in_flight: usize,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { required: false, rate_per_second: 200.0, burst: 400, failures_per_minute: 10, failure_burst: 10 }
+        Self {
+            required: false,
+            rate_per_second: 200.0,
+            burst: 400,
+            failures_per_minute: 10,
+            failure_burst: 10,
+            max_in_flight: 32,
+        }
     }
 }
 

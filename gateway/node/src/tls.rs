@@ -281,6 +281,9 @@ pub async fn serve_api(
 /// an error ends the connection.
 type Tagger = Arc<dyn Fn(Option<&[u8]>, SocketAddr) -> anyhow::Result<axum::http::Extensions> + Send + Sync>;
 
+/// HTTP/2 requests in progress at once on one federation connection (hyper's default is 200).
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -380,6 +383,8 @@ where
         builder
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            // Requests at once on one connection: with `max_connections`, it bounds a peer's work.
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
             .keep_alive_interval(limits.header_read_timeout)
             .keep_alive_timeout(limits.header_read_timeout);
         watcher.watch(builder.serve_connection(io, service)).await

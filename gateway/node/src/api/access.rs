@@ -23,7 +23,7 @@ use gateway_store::audit::AuditEvent;
 use time::OffsetDateTime;
 
 use super::{ErrorKind, ServiceError};
-use crate::auth::{Authenticator, Permission, Principal, RateLimiter, Role};
+use crate::auth::{Authenticator, InFlight, Permission, Principal, RateLimiter, Role};
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +119,8 @@ pub struct Gate {
     pub calls: RateLimiter,
     /// Failed logins and wrong keys per source address.
     pub failures: RateLimiter,
+    /// Requests in progress per client.
+    pub in_flight: InFlight,
     rules: HashMap<(Method, &'static str), Rule>,
 }
 
@@ -129,6 +131,7 @@ impl Gate {
             store,
             calls: RateLimiter::new(config.rate_per_second, config.burst),
             failures: RateLimiter::new(f64::from(config.failures_per_minute) / 60.0, config.failure_burst),
+            in_flight: InFlight::new(config.max_in_flight),
             rules: table.iter().map(|d| ((d.method.clone(), d.path), d.rule)).collect(),
         }
     }
@@ -369,6 +372,20 @@ pub async fn guard(State(app): State<crate::app::App>, mut req: Request, next: N
         tracing::warn!(principal = %principal.name, %source, "rate limited");
         return finish(&gate, resp, audit(Some(&principal), 429, String::new()), &request_id, false).await;
     }
+    // Without authentication every caller is the same development principal: hold each
+    // address to the bound instead.
+    let client = if principal.role == Role::Development { format!("source:{source}") } else { bucket };
+    let Some(_slot) = gate.in_flight.enter(&client) else {
+        let resp = ServiceError::new(
+            ErrorKind::Unavailable,
+            "too_many_in_flight",
+            "该客户端同时进行的请求过多，请等已发出的请求完成后再试",
+            "this client has too many requests in progress; retry once some have finished",
+        )
+        .into_response();
+        tracing::warn!(principal = %principal.name, %source, "too many requests in progress");
+        return finish(&gate, resp, audit(Some(&principal), 503, String::new()), &request_id, false).await;
+    };
     req.extensions_mut().insert(principal.clone());
     let resp = next.run(req).await;
     let detail = resp.extensions().get::<AuditDetail>().map(|d| d.0.clone()).unwrap_or_default();

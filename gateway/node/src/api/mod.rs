@@ -762,6 +762,12 @@ fn declare_security(doc: &mut serde_json::Value) {
                     "调用过于频繁，请按 Retry-After 稍后重试 · Too many calls or failed attempts; see Retry-After"
                         .into(),
                 );
+                add(
+                    "503",
+                    "繁忙：该客户端同时进行的请求过多（too_many_in_flight）或网关忙（busy），请按 Retry-After 重试 · \
+                     Busy: too many requests of this client in progress, or the gateway is busy; see Retry-After"
+                        .into(),
+                );
             }
         }
     }

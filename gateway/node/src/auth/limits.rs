@@ -1,8 +1,9 @@
-//! Token buckets per key (a principal, a source address): `rate` tokens a second up to
-//! `burst`. A call takes one token; with none left it is refused with the time until the next.
+//! Limits per key (a principal, a source address): token buckets ([`RateLimiter`], `rate`
+//! tokens a second up to `burst`; a call takes one, with none left it is refused with the time
+//! until the next) and requests in progress at once ([`InFlight`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Buckets kept at most; when full, the ones that have refilled completely are dropped.
@@ -58,6 +59,55 @@ impl RateLimiter {
     }
 }
 
+/// Requests in progress per key, at most `max` each (0 = unlimited). Only keys with requests in
+/// progress are kept, so the map is never larger than the requests being served.
+#[derive(Debug)]
+pub struct InFlight {
+    max: usize,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One request in progress; dropping it ends it.
+#[derive(Debug)]
+pub struct InFlightSlot {
+    key: String,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        Self { max, counts: Arc::default() }
+    }
+
+    /// A slot for one more request of `key`, or `None` when it already has `max` in progress.
+    pub fn enter(&self, key: &str) -> Option<InFlightSlot> {
+        let Ok(mut counts) = self.counts.lock() else { return None };
+        let n = counts.entry(key.to_owned()).or_insert(0);
+        if self.max > 0 && *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(InFlightSlot { key: key.to_owned(), counts: Arc::clone(&self.counts) })
+    }
+
+    /// Requests of `key` in progress now.
+    pub fn current(&self, key: &str) -> usize {
+        self.counts.lock().ok().and_then(|c| c.get(key).copied()).unwrap_or(0)
+    }
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        let Ok(mut counts) = self.counts.lock() else { return };
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +125,22 @@ mod tests {
         assert!(limiter.check("a", t0).is_err());
         assert!(limiter.take("a", t0 + Duration::from_millis(500)).is_ok(), "refilled");
         assert!(RateLimiter::new(0.0, 1).take("a", t0).is_ok(), "0 = unlimited");
+    }
+
+    #[test]
+    fn in_flight_slots_are_counted_per_key_and_given_back() {
+        let limit = InFlight::new(2);
+        let a1 = limit.enter("a").expect("first");
+        let a2 = limit.enter("a").expect("second");
+        assert!(limit.enter("a").is_none(), "a third at once is refused");
+        assert!(limit.enter("b").is_some(), "slots are per key");
+        drop(a1);
+        assert_eq!(limit.current("a"), 1);
+        assert!(limit.enter("a").is_some(), "a slot given back is free again");
+        drop(a2);
+        assert_eq!(limit.counts.lock().map(|c| c.len()).unwrap_or(9), 0, "keys without requests are forgotten");
+        let unlimited = InFlight::new(0);
+        let held: Vec<_> = (0..100).map(|_| unlimited.enter("a")).collect();
+        assert!(held.iter().all(Option::is_some), "0 = unlimited");
     }
 }

@@ -16,7 +16,7 @@ use gateway_core::record::Disclosure;
 use serde::{Deserialize, Serialize};
 
 pub use credentials::{Authenticator, Denied, IssueRequest, Issued};
-pub use limits::RateLimiter;
+pub use limits::{InFlight, RateLimiter};
 
 /// The roles of the issue's access model. A principal has exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
