@@ -70,7 +70,7 @@ async fn zibo_pulls_dongying_evaluations_under_the_signed_agreement() {
         .await
         .expect("push evaluations");
     assert_eq!(stored.accepted, 15, "{:?}", stored.outcomes);
-    let proxy = FaultProxy::start(dongying_port).await;
+    let proxy = FaultProxy::start(dongying_port).await.expect("fault proxy");
     let peers = [(DONGYING, format!("https://127.0.0.1:{}", proxy.port))];
     let operator = credit_gateway::config::Operator {
         name: "ops".into(),

@@ -179,8 +179,10 @@ async fn one_client_cannot_hold_more_than_its_share_of_requests() {
     config.auth.required = true;
     config.auth.max_in_flight = 2;
     let node = testkit::start(config).await;
-    let market = testkit::issue_key(&node.app, "department", "淄博市周村区市场监督管理局", Some("11370306MB28554702")).await;
-    let ecology = testkit::issue_key(&node.app, "department", "淄博市周村区生态环境分局", Some("11370306004217500P")).await;
+    let market =
+        testkit::issue_key(&node.app, "department", "淄博市周村区市场监督管理局", Some("11370306MB28554702")).await;
+    let ecology =
+        testkit::issue_key(&node.app, "department", "淄博市周村区生态环境分局", Some("11370306004217500P")).await;
     let addr = address(&node.api);
     // Two pushes of the market department in progress: their bodies' first byte only.
     let hold = |key: &str| {

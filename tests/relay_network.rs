@@ -81,7 +81,7 @@ async fn receiver_failures_are_retried_without_duplicates() {
     let (city_port, city) = testkit::start_federation_node(&pki, CITY, &dir.path().join("city")).await;
     let running = testkit::federation_node(&pki, DISTRICT, &dir.path().join("district"), &[], |_| {}).await;
     let district = running.node();
-    let proxy = FaultProxy::start(city_port).await;
+    let proxy = FaultProxy::start(city_port).await.expect("fault proxy");
     let deadline = Duration::from_secs(60);
 
     // Timeouts: the city stores the records, but its answers never arrive.
@@ -142,7 +142,7 @@ async fn a_refused_record_is_dead_lettered_and_resent_once_fixed() {
     let (strict_port, city) = testkit::start_federation_node(&pki, CITY, &city_dir).await;
     let running = testkit::federation_node(&pki, DISTRICT, &dir.path().join("district"), &[], allow).await;
     let district = running.node();
-    let proxy = FaultProxy::start(strict_port).await;
+    let proxy = FaultProxy::start(strict_port).await.expect("fault proxy");
     let _relay = district_relay(&running, &proxy, 10);
     let deadline = Duration::from_secs(60);
 
@@ -225,7 +225,7 @@ async fn a_destination_down_for_days_gets_everything_in_order_when_it_returns() 
     let (city_port, city) = testkit::start_federation_node(&pki, CITY, &dir.path().join("city")).await;
     let running = testkit::federation_node(&pki, DISTRICT, &dir.path().join("district"), &[], |_| {}).await;
     let district = running.node();
-    let proxy = FaultProxy::start(city_port).await;
+    let proxy = FaultProxy::start(city_port).await.expect("fault proxy");
     proxy.set(Fault::Down);
     let clock = credit_gateway::relay::clock::ManualClock::default();
     let node = through(&running, &proxy);

@@ -1,8 +1,9 @@
 //! Parser fuzzing on the stable toolchain (issue #26).
 //!
 //! Each [`Target`] feeds bytes to one parser that faces other parties: the strict JSON parser
-//! and canonicaliser, the push batch, JWS, registries, envelopes, receipts, evidence bundles,
-//! adapter manifests, workbooks and package files. [`fuzz`] takes a target's seed corpus
+//! and canonicaliser, the push batch, JWS, registries, envelopes (as the interchange library
+//! reads them, and as a receiving node does), receipts, evidence bundles, adapter manifests,
+//! workbooks and package files. [`fuzz`] takes a target's seed corpus
 //! (`fuzz/corpus/<target>/`), mutates it (bit flips, interesting bytes, insertions, deletions,
 //! duplications, splices with other seeds) and runs the target on every input, catching
 //! panics. A panic is a finding: its input is written to `fuzz/regressions/<target>/` and, once
@@ -41,6 +42,10 @@ pub struct Fixtures {
     pub limits: credit_gateway::config::Limits,
     /// The CSV adapter's first dataset, for package rows.
     pub dataset: Arc<gateway_core::adapter::Dataset>,
+    /// The receiving node's push path (its store in `_data` is never written: the receive
+    /// target stops where storing would begin).
+    pub ingest: Arc<credit_gateway::ingest::Ingest>,
+    _data: tempfile::TempDir,
 }
 
 impl Fixtures {
@@ -64,7 +69,19 @@ impl Fixtures {
         let manifest = repo.join("adapters/xinyong-liaoning/manifest.toml");
         let adapter = credit_gateway::adapters::compile(&manifest)?;
         let dataset = Arc::clone(adapter.datasets.first().context("a dataset")?);
+        let data = tempfile::tempdir()?;
+        let config = credit_gateway::config::Config {
+            data_dir: data.path().to_owned(),
+            member_id: RECEIVER.to_owned(),
+            ..Default::default()
+        };
+        let ingest = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(credit_gateway::server::open_ingest(&config))?;
         Ok(Self {
+            ingest,
+            _data: data,
             anchor,
             now: opened_at.now,
             registry,
@@ -96,6 +113,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "jws", run: jws },
     Target { name: "registry", run: registry },
     Target { name: "envelope", run: envelope_target },
+    Target { name: "receive", run: receive },
     Target { name: "receipt", run: receipt_target },
     Target { name: "evidence", run: evidence_target },
     Target { name: "manifest", run: manifest },
@@ -151,6 +169,17 @@ fn envelope_target(f: &Fixtures, bytes: &[u8]) {
                 assert!(envelope::verify_proof(&item.proof, &item.item_hash, &opened.header));
             }
         }
+    }
+}
+
+/// The body of `POST /federation/v1/envelopes` as the receiving node reads it (its own
+/// borrowing wire parser, not the [`Envelope`] type): checked, or refused with a 4xx.
+fn receive(f: &Fixtures, bytes: &[u8]) {
+    let at = Receiving { registry: &f.registry, me: RECEIVER, now: f.now, clock_window: time::Duration::minutes(5) };
+    let today = gateway_core::date::today_in_china(f.now);
+    match credit_gateway::interchange::check_received_body(&f.ingest, "cn-370306", bytes, &at, today) {
+        Ok((items, rejected)) => assert!(rejected <= items),
+        Err(e) => assert!(e.kind.status() < 500, "a received body answered {}: {e:?}", e.kind.status()),
     }
 }
 

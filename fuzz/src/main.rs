@@ -94,6 +94,7 @@ fn make_corpus(repo: &Path) -> anyhow::Result<()> {
         write("registry/registry.jws.json", &registry)?;
         write("jws/registry.jws.json", &registry)?;
         write("envelope/seed.json", &prepared.body)?;
+        write("receive/seed.json", &prepared.body)?;
         write("receipt/seed.json", receipt.as_bytes())?;
         write("jws/receipt.json", receipt.as_bytes())?;
         write("evidence/seed.json", &serde_json::to_vec_pretty(&bundle)?)?;

@@ -2,7 +2,7 @@
 //! tests — stores on SQLite and PostgreSQL, nodes in-process or as `credit-gateway`
 //! processes, dev PKIs, a fault proxy, polling with a deadline.
 
-pub mod proxy;
+pub use credit_gateway::bench::proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

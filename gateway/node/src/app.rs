@@ -44,6 +44,9 @@ pub struct App {
     pub gate: Arc<crate::api::access::Gate>,
     /// The signed measures catalogue (联合奖惩措施清单) this node applies, when configured.
     pub measures: Option<Arc<gateway_core::measures::Catalogue>>,
+    /// Whether this replica holds the lease and runs the singletons (`leader`): always, once
+    /// started, on SQLite.
+    pub leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl App {

@@ -20,6 +20,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://…` to use PostgreSQL; empty means SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// Seconds a replica's leadership lasts unrenewed, with PostgreSQL replicas sharing one
+    /// database: the leader renews it every third of that; when it dies, another replica takes
+    /// over within about this long. Default 5 (2–300).
+    pub lease_secs: u64,
     /// This node's member id in the federation (`cn-` + GB/T 2260 code).
     pub member_id: String,
     /// Directory of extra working-day calendar files (`<year>.toml`); default `<data_dir>/calendar`.
@@ -489,6 +493,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("data"),
             database_url: None,
+            lease_secs: 5,
             member_id: "cn-370306".into(),
             calendar_dir: None,
             limits: Limits::default(),
@@ -621,6 +626,9 @@ impl Config {
                 "limits.max_nesting_depth must be 4–100 (the JSON parser's own limit is 128), limits.max_connections ≥ 1 \
                  and limits.max_header_bytes ≥ 8192"
             );
+        }
+        if !(2..=300).contains(&self.lease_secs) {
+            bail!("lease_secs must be 2–300 (seconds a replica's leadership lasts unrenewed)");
         }
         if let Some(url) = self.postgres_url()
             && !url.starts_with("postgres://")

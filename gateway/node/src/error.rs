@@ -107,8 +107,23 @@ impl ServiceError {
         self
     }
 
-    /// A server-side fault: logged here, answered without details.
-    pub fn internal(err: &dyn std::fmt::Display) -> Self {
+    /// A server-side fault: logged here, answered without details. A store that cannot be
+    /// reached is no fault of the request's either, but worth another try: 503
+    /// `store_unavailable` with `Retry-After`.
+    pub fn internal<E: std::fmt::Display + 'static>(err: &E) -> Self {
+        let any = err as &dyn std::any::Any;
+        let store = any
+            .downcast_ref::<gateway_store::StoreError>()
+            .or_else(|| any.downcast_ref::<anyhow::Error>().and_then(|e| e.downcast_ref()));
+        if store.is_some_and(gateway_store::StoreError::is_unavailable) {
+            tracing::warn!(error = %err, "store unavailable");
+            return Self::new(
+                ErrorKind::Unavailable,
+                "store_unavailable",
+                "存储暂不可用，请稍后重试",
+                "the store is not available at the moment; retry shortly",
+            );
+        }
         tracing::error!(error = %err, "internal error");
         Self::new(
             ErrorKind::Internal,

@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod interchange;
 pub mod jobs;
 pub mod joint;
+pub mod leader;
 pub mod pki;
 pub mod quality;
 pub mod relay;

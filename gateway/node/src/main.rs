@@ -426,6 +426,9 @@ enum BenchCommand {
     Joint(bench::JointBenchOptions),
     /// A node's RSS under 40 concurrent 16 MiB bodies, and how soon it falls back after.
     Bodies(bench::BodiesBenchOptions),
+    /// Three nodes for 30 minutes of pushes, relay and lookups at half their ceiling, with kill -9s
+    /// and cut connections: RSS, open files and WAL over time; records lost and duplicated.
+    Soak(bench::SoakOptions),
 }
 
 fn main() -> std::process::ExitCode {
@@ -686,6 +689,13 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             init_logging(LogFormat::Text);
             let report = runtime()?.block_on(bench::dashboard(&opts))?;
             println!("{report}");
+        }
+        Command::Bench { command: BenchCommand::Soak(opts) } => {
+            init_logging(LogFormat::Text);
+            let report = runtime()?.block_on(bench::soak(&opts))?;
+            println!("{report}");
+            let (lost, duplicated) = report.lost_and_duplicated();
+            anyhow::ensure!(lost == 0 && duplicated == 0, "{lost} records lost, {duplicated} duplicated");
         }
         Command::Bench { command: BenchCommand::Bodies(opts) } => {
             init_logging(LogFormat::Text);

@@ -358,6 +358,7 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         federation: node.clone(),
         evaluations: partners.clone(),
         measures,
+        leading: Arc::default(),
     };
 
     let api_tls = match &config.api_tls {
@@ -395,14 +396,8 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let when_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    // Forwarding starts with the federation identity: records flow to the parent, events to
-    // the children, public records to the publication sink and the platforms' adapters.
-    let relay = match &node {
-        Some(node) if config.relay.enabled => Some(Relay::start(node.clone(), &app.relay, config.relay.clone())),
-        _ => None,
-    };
-    // Tasks that hold nothing across a stop: aborted when the node stops (the registry refresh
-    // may be waiting on a parent that does not answer).
+    // Tasks every replica runs, that hold nothing across a stop: aborted when the node stops
+    // (the registry refresh may be waiting on a parent that does not answer).
     let mut background = Vec::new();
     let federation_addr = federation.as_ref().map(|f| f.0);
     let federation_task = federation.map(|(addr, listener, tls, endpoint, refresh_every)| {
@@ -413,36 +408,70 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         let limits = crate::tls::ConnectionLimits::federation(&config.limits);
         tokio::spawn(crate::tls::serve(listener, tls, registry, router, limits, when_stopped(stopped.clone())))
     });
-    // 前置库 collectors, inbox watchers and service pullers.
-    let collectors = crate::adapters::start_ingest(&ingest, &adapters, &config.data_dir, &stopped);
-    if config.publicity.expiry_interval_secs > 0 {
-        let every = std::time::Duration::from_secs(config.publicity.expiry_interval_secs);
-        background.push(tokio::spawn(crate::jobs::expiry::run_loop(Arc::clone(&ingest), every)));
-    }
-    if config.sla.tracking_interval_secs > 0 {
-        let every = std::time::Duration::from_secs(config.sla.tracking_interval_secs);
-        background.push(tokio::spawn(crate::sla::track_loop(Arc::clone(&sla), every)));
-    }
     background.push(tokio::spawn(crate::dashboard::sample_loop(Arc::clone(&board), Arc::clone(&ingest))));
-    if let Some(catalogue) = &app.measures
-        && config.measures.opening_interval_secs > 0
-    {
-        let every = std::time::Duration::from_secs(config.measures.opening_interval_secs);
-        background.push(tokio::spawn(crate::joint::opener::run_loop(
-            Arc::clone(&ingest),
-            Arc::clone(catalogue),
-            every,
-        )));
-        if let Some(frontdb) = &config.measures.frontdb {
-            background.push(tokio::spawn(crate::joint::frontdb::run_loop(
-                Arc::clone(&ingest),
-                Arc::clone(catalogue),
-                frontdb.clone(),
-                every,
-            )));
+
+    // The singletons run at one replica only: the holder of the store's lease (`leader`; on
+    // SQLite, always this process).
+    let start_singletons = {
+        let (config, ingest, app, sla) = (config.clone(), Arc::clone(&ingest), app.clone(), Arc::clone(&sla));
+        move |lease: gateway_store::Lease| {
+            let mut running = crate::leader::Singletons::default();
+            // Forwarding starts with the federation identity: records flow to the parent,
+            // events to the children, public records to the publication sink and the
+            // platforms' adapters.
+            running.relay = match &node {
+                Some(node) if config.relay.enabled => {
+                    Some(Relay::start_fenced(node.clone(), &app.relay, config.relay.clone(), lease))
+                }
+                _ => None,
+            };
+            let stop = running.stop_signal();
+            // 前置库 collectors, inbox watchers and service pullers.
+            running.graceful = crate::adapters::start_ingest(&ingest, &adapters, &config.data_dir, &stop);
+            if let Some(alerter) = alerter.clone() {
+                running.graceful.push(tokio::spawn(alerter.run(when_stopped(stop))));
+            }
+            if config.publicity.expiry_interval_secs > 0 {
+                let every = std::time::Duration::from_secs(config.publicity.expiry_interval_secs);
+                running.tasks.push(tokio::spawn(crate::jobs::expiry::run_loop(Arc::clone(&ingest), every)));
+            }
+            if config.sla.tracking_interval_secs > 0 {
+                let every = std::time::Duration::from_secs(config.sla.tracking_interval_secs);
+                running.tasks.push(tokio::spawn(crate::sla::track_loop(Arc::clone(&sla), every)));
+            }
+            if let Some(catalogue) = &app.measures
+                && config.measures.opening_interval_secs > 0
+            {
+                let every = std::time::Duration::from_secs(config.measures.opening_interval_secs);
+                running.tasks.push(tokio::spawn(crate::joint::opener::run_loop(
+                    Arc::clone(&ingest),
+                    Arc::clone(catalogue),
+                    every,
+                )));
+                if let Some(frontdb) = &config.measures.frontdb {
+                    running.tasks.push(tokio::spawn(crate::joint::frontdb::run_loop(
+                        Arc::clone(&ingest),
+                        Arc::clone(catalogue),
+                        frontdb.clone(),
+                        every,
+                    )));
+                }
+            }
+            running
         }
-    }
-    let alerts = alerter.map(|a| tokio::spawn(a.run(when_stopped(stopped.clone()))));
+    };
+    let (held, lease_task) = crate::leader::watch(
+        Arc::clone(&ingest.store),
+        crate::leader::holder_name(),
+        std::time::Duration::from_secs(config.lease_secs),
+    );
+    let leading = tokio::spawn(crate::leader::lead(
+        Arc::clone(&ingest.store),
+        held,
+        Arc::clone(&app.leading),
+        start_singletons,
+        when_stopped(stopped.clone()),
+    ));
     let api_task = tokio::spawn({
         let router = crate::api::router(app.clone());
         let stopping = when_stopped(stopped.clone());
@@ -456,20 +485,15 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let supervisor = tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down");
-        // Senders stop before the store closes; stopping mid-delivery is safe (resent later).
-        if let Some(relay) = relay {
-            relay.stop().await;
-        }
+        // The singletons stop (the relay first: stopping mid-delivery is safe, resent later)
+        // and the lease is given up, all before the store closes.
+        lease_task.abort();
+        let _ = lease_task.await;
         let _ = stop.send(true);
+        let _ = leading.await;
         let api = api_task.await;
         for task in background {
             task.abort();
-        }
-        if let Some(task) = alerts {
-            let _ = task.await;
-        }
-        for c in collectors {
-            let _ = c.await;
         }
         let federation = match federation_task {
             Some(task) => task.await.map_err(anyhow::Error::from).and_then(|served| served),

@@ -94,7 +94,7 @@ pub const MAX_PROBLEMS: usize = 20;
 /// Entries read per query while verifying or exporting.
 const PAGE: i64 = 5_000;
 
-type AuditJob = (AuditEvent, tokio::sync::oneshot::Sender<Result<i64, String>>);
+type AuditJob = (AuditEvent, tokio::sync::oneshot::Sender<Result<i64, crate::SharedFailure>>);
 const QUEUE: usize = 4_096;
 const BATCH: usize = 512;
 
@@ -135,7 +135,7 @@ impl ChainWriter {
                     Err(e) => {
                         tracing::error!(error = %e, entries = events.len(), "AUDIT LOG WRITE FAILED after a retry: these entries are not in the log");
                         for r in replies {
-                            let _ = r.send(Err(e.to_string()));
+                            let _ = r.send(Err(crate::SharedFailure::from(&e)));
                         }
                     }
                 }
@@ -248,7 +248,7 @@ impl Store {
         writer.jobs.send((event, reply)).await.map_err(|_| StoreError::GroupCommit("audit writer stopped".into()))?;
         match committed.await {
             Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(e)) => Err(StoreError::GroupCommit(e)),
+            Ok(Err(e)) => Err(StoreError::from(e)),
             Err(_) => Err(StoreError::GroupCommit("audit writer stopped".into())),
         }
     }

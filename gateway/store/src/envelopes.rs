@@ -116,7 +116,7 @@ pub type ReceiptFn = Box<dyn FnOnce(&[Option<RelayedOutcome>]) -> String + Send>
 pub(super) struct EnvelopeJob {
     env: EnvelopeIn,
     receipt: ReceiptFn,
-    reply: tokio::sync::oneshot::Sender<Result<EnvelopeStored, String>>,
+    reply: tokio::sync::oneshot::Sender<Result<EnvelopeStored, crate::SharedFailure>>,
 }
 
 /// The answer to storing an envelope.
@@ -143,24 +143,28 @@ impl Store {
             let jobs = std::mem::take(&mut *self.lock_waiting_envelopes());
             if !jobs.is_empty() {
                 let mut replies = Vec::with_capacity(jobs.len());
+                let items: usize = jobs.iter().map(|j| j.env.items.len()).sum();
                 let result = self.commit_envelopes(jobs, &mut replies).await;
                 match result {
                     Ok(results) => {
                         self.committed();
+                        if let Some(statistics) = &self.statistics {
+                            statistics.stored(items as u64);
+                        }
                         for (reply, r) in replies.into_iter().zip(results) {
                             let _ = reply.send(Ok(r));
                         }
                     }
                     Err(e) => {
                         for reply in replies {
-                            let _ = reply.send(Err(e.to_string()));
+                            let _ = reply.send(Err(crate::SharedFailure::from(&e)));
                         }
                     }
                 }
             }
         }
         match answer.await {
-            Ok(result) => result.map_err(StoreError::GroupCommit),
+            Ok(result) => result.map_err(StoreError::from),
             Err(_) => Err(StoreError::GroupCommit("the committing task was cancelled".into())),
         }
     }
@@ -173,7 +177,7 @@ impl Store {
     async fn commit_envelopes(
         &self,
         jobs: Vec<EnvelopeJob>,
-        replies: &mut Vec<tokio::sync::oneshot::Sender<Result<EnvelopeStored, String>>>,
+        replies: &mut Vec<tokio::sync::oneshot::Sender<Result<EnvelopeStored, crate::SharedFailure>>>,
     ) -> Result<Vec<EnvelopeStored>, StoreError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;

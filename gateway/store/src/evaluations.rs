@@ -92,7 +92,7 @@ impl Store {
         writer.jobs.send((pull, reply)).await.map_err(|_| StoreError::GroupCommit("audit writer stopped".into()))?;
         match committed.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::GroupCommit(e)),
+            Ok(Err(e)) => Err(StoreError::from(e)),
             Err(_) => Err(StoreError::GroupCommit("audit writer stopped".into())),
         }
     }
@@ -197,7 +197,7 @@ impl Store {
     }
 }
 
-type AuditJob = (Pull, tokio::sync::oneshot::Sender<Result<(), String>>);
+type AuditJob = (Pull, tokio::sync::oneshot::Sender<Result<(), crate::SharedFailure>>);
 /// Pulls waiting for the audit writer at most, and committed in one transaction at most.
 const AUDIT_QUEUE: usize = 1_024;
 const AUDIT_BATCH: usize = 256;
@@ -223,7 +223,7 @@ impl AuditWriter {
             let mut batch = Vec::new();
             while waiting.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
                 let (rows, replies): (Vec<Pull>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
-                let result = target.insert(&rows).await.map_err(|e| e.to_string());
+                let result = target.insert(&rows).await.map_err(|e| crate::SharedFailure::from(&e));
                 if let Err(e) = &result {
                     tracing::error!(error = %e, pulls = rows.len(), "audit log write failed; the pulls are refused");
                 }

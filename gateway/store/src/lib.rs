@@ -41,6 +41,8 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// WAL pages after which a committing connection checkpoints by itself: only a backstop for
 /// when the background checkpointer falls behind (256 MiB of 8 KiB pages).
 const WAL_BACKSTOP_PAGES: &str = "32768";
+/// The size the WAL file is cut back to once checkpointed (64 MiB).
+const WAL_SIZE_LIMIT_BYTES: &str = "67108864";
 
 /// Errors of the store. All are server-side: a client never causes one.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +59,64 @@ pub enum StoreError {
     /// The shared transaction of a group commit failed; every batch in it is refused.
     #[error("group commit failed: {0}")]
     GroupCommit(String),
+    /// A write only the holder of a lease may make, by a process that no longer holds it
+    /// (another replica took over): nothing was written.
+    #[error("fenced off: {0}")]
+    Fenced(String),
+    /// The database cannot be reached: a connection refused or lost, or no connection free
+    /// within [`ACQUIRE_TIMEOUT`]. Worth another try once it is back.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
+
+impl StoreError {
+    /// Whether the database could not be reached (rather than refusing what was asked): the
+    /// API answers 503 with `Retry-After`, and readiness turns false.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Database(e) => unreachable(e),
+            Self::Migrate(sqlx::migrate::MigrateError::Execute(e)) => unreachable(e),
+            _ => false,
+        }
+    }
+}
+
+fn unreachable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+        // The server going away mid-session: admin shutdown, crash, idle-session timeout.
+        || e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
+}
+
+/// A group commit's failure, handed to every batch that was in it.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedFailure {
+    message: String,
+    unavailable: bool,
+}
+
+impl std::fmt::Display for SharedFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<&StoreError> for SharedFailure {
+    fn from(e: &StoreError) -> Self {
+        Self { message: e.to_string(), unavailable: e.is_unavailable() }
+    }
+}
+
+impl From<SharedFailure> for StoreError {
+    fn from(f: SharedFailure) -> Self {
+        if f.unavailable { Self::Unavailable(f.message) } else { Self::GroupCommit(f.message) }
+    }
+}
+
+/// How long a PostgreSQL caller waits for a connection before the call fails as
+/// [`StoreError::Unavailable`]: when the database is down, requests are answered 503 within
+/// this, rather than after the pool's default 30 s.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 enum Backend {
@@ -85,6 +144,8 @@ pub struct Store {
     chain: std::sync::OnceLock<audit::ChainWriter>,
     /// SQLite's background WAL checkpointer, stopped with the store.
     checkpointer: Option<tokio::task::AbortHandle>,
+    /// PostgreSQL's planner statistics, refreshed as bulk loads grow the tables.
+    statistics: Option<statistics::Statistics>,
 }
 
 impl Drop for Store {
@@ -103,7 +164,7 @@ struct Waiting {
     incoming: Vec<Incoming>,
     quality: QualityCounts,
     received_at: String,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<Stored>, String>>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Stored>, SharedFailure>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -181,13 +242,16 @@ pub mod audit;
 pub mod cases;
 mod envelopes;
 pub mod evaluations;
+mod leases;
 mod outbox;
 pub mod quality;
 pub mod sla;
+mod statistics;
 mod trail;
 pub use envelopes::{
     ArrivalOf, EnvelopeIn, EnvelopeStored, OriginRef, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope,
 };
+pub use leases::Lease;
 pub use outbox::{DeadLetter, DeadLetterRow, ListFacts, Parked, QueueStats, QueuedRecord, SentEnvelope, Settlement};
 pub use quality::{MonthCounts, QualityCounts, QualityMonth};
 pub(crate) use records::{
@@ -230,7 +294,11 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-65536")
-            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES);
+            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES)
+            // Without a limit the WAL file keeps the size of its largest burst for ever (the
+            // 30-minute soak left 190–400 MiB files); with it, a checkpoint that empties the
+            // log also shrinks the file back to this.
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let write_lock = std::sync::Arc::new(Mutex::new(()));
@@ -245,6 +313,7 @@ impl Store {
             audit: std::sync::OnceLock::new(),
             chain: std::sync::OnceLock::new(),
             checkpointer,
+            statistics: None,
         })
     }
 
@@ -260,10 +329,15 @@ impl Store {
             admin.close().await;
             options = options.options([("search_path", schema)]);
         }
-        let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool =
+            PgPoolOptions::new().max_connections(8).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
+        let before = statistics::migrations_applied(&pool).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        if statistics::migrations_applied(&pool).await? != before {
+            statistics::analyze(&pool).await?;
+        }
         Ok(Self {
-            backend: Backend::Postgres(pool),
+            backend: Backend::Postgres(pool.clone()),
             write_lock: std::sync::Arc::new(Mutex::new(())),
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
@@ -271,6 +345,7 @@ impl Store {
             audit: std::sync::OnceLock::new(),
             chain: std::sync::OnceLock::new(),
             checkpointer: None,
+            statistics: Some(statistics::Statistics::new(pool.clone())),
         })
     }
 

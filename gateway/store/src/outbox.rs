@@ -109,6 +109,9 @@ pub struct Settlement<'a> {
     /// The new cursor, when records after the old one were settled.
     pub position: Option<i64>,
     pub at: String,
+    /// The lease of the replica settling (PostgreSQL replicas): checked in the settling
+    /// transaction, so a former leader settles nothing once another has taken over.
+    pub fence: Option<&'a crate::Lease>,
 }
 
 /// One destination's queue, for `/metrics` and the operator API.
@@ -312,6 +315,17 @@ impl Store {
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
             if matches!(self.backend, Backend::Postgres(_)) {
+                if let Some(lease) = s.fence {
+                    let held: Option<i32> = sqlx::query_scalar(crate::leases::FENCE)
+                        .bind(&lease.name)
+                        .bind(&lease.holder)
+                        .bind(lease.epoch)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if held.is_none() {
+                        return Err(crate::leases::fenced(lease));
+                    }
+                }
                 // Serialised with ingest and the SLA catch-up of replicas sharing the database.
                 sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
             }

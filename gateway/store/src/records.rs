@@ -311,9 +311,12 @@ impl Store {
                 let result = self.commit_group(&all, &quality).await;
                 if result.is_ok() {
                     self.committed();
+                    if let Some(statistics) = &self.statistics {
+                        statistics.stored(all.len() as u64);
+                    }
                 }
                 drop(all);
-                let mut outcomes = result.as_ref().map(|o| o.iter().copied()).map_err(ToString::to_string);
+                let mut outcomes = result.as_ref().map(|o| o.iter().copied()).map_err(crate::SharedFailure::from);
                 for w in group {
                     let answer = match &mut outcomes {
                         Ok(o) => Ok(o.by_ref().take(w.incoming.len()).collect()),
@@ -325,7 +328,7 @@ impl Store {
         }
         // Our batch was committed by us or by the holder of the lock before us.
         match answer.await {
-            Ok(result) => result.map_err(StoreError::GroupCommit),
+            Ok(result) => result.map_err(StoreError::from),
             Err(_) => Err(StoreError::GroupCommit("the committing task was cancelled".into())),
         }
     }

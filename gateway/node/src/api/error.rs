@@ -43,7 +43,7 @@ impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         // Busy or not ready yet: worth another try soon.
-        let retry = matches!(self.body.error.code, "busy" | "not_ready" | "too_many_in_flight");
+        let retry = matches!(self.body.error.code, "busy" | "not_ready" | "too_many_in_flight" | "store_unavailable");
         let mut response = (status, Json(self.body)).into_response();
         if retry {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));

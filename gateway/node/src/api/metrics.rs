@@ -129,6 +129,11 @@ pub fn render(app: &App, figures: &StoreFigures, now: OffsetDateTime) -> String 
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     };
     gauge("credit_gateway_up", "1 while the node answers.", 1.0);
+    gauge(
+        "credit_gateway_leader",
+        "1 while this replica holds the lease and runs the relay, SLA tracker, alerts and collectors.",
+        if app.leading.load(std::sync::atomic::Ordering::Relaxed) { 1.0 } else { 0.0 },
+    );
     if let Some(records) = figures.records {
         gauge(
             "credit_gateway_records_stored",

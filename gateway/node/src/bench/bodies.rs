@@ -1,9 +1,11 @@
 //! `bench bodies`: a node's memory under many large bodies at once, and after (issue #26).
 //!
 //! A `credit-gateway serve` child process (its own RSS, nothing of the clients') takes
-//! `clients` concurrent pushes of a maximum-size body of tiny values (`[0,0,…]`), each written
-//! whole before its answer is read, as Python's http.client does. Reported: RSS at start, peak
-//! RSS (`VmHWM`), the answers, and RSS each second after until it is back under the bound.
+//! `clients` concurrent pushes, each written whole before its answer is read, as Python's
+//! http.client does: a maximum-size body of tiny values (`[0,0,…]`), refused while it is
+//! parsed, or with `--valid` a maximum batch of valid records (each client its own), all
+//! validated and stored. Reported: RSS at start, peak RSS (`VmHWM`), the answers, and RSS each
+//! second after until it is back under the bound.
 
 use std::fmt;
 use std::io::{BufRead as _, Read as _, Write as _};
@@ -21,6 +23,9 @@ pub struct BodiesBenchOptions {
     /// Body size in MiB (the node's default limit is 16).
     #[arg(long, default_value_t = 16)]
     pub body_mib: usize,
+    /// Push valid batches of the most records a batch may hold (5,000) instead.
+    #[arg(long)]
+    pub valid: bool,
     /// The RSS the node must fall back under, MiB.
     #[arg(long, default_value_t = 300)]
     pub settle_mib: u64,
@@ -34,7 +39,10 @@ pub struct BodiesBenchOptions {
 #[derive(Debug, Clone)]
 pub struct BodiesReport {
     pub clients: usize,
-    pub body_mib: usize,
+    /// Each body's size, MiB.
+    pub body_mib: f64,
+    /// Records per body, when they were valid batches.
+    pub valid_records: Option<usize>,
     pub start_mib: f64,
     pub peak_mib: f64,
     /// Each client's status line.
@@ -49,16 +57,23 @@ pub struct BodiesReport {
 
 impl fmt::Display for BodiesReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "## Memory under large bodies (issue #26)\n")?;
+        match self.valid_records {
+            None => writeln!(f, "## Memory under large bodies (issue #26)\n")?,
+            Some(_) => writeln!(f, "## Memory under maximum valid batches (issue #26)\n")?,
+        }
         let mut statuses: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
         for a in &self.answers {
             *statuses.entry(a.as_str()).or_default() += 1;
         }
         let statuses: Vec<String> = statuses.iter().map(|(s, n)| format!("{n} × `{s}`")).collect();
+        let what = match self.valid_records {
+            None => "`[0,0,…]`".to_owned(),
+            Some(n) => format!("{n} valid records (its own; all validated and stored)"),
+        };
         writeln!(
             f,
-            "{} clients at once, each writing a {} MiB body of `[0,0,…]` whole before reading; the node a \
-             `serve` process of its own. Answers: {}.\n",
+            "{} clients at once, each writing a {:.1} MiB body of {what} whole before reading; the node a \
+             `serve` process of its own (SQLite, `synchronous = FULL`). Answers: {}.\n",
             self.clients,
             self.body_mib,
             statuses.join(", ")
@@ -75,6 +90,9 @@ impl fmt::Display for BodiesReport {
         }
     }
 }
+
+/// Records of a valid batch: the default `limits.max_batch_records`.
+const VALID_BATCH: usize = 5_000;
 
 fn rss_mib(pid: u32, key: &str) -> f64 {
     super::proc_value(Some(pid), "status", key).unwrap_or(0.0) / 1024.0
@@ -116,19 +134,30 @@ pub fn bodies(opts: &BodiesBenchOptions) -> anyhow::Result<BodiesReport> {
         anyhow::ensure!(addr.starts_with("127.0.0.1:"), "the node did not start: {line:?}");
         std::thread::sleep(Duration::from_secs(1));
         let start_mib = rss_mib(pid, "VmRSS");
-        let mut body = Vec::with_capacity(opts.body_mib << 20);
-        body.push(b'[');
-        while body.len() + 3 < opts.body_mib << 20 {
-            body.extend_from_slice(b"0,");
-        }
-        body.extend_from_slice(b"0]");
-        let body = std::sync::Arc::new(body);
+        let bodies: Vec<std::sync::Arc<Vec<u8>>> = if opts.valid {
+            (0..opts.clients)
+                .map(|i| {
+                    Ok(std::sync::Arc::new(serde_json::to_vec(&super::synthetic_records(VALID_BATCH, 500 + i as u64))?))
+                })
+                .collect::<anyhow::Result<_>>()?
+        } else {
+            let mut body = Vec::with_capacity(opts.body_mib << 20);
+            body.push(b'[');
+            while body.len() + 3 < opts.body_mib << 20 {
+                body.extend_from_slice(b"0,");
+            }
+            body.extend_from_slice(b"0]");
+            // One body, shared by every client.
+            let body = std::sync::Arc::new(body);
+            (0..opts.clients).map(|_| std::sync::Arc::clone(&body)).collect()
+        };
+        let body_mib = bodies.iter().map(|b| b.len()).max().unwrap_or(0) as f64 / f64::from(1 << 20);
         let started = Instant::now();
         let barrier = std::sync::Arc::new(std::sync::Barrier::new(opts.clients));
         let threads: Vec<_> = (0..opts.clients)
-            .map(|_| {
+            .map(|i| {
                 let (addr, body, barrier) =
-                    (addr.clone(), std::sync::Arc::clone(&body), std::sync::Arc::clone(&barrier));
+                    (addr.clone(), std::sync::Arc::clone(&bodies[i]), std::sync::Arc::clone(&barrier));
                 std::thread::spawn(move || {
                     barrier.wait();
                     push_whole(&addr, &body).unwrap_or_else(|e| format!("error: {e}"))
@@ -153,7 +182,8 @@ pub fn bodies(opts: &BodiesBenchOptions) -> anyhow::Result<BodiesReport> {
         }
         Ok(BodiesReport {
             clients: opts.clients,
-            body_mib: opts.body_mib,
+            body_mib,
+            valid_records: opts.valid.then_some(VALID_BATCH),
             start_mib,
             peak_mib,
             answers,
@@ -166,6 +196,10 @@ pub fn bodies(opts: &BodiesBenchOptions) -> anyhow::Result<BodiesReport> {
     let _ = child.kill();
     let _ = child.wait();
     let report = result?;
-    super::write_section(&opts.report, "## Memory under large bodies", "bench bodies", &report.to_string())?;
+    let (heading, command) = match report.valid_records {
+        None => ("## Memory under large bodies", "bench bodies"),
+        Some(_) => ("## Memory under maximum valid batches", "bench bodies --valid"),
+    };
+    super::write_section(&opts.report, heading, command, &report.to_string())?;
     Ok(report)
 }

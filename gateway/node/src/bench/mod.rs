@@ -8,7 +8,9 @@ mod envelopes;
 mod evaluations;
 mod import;
 mod joint;
+pub mod proxy;
 mod relay;
+mod soak;
 pub use access::{AccessBenchOptions, AccessReport, access};
 pub use bodies::{BodiesBenchOptions, BodiesReport, bodies};
 pub use dashboard::{DashboardBenchOptions, DashboardReport, dashboard};
@@ -17,6 +19,7 @@ pub use evaluations::{EvaluationBenchOptions, EvaluationReport, evaluations};
 pub use import::{ImportBenchOptions, ImportReport, import, import_phase};
 pub use joint::{JointBenchOptions, JointReport, joint};
 pub use relay::{RelayOptions, RelayReport, relay};
+pub use soak::{SoakOptions, SoakReport, soak};
 
 use std::fmt;
 use std::sync::Arc;

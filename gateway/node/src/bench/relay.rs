@@ -150,10 +150,10 @@ impl fmt::Display for RelayReport {
     }
 }
 
-/// A `serve` process of the benchmark.
-struct Proc {
-    child: Child,
-    api: String,
+/// A `serve` process of the benchmark; dropping it kills it (SIGKILL).
+pub(super) struct Proc {
+    pub(super) child: Child,
+    pub(super) api: String,
 }
 
 impl Drop for Proc {
@@ -164,14 +164,15 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    fn start(args: &[String]) -> anyhow::Result<Proc> {
+    /// Starts `serve` with `args`, its log going to `log`, and waits until it listens.
+    pub(super) fn start(args: &[String], log: Stdio) -> anyhow::Result<Proc> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .arg("serve")
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .context("starting a node")?;
         let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
@@ -187,7 +188,7 @@ impl Proc {
     }
 
     /// Peak resident set (VmHWM) in MiB, from `/proc`.
-    fn peak_rss_mib(&self) -> f64 {
+    pub(super) fn peak_rss_mib(&self) -> f64 {
         super::proc_value(Some(self.child.id()), "status", "VmHWM").map_or(0.0, |kb| kb / 1024.0)
     }
 
@@ -209,11 +210,11 @@ impl Proc {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn stored(client: &reqwest::Client, api: &str) -> u64 {
+pub(super) async fn stored(client: &reqwest::Client, api: &str) -> u64 {
     let Ok(resp) = client.get(format!("{api}/metrics")).send().await else { return 0 };
     let text = resp.text().await.unwrap_or_default();
     text.lines()
@@ -223,7 +224,12 @@ async fn stored(client: &reqwest::Client, api: &str) -> u64 {
 }
 
 /// Pushes every body with `concurrency` clients at once.
-async fn push_all(client: &reqwest::Client, api: &str, bodies: &[String], concurrency: usize) -> anyhow::Result<()> {
+pub(super) async fn push_all(
+    client: &reqwest::Client,
+    api: &str,
+    bodies: &[String],
+    concurrency: usize,
+) -> anyhow::Result<()> {
     let bodies = std::sync::Arc::new(bodies.to_vec());
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
@@ -262,7 +268,7 @@ async fn wait_for_count(client: &reqwest::Client, api: &str, n: u64, timeout: Du
     Ok(())
 }
 
-fn bodies(records: &[Value], batch: usize) -> Vec<String> {
+pub(super) fn bodies(records: &[Value], batch: usize) -> Vec<String> {
     records.chunks(batch).map(|c| serde_json::to_string(c).unwrap_or_default()).collect()
 }
 
@@ -316,14 +322,17 @@ pub async fn relay(opts: &RelayOptions) -> anyhow::Result<RelayReport> {
     let bulk = bodies(&records, opts.batch);
 
     // The ceiling: one node alone takes the same pushes.
-    let single = Proc::start(&[
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        dir.path().join("single").display().to_string(),
-        "--config".into(),
-        config.display().to_string(),
-    ])?;
+    let single = Proc::start(
+        &[
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir.path().join("single").display().to_string(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        Stdio::inherit(),
+    )?;
     let started = Instant::now();
     push_all(&client, &single.api, &bulk, 2).await?;
     let single_node_rate = opts.records as f64 / started.elapsed().as_secs_f64();
@@ -351,7 +360,7 @@ pub async fn relay(opts: &RelayOptions) -> anyhow::Result<RelayReport> {
             args.push("--peer".into());
             args.push(format!("{other}=https://localhost:{}", ports[j].1));
         }
-        nodes.push(Proc::start(&args)?);
+        nodes.push(Proc::start(&args, Stdio::inherit())?);
     }
     let national = nodes[3].api.clone();
 

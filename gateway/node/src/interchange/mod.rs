@@ -18,6 +18,7 @@ pub const CLOCK_WINDOW: Duration = Duration::minutes(5);
 
 mod keys;
 mod receive;
+pub use receive::check_received_body;
 mod send;
 
 pub use keys::Keyring;

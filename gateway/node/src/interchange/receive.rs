@@ -187,6 +187,22 @@ fn status(o: Option<RelayedOutcome>) -> &'static str {
     }
 }
 
+/// Everything a receiving node does with an envelope body before it stores anything: parsing,
+/// the sender against the TLS peer `peer`, opening it, validating every item. Returns how many
+/// items the envelope carries and how many of them were rejected. For the parser fuzz target
+/// (`fuzz/`), which holds that any body is either checked or refused with a 4xx.
+#[doc(hidden)]
+pub fn check_received_body(
+    gw: &Ingest,
+    peer: &str,
+    body: &[u8],
+    at: &Receiving<'_>,
+    today: time::Date,
+) -> Result<(usize, usize), ServiceError> {
+    let checked = open_and_check(gw, peer, body, at, today)?;
+    Ok((checked.items.len(), checked.items.iter().filter(|i| i.is_err()).count()))
+}
+
 /// A received envelope whose signature, addressing and Merkle root hold, with each item
 /// validated (`Err` = rejected with these field errors).
 struct CheckedEnvelope {

@@ -113,11 +113,34 @@ impl Relay {
         Self::start_with_clock(node, state, config, Arc::new(clock::RealClock))
     }
 
+    /// [`Relay::start`] for the holder of `lease`: a settlement made after another replica
+    /// has taken the lease over fails in its own transaction (and the batch is resent by the
+    /// new leader, answered `duplicate`).
+    pub fn start_fenced(node: Node, state: &RelayState, config: RelayConfig, lease: gateway_store::Lease) -> Self {
+        Self::start_inner(node, state, config, Arc::new(clock::RealClock), Some(lease))
+    }
+
     /// [`Relay::start`] with retry waits taken from `clock` (a [`clock::ManualClock`] turns
     /// days of outage into seconds).
     pub fn start_with_clock(node: Node, state: &RelayState, config: RelayConfig, clock: Arc<dyn clock::Clock>) -> Self {
-        let shared =
-            Arc::new(Shared { routes: Arc::clone(&state.routes), status: state.status.clone(), node, config, clock });
+        Self::start_inner(node, state, config, clock, None)
+    }
+
+    fn start_inner(
+        node: Node,
+        state: &RelayState,
+        config: RelayConfig,
+        clock: Arc<dyn clock::Clock>,
+        fence: Option<gateway_store::Lease>,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            routes: Arc::clone(&state.routes),
+            status: state.status.clone(),
+            node,
+            config,
+            clock,
+            fence,
+        });
         let mut tasks = JoinSet::new();
         for dest in shared.routes.destinations().to_vec() {
             tracing::info!(destination = %dest.name, link = ?dest.link, pull = dest.pull, "relay sender started");
@@ -142,6 +165,8 @@ struct Shared {
     config: RelayConfig,
     /// Where retry waits come from.
     clock: Arc<dyn clock::Clock>,
+    /// The lease this replica runs the relay under (see `leader`): every settlement checks it.
+    fence: Option<gateway_store::Lease>,
 }
 
 /// What a sender takes next.
@@ -462,6 +487,7 @@ impl Shared {
             resent,
             position: batch.position,
             at,
+            fence: self.fence.as_ref(),
         };
         let delivered = batch.items.len() - rejected.len();
         match store.settle(&dest.name, s).await {
@@ -567,6 +593,7 @@ impl Shared {
         let s = Settlement {
             position: Some(position),
             at: gateway_core::date::format_timestamp(time::OffsetDateTime::now_utc()),
+            fence: self.fence.as_ref(),
             ..Settlement::default()
         };
         self.node.ingest.store.settle(&dest.name, s).await
@@ -586,6 +613,7 @@ impl Shared {
             dead,
             position: batch.position,
             at: gateway_core::date::format_timestamp(time::OffsetDateTime::now_utc()),
+            fence: self.fence.as_ref(),
             ..Settlement::default()
         };
         match self.node.ingest.store.settle(&dest.name, s).await {

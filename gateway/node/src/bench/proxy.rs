@@ -1,5 +1,6 @@
-//! A TCP proxy that injects network faults between two nodes. TLS stays end to end (the proxy
-//! only moves bytes), so the nodes see exactly what a bad network does to them.
+//! A TCP proxy that injects network faults between two nodes, for the fault tests and `bench
+//! soak`. TLS stays end to end (the proxy only moves bytes), so the nodes see exactly what a bad
+//! network does to them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, Ordering};
@@ -37,10 +38,10 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     /// Listens on a free loopback port and forwards to `127.0.0.1:upstream`.
-    pub async fn start(upstream: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    pub async fn start(upstream: u16) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
         let proxy = FaultProxy {
-            port: listener.local_addr().expect("addr").port(),
+            port: listener.local_addr()?.port(),
             upstream: Arc::new(AtomicU16::new(upstream)),
             generation: tokio::sync::watch::Sender::new(0),
             fault: Arc::new(AtomicU8::new(Fault::None as u8)),
@@ -66,7 +67,7 @@ impl FaultProxy {
                 });
             }
         });
-        proxy
+        Ok(proxy)
     }
 
     pub fn set(&self, fault: Fault) {
@@ -76,6 +77,12 @@ impl FaultProxy {
     /// Sends new connections to another port (a restarted receiver).
     pub fn redirect(&self, upstream: u16) {
         self.upstream.store(upstream, Ordering::SeqCst);
+        self.cut();
+    }
+
+    /// Closes every open connection at once, mid-request or idle, as a broken network does;
+    /// new ones are served as before.
+    pub fn cut(&self) {
         self.generation.send_modify(|g| *g += 1);
     }
 }

@@ -1,0 +1,151 @@
+//! Leadership among replicas of one node sharing a PostgreSQL database (#27).
+//!
+//! Every replica serves the API and the federation endpoint. The node's singletons (the relay
+//! senders, the SLA tracker, the alerts, the adapters' collectors and the scheduled jobs) run
+//! at one replica only: the holder of the store's lease [`LEASE`] (`gateway_store::Lease`).
+//! [`watch`] asks for it every third of its time: the holder renews it, the others take it
+//! when it has run out. A holder that cannot renew for two thirds of the lease steps down
+//! before it runs out; a dead or paused one loses it when it does. The relay's settlements
+//! are fenced by the lease (checked in the settling transaction), so a former leader that
+//! wakes up after a takeover settles nothing.
+//!
+//! On SQLite one process owns the database, so the lease is always its own: the singletons
+//! start at once and never stop until the node does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use gateway_store::{Lease, Store};
+use tokio::sync::watch;
+
+/// The lease whose holder runs the singletons.
+pub const LEASE: &str = "singletons";
+
+/// This process's name as a lease holder: host, process id and a random part (a restarted
+/// process, even with the same pid, is a new holder).
+pub fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    // A v7 id ends in random bits.
+    let random = uuid::Uuid::now_v7().simple().to_string();
+    format!("{}:{}:{}", host.trim(), std::process::id(), &random[random.len() - 8..])
+}
+
+/// Keeps asking for the lease; the receiver holds it while this replica leads, `None` while
+/// another does. Ends when every receiver is gone.
+pub fn watch(
+    store: Arc<Store>,
+    holder: String,
+    ttl: Duration,
+) -> (watch::Receiver<Option<Lease>>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(None);
+    let task = tokio::spawn(async move {
+        let every = ttl / 3;
+        let mut renewed = Instant::now();
+        loop {
+            let asked = Instant::now();
+            match store.acquire_lease(LEASE, &holder, ttl).await {
+                Ok(Some(lease)) => {
+                    renewed = asked;
+                    if tx.borrow().as_ref() != Some(&lease) {
+                        tracing::info!(holder = %lease.holder, epoch = lease.epoch, "this replica now leads: singletons start");
+                        tx.send_replace(Some(lease));
+                    }
+                }
+                Ok(None) => {
+                    if tx.borrow().is_some() {
+                        tracing::warn!("another replica holds the lease: singletons stop");
+                        tx.send_replace(None);
+                    }
+                }
+                Err(e) => {
+                    // Not renewed: step down while the lease surely still holds, so that no
+                    // two replicas ever run the singletons at once.
+                    tracing::warn!(error = %e, "could not renew the lease");
+                    if tx.borrow().is_some() && renewed.elapsed() >= ttl * 2 / 3 {
+                        tracing::warn!("lease not renewed in time: singletons stop");
+                        tx.send_replace(None);
+                    }
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(every.saturating_sub(asked.elapsed())).await;
+        }
+    });
+    (rx, task)
+}
+
+/// What runs while this replica leads.
+#[derive(Debug, Default)]
+pub struct Singletons {
+    pub relay: Option<crate::relay::Relay>,
+    /// Aborted when leadership ends: they hold nothing across a stop.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Told to stop through [`Singletons::stop_signal`], then awaited: they finish what they
+    /// hold (the alerts, the collectors).
+    pub graceful: Vec<tokio::task::JoinHandle<()>>,
+    stop: Option<watch::Sender<bool>>,
+}
+
+impl Singletons {
+    /// The signal that [`Singletons::graceful`] tasks stop on.
+    pub fn stop_signal(&mut self) -> watch::Receiver<bool> {
+        self.stop.get_or_insert_with(|| watch::channel(false).0).subscribe()
+    }
+
+    /// Stops everything: the relay first (stopping mid-delivery is safe: resent later).
+    pub async fn stop(self) {
+        if let Some(relay) = self.relay {
+            relay.stop().await;
+        }
+        if let Some(stop) = &self.stop {
+            let _ = stop.send(true);
+        }
+        for task in self.tasks {
+            task.abort();
+        }
+        for task in self.graceful {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Runs what `start` starts while this replica holds the lease (`held`, from [`watch`]), and
+/// stops it when the lease is lost, as often as that happens, until `shutdown` or the end of
+/// the watch; then gives the lease up, so that a standby replica takes over at once. (Stop the
+/// watch first: it would otherwise renew the lease just given up.)
+pub async fn lead(
+    store: Arc<Store>,
+    mut held: watch::Receiver<Option<Lease>>,
+    leading: Arc<AtomicBool>,
+    start: impl Fn(Lease) -> Singletons,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let lease = tokio::select! {
+            held = held.wait_for(Option::is_some) => match held.map(|h| h.clone()) {
+                Ok(Some(lease)) => lease,
+                _ => return,
+            },
+            () = &mut shutdown => return,
+        };
+        let running = start(lease.clone());
+        leading.store(true, Ordering::Relaxed);
+        // Lost to another replica; or, when the lease watch has ended, the node is stopping.
+        let lost = tokio::select! {
+            changed = held.wait_for(|h| h.as_ref() != Some(&lease)) => changed.is_ok(),
+            () = &mut shutdown => false,
+        };
+        running.stop().await;
+        leading.store(false, Ordering::Relaxed);
+        if !lost {
+            if let Err(e) = store.release_lease(&lease).await {
+                tracing::warn!(error = %e, "could not give the lease up; a standby takes over when it runs out");
+            }
+            return;
+        }
+    }
+}
