@@ -104,3 +104,52 @@ async fn postgres_away_for_30_s_gives_503s_at_once_and_the_relay_resumes_after()
     drop(running);
     testkit::drop_postgres_database(&url).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_authentication_on_an_outage_is_a_503_not_a_refused_credential() {
+    let url = testkit::new_postgres_database().await;
+    let server: u16 = url
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .map_or(5432, |p| p.parse().expect("the test server's port"));
+    let proxy = FaultProxy::start(server).await.expect("fault proxy");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = testkit::config(dir.path());
+    config.database_url = Some(url.replacen(&format!("127.0.0.1:{server}"), &format!("127.0.0.1:{}", proxy.port), 1));
+    config.auth.required = true;
+    let node = testkit::start(config).await;
+    let key = testkit::issue_key(&node.app, "operator", "值班员", None).await;
+    credit_gateway::tls::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let read = |key: String| {
+        let (client, url) = (client.clone(), format!("{}/api/v1/records?limit=1", node.api));
+        async move {
+            let resp = client.get(url).bearer_auth(key).send().await.expect("answered");
+            (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(read(key.clone()).await.0, 200);
+
+    proxy.set(Fault::Down);
+    proxy.cut();
+    // More than the failed-attempt burst (10): none of them may count as a wrong credential.
+    for attempt in 0..15 {
+        let asked = Instant::now();
+        let presented = if attempt % 2 == 0 { key.clone() } else { format!("cgk_wrong{attempt}") };
+        let (status, body) = read(presented).await;
+        assert_eq!(status, 503, "attempt {attempt}: {body}");
+        assert!(body.contains("\"store_unavailable\""), "{body}");
+        assert!(asked.elapsed() < Duration::from_secs(5), "answered within 5 s, not {:?}", asked.elapsed());
+    }
+
+    proxy.set(Fault::None);
+    testkit::eventually("the right key works again", Duration::from_secs(30), async || {
+        read(key.clone()).await.0 == 200
+    })
+    .await;
+    let (status, body) = read("cgk_wrong".into()).await;
+    assert_eq!(status, 401, "a wrong key is a wrong key again, not yet rate-limited: {body}");
+    drop(node);
+    testkit::drop_postgres_database(&url).await;
+}

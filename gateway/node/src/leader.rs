@@ -4,10 +4,15 @@
 //! senders, the SLA tracker, the alerts, the adapters' collectors and the scheduled jobs) run
 //! at one replica only: the holder of the store's lease [`LEASE`] (`gateway_store::Lease`).
 //! [`watch`] asks for it every third of its time: the holder renews it, the others take it
-//! when it has run out. A holder that cannot renew for two thirds of the lease steps down
-//! before it runs out; a dead or paused one loses it when it does. The relay's settlements
-//! are fenced by the lease (checked in the settling transaction), so a former leader that
-//! wakes up after a takeover settles nothing.
+//! when it has run out. A holder that cannot renew for two thirds of the lease steps down,
+//! leaving a third for its singletons to stop (a quarter is given to the ones that finish
+//! their work; the rest are aborted) before another can take over. A dead or paused one loses
+//! it when it runs out. The relay's settlements are fenced by the lease (checked in the
+//! settling transaction), so a former leader that wakes up after a takeover settles nothing.
+//! The other singletons are not fenced: a leader paused past its lease may, on waking, finish
+//! the step of an SLA catch-up, an alert check or a collector round it was in before it sees
+//! the lease gone. SLA tracking rows and collected records are keyed (a repeat is found
+//! already there, a record answered `duplicate`); an alert could be delivered twice.
 //!
 //! On SQLite one process owns the database, so the lease is always its own: the singletons
 //! start at once and never stop until the node does.
@@ -41,10 +46,20 @@ pub fn watch(
     let (tx, rx) = watch::channel(None);
     let task = tokio::spawn(async move {
         let every = ttl / 3;
+        // A leader that has not renewed for this long steps down: a third of the lease is left
+        // for its singletons to stop before another replica can take over.
+        let step_down_after = ttl * 2 / 3;
         let mut renewed = Instant::now();
         loop {
             let asked = Instant::now();
-            match store.acquire_lease(LEASE, &holder, ttl).await {
+            let leading = tx.borrow().is_some();
+            // An ask that hangs (a connection gone silent) fails at the next ask, or, while
+            // leading, when it is time to step down.
+            let deadline = if leading { (renewed + step_down_after).min(asked + every) } else { asked + every };
+            let answer = tokio::time::timeout_at(deadline.into(), store.acquire_lease(LEASE, &holder, ttl))
+                .await
+                .unwrap_or_else(|_| Err(gateway_store::StoreError::Unavailable("the lease ask timed out".into())));
+            match answer {
                 Ok(Some(lease)) => {
                     renewed = asked;
                     if tx.borrow().as_ref() != Some(&lease) {
@@ -53,16 +68,14 @@ pub fn watch(
                     }
                 }
                 Ok(None) => {
-                    if tx.borrow().is_some() {
+                    if leading {
                         tracing::warn!("another replica holds the lease: singletons stop");
                         tx.send_replace(None);
                     }
                 }
                 Err(e) => {
-                    // Not renewed: step down while the lease surely still holds, so that no
-                    // two replicas ever run the singletons at once.
                     tracing::warn!(error = %e, "could not renew the lease");
-                    if tx.borrow().is_some() && renewed.elapsed() >= ttl * 2 / 3 {
+                    if leading && renewed.elapsed() >= step_down_after {
                         tracing::warn!("lease not renewed in time: singletons stop");
                         tx.send_replace(None);
                     }
@@ -71,7 +84,9 @@ pub fn watch(
             if tx.is_closed() {
                 return;
             }
-            tokio::time::sleep(every.saturating_sub(asked.elapsed())).await;
+            let next =
+                if tx.borrow().is_some() { (asked + every).min(renewed + step_down_after) } else { asked + every };
+            tokio::time::sleep_until(next.into()).await;
         }
     });
     (rx, task)
@@ -95,8 +110,9 @@ impl Singletons {
         self.stop.get_or_insert_with(|| watch::channel(false).0).subscribe()
     }
 
-    /// Stops everything: the relay first (stopping mid-delivery is safe: resent later).
-    pub async fn stop(self) {
+    /// Stops everything: the relay first (stopping mid-delivery is safe: resent later); the
+    /// graceful tasks get `grace` to finish, then are aborted like the others.
+    pub async fn stop(self, grace: Duration) {
         if let Some(relay) = self.relay {
             relay.stop().await;
         }
@@ -106,8 +122,11 @@ impl Singletons {
         for task in self.tasks {
             task.abort();
         }
-        for task in self.graceful {
-            let _ = task.await;
+        let deadline = tokio::time::Instant::now() + grace;
+        for mut task in self.graceful {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
         }
     }
 }
@@ -115,11 +134,13 @@ impl Singletons {
 /// Runs what `start` starts while this replica holds the lease (`held`, from [`watch`]), and
 /// stops it when the lease is lost, as often as that happens, until `shutdown` or the end of
 /// the watch; then gives the lease up, so that a standby replica takes over at once. (Stop the
-/// watch first: it would otherwise renew the lease just given up.)
+/// watch first: it would otherwise renew the lease just given up.) Stopping takes at most
+/// `grace` for the graceful tasks, and as long again to give the lease up.
 pub async fn lead(
     store: Arc<Store>,
     mut held: watch::Receiver<Option<Lease>>,
     leading: Arc<AtomicBool>,
+    grace: Duration,
     start: impl Fn(Lease) -> Singletons,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -139,11 +160,12 @@ pub async fn lead(
             changed = held.wait_for(|h| h.as_ref() != Some(&lease)) => changed.is_ok(),
             () = &mut shutdown => false,
         };
-        running.stop().await;
+        running.stop(grace).await;
         leading.store(false, Ordering::Relaxed);
         if !lost {
-            if let Err(e) = store.release_lease(&lease).await {
-                tracing::warn!(error = %e, "could not give the lease up; a standby takes over when it runs out");
+            let released = tokio::time::timeout(grace, store.release_lease(&lease)).await;
+            if !matches!(released, Ok(Ok(()))) {
+                tracing::warn!("could not give the lease up; a standby takes over when it runs out");
             }
             return;
         }

@@ -469,6 +469,7 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         Arc::clone(&ingest.store),
         held,
         Arc::clone(&app.leading),
+        std::time::Duration::from_secs(config.lease_secs) / 4,
         start_singletons,
         when_stopped(stopped.clone()),
     ));

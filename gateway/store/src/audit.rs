@@ -122,7 +122,8 @@ impl ChainWriter {
                         Backend::Postgres(_) => None,
                     };
                     appended = append(&backend, &events).await;
-                    if appended.is_ok() {
+                    // A database that is away stays away for longer than a retry.
+                    if appended.as_ref().is_ok() || appended.as_ref().is_err_and(StoreError::is_unavailable) {
                         break;
                     }
                 }

@@ -333,8 +333,10 @@ impl Store {
             PgPoolOptions::new().max_connections(8).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
         let before = statistics::migrations_applied(&pool).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        if statistics::migrations_applied(&pool).await? != before {
-            statistics::analyze(&pool).await?;
+        if statistics::migrations_applied(&pool).await? != before
+            && let Err(e) = statistics::analyze(&pool).await
+        {
+            tracing::warn!(error = %e, "ANALYZE after migrations failed; autovacuum will do it later");
         }
         Ok(Self {
             backend: Backend::Postgres(pool.clone()),

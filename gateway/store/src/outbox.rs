@@ -315,6 +315,10 @@ impl Store {
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
             if matches!(self.backend, Backend::Postgres(_)) {
+                // Serialised with ingest and the SLA catch-up of replicas sharing the database.
+                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+                // Then the lease, held from here to the commit: not while waiting for the lock
+                // above, which would keep the holder from renewing it meanwhile.
                 if let Some(lease) = s.fence {
                     let held: Option<i32> = sqlx::query_scalar(crate::leases::FENCE)
                         .bind(&lease.name)
@@ -326,8 +330,6 @@ impl Store {
                         return Err(crate::leases::fenced(lease));
                     }
                 }
-                // Serialised with ingest and the SLA catch-up of replicas sharing the database.
-                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
             }
             let (verb, tail) = self.skip_held();
             if let Some(SentEnvelope { envelope: env, receipt, carried }) = s.sent {

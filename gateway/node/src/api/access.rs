@@ -23,7 +23,7 @@ use gateway_store::audit::AuditEvent;
 use time::OffsetDateTime;
 
 use super::{ErrorKind, ServiceError};
-use crate::auth::{Authenticator, InFlight, Permission, Principal, RateLimiter, Role};
+use crate::auth::{Authenticator, Denied, InFlight, Permission, Principal, RateLimiter, Role};
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +221,17 @@ async fn authenticate(
     };
     match found {
         Ok(p) => Ok(Some(p)),
+        Err(Denied::Unchecked { unavailable }) => Err(if unavailable {
+            ServiceError::new(
+                ErrorKind::Unavailable,
+                "store_unavailable",
+                "存储暂不可用，凭据无法核验，请稍后重试",
+                "the store is not available, so the credential cannot be checked; retry shortly",
+            )
+            .into_response()
+        } else {
+            ServiceError::internal(&"the credential lookup failed").into_response()
+        }),
         Err(denied) => {
             if let Err(wait) = gate.may_attempt(source) {
                 return Err(too_many(wait, "失败的认证尝试过多", "too many failed attempts from this address"));
@@ -347,9 +358,11 @@ pub async fn guard(State(app): State<crate::app::App>, mut req: Request, next: N
             return finish(&gate, resp, audit(None, 401, String::new()), &request_id, true).await;
         }
         Err(resp) => {
-            // 429s are not written (they are what keeps a flood out of the log); 401s are.
+            // 429s are not written (they are what keeps a flood out of the log), nor 503s (the
+            // store they would be written to is away); 401s are.
             let status = resp.status().as_u16();
-            return finish(&gate, resp, audit(None, status, String::new()), &request_id, status != 429).await;
+            let audited = !matches!(status, 429 | 503);
+            return finish(&gate, resp, audit(None, status, String::new()), &request_id, audited).await;
         }
     };
     if !principal.may(permission) {

@@ -136,6 +136,11 @@ pub enum Denied {
     Revoked,
     Expired,
     Malformed,
+    /// Not checked: the credential store could not be read. No fault of the caller's, and not
+    /// counted against it; answered 503 when the store is unreachable, else 500.
+    Unchecked {
+        unavailable: bool,
+    },
 }
 
 impl Denied {
@@ -145,6 +150,7 @@ impl Denied {
             Denied::Revoked => "auth.revoked",
             Denied::Expired => "auth.expired",
             Denied::Malformed => "auth.malformed_credential",
+            Denied::Unchecked { .. } => "store_unavailable",
         }
     }
 
@@ -157,6 +163,7 @@ impl Denied {
                 "凭据格式不对（应为 Authorization: Bearer cgk_…）",
                 "malformed credential (expected Authorization: Bearer cgk_…)",
             ),
+            Denied::Unchecked { .. } => ("凭据暂时无法核验", "the credential cannot be checked at the moment"),
         }
     }
 }
@@ -192,7 +199,7 @@ impl Authenticator {
     async fn by_digest(&self, digest: &str, now: OffsetDateTime) -> Result<Principal, Denied> {
         let found = self.store.credential_by_secret(digest).await.map_err(|e| {
             tracing::error!(error = %e, "credential lookup failed");
-            Denied::Unknown
+            Denied::Unchecked { unavailable: e.is_unavailable() }
         })?;
         let c = found.ok_or(Denied::Unknown)?;
         if c.revoked_at.is_some() {

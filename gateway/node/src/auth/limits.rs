@@ -81,7 +81,8 @@ impl InFlight {
 
     /// A slot for one more request of `key`, or `None` when it already has `max` in progress.
     pub fn enter(&self, key: &str) -> Option<InFlightSlot> {
-        let Ok(mut counts) = self.counts.lock() else { return None };
+        // The counts stay consistent if a holder panicked: each change is one statement.
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = counts.entry(key.to_owned()).or_insert(0);
         if self.max > 0 && *n >= self.max {
             return None;
@@ -98,7 +99,7 @@ impl InFlight {
 
 impl Drop for InFlightSlot {
     fn drop(&mut self) {
-        let Ok(mut counts) = self.counts.lock() else { return };
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(n) = counts.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {

@@ -117,9 +117,16 @@ fn push_whole(addr: &str, body: &[u8]) -> anyhow::Result<String> {
 
 pub fn bodies(opts: &BodiesBenchOptions) -> anyhow::Result<BodiesReport> {
     let dir = tempfile::tempdir()?;
+    // Every client is 127.0.0.1, one client to the per-client bound on requests in progress
+    // (`[auth] max_in_flight`, 32): lifted, so that all the bodies are in the node at once and
+    // only the memory budget holds them back.
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "[auth]\nmax_in_flight = 0\n")?;
     let mut child = Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

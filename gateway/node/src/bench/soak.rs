@@ -437,7 +437,8 @@ pub async fn soak(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
     let pki = dir.join("pki");
     crate::pki::init(&crate::pki::InitOptions::dev(&pki))?;
     let config = dir.join("node.toml");
-    std::fs::write(&config, "[limits]\nmax_batch_records = 5000\n")?;
+    // One pushing client with up to 64 pushes unanswered: no per-client bound on them.
+    std::fs::write(&config, "[limits]\nmax_batch_records = 5000\n[auth]\nmax_in_flight = 0\n")?;
 
     // Each node's API and federation ports; each hop goes through a fault proxy.
     let ports: Vec<(u16, u16)> =
