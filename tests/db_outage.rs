@@ -17,6 +17,21 @@ const OUTAGE: Duration = Duration::from_secs(30);
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
+/// A new database on the test server, and a fault proxy in front of the server: the database's
+/// URL, the proxy, and the URL that goes through it.
+async fn database_behind_a_proxy() -> (String, FaultProxy, String) {
+    let url = testkit::new_postgres_database().await;
+    let server: u16 = url
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .map_or(5432, |p| p.parse().expect("the test server's port"));
+    let proxy = FaultProxy::start(server).await.expect("fault proxy");
+    let through_proxy = url.replacen(&format!("127.0.0.1:{server}"), &format!("127.0.0.1:{}", proxy.port), 1);
+    assert_ne!(through_proxy, url, "the database URL names 127.0.0.1: {url}");
+    (url, proxy, through_proxy)
+}
+
 async fn push(client: &reqwest::Client, api: &str, seed: u64) -> (u16, Option<String>, String, Duration) {
     let asked = Instant::now();
     let resp = client
@@ -37,15 +52,7 @@ async fn postgres_away_for_30_s_gives_503s_at_once_and_the_relay_resumes_after()
         PANICS.fetch_add(1, Ordering::SeqCst);
         hook(info);
     }));
-    let url = testkit::new_postgres_database().await;
-    let server: u16 = url
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .map_or(5432, |p| p.parse().expect("the test server's port"));
-    let proxy = FaultProxy::start(server).await.expect("fault proxy");
-    let through_proxy = url.replacen(&format!("127.0.0.1:{server}"), &format!("127.0.0.1:{}", proxy.port), 1);
-    assert_ne!(through_proxy, url, "the database URL names 127.0.0.1: {url}");
+    let (url, proxy, through_proxy) = database_behind_a_proxy().await;
     let (dir, pki) = testkit::demo_pki(Alg::EdDsa);
     let (running, _nodes, _relays) = testkit::federation(dir.path(), &pki, &[DISTRICT, CITY], |member, c| {
         if member == DISTRICT {
@@ -107,16 +114,10 @@ async fn postgres_away_for_30_s_gives_503s_at_once_and_the_relay_resumes_after()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_authentication_on_an_outage_is_a_503_not_a_refused_credential() {
-    let url = testkit::new_postgres_database().await;
-    let server: u16 = url
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .map_or(5432, |p| p.parse().expect("the test server's port"));
-    let proxy = FaultProxy::start(server).await.expect("fault proxy");
+    let (url, proxy, through_proxy) = database_behind_a_proxy().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = testkit::config(dir.path());
-    config.database_url = Some(url.replacen(&format!("127.0.0.1:{server}"), &format!("127.0.0.1:{}", proxy.port), 1));
+    config.database_url = Some(through_proxy);
     config.auth.required = true;
     let node = testkit::start(config).await;
     let key = testkit::issue_key(&node.app, "operator", "值班员", None).await;
