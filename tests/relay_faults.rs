@@ -235,19 +235,7 @@ async fn kill_9_anywhere_during_a_relay_loses_and_doubles_nothing() {
     // Exactly once: every hop's receiver said `accepted` for each record once; every other
     // arrival (a resend after a kill) was a `duplicate`.
     for (member, id) in fed.members.iter().zip(CHAIN).skip(1) {
-        let db = database(&member.dir).await;
-        let receipts = sqlx::query("SELECT receipt_compact FROM envelopes WHERE direction = 'in'")
-            .fetch_all(&db)
-            .await
-            .expect("receipts");
-        let accepted: usize = receipts
-            .iter()
-            .map(|r| {
-                let compact: String = r.get::<Option<String>, _>(0).expect("every item was taken: compact receipts");
-                let compact: Value = serde_json::from_str(&compact).expect("json");
-                compact["outcomes"].as_str().expect("letters").matches('a').count()
-            })
-            .sum();
+        let accepted = testkit::received_outcomes(&member.dir).await.matches('a').count();
         assert_eq!(accepted, total, "{id}: records accepted once each");
     }
     for i in 0..3 {

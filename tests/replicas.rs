@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use credit_gateway::bench::synthetic_records;
 use gateway_core::crypto::Alg;
 use serde_json::Value;
-use sqlx::Row;
 use testkit::proxy::FaultProxy;
 
 const DISTRICT: &str = "cn-370306";
@@ -105,12 +104,8 @@ async fn site(
 }
 
 /// The lease's holder and epoch now, from the shared database.
-async fn leader(db: &sqlx::PgPool) -> Option<(String, i64)> {
-    sqlx::query("SELECT holder, epoch FROM leases WHERE name = 'singletons' AND expires_at > now()")
-        .fetch_optional(db)
-        .await
-        .expect("read the lease")
-        .map(|r| (r.get(0), r.get(1)))
+async fn leader(store: &gateway_store::Store) -> Option<(String, i64)> {
+    store.lease_holder(credit_gateway::leader::LEASE).await.expect("read the lease")
 }
 
 /// The replica whose process holds the lease (the holder names its pid).
@@ -129,20 +124,7 @@ async fn stored(client: &reqwest::Client, base: &str) -> u64 {
 /// Records accepted by the receipts of the node whose SQLite database is in `dir` (the resends
 /// they answered `duplicate` are printed).
 async fn accepted_in_receipts(dir: &Path) -> usize {
-    let url = format!("sqlite://{}?mode=ro", dir.join("gateway.sqlite").display());
-    let db = sqlx::SqlitePool::connect(&url).await.expect("open");
-    let rows = sqlx::query("SELECT receipt_compact FROM envelopes WHERE direction = 'in'")
-        .fetch_all(&db)
-        .await
-        .expect("receipts");
-    let letters: String = rows
-        .iter()
-        .map(|r| {
-            let compact: String = r.get::<Option<String>, _>(0).expect("compact receipts");
-            let compact: Value = serde_json::from_str(&compact).expect("json");
-            compact["outcomes"].as_str().expect("letters").to_owned()
-        })
-        .collect();
+    let letters = testkit::received_outcomes(dir).await;
     println!(
         "receipts: {} accepted, {} duplicate (resent)",
         letters.matches('a').count(),
@@ -154,7 +136,7 @@ async fn accepted_in_receipts(dir: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_leader_killed_three_times_hands_over_within_10_s_and_nothing_doubles() {
     let (_dir, site, district, province, mut cities) = site(3, 5).await;
-    let db = sqlx::PgPool::connect(&site.database_url).await.expect("the shared database");
+    let db = gateway_store::Store::open_postgres(&site.database_url, None).await.expect("the shared database");
     let client = reqwest::Client::new();
     testkit::eventually("a leader", Duration::from_secs(15), async || leader(&db).await.is_some()).await;
 
@@ -200,7 +182,7 @@ async fn the_relay_leader_killed_three_times_hands_over_within_10_s_and_nothing_
     assert_eq!(accepted_in_receipts(&site.root.join("province")).await as u64, pushed, "each record accepted once");
     drop(district);
     drop(cities);
-    db.close().await;
+    drop(db);
     testkit::drop_postgres_database(&site.database_url).await;
 }
 
@@ -209,6 +191,15 @@ fn signal(pid: u32, signal: &str) {
     let status =
         std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("kill");
     assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Pushes 100 synthetic records of each seed; returns how many were accepted.
+async fn push_batches(client: &reqwest::Client, base: &str, seeds: std::ops::Range<u64>) -> u64 {
+    let mut accepted = 0;
+    for seed in seeds {
+        accepted += push(client, base, &synthetic_records(100, seed)).await["accepted"].as_u64().expect("a count");
+    }
+    accepted
 }
 
 async fn push(client: &reqwest::Client, base: &str, records: &[Value]) -> Value {
@@ -220,7 +211,7 @@ async fn push(client: &reqwest::Client, base: &str, records: &[Value]) -> Value 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_past_its_lease_steps_down_and_its_old_lease_settles_nothing() {
     let (_dir, site, district, province, cities) = site(2, 5).await;
-    let db = sqlx::PgPool::connect(&site.database_url).await.expect("the shared database");
+    let db = gateway_store::Store::open_postgres(&site.database_url, None).await.expect("the shared database");
     let client = reqwest::Client::new();
     testkit::eventually("a leader", Duration::from_secs(15), async || leader(&db).await.is_some()).await;
     let (holder, epoch) = leader(&db).await.expect("a leader");
@@ -236,12 +227,7 @@ async fn a_leader_paused_past_its_lease_steps_down_and_its_old_lease_settles_not
     })
     .await;
     println!("lease taken over {:?} after the leader was paused", stopped.elapsed());
-    let mut pushed = 0;
-    for batch in 0..5 {
-        pushed += push(&client, &district.base, &synthetic_records(100, 8_000 + batch)).await["accepted"]
-            .as_u64()
-            .expect("n");
-    }
+    let mut pushed = push_batches(&client, &district.base, 8_000..8_005).await;
     testkit::eventually("records through the new leader", Duration::from_secs(60), async || {
         stored(&client, &province.base).await >= pushed
     })
@@ -261,10 +247,9 @@ async fn a_leader_paused_past_its_lease_steps_down_and_its_old_lease_settles_not
     .await;
     // Whatever it was about to settle under its old lease is refused in the settling
     // transaction: the cursor does not move.
-    let store = gateway_store::Store::open_postgres(&site.database_url, None).await.expect("store");
     let old = gateway_store::Lease { name: credit_gateway::leader::LEASE.into(), holder: holder.clone(), epoch };
-    let position = store.outbox_position(PROVINCE).await.expect("cursor");
-    let settled = store
+    let position = db.outbox_position(PROVINCE).await.expect("cursor");
+    let settled = db
         .settle(
             PROVINCE,
             gateway_store::Settlement {
@@ -276,14 +261,10 @@ async fn a_leader_paused_past_its_lease_steps_down_and_its_old_lease_settles_not
         )
         .await;
     assert!(matches!(settled, Err(gateway_store::StoreError::Fenced(_))), "{settled:?}");
-    assert_eq!(store.outbox_position(PROVINCE).await.expect("cursor"), position, "nothing settled under the old lease");
+    assert_eq!(db.outbox_position(PROVINCE).await.expect("cursor"), position, "nothing settled under the old lease");
 
     // And the stream goes on, exactly once.
-    for batch in 5..10 {
-        pushed += push(&client, &district.base, &synthetic_records(100, 8_000 + batch)).await["accepted"]
-            .as_u64()
-            .expect("n");
-    }
+    pushed += push_batches(&client, &district.base, 8_005..8_010).await;
     testkit::eventually("every record at 信用山东", Duration::from_secs(60), async || {
         stored(&client, &province.base).await >= pushed
     })
@@ -291,8 +272,7 @@ async fn a_leader_paused_past_its_lease_steps_down_and_its_old_lease_settles_not
     assert_eq!(stored(&client, &province.base).await, pushed);
     drop(province);
     assert_eq!(accepted_in_receipts(&site.root.join("province")).await as u64, pushed, "each record accepted once");
-    drop((district, cities, store));
-    db.close().await;
+    drop((district, cities, db));
     testkit::drop_postgres_database(&site.database_url).await;
 }
 
@@ -319,7 +299,7 @@ async fn a_push_retried_at_another_replica_is_a_duplicate_and_a_clean_stop_hands
 
     // A leader stopped cleanly gives the lease up: the other takes it at its next ask (within a
     // third of the lease), not after the lease has run out.
-    let db = sqlx::PgPool::connect(&site.database_url).await.expect("the shared database");
+    let db = gateway_store::Store::open_postgres(&site.database_url, None).await.expect("the shared database");
     testkit::eventually("a leader", Duration::from_secs(15), async || leader(&db).await.is_some()).await;
     let (holder, epoch) = leader(&db).await.expect("a leader");
     let pid = cities[replica_of(&holder, &cities)].as_ref().expect("running").child.id();
@@ -333,7 +313,7 @@ async fn a_push_retried_at_another_replica_is_a_duplicate_and_a_clean_stop_hands
     println!("lease handed over {handover:?} after a clean stop of the leader");
     // Run out, it would be taken 20–40 s after the stop (renewed up to 10 s before it).
     assert!(handover < Duration::from_secs(15), "given up, not run out (the lease is 30 s): {handover:?}");
-    db.close().await;
+    drop(db);
     drop((district, province, cities));
     testkit::drop_postgres_database(&site.database_url).await;
 }

@@ -172,6 +172,28 @@ impl Drop for Node {
     }
 }
 
+/// The outcome letters (`a` accepted, `n` new version, `d` duplicate) of every envelope the
+/// node with SQLite in `data_dir` received, from its compact receipts, in one string: counting
+/// a letter counts those outcomes over all its receipts. Panics on a receipt kept in full
+/// (one with a rejected item).
+pub async fn received_outcomes(data_dir: &Path) -> String {
+    use sqlx::Row as _;
+    let url = format!("sqlite://{}?mode=ro", data_dir.join("gateway.sqlite").display());
+    let db = sqlx::SqlitePool::connect(&url).await.expect("open the node's database");
+    let rows = sqlx::query("SELECT receipt_compact FROM envelopes WHERE direction = 'in'")
+        .fetch_all(&db)
+        .await
+        .expect("receipts");
+    db.close().await;
+    rows.iter()
+        .map(|r| {
+            let compact: String = r.get::<Option<String>, _>(0).expect("every item was taken: compact receipts");
+            let compact: serde_json::Value = serde_json::from_str(&compact).expect("json");
+            compact["outcomes"].as_str().expect("letters").to_owned()
+        })
+        .collect()
+}
+
 /// A loopback port that was free a moment ago (for nodes that must keep their port across
 /// restarts).
 pub fn free_port() -> u16 {

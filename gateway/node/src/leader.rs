@@ -3,7 +3,7 @@
 //! Every replica serves the API and the federation endpoint. The node's singletons (the relay
 //! senders, the SLA tracker, the alerts, the adapters' collectors and the scheduled jobs) run
 //! at one replica only: the holder of the store's lease [`LEASE`] (`gateway_store::Lease`).
-//! [`watch`] asks for it every third of its time: the holder renews it, the others take it
+//! [`watch_lease`] asks for it every third of its time: the holder renews it, the others take it
 //! when it has run out. A holder that cannot renew for two thirds of the lease steps down,
 //! leaving a third for its singletons to stop (a quarter is given to the ones that finish
 //! their work; the rest are aborted) before another can take over. A dead or paused one loses
@@ -38,7 +38,7 @@ pub fn holder_name() -> String {
 
 /// Keeps asking for the lease; the receiver holds it while this replica leads, `None` while
 /// another does. Ends when every receiver is gone.
-pub fn watch(
+pub fn watch_lease(
     store: Arc<Store>,
     holder: String,
     ttl: Duration,
@@ -131,7 +131,7 @@ impl Singletons {
     }
 }
 
-/// Runs what `start` starts while this replica holds the lease (`held`, from [`watch`]), and
+/// Runs what `start` starts while this replica holds the lease (`held`, from [`watch_lease`]), and
 /// stops it when the lease is lost, as often as that happens, until `shutdown` or the end of
 /// the watch; then gives the lease up, so that a standby replica takes over at once. (Stop the
 /// watch first: it would otherwise renew the lease just given up.) Stopping takes at most

@@ -460,7 +460,7 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
             running
         }
     };
-    let (held, lease_task) = crate::leader::watch(
+    let (held, lease_task) = crate::leader::watch_lease(
         Arc::clone(&ingest.store),
         crate::leader::holder_name(),
         std::time::Duration::from_secs(config.lease_secs),

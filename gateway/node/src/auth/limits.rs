@@ -92,7 +92,8 @@ impl InFlight {
     }
 
     /// Requests of `key` in progress now.
-    pub fn current(&self, key: &str) -> usize {
+    #[cfg(test)]
+    fn current(&self, key: &str) -> usize {
         self.counts.lock().ok().and_then(|c| c.get(key).copied()).unwrap_or(0)
     }
 }

@@ -91,9 +91,6 @@ impl fmt::Display for BodiesReport {
     }
 }
 
-/// Records of a valid batch: the default `limits.max_batch_records`.
-const VALID_BATCH: usize = 5_000;
-
 fn rss_mib(pid: u32, key: &str) -> f64 {
     super::proc_value(Some(pid), "status", key).unwrap_or(0.0) / 1024.0
 }
@@ -116,6 +113,8 @@ fn push_whole(addr: &str, body: &[u8]) -> anyhow::Result<String> {
 }
 
 pub fn bodies(opts: &BodiesBenchOptions) -> anyhow::Result<BodiesReport> {
+    // A valid body holds the most records a batch may: the node's default limit.
+    let valid_batch = crate::config::Limits::default().max_batch_records;
     let dir = tempfile::tempdir()?;
     // Every client is 127.0.0.1, one client to the per-client bound on requests in progress
     // (`[auth] max_in_flight`, 32): lifted, so that all the bodies are in the node at once and
@@ -144,7 +143,7 @@ pub fn bodies(opts: &BodiesBenchOptions) -> anyhow::Result<BodiesReport> {
         let bodies: Vec<std::sync::Arc<Vec<u8>>> = if opts.valid {
             (0..opts.clients)
                 .map(|i| {
-                    Ok(std::sync::Arc::new(serde_json::to_vec(&super::synthetic_records(VALID_BATCH, 500 + i as u64))?))
+                    Ok(std::sync::Arc::new(serde_json::to_vec(&super::synthetic_records(valid_batch, 500 + i as u64))?))
                 })
                 .collect::<anyhow::Result<_>>()?
         } else {
@@ -190,7 +189,7 @@ pub fn bodies(opts: &BodiesBenchOptions) -> anyhow::Result<BodiesReport> {
         Ok(BodiesReport {
             clients: opts.clients,
             body_mib,
-            valid_records: opts.valid.then_some(VALID_BATCH),
+            valid_records: opts.valid.then_some(valid_batch),
             start_mib,
             peak_mib,
             answers,

@@ -270,6 +270,28 @@ struct Summary {
     accepted: usize,
 }
 
+/// One figure of a node's `/metrics` (`name` with its labels, as the line starts), if it
+/// answers and has it.
+pub(crate) async fn metric(client: &reqwest::Client, api: &str, name: &str) -> Option<f64> {
+    let text = client.get(format!("{api}/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls `check` every `every` until it holds, for at most `timeout`.
+pub(crate) async fn wait_until(
+    what: &str,
+    every: Duration,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        anyhow::ensure!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(every).await;
+    }
+    Ok(())
+}
+
 pub(crate) fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }

@@ -215,12 +215,7 @@ pub(super) fn free_port() -> anyhow::Result<u16> {
 }
 
 pub(super) async fn stored(client: &reqwest::Client, api: &str) -> u64 {
-    let Ok(resp) = client.get(format!("{api}/metrics")).send().await else { return 0 };
-    let text = resp.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("credit_gateway_records_stored "))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    super::metric(client, api, "credit_gateway_records_stored").await.map_or(0, |v| v as u64)
 }
 
 /// Pushes every body with `concurrency` clients at once.
@@ -260,12 +255,8 @@ pub(super) async fn push_all(
 /// milliseconds slowed the very node being timed. Arrival times come from the node's own
 /// `received_at` (see [`last_received`]), so the interval does not blur them.
 async fn wait_for_count(client: &reqwest::Client, api: &str, n: u64, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while stored(client, api).await < n {
-        anyhow::ensure!(Instant::now() < deadline, "{api} did not reach {n} records in {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Ok(())
+    let what = format!("{api} holding {n} records");
+    super::wait_until(&what, Duration::from_millis(250), timeout, async || stored(client, api).await >= n).await
 }
 
 pub(super) fn bodies(records: &[Value], batch: usize) -> Vec<String> {

@@ -28,7 +28,7 @@ use sqlx::Row;
 
 use super::proxy::{Fault, FaultProxy};
 use super::relay::{Proc, bodies, free_port, push_all, stored};
-use super::synthetic_records;
+use super::{metric, synthetic_records, wait_until};
 
 const CHAIN: [(&str, &str); 3] = [("cn-370306", "周村区"), ("cn-370300", "信用淄博"), ("cn-370000", "信用山东")];
 const DISTRICT: usize = 0;
@@ -37,6 +37,8 @@ const TOP: usize = 2;
 const TICKS_PER_SEC: u64 = 10;
 /// Lookups per second in the mixed run.
 const LOOKUPS_PER_SEC: u64 = 20;
+/// How often the end of a phase is looked for.
+const POLL: Duration = Duration::from_millis(500);
 /// How long a cut leaves answers broken (`Fault::CutResponses`) after closing the connections.
 const CUT_FOR: Duration = Duration::from_secs(5);
 
@@ -303,23 +305,6 @@ fn free_bytes(dir: &Path) -> anyhow::Result<f64> {
         .context("reading df's answer")
 }
 
-/// The outbox backlog of `api` towards `destination`, from its metrics.
-async fn backlog(client: &reqwest::Client, api: &str, destination: &str) -> Option<f64> {
-    let text = client.get(format!("{api}/metrics")).send().await.ok()?.text().await.ok()?;
-    let name = format!("credit_gateway_outbox_backlog{{destination=\"{destination}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&name)).and_then(|v| v.trim().parse().ok())
-}
-
-/// Polls `check` every half second until it holds, for at most `timeout`.
-async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        anyhow::ensure!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Ok(())
-}
-
 /// Counters of the mixed run, shared by its tasks.
 #[derive(Debug, Default)]
 struct Counters {
@@ -488,8 +473,10 @@ pub async fn soak(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
     let started = Instant::now();
     push_all(&client, &district, &bulk, 2).await?;
     let n = opts.ceiling_records as u64;
-    wait_until("the ceiling load at 信用山东", Duration::from_secs(600), async || stored(&client, &top).await >= n)
-        .await?;
+    wait_until("the ceiling load at 信用山东", POLL, Duration::from_secs(600), async || {
+        stored(&client, &top).await >= n
+    })
+    .await?;
     let ceiling_rate = n as f64 / started.elapsed().as_secs_f64();
     let target_rate = ceiling_rate * opts.fraction;
     let secs = opts.minutes * 60;
@@ -638,15 +625,16 @@ pub async fn soak(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
 
     // Drain: everything acknowledged at the top, every sender settled.
     let acknowledged = counters.acknowledged.load(Ordering::Relaxed);
-    wait_until("everything acknowledged at 信用山东", Duration::from_secs(1800), async || {
+    wait_until("everything acknowledged at 信用山东", POLL, Duration::from_secs(1800), async || {
         stored(&client, &top).await >= acknowledged
     })
     .await?;
     let drain_secs = last_push.elapsed().as_secs_f64();
     for (i, (destination, _)) in CHAIN.iter().enumerate().skip(1) {
         let api = chain.apis[i - 1].clone();
-        wait_until("every sender settled", Duration::from_secs(300), async || {
-            backlog(&client, &api, destination).await == Some(0.0)
+        let backlog = format!("credit_gateway_outbox_backlog{{destination=\"{destination}\"}}");
+        wait_until("every sender settled", POLL, Duration::from_secs(300), async || {
+            metric(&client, &api, &backlog).await == Some(0.0)
         })
         .await?;
     }
