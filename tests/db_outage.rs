@@ -119,6 +119,9 @@ async fn with_authentication_on_an_outage_is_a_503_not_a_refused_credential() {
     let mut config = testkit::config(dir.path());
     config.database_url = Some(through_proxy);
     config.auth.required = true;
+    let hash = credit_gateway::dashboard::auth::hash_password("正确的密码", 1_000).expect("hash");
+    config.dashboard.operators =
+        vec![credit_gateway::config::Operator { name: "ops".into(), password_hash: hash, role: None }];
     let node = testkit::start(config).await;
     let key = testkit::issue_key(&node.app, "operator", "值班员", None).await;
     credit_gateway::tls::install_crypto_provider();
@@ -131,6 +134,26 @@ async fn with_authentication_on_an_outage_is_a_503_not_a_refused_credential() {
         }
     };
     assert_eq!(read(key.clone()).await.0, 200);
+    // The operator's browser: it keeps the session cookie, and the test sees the redirect.
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let login = browser
+        .post(format!("{}/dashboard/login", node.api))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=ops&password=%E6%AD%A3%E7%A1%AE%E7%9A%84%E5%AF%86%E7%A0%81")
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 303, "the operator logs in");
+    let cookie = login.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("cookie").to_owned();
+    let page = |path: &'static str| {
+        let (browser, url, cookie) = (browser.clone(), format!("{}{path}", node.api), cookie.clone());
+        async move {
+            let resp = browser.get(url).header("cookie", cookie).send().await.expect("answered");
+            let retry = resp.headers().contains_key("retry-after");
+            (resp.status().as_u16(), retry, resp.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(page("/dashboard/sla").await.0, 200);
 
     proxy.set(Fault::Down);
     proxy.cut();
@@ -142,6 +165,13 @@ async fn with_authentication_on_an_outage_is_a_503_not_a_refused_credential() {
         assert_eq!(status, 503, "attempt {attempt}: {body}");
         assert!(body.contains("\"store_unavailable\""), "{body}");
         assert!(asked.elapsed() < Duration::from_secs(5), "answered within 5 s, not {:?}", asked.elapsed());
+    }
+    // The operator's pages say the database is away (503, not a 500 "see the log").
+    for path in ["/dashboard", "/dashboard/sla", "/dashboard/quality"] {
+        let (status, retry, body) = page(path).await;
+        assert_eq!(status, 503, "{path} during the outage: {body}");
+        assert!(retry, "{path}: 503 with Retry-After");
+        assert!(body.contains("数据库暂时无法连接"), "{path}: {body}");
     }
 
     proxy.set(Fault::None);

@@ -111,11 +111,7 @@ impl ServiceError {
     /// reached is no fault of the request's either, but worth another try: 503
     /// `store_unavailable` with `Retry-After`.
     pub fn internal<E: std::fmt::Display + 'static>(err: &E) -> Self {
-        let any = err as &dyn std::any::Any;
-        let store = any
-            .downcast_ref::<gateway_store::StoreError>()
-            .or_else(|| any.downcast_ref::<anyhow::Error>().and_then(|e| e.downcast_ref()));
-        if store.is_some_and(gateway_store::StoreError::is_unavailable) {
+        if store_unavailable(err) {
             tracing::warn!(error = %err, "store unavailable");
             return Self::new(
                 ErrorKind::Unavailable,
@@ -210,4 +206,13 @@ impl ServiceError {
     pub fn bad_request(code: &'static str, zh: impl Into<String>, en: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadRequest, code, zh, en)
     }
+}
+
+/// Whether `err` is the store's, or wraps the store's, saying the database cannot be reached.
+pub(crate) fn store_unavailable<E: 'static>(err: &E) -> bool {
+    let any = err as &dyn std::any::Any;
+    let store = any
+        .downcast_ref::<gateway_store::StoreError>()
+        .or_else(|| any.downcast_ref::<anyhow::Error>().and_then(|e| e.downcast_ref()));
+    store.is_some_and(gateway_store::StoreError::is_unavailable)
 }

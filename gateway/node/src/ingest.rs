@@ -289,7 +289,7 @@ impl Ingest {
             }
             result.outcomes.push(outcome);
         }
-        tracing::info!(
+        tracing::debug!(
             received = result.received,
             accepted = result.accepted,
             duplicate = result.duplicate,

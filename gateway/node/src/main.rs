@@ -407,7 +407,7 @@ enum CertsCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// Ingest through the HTTP API into SQLite, beside the raw store ceiling.
+    /// Ingest through the HTTP API into SQLite (or PostgreSQL), beside the raw store ceiling.
     Ingest(bench::IngestOptions),
     /// Ingest with authentication (API key, client certificate) vs without.
     Access(bench::AccessBenchOptions),
@@ -728,8 +728,10 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Bench { command: BenchCommand::Ingest(opts) } => {
             init_logging(LogFormat::Text);
-            let report = runtime()?.block_on(bench::ingest(&opts))?;
-            println!("{report}");
+            match &opts.postgres {
+                Some(url) => println!("{}", runtime()?.block_on(bench::ingest_postgres(&opts, url))?),
+                None => println!("{}", runtime()?.block_on(bench::ingest(&opts))?),
+            }
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

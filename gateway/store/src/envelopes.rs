@@ -10,11 +10,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
-// `Backend`, `format_date`, `INSERT_CHUNK` and `all_inserted` are used by the `dispatch!`/`insert_rows!` expansions.
-use super::{
-    Arrival, Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, all_inserted, parse_digest, parse_uuid, short,
-};
-use gateway_core::date::format_date;
+// `Backend` and `INSERT_CHUNK` are used by the `dispatch!`/`insert_rows!` expansions.
+use super::{Arrival, Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, parse_digest, parse_uuid, short};
 
 /// An item that arrived in an envelope and passed validation.
 #[derive(Debug, Clone)]
@@ -282,7 +279,7 @@ impl Store {
                         };
                         outcomes.push(Some(outcome));
                     }
-                    insert_rows!(tx, skip, rows);
+                    insert_rows!(tx, rows);
                     insert_origin_proofs!(tx, skip, &rows);
                     apply_events!(tx, &rows);
                     outcomes

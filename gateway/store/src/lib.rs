@@ -240,6 +240,7 @@ pub mod access;
 mod alerts;
 pub mod audit;
 pub mod cases;
+mod ceiling;
 mod envelopes;
 pub mod evaluations;
 mod leases;
@@ -248,6 +249,7 @@ pub mod quality;
 pub mod sla;
 mod statistics;
 mod trail;
+pub use ceiling::CeilingMethod;
 pub use envelopes::{
     ArrivalOf, EnvelopeIn, EnvelopeStored, OriginRef, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope,
 };

@@ -39,7 +39,10 @@ impl Statistics {
         self.next_at.store(total.saturating_mul(2), Ordering::Relaxed);
         let (pool, running) = (self.pool.clone(), Arc::clone(&self.running));
         tokio::spawn(async move {
-            if let Err(e) = analyze(&pool).await {
+            // A store closed meanwhile (the node stopping) needs no statistics.
+            if let Err(e) = analyze(&pool).await
+                && !pool.is_closed()
+            {
                 tracing::warn!(error = %e, "ANALYZE after a bulk load failed; autovacuum will do it later");
             }
             running.store(false, Ordering::Release);

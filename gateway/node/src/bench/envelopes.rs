@@ -104,6 +104,8 @@ pub async fn envelopes(opts: &EnvelopeOptions) -> anyhow::Result<EnvelopeReport>
             records: opts.records,
             batch: opts.batch,
             concurrency: opts.concurrency,
+            postgres: None,
+            rounds: 1,
             report: "-".into(),
         })
         .await?;

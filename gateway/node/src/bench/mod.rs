@@ -8,6 +8,7 @@ mod envelopes;
 mod evaluations;
 mod import;
 mod joint;
+mod postgres;
 pub mod proxy;
 mod relay;
 mod soak;
@@ -18,6 +19,7 @@ pub use envelopes::{EnvelopeOptions, EnvelopeReport, envelopes};
 pub use evaluations::{EvaluationBenchOptions, EvaluationReport, evaluations};
 pub use import::{ImportBenchOptions, ImportReport, import, import_phase};
 pub use joint::{JointBenchOptions, JointReport, joint};
+pub use postgres::{PostgresIngestReport, PostgresRound, ingest_postgres};
 pub use relay::{RelayOptions, RelayReport, relay};
 pub use soak::{SoakOptions, SoakReport, soak};
 
@@ -47,6 +49,14 @@ pub struct IngestOptions {
     /// Concurrent HTTP clients.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Measure on PostgreSQL instead of the embedded SQLite: the server's URL
+    /// (`postgres://user@host:5432/postgres`). The bench makes databases of its own there and
+    /// drops them afterwards.
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// Rounds on PostgreSQL, back to back; the report gives each and the median.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Markdown report to (re)write; `-` to skip.
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub report: String,
@@ -152,7 +162,7 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     })
     .await?;
     let http_rate =
-        http_rate(&format!("http://{}/api/v1/records", node.api), bodies, opts.concurrency, opts.records).await?;
+        http_rate(&[format!("http://{}/api/v1/records", node.api)], bodies, opts.concurrency, opts.records).await?;
     let stored = node.app.ingest.store.count().await?;
     let _ = stop.send(());
     node.stopped().await?;
@@ -215,12 +225,20 @@ pub(crate) async fn raw_store_rate(
     Ok(rate(n, elapsed))
 }
 
-async fn http_rate(url: &str, bodies: Vec<bytes::Bytes>, concurrency: usize, records: usize) -> anyhow::Result<f64> {
+/// Pushes every body, spread over `urls` (replicas of one node) in turn, with `concurrency`
+/// clients; records/s.
+async fn http_rate(
+    urls: &[String],
+    bodies: Vec<bytes::Bytes>,
+    concurrency: usize,
+    records: usize,
+) -> anyhow::Result<f64> {
     crate::tls::install_crypto_provider();
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
-    let url = url.to_owned();
-    let elapsed = drain(bodies, concurrency, move |body| {
-        let (client, url) = (client.clone(), url.clone());
+    let pushes: Vec<(String, bytes::Bytes)> =
+        bodies.into_iter().enumerate().map(|(i, body)| (urls[i % urls.len()].clone(), body)).collect();
+    let elapsed = drain(pushes, concurrency, move |(url, body)| {
+        let client = client.clone();
         async move {
             let resp = client.post(&url).header("content-type", "application/json").body(body).send().await?;
             if !resp.status().is_success() {
@@ -290,6 +308,18 @@ pub(crate) async fn wait_until(
         tokio::time::sleep(every).await;
     }
     Ok(())
+}
+
+/// CPU seconds the whole machine has spent busy (all cores, every process; `/proc/stat`), to
+/// set a phase's cost beside its rate where the gateway, a database server and the bench's
+/// clients share the cores. `None` where unreadable (not Linux).
+pub(crate) fn machine_busy_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> =
+        text.lines().next()?.strip_prefix("cpu ")?.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal, in USER_HZ (100 on Linux) ticks.
+    let busy = ticks.iter().take(8).sum::<f64>() - ticks.get(3)? - ticks.get(4)?;
+    Some(busy / 100.0)
 }
 
 pub(crate) fn rate(n: usize, d: Duration) -> f64 {

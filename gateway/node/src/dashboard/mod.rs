@@ -144,7 +144,23 @@ fn operator_page(s: &Session, title: &str, nav: Nav, body: &str) -> Response {
     respond(StatusCode::OK, page(title, nav, Some((&s.name, &s.token)), body))
 }
 
-fn failure(e: impl std::fmt::Display) -> Response {
+fn failure<E: std::fmt::Display + 'static>(e: E) -> Response {
+    if crate::error::store_unavailable(&e) {
+        // An outage of the database, not a fault of the page: the operator is told to wait.
+        tracing::warn!(error = %e, "dashboard page: store unavailable");
+        let mut resp = respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            page(
+                "存储暂不可用 Store unavailable",
+                Nav::None,
+                None,
+                "<p class=\"error\">数据库暂时无法连接，请稍后刷新本页。The database cannot be reached at the moment; \
+                 reload this page shortly.</p>",
+            ),
+        );
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return resp;
+    }
     tracing::error!(error = %e, "dashboard page failed");
     respond(
         StatusCode::INTERNAL_SERVER_ERROR,
