@@ -2,7 +2,9 @@
 //! proxy that cuts every open connection and refuses new ones, relaying to 信用淄博. While the
 //! database is away, readiness turns false and pushes are answered 503 `store_unavailable` with
 //! `Retry-After`, each within 5 s: never a 500, never a hang, never a panic. Once it is back,
-//! the node recovers by itself and the relay delivers everything acknowledged.
+//! the node recovers by itself and the relay delivers everything acknowledged. The same holds
+//! when the database's port refuses connections, and when connections are taken and never
+//! answered.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -173,8 +175,24 @@ async fn with_authentication_on_an_outage_is_a_503_not_a_refused_credential() {
         assert!(retry, "{path}: 503 with Retry-After");
         assert!(body.contains("数据库暂时无法连接"), "{path}: {body}");
     }
+    // The database's port closed (connections refused), then a route that takes connections
+    // and never answers (a dead virtual IP): each call still gets its 503 within 5 s.
+    for fault in [Fault::Refused, Fault::Blackhole] {
+        proxy.set(fault);
+        proxy.cut();
+        for attempt in 0..2 {
+            let asked = Instant::now();
+            let (status, body) = read(key.clone()).await;
+            assert_eq!(status, 503, "{fault:?}, attempt {attempt}: {body}");
+            assert!(body.contains("\"store_unavailable\""), "{body}");
+            let took = asked.elapsed();
+            assert!(took < Duration::from_secs(5), "{fault:?}: answered within 5 s, not {took:?}");
+            println!("{fault:?}: 503 after {took:?}");
+        }
+    }
 
     proxy.set(Fault::None);
+    proxy.cut();
     testkit::eventually("the right key works again", Duration::from_secs(30), async || {
         read(key.clone()).await.0 == 200
     })

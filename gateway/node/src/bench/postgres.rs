@@ -42,6 +42,17 @@ pub struct PostgresRound {
     /// indexes and TOAST, and the whole database.
     pub records_bytes_per_record: f64,
     pub database_bytes_per_record: f64,
+    /// How the one-replica run read `records` (autovacuum off for it).
+    pub scans: Scans,
+}
+
+/// Scans of the `records` table over a run (`pg_stat_user_tables`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scans {
+    pub sequential: i64,
+    /// Rows the sequential scans read.
+    pub rows_read: i64,
+    pub index: i64,
 }
 
 impl PostgresRound {
@@ -159,7 +170,20 @@ impl fmt::Display for PostgresIngestReport {
             self.validate_rate,
             self.rounds.len(),
             self.ratio()
-        )
+        )?;
+        write!(f, "\nReads of `records` during the one-replica HTTP runs, autovacuum off for the table:")?;
+        for (i, r) in self.rounds.iter().enumerate() {
+            let s = r.scans;
+            write!(
+                f,
+                " round {}: {} sequential scans reading {} rows, {} index scans;",
+                i + 1,
+                s.sequential,
+                s.rows_read,
+                s.index
+            )?;
+        }
+        writeln!(f)
     }
 }
 
@@ -289,6 +313,7 @@ async fn rounds(opts: &IngestOptions, scratch: &mut Scratch) -> anyhow::Result<P
 
         let mut http = Vec::new();
         let mut sizes = (f64::NAN, f64::NAN);
+        let mut scans = Scans::default();
         for replicas in [1, 2] {
             let database = scratch.create().await?;
             scratch.checkpoint().await;
@@ -307,24 +332,35 @@ async fn rounds(opts: &IngestOptions, scratch: &mut Scratch) -> anyhow::Result<P
                     .await?,
                 );
             }
+            let mut conn = sqlx::PgConnection::connect(&database).await?;
+            if replicas == 1 {
+                // As on a fresh database whose autovacuum has not come round: the planner's
+                // figures are what the node's own ANALYZE gives it (see the scans below).
+                sqlx::query("ALTER TABLE records SET (autovacuum_enabled = false)").execute(&mut conn).await?;
+            }
             let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}/api/v1/records", n.api)).collect();
             http.push(
                 measured(opts.records, super::http_rate(&urls, bodies.clone(), opts.concurrency, opts.records)).await?,
             );
-            let stored = nodes[0].app.ingest.store.count().await?;
-            if replicas == 1 {
-                let mut conn = sqlx::PgConnection::connect(&database).await?;
-                let (table, whole): (i64, i64) =
-                    sqlx::query_as("SELECT pg_total_relation_size('records'), pg_database_size(current_database())")
-                        .fetch_one(&mut conn)
-                        .await?;
-                conn.close().await?;
-                sizes = (table as f64 / stored as f64, whole as f64 / stored as f64);
-            }
             let _ = stop.send(true);
             for node in nodes {
                 node.stopped().await?;
             }
+            // The nodes' sessions have ended, so their statistics are in; the count comes after
+            // reading them, so that its own scan is not among them.
+            if replicas == 1 {
+                let (table, whole, seq_scans, seq_rows, index_scans): (i64, i64, i64, i64, i64) = sqlx::query_as(
+                    "SELECT pg_total_relation_size('records'), pg_database_size(current_database()), \
+                     seq_scan, seq_tup_read, COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'records'",
+                )
+                .fetch_one(&mut conn)
+                .await?;
+                let n = opts.records as f64;
+                sizes = (table as f64 / n, whole as f64 / n);
+                scans = Scans { sequential: seq_scans, rows_read: seq_rows, index: index_scans };
+            }
+            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM records").fetch_one(&mut conn).await?;
+            conn.close().await?;
             if stored != opts.records as i64 {
                 bail!("HTTP run with {replicas} replicas stored {stored} records, expected {}", opts.records);
             }
@@ -338,6 +374,7 @@ async fn rounds(opts: &IngestOptions, scratch: &mut Scratch) -> anyhow::Result<P
             http_two: http[1],
             records_bytes_per_record: sizes.0,
             database_bytes_per_record: sizes.1,
+            scans,
         };
         tracing::info!(round, ?r, "PostgreSQL ingest round");
         rounds.push(r);

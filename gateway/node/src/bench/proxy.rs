@@ -20,6 +20,12 @@ pub enum Fault {
     CutResponses = 2,
     /// Close every new connection at once: the destination is down.
     Down = 3,
+    /// Close the port itself: connections are refused, as on a machine whose service is not
+    /// running. Open connections stay until [`FaultProxy::cut`].
+    Refused = 4,
+    /// Take new connections and never answer: a peer behind a broken route or a dead virtual
+    /// IP. They are held until [`FaultProxy::cut`].
+    Blackhole = 5,
 }
 
 /// Client bytes after which the request is surely past the TLS handshake (envelopes are larger).
@@ -32,6 +38,8 @@ pub struct FaultProxy {
     /// Bumped by [`FaultProxy::redirect`]: open connections close, so pooled ones reconnect.
     generation: tokio::sync::watch::Sender<u64>,
     fault: Arc<AtomicU8>,
+    /// Woken by [`FaultProxy::set`]: the listener closes or reopens its port.
+    fault_set: Arc<tokio::sync::Notify>,
     /// Connections accepted so far.
     pub connections: Arc<AtomicU64>,
 }
@@ -45,13 +53,37 @@ impl FaultProxy {
             upstream: Arc::new(AtomicU16::new(upstream)),
             generation: tokio::sync::watch::Sender::new(0),
             fault: Arc::new(AtomicU8::new(Fault::None as u8)),
+            fault_set: Arc::new(tokio::sync::Notify::new()),
             connections: Arc::new(AtomicU64::new(0)),
         };
         let p = proxy.clone();
         tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
+            let mut listener = Some(listener);
+            loop {
+                let fault_set = p.fault_set.notified();
+                let Some(open) = &listener else {
+                    // The port is closed (refused) until the fault changes.
+                    fault_set.await;
+                    if !p.is(Fault::Refused) {
+                        match TcpListener::bind(("127.0.0.1", p.port)).await {
+                            Ok(reopened) => listener = Some(reopened),
+                            Err(_) => return,
+                        }
+                    }
+                    continue;
+                };
+                let accepted = tokio::select! {
+                    accepted = open.accept() => accepted,
+                    () = fault_set => {
+                        if p.is(Fault::Refused) {
+                            listener = None;
+                        }
+                        continue;
+                    }
+                };
+                let Ok((client, _)) = accepted else { return };
                 p.connections.fetch_add(1, Ordering::SeqCst);
-                if p.fault.load(Ordering::SeqCst) == Fault::Down as u8 {
+                if p.is(Fault::Down) {
                     drop(client);
                     continue;
                 }
@@ -59,7 +91,13 @@ impl FaultProxy {
                 let mut redirected = p.generation.subscribe();
                 redirected.borrow_and_update();
                 let fault = Arc::clone(&p.fault);
+                let silent = p.is(Fault::Blackhole);
                 tokio::spawn(async move {
+                    if silent {
+                        let _held = client;
+                        let _ = redirected.changed().await;
+                        return;
+                    }
                     tokio::select! {
                         () = relay(client, upstream, fault) => {}
                         _ = redirected.changed() => {}
@@ -72,6 +110,11 @@ impl FaultProxy {
 
     pub fn set(&self, fault: Fault) {
         self.fault.store(fault as u8, Ordering::SeqCst);
+        self.fault_set.notify_one();
+    }
+
+    fn is(&self, fault: Fault) -> bool {
+        self.fault.load(Ordering::SeqCst) == fault as u8
     }
 
     /// Sends new connections to another port (a restarted receiver).
