@@ -195,14 +195,16 @@ pub async fn received_outcomes(data_dir: &Path) -> String {
 }
 
 /// A loopback port that was free a moment ago (for nodes that must keep their port across
-/// restarts).
+/// restarts), below the kernel's ephemeral range: a port the kernel handed out there could be
+/// taken by any outgoing connection's source port before a restarted node binds it again (a
+/// replica test lost a restart so, under `cargo test`'s parallel threads).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    free_port_block(1)
 }
 
 /// The first of `n` consecutive loopback ports that were all free a moment ago, below the
-/// kernel's ephemeral range (32768 and up), where other tests' connections and `free_port`
-/// listeners take theirs: for a process that binds a block (the demo's nodes).
+/// kernel's ephemeral range (32768 and up), where other tests' connections and listeners on
+/// port 0 take theirs: for a process that binds a block (the demo's nodes).
 pub fn free_port_block(n: u16) -> u16 {
     let mut seed = [0u8; 2];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).expect("random");
