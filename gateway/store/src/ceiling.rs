@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use sqlx::QueryBuilder;
 use uuid::Uuid;
 
-use super::{Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, all_inserted};
+use gateway_core::date::format_date;
+
+use super::{Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, all_inserted, short};
 
 /// How a write ceiling puts the rows in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +78,7 @@ impl Store {
                         CeilingMethod::Copy => {
                             let mut text = String::with_capacity(rows.len() * 1_600);
                             for row in &rows {
-                                super::records::copy_line(row, &mut text);
+                                copy_line(row, &mut text);
                             }
                             let statement = format!("COPY {table} ({}) FROM STDIN", super::records::INSERT_COLUMNS);
                             let mut copy = tx.copy_in_raw(&statement).await?;
@@ -99,5 +101,67 @@ impl Store {
         let elapsed = started.elapsed();
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}"))).execute(pool).await?;
         result.map(|()| elapsed)
+    }
+}
+
+/// One row of `COPY … FROM STDIN` in text format: the columns of [`super::records::INSERT_COLUMNS`].
+fn copy_line(row: &NewRow<'_>, out: &mut String) {
+    let r = &row.incoming.record;
+    let target = r.target.as_ref();
+    let fields: [Option<std::borrow::Cow<'_, str>>; 21] = [
+        Some(row.record_id.to_string().into()),
+        Some(row.version.to_string().into()),
+        Some(row.origin.into()),
+        Some(r.record_type.as_str().into()),
+        Some(r.natural_key.to_hex().into()),
+        Some(short(&r.natural_key).to_string().into()),
+        Some(short(&r.content_hash).to_string().into()),
+        Some(r.content_hash.to_hex().into()),
+        r.subject_uscc.as_deref().map(Into::into),
+        r.clock_start.map(|d| format_date(d).into()),
+        row.incoming.deadline.map(|d| format_date(d).into()),
+        Some(row.received_at.into()),
+        Some(r.canonical_content.as_str().into()),
+        row.arrival.map(|a| a.envelope_digest.into()),
+        row.arrival.map(|a| a.leaf_index.to_string().into()),
+        Some(r.disclosure.as_str().into()),
+        target.map(|t| t.origin.as_str().into()),
+        target.map(|t| t.record_id.as_str().into()),
+        target.map(|t| t.version.to_string().into()),
+        row.incoming.intake.as_deref().map(Into::into),
+        Some(r.quality.department_uscc.as_str()).filter(|d| !d.is_empty()).map(Into::into),
+    ];
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
+        }
+        match field {
+            None => out.push_str("\\N"),
+            Some(text) => escape_copy_text(text, out),
+        }
+    }
+    out.push('\n');
+}
+
+/// A value in `COPY`'s text format: backslash, tab, newline and carriage return escaped.
+fn escape_copy_text(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_text_escapes_what_the_format_reserves() {
+        let mut out = String::new();
+        super::escape_copy_text("a\\b\tc\nd\re 中", &mut out);
+        assert_eq!(out, "a\\\\b\\tc\\nd\\re 中");
     }
 }

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
-// `Backend` and `INSERT_CHUNK` are used by the `dispatch!`/`insert_rows!` expansions.
-use super::{Arrival, Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, parse_digest, parse_uuid, short};
+// `Backend`, `INSERT_CHUNK` and `all_inserted` are used by the `dispatch!`/`insert_rows!` expansions.
+use super::{
+    Arrival, Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, all_inserted, parse_digest, parse_uuid, short,
+};
 
 /// An item that arrived in an envelope and passed validation.
 #[derive(Debug, Clone)]
@@ -279,7 +281,7 @@ impl Store {
                         };
                         outcomes.push(Some(outcome));
                     }
-                    insert_rows!(tx, rows);
+                    insert_rows!(tx, self.insert_new(), rows);
                     insert_origin_proofs!(tx, skip, &rows);
                     apply_events!(tx, &rows);
                     outcomes

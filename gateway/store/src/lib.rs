@@ -228,7 +228,7 @@ fn all_inserted(inserted: u64, expected: usize, what: impl FnOnce() -> String) -
     } else {
         Err(StoreError::Refused(format!(
             "{} of {expected} {}: a unique key is held already",
-            expected as u64 - inserted,
+            inserted.abs_diff(expected as u64),
             what()
         )))
     }
@@ -275,6 +275,21 @@ impl Store {
         match self.backend {
             Backend::Sqlite(_) => ("INSERT OR IGNORE INTO", ""),
             Backend::Postgres(_) => ("INSERT INTO", " ON CONFLICT DO NOTHING"),
+        }
+    }
+
+    /// How a multi-row `INSERT` here writes rows that must all go in (count them with
+    /// `all_inserted`): `(verb, tail)`. SQLite is given `INSERT OR IGNORE` for the reason
+    /// [`Store::skip_held`] gives; PostgreSQL a plain `INSERT`, which a held key fails. Its
+    /// `ON CONFLICT DO NOTHING` costs a speculative insertion per row: dropping it made the
+    /// PostgreSQL push path faster in paired runs (docs/benchmarks.md). One `COPY` per group
+    /// was faster still, but sqlx cannot bring back a connection whose `COPY` was cancelled
+    /// half-way, and a client that hangs up cancels the request that is committing its group:
+    /// not before the commit runs in a task of its own.
+    pub(crate) fn insert_new(&self) -> (&'static str, &'static str) {
+        match self.backend {
+            Backend::Sqlite(_) => ("INSERT OR IGNORE INTO", ""),
+            Backend::Postgres(_) => ("INSERT INTO", ""),
         }
     }
 

@@ -15,11 +15,14 @@ use uuid::Uuid;
 use super::{Backend, INSERT_CHUNK, LOOKUP_CHUNK, OriginRef, QualityCounts, Store, StoreError, Waiting, all_inserted};
 
 /// Inserts `NewRow`s into `records` inside the transaction `$tx`, in multi-row statements
-/// written with `$skip` (from [`Store::skip_held`]).
+/// written with `$verb` (`(verb, tail)`, from [`Store::insert_new`] or [`Store::skip_held`]).
 macro_rules! insert_rows {
     // Every row must go in: a row a constraint refuses fails the transaction.
-    ($tx:ident, $rows:expr) => {
-        $crate::records::InsertRecords::insert_records(&mut *$tx, &$rows).await?
+    ($tx:ident, $verb:expr, $rows:expr) => {
+        for chunk in $rows.chunks(INSERT_CHUNK) {
+            let inserted = insert_rows!(@statement chunk, $verb).build().execute(&mut *$tx).await?.rows_affected();
+            all_inserted(inserted, chunk.len(), || "new records".to_owned())?;
+        }
     };
     // Rows whose unique keys are already held are skipped; evaluates to the number inserted.
     ($tx:ident, $skip:expr, $rows:expr, skip_held) => {{
@@ -29,12 +32,12 @@ macro_rules! insert_rows {
         }
         inserted
     }};
-    (@statement $chunk:ident, $skip:expr) => {
-        insert_rows!(@statement_into "records", $chunk, $skip)
+    (@statement $chunk:ident, $verb:expr) => {
+        insert_rows!(@statement_into "records", $chunk, $verb)
     };
     // The same statement into another table of the same columns (the store's write ceilings).
-    (@statement_into $table:expr, $chunk:ident, $skip:expr) => {{
-            let (verb, tail) = $skip;
+    (@statement_into $table:expr, $chunk:ident, $verb:expr) => {{
+            let (verb, tail) = $verb;
             let mut qb = QueryBuilder::new(format!("{verb} {} ({}) ", $table, $crate::records::INSERT_COLUMNS));
             qb.push_values($chunk, |mut b, row| {
                 let r = &row.incoming.record;
@@ -66,7 +69,7 @@ macro_rules! insert_rows {
 }
 
 /// The columns a stored record version is written with, in the order [`insert_rows!`] binds
-/// them and [`copy_line`] writes them.
+/// them (and the write ceilings of `ceiling.rs` copy them).
 macro_rules! insert_columns {
     () => {
         "record_id, version, origin, record_type, natural_key, nk, ch, content_hash, subject_uscc, clock_start, \
@@ -75,104 +78,6 @@ macro_rules! insert_columns {
     };
 }
 pub(crate) const INSERT_COLUMNS: &str = insert_columns!();
-
-/// Inserts new record versions that must all go in (a row a unique key refuses fails the
-/// transaction), each backend its fastest way.
-pub(crate) trait InsertRecords {
-    fn insert_records<'c>(
-        &'c mut self,
-        rows: &'c [NewRow<'_>],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'c;
-}
-
-impl InsertRecords for sqlx::SqliteConnection {
-    /// Multi-row INSERTs; `OR IGNORE` spares SQLite its statement journal (see
-    /// [`Store::skip_held`]) and the count catches a row that was skipped.
-    async fn insert_records(&mut self, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let inserted = insert_rows!(@statement chunk, ("INSERT OR IGNORE INTO", ""))
-                .build()
-                .execute(&mut *self)
-                .await?
-                .rows_affected();
-            all_inserted(inserted, chunk.len(), || "new records".to_owned())?;
-        }
-        Ok(())
-    }
-}
-
-impl InsertRecords for sqlx::PgConnection {
-    /// One `COPY … FROM STDIN`: in `bench ingest --postgres` it cost the machine a fifth less
-    /// CPU per record than the same rows as multi-row INSERTs, and the store's ingest holds its
-    /// lock while it runs (docs/benchmarks.md). A held key fails the whole COPY.
-    async fn insert_records(&mut self, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut text = String::with_capacity(rows.len() * 1_600);
-        for row in rows {
-            copy_line(row, &mut text);
-        }
-        let mut copy = self.copy_in_raw(COPY_RECORDS).await?;
-        copy.send(text.into_bytes()).await?;
-        let copied = copy.finish().await?;
-        all_inserted(copied, rows.len(), || "new records".to_owned())
-    }
-}
-
-const COPY_RECORDS: &str = concat!("COPY records (", insert_columns!(), ") FROM STDIN");
-
-/// One row of `COPY … FROM STDIN` in text format: the columns of [`INSERT_COLUMNS`].
-pub(crate) fn copy_line(row: &NewRow<'_>, out: &mut String) {
-    let r = &row.incoming.record;
-    let target = r.target.as_ref();
-    let fields: [Option<std::borrow::Cow<'_, str>>; 21] = [
-        Some(row.record_id.to_string().into()),
-        Some(row.version.to_string().into()),
-        Some(row.origin.into()),
-        Some(r.record_type.as_str().into()),
-        Some(r.natural_key.to_hex().into()),
-        Some(short(&r.natural_key).to_string().into()),
-        Some(short(&r.content_hash).to_string().into()),
-        Some(r.content_hash.to_hex().into()),
-        r.subject_uscc.as_deref().map(Into::into),
-        r.clock_start.map(|d| format_date(d).into()),
-        row.incoming.deadline.map(|d| format_date(d).into()),
-        Some(row.received_at.into()),
-        Some(r.canonical_content.as_str().into()),
-        row.arrival.map(|a| a.envelope_digest.into()),
-        row.arrival.map(|a| a.leaf_index.to_string().into()),
-        Some(r.disclosure.as_str().into()),
-        target.map(|t| t.origin.as_str().into()),
-        target.map(|t| t.record_id.as_str().into()),
-        target.map(|t| t.version.to_string().into()),
-        row.incoming.intake.as_deref().map(Into::into),
-        Some(r.quality.department_uscc.as_str()).filter(|d| !d.is_empty()).map(Into::into),
-    ];
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push('\t');
-        }
-        match field {
-            None => out.push_str("\\N"),
-            Some(text) => escape_copy_text(text, out),
-        }
-    }
-    out.push('\n');
-}
-
-/// A value in `COPY`'s text format: backslash, tab, newline and carriage return escaped.
-fn escape_copy_text(text: &str, out: &mut String) {
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-}
 
 /// Applies the lifecycle events among `$rows` (`NewRow`s just inserted, in order) to
 /// `record_states` inside the transaction `$tx`, so an event and its effect commit together.
@@ -487,7 +392,7 @@ impl Store {
             }
             let looked_up = started.elapsed();
             let (outcomes, rows) = decide(incoming, &mut known);
-            insert_rows!(tx, rows);
+            insert_rows!(tx, self.insert_new(), rows);
             let inserted = started.elapsed();
             apply_events!(tx, &rows);
             let mut quality = quality.clone();
@@ -675,14 +580,4 @@ where
         received_at: row.try_get(7)?,
         content: row.try_get(8)?,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn copy_text_escapes_what_the_format_reserves() {
-        let mut out = String::new();
-        super::escape_copy_text("a\\b\tc\nd\re 中", &mut out);
-        assert_eq!(out, "a\\\\b\\tc\\nd\\re 中");
-    }
 }

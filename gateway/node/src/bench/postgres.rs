@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use gateway_core::date::today_in_china;
@@ -204,11 +204,9 @@ impl Scratch {
         let name = format!("cg_bench_{}", uuid::Uuid::now_v7().simple());
         let mut conn = sqlx::PgConnection::connect(&self.admin).await.context("connecting to PostgreSQL")?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
-        conn.close().await?;
         self.made.push(name.clone());
-        let base = self.admin.split('?').next().unwrap_or(&self.admin);
-        let base = base.rsplit_once('/').map_or(base, |(server, _)| server);
-        Ok(format!("{base}/{name}"))
+        conn.close().await?;
+        Ok(with_database(&self.admin, &name))
     }
 
     /// Asks the server to write its dirty pages now, so one phase's checkpoint does not land in
@@ -231,6 +229,17 @@ impl Scratch {
                 tracing::error!(database = %name, error = %e, "could not drop a bench database");
             }
         }
+    }
+}
+
+/// `admin` (a `postgres://` URL) naming the database `name` instead, its parameters kept.
+fn with_database(admin: &str, name: &str) -> String {
+    let (base, query) = admin.split_once('?').map_or((admin, None), |(b, q)| (b, Some(q)));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let server = base[authority..].find('/').map_or(base, |i| &base[..authority + i]);
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
     }
 }
 
@@ -346,9 +355,18 @@ async fn rounds(opts: &IngestOptions, scratch: &mut Scratch) -> anyhow::Result<P
             for node in nodes {
                 node.stopped().await?;
             }
-            // The nodes' sessions have ended, so their statistics are in; the count comes after
-            // reading them, so that its own scan is not among them.
+            // A session's statistics are in once it has ended on the server; the count comes
+            // after reading them, so that its own scan is not among them.
             if replicas == 1 {
+                let others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                              AND pid <> pg_backend_pid()";
+                super::wait_until(
+                    "the nodes' sessions ended",
+                    Duration::from_millis(20),
+                    Duration::from_secs(10),
+                    async || sqlx::query_scalar::<_, i64>(others).fetch_one(&mut conn).await.is_ok_and(|n| n == 0),
+                )
+                .await?;
                 let (table, whole, seq_scans, seq_rows, index_scans): (i64, i64, i64, i64, i64) = sqlx::query_as(
                     "SELECT pg_total_relation_size('records'), pg_database_size(current_database()), \
                      seq_scan, seq_tup_read, COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'records'",
@@ -396,5 +414,17 @@ mod tests {
     fn median_of_odd_and_even_counts() {
         assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(super::median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn a_database_url_names_another_database_with_its_parameters_kept() {
+        let cases = [
+            ("postgres://u@h:5432/postgres", "postgres://u@h:5432/x"),
+            ("postgres://u:p@h/postgres?sslmode=disable", "postgres://u:p@h/x?sslmode=disable"),
+            ("postgres://h:5432", "postgres://h:5432/x"),
+        ];
+        for (admin, expected) in cases {
+            assert_eq!(super::with_database(admin, "x"), expected);
+        }
     }
 }

@@ -59,15 +59,20 @@ impl FaultProxy {
         let p = proxy.clone();
         tokio::spawn(async move {
             let mut listener = Some(listener);
+            // While refusing, the port stays bound without listening: connections to it are
+            // refused, and no other socket (an outgoing connection's source port) can take it.
+            let mut held: Option<tokio::net::TcpSocket> = None;
             loop {
                 let fault_set = p.fault_set.notified();
                 let Some(open) = &listener else {
-                    // The port is closed (refused) until the fault changes.
                     fault_set.await;
                     if !p.is(Fault::Refused) {
-                        match TcpListener::bind(("127.0.0.1", p.port)).await {
-                            Ok(reopened) => listener = Some(reopened),
-                            Err(_) => return,
+                        match held.take().map(|socket| socket.listen(1024)) {
+                            Some(Ok(reopened)) => listener = Some(reopened),
+                            _ => {
+                                eprintln!("fault proxy: could not reopen port {}; it stays closed", p.port);
+                                return;
+                            }
                         }
                     }
                     continue;
@@ -77,6 +82,9 @@ impl FaultProxy {
                     () = fault_set => {
                         if p.is(Fault::Refused) {
                             listener = None;
+                            held = hold_port(p.port).inspect_err(|e| {
+                                eprintln!("fault proxy: could not hold port {} while refusing: {e}", p.port);
+                            }).ok();
                         }
                         continue;
                     }
@@ -128,6 +136,14 @@ impl FaultProxy {
     pub fn cut(&self) {
         self.generation.send_modify(|g| *g += 1);
     }
+}
+
+/// Binds `port` on loopback without listening.
+fn hold_port(port: u16) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
+    Ok(socket)
 }
 
 /// Moves bytes both ways; the fault is read per chunk, so pooled (keep-alive) connections

@@ -306,8 +306,8 @@ impl NodeDb {
     }
 }
 
-/// A read-only connection to a node's database (the node may still be running).
-async fn read_only(db: &NodeDb) -> anyhow::Result<sqlx::AnyPool> {
+/// A connection to a node's database for reading what it holds (the node may still be running).
+async fn connect_to(db: &NodeDb) -> anyhow::Result<sqlx::AnyPool> {
     sqlx::any::install_default_drivers();
     let url = match db {
         NodeDb::Sqlite(dir) => format!("sqlite://{}?mode=ro", dir.join("gateway.sqlite").display()),
@@ -318,7 +318,7 @@ async fn read_only(db: &NodeDb) -> anyhow::Result<sqlx::AnyPool> {
 
 /// The latest `received_at` in the node database at `db`.
 async fn last_received(db: &NodeDb) -> anyhow::Result<String> {
-    let pool = read_only(db).await?;
+    let pool = connect_to(db).await?;
     let last: Option<String> = sqlx::query_scalar("SELECT max(received_at) FROM records").fetch_one(&pool).await?;
     pool.close().await;
     last.context("no records at all")
@@ -326,7 +326,7 @@ async fn last_received(db: &NodeDb) -> anyhow::Result<String> {
 
 /// `received_at` by record id, for records received at or after `since`.
 async fn received(db: &NodeDb, since: &str) -> anyhow::Result<std::collections::HashMap<String, String>> {
-    let pool = read_only(db).await?;
+    let pool = connect_to(db).await?;
     let rows = sqlx::query("SELECT record_id, received_at FROM records WHERE received_at >= $1")
         .bind(since)
         .fetch_all(&pool)
