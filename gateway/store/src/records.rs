@@ -70,14 +70,9 @@ macro_rules! insert_rows {
 
 /// The columns a stored record version is written with, in the order [`insert_rows!`] binds
 /// them (and the write ceilings of `ceiling.rs` copy them).
-macro_rules! insert_columns {
-    () => {
-        "record_id, version, origin, record_type, natural_key, nk, ch, content_hash, subject_uscc, clock_start, \
-         deadline, received_at, content, envelope_digest, leaf_index, disclosure, target_origin, target_record_id, \
-         target_version, intake, department_uscc"
-    };
-}
-pub(crate) const INSERT_COLUMNS: &str = insert_columns!();
+pub(crate) const INSERT_COLUMNS: &str = "record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
+     subject_uscc, clock_start, deadline, received_at, content, envelope_digest, leaf_index, disclosure, \
+     target_origin, target_record_id, target_version, intake, department_uscc";
 
 /// Applies the lifecycle events among `$rows` (`NewRow`s just inserted, in order) to
 /// `record_states` inside the transaction `$tx`, so an event and its effect commit together.

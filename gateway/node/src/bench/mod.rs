@@ -134,22 +134,7 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
 
     // Validation alone, and the rows the raw run inserts.
     let gw = crate::server::open_ingest(&config("raw")).await?;
-    let today = today_in_china(OffsetDateTime::now_utc());
-    let started = Instant::now();
-    let validated: Vec<Incoming> = {
-        let gw = Arc::clone(&gw);
-        let texts = texts.clone();
-        tokio::task::spawn_blocking(move || {
-            use rayon::prelude::*;
-            texts
-                .par_iter()
-                .map(|t| gw.validator.check_json(t.as_bytes(), today).map(|r| gw.incoming(r)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?
-        .map_err(|e| anyhow::anyhow!("synthetic record rejected: {e:?}"))?
-    };
-    let validate_rate = rate(opts.records, started.elapsed());
+    let (validated, validate_rate) = validate_all(&gw, texts).await?;
 
     let raw_rate = raw_store_rate(&gw, validated, opts.batch, opts.concurrency).await?;
     gw.store.close().await;
@@ -181,6 +166,24 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     };
     write_section(&opts.report, "## Ingest (foundation)", "bench ingest", &report.to_string())?;
     Ok(report)
+}
+
+/// Validates every record text on all cores as the push path does: the rows, and records/s.
+pub(crate) async fn validate_all(gw: &Arc<Ingest>, texts: Vec<String>) -> anyhow::Result<(Vec<Incoming>, f64)> {
+    let today = today_in_china(OffsetDateTime::now_utc());
+    let n = texts.len();
+    let started = Instant::now();
+    let gw = Arc::clone(gw);
+    let validated = tokio::task::spawn_blocking(move || {
+        use rayon::prelude::*;
+        texts
+            .par_iter()
+            .map(|t| gw.validator.check_json(t.as_bytes(), today).map(|r| gw.incoming(r)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("synthetic record rejected: {e:?}"))?;
+    Ok((validated, rate(n, started.elapsed())))
 }
 
 /// A node for measuring the push path alone, with batches of `batch` records: no SLA tracker,

@@ -6,14 +6,12 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use gateway_core::date::today_in_china;
 use gateway_store::{CeilingMethod, Incoming};
 use serde_json::Value;
 use sqlx::Connection as _;
-use time::OffsetDateTime;
 
 use super::{IngestOptions, rate};
 use crate::config::Config;
@@ -277,21 +275,7 @@ async fn rounds(opts: &IngestOptions, scratch: &mut Scratch) -> anyhow::Result<P
         conn.close().await?;
         v
     };
-    let today = today_in_china(OffsetDateTime::now_utc());
-    let started = Instant::now();
-    let validated: Vec<Incoming> = {
-        let gw = Arc::clone(&gw);
-        tokio::task::spawn_blocking(move || {
-            use rayon::prelude::*;
-            texts
-                .par_iter()
-                .map(|t| gw.validator.check_json(t.as_bytes(), today).map(|r| gw.incoming(r)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?
-        .map_err(|e| anyhow::anyhow!("synthetic record rejected: {e:?}"))?
-    };
-    let validate_rate = rate(opts.records, started.elapsed());
+    let (validated, validate_rate) = super::validate_all(&gw, texts).await?;
     gw.store.close().await;
     drop(gw);
 
