@@ -59,7 +59,23 @@ store_suite!(
     sla_rows_read_records_due_by_a_horizon_with_their_publication,
     evaluations_answer_cache_and_audit_log,
     relayed_origin_proofs_come_back_as_received,
+    a_push_cancelled_while_committing_still_commits_its_group,
 );
+
+/// A client that hangs up while its batch is being committed drops its request: the group's
+/// commit goes on in its own task, so the batch is stored (and a resend is all duplicates)
+/// instead of rolled back with every other batch of the group.
+async fn a_push_cancelled_while_committing_still_commits_its_group(store: Store) {
+    let records = prepare(&synthetic_records(3_000, 41));
+    let now = OffsetDateTime::now_utc();
+    let push = store.ingest("cn-370306", records.clone(), now);
+    let cancelled = tokio::time::timeout(std::time::Duration::from_millis(1), push).await;
+    assert!(cancelled.is_err(), "3,000 records are not committed within a millisecond");
+    let again = store.ingest("cn-370306", records, now).await.expect("ingest");
+    let duplicates = again.iter().filter(|s| matches!(s, Stored::Duplicate { .. })).count();
+    assert_eq!(duplicates, 3_000, "the cancelled push's group was committed");
+    assert_eq!(store.count().await.expect("count"), 3_000);
+}
 
 /// What evaluation pulls read and write: a subject's results, the audit log (concurrent pulls
 /// all committed, newest first, the signed answer kept), the answer cache (newer replaces).

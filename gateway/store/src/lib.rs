@@ -124,6 +124,16 @@ enum Backend {
     Postgres(PgPool),
 }
 
+impl Backend {
+    /// See [`Store::insert_new`].
+    fn insert_new(&self) -> (&'static str, &'static str) {
+        match self {
+            Backend::Sqlite(_) => ("INSERT OR IGNORE INTO", ""),
+            Backend::Postgres(_) => ("INSERT INTO", ""),
+        }
+    }
+}
+
 /// A record store. Cheap to share behind an `Arc`.
 pub struct Store {
     backend: Backend,
@@ -136,7 +146,7 @@ pub struct Store {
     /// Received envelopes waiting for the write lock, committed together the same way.
     waiting_envelopes: std::sync::Mutex<Vec<envelopes::EnvelopeJob>>,
     /// Bumped after every commit that stored records: wakes the relay's senders.
-    commits: tokio::sync::watch::Sender<u64>,
+    commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// The audit log's writer task (started on first use): it commits the evaluation pulls
     /// waiting for it together.
     audit: std::sync::OnceLock<evaluations::AuditWriter>,
@@ -145,7 +155,7 @@ pub struct Store {
     /// SQLite's background WAL checkpointer, stopped with the store.
     checkpointer: Option<tokio::task::AbortHandle>,
     /// PostgreSQL's planner statistics, refreshed as bulk loads grow the tables.
-    statistics: Option<statistics::Statistics>,
+    statistics: Option<std::sync::Arc<statistics::Statistics>>,
 }
 
 impl Drop for Store {
@@ -284,13 +294,11 @@ impl Store {
     /// `ON CONFLICT DO NOTHING` costs a speculative insertion per row: dropping it made the
     /// PostgreSQL push path faster in paired runs (docs/benchmarks.md). One `COPY` per group
     /// was faster still, but sqlx cannot bring back a connection whose `COPY` was cancelled
-    /// half-way, and a client that hangs up cancels the request that is committing its group:
-    /// not before the commit runs in a task of its own.
+    /// half-way. The push path's group commit now runs in a task of its own, which no client
+    /// cancels, so it could take the `COPY` (not yet measured again); the envelope path could
+    /// not.
     pub(crate) fn insert_new(&self) -> (&'static str, &'static str) {
-        match self.backend {
-            Backend::Sqlite(_) => ("INSERT OR IGNORE INTO", ""),
-            Backend::Postgres(_) => ("INSERT INTO", ""),
-        }
+        self.backend.insert_new()
     }
 
     /// Opens (creating on first start) the SQLite database at `path` and migrates it.
@@ -326,7 +334,7 @@ impl Store {
             write_lock,
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
-            commits: tokio::sync::watch::Sender::new(0),
+            commits: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
             audit: std::sync::OnceLock::new(),
             chain: std::sync::OnceLock::new(),
             checkpointer,
@@ -360,11 +368,11 @@ impl Store {
             write_lock: std::sync::Arc::new(Mutex::new(())),
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
-            commits: tokio::sync::watch::Sender::new(0),
+            commits: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
             audit: std::sync::OnceLock::new(),
             chain: std::sync::OnceLock::new(),
             checkpointer: None,
-            statistics: Some(statistics::Statistics::new(pool.clone())),
+            statistics: Some(std::sync::Arc::new(statistics::Statistics::new(pool.clone()))),
         })
     }
 

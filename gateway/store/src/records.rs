@@ -295,53 +295,78 @@ impl Store {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let received_at = gateway_core::date::format_timestamp(received_at);
         self.lock_waiting().push(Waiting { origin: origin.to_owned(), scope, incoming, quality, received_at, reply });
-        {
-            let _guard = self.write_lock.lock().await;
-            let group = std::mem::take(&mut *self.lock_waiting());
-            if !group.is_empty() {
-                let all: Vec<Pending<'_>> = group
-                    .iter()
-                    .flat_map(|w| {
-                        w.incoming.iter().map(move |i| Pending {
-                            origin: w.origin.as_str(),
-                            received_at: w.received_at.as_str(),
-                            scope: w.scope.as_deref(),
-                            incoming: i,
-                        })
-                    })
-                    .collect();
-                let mut quality = QualityCounts::default();
-                for w in &group {
-                    quality.merge(&w.quality);
-                }
-                let result = self.commit_group(&all, &quality).await;
-                if result.is_ok() {
-                    self.committed();
-                    if let Some(statistics) = &self.statistics {
-                        statistics.stored(all.len() as u64);
-                    }
-                }
-                drop(all);
-                let mut outcomes = result.as_ref().map(|o| o.iter().copied()).map_err(crate::SharedFailure::from);
-                for w in group {
-                    let answer = match &mut outcomes {
-                        Ok(o) => Ok(o.by_ref().take(w.incoming.len()).collect()),
-                        Err(e) => Err(e.clone()),
-                    };
-                    let _ = w.reply.send(answer);
-                }
-            }
+        let turn = std::sync::Arc::clone(&self.write_lock).lock_owned().await;
+        let group = std::mem::take(&mut *self.lock_waiting());
+        if group.is_empty() {
+            // Our batch went in the group of the holder of the lock before us.
+            drop(turn);
+        } else {
+            // The group commits in a task of its own, holding the lock until it has answered
+            // every batch: a client that hangs up drops its request, which must neither cancel
+            // the other batches' commit nor let the next group start before this one is in.
+            let writer = GroupWriter {
+                backend: self.backend.clone(),
+                commits: std::sync::Arc::clone(&self.commits),
+                statistics: self.statistics.clone(),
+            };
+            tokio::spawn(async move {
+                writer.commit_and_answer(group).await;
+                drop(turn);
+            });
         }
-        // Our batch was committed by us or by the holder of the lock before us.
         match answer.await {
             Ok(result) => result.map_err(StoreError::from),
-            Err(_) => Err(StoreError::GroupCommit("the committing task was cancelled".into())),
+            Err(_) => Err(StoreError::GroupCommit("the committing task failed before answering".into())),
         }
     }
 
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
         // The list stays consistent even if a holder panicked: pushes and takes are atomic.
         self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What a group commit needs, owned, so that it can run as a task of its own.
+struct GroupWriter {
+    backend: Backend,
+    commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    statistics: Option<std::sync::Arc<crate::statistics::Statistics>>,
+}
+
+impl GroupWriter {
+    /// Commits every batch of `group` in one transaction and answers each.
+    async fn commit_and_answer(self, group: Vec<Waiting>) {
+        let all: Vec<Pending<'_>> = group
+            .iter()
+            .flat_map(|w| {
+                w.incoming.iter().map(move |i| Pending {
+                    origin: w.origin.as_str(),
+                    received_at: w.received_at.as_str(),
+                    scope: w.scope.as_deref(),
+                    incoming: i,
+                })
+            })
+            .collect();
+        let mut quality = QualityCounts::default();
+        for w in &group {
+            quality.merge(&w.quality);
+        }
+        let result = self.commit_group(&all, &quality).await;
+        if result.is_ok() {
+            self.commits.send_modify(|n| *n = n.wrapping_add(1));
+            if let Some(statistics) = &self.statistics {
+                statistics.stored(all.len() as u64);
+            }
+        }
+        drop(all);
+        let mut outcomes = result.as_ref().map(|o| o.iter().copied()).map_err(crate::SharedFailure::from);
+        for w in group {
+            let answer = match &mut outcomes {
+                Ok(o) => Ok(o.by_ref().take(w.incoming.len()).collect()),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = w.reply.send(answer);
+        }
     }
 
     /// One transaction for a group of records (origin, received_at, record), in order.
@@ -387,7 +412,7 @@ impl Store {
             }
             let looked_up = started.elapsed();
             let (outcomes, rows) = decide(incoming, &mut known);
-            insert_rows!(tx, self.insert_new(), rows);
+            insert_rows!(tx, self.backend.insert_new(), rows);
             let inserted = started.elapsed();
             apply_events!(tx, &rows);
             let mut quality = quality.clone();
@@ -408,7 +433,9 @@ impl Store {
             Ok(outcomes)
         })
     }
+}
 
+impl Store {
     /// All stored versions of a record, oldest first.
     pub async fn versions(&self, record_id: Uuid) -> Result<Vec<StoredRecord>, StoreError> {
         dispatch!(self, pool => {
