@@ -281,7 +281,7 @@ impl Store {
                         };
                         outcomes.push(Some(outcome));
                     }
-                    insert_rows!(tx, self.insert_new(), rows);
+                    insert_rows!(tx, self.backend.insert_new(), rows);
                     insert_origin_proofs!(tx, skip, &rows);
                     apply_events!(tx, &rows);
                     outcomes

@@ -125,7 +125,15 @@ enum Backend {
 }
 
 impl Backend {
-    /// See [`Store::insert_new`].
+    /// How a multi-row `INSERT` here writes rows that must all go in (count them with
+    /// `all_inserted`): `(verb, tail)`. SQLite is given `INSERT OR IGNORE` for the reason
+    /// `Store::skip_held` gives; PostgreSQL a plain `INSERT`, which a held key fails. Its
+    /// `ON CONFLICT DO NOTHING` costs a speculative insertion per row: dropping it made the
+    /// PostgreSQL push path faster in paired runs (docs/benchmarks.md). One `COPY` per group
+    /// was faster still, but sqlx cannot bring back a connection whose `COPY` was cancelled
+    /// half-way. The push path's group commit now runs in a task of its own, which no client
+    /// cancels, so it could take the `COPY` (not yet measured again); the envelope path could
+    /// not.
     fn insert_new(&self) -> (&'static str, &'static str) {
         match self {
             Backend::Sqlite(_) => ("INSERT OR IGNORE INTO", ""),
@@ -220,6 +228,11 @@ async fn passive_checkpoint(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await.map(drop)
 }
 
+/// Tells the relay's senders (through `Store::commits`) that a commit stored records.
+fn bump(commits: &tokio::sync::watch::Sender<u64>) {
+    commits.send_modify(|n| *n = n.wrapping_add(1));
+}
+
 /// Runs `$body` with `$pool` bound to whichever backend pool the store has.
 macro_rules! dispatch {
     ($store:expr, $pool:ident => $body:expr) => {
@@ -286,19 +299,6 @@ impl Store {
             Backend::Sqlite(_) => ("INSERT OR IGNORE INTO", ""),
             Backend::Postgres(_) => ("INSERT INTO", " ON CONFLICT DO NOTHING"),
         }
-    }
-
-    /// How a multi-row `INSERT` here writes rows that must all go in (count them with
-    /// `all_inserted`): `(verb, tail)`. SQLite is given `INSERT OR IGNORE` for the reason
-    /// [`Store::skip_held`] gives; PostgreSQL a plain `INSERT`, which a held key fails. Its
-    /// `ON CONFLICT DO NOTHING` costs a speculative insertion per row: dropping it made the
-    /// PostgreSQL push path faster in paired runs (docs/benchmarks.md). One `COPY` per group
-    /// was faster still, but sqlx cannot bring back a connection whose `COPY` was cancelled
-    /// half-way. The push path's group commit now runs in a task of its own, which no client
-    /// cancels, so it could take the `COPY` (not yet measured again); the envelope path could
-    /// not.
-    pub(crate) fn insert_new(&self) -> (&'static str, &'static str) {
-        self.backend.insert_new()
     }
 
     /// Opens (creating on first start) the SQLite database at `path` and migrates it.
@@ -382,7 +382,7 @@ impl Store {
     }
 
     fn committed(&self) {
-        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        bump(&self.commits);
     }
 
     /// Checks that the database answers.

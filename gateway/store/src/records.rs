@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{Backend, INSERT_CHUNK, LOOKUP_CHUNK, OriginRef, QualityCounts, Store, StoreError, Waiting, all_inserted};
 
 /// Inserts `NewRow`s into `records` inside the transaction `$tx`, in multi-row statements
-/// written with `$verb` (`(verb, tail)`, from [`Store::insert_new`] or [`Store::skip_held`]).
+/// written with `$verb` (`(verb, tail)`, from `Backend::insert_new` or [`Store::skip_held`]).
 macro_rules! insert_rows {
     // Every row must go in: a row a constraint refuses fails the transaction.
     ($tx:ident, $verb:expr, $rows:expr) => {
@@ -353,7 +353,7 @@ impl GroupWriter {
         }
         let result = self.commit_group(&all, &quality).await;
         if result.is_ok() {
-            self.commits.send_modify(|n| *n = n.wrapping_add(1));
+            crate::bump(&self.commits);
             if let Some(statistics) = &self.statistics {
                 statistics.stored(all.len() as u64);
             }

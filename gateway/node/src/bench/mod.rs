@@ -123,11 +123,7 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     if opts.batch == 0 || opts.records < opts.batch || opts.concurrency == 0 {
         bail!("need records ≥ batch ≥ 1 and concurrency ≥ 1");
     }
-    let records = synthetic_records(opts.records, 1);
-    let texts: Vec<String> = records.iter().map(Value::to_string).collect();
-    let mean_record_bytes = texts.iter().map(String::len).sum::<usize>() / texts.len();
-    let bodies: Vec<bytes::Bytes> =
-        texts.chunks(opts.batch).map(|c| bytes::Bytes::from(format!("[{}]", c.join(",")))).collect();
+    let Pushes { texts, mean_record_bytes, bodies } = Pushes::synthetic(opts.records, opts.batch);
 
     let dir = tempfile::tempdir()?;
     let config = |name: &str| push_only_config(&dir.path().join(name), opts.batch);
@@ -166,6 +162,23 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     };
     write_section(&opts.report, "## Ingest (foundation)", "bench ingest", &report.to_string())?;
     Ok(report)
+}
+
+/// The ingest benches' records: each as JSON text, their mean size, and the push bodies of
+/// `batch` records each.
+pub(crate) struct Pushes {
+    pub(crate) texts: Vec<String>,
+    pub(crate) mean_record_bytes: usize,
+    pub(crate) bodies: Vec<bytes::Bytes>,
+}
+
+impl Pushes {
+    pub(crate) fn synthetic(records: usize, batch: usize) -> Self {
+        let texts: Vec<String> = synthetic_records(records, 1).iter().map(Value::to_string).collect();
+        let mean_record_bytes = texts.iter().map(String::len).sum::<usize>() / texts.len().max(1);
+        let bodies = texts.chunks(batch).map(|c| bytes::Bytes::from(format!("[{}]", c.join(",")))).collect();
+        Self { texts, mean_record_bytes, bodies }
+    }
 }
 
 /// Validates every record text on all cores as the push path does: the rows, and records/s.

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use gateway_store::{CeilingMethod, Incoming};
-use serde_json::Value;
 use sqlx::Connection as _;
 
 use super::{IngestOptions, rate};
@@ -256,11 +255,7 @@ pub async fn ingest_postgres(opts: &IngestOptions, url: &str) -> anyhow::Result<
 }
 
 async fn rounds(opts: &IngestOptions, scratch: &mut Scratch) -> anyhow::Result<PostgresIngestReport> {
-    let records = super::synthetic_records(opts.records, 1);
-    let texts: Vec<String> = records.iter().map(Value::to_string).collect();
-    let mean_record_bytes = texts.iter().map(String::len).sum::<usize>() / texts.len();
-    let bodies: Vec<bytes::Bytes> =
-        texts.chunks(opts.batch).map(|c| bytes::Bytes::from(format!("[{}]", c.join(",")))).collect();
+    let super::Pushes { texts, mean_record_bytes, bodies } = super::Pushes::synthetic(opts.records, opts.batch);
     let dir = tempfile::tempdir()?;
     let config = |name: &str, database: &str| Config {
         database_url: Some(database.to_owned()),
