@@ -32,6 +32,12 @@ pub fn normalize_code(raw: &str) -> String {
         .to_ascii_uppercase()
 }
 
+/// Whether [`normalize_code`] would leave `raw` as it is (printable ASCII without spaces or
+/// lower case): most codes arrive this way, and then nothing needs to be copied.
+pub fn is_normal_code(raw: &str) -> bool {
+    raw.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_lowercase())
+}
+
 fn uscc_value(c: u8) -> Option<u32> {
     USCC_ALPHABET.iter().position(|&a| a == c).map(|p| p as u32)
 }
@@ -230,6 +236,10 @@ mod tests {
     fn full_width_and_lower_case_are_normalised() {
         assert_eq!(normalize_code(" ９１４４０３００１９２２０３８２１６ "), "914403001922038216");
         assert_eq!(normalize_code("9144030071526726xg"), "9144030071526726XG");
+        // The fast path agrees with normalisation: a code it passes is left as it is.
+        for raw in ["914403001922038216", "9144030071526726xg", " 91440300", "９１", "91\u{3000}", "A-1", "", "x y"] {
+            assert_eq!(is_normal_code(raw), normalize_code(raw) == raw, "{raw:?}");
+        }
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub fn department_of(record: &Value) -> Option<(&str, &str)> {
 
 /// Observes one submitted record (valid or not). `required` lists the fields its schema requires;
 /// `None` when the record type could not be told.
-pub fn observe(record: &Value, record_type: Option<RecordType>, required: &[&str]) -> Observation {
+pub fn observe<S: AsRef<str>>(record: &Value, record_type: Option<RecordType>, required: &[S]) -> Observation {
     // A rejected record may name anything: only a well-formed USCC makes a department, and
     // names are cut to what the schemas allow (200 characters).
     let (uscc, name) = department_of(record)
@@ -69,7 +69,7 @@ pub fn observe(record: &Value, record_type: Option<RecordType>, required: &[&str
     };
     let Some(t) = record_type else { return obs };
     let category = record.get("party_category").and_then(Value::as_str);
-    for field in required.iter().chain(recommended(t, category)) {
+    for field in required.iter().map(AsRef::as_ref).chain(recommended(t, category).iter().copied()) {
         obs.expected += 1;
         if record.get(field).is_some_and(is_filled) {
             obs.filled += 1;
@@ -113,9 +113,9 @@ mod tests {
         assert_eq!((obs.filled, obs.expected), (2, 6));
         // A code with a wrong check character names no department.
         let forged = json!({"source_unit": "x", "source_unit_uscc": "11370306MB28554703"});
-        assert_eq!(observe(&forged, None, &[]).department_uscc, "");
+        assert_eq!(observe(&forged, None, &[] as &[&str]).department_uscc, "");
         let person = json!({"record_type": "admin_penalty", "party_category": "自然人"});
-        assert_eq!(observe(&person, Some(RecordType::AdminPenalty), &[]).expected, 1);
+        assert_eq!(observe(&person, Some(RecordType::AdminPenalty), &[] as &[&str]).expected, 1);
         assert_eq!(observe(&json!({}), None, &["x"]), Observation::default());
         assert_eq!(ratio(1, 0), None);
         assert_eq!(ratio(19, 20), Some(0.95));

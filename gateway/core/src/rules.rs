@@ -61,7 +61,7 @@ pub(crate) fn check(
     errors: &mut Vec<FieldError>,
 ) {
     for (key, value) in f.0 {
-        check_control_chars(value, &format!("/{}", crate::canonical::pointer_segment(key)), key, errors);
+        check_control_chars(value, &Path::Member(&Path::Root, key), key, errors);
     }
     for key in USCC_FIELDS {
         check_uscc_field(f, key, uscc_allow, errors);
@@ -115,10 +115,15 @@ pub(crate) fn check(
 /// No text holds control characters (a NUL in a name is stored, shown and published as if it
 /// were part of it): none at all in names, codes and document numbers; line breaks and tabs
 /// only in free text (facts, reasons, remarks). Nested records (a correction's replacement) are
-/// walked too.
-fn check_control_chars(value: &Value, pointer: &str, key: &str, errors: &mut Vec<FieldError>) {
+/// walked too. `key` is the member `value` is, or for an array item the array's.
+fn check_control_chars(value: &Value, path: &Path<'_>, key: &str, errors: &mut Vec<FieldError>) {
     match value {
         Value::String(s) => {
+            // Control characters are C0 (bytes below 0x20), DEL (0x7F) and C1 (U+0080..U+009F,
+            // written 0xC2 0x80..0x9F in UTF-8): text without those bytes needs no closer look.
+            if !s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+                return;
+            }
             const NAMES_AND_CODES: [&str; 8] =
                 ["_name", "_no", "_uscc", "_code", "_id", "_unit", "_authority", "_type"];
             let free_text = !(NAMES_AND_CODES.iter().any(|s| key.ends_with(s)) || key == "department");
@@ -126,7 +131,7 @@ fn check_control_chars(value: &Value, pointer: &str, key: &str, errors: &mut Vec
             if let Some(c) = s.chars().find(|c| bad(*c)) {
                 let code = format!("U+{:04X}", u32::from(c));
                 errors.push(FieldError::new(
-                    pointer,
+                    path.pointer(),
                     "text.control_char",
                     format!("{key} 含有控制字符 {code}，请删除后重新报送"),
                     format!("{key} contains the control character {code}; remove it and send again"),
@@ -135,15 +140,33 @@ fn check_control_chars(value: &Value, pointer: &str, key: &str, errors: &mut Vec
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                check_control_chars(item, &format!("{pointer}/{i}"), key, errors);
+                check_control_chars(item, &Path::Item(path, i), key, errors);
             }
         }
         Value::Object(map) => {
             for (k, v) in map {
-                check_control_chars(v, &format!("{pointer}/{}", crate::canonical::pointer_segment(k)), k, errors);
+                check_control_chars(v, &Path::Member(path, k), k, errors);
             }
         }
         _ => {}
+    }
+}
+
+/// Where a value sits in a record. The JSON pointer is written only when a rule fails: every
+/// text of every record is checked, and writing a pointer per field cost more than the check.
+enum Path<'a> {
+    Root,
+    Member(&'a Path<'a>, &'a str),
+    Item(&'a Path<'a>, usize),
+}
+
+impl Path<'_> {
+    fn pointer(&self) -> String {
+        match self {
+            Path::Root => String::new(),
+            Path::Member(parent, key) => format!("{}/{}", parent.pointer(), crate::canonical::pointer_segment(key)),
+            Path::Item(parent, i) => format!("{}/{i}", parent.pointer()),
+        }
     }
 }
 

@@ -9,10 +9,10 @@ use serde_json::{Map, Value};
 use time::Date;
 
 use crate::canonical::{
-    Sha256Digest, StrictJsonError, canonical_bytes, canonical_string, parse_strict, pointer_segment,
+    Sha256Digest, StrictJsonError, canonical_string, parse_strict, pointer_segment, push_json_string,
 };
 use crate::date::parse_date;
-use crate::ident::{IdentError, check_org_code, check_resident_id, check_uscc, normalize_code};
+use crate::ident::{IdentError, check_org_code, check_resident_id, check_uscc, is_normal_code, normalize_code};
 use crate::rules;
 
 use super::{Disclosure, EventTarget, FieldError, RecordType};
@@ -60,8 +60,16 @@ pub struct SchemaBuildError {
 
 /// Validates records: schema first, then the domain rules. Built once and shared.
 pub struct RecordValidator {
-    schemas: Vec<(RecordType, Value, jsonschema::Validator)>,
+    schemas: Vec<Schema>,
     uscc_allow: HashSet<String>,
+}
+
+/// One record type's compiled schema, with what validation reads from it on every record.
+struct Schema {
+    text: Value,
+    validator: jsonschema::Validator,
+    /// The fields it requires at the top level (for data quality's 完整率).
+    required: Vec<String>,
 }
 
 impl fmt::Debug for RecordValidator {
@@ -94,28 +102,30 @@ impl RecordValidator {
                 .should_validate_formats(true)
                 .build(&schema)
                 .map_err(|e| err(e.to_string()))?;
-            schemas.push((t, schema, validator));
+            let required = schema["required"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default();
+            schemas.push(Schema { text: schema, validator, required });
         }
         let uscc_allow = policy.uscc_allow_list.iter().map(|c| normalize_code(c)).collect();
         Ok(Self { schemas, uscc_allow })
     }
 
     /// The fields the schema of `t` requires (top level).
-    pub fn required_fields(&self, t: RecordType) -> Vec<&str> {
-        let (schema, _) = self.schema(t);
-        schema["required"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+    pub fn required_fields(&self, t: RecordType) -> &[String] {
+        &self.schema(t).required
     }
 
-    fn schema(&self, t: RecordType) -> (&Value, &jsonschema::Validator) {
-        let (_, schema, validator) = &self.schemas[t as usize];
-        (schema, validator)
+    fn schema(&self, t: RecordType) -> &Schema {
+        &self.schemas[t as usize]
     }
 
     /// What a record, valid or not, says about its department's data quality.
     pub fn observe(&self, value: &Value) -> crate::quality::Observation {
         let record_type = value.get("record_type").and_then(Value::as_str).and_then(|t| t.parse().ok());
         let required = record_type.map(|t| self.required_fields(t)).unwrap_or_default();
-        crate::quality::observe(value, record_type, &required)
+        crate::quality::observe(value, record_type, required)
     }
 
     /// [`observe`](Self::observe) for JSON text; an unreadable record names no department.
@@ -174,12 +184,12 @@ impl RecordValidator {
         };
         let normalised = normalize(&mut record);
         let value = Value::Object(record);
-        let (schema, validator) = self.schema(record_type);
+        let schema = self.schema(record_type);
         // `is_valid` is the fast path; the error iterator runs only for records that fail.
-        let mut errors: Vec<FieldError> = if validator.is_valid(&value) {
+        let mut errors: Vec<FieldError> = if schema.validator.is_valid(&value) {
             Vec::new()
         } else {
-            validator.iter_errors(&value).map(|e| schema_error(schema, &e)).collect()
+            schema.validator.iter_errors(&value).map(|e| schema_error(&schema.text, &e)).collect()
         };
         let Value::Object(record) = &value else { unreachable!("built as an object above") };
         let fields = Fields(record);
@@ -260,8 +270,12 @@ fn normalize(record: &mut Map<String, Value>) -> bool {
     };
     for key in USCC_FIELDS.iter().chain(["party_org_code"].iter()) {
         if let Some(Value::String(s)) = record.get_mut(*key) {
+            let org_code = *key == "party_org_code";
+            if is_normal_code(s) && !(org_code && s.contains('-')) {
+                continue;
+            }
             let mut code = normalize_code(s);
-            if *key == "party_org_code" {
+            if org_code {
                 code.retain(|c| c != '-');
             }
             set(s, code);
@@ -269,7 +283,9 @@ fn normalize(record: &mut Map<String, Value>) -> bool {
     }
     for (type_key, no_key) in [("party_id_type", "party_id_no"), ("legal_rep_id_type", "legal_rep_id_no")] {
         let is_resident_id = record.get(type_key).and_then(Value::as_str) == Some("身份证");
-        if let (true, Some(Value::String(s))) = (is_resident_id, record.get_mut(no_key)) {
+        if let (true, Some(Value::String(s))) = (is_resident_id, record.get_mut(no_key))
+            && !is_normal_code(s)
+        {
             let code = normalize_code(s);
             set(s, code);
         }
@@ -322,12 +338,25 @@ fn natural_key(t: RecordType, f: &Fields<'_>) -> Sha256Digest {
                 s("decided_on"),
                 s("deciding_authority_uscc"),
             ];
-            let array = Value::Array(parts.into_iter().map(|p| Value::String(p.to_owned())).collect());
-            return Sha256Digest::of(&canonical_bytes(&array));
+            return key_of(&parts);
         }
     };
-    let array = Value::Array(parts.into_iter().map(|p| Value::String(p.to_owned())).collect());
-    Sha256Digest::of(&canonical_bytes(&array))
+    key_of(&parts)
+}
+
+/// The hash of the parts as a JSON array of strings in RFC 8785 form, written directly (it is
+/// the hash every stored record's key was made with: the text must not change).
+fn key_of(parts: &[&str]) -> Sha256Digest {
+    let mut text = String::with_capacity(256);
+    text.push('[');
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        push_json_string(part, &mut text);
+    }
+    text.push(']');
+    Sha256Digest::of(text.as_bytes())
 }
 
 pub(crate) fn json_error(e: &StrictJsonError) -> FieldError {

@@ -270,7 +270,7 @@ async fn rounds(opts: &IngestOptions, scratch: &mut Scratch) -> anyhow::Result<P
         conn.close().await?;
         v
     };
-    let (validated, validate_rate) = super::validate_all(&gw, texts).await?;
+    let (validated, validate_rate) = super::validate_all(&gw, texts, opts.batch).await?;
     gw.store.close().await;
     drop(gw);
 
