@@ -163,23 +163,30 @@ fn write_canonical(value: &Value, out: &mut String) {
             out.push(']');
         }
         Value::Object(map) => {
-            out.push('{');
-            let needs_utf16_sort = map.keys().any(|k| k.chars().any(|c| c >= '\u{E000}'));
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            if needs_utf16_sort {
+            // U+E000 and up is 0xEE or more as a UTF-8 lead byte: only such keys can sort
+            // differently in UTF-16.
+            if map.keys().any(|k| k.bytes().any(|b| b >= 0xEE)) {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
                 entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+                write_members(entries.into_iter(), out);
+            } else {
+                write_members(map.iter(), out);
             }
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(k, out);
-                out.push(':');
-                write_canonical(v, out);
-            }
-            out.push('}');
         }
     }
+}
+
+fn write_members<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut String) {
+    out.push('{');
+    for (i, (k, v)) in members.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(k, out);
+        out.push(':');
+        write_canonical(v, out);
+    }
+    out.push('}');
 }
 
 fn write_number(n: &Number, out: &mut String) {
@@ -208,6 +215,14 @@ pub fn push_json_string(s: &str, out: &mut String) {
 fn write_string(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
+    // Most text needs no escape: one pass without early exit (the compiler vectorises it)
+    // finds that, and the text is copied whole.
+    let plain = !s.bytes().fold(false, |found, b| found | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if plain {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let short = match b {
