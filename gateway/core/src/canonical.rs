@@ -24,8 +24,19 @@ pub enum StrictJsonError {
 
 /// Parses JSON text, rejecting duplicate member names anywhere in the document.
 pub fn parse_strict(text: &[u8]) -> Result<Value, StrictJsonError> {
+    parse_strict_from(serde_json::Deserializer::from_slice(text))
+}
+
+/// [`parse_strict`] for text already known to be UTF-8 (a record cut from a parsed batch):
+/// its strings are not checked for UTF-8 again, which was a fifth of the parse.
+pub fn parse_strict_str(text: &str) -> Result<Value, StrictJsonError> {
+    parse_strict_from(serde_json::Deserializer::from_str(text))
+}
+
+fn parse_strict_from<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+) -> Result<Value, StrictJsonError> {
     let duplicate = RefCell::new(None);
-    let mut de = serde_json::Deserializer::from_slice(text);
     let parsed = StrictSeed { duplicate: &duplicate }.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match parsed {
         Ok(value) => Ok(value),
@@ -105,16 +116,21 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                *self.duplicate.borrow_mut() = Some(StrictJsonError::DuplicateKey { pointer: String::new(), key });
-                return Err(de::Error::custom("duplicate member name"));
-            }
+            // One search of the map per member: the slot is found, then filled.
+            let slot = match out.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => slot,
+                serde_json::map::Entry::Occupied(taken) => {
+                    let key = taken.key().clone();
+                    *self.duplicate.borrow_mut() = Some(StrictJsonError::DuplicateKey { pointer: String::new(), key });
+                    return Err(de::Error::custom("duplicate member name"));
+                }
+            };
             match map.next_value_seed(self) {
                 Ok(value) => {
-                    out.insert(key, value);
+                    slot.insert(value);
                 }
                 Err(e) => {
-                    self.prepend(&key);
+                    self.prepend(slot.key());
                     return Err(e);
                 }
             }

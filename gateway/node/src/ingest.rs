@@ -305,7 +305,7 @@ impl Ingest {
         let raws = parse_push_body(body, &self.limits)?;
         Ok(raws
             .par_iter()
-            .map(|raw| match self.validator.check_json(raw.get().as_bytes(), today) {
+            .map(|raw| match self.validator.check_str(raw.get(), today) {
                 Ok(record) => {
                     let observed = record.quality.clone();
                     (Ok(self.incoming(record)), observed)

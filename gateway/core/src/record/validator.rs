@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use time::Date;
 
 use crate::canonical::{
-    Sha256Digest, StrictJsonError, canonical_string, parse_strict, pointer_segment, push_json_string,
+    Sha256Digest, StrictJsonError, canonical_string, parse_strict, parse_strict_str, pointer_segment, push_json_string,
 };
 use crate::date::parse_date;
 use crate::ident::{IdentError, check_org_code, check_resident_id, check_uscc, is_normal_code, normalize_code};
@@ -136,6 +136,13 @@ impl RecordValidator {
     /// Checks one record given as JSON text. `today` bounds decision dates.
     pub fn check_json(&self, text: &[u8], today: Date) -> Result<ValidRecord, Vec<FieldError>> {
         let value = parse_strict(text).map_err(|e| vec![json_error(&e)])?;
+        self.check(value, today)
+    }
+
+    /// [`check_json`](Self::check_json) for text known to be UTF-8 (a record of a parsed
+    /// batch), which is not checked for it again.
+    pub fn check_str(&self, text: &str, today: Date) -> Result<ValidRecord, Vec<FieldError>> {
+        let value = parse_strict_str(text).map_err(|e| vec![json_error(&e)])?;
         self.check(value, today)
     }
 

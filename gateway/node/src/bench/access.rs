@@ -229,7 +229,7 @@ pub async fn access(opts: &AccessBenchOptions) -> anyhow::Result<AccessReport> {
     let today = gateway_core::date::today_in_china(time::OffsetDateTime::now_utc());
     let validated = texts
         .iter()
-        .map(|t| gw.validator.check_json(t.as_bytes(), today).map(|r| gw.incoming(r)))
+        .map(|t| gw.validator.check_str(t, today).map(|r| gw.incoming(r)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("synthetic record rejected: {e:?}"))?;
     let raw_rate = super::raw_store_rate(&gw, validated, opts.batch, opts.concurrency).await?;

@@ -198,7 +198,7 @@ pub(crate) async fn validate_all(
     let check = move |texts: &[String]| {
         texts
             .par_iter()
-            .map(|t| gw.validator.check_json(t.as_bytes(), today).map(|r| gw.incoming(r)))
+            .map(|t| gw.validator.check_str(t, today).map(|r| gw.incoming(r)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("synthetic record rejected: {e:?}"))
     };

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use gateway_core::canonical::{Sha256Digest, canonical_hash, canonical_string, item_canonical, parse_strict};
+use gateway_core::canonical::{Sha256Digest, canonical_hash, canonical_string, item_canonical, parse_strict_str};
 use gateway_core::interchange::envelope::{
     self, Envelope, EnvelopeError, OpenedItem, OriginProof, Proof, Receiving, WireItem,
 };
@@ -249,7 +249,7 @@ fn open_and_check(
         .par_iter()
         .enumerate()
         .map(|(i, w)| {
-            let item = parse_strict(w.item.get().as_bytes()).map_err(|e| (i, e))?;
+            let item = parse_strict_str(w.item.get()).map_err(|e| (i, e))?;
             Ok(match item_fields(&item) {
                 Some((origin, record_id, version, record_type)) => {
                     let content = canonical_string(&item["content"]);
