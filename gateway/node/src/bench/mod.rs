@@ -54,7 +54,7 @@ pub struct IngestOptions {
     /// drops them afterwards.
     #[arg(long)]
     pub postgres: Option<String>,
-    /// Rounds on PostgreSQL, back to back; the report gives each and the median.
+    /// Rounds, back to back; the report gives each and the median.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Markdown report to (re)write; `-` to skip.
@@ -62,21 +62,36 @@ pub struct IngestOptions {
     pub report: String,
 }
 
-/// One run's figures.
+/// The figures of one run's rounds.
 #[derive(Debug)]
 pub struct IngestReport {
     pub records: usize,
     pub batch: usize,
     pub concurrency: usize,
     pub mean_record_bytes: usize,
+    pub rounds: Vec<IngestRound>,
+}
+
+/// One round: each phase on its own fresh database, in this order.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestRound {
     pub validate_rate: f64,
     pub raw_rate: f64,
     pub http_rate: f64,
 }
 
-impl IngestReport {
+impl IngestRound {
     pub fn ratio(&self) -> f64 {
         self.http_rate / self.raw_rate
+    }
+}
+
+impl IngestReport {
+    /// The round with the median HTTP / raw ratio.
+    pub fn median(&self) -> IngestRound {
+        let mut by_ratio = self.rounds.clone();
+        by_ratio.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+        by_ratio[by_ratio.len() / 2]
     }
 }
 
@@ -93,38 +108,73 @@ impl fmt::Display for IngestReport {
             self.concurrency,
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         )?;
-        writeln!(f, "| measurement | records/s |")?;
+        let median = self.median();
+        writeln!(f, "| measurement (the round with the median HTTP / raw ratio) | records/s |")?;
         writeln!(f, "|---|---:|")?;
         writeln!(
             f,
-            "| validation only (schema + domain rules + JCS + SHA-256, all cores) | {:.0} |",
-            self.validate_rate
+            "| validation only (parse + schema + domain rules + JCS + SHA-256, all cores, batch by batch) | {:.0} |",
+            median.validate_rate
         )?;
         writeln!(
             f,
             "| raw store ceiling (pre-validated batches straight into `Store::ingest`, same concurrency) | {:.0} |",
-            self.raw_rate
+            median.raw_rate
         )?;
         writeln!(
             f,
             "| **HTTP API** (`POST /api/v1/records`, parse + validate + store + answer) | **{:.0}** |",
-            self.http_rate
+            median.http_rate
         )?;
+        writeln!(f, "\n| round | validation | raw store | HTTP | HTTP / raw |")?;
+        writeln!(f, "|---:|---:|---:|---:|---:|")?;
+        for (i, r) in self.rounds.iter().enumerate() {
+            writeln!(
+                f,
+                "| {} | {:.0} | {:.0} | {:.0} | {:.2}× |",
+                i + 1,
+                r.validate_rate,
+                r.raw_rate,
+                r.http_rate,
+                r.ratio()
+            )?;
+        }
+        let lowest = |g: fn(&IngestRound) -> f64| self.rounds.iter().map(g).fold(f64::INFINITY, f64::min);
         writeln!(
             f,
-            "\nHTTP / raw ceiling = **{:.2}×** (target ≥ 0.6×); HTTP rate target ≥ 30,000 records/s.",
-            self.ratio()
+            "\nHTTP / raw ceiling, median of {} rounds = **{:.2}×**, lowest {:.2}× (target ≥ 0.85× in every round, \
+             issue #28). Validation: lowest {:.0} records/s (target ≥ 200,000).",
+            self.rounds.len(),
+            median.ratio(),
+            lowest(IngestRound::ratio),
+            lowest(|r| r.validate_rate)
         )
     }
 }
 
-/// Runs the ingest benchmark.
+/// Runs the ingest benchmark: `opts.rounds` rounds back to back.
 pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     if opts.batch == 0 || opts.records < opts.batch || opts.concurrency == 0 {
         bail!("need records ≥ batch ≥ 1 and concurrency ≥ 1");
     }
-    let Pushes { texts, mean_record_bytes, bodies } = Pushes::synthetic(opts.records, opts.batch);
+    let pushes = Pushes::synthetic(opts.records, opts.batch);
+    let mut rounds = Vec::with_capacity(opts.rounds);
+    for _ in 0..opts.rounds.max(1) {
+        rounds.push(round(opts, pushes.texts.clone(), pushes.bodies.clone()).await?);
+    }
+    let report = IngestReport {
+        records: opts.records,
+        batch: opts.batch,
+        concurrency: opts.concurrency,
+        mean_record_bytes: pushes.mean_record_bytes,
+        rounds,
+    };
+    write_section(&opts.report, "## Ingest (foundation)", "bench ingest", &report.to_string())?;
+    Ok(report)
+}
 
+/// One round of validation alone, the store alone and HTTP, each into a fresh database.
+async fn round(opts: &IngestOptions, texts: Vec<String>, bodies: Vec<bytes::Bytes>) -> anyhow::Result<IngestRound> {
     let dir = tempfile::tempdir()?;
     let config = |name: &str| push_only_config(&dir.path().join(name), opts.batch);
 
@@ -150,18 +200,7 @@ pub async fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     if stored != opts.records as i64 {
         bail!("HTTP run stored {stored} records, expected {}", opts.records);
     }
-
-    let report = IngestReport {
-        records: opts.records,
-        batch: opts.batch,
-        concurrency: opts.concurrency,
-        mean_record_bytes,
-        validate_rate,
-        raw_rate,
-        http_rate,
-    };
-    write_section(&opts.report, "## Ingest (foundation)", "bench ingest", &report.to_string())?;
-    Ok(report)
+    Ok(IngestRound { validate_rate, raw_rate, http_rate })
 }
 
 /// The ingest benches' records: each as JSON text, their mean size, and the push bodies of

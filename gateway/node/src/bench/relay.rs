@@ -57,6 +57,8 @@ pub struct RelayReport {
     pub batch: usize,
     /// Single-node HTTP ingest of the same records (the ceiling of the first hop).
     pub single_node_rate: f64,
+    /// CPU seconds that single node used for it.
+    pub single_node_cpu_seconds: f64,
     /// Seconds from the first push until national held every record.
     pub bulk_seconds: f64,
     /// Seconds the pushes into the district took during the bulk load.
@@ -167,6 +169,17 @@ impl fmt::Display for RelayReport {
             f,
             "| CPU of the four nodes / ({cores} cores × bulk seconds) | {:.0} % | |",
             100.0 * cpu / (cores as f64 * self.bulk_seconds)
+        )?;
+        // The chain's CPU is one ingest (at 周村区) and three hops (send, receive, store).
+        let per_record_us = |secs: f64| secs * 1e6 / self.records as f64;
+        let ingest_us = per_record_us(self.single_node_cpu_seconds);
+        let hop_us = (per_record_us(cpu) - ingest_us) / 3.0;
+        writeln!(f, "| CPU per record of a one-node HTTP ingest (the same pushes) | {ingest_us:.1} µs | |")?;
+        writeln!(
+            f,
+            "| **CPU per record per hop** (the four nodes' CPU less one ingest, over 3 hops) | **{hop_us:.1} µs** \
+             ({:.2}× the ingest's) | ≤ 1.2× |",
+            hop_us / ingest_us
         )?;
         writeln!(
             f,
@@ -401,6 +414,7 @@ async fn run(opts: &RelayOptions, mut scratch: Option<&mut Scratch>) -> anyhow::
     let started = Instant::now();
     push_all(&client, &single.api, &bulk, 2).await?;
     let single_node_rate = opts.records as f64 / started.elapsed().as_secs_f64();
+    let single_node_cpu_seconds = single.cpu_seconds();
     drop(single);
 
     // The chain, each node knowing the others' federation ports.
@@ -508,6 +522,7 @@ async fn run(opts: &RelayOptions, mut scratch: Option<&mut Scratch>) -> anyhow::
         records: opts.records,
         batch: opts.batch,
         single_node_rate,
+        single_node_cpu_seconds,
         bulk_seconds,
         bulk_push_seconds,
         steady_rate,
