@@ -32,7 +32,7 @@ PARTS = [
     ("rayon", r"rayon"),
 ]
 # Frames that are charged to their caller.
-PASS_THROUGH = re.compile(r"^(core::|alloc::|std::|<core::|<alloc::|<std::|mi_|_mi_|__memcpy|__memmove|memcpy|memmove|malloc|free|__libc|_int_|\[unknown\])")
+PASS_THROUGH = re.compile(r"^(core::|alloc::|std::|<core::|<alloc::|<std::|memchr::|mi_|_mi_|__memcpy|__memmove|memcpy|memmove|malloc|free|__libc|_int_|\[unknown\])")
 
 
 def samples(lines):

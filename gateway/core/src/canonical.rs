@@ -2,7 +2,8 @@
 //!
 //! serde_json silently keeps the last of `{"a":1,"a":2}`; RFC 8785 and I-JSON require such a
 //! document to be rejected, and a signed or hashed record must never depend on which copy a
-//! parser kept. Everything the gateway hashes goes through [`parse_strict`] first.
+//! parser kept. Everything the gateway hashes goes through [`parse_strict`] first (or
+//! [`parse_strict_str`], the same parser for text already known to be UTF-8).
 
 use std::cell::RefCell;
 use std::fmt;

@@ -64,18 +64,22 @@ mod tests {
     fn dates_are_strict() {
         assert_eq!(parse_date("2024-02-29").map(format_date).as_deref(), Some("2024-02-29"));
         assert_eq!(parse_date("0001-01-01").map(format_date).as_deref(), Some("0001-01-01"));
+        // Ten bytes each, so that the shape check (not the length) refuses them.
         for bad in [
             "2023-02-29",
             "2024-13-01",
             "2024-00-10",
             "2024-01-00",
-            "2024-1-01",
+            "2024-1-001",
             "2024/01/01",
             "+024-01-01",
-            "２024-01-01",
+            "20é-01-01",
         ] {
+            assert_eq!(bad.len(), 10, "{bad}");
             assert_eq!(parse_date(bad), None, "{bad}");
+            assert!(Date::parse(bad, DATE_FORMAT).is_err(), "{bad}");
         }
+        assert_eq!(parse_date("２024-01-01"), None);
         // The general parser agrees on every day of a leap year and a plain one.
         let mut day = time::macros::date!(2023 - 01 - 01);
         while day.year() < 2025 {

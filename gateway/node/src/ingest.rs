@@ -618,6 +618,7 @@ mod batch_tests {
         assert_eq!(e.body.error.pointer.as_deref(), Some("/1"));
         check_nesting(br#"[{"a": "\"[[[[[[[[["}]"#, 4).expect("an escaped quote does not end the string");
         check_nesting(br#"[{"a": "unterminated\\"#, 4).expect("the parser reports it");
+        check_nesting(br#"[{"a": "x\"#, 4).expect("an escape as the last byte: the parser reports it");
         let deep = format!("[{{}}, {}{}]", "[".repeat(10_000), "]".repeat(10_000));
         let e = check_nesting(deep.as_bytes(), 32).expect_err("too deep");
         assert_eq!((e.kind.status(), e.body.error.code), (400, "too_deep"));

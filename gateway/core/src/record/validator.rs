@@ -531,3 +531,19 @@ pub(crate) fn check_resident_id_field(f: &Fields<'_>, type_key: &str, no_key: &s
         errors.push(ident_error(format!("/{no_key}"), "id_number", "居民身份证号码", "the resident ID number", e));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored natural keys were made by hashing a JSON array of the parts in RFC 8785 form;
+    /// `key_of` writes that text directly and must give the very same bytes.
+    #[test]
+    fn natural_keys_hash_the_canonical_array_of_their_parts() {
+        let parts =
+            ["admin_penalty", "周市监罚〔2026〕7号", "", "a\"b\\c\nd\u{1}e", "😀", "\u{e000}", "91370303MA3C5XKN2B"];
+        let array = Value::Array(parts.iter().map(|p| Value::String((*p).to_owned())).collect());
+        assert_eq!(key_of(&parts), Sha256Digest::of(&crate::canonical::canonical_bytes(&array)));
+        assert_eq!(key_of(&[]), Sha256Digest::of(b"[]"));
+    }
+}
