@@ -60,6 +60,7 @@ store_suite!(
     evaluations_answer_cache_and_audit_log,
     relayed_origin_proofs_come_back_as_received,
     a_push_cancelled_while_committing_still_commits_its_group,
+    a_received_envelope_cancelled_while_committing_is_still_stored,
 );
 
 /// A client that hangs up while its batch is being committed drops its request: the group's
@@ -74,6 +75,22 @@ async fn a_push_cancelled_while_committing_still_commits_its_group(store: Store)
     let again = store.ingest("cn-370306", records, now).await.expect("ingest");
     let duplicates = again.iter().filter(|s| matches!(s, Stored::Duplicate { .. })).count();
     assert_eq!(duplicates, 3_000, "the cancelled push's group was committed");
+    assert_eq!(store.count().await.expect("count"), 3_000);
+}
+
+/// The same for a received envelope whose sender hangs up: its group commits in its own task,
+/// so a resend finds it stored with its receipt.
+async fn a_received_envelope_cancelled_while_committing_is_still_stored(store: Store) {
+    let rows = prepare(&synthetic_records(3_000, 43));
+    let items = || rows.iter().enumerate().map(|(i, r)| Some(relayed(r.clone(), i as u128 + 1, 1))).collect();
+    let render = || -> gateway_store::ReceiptFn {
+        Box::new(|outcomes: &[Option<RelayedOutcome>]| format!("{}", outcomes.len()))
+    };
+    let store_it = store.store_envelope(envelope("e-cancelled", 7, items()), render());
+    let cancelled = tokio::time::timeout(std::time::Duration::from_millis(1), store_it).await;
+    assert!(cancelled.is_err(), "3,000 items are not committed within a millisecond");
+    let again = store.store_envelope(envelope("e-cancelled", 7, items()), render()).await.expect("store");
+    assert!(matches!(again, EnvelopeStored::Repeat { ref receipt } if receipt == "3000"), "{again:?}");
     assert_eq!(store.count().await.expect("count"), 3_000);
 }
 

@@ -363,7 +363,7 @@ impl Store {
         departments: &[(String, String)],
     ) -> Result<u64, StoreError> {
         let _serialised = self.write_lock.lock().await;
-        let (verb, tail) = self.skip_held();
+        let (verb, tail) = self.backend.skip_held();
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
             let opened = insert_cases!(tx, verb, tail, cases);
@@ -415,7 +415,7 @@ impl Store {
         read_up_to: Option<i64>,
     ) -> Result<u64, StoreError> {
         let _serialised = self.write_lock.lock().await;
-        let (verb, tail) = self.skip_held();
+        let (verb, tail) = self.backend.skip_held();
         let mut opened = 0;
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{
     Arrival, Backend, INSERT_CHUNK, Incoming, NewRow, Store, StoreError, all_inserted, parse_digest, parse_uuid, short,
 };
+use crate::records::GroupWriter;
 
 /// An item that arrived in an envelope and passed validation.
 #[derive(Debug, Clone)]
@@ -137,39 +138,49 @@ impl Store {
     pub async fn store_envelope(&self, env: EnvelopeIn, receipt: ReceiptFn) -> Result<EnvelopeStored, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.lock_waiting_envelopes().push(EnvelopeJob { env, receipt, reply });
-        {
-            let _guard = self.write_lock.lock().await;
-            let jobs = std::mem::take(&mut *self.lock_waiting_envelopes());
-            if !jobs.is_empty() {
-                let mut replies = Vec::with_capacity(jobs.len());
-                let items: usize = jobs.iter().map(|j| j.env.items.len()).sum();
-                let result = self.commit_envelopes(jobs, &mut replies).await;
-                match result {
-                    Ok(results) => {
-                        self.committed();
-                        if let Some(statistics) = &self.statistics {
-                            statistics.stored(items as u64);
-                        }
-                        for (reply, r) in replies.into_iter().zip(results) {
-                            let _ = reply.send(Ok(r));
-                        }
-                    }
-                    Err(e) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(crate::SharedFailure::from(&e)));
-                        }
-                    }
-                }
-            }
+        let turn = std::sync::Arc::clone(&self.write_lock).lock_owned().await;
+        let jobs = std::mem::take(&mut *self.lock_waiting_envelopes());
+        if jobs.is_empty() {
+            // Our envelope went in the group of the holder of the lock before us.
+            drop(turn);
+        } else {
+            // In a task of its own, as the push path's group (see `GroupWriter`).
+            let writer = self.group_writer();
+            tokio::spawn(async move {
+                writer.commit_and_answer_envelopes(jobs).await;
+                drop(turn);
+            });
         }
         match answer.await {
             Ok(result) => result.map_err(StoreError::from),
-            Err(_) => Err(StoreError::GroupCommit("the committing task was cancelled".into())),
+            Err(_) => Err(StoreError::GroupCommit("the committing task failed before answering".into())),
         }
     }
 
     fn lock_waiting_envelopes(&self) -> std::sync::MutexGuard<'_, Vec<EnvelopeJob>> {
         self.waiting_envelopes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl GroupWriter {
+    /// Commits every envelope of `jobs` in one transaction and answers each.
+    async fn commit_and_answer_envelopes(self, jobs: Vec<EnvelopeJob>) {
+        let mut replies = Vec::with_capacity(jobs.len());
+        let items: usize = jobs.iter().map(|j| j.env.items.len()).sum();
+        match self.commit_envelopes(jobs, &mut replies).await {
+            Ok(results) => {
+                self.stored(items);
+                for (reply, r) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                let failure = crate::SharedFailure::from(&e);
+                for reply in replies {
+                    let _ = reply.send(Err(failure.clone()));
+                }
+            }
+        }
     }
 
     /// One transaction for several envelopes, in arrival order.
@@ -185,7 +196,7 @@ impl Store {
                 // follows commit order and outbox cursors never pass an uncommitted row.
                 sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
             }
-            let skip = self.skip_held();
+            let skip = self.backend.skip_held();
             let mut results = Vec::with_capacity(jobs.len());
             for job in jobs {
                 replies.push(job.reply);
@@ -306,7 +317,9 @@ impl Store {
             Ok(results)
         })
     }
+}
 
+impl Store {
     /// Records an envelope this node sent, the verified receipt that answered it, and which
     /// record versions it carried (`carried[i]` at leaf `i`), in one transaction.
     pub async fn store_sent(&self, env: &EnvelopeIn, receipt: &str, carried: &[(Uuid, i64)]) -> Result<(), StoreError> {

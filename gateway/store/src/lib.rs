@@ -134,6 +134,15 @@ impl Backend {
     /// half-way. The push path's group commit now runs in a task of its own, which no client
     /// cancels, so it could take the `COPY` (not yet measured again); the envelope path could
     /// not.
+    /// The opening and closing words of an insert that skips rows already held (by any unique
+    /// key).
+    pub(crate) fn skip_held(&self) -> (&'static str, &'static str) {
+        match self {
+            Backend::Sqlite(_) => ("INSERT OR IGNORE INTO", ""),
+            Backend::Postgres(_) => ("INSERT INTO", " ON CONFLICT DO NOTHING"),
+        }
+    }
+
     fn insert_new(&self) -> (&'static str, &'static str) {
         match self {
             Backend::Sqlite(_) => ("INSERT OR IGNORE INTO", ""),
@@ -154,7 +163,7 @@ pub struct Store {
     /// Received envelopes waiting for the write lock, committed together the same way.
     waiting_envelopes: std::sync::Mutex<Vec<envelopes::EnvelopeJob>>,
     /// Bumped after every commit that stored records: wakes the relay's senders.
-    commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    commits: tokio::sync::watch::Sender<u64>,
     /// The audit log's writer task (started on first use): it commits the evaluation pulls
     /// waiting for it together.
     audit: std::sync::OnceLock<evaluations::AuditWriter>,
@@ -228,11 +237,6 @@ async fn passive_checkpoint(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await.map(drop)
 }
 
-/// Tells the relay's senders (through `Store::commits`) that a commit stored records.
-fn bump(commits: &tokio::sync::watch::Sender<u64>) {
-    commits.send_modify(|n| *n = n.wrapping_add(1));
-}
-
 /// Runs `$body` with `$pool` bound to whichever backend pool the store has.
 macro_rules! dispatch {
     ($store:expr, $pool:ident => $body:expr) => {
@@ -294,13 +298,6 @@ impl Store {
     /// allocations, a few per cent of a relaying node's CPU). No constraint aborts an
     /// `OR IGNORE` statement, so it needs none. Where every row must go in, check the count
     /// with `all_inserted`.
-    pub(crate) fn skip_held(&self) -> (&'static str, &'static str) {
-        match self.backend {
-            Backend::Sqlite(_) => ("INSERT OR IGNORE INTO", ""),
-            Backend::Postgres(_) => ("INSERT INTO", " ON CONFLICT DO NOTHING"),
-        }
-    }
-
     /// Opens (creating on first start) the SQLite database at `path` and migrates it.
     pub async fn open_sqlite(path: &Path, sync: SqliteSync) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
@@ -334,7 +331,7 @@ impl Store {
             write_lock,
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
-            commits: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            commits: tokio::sync::watch::Sender::new(0),
             audit: std::sync::OnceLock::new(),
             chain: std::sync::OnceLock::new(),
             checkpointer,
@@ -368,7 +365,7 @@ impl Store {
             write_lock: std::sync::Arc::new(Mutex::new(())),
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
-            commits: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            commits: tokio::sync::watch::Sender::new(0),
             audit: std::sync::OnceLock::new(),
             chain: std::sync::OnceLock::new(),
             checkpointer: None,
@@ -379,10 +376,6 @@ impl Store {
     /// A receiver that changes after every commit that stored records.
     pub fn watch_commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.commits.subscribe()
-    }
-
-    fn committed(&self) {
-        bump(&self.commits);
     }
 
     /// Checks that the database answers.

@@ -331,7 +331,7 @@ impl Store {
                     }
                 }
             }
-            let (verb, tail) = self.skip_held();
+            let (verb, tail) = self.backend.skip_held();
             if let Some(SentEnvelope { envelope: env, receipt, carried }) = s.sent {
                 super::envelopes::envelope_row(env, "out", super::envelopes::StoredReceipt::Full(receipt))
                     .build()

@@ -304,11 +304,7 @@ impl Store {
             // The group commits in a task of its own, holding the lock until it has answered
             // every batch: a client that hangs up drops its request, which must neither cancel
             // the other batches' commit nor let the next group start before this one is in.
-            let writer = GroupWriter {
-                backend: self.backend.clone(),
-                commits: std::sync::Arc::clone(&self.commits),
-                statistics: self.statistics.clone(),
-            };
+            let writer = self.group_writer();
             tokio::spawn(async move {
                 writer.commit_and_answer(group).await;
                 drop(turn);
@@ -320,16 +316,28 @@ impl Store {
         }
     }
 
+    /// What a group commit (of pushed batches or of received envelopes) needs, owned.
+    pub(crate) fn group_writer(&self) -> GroupWriter {
+        GroupWriter {
+            backend: self.backend.clone(),
+            commits: self.commits.clone(),
+            statistics: self.statistics.clone(),
+        }
+    }
+
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
         // The list stays consistent even if a holder panicked: pushes and takes are atomic.
         self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// What a group commit needs, owned, so that it can run as a task of its own.
-struct GroupWriter {
-    backend: Backend,
-    commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+/// What a group commit needs, owned, so that it can run as a task of its own: it then holds
+/// the write lock until it has answered every member of its group, and a caller that hangs up
+/// (dropping its request) neither cancels the others' commit nor lets the next group start
+/// before this one is in. The envelope path (`envelopes.rs`) commits its groups the same way.
+pub(crate) struct GroupWriter {
+    pub(crate) backend: Backend,
+    commits: tokio::sync::watch::Sender<u64>,
     statistics: Option<std::sync::Arc<crate::statistics::Statistics>>,
 }
 
@@ -353,10 +361,7 @@ impl GroupWriter {
         }
         let result = self.commit_group(&all, &quality).await;
         if result.is_ok() {
-            crate::bump(&self.commits);
-            if let Some(statistics) = &self.statistics {
-                statistics.stored(all.len() as u64);
-            }
+            self.stored(all.len());
         }
         drop(all);
         let mut outcomes = result.as_ref().map(|o| o.iter().copied()).map_err(crate::SharedFailure::from);
@@ -366,6 +371,15 @@ impl GroupWriter {
                 Err(e) => Err(e.clone()),
             };
             let _ = w.reply.send(answer);
+        }
+    }
+
+    /// After a commit that stored `records`: wakes the relay's senders, counts toward the
+    /// planner's statistics.
+    pub(crate) fn stored(&self, records: usize) {
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        if let Some(statistics) = &self.statistics {
+            statistics.stored(records as u64);
         }
     }
 

@@ -154,7 +154,7 @@ impl Store {
                 let upto = last.min(position + CATCH_UP_STEP);
                 let mut step = 0;
                 if upto > position {
-                    let (verb, tail) = self.skip_held();
+                    let (verb, tail) = self.backend.skip_held();
                     let mut qb = QueryBuilder::new(format!(
                         "{verb} sla_tracking (destination, record_id, deadline, record_type, origin, department_uscc, \
                          delivered_at) SELECT "
