@@ -158,6 +158,12 @@ fn escape_copy_text(text: &str, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
+    /// `copy_line` writes a fixed array of 21 values, one per column of the INSERTs' list.
+    #[test]
+    fn copy_writes_one_value_per_insert_column() {
+        assert_eq!(crate::records::INSERT_COLUMNS.split(',').count(), 21);
+    }
+
     #[test]
     fn copy_text_escapes_what_the_format_reserves() {
         let mut out = String::new();

@@ -321,11 +321,10 @@ async fn rounds(opts: &IngestOptions, scratch: &mut Scratch) -> anyhow::Result<P
                 );
             }
             let mut conn = sqlx::PgConnection::connect(&database).await?;
-            if replicas == 1 {
-                // As on a fresh database whose autovacuum has not come round: the planner's
-                // figures are what the node's own ANALYZE gives it (see the scans below).
-                sqlx::query("ALTER TABLE records SET (autovacuum_enabled = false)").execute(&mut conn).await?;
-            }
+            // As on a fresh database whose autovacuum has not come round: the planner's figures
+            // are what the node's own ANALYZE gives it (see the scans below). Both replica
+            // counts alike, so that 2 against 1 compares like with like.
+            sqlx::query("ALTER TABLE records SET (autovacuum_enabled = false)").execute(&mut conn).await?;
             let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}/api/v1/records", n.api)).collect();
             http.push(
                 measured(opts.records, super::http_rate(&urls, bodies.clone(), opts.concurrency, opts.records)).await?,
