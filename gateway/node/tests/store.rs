@@ -850,6 +850,16 @@ async fn relayed_origin_proofs_come_back_as_received(store: Store) {
         assert_eq!(arrival.leaf_index, 0);
         assert_eq!(arrival.origin_proof.as_deref(), Some(expected(i).as_str()));
     }
+    // A parent's sender reads the same with the routing facts, in one query.
+    let queued = store.queued_after(0, 10).await.expect("queue");
+    let with_content = store.queued_to_forward(0, 10).await.expect("queue with what sealing needs");
+    assert_eq!(with_content.len(), 3);
+    for (f, q) in with_content.iter().zip(&queued) {
+        assert_eq!(&f.queued, q);
+        let (record, arrival) = forwarded.iter().find(|(r, _)| r.seq == q.seq).expect("forwarded");
+        assert_eq!(format!("{:?}", f.record), format!("{record:?}"));
+        assert_eq!(&f.arrival, arrival);
+    }
 }
 
 /// A record relayed before migration 0012 kept its whole origin proof in `records.origin_proof`

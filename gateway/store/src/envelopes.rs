@@ -357,7 +357,7 @@ impl Store {
                 let mut qb = QueryBuilder::new(
                     concat!(
                         "SELECT record_id, version, envelope_digest, leaf_index, ",
-                        super::origin_proof_sql!(),
+                        super::origin_proof_sql!("records"),
                         " FROM records WHERE envelope_digest IS NOT NULL AND record_id IN ("
                     ),
                 );

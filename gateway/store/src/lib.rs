@@ -43,6 +43,9 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 const WAL_BACKSTOP_PAGES: &str = "32768";
 /// The size the WAL file is cut back to once checkpointed (64 MiB).
 const WAL_SIZE_LIMIT_BYTES: &str = "67108864";
+/// Rows a SQLite query may have ready before its thread waits for the reader: more than the
+/// relay reads at once (`relay.batch_max`, 1,000 by default).
+const ROW_BUFFER: usize = 1_024;
 
 /// Errors of the store. All are server-side: a client never causes one.
 #[derive(Debug, thiserror::Error)]
@@ -281,7 +284,9 @@ pub use envelopes::{
     ArrivalOf, EnvelopeIn, EnvelopeStored, OriginRef, ReceiptFn, RelayedItem, RelayedOutcome, StoredEnvelope,
 };
 pub use leases::Lease;
-pub use outbox::{DeadLetter, DeadLetterRow, ListFacts, Parked, QueueStats, QueuedRecord, SentEnvelope, Settlement};
+pub use outbox::{
+    DeadLetter, DeadLetterRow, Forwardable, ListFacts, Parked, QueueStats, QueuedRecord, SentEnvelope, Settlement,
+};
 pub use quality::{MonthCounts, QualityCounts, QualityMonth};
 pub(crate) use records::{
     Arrival, FORWARD_COLUMNS, NewRow, SELECT_COLUMNS, origin_proof_sql, parse_digest, parse_uuid, short, stored_record,
@@ -314,6 +319,10 @@ impl Store {
                 SqliteSync::Normal => SqliteSynchronous::Normal,
             })
             .busy_timeout(Duration::from_secs(10))
+            // Rows a query may hand over before SQLite's thread waits for the reader (sqlx's
+            // default is 50): the relay reads a thousand records at a time, and with 50 the
+            // thread stopped and was woken again every fifty rows.
+            .row_buffer_size(ROW_BUFFER)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-65536")
             .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES)

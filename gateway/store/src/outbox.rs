@@ -152,6 +152,19 @@ impl Store {
         self.select_queued(after, Some(upto), limit).await
     }
 
+    /// [`Store::queued_after`] with what sealing each record for the next hop needs, read by the
+    /// same query: a parent's sender forwards nearly every record it reads, and reading them
+    /// again by `seq` once routed was a second read of each.
+    pub async fn queued_to_forward(&self, after: i64, limit: i64) -> Result<Vec<Forwardable>, StoreError> {
+        let columns = self.queued_columns();
+        dispatch!(self, pool => {
+            let mut qb = QueryBuilder::new(columns);
+            qb.push(FORWARD_EXTRA).push(QUEUED_FROM).push(" WHERE r.seq > ").push_bind(after);
+            qb.push(" ORDER BY r.seq LIMIT ").push_bind(limit);
+            qb.build().fetch_all(pool).await?.iter().map(forwardable).collect()
+        })
+    }
+
     async fn select_queued(
         &self,
         after: i64,
@@ -161,7 +174,7 @@ impl Store {
         let columns = self.queued_columns();
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new(columns);
-            qb.push(" WHERE r.seq > ").push_bind(after);
+            qb.push(QUEUED_FROM).push(" WHERE r.seq > ").push_bind(after);
             if let Some(upto) = events_upto {
                 qb.push(" AND r.seq <= ").push_bind(upto);
                 qb.push(" AND (r.target_record_id IS NOT NULL OR r.record_type = 'credit_list_entry')");
@@ -176,7 +189,8 @@ impl Store {
         let columns = self.queued_columns();
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new(columns);
-            qb.push(" JOIN dead_letters d ON d.seq = r.seq WHERE d.destination = ").push_bind(destination);
+            qb.push(QUEUED_FROM).push(" JOIN dead_letters d ON d.seq = r.seq WHERE d.destination = ");
+            qb.push_bind(destination);
             qb.push(" AND d.state = 'resend' ORDER BY r.seq LIMIT ").push_bind(limit);
             qb.build().fetch_all(pool).await?.iter().map(queued_record).collect()
         })
@@ -546,9 +560,10 @@ impl Store {
 }
 
 impl Store {
-    /// What a queue reads of each record: its routing facts, and for a list entry the fields of
-    /// its content that routing down needs (read by the database, list entries only; of an
-    /// identity number only the six digits of its division).
+    /// What a queue reads of each record (the select list; [`QUEUED_FROM`] follows): its
+    /// routing facts, and for a list entry the fields of its content that routing down needs
+    /// (read by the database, list entries only; of an identity number only the six digits of
+    /// its division).
     fn queued_columns(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite(_) => {
@@ -559,8 +574,7 @@ impl Store {
                  r.subject_uscc, \
                  CASE WHEN r.record_type = 'credit_list_entry' AND json_extract(r.content, '$.party_id_type') = '身份证' \
                  THEN substr(json_extract(r.content, '$.party_id_no'), 1, 6) END, \
-                 CASE WHEN r.record_type = 'credit_list_entry' THEN json_extract(r.content, '$.region_code') END \
-                 FROM records r LEFT JOIN envelopes e ON e.digest = r.envelope_digest"
+                 CASE WHEN r.record_type = 'credit_list_entry' THEN json_extract(r.content, '$.region_code') END"
             }
             Backend::Postgres(_) => {
                 "SELECT r.seq, r.record_id, r.version, r.origin, r.record_type, r.disclosure, r.target_origin, \
@@ -570,11 +584,58 @@ impl Store {
                  r.subject_uscc, \
                  CASE WHEN r.record_type = 'credit_list_entry' AND r.content::jsonb ->> 'party_id_type' = '身份证' \
                  THEN substr(r.content::jsonb ->> 'party_id_no', 1, 6) END, \
-                 CASE WHEN r.record_type = 'credit_list_entry' THEN r.content::jsonb ->> 'region_code' END \
-                 FROM records r LEFT JOIN envelopes e ON e.digest = r.envelope_digest"
+                 CASE WHEN r.record_type = 'credit_list_entry' THEN r.content::jsonb ->> 'region_code' END"
             }
         }
     }
+}
+
+/// Where [`Store::queued_columns`] reads from.
+const QUEUED_FROM: &str = " FROM records r LEFT JOIN envelopes e ON e.digest = r.envelope_digest";
+
+/// What [`Store::queued_to_forward`] reads after the routing facts (from column 15 on): the rest
+/// of a [`StoredRecord`] and its [`ArrivalOf`].
+const FORWARD_EXTRA: &str = concat!(
+    ", r.content_hash, r.deadline, r.received_at, r.content, r.envelope_digest, r.leaf_index, ",
+    super::origin_proof_sql!("r")
+);
+
+/// A queued record with what sealing it for the next hop needs (see [`Store::queued_to_forward`]).
+#[derive(Debug, Clone)]
+pub struct Forwardable {
+    pub queued: QueuedRecord,
+    pub record: StoredRecord,
+    /// Where it arrived from another node (`None` for records pushed here).
+    pub arrival: Option<ArrivalOf>,
+}
+
+fn forwardable<R: Row>(row: &R) -> Result<Forwardable, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let queued = queued_record(row)?;
+    let record = StoredRecord {
+        seq: queued.seq,
+        record_id: queued.record_id,
+        version: queued.version,
+        origin: queued.origin.clone(),
+        record_type: queued.record_type.clone(),
+        content_hash: row.try_get(15)?,
+        deadline: row.try_get(16)?,
+        received_at: row.try_get(17)?,
+        content: row.try_get(18)?,
+    };
+    let arrival = match row.try_get::<Option<String>, _>(19)? {
+        Some(envelope_digest) => {
+            Some(ArrivalOf { envelope_digest, leaf_index: row.try_get(20)?, origin_proof: row.try_get(21)? })
+        }
+        None => None,
+    };
+    Ok(Forwardable { queued, record, arrival })
 }
 
 fn queued_record<R: Row>(row: &R) -> Result<QueuedRecord, StoreError>

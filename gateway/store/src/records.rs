@@ -213,18 +213,32 @@ macro_rules! record_columns {
 pub(crate) const SELECT_COLUMNS: &str = concat!("SELECT ", record_columns!(), " FROM records");
 /// A relayed record's origin proof as JSON (`{"envelope": …, "proof": …}`, interchange-v1 §5),
 /// rebuilt from `origin_proofs` and `origin_envelopes`, or as kept in the row before migration
-/// 0012; NULL for a record that came straight from its origin or was pushed here.
+/// 0012; NULL for a record that came straight from its origin or was pushed here. `$records`
+/// names the `records` table in the query (`"records"`, or its alias).
 macro_rules! origin_proof_sql {
-    () => {
-        "COALESCE(records.origin_proof, (SELECT '{\"envelope\":' || o.envelope || ',\"proof\":' || p.proof || '}' \
-         FROM origin_proofs p JOIN origin_envelopes o ON o.digest = p.origin_envelope \
-         WHERE p.record_id = records.record_id AND p.version = records.version))"
+    ($records:literal) => {
+        concat!(
+            "COALESCE(",
+            $records,
+            ".origin_proof, (SELECT '{\"envelope\":' || o.envelope || ',\"proof\":' || p.proof || '}' \
+             FROM origin_proofs p JOIN origin_envelopes o ON o.digest = p.origin_envelope \
+             WHERE p.record_id = ",
+            $records,
+            ".record_id AND p.version = ",
+            $records,
+            ".version))"
+        )
     };
 }
 pub(crate) use origin_proof_sql;
 /// [`SELECT_COLUMNS`] and where the record arrived from another node: what forwarding it needs.
-pub(crate) const FORWARD_COLUMNS: &str =
-    concat!("SELECT ", record_columns!(), ", envelope_digest, leaf_index, ", origin_proof_sql!(), " FROM records");
+pub(crate) const FORWARD_COLUMNS: &str = concat!(
+    "SELECT ",
+    record_columns!(),
+    ", envelope_digest, leaf_index, ",
+    origin_proof_sql!("records"),
+    " FROM records"
+);
 
 struct Known {
     record_id: Uuid,

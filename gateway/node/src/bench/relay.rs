@@ -213,7 +213,9 @@ impl Proc {
         let mut child = Command::new(exe)
             .arg("serve")
             .args(args)
-            .env("RUST_LOG", "warn")
+            // `BENCH_NODE_LOG` (a `RUST_LOG` filter) lets a profiling run see, for example, every
+            // statement's time (`sqlx::query=debug`); the nodes log warnings only by default.
+            .env("RUST_LOG", std::env::var("BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -58,6 +58,10 @@ struct OriginProofRaw<'a> {
     proof: &'a serde_json::value::RawValue,
 }
 
+/// An origin envelope as parsed, with its digest (hex) and its text: what the items it carried
+/// share.
+type OriginShared = (Jws, String, Arc<str>);
+
 /// A proof as received: its path borrowed from the body (hex needs no unescaping).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,7 +280,10 @@ fn open_and_check(
     let mut hashes = Vec::with_capacity(parsed.len());
     let mut contents = Vec::with_capacity(parsed.len());
     let mut origin_refs = Vec::with_capacity(parsed.len());
-    let mut origin_envelopes: HashMap<&str, (Jws, String, Arc<str>)> = HashMap::new();
+    let mut origin_envelopes: HashMap<&str, OriginShared> = HashMap::new();
+    // The origin envelope of the previous item: consecutive items mostly share one, and
+    // comparing its text is cheaper than hashing it to look it up.
+    let mut previous_origin: Option<(&str, OriginShared)> = None;
     for ((item, hash, content), w) in parsed.into_iter().zip(wire.items) {
         if !w.proof.path.iter().all(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))) {
             let i = items.len();
@@ -306,15 +313,21 @@ fn open_and_check(
             None => (None, None),
             Some(raw) => {
                 let parts: OriginProofRaw<'_> = serde_json::from_str(raw.get()).map_err(bad_origin_proof)?;
-                let shared = match origin_envelopes.entry(parts.envelope.get()) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        let jws: Jws = serde_json::from_str(parts.envelope.get()).map_err(bad_origin_proof)?;
-                        let digest = jws.digest().to_hex();
-                        e.insert((jws, digest, Arc::from(parts.envelope.get())))
+                let key = parts.envelope.get();
+                let (jws, digest, text) = match &previous_origin {
+                    Some((previous, shared)) if *previous == key => shared,
+                    _ => {
+                        let shared = match origin_envelopes.entry(key) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                let jws: Jws = serde_json::from_str(key).map_err(bad_origin_proof)?;
+                                let digest = jws.digest().to_hex();
+                                e.insert((jws, digest, Arc::from(key)))
+                            }
+                        };
+                        &previous_origin.insert((key, shared.clone())).1
                     }
                 };
-                let (jws, digest, text) = &*shared;
                 let proof: Proof = serde_json::from_str(parts.proof.get()).map_err(bad_origin_proof)?;
                 let origin_ref = OriginRef {
                     envelope_digest: digest.clone(),

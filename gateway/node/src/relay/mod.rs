@@ -12,12 +12,12 @@ pub mod publication;
 mod pull;
 pub mod routing;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::interchange::receipt::ReceiptBody;
-use gateway_store::{DeadLetter, QueuedRecord, SentEnvelope, Settlement};
+use gateway_store::{ArrivalOf, DeadLetter, QueuedRecord, SentEnvelope, Settlement, StoredRecord};
 use serde_json::json;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -180,7 +180,13 @@ struct Batch {
     position: Option<i64>,
     /// Whether these are dead letters an operator asked to resend.
     resend: bool,
+    /// `items` as sealing reads them, in the same order, when the queue was read with them
+    /// (a parent's queue); else empty, and they are read by `seq` when sent.
+    forward: Vec<Sealable>,
 }
+
+/// A record as sealing it for the next hop reads it: with where it arrived from.
+type Sealable = (StoredRecord, Option<ArrivalOf>);
 
 /// A sender's cursor as last stored, and when. A batch that only skips rows (none for its
 /// destination: most rows, for a child's sender) moves the cursor in memory only; storing it
@@ -378,16 +384,25 @@ impl Shared {
             Link::Parent | Link::Publication | Link::Adapter => None,
         };
         let mut stopped = false;
+        // A parent takes nearly every record, so its queue is read with what sealing needs.
+        let with_content = dest.link == Link::Parent;
+        let mut contents: HashMap<i64, Sealable> = HashMap::new();
         // Bounded work per call: at most a few chunks scanned, whatever the backlog.
         // Chunks of the batch's size: when every row goes (the common case), each is read once.
         let chunk = i64::try_from(limit).unwrap_or(SCAN_CHUNK).clamp(1, SCAN_CHUNK);
         'scan: for _ in 0..8 {
-            let rows = match events_upto {
-                Some(upto) => store.queued_events(after, upto, chunk).await?,
-                None => store.queued_after(after, chunk).await?,
+            let rows: Vec<(QueuedRecord, Option<Sealable>)> = match events_upto {
+                Some(upto) => store.queued_events(after, upto, chunk).await?.into_iter().map(|r| (r, None)).collect(),
+                None if with_content => store
+                    .queued_to_forward(after, chunk)
+                    .await?
+                    .into_iter()
+                    .map(|f| (f.queued, Some((f.record, f.arrival))))
+                    .collect(),
+                None => store.queued_after(after, chunk).await?.into_iter().map(|r| (r, None)).collect(),
             };
             let full = rows.len() as i64 == chunk;
-            for row in rows {
+            for (row, content) in rows {
                 if batch.items.len() == limit {
                     stopped = true;
                     break 'scan;
@@ -414,6 +429,9 @@ impl Shared {
                 } else {
                     in_batch.insert(id);
                     in_batch.extend(row.target_record_id.clone());
+                    if let Some(content) = content {
+                        contents.insert(row.seq, content);
+                    }
                     batch.items.push(row);
                 }
             }
@@ -448,6 +466,9 @@ impl Shared {
             batch.items.retain(|_| keep.next().unwrap_or(true));
         }
         batch.position = (after > position).then_some(after);
+        if with_content {
+            batch.forward = batch.items.iter().filter_map(|r| contents.remove(&r.seq)).collect();
+        }
         Ok(batch)
     }
 
@@ -515,8 +536,14 @@ impl Shared {
             .node
             .endpoint_of(&dest.name)
             .ok_or_else(|| transient(anyhow::anyhow!("{} has no federation endpoint", dest.name)))?;
-        let records = self.node.ingest.store.records_to_forward(seqs).await.map_err(|e| transient(e.into()))?;
-        let prepared = self.node.prepare_forwarding(&dest.name, &records, now).await.map_err(transient)?;
+        let read;
+        let records = if batch.forward.len() == batch.items.len() {
+            &batch.forward
+        } else {
+            read = self.node.ingest.store.records_to_forward(seqs).await.map_err(|e| transient(e.into()))?;
+            &read
+        };
+        let prepared = self.node.prepare_forwarding(&dest.name, records, now).await.map_err(transient)?;
         let timeout = Duration::from_secs(self.config.timeout_secs);
         let answer = if dest.pull {
             self.node.park_and_wait(&prepared, timeout).await
