@@ -909,6 +909,11 @@ async fn origin_proofs_kept_in_the_row_before_migration_0012_are_still_read() {
         arrivals[&keys[1]].origin_proof.as_deref(),
         Some(r#"{"envelope":{"protected":"a","payload":"b","signature":"c"},"proof":{"index":1,"size":2,"path":[]}}"#)
     );
+    // A parent's sender reads the same with its queue.
+    let queued = store.queued_to_forward(0, 10).await.expect("queue with what sealing needs");
+    let proofs: Vec<Option<&str>> =
+        queued.iter().map(|f| f.arrival.as_ref().and_then(|a| a.origin_proof.as_deref())).collect();
+    assert_eq!(proofs, [arrivals[&keys[0]].origin_proof.as_deref(), arrivals[&keys[1]].origin_proof.as_deref()]);
 }
 
 /// The store folds SQLite's write-ahead log into the database file by itself, in the

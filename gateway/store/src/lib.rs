@@ -43,8 +43,8 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 const WAL_BACKSTOP_PAGES: &str = "32768";
 /// The size the WAL file is cut back to once checkpointed (64 MiB).
 const WAL_SIZE_LIMIT_BYTES: &str = "67108864";
-/// Rows a SQLite query may have ready before its thread waits for the reader: more than the
-/// relay reads at once (`relay.batch_max`, 1,000 by default).
+/// Rows a SQLite query may have ready before its thread waits for the reader: a relay sender
+/// reads its queue in chunks of its batch (`relay.batch_max`, 1,000 by default).
 const ROW_BUFFER: usize = 1_024;
 
 /// Errors of the store. All are server-side: a client never causes one.

@@ -281,21 +281,14 @@ pub fn open(env: &Envelope, at: &Receiving<'_>) -> Result<Opened, EnvelopeError>
 /// items; each item's proof path is *not* checked (only its index and size), so a caller that
 /// keeps or forwards [`OpenedItem::proof`] must rebuild it from the item hashes (the node does:
 /// `merkle::audit_path`) or use [`open`].
+///
+/// Of each item it reads the five members' shape and `origin`, never the content beyond its
+/// being an object: a caller that has already validated the content may pass `{}` in its place.
 pub fn open_owned(env: Envelope, at: &Receiving<'_>, item_hashes: &[Sha256Digest]) -> Result<Opened, EnvelopeError> {
     if item_hashes.len() != env.items.len() {
         return Err(EnvelopeError::CountMismatch { count: item_hashes.len() as u64, items: env.items.len() });
     }
-    let (header, _) = verify_header(&env.envelope, at.registry)?;
-    if header.receiver != at.me {
-        return Err(EnvelopeError::WrongReceiver { receiver: header.receiver, me: at.me.to_owned() });
-    }
-    let created = parse_time(&header.created_at).ok_or_else(|| EnvelopeError::Header("created_at".into()))?;
-    if (created - at.now).abs() > at.clock_window {
-        return Err(EnvelopeError::OutsideClockWindow { created_at: header.created_at });
-    }
-    if header.count != env.items.len() as u64 {
-        return Err(EnvelopeError::CountMismatch { count: header.count, items: env.items.len() });
-    }
+    let header = check_header(&env.envelope, at, env.items.len())?;
     let mut leaves = Vec::with_capacity(env.items.len());
     let mut items = Vec::with_capacity(env.items.len());
     let digest = env.envelope.digest();
@@ -323,18 +316,19 @@ pub fn open_owned(env: Envelope, at: &Receiving<'_>, item_hashes: &[Sha256Digest
             (Some(_), true) => return Err(bad("origin_proof given although the sender is the origin".into())),
             (None, false) => return Err(bad(format!("relayed item from {origin} lacks its origin_proof"))),
             (Some(p), false) => {
-                if previous.as_ref().is_none_or(|(jws, _)| *jws != p.envelope) {
-                    let header = match origin_headers.entry((p.envelope.digest(), p.envelope.signature.clone())) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(verify_header(&p.envelope, at.registry).map_err(|e| bad(e.to_string()))?.0)
-                        }
-                    };
-                    previous = Some((p.envelope.clone(), header.clone()));
-                }
-                if let Some((_, header)) = &previous {
-                    check_origin_proof(p, header, &origin, &item_hash).map_err(|e| bad(e.to_string()))?
-                }
+                let header = match &previous {
+                    Some((jws, header)) if *jws == p.envelope => header,
+                    _ => {
+                        let header = match origin_headers.entry((p.envelope.digest(), p.envelope.signature.clone())) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert(verify_header(&p.envelope, at.registry).map_err(|e| bad(e.to_string()))?.0)
+                            }
+                        };
+                        &previous.insert((p.envelope.clone(), header.clone())).1
+                    }
+                };
+                check_origin_proof(p, header, &origin, &item_hash).map_err(|e| bad(e.to_string()))?
             }
         }
         if !at.registry.may_forward(&header.sender, &origin, &header.receiver) {
@@ -350,6 +344,24 @@ pub fn open_owned(env: Envelope, at: &Receiving<'_>, item_hashes: &[Sha256Digest
         return Err(EnvelopeError::MerkleMismatch);
     }
     Ok(Opened { envelope: env.envelope, digest, header, items })
+}
+
+/// What [`open_owned`] checks of an envelope before its items, for a receiver that wants to
+/// refuse a bad envelope before working on `items` items: the signature, the receiver, the
+/// clock window and the item count.
+pub fn check_header(envelope: &Jws, at: &Receiving<'_>, items: usize) -> Result<EnvelopeHeader, EnvelopeError> {
+    let (header, _) = verify_header(envelope, at.registry)?;
+    if header.receiver != at.me {
+        return Err(EnvelopeError::WrongReceiver { receiver: header.receiver, me: at.me.to_owned() });
+    }
+    let created = parse_time(&header.created_at).ok_or_else(|| EnvelopeError::Header("created_at".into()))?;
+    if (created - at.now).abs() > at.clock_window {
+        return Err(EnvelopeError::OutsideClockWindow { created_at: header.created_at });
+    }
+    if header.count != items as u64 {
+        return Err(EnvelopeError::CountMismatch { count: header.count, items });
+    }
+    Ok(header)
 }
 
 /// Verifies an envelope JWS's signature against the sender's key valid at its `created_at`.

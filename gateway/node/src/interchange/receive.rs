@@ -244,6 +244,9 @@ fn open_and_check(
             format!("the envelope sender {claimed} is not the authenticated TLS peer {peer}"),
         ));
     }
+    // The envelope's own signature, receiver, clock and count first: a refused envelope costs
+    // no work on its items. (`open_owned` below checks them again with the items.)
+    envelope::check_header(&wire.envelope, at, wire.items.len()).map_err(|e| envelope_error(&e))?;
     // Items are parsed strictly (no duplicate member names), hashed and validated on all
     // cores, each in one go: what validation makes of an item is kept, and its parsed content
     // is dropped at once (a thousand parsed items held until the envelope was opened made the
@@ -355,7 +358,8 @@ fn open_and_check(
         .zip(checked)
         .zip(origin_refs)
         .map(|((o, checked), origin_ref)| {
-            // `None` only for an item that is not item-shaped, which opening refuses.
+            // `None` for an item `item_fields` does not take: one not item-shaped, which opening
+            // refuses, or one whose version is beyond `i64`, rejected here.
             let (record_id, version, incoming) = checked.unwrap_or_else(|| Err(not_an_item()))?;
             Ok(RelayedItem {
                 leaf_index: i64::try_from(o.proof.index).unwrap_or(i64::MAX),
@@ -388,7 +392,7 @@ fn not_an_item() -> Vec<FieldError> {
 /// Validates one item's content like a pushed record, and checks that the origin stored it
 /// normalised (its hash must not change here, or signatures would break). `canonical_content`
 /// is the content's canonical form the item hash `item_hash` was computed from. The item keeps
-/// an empty object in place of its content: all that opening the envelope reads of it.
+/// an empty object in place of its content: `open_owned` reads no more of it (its doc says so).
 fn check_item(
     gw: &Ingest,
     item: &mut Value,

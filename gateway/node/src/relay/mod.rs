@@ -537,7 +537,10 @@ impl Shared {
             .endpoint_of(&dest.name)
             .ok_or_else(|| transient(anyhow::anyhow!("{} has no federation endpoint", dest.name)))?;
         let read;
-        let records = if batch.forward.len() == batch.items.len() {
+        // Read with the queue (a parent's), in the items' order; else read now by `seq`.
+        let aligned = batch.forward.len() == batch.items.len()
+            && batch.forward.iter().zip(&batch.items).all(|((r, _), q)| r.seq == q.seq);
+        let records = if aligned {
             &batch.forward
         } else {
             read = self.node.ingest.store.records_to_forward(seqs).await.map_err(|e| transient(e.into()))?;
