@@ -137,28 +137,8 @@ impl Store {
     /// Envelopes that arrive while another is being written are committed together.
     pub async fn store_envelope(&self, env: EnvelopeIn, receipt: ReceiptFn) -> Result<EnvelopeStored, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.lock_waiting_envelopes().push(EnvelopeJob { env, receipt, reply });
-        let turn = std::sync::Arc::clone(&self.write_lock).lock_owned().await;
-        let jobs = std::mem::take(&mut *self.lock_waiting_envelopes());
-        if jobs.is_empty() {
-            // Our envelope went in the group of the holder of the lock before us.
-            drop(turn);
-        } else {
-            // In a task of its own, as the push path's group (see `GroupWriter`).
-            let writer = self.group_writer();
-            tokio::spawn(async move {
-                writer.commit_and_answer_envelopes(jobs).await;
-                drop(turn);
-            });
-        }
-        match answer.await {
-            Ok(result) => result.map_err(StoreError::from),
-            Err(_) => Err(StoreError::GroupCommit("the committing task failed before answering".into())),
-        }
-    }
-
-    fn lock_waiting_envelopes(&self) -> std::sync::MutexGuard<'_, Vec<EnvelopeJob>> {
-        self.waiting_envelopes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        let job = EnvelopeJob { env, receipt, reply };
+        self.join_group(&self.waiting_envelopes, job, answer, GroupWriter::commit_and_answer_envelopes).await
     }
 }
 

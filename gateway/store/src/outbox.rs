@@ -301,15 +301,7 @@ impl Store {
                 qb.push(")");
                 for row in qb.build().fetch_all(pool).await? {
                     let r = super::stored_record(&row)?;
-                    let digest = if with_arrival { row.try_get::<Option<String>, _>(9)? } else { None };
-                    let arrival = match digest {
-                        Some(envelope_digest) => Some(ArrivalOf {
-                            envelope_digest,
-                            leaf_index: row.try_get(10)?,
-                            origin_proof: row.try_get(11)?,
-                        }),
-                        None => None,
-                    };
+                    let arrival = if with_arrival { arrival_at(&row, 9)? } else { None };
                     found.insert(r.seq, (r, arrival));
                 }
             }
@@ -629,13 +621,20 @@ where
         received_at: row.try_get(17)?,
         content: row.try_get(18)?,
     };
-    let arrival = match row.try_get::<Option<String>, _>(19)? {
-        Some(envelope_digest) => {
-            Some(ArrivalOf { envelope_digest, leaf_index: row.try_get(20)?, origin_proof: row.try_get(21)? })
-        }
-        None => None,
-    };
-    Ok(Forwardable { queued, record, arrival })
+    Ok(Forwardable { queued, record, arrival: arrival_at(row, 19)? })
+}
+
+/// The [`ArrivalOf`] read at column `first` on (envelope digest, leaf index, origin proof, as
+/// `FORWARD_COLUMNS` and `FORWARD_EXTRA` end); `None` for a record pushed here.
+fn arrival_at<R: Row>(row: &R, first: usize) -> Result<Option<ArrivalOf>, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let Some(envelope_digest) = row.try_get::<Option<String>, _>(first)? else { return Ok(None) };
+    Ok(Some(ArrivalOf { envelope_digest, leaf_index: row.try_get(first + 1)?, origin_proof: row.try_get(first + 2)? }))
 }
 
 fn queued_record<R: Row>(row: &R) -> Result<QueuedRecord, StoreError>

@@ -308,19 +308,38 @@ impl Store {
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let received_at = gateway_core::date::format_timestamp(received_at);
-        self.lock_waiting().push(Waiting { origin: origin.to_owned(), scope, incoming, quality, received_at, reply });
+        let batch = Waiting { origin: origin.to_owned(), scope, incoming, quality, received_at, reply };
+        self.join_group(&self.waiting, batch, answer, GroupWriter::commit_and_answer).await
+    }
+
+    /// Joins the group commit of the jobs in `waiting` (pushed batches, or received envelopes):
+    /// adds `job`, waits for the store's write turn and, unless the holder of an earlier turn
+    /// took the group with it, commits the whole group with `commit`. That runs in a task of its
+    /// own holding the turn until every job is answered: a caller that hangs up drops its
+    /// request, which must neither cancel the others' commit nor let the next group start
+    /// before this one is in. Then waits for `answer`, the reply to `job`.
+    pub(crate) async fn join_group<J, T, F>(
+        &self,
+        waiting: &std::sync::Mutex<Vec<J>>,
+        job: J,
+        answer: tokio::sync::oneshot::Receiver<Result<T, crate::SharedFailure>>,
+        commit: impl FnOnce(GroupWriter, Vec<J>) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        // The list stays consistent even if a holder panicked: pushes and takes are atomic.
+        let lock = || waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        lock().push(job);
         let turn = std::sync::Arc::clone(&self.write_lock).lock_owned().await;
-        let group = std::mem::take(&mut *self.lock_waiting());
+        let group = std::mem::take(&mut *lock());
         if group.is_empty() {
-            // Our batch went in the group of the holder of the lock before us.
+            // Our job went in the group of the holder of the turn before us.
             drop(turn);
         } else {
-            // The group commits in a task of its own, holding the lock until it has answered
-            // every batch: a client that hangs up drops its request, which must neither cancel
-            // the other batches' commit nor let the next group start before this one is in.
-            let writer = self.group_writer();
+            let committing = commit(self.group_writer(), group);
             tokio::spawn(async move {
-                writer.commit_and_answer(group).await;
+                committing.await;
                 drop(turn);
             });
         }
@@ -337,11 +356,6 @@ impl Store {
             commits: self.commits.clone(),
             statistics: self.statistics.clone(),
         }
-    }
-
-    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
-        // The list stays consistent even if a holder panicked: pushes and takes are atomic.
-        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
