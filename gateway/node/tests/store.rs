@@ -72,6 +72,12 @@ async fn a_push_cancelled_while_committing_still_commits_its_group(store: Store)
     let push = store.ingest("cn-370306", records.clone(), now);
     let cancelled = tokio::time::timeout(std::time::Duration::from_millis(1), push).await;
     assert!(cancelled.is_err(), "3,000 records are not committed within a millisecond");
+    // Waited for before the resend: on PostgreSQL a resend's group may commit beside it, and
+    // either could store the records first.
+    testkit::eventually("the cancelled push's group to commit", std::time::Duration::from_secs(20), async || {
+        store.count().await.expect("count") == 3_000
+    })
+    .await;
     let again = store.ingest("cn-370306", records, now).await.expect("ingest");
     let duplicates = again.iter().filter(|s| matches!(s, Stored::Duplicate { .. })).count();
     assert_eq!(duplicates, 3_000, "the cancelled push's group was committed");
@@ -967,4 +973,131 @@ async fn the_write_ahead_log_restarts_under_steady_writes() {
     writer.abort();
     let wal_mib = std::fs::metadata(&wal).expect("log").len() / (1024 * 1024);
     assert!(wal_mib < 128, "the log grew to {wal_mib} MiB between restarts");
+}
+
+/// A connection to a test schema of PostgreSQL, standing for another replica's transaction.
+async fn postgres_session(schema: &str) -> sqlx::PgConnection {
+    use sqlx::ConnectOptions;
+    let options: sqlx::postgres::PgConnectOptions = testkit::postgres_url().parse().expect("url");
+    options.options([("search_path", schema)]).connect().await.expect("connect")
+}
+
+/// Begins, as a push group of another replica does (`gateway_store`'s horizon.rs): lock 7301
+/// shared, then the in-flight mark at the next `seq`.
+async fn begin_side_by_side(conn: &mut sqlx::PgConnection) {
+    for statement in [
+        "BEGIN",
+        "SELECT pg_advisory_xact_lock_shared(7301)",
+        "SELECT pg_advisory_xact_lock_shared(72057594037927936 + last_value + CASE WHEN is_called THEN 1 ELSE 0 END) \
+         FROM records_seq_seq",
+    ] {
+        sqlx::raw_sql(statement).execute(&mut *conn).await.expect(statement);
+    }
+}
+
+/// Push groups on PostgreSQL commit side by side, so a higher `seq` may commit before a lower
+/// one. Every reader that pages by `seq` stops below a writer still in flight, and reads on
+/// once it has ended.
+#[tokio::test]
+async fn postgres_readers_stop_below_a_record_writer_still_in_flight() {
+    let (store, schema) = testkit::postgres_store().await;
+    let rows = prepare(&synthetic_records(4, 31));
+    store.ingest("cn-370306", rows[..2].to_vec(), OffsetDateTime::now_utc()).await.expect("first");
+    let settled = store.last_seq().await.expect("last seq");
+    assert_eq!(store.query(&RecordQuery { limit: 100, ..Default::default() }).await.expect("query").len(), 2);
+
+    // Another replica's group: marked in flight, holding the next seq, not committed.
+    let mut writer = postgres_session(&schema).await;
+    begin_side_by_side(&mut writer).await;
+    let held: i64 = sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('records', 'seq'))")
+        .fetch_one(&mut writer)
+        .await
+        .expect("take a seq");
+    assert!(held > settled);
+
+    // A group beside it commits records above that seq ...
+    let out = store.ingest("cn-370306", rows[2..].to_vec(), OffsetDateTime::now_utc()).await.expect("second");
+    assert!(out.iter().all(|o| matches!(o, Stored::Accepted { .. })), "{out:?}");
+    assert_eq!(store.count().await.expect("count"), 4);
+    // ... which no reader passes the held seq to reach.
+    let all = RecordQuery { limit: 100, ..Default::default() };
+    assert_eq!(store.last_seq().await.expect("last seq"), settled);
+    assert_eq!(store.query(&all).await.expect("query").len(), 2);
+    assert_eq!(store.queued_after(0, 100).await.expect("queue").len(), 2);
+    assert_eq!(store.queued_to_forward(0, 100).await.expect("forward").len(), 2);
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut writer).await.expect("rollback");
+    assert!(store.last_seq().await.expect("last seq") > held);
+    assert_eq!(store.query(&all).await.expect("query").len(), 4);
+    assert_eq!(store.queued_to_forward(0, 100).await.expect("forward").len(), 4);
+    drop(writer);
+    testkit::drop_postgres_schema(&schema).await;
+}
+
+/// Two push groups side by side, each given a new natural key the other is storing: the one
+/// that inserts second waits for the first, fails on the pushed-natural-key index, and commits
+/// again alone, when it sees the first one's record. One record with two versions, not two
+/// records.
+#[tokio::test]
+async fn postgres_push_groups_that_clash_commit_again_alone() {
+    let (store, schema) = testkit::postgres_store().await;
+    let mut records = synthetic_records(1, 32);
+    let first = prepare(&records).remove(0);
+    records[0]["remarks"] = Value::String("更正：处罚内容表述有误".into());
+    let second = prepare(&records);
+    let short = |d: &Sha256Digest| i64::from_be_bytes(d.0[..8].try_into().expect("8 bytes"));
+
+    // Another replica's group stores the first content as version 1 of a record, uncommitted.
+    let mut writer = postgres_session(&schema).await;
+    begin_side_by_side(&mut writer).await;
+    let record_id = uuid::Uuid::now_v7();
+    let r = &first.record;
+    sqlx::query(
+        "INSERT INTO records (record_id, version, origin, record_type, natural_key, nk, ch, content_hash, \
+         received_at, content, disclosure, department_uscc) VALUES ($1, 1, 'cn-370306', $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(record_id.to_string())
+    .bind(r.record_type.as_str())
+    .bind(r.natural_key.to_hex())
+    .bind(short(&r.natural_key))
+    .bind(short(&r.content_hash))
+    .bind(r.content_hash.to_hex())
+    .bind(gateway_core::date::format_timestamp(OffsetDateTime::now_utc()))
+    .bind(r.canonical_content.as_str())
+    .bind(r.disclosure.as_str())
+    .bind(r.quality.department_uscc.as_str())
+    .execute(&mut writer)
+    .await
+    .expect("insert");
+    let xid: i64 =
+        sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint").fetch_one(&mut writer).await.expect("xid");
+
+    // This store's group, not seeing that row, stores the changed content as a new record ...
+    let store = Arc::new(store);
+    let pushing = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.ingest("cn-370306", second, OffsetDateTime::now_utc()).await }
+    });
+    // ... until its insert waits for the other transaction's key.
+    testkit::eventually("the push to wait for the other group", std::time::Duration::from_secs(20), async || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted \
+             AND transactionid::text::bigint = $1",
+        )
+        .bind(xid)
+        .fetch_one(&mut writer)
+        .await
+        .expect("pg_locks")
+            > 0
+    })
+    .await;
+    sqlx::raw_sql("COMMIT").execute(&mut writer).await.expect("commit");
+
+    let out = pushing.await.expect("task").expect("push");
+    assert_eq!(out, vec![Stored::NewVersion { record_id, version: 2 }]);
+    let versions = store.versions(record_id).await.expect("versions");
+    assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(store.count().await.expect("count"), 2);
+    drop(writer);
+    testkit::drop_postgres_schema(&schema).await;
 }

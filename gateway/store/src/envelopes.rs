@@ -138,7 +138,7 @@ impl Store {
     pub async fn store_envelope(&self, env: EnvelopeIn, receipt: ReceiptFn) -> Result<EnvelopeStored, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = EnvelopeJob { env, receipt, reply };
-        self.join_group(&self.waiting_envelopes, job, answer, GroupWriter::commit_and_answer_envelopes).await
+        self.join_group(&self.waiting_envelopes, job, answer, false, GroupWriter::commit_and_answer_envelopes).await
     }
 }
 
@@ -174,7 +174,7 @@ impl GroupWriter {
             if matches!(self.backend, Backend::Postgres(_)) {
                 // As on the push path: replicas serialise record writes, so `records.seq`
                 // follows commit order and outbox cursors never pass an uncommitted row.
-                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+                sqlx::query(crate::horizon::ENTER_EXCLUSIVE).execute(&mut *tx).await?;
             }
             let skip = self.backend.skip_held();
             let mut results = Vec::with_capacity(jobs.len());

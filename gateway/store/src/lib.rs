@@ -160,6 +160,9 @@ pub struct Store {
     /// Serialises ingest transactions of this process: the natural-key lookup and the insert
     /// must see each other's effects. (PostgreSQL replicas additionally take an advisory lock.)
     write_lock: std::sync::Arc<Mutex<()>>,
+    /// On PostgreSQL, push groups take one of these instead of `write_lock`: that many commit
+    /// side by side (`horizon` says how readers still see `seq` in order).
+    push_turns: std::sync::Arc<tokio::sync::Semaphore>,
     /// Batches waiting for the write lock. Whoever takes the lock commits every waiting batch
     /// in one transaction (group commit), so concurrent pushes share one commit.
     waiting: std::sync::Mutex<Vec<Waiting>>,
@@ -273,6 +276,7 @@ pub mod cases;
 mod ceiling;
 mod envelopes;
 pub mod evaluations;
+mod horizon;
 mod leases;
 mod outbox;
 pub mod quality;
@@ -338,6 +342,7 @@ impl Store {
         Ok(Self {
             backend: Backend::Sqlite(pool),
             write_lock,
+            push_turns: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
             commits: tokio::sync::watch::Sender::new(0),
@@ -372,6 +377,7 @@ impl Store {
         Ok(Self {
             backend: Backend::Postgres(pool.clone()),
             write_lock: std::sync::Arc::new(Mutex::new(())),
+            push_turns: std::sync::Arc::new(tokio::sync::Semaphore::new(horizon::PARALLEL_GROUPS)),
             waiting: std::sync::Mutex::new(Vec::new()),
             waiting_envelopes: std::sync::Mutex::new(Vec::new()),
             commits: tokio::sync::watch::Sender::new(0),

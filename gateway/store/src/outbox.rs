@@ -157,9 +157,13 @@ impl Store {
     /// again by `seq` once routed was a second read of each.
     pub async fn queued_to_forward(&self, after: i64, limit: i64) -> Result<Vec<Forwardable>, StoreError> {
         let columns = self.queued_columns();
+        let below = self.settled_below().await?;
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new(columns);
             qb.push(FORWARD_EXTRA).push(QUEUED_FROM).push(" WHERE r.seq > ").push_bind(after);
+            if let Some(below) = below {
+                qb.push(" AND r.seq < ").push_bind(below);
+            }
             qb.push(" ORDER BY r.seq LIMIT ").push_bind(limit);
             qb.build().fetch_all(pool).await?.iter().map(forwardable).collect()
         })
@@ -172,9 +176,13 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<QueuedRecord>, StoreError> {
         let columns = self.queued_columns();
+        let below = self.settled_below().await?;
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new(columns);
             qb.push(QUEUED_FROM).push(" WHERE r.seq > ").push_bind(after);
+            if let Some(below) = below {
+                qb.push(" AND r.seq < ").push_bind(below);
+            }
             if let Some(upto) = events_upto {
                 qb.push(" AND r.seq <= ").push_bind(upto);
                 qb.push(" AND (r.target_record_id IS NOT NULL OR r.record_type = 'credit_list_entry')");
@@ -322,7 +330,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             if matches!(self.backend, Backend::Postgres(_)) {
                 // Serialised with ingest and the SLA catch-up of replicas sharing the database.
-                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+                sqlx::query(crate::horizon::ENTER_EXCLUSIVE).execute(&mut *tx).await?;
                 // Then the lease, held from here to the commit: not while waiting for the lock
                 // above, which would keep the holder from renewing it meanwhile.
                 if let Some(lease) = s.fence {
@@ -542,10 +550,13 @@ impl Store {
         })
     }
 
-    /// The highest `seq` stored (0 when empty).
+    /// The highest `seq` stored (0 when empty) below which nothing can still commit: a cursor
+    /// may be set there without passing a record (`horizon`).
     pub async fn last_seq(&self) -> Result<i64, StoreError> {
+        let below = self.settled_below().await?.unwrap_or(i64::MAX);
         dispatch!(self, pool => {
-            let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM records").fetch_one(pool).await?;
+            let row =
+                sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM records WHERE seq < $1").bind(below).fetch_one(pool).await?;
             Ok(row.try_get::<i64, _>(0)?)
         })
     }
@@ -755,9 +766,13 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<StoredRecord>, StoreError> {
+        let below = self.settled_below().await?;
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new(SELECT_COLUMNS);
             qb.push(" WHERE record_type = 'admin_penalty' AND seq > ").push_bind(after);
+            if let Some(below) = below {
+                qb.push(" AND seq < ").push_bind(below);
+            }
             qb.push(" AND origin = ").push_bind(origin);
             qb.push(" AND clock_start <= ").push_bind(decided_by);
             // The latest version decides: an older one's decision date may have been corrected.

@@ -68,11 +68,14 @@ impl QualityCounts {
     }
 }
 
-/// Adds `counts` to the counters inside the transaction `$tx`.
+/// Adds `counts` to the counters inside the transaction `$tx`, each table's rows in key order:
+/// PostgreSQL commits push groups side by side, and two groups locking the same counter rows in
+/// different orders would deadlock.
 macro_rules! add_quality {
     ($tx:ident, $counts:expr) => {{
         let counts: &$crate::QualityCounts = $counts;
-        let months: Vec<_> = counts.months.iter().collect();
+        let mut months: Vec<_> = counts.months.iter().collect();
+        months.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for chunk in months.chunks(200) {
             let mut qb = sqlx::QueryBuilder::new(
                 "INSERT INTO quality_monthly (department_uscc, period, department_name, submitted, accepted, \
@@ -104,7 +107,8 @@ macro_rules! add_quality {
             );
             qb.build().execute(&mut *$tx).await?;
         }
-        let reasons: Vec<_> = counts.reasons.iter().collect();
+        let mut reasons: Vec<_> = counts.reasons.iter().collect();
+        reasons.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for chunk in reasons.chunks(200) {
             let mut qb = sqlx::QueryBuilder::new("INSERT INTO quality_reasons (department_uscc, period, rule, count) ");
             qb.push_values(chunk, |mut b, ((d, p, r), n)| {
@@ -113,7 +117,8 @@ macro_rules! add_quality {
             qb.push(" ON CONFLICT (department_uscc, period, rule) DO UPDATE SET count = quality_reasons.count + excluded.count");
             qb.build().execute(&mut *$tx).await?;
         }
-        let days: Vec<_> = counts.days.iter().collect();
+        let mut days: Vec<_> = counts.days.iter().collect();
+        days.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for chunk in days.chunks(200) {
             let mut qb = sqlx::QueryBuilder::new("INSERT INTO quality_daily (day, accepted, rejected) ");
             qb.push_values(chunk, |mut b, (day, (a, r))| {

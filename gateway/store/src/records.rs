@@ -12,7 +12,9 @@ use sqlx::{QueryBuilder, Row};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use super::{Backend, INSERT_CHUNK, LOOKUP_CHUNK, OriginRef, QualityCounts, Store, StoreError, Waiting, all_inserted};
+use super::{
+    Backend, INSERT_CHUNK, LOOKUP_CHUNK, OriginRef, QualityCounts, Store, StoreError, Waiting, all_inserted, horizon,
+};
 
 /// Inserts `NewRow`s into `records` inside the transaction `$tx`, in multi-row statements
 /// written with `$verb` (`(verb, tail)`, from `Backend::insert_new` or [`Store::skip_held`]).
@@ -309,7 +311,7 @@ impl Store {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let received_at = gateway_core::date::format_timestamp(received_at);
         let batch = Waiting { origin: origin.to_owned(), scope, incoming, quality, received_at, reply };
-        self.join_group(&self.waiting, batch, answer, GroupWriter::commit_and_answer).await
+        self.join_group(&self.waiting, batch, answer, true, GroupWriter::commit_and_answer).await
     }
 
     /// Joins the group commit of the jobs in `waiting` (pushed batches, or received envelopes):
@@ -317,12 +319,14 @@ impl Store {
     /// took the group with it, commits the whole group with `commit`. That runs in a task of its
     /// own holding the turn until every job is answered: a caller that hangs up drops its
     /// request, which must neither cancel the others' commit nor let the next group start
-    /// before this one is in. Then waits for `answer`, the reply to `job`.
+    /// before this one is in. Then waits for `answer`, the reply to `job`. With `side_by_side`
+    /// (push groups), groups on PostgreSQL commit [`horizon::PARALLEL_GROUPS`] at a time.
     pub(crate) async fn join_group<J, T, F>(
         &self,
         waiting: &std::sync::Mutex<Vec<J>>,
         job: J,
         answer: tokio::sync::oneshot::Receiver<Result<T, crate::SharedFailure>>,
+        side_by_side: bool,
         commit: impl FnOnce(GroupWriter, Vec<J>) -> F,
     ) -> Result<T, StoreError>
     where
@@ -331,7 +335,7 @@ impl Store {
         // The list stays consistent even if a holder panicked: pushes and takes are atomic.
         let lock = || waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         lock().push(job);
-        let turn = std::sync::Arc::clone(&self.write_lock).lock_owned().await;
+        let turn = self.write_turn(side_by_side).await;
         let group = std::mem::take(&mut *lock());
         if group.is_empty() {
             // Our job went in the group of the holder of the turn before us.
@@ -346,6 +350,28 @@ impl Store {
         match answer.await {
             Ok(result) => result.map_err(StoreError::from),
             Err(_) => Err(StoreError::GroupCommit("the committing task failed before answering".into())),
+        }
+    }
+
+    /// A turn to commit a group: the store's write lock or, for a push group on PostgreSQL,
+    /// one of [`horizon::PARALLEL_GROUPS`] turns. Held (dropped) as a whole.
+    async fn write_turn(&self, side_by_side: bool) -> Box<dyn Send> {
+        if side_by_side
+            && matches!(self.backend, Backend::Postgres(_))
+            // The semaphore is never closed.
+            && let Ok(permit) = std::sync::Arc::clone(&self.push_turns).acquire_owned().await
+        {
+            return Box::new(permit);
+        }
+        Box::new(std::sync::Arc::clone(&self.write_lock).lock_owned().await)
+    }
+
+    /// The lowest `seq` a reader paging through `records` may not reach yet: every row below
+    /// it has committed (`horizon`). `None` on SQLite, whose one writer commits in `seq` order.
+    pub(crate) async fn settled_below(&self) -> Result<Option<i64>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(pool) => horizon::settled_below(pool).await.map(Some),
         }
     }
 
@@ -411,14 +437,39 @@ impl GroupWriter {
         }
     }
 
-    /// One transaction for a group of records (origin, received_at, record), in order.
+    /// One transaction for a group of records (origin, received_at, record), in order. On
+    /// PostgreSQL it runs beside other push groups; if it clashes with one, it rolls back and
+    /// runs again alone (`horizon`).
     async fn commit_group(&self, incoming: &[Pending<'_>], quality: &QualityCounts) -> Result<Vec<Stored>, StoreError> {
+        if !matches!(self.backend, Backend::Postgres(_)) {
+            return self.commit_group_once(incoming, quality, false).await;
+        }
+        match self.commit_group_once(incoming, quality, true).await {
+            Err(e) if horizon::clashed(&e) => {
+                tracing::debug!(error = %e, "a push group clashed with one beside it; committing it again alone");
+                self.commit_group_once(incoming, quality, false).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn commit_group_once(
+        &self,
+        incoming: &[Pending<'_>],
+        quality: &QualityCounts,
+        side_by_side: bool,
+    ) -> Result<Vec<Stored>, StoreError> {
         dispatch!(self, pool => {
             let started = std::time::Instant::now();
             let mut tx = pool.begin().await?;
             if matches!(self.backend, Backend::Postgres(_)) {
-                // Replicas sharing one database serialise their ingest the same way.
-                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+                // Replicas sharing one database take the same locks.
+                if side_by_side {
+                    sqlx::query(horizon::ENTER_SHARED).execute(&mut *tx).await?;
+                    sqlx::query(horizon::MARK_IN_FLIGHT).bind(horizon::MARK_BASE).execute(&mut *tx).await?;
+                } else {
+                    sqlx::query(horizon::ENTER_EXCLUSIVE).execute(&mut *tx).await?;
+                }
             }
             let locked = started.elapsed();
             let mut keys: Vec<i64> = incoming.iter().map(|p| short(&p.incoming.record.natural_key)).collect();
@@ -489,9 +540,13 @@ impl Store {
 
     /// One page of records matching `q`, in arrival order.
     pub async fn query(&self, q: &RecordQuery) -> Result<Vec<StoredRecord>, StoreError> {
+        let below = self.settled_below().await?;
         dispatch!(self, pool => {
             let mut qb = QueryBuilder::new(SELECT_COLUMNS);
             qb.push(" WHERE seq > ").push_bind(q.after);
+            if let Some(below) = below {
+                qb.push(" AND seq < ").push_bind(below);
+            }
             if let Some(uscc) = &q.subject_uscc {
                 qb.push(" AND subject_uscc = ").push_bind(uscc.clone());
             }

@@ -139,7 +139,7 @@ impl Store {
                 if matches!(self.backend, Backend::Postgres(_)) {
                     // Replicas sharing one database: a settle on another replica must not slip
                     // between this step's read of the deliveries and its commit.
-                    sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+                    sqlx::query(crate::horizon::ENTER_EXCLUSIVE).execute(&mut *tx).await?;
                 }
                 let position: i64 = sqlx::query("SELECT position FROM sla_cursors WHERE destination = $1")
                     .bind(destination)
