@@ -982,17 +982,13 @@ async fn postgres_session(schema: &str) -> sqlx::PgConnection {
     options.options([("search_path", schema)]).connect().await.expect("connect")
 }
 
-/// Begins, as a push group of another replica does (`gateway_store`'s horizon.rs): lock 7301
+/// Begins as a push group of another replica does (`gateway_store::horizon`): lock 7301
 /// shared, then the in-flight mark at the next `seq`.
 async fn begin_side_by_side(conn: &mut sqlx::PgConnection) {
-    for statement in [
-        "BEGIN",
-        "SELECT pg_advisory_xact_lock_shared(7301)",
-        "SELECT pg_advisory_xact_lock_shared(72057594037927936 + last_value + CASE WHEN is_called THEN 1 ELSE 0 END) \
-         FROM records_seq_seq",
-    ] {
-        sqlx::raw_sql(statement).execute(&mut *conn).await.expect(statement);
-    }
+    use gateway_store::horizon;
+    sqlx::raw_sql("BEGIN").execute(&mut *conn).await.expect("begin");
+    sqlx::query(horizon::ENTER_SHARED).execute(&mut *conn).await.expect("lock 7301 shared");
+    sqlx::query(horizon::MARK_IN_FLIGHT).bind(horizon::MARK_TAG).execute(&mut *conn).await.expect("mark");
 }
 
 /// Push groups on PostgreSQL commit side by side, so a higher `seq` may commit before a lower

@@ -172,8 +172,9 @@ impl GroupWriter {
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
             if matches!(self.backend, Backend::Postgres(_)) {
-                // As on the push path: replicas serialise record writes, so `records.seq`
-                // follows commit order and outbox cursors never pass an uncommitted row.
+                // Alone: no push group (of any replica) commits meanwhile, so no row above
+                // this group's `seq`s can commit before it, and the undo below may delete by
+                // `seq` (`horizon`).
                 sqlx::query(crate::horizon::ENTER_EXCLUSIVE).execute(&mut *tx).await?;
             }
             let skip = self.backend.skip_held();

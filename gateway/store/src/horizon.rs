@@ -27,30 +27,40 @@ use sqlx::postgres::PgPool;
 
 use crate::StoreError;
 
-/// Push groups one process commits at once on PostgreSQL. Two gave the store 38 % and the
-/// HTTP push path 26 % more records per second on a 2-core machine (docs/benchmarks.md).
+/// Push groups one process commits at once on PostgreSQL. In paired runs on a 2-core machine
+/// two moved HTTP / multi-row INSERT from 0.37–0.40 to 0.43–0.66 within each round
+/// (docs/benchmarks.md). Four, in a trial, deadlocked on the quality counters (now written in
+/// key order).
 pub(crate) const PARALLEL_GROUPS: usize = 2;
 
-/// In-flight marks are advisory lock keys `MARK_BASE + next seq`: far above the store's other
-/// advisory locks (7301, 7302), and below 2^63 for any `seq` under 2^56.
-pub(crate) const MARK_BASE: i64 = 1 << 56;
+/// In-flight marks are advisory lock keys (bigint form) laid out as `MARK_TAG | ns << 40 | seq`:
+/// the tag (bit 62) sets them apart from the store's other advisory locks (7301, 7302) and
+/// from negative keys other tools may take; `ns`, 21 bits of the sequence's oid, sets apart
+/// the stores of one database (tests give each a schema); `seq`, the next `seq` at marking,
+/// capped at 2^40 - 1. A cap or a shared `ns` only lowers a horizon, which is safe.
+pub const MARK_TAG: i64 = 1 << 62;
 
 /// Advisory lock 7301, taken by every writer of `records` (replicas sharing the database
 /// take the same one), exclusively by all but push groups. Statements rather than functions
 /// of a `PgConnection`: they run inside `dispatch!` bodies, which compile for both backends.
-pub(crate) const ENTER_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(7301)";
+pub const ENTER_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(7301)";
 
 /// Lock 7301 shared, for a push group, then ([`MARK_IN_FLIGHT`]) its in-flight mark.
-pub(crate) const ENTER_SHARED: &str = "SELECT pg_advisory_xact_lock_shared(7301)";
+pub const ENTER_SHARED: &str = "SELECT pg_advisory_xact_lock_shared(7301)";
 
-/// Marks the transaction in flight at the next `seq` (bind [`MARK_BASE`] as `$1`). The mark
-/// is read from the sequence before the lock is granted, so every `seq` this transaction
-/// takes afterwards is at or above it.
-pub(crate) const MARK_IN_FLIGHT: &str = "SELECT pg_advisory_xact_lock_shared($1 + last_value + \
-     CASE WHEN is_called THEN 1 ELSE 0 END) FROM records_seq_seq";
+/// Marks the transaction in flight at the next `seq` (bind [`MARK_TAG`] as `$1`). The next
+/// `seq` is read before the lock is granted, so every `seq` this transaction takes afterwards
+/// is at or above it. `pg_sequence_last_value` reads the sequence under its buffer lock: a
+/// plain `SELECT` from the sequence can catch `nextval` between its two writes of the value
+/// (the logged-ahead one, then the real one) and read a value up to 32 too high. It is NULL
+/// before the first `nextval`. The argument needs the identity's default `CACHE 1` (migration
+/// 0001): with a cache, a session would hand out `seq`s the sequence no longer shows.
+pub const MARK_IN_FLIGHT: &str = "SELECT pg_advisory_xact_lock_shared($1 + ((s::oid::bigint % 2097152) << 40) \
+     + LEAST(COALESCE(pg_sequence_last_value(s) + 1, 1), 1099511627775)) \
+     FROM (SELECT 'records_seq_seq'::regclass AS s) q";
 
 /// The horizon: the next `seq` (read first), lowered to the lowest in-flight mark of this
-/// database (read after it, by the subquery that depends on it).
+/// store (read after it, by the subquery that depends on it). Binds [`MARK_TAG`] as `$1`.
 ///
 /// Why every `seq` below the horizon h is committed by the time this statement ends: take a
 /// writer T holding some `seq` s < h. T marked itself before taking s. If its mark was granted
@@ -60,16 +70,17 @@ pub(crate) const MARK_IN_FLIGHT: &str = "SELECT pg_advisory_xact_lock_shared($1 
 /// rolled back, and a statement that starts afterwards sees its rows.
 /// An exclusive writer needs no mark: while it holds the lock no other writer runs, so no
 /// row above its `seq`s can commit before it does.
-const HORIZON: &str = "SELECT LEAST(n, (SELECT MIN(((l.classid::bigint << 32) | l.objid::bigint) - $1) \
-     FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted \
-     AND l.classid::bigint >= ($1 >> 32) \
-     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND n IS NOT NULL)) \
-     FROM (SELECT last_value + CASE WHEN is_called THEN 1 ELSE 0 END AS n FROM records_seq_seq) s";
+const HORIZON: &str = "SELECT LEAST(n, (SELECT MIN(k & 1099511627775) FROM \
+     (SELECT (l.classid::bigint << 32) | l.objid::bigint AS k FROM pg_locks l \
+      WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted \
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) marks \
+     WHERE k >> 40 = ($1 >> 40) + ns AND n IS NOT NULL)) \
+     FROM (SELECT COALESCE(pg_sequence_last_value(s) + 1, 1) AS n, s::oid::bigint % 2097152 AS ns \
+     FROM (SELECT 'records_seq_seq'::regclass AS s) q) t";
 
 /// The lowest `seq` a reader of `records` may not pass yet: every row below it has committed.
-/// (Marks of another schema in the same database, as tests use, can only lower it.)
 pub(crate) async fn settled_below(pool: &PgPool) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar::<_, i64>(HORIZON).bind(MARK_BASE).fetch_one(pool).await?)
+    Ok(sqlx::query_scalar::<_, i64>(HORIZON).bind(MARK_TAG).fetch_one(pool).await?)
 }
 
 /// Whether a push group failed by clashing with another committed beside it: a unique key

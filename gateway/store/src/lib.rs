@@ -132,11 +132,8 @@ impl Backend {
     /// `all_inserted`): `(verb, tail)`. SQLite is given `INSERT OR IGNORE` for the reason
     /// `Store::skip_held` gives; PostgreSQL a plain `INSERT`, which a held key fails. Its
     /// `ON CONFLICT DO NOTHING` costs a speculative insertion per row: dropping it made the
-    /// PostgreSQL push path faster in paired runs (docs/benchmarks.md). One `COPY` per group
-    /// was faster still, but sqlx cannot bring back a connection whose `COPY` was cancelled
-    /// half-way. The push path's group commit now runs in a task of its own, which no client
-    /// cancels, so it could take the `COPY` (not yet measured again); the envelope path could
-    /// not.
+    /// PostgreSQL push path faster in paired runs (docs/benchmarks.md). One `COPY` per group,
+    /// measured again once the group commit ran in a task of its own, gained nothing.
     /// The opening and closing words of an insert that skips rows already held (by any unique
     /// key).
     pub(crate) fn skip_held(&self) -> (&'static str, &'static str) {
@@ -157,8 +154,9 @@ impl Backend {
 /// A record store. Cheap to share behind an `Arc`.
 pub struct Store {
     backend: Backend,
-    /// Serialises ingest transactions of this process: the natural-key lookup and the insert
-    /// must see each other's effects. (PostgreSQL replicas additionally take an advisory lock.)
+    /// Serialises the record writers of this process: the natural-key lookup and the insert
+    /// must see each other's effects. On PostgreSQL push groups take `push_turns` instead, and
+    /// every writer advisory lock 7301 (`horizon`).
     write_lock: std::sync::Arc<Mutex<()>>,
     /// On PostgreSQL, push groups take one of these instead of `write_lock`: that many commit
     /// side by side (`horizon` says how readers still see `seq` in order).
@@ -276,7 +274,7 @@ pub mod cases;
 mod ceiling;
 mod envelopes;
 pub mod evaluations;
-mod horizon;
+pub mod horizon;
 mod leases;
 mod outbox;
 pub mod quality;

@@ -466,7 +466,7 @@ impl GroupWriter {
                 // Replicas sharing one database take the same locks.
                 if side_by_side {
                     sqlx::query(horizon::ENTER_SHARED).execute(&mut *tx).await?;
-                    sqlx::query(horizon::MARK_IN_FLIGHT).bind(horizon::MARK_BASE).execute(&mut *tx).await?;
+                    sqlx::query(horizon::MARK_IN_FLIGHT).bind(horizon::MARK_TAG).execute(&mut *tx).await?;
                 } else {
                     sqlx::query(horizon::ENTER_EXCLUSIVE).execute(&mut *tx).await?;
                 }

@@ -377,8 +377,8 @@ impl Shared {
         let mut after = position;
         // A child takes only lifecycle events and list entries: they are looked up directly
         // (migration 0016's index), and the cursor
-        // then jumps to the last record stored when the lookup began (seq follows commit
-        // order, so nothing at or below it can still appear).
+        // then jumps to the last record stored when the lookup began (`Store::last_seq`:
+        // nothing at or below it can still appear).
         let events_upto = match dest.link {
             Link::Child => Some(store.last_seq().await?),
             Link::Parent | Link::Publication | Link::Adapter => None,
