@@ -318,8 +318,8 @@ impl Store {
     /// adds `job`, waits for the store's write turn and, unless the holder of an earlier turn
     /// took the group with it, commits the whole group with `commit`. That runs in a task of its
     /// own holding the turn until every job is answered: a caller that hangs up drops its
-    /// request, which must neither cancel the others' commit nor let the next group start
-    /// before this one is in. Then waits for `answer`, the reply to `job`. With `side_by_side`
+    /// request, which must neither cancel the others' commit nor hand its turn on before this
+    /// group is in. Then waits for `answer`, the reply to `job`. With `side_by_side`
     /// (push groups), groups on PostgreSQL commit [`horizon::PARALLEL_GROUPS`] at a time.
     pub(crate) async fn join_group<J, T, F>(
         &self,
