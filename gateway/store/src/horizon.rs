@@ -13,7 +13,7 @@
 //! lowest in-flight mark, or the next `seq` when nothing is in flight. The horizon is read by
 //! a statement of its own, before the statement that reads the rows. Every `seq` below it
 //! belongs to a transaction that had ended by then, so the later snapshot sees the whole
-//! prefix ([`HORIZON`] gives the argument).
+//! prefix (the comment on `HORIZON` gives the argument).
 //!
 //! Side by side means under the shared form of advisory lock 7301 ([`ENTER_SHARED`]). Every other
 //! writer of `records` (received envelopes, the SLA catch-up, settling) takes it exclusively,

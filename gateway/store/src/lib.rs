@@ -128,14 +128,13 @@ enum Backend {
 }
 
 impl Backend {
-    /// How a multi-row `INSERT` here writes rows that must all go in (count them with
-    /// `all_inserted`): `(verb, tail)`. SQLite is given `INSERT OR IGNORE` for the reason
-    /// `Store::skip_held` gives; PostgreSQL a plain `INSERT`, which a held key fails. Its
-    /// `ON CONFLICT DO NOTHING` costs a speculative insertion per row: dropping it made the
-    /// PostgreSQL push path faster in paired runs (docs/benchmarks.md). One `COPY` per group,
-    /// measured again once the group commit ran in a task of its own, gained nothing.
-    /// The opening and closing words of an insert that skips rows already held (by any unique
-    /// key).
+    /// How a multi-row `INSERT` here skips rows whose unique keys are already held:
+    /// `(verb, tail)`. SQLite is given `INSERT OR IGNORE`, not `ON CONFLICT DO NOTHING`: under
+    /// the latter a NOT NULL check could still abort the statement half-way, so SQLite first
+    /// copied every page the statement changed into a statement journal (memory copies and
+    /// allocations, a few per cent of a relaying node's CPU). No constraint aborts an
+    /// `OR IGNORE` statement, so it needs none. Where every row must go in, check the count
+    /// with `all_inserted`.
     pub(crate) fn skip_held(&self) -> (&'static str, &'static str) {
         match self {
             Backend::Sqlite(_) => ("INSERT OR IGNORE INTO", ""),
@@ -143,6 +142,12 @@ impl Backend {
         }
     }
 
+    /// How a multi-row `INSERT` here writes rows that must all go in (count them with
+    /// `all_inserted`): `(verb, tail)`. SQLite is given `INSERT OR IGNORE` for the reason
+    /// `skip_held` gives; PostgreSQL a plain `INSERT`, which a held key fails. Its
+    /// `ON CONFLICT DO NOTHING` costs a speculative insertion per row: dropping it made the
+    /// PostgreSQL push path faster in paired runs (docs/benchmarks.md). One `COPY` per group,
+    /// measured again once the group commit ran in a task of its own, gained nothing.
     fn insert_new(&self) -> (&'static str, &'static str) {
         match self {
             Backend::Sqlite(_) => ("INSERT OR IGNORE INTO", ""),
@@ -252,7 +257,7 @@ macro_rules! dispatch {
 }
 
 /// Fails unless a multi-row insert that had to take every row (`expected`) took them all: an
-/// insert written with [`Store::skip_held`] skips a row a unique key refuses instead of failing.
+/// insert written with `Backend::skip_held` skips a row a unique key refuses instead of failing.
 fn all_inserted(inserted: u64, expected: usize, what: impl FnOnce() -> String) -> Result<(), StoreError> {
     if inserted == expected as u64 {
         Ok(())
@@ -298,13 +303,6 @@ pub use sla::{SlaCounts, SlaRow, SlaRows, SlaScope, SlaWindow};
 pub use trail::{EventRef, Hop, Publication, StateView, Trail, VersionTrail};
 
 impl Store {
-    /// How a multi-row `INSERT` here skips rows whose unique keys are already held:
-    /// `(verb, tail)`. SQLite is given `INSERT OR IGNORE`, not `ON CONFLICT DO NOTHING`: under
-    /// the latter a NOT NULL check could still abort the statement half-way, so SQLite first
-    /// copied every page the statement changed into a statement journal (memory copies and
-    /// allocations, a few per cent of a relaying node's CPU). No constraint aborts an
-    /// `OR IGNORE` statement, so it needs none. Where every row must go in, check the count
-    /// with `all_inserted`.
     /// Opens (creating on first start) the SQLite database at `path` and migrates it.
     pub async fn open_sqlite(path: &Path, sync: SqliteSync) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()

@@ -17,7 +17,7 @@ use super::{
 };
 
 /// Inserts `NewRow`s into `records` inside the transaction `$tx`, in multi-row statements
-/// written with `$verb` (`(verb, tail)`, from `Backend::insert_new` or [`Store::skip_held`]).
+/// written with `$verb` (`(verb, tail)`, from `Backend::insert_new` or `Backend::skip_held`).
 macro_rules! insert_rows {
     // Every row must go in: a row a constraint refuses fails the transaction.
     ($tx:ident, $verb:expr, $rows:expr) => {
